@@ -1,0 +1,212 @@
+"""Typed, frozen trial configuration: one small model per concern, composed.
+
+Every field has a default; unknown keys are errors (pydantic `extra=forbid`),
+so a typo in a spec names its field path. `TrialConfig.run_hash()` is the
+content address of a trial: the hash of the canonical *non-default* fields,
+with the seed and the environment-only fields (paths, device) left out, so
+adding a new field with a default never changes old hashes.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+# --------------------------------------------------------------------- data
+class DeficitConfig(_Frozen):
+    """A training-data deficit active for epochs in [start_epoch, end_epoch)."""
+
+    kind: Literal["none", "blur", "vflip", "label_permutation", "noise"] = "none"
+    start_epoch: int = Field(0, ge=0)
+    end_epoch: int = Field(0, ge=0)
+
+    @model_validator(mode="after")
+    def _window(self) -> "DeficitConfig":
+        if self.kind != "none" and self.end_epoch <= self.start_epoch:
+            raise ValueError("end_epoch must be greater than start_epoch")
+        return self
+
+
+class PatchConfig(_Frozen):
+    """Li/Wei/Ma patch data: a fraction of examples carry a class patch z ± zeta_c."""
+
+    fraction: float = Field(0.0, ge=0.0, le=1.0)
+    scale: float = Field(0.5, gt=0.0)      # magnitude of the patch z
+    zeta: float = Field(0.1, ge=0.0)       # class-dependent offset size
+    size: int = Field(4, ge=1)             # patch length (1-D) or side (2-D)
+
+
+class DataConfig(_Frozen):
+    dataset: Literal["mnist1d", "cifar10", "mnist", "fashion_mnist", "sine1d"] = "mnist1d"
+    root: str | None = None        # environment: where torchvision sets / caches live
+    download: bool = False         # environment: allowed only with internet
+    train_size: int | None = Field(None, ge=10)   # class-balanced subset
+    test_size: int | None = Field(None, ge=10)
+    label_noise: float = Field(0.0, ge=0.0, le=1.0)
+    deficit: DeficitConfig = DeficitConfig()
+    patch: PatchConfig = PatchConfig()
+    augment: bool = False          # random crop + flip for image sets
+    data_seed: int = 0             # mnist1d generation, subsets, label noise
+
+
+# -------------------------------------------------------------------- model
+class ModelConfig(_Frozen):
+    name: Literal["mlp", "cnn1d", "simple_cnn", "resnet20", "allcnn"] = "mlp"
+    width: int = Field(128, ge=1)           # hidden units (mlp) / channels (cnn1d); others fixed
+    depth: int = Field(2, ge=1)             # hidden layers (mlp)
+    activation: Literal["relu", "tanh", "gelu"] = "relu"
+    batchnorm: bool = False                 # mlp, cnn1d, simple_cnn, allcnn (resnet20 always BN)
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    preact_noise: float = Field(0.0, ge=0.0)   # Gaussian noise std before activations
+    init_seed: int | None = None            # None: derived from the trial seed
+
+
+# ---------------------------------------------------------------- optimizer
+class ScheduleConfig(_Frozen):
+    """Learning-rate (and momentum) schedule, in epochs.
+
+    constant; step (x factor at each fraction in milestones, the classic 3-step
+    schedule is milestones [0.5, 0.75], factor 0.1); exponential (x gamma per
+    epoch); two_stage (lr, momentum for stage1_epochs, then lr2, momentum2).
+    warmup_epochs ramps linearly from 0 in front of any of them.
+    """
+
+    kind: Literal["constant", "step", "exponential", "two_stage"] = "constant"
+    milestones: tuple[float, ...] = (0.5, 0.75)
+    factor: float = Field(0.1, gt=0.0)
+    gamma: float = Field(0.97, gt=0.0)
+    stage1_epochs: int = Field(0, ge=0)
+    lr2: float | None = Field(None, gt=0.0)
+    momentum2: float | None = Field(None, ge=0.0, lt=1.0)
+    warmup_epochs: float = Field(0.0, ge=0.0)
+    noise_off_epoch: int | None = Field(None, ge=0)   # switch preact noise off here
+
+
+class OptimConfig(_Frozen):
+    name: Literal["sgd", "adam"] = "sgd"
+    lr: float = Field(0.1, gt=0.0)
+    momentum: float = Field(0.0, ge=0.0, lt=1.0)
+    nesterov: bool = False
+    weight_decay: float = Field(0.0, ge=0.0)
+    betas: tuple[float, float] = (0.9, 0.999)
+    schedule: ScheduleConfig = ScheduleConfig()
+
+
+# ----------------------------------------------------------------- training
+class TrainConfig(_Frozen):
+    epochs: int = Field(5, ge=1)
+    batch_size: int = Field(100, ge=1)
+    max_steps: int | None = Field(None, ge=1)     # stop early at this step
+    divergence_loss: float = Field(1e3, gt=0.0)   # loss above this = diverged
+    log_every: int = Field(0, ge=0)               # train/loss cadence (0: every epoch)
+    bf16: bool = False                            # autocast on CUDA only
+    device: str = "auto"                          # environment: auto | cpu | cuda[:i]
+    deterministic: bool = True
+
+
+# ------------------------------------------------------------------- probes
+class ProbeScheduleConfig(_Frozen):
+    """When expensive probes run: log-spaced steps, every n, or listed steps."""
+
+    kind: Literal["log", "every", "steps", "epoch"] = "log"
+    points: int = Field(12, ge=1)       # log: how many log-spaced steps
+    every: int = Field(100, ge=1)       # every: period in steps
+    steps: tuple[int, ...] = ()         # steps: explicit optimizer steps
+
+
+class ProbesConfig(_Frozen):
+    """Which probes run and on what. Defaults: break-even spectra + stiffness."""
+
+    hessian: bool = True        # hessian/top (Lanczos), hessian/n_hvp
+    hessian_trace: bool = False # hessian/trace (Hutchinson)
+    gradcov: bool = True        # gradcov/top, gradcov/trace, gradcov/smallest_nonzero
+    stiffness: bool = True      # stiffness/train_train/*, stiffness/train_val/*
+    fisher: bool = False        # fisher/trace
+    frequency: bool = False     # freq/delta_k*
+    timeline: bool = True       # timeline/dist_init, grad_norm, sign_flips
+    schedule: ProbeScheduleConfig = ProbeScheduleConfig()
+    probe_size: int = Field(256, ge=2)      # fixed probe set drawn from train data
+    val_probe_size: int = Field(128, ge=2)  # for train-val stiffness
+    probe_seed: int = 0
+    hessian_size: int | None = Field(None, ge=2)   # batch for curvature (None: probe_size)
+    hessian_tol: float = Field(1e-3, gt=0.0)
+    hutchinson_samples: int = Field(20, ge=1)
+    gradcov_unit: Literal["example", "minibatch"] = "example"
+    gradcov_minibatch: int = Field(128, ge=1)
+    fisher_samples: int = Field(1, ge=1)
+    frequencies: int = Field(4, ge=1)        # how many label-spectrum peaks to track
+    bn_mode: Literal["eval", "train"] = "eval"
+
+
+class TrialConfig(_Frozen):
+    data: DataConfig = DataConfig()
+    model: ModelConfig = ModelConfig()
+    optim: OptimConfig = OptimConfig()
+    train: TrainConfig = TrainConfig()
+    probes: ProbesConfig = ProbesConfig()
+    seed: int = 0
+
+    def run_hash(self) -> str:
+        """Content address: sha256 of canonical non-default, non-environment fields."""
+        canon = _prune(non_default_fields(self), HASH_EXCLUDED)
+        blob = json.dumps(canon, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    def flat(self) -> dict[str, Any]:
+        """Every field under its dotted path: {'optim.lr': 0.1, ...}."""
+        return flatten(self.model_dump(mode="json"))
+
+
+# Fields that say where/how a trial runs, not what it computes.
+HASH_EXCLUDED = frozenset({"seed", "data.root", "data.download", "train.device"})
+
+
+def non_default_fields(cfg: BaseModel) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, field in type(cfg).model_fields.items():
+        value = getattr(cfg, name)
+        if isinstance(value, BaseModel):
+            sub = non_default_fields(value)
+            if sub:
+                out[name] = sub
+        elif value != field.default:
+            out[name] = json.loads(json.dumps(value, default=list))
+    return out
+
+
+def _prune(tree: dict[str, Any], excluded: frozenset[str], prefix: str = "") -> dict[str, Any]:
+    out = {}
+    for key, value in tree.items():
+        path = f"{prefix}{key}"
+        if path in excluded:
+            continue
+        out[key] = _prune(value, excluded, path + ".") if isinstance(value, dict) else value
+    return out
+
+
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def unflatten(flat: dict[str, Any]) -> dict[str, Any]:
+    tree: dict[str, Any] = {}
+    for path, value in flat.items():
+        node = tree
+        *parents, leaf = path.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    return tree
