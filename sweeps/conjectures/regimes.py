@@ -1,0 +1,233 @@
+"""Two regimes of deep-network training (Leclerc & Madry 2020).
+
+Each trial is classified from its per-epoch training loss (`classify_regimes`):
+- `diverged`: status is diverged, or the loss curve has a non-finite value;
+- `small-step`: the loss decreases consistently, i.e. at least
+  `min_decrease_frac` (default 0.9) of the epoch-to-epoch changes are negative;
+- `large-step`: otherwise (the loss does not decrease consistently);
+- `unknown`: errored/running trials or fewer than 2 epochs logged.
+
+Conjectures:
+- `regimes.momentum`: in small-step trials momentum lowers the final train
+  loss (Spearman of μ vs final loss < 0 within each η), and in large-step
+  trials it does not (no significant decrease).
+- `regimes.large_step_generalizes`: final test accuracy of large-step trials
+  is higher than that of small-step trials.
+- `regimes.two_stage`: the two-stage schedule's final test accuracy matches
+  the 3-step schedule's within a tolerance, or beats it.
+"""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from sweeps.conjectures.verdict import (ALPHA, N_BOOT, N_PERM, Verdict, compare_groups,
+                                        final_value, inconclusive, param, per_epoch, trend_test)
+
+LR, MOM = "optim.lr", "optim.momentum"
+KIND, STAGE1 = "optim.schedule.kind", "optim.schedule.stage1_epochs"
+MILESTONES, FACTOR = "optim.schedule.milestones", "optim.schedule.factor"
+REGIMES = ("diverged", "large-step", "small-step", "unknown")
+
+
+def classify_loss_curve(losses: np.ndarray, min_decrease_frac: float = 0.9) -> str:
+    """Regime of one per-epoch loss curve (see module docstring)."""
+    v = np.asarray(losses, dtype=float)
+    if v.size and not np.all(np.isfinite(v)):
+        return "diverged"
+    if v.size < 2:
+        return "unknown"
+    frac = float(np.mean(np.diff(v) < 0))
+    return "small-step" if frac >= min_decrease_frac else "large-step"
+
+
+def classify_regimes(table: Any, min_decrease_frac: float = 0.9) -> pd.Series:
+    """Regime per run_id, from status and the per-epoch `train/loss`."""
+    out = {}
+    for _, r in table.runs.iterrows():
+        rid, status = r["run_id"], str(r["status"])
+        if status == "diverged":
+            out[rid] = "diverged"
+        elif status != "finished":
+            out[rid] = "unknown"
+        else:
+            out[rid] = classify_loss_curve(per_epoch(table, rid, "train/loss").to_numpy(),
+                                           min_decrease_frac)
+    return pd.Series(out, name="regime", dtype=object)
+
+
+def _with_regimes(table: Any, min_decrease_frac: float) -> tuple[pd.DataFrame, dict[str, int]]:
+    runs = table.runs.set_index("run_id", drop=False)
+    reg = classify_regimes(table, min_decrease_frac)
+    runs = runs.assign(regime=reg.reindex(runs.index))
+    counts = {f"n_{k}": int((runs["regime"] == k).sum()) for k in REGIMES}
+    counts["min_decrease_frac"] = min_decrease_frac
+    return runs, counts
+
+
+def _final_train_loss(table: Any) -> pd.Series:
+    return final_value(table, "final/train_loss", fallback="train/loss")
+
+
+def _final_val_acc(table: Any) -> pd.Series:
+    return final_value(table, "final/val_acc", fallback="val/acc")
+
+
+# -------------------------------------------------------------- momentum
+def momentum(table: Any, *, min_decrease_frac: float = 0.9, alpha: float = ALPHA,
+             n_perm: int = N_PERM, n_boot: int = N_BOOT, rng_seed: int = 0,
+             min_trials: int = 4) -> list[Verdict]:
+    """Momentum lowers the final train loss in the small-step regime, not in the large-step one.
+
+    Rule: supported when the small-step trend (μ vs final loss, within η) is
+    significantly negative and the large-step one is not; refuted when the
+    small-step trend is significantly positive or the large-step trend is
+    significantly negative (momentum helps where it should not); otherwise
+    inconclusive. statistic / effect / CI / p are the small-step ones; the
+    large-step test is in details. Diverged trials are excluded and counted.
+    """
+    name = "regimes.momentum"
+    statement = ("momentum lowers the final train loss in the small-step regime "
+                 "and does not in the large-step regime")
+    runs, counts = _with_regimes(table, min_decrease_frac)
+    if MOM not in runs.columns:
+        return [inconclusive(name, statement, f"no column {MOM}", **counts)]
+    loss = _final_train_loss(table)
+    runs = runs.assign(final_loss=loss.reindex(runs.index))
+    tests = {}
+    for reg in ("small-step", "large-step"):
+        sub = runs[(runs["regime"] == reg) & np.isfinite(runs["final_loss"].astype(float))]
+        if len(sub) < min_trials:
+            tests[reg] = None
+            continue
+        strata = param(sub, LR).astype(str).to_numpy() if LR in sub.columns else None
+        tests[reg] = trend_test(param(sub, MOM).to_numpy(float), sub["final_loss"].to_numpy(float),
+                                strata, n_perm=n_perm, n_boot=n_boot, rng_seed=rng_seed, alpha=alpha)
+    small, large = tests["small-step"], tests["large-step"]
+
+    def sig(t, sign):  # significant trend with this sign
+        return t is not None and np.isfinite(t.p_value) and t.p_value < alpha and np.sign(t.statistic) == sign
+
+    details = {**counts, "test": "stratified Spearman of momentum vs final train loss, within lr",
+               "large_step": None if large is None else {
+                   "rho": large.statistic, "effect": large.effect, "ci": [large.ci_low, large.ci_high],
+                   "p_value": large.p_value, "n": large.n}}
+    if small is None:
+        return [inconclusive(name, statement, f"fewer than {min_trials} small-step trials", **details)]
+    if sig(small, +1) or sig(large, -1):
+        kind = "refuted"
+    elif sig(small, -1) and large is not None and not sig(large, -1):
+        kind = "supported"
+    else:
+        kind = "inconclusive"
+    if large is None:
+        details["reason"] = f"fewer than {min_trials} large-step trials"
+    return [Verdict(name, statement, kind, small.statistic, small.effect, small.ci_low,
+                    small.ci_high, small.p_value, small.n, {**small.details, **details})]
+
+
+# ------------------------------------------------------- generalization
+def large_step_generalizes(table: Any, *, min_decrease_frac: float = 0.9,
+                           momentum_value: float | None = None, alpha: float = ALPHA,
+                           n_perm: int = N_PERM, n_boot: int = N_BOOT,
+                           rng_seed: int = 0) -> list[Verdict]:
+    """Final test accuracy is higher in large-step trials than in small-step ones.
+
+    Two-sample permutation test on mean final `val/acc` (large - small); with
+    `momentum_value` only trials at that μ are compared (e.g. 0.0).
+    """
+    name = "regimes.large_step_generalizes"
+    statement = "large-step trials reach a higher final test accuracy than small-step trials"
+    runs, counts = _with_regimes(table, min_decrease_frac)
+    if momentum_value is not None and MOM in runs.columns:
+        runs = runs[np.isclose(param(runs, MOM).astype(float), momentum_value)]
+        counts["momentum"] = momentum_value
+    acc = _final_val_acc(table).reindex(runs.index)
+    a = acc[runs["regime"] == "large-step"]
+    b = acc[runs["regime"] == "small-step"]
+    res = compare_groups(a, b, n_perm=n_perm, n_boot=n_boot, rng_seed=rng_seed, alpha=alpha)
+    if not np.isfinite(res.p_value):
+        return [inconclusive(name, statement, res.details.get("reason", "no data"), res.n,
+                             **counts, **res.details)]
+    return [res.verdict(name, statement, +1, alpha, **counts,
+                        groups={"a": "large-step", "b": "small-step"})]
+
+
+# -------------------------------------------------------------- two-stage
+def _as_tuple(v: Any) -> tuple[float, ...]:
+    if isinstance(v, str):
+        try:
+            v = json.loads(v.replace("(", "[").replace(")", "]"))
+        except ValueError:
+            return ()
+    if isinstance(v, (list, tuple, np.ndarray)):
+        return tuple(float(x) for x in v)
+    return () if v is None or (isinstance(v, float) and np.isnan(v)) else (float(v),)
+
+
+def is_three_step(row: pd.Series) -> bool:
+    """Step schedule with two milestones (the classic 3-step: ×0.1 at 50% and 75%)."""
+    return (str(row.get(KIND, "")) == "step"
+            and len(_as_tuple(row.get(MILESTONES, (0.5, 0.75)))) == 2)
+
+
+def two_stage(table: Any, *, tol: float = 0.01, stage1_epochs: int | None = None,
+              alpha: float = ALPHA, n_perm: int = N_PERM, n_boot: int = N_BOOT,
+              rng_seed: int = 0) -> list[Verdict]:
+    """Two-stage schedule's final test accuracy ≥ the 3-step schedule's − tol.
+
+    Non-inferiority test on d = mean acc(two-stage) − mean acc(3-step):
+    supported when the one-sided (1 − alpha) lower bound of d is ≥ −tol (and
+    the permutation p of H0: d ≤ −tol is < alpha); refuted when the upper bound
+    is < −tol (significantly worse by more than the margin). The two-stage arm
+    is the trials with `stage1_epochs` when given, else the ablation's best T
+    by mean accuracy, with p Bonferroni-corrected for the number of Ts tried.
+    Diverged trials are excluded and counted.
+    """
+    name = "regimes.two_stage"
+    statement = f"the two-stage schedule matches (within {tol}) or beats the 3-step schedule"
+    runs = table.runs.set_index("run_id", drop=False)
+    status = runs["status"].astype(str)
+    counts = {"excluded_diverged": int((status == "diverged").sum()),
+              "excluded_other": int(((status != "diverged") & (status != "finished")).sum()),
+              "tol": tol}
+    runs = runs[status == "finished"]
+    acc = _final_val_acc(table).reindex(runs.index)
+    if KIND not in runs.columns:
+        return [inconclusive(name, statement, f"no column {KIND}", **counts)]
+    base_mask = runs.apply(is_three_step, axis=1) if len(runs) else pd.Series(dtype=bool)
+    baseline = acc[base_mask.astype(bool)]
+    two = runs[runs[KIND].astype(str) == "two_stage"]
+    t_col = param(two, STAGE1, 0)
+    by_t = {float(t): acc.reindex(g.index) for t, g in two.groupby(t_col.astype(float))}
+    if stage1_epochs is not None:
+        by_t = {t: v for t, v in by_t.items() if t == float(stage1_epochs)}
+    if not by_t or len(baseline) < 2:
+        return [inconclusive(name, statement, "need two-stage and 3-step trials", **counts,
+                             n_two_stage=int(len(two)), n_three_step=int(len(baseline)))]
+    means = {t: float(np.nanmean(v)) for t, v in by_t.items()}
+    best = max(means, key=means.get)
+    k = len(by_t) if stage1_epochs is None else 1
+    res = compare_groups(by_t[best], baseline, n_perm=n_perm, n_boot=n_boot, rng_seed=rng_seed,
+                         alpha=alpha / k, shift=tol, alternative="greater")
+    details = {**counts, **res.details, "stage1_epochs": best, "n_T_tried": k,
+               "mean_acc_by_T": means, "mean_acc_three_step": float(baseline.mean())}
+    if not np.isfinite(res.p_value):
+        return [inconclusive(name, statement, res.details.get("reason", "no data"), res.n, **details)]
+    p = min(1.0, res.p_value * k)
+    if res.ci_low >= -tol and p < alpha:
+        kind = "supported"
+    elif res.ci_high < -tol:
+        kind = "refuted"
+    else:
+        kind = "inconclusive"
+    return [Verdict(name, statement, kind, res.statistic, res.effect, res.ci_low, res.ci_high,
+                    p, res.n, details)]
+
+
+CONJECTURES = {"regimes.momentum": momentum,
+               "regimes.large_step_generalizes": large_step_generalizes,
+               "regimes.two_stage": two_stage}
