@@ -1,0 +1,63 @@
+"""Probes: measurements of training dynamics with no side effects on training.
+
+Every probe takes a model, a loss function and tensors and returns plain
+Python floats / numpy arrays. It saves and restores the train/eval flags of
+every submodule and every buffer, never writes `.grad`, uses its own
+`torch.Generator` (a fixed-seed one when `generator=None`) and runs with
+BatchNorm on running statistics and dropout off by default (`bn_mode`).
+
+Modes (modes.py)
+    probe_mode(model, train=False, bn_mode=None)         context manager
+Curvature (curvature.py)
+    hessian_top_eigen(model, loss_fn, inputs, targets, tol=1e-3, v0=None)
+        -> EigenResult(value, vector, n_hvp, converged)   Lanczos, which='LA'
+    hessian_trace(model, loss_fn, inputs, targets, samples=20, generator=None)
+    hessian_hvp(model, loss_fn, inputs, targets, vector)
+Per-example gradients (pergrad.py)
+    per_example_gradients(model, loss_fn, inputs, targets, chunk_size=None) -> (n, p)
+Gradient covariance K (covariance.py)
+    gradient_covariance(model, loss_fn, inputs, targets, unit="example",
+                        minibatch=128, grads=None) -> dict top, trace,
+        smallest_nonzero, trace_over_top, smallest_over_top, rank, n
+Stiffness (stiffness.py)
+    stiffness(model, loss_fn, inputs, targets, num_classes, other=None,
+              grads=None, other_grads=None) -> dict sign, cos, class_sign,
+        class_cos, sign_within, sign_between, cos_within, cos_between
+    stiffness_by_distance(grads, inputs, grads_other=None, inputs_other=None,
+              targets=None, targets_other=None, same_class_mask=None, bins=10)
+Fisher (fisher.py)
+    fisher_trace(model, inputs, samples=1, generator=None, exact=False, grads=None)
+    sample_labels(model, inputs, samples=1, generator=None)
+Frequency principle (frequency.py)
+    pc1_projection(train_inputs) -> (p1, z)
+    nudft(values, projections, frequencies) -> complex (m, d)
+    label_peaks(targets_onehot, projections, num=4, grid=None)
+    frequency_errors(outputs, targets, projections, frequencies, magnitude=False)
+    low_high_errors(outputs, targets, inputs, widths) -> dict widths, e_low, e_high
+Break-even detectors (breakeven.py)
+    stability_breakeven(steps, lam_h, lr, batch_size=None, n_train=None, s=None)
+    saturation_breakeven(steps, values, window=3, eps=0.05) -> (step, reached)
+Timeline (timeline.py)
+    distance_from_init(model, init_params), gradient_norm(model_or_grad, ...),
+    sign_flip_fraction(params, reference_params)
+"""
+from .breakeven import saturation_breakeven, stability_breakeven
+from .covariance import gradient_covariance
+from .curvature import EigenResult, hessian_hvp, hessian_top_eigen, hessian_trace
+from .fisher import fisher_trace, sample_labels
+from .frequency import (default_grid, frequency_errors, gaussian_smooth, label_peaks,
+                        low_high_errors, nudft, pc1_projection)
+from .modes import probe_mode
+from .pergrad import per_example_gradients
+from .stiffness import critical_length, stiffness, stiffness_by_distance
+from .timeline import distance_from_init, gradient_norm, sign_flip_fraction
+
+__all__ = [
+    "EigenResult", "critical_length", "default_grid", "distance_from_init",
+    "fisher_trace", "frequency_errors", "gaussian_smooth", "gradient_covariance",
+    "gradient_norm", "hessian_hvp", "hessian_top_eigen", "hessian_trace",
+    "label_peaks", "low_high_errors", "nudft", "pc1_projection",
+    "per_example_gradients", "probe_mode", "sample_labels",
+    "saturation_breakeven", "sign_flip_fraction", "stability_breakeven",
+    "stiffness", "stiffness_by_distance",
+]

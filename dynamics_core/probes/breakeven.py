@@ -1,0 +1,68 @@
+"""Break-even point detectors (Jastrzebski et al. 2020), on logged sequences.
+
+Stability: SGD with learning rate η and batch S out of N examples is unstable
+along the top Hessian direction once
+    (1 − ηλ_H¹)² + s²η²(N − S)/(S(N − 1)) ≥ 1,
+where s² is the per-example gradient variance along that direction. Without
+the noise term (full batch, or s/S/N not given) this is λ_H¹ ≥ 2/η. Only
+positive curvature counts (λ_H¹ > 0): with λ ≤ 0 the left side is ≥ 1
+trivially, which is not a break-even point.
+
+Saturation: the first measurement after which the running maximum of a
+sequence (λ_K¹ or λ_H¹) grows by less than a relative `eps` over the next
+`window` measurements; `reached=False` says the peak was not reached, so the
+trajectory's maximum is not yet comparable with other trials'.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+
+def _per_step(x, n: int) -> np.ndarray:
+    a = np.asarray(x, dtype=np.float64)
+    return np.full(n, float(a)) if a.ndim == 0 else a.reshape(-1)
+
+
+def stability_breakeven(steps: Sequence[int], lam_h, lr, batch_size: int | None = None,
+                        n_train: int | None = None, s=None) -> int | None:
+    """First step satisfying the stability criterion, or None. `lr` and `s`
+    may be scalars or per-step sequences (schedules)."""
+    steps = list(steps)
+    lam = _per_step(lam_h, len(steps))
+    eta = _per_step(lr, len(steps))
+    if len(lam) != len(steps) or len(eta) != len(steps):
+        raise ValueError("steps, lam_h and lr must have the same length")
+    lhs = (1.0 - eta * lam) ** 2
+    if s is not None and batch_size is not None and n_train is not None:
+        if n_train < 2:
+            raise ValueError("n_train must be at least 2")
+        sv = _per_step(s, len(steps))
+        S, N = float(batch_size), float(n_train)
+        lhs = lhs + sv ** 2 * eta ** 2 * (N - S) / (S * (N - 1))
+        hit = (lhs >= 1.0) & (lam > 0)
+    else:
+        hit = (eta * lam >= 2.0)
+    idx = np.flatnonzero(hit)
+    return int(steps[idx[0]]) if idx.size else None
+
+
+def saturation_breakeven(steps: Sequence[int], values, window: int = 3,
+                         eps: float = 0.05) -> tuple[int | None, bool]:
+    """(step, True) at the first index t with M[t+window] − M[t] ≤ eps·|M[t]|,
+    M the running max (NaN ignored); (None, False) if no such t."""
+    steps = list(steps)
+    v = np.asarray(values, dtype=np.float64).reshape(-1)
+    if len(v) != len(steps):
+        raise ValueError("steps and values must have the same length")
+    if window < 1:
+        raise ValueError("window must be at least 1")
+    v = np.where(np.isnan(v), -np.inf, v)
+    run = np.maximum.accumulate(v) if len(v) else v
+    for t in range(len(v) - window):
+        if not np.isfinite(run[t]):
+            continue
+        if run[t + window] - run[t] <= eps * abs(run[t]):
+            return int(steps[t]), True
+    return None, False

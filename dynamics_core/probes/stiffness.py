@@ -1,0 +1,137 @@
+"""Stiffness (Fort et al. 2019): sign and cosine of per-example gradient pairs.
+
+Pair rule. Within one set: all ordered pairs (i, j) with i ≠ j. The Gram is
+symmetric, so every mean equals the mean over unordered pairs, and the class
+matrix is symmetric, C(a, b) = C(b, a). Between two sets A and B: all |A|·|B|
+pairs (x₁ ∈ A, x₂ ∈ B); C(a, b) has x₁ of class a in A and x₂ of class b in B.
+
+A pair with a zero gradient has sign 0 and cosine 0. C(a, b) is NaN where no
+pair exists; within = mean of the diagonal of C, between = mean of its
+off-diagonal, both ignoring NaN. The products are taken in float64.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from .modes import to_numpy
+from .pergrad import LossFn, per_example_gradients
+
+
+def _pair_matrices(g1: torch.Tensor, g2: torch.Tensor | None):
+    """(cos, sign, pair_mask) as float64 numpy arrays, n1×n2."""
+    a = g1.double()
+    b = a if g2 is None else g2.double()
+    dot = a @ b.T
+    na, nb = a.norm(dim=1), b.norm(dim=1)
+    denom = na[:, None] * nb[None, :]
+    cos = torch.where(denom > 0, dot / torch.where(denom > 0, denom, 1.0), 0.0)
+    cos, sign = to_numpy(cos), np.sign(to_numpy(dot))
+    mask = np.ones(cos.shape, dtype=bool)
+    if g2 is None:
+        np.fill_diagonal(mask, False)
+    return cos, sign, mask
+
+
+def _nanmean(x: np.ndarray) -> float:
+    x = x[~np.isnan(x)]
+    return float(x.mean()) if x.size else float("nan")
+
+
+def class_matrix(values: np.ndarray, mask: np.ndarray, labels1, labels2,
+                 num_classes: int) -> np.ndarray:
+    """C(a, b) = mean of values over masked pairs with x₁ ∈ a, x₂ ∈ b (NaN if none)."""
+    y1 = np.eye(num_classes)[to_numpy(labels1).astype(int)]
+    y2 = np.eye(num_classes)[to_numpy(labels2).astype(int)]
+    w = mask.astype(np.float64)
+    total, count = y1.T @ (values * w) @ y2, y1.T @ w @ y2
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(count > 0, total / np.where(count > 0, count, 1), np.nan)
+
+
+def within_between(c: np.ndarray) -> tuple[float, float]:
+    off = ~np.eye(c.shape[0], dtype=bool)
+    return _nanmean(np.diag(c).copy()), _nanmean(c[off])
+
+
+def stiffness(model: nn.Module | None, loss_fn: LossFn | None, inputs, targets,
+              num_classes: int, other=None, grads: torch.Tensor | None = None,
+              other_grads: torch.Tensor | None = None, *,
+              chunk_size: int | None = None) -> dict:
+    """Sign and cosine stiffness within the set, or between the set and
+    `other=(inputs_b, targets_b)`. Returns floats `sign`, `cos`,
+    `sign_within`, `sign_between`, `cos_within`, `cos_between` and the
+    num_classes×num_classes arrays `class_sign`, `class_cos`."""
+    if grads is None:
+        grads = per_example_gradients(model, loss_fn, inputs, targets, chunk_size=chunk_size)
+    labels2 = targets
+    if other is not None:
+        labels2 = other[1]
+        if other_grads is None:
+            other_grads = per_example_gradients(model, loss_fn, other[0], other[1],
+                                                chunk_size=chunk_size)
+    elif other_grads is not None:
+        raise ValueError("other_grads needs other=(inputs_b, targets_b) for its labels")
+    cos, sign, mask = _pair_matrices(grads, other_grads)
+    out = {"sign": float(sign[mask].mean()), "cos": float(cos[mask].mean())}
+    for name, values in (("sign", sign), ("cos", cos)):
+        c = class_matrix(values, mask, targets, labels2, num_classes)
+        out[f"class_{name}"] = c
+        out[f"{name}_within"], out[f"{name}_between"] = within_between(c)
+    return out
+
+
+def stiffness_by_distance(grads: torch.Tensor, inputs, grads_other=None, inputs_other=None,
+                          targets=None, targets_other=None, same_class_mask=None,
+                          bins=10, kind: str = "sign") -> dict:
+    """Within-class stiffness binned by input distance d = 1 − cos(x₁, x₂)
+    (inputs flattened; same pair rule as `stiffness`). Same-class pairs come
+    from `targets`/`targets_other` or an explicit n1×n2 `same_class_mask`.
+    `bins`: a count (equal width over the observed within-class distances)
+    or an array of edges. Returns `edges`, `centers`, `count`, `sign`, `cos`
+    (per bin, NaN where empty) and `xi`, the critical length: the distance at
+    which the `kind` ("sign" | "cos") stiffness first crosses 0, linearly
+    interpolated between the centres of the last positive bin and the first
+    non-positive one (the first centre if the first bin is already ≤ 0;
+    NaN if it never crosses)."""
+    cos, sign, mask = _pair_matrices(torch.as_tensor(grads),
+                                     None if grads_other is None else torch.as_tensor(grads_other))
+    x1 = torch.as_tensor(inputs).reshape(len(cos), -1)
+    x2 = x1 if inputs_other is None else torch.as_tensor(inputs_other).reshape(cos.shape[1], -1)
+    dist, _, _ = _pair_matrices(x1, x2 if inputs_other is not None else None)
+    dist = 1.0 - dist
+    if same_class_mask is None:
+        if targets is None:
+            raise ValueError("give targets (and targets_other) or same_class_mask")
+        t1 = to_numpy(targets)
+        t2 = t1 if targets_other is None else to_numpy(targets_other)
+        same_class_mask = t1[:, None] == t2[None, :]
+    sel = mask & np.asarray(same_class_mask, dtype=bool)
+    d = dist[sel]
+    edges = (np.linspace(d.min(), d.max(), int(bins) + 1) if np.ndim(bins) == 0
+             else np.asarray(bins, dtype=np.float64))
+    idx = np.clip(np.searchsorted(edges, d, side="right") - 1, 0, len(edges) - 2)
+    inside = (d >= edges[0]) & (d <= edges[-1])
+    nb = len(edges) - 1
+    count = np.bincount(idx[inside], minlength=nb).astype(float)
+    per = {}
+    for name, values in (("sign", sign), ("cos", cos)):
+        s = np.bincount(idx[inside], weights=values[sel][inside], minlength=nb)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            per[name] = np.where(count > 0, s / np.where(count > 0, count, 1), np.nan)
+    centers = (edges[:-1] + edges[1:]) / 2
+    return {"edges": edges, "centers": centers, "count": count, **per,
+            "xi": critical_length(centers, per[kind])}
+
+
+def critical_length(centers: np.ndarray, values: np.ndarray) -> float:
+    """First zero crossing of `values` over `centers` (NaN-valued bins skipped)."""
+    ok = ~np.isnan(values)
+    c, v = np.asarray(centers)[ok], np.asarray(values)[ok]
+    for i in range(len(v)):
+        if v[i] <= 0:
+            if i == 0:
+                return float(c[0])
+            return float(c[i - 1] + (c[i] - c[i - 1]) * v[i - 1] / (v[i - 1] - v[i]))
+    return float("nan")
