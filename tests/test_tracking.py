@@ -1,0 +1,344 @@
+"""sweeps.tracking against a real MLflow sqlite store (no mocks)."""
+from __future__ import annotations
+
+import json
+import math
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from dynamics_core.config import OptimConfig, ScheduleConfig, TrainConfig, TrialConfig
+from sweeps.table import SweepTable
+from sweeps.tracking import (
+    PARAM_VALUE_LIMIT,
+    Tracker,
+    cast_param,
+    default_artifact_root,
+    default_tracking_uri,
+    git_sha,
+)
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("mlflow")
+
+
+@pytest.fixture(scope="module")
+def tracker(store) -> Tracker:
+    # One database for the module: creating the schema costs about a second.
+    return Tracker(f"sqlite:///{store / 'mlflow.db'}")
+
+
+@pytest.fixture
+def exp(request) -> str:
+    return f"exp-{request.node.name}"
+
+
+def _artifact_dir(tracker: Tracker, run_id: str) -> Path:
+    uri = tracker.client.get_run(run_id).info.artifact_uri
+    assert uri.startswith("file://")
+    return Path(uri[len("file://"):])
+
+
+# ------------------------------------------------------------ environment
+def test_default_tracking_uri_is_absolute_sqlite_under_base_dir(tmp_path, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.chdir(tmp_path)
+    uri = default_tracking_uri("runs")
+    assert uri == f"sqlite:///{(tmp_path / 'runs' / 'mlflow.db').as_posix()}"
+    assert uri.startswith("sqlite:////")            # absolute path: survives a chdir
+    assert (tmp_path / "runs").is_dir()
+    root = default_artifact_root("runs")
+    assert root == (tmp_path / "runs" / "mlflow-artifacts").as_uri()
+
+
+def test_env_tracking_uri_overrides(tmp_path, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mlflow.example:5000")
+    assert default_tracking_uri(tmp_path / "runs") == "http://mlflow.example:5000"
+    assert not (tmp_path / "runs").exists()
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///other/db.sqlite")
+    assert default_tracking_uri() == f"sqlite:///{(tmp_path / 'other' / 'db.sqlite').as_posix()}"
+
+
+def test_git_sha(tmp_path):
+    assert git_sha(tmp_path) is None                 # not a repository
+    sha = git_sha(Path(__file__).parent)
+    assert sha is None or len(sha) == 40
+
+
+def test_cast_param():
+    assert cast_param("3") == 3 and isinstance(cast_param("3"), int)
+    assert cast_param("-0.25") == -0.25
+    assert cast_param("1e-05") == 1e-5
+    assert cast_param("True") is True and cast_param("False") is False
+    assert cast_param("None") is None
+    assert cast_param("[0.5, 0.75]") == [0.5, 0.75]
+    assert cast_param("['a', 'b']") == ["a", "b"]
+    assert cast_param("(1, 2)") == (1, 2)
+    assert cast_param("[]") == []
+    assert cast_param("mnist1d") == "mnist1d"
+    assert cast_param("[not a list") == "[not a list"
+
+
+# ------------------------------------------------------------ layout
+def test_sweep_parent_and_child_runs(tracker, exp):
+    parent = tracker.start_sweep(exp, spec_hash="spec123", git_sha="a" * 40,
+                                 description="four trials", params={"sweep.trials": 4})
+    assert tracker.find_sweep(exp) == parent
+    assert tracker.find_sweep("no-such-experiment") is None
+    prun = tracker.client.get_run(parent)
+    assert prun.data.tags["dynsweep.kind"] == "sweep"
+    assert prun.data.tags["spec_hash"] == "spec123"
+    assert prun.data.tags["git_sha"] == "a" * 40
+    assert prun.data.tags["mlflow.runName"].startswith(f"{exp}-")
+    assert prun.data.params == {"sweep.trials": "4"}
+
+    trials = [tracker.open_trial(exp, parent, f"trial_{i}", f"hash{i}",
+                                 TrialConfig(seed=i).flat()) for i in range(4)]
+    assert len({t.run_id for t in trials}) == 4
+    exp_id = tracker.experiment_id(exp)
+    children = tracker.client.search_runs([exp_id], "tags.`mlflow.parentRunId` = '%s'" % parent)
+    assert {r.info.run_id for r in children} == {t.run_id for t in trials}
+    for r in children:
+        tags = r.data.tags
+        i = int(tags["trial_id"].split("_")[1])
+        assert tags["mlflow.parentRunId"] == parent
+        assert tags["run_hash"] == f"hash{i}"
+        assert tags["status"] == "running"
+        assert tags["dynsweep.kind"] == "trial"
+        assert tags["mlflow.runName"] == f"trial_{i}" == r.info.run_name
+        assert tags["spec_hash"] == "spec123"          # inherited from the parent
+        assert r.info.status == "RUNNING"
+
+    tracker.end_sweep(parent)
+    assert tracker.client.get_run(parent).info.status == "FINISHED"
+    # A second execution of the same spec: a new parent, found as the latest.
+    parent2 = tracker.start_sweep(exp, spec_hash="spec123", git_sha=None)
+    assert parent2 != parent and tracker.find_sweep(exp) == parent2
+    assert "git_sha" not in tracker.client.get_run(parent2).data.tags
+    assert len(tracker.load_table(exp).runs) == 0
+    assert len(tracker.load_table(exp, parent_run_id=parent).runs) == 4
+
+
+def test_load_table_casts_params_back(tracker, exp):
+    parent = tracker.start_sweep(exp, "s", None)
+    configs = [
+        TrialConfig(seed=7, optim=OptimConfig(lr=0.05, momentum=0.9, nesterov=True,
+                                              schedule=ScheduleConfig(kind="step",
+                                                                      milestones=(0.3, 0.6, 0.9)))),
+        TrialConfig(seed=8, train=TrainConfig(batch_size=32, max_steps=40)),
+    ]
+    runs = [tracker.open_trial(exp, parent, f"t{i}", cfg.run_hash(), cfg.flat())
+            for i, cfg in enumerate(configs)]
+    for i, run in enumerate(runs):
+        run.log_metrics({"train/loss": 1.0 + i, "breakeven/step": 10.0 * (i + 1)}, step=5)
+        run.set_status("finished")
+
+    table = tracker.load_table(exp)
+    assert isinstance(table, SweepTable)
+    assert list(table.runs["trial_id"]) == ["t0", "t1"]
+    for cfg, run, (_, row) in zip(configs, runs, table.runs.iterrows()):
+        assert row["run_id"] == run.run_id
+        assert row["run_hash"] == cfg.run_hash()
+        assert row["status"] == "finished"
+        assert row["seed"] == cfg.seed and isinstance(row["seed"], int)
+        for key, value in cfg.flat().items():       # every field round-trips, typed
+            got = row[key]
+            assert got == value or (got is None and value is None), key
+            assert type(got) is type(value), (key, got, value)
+    assert table.runs.loc[0, "optim.schedule.milestones"] == [0.3, 0.6, 0.9]
+    assert table.runs["optim.nesterov"].dtype == bool and table.runs.loc[0, "optim.nesterov"]
+    assert table.runs["train.batch_size"].dtype == np.int64   # uniform columns get real dtypes
+    assert table.runs["optim.lr"].dtype == np.float64
+    assert table.runs.loc[0, "train.max_steps"] is None
+    assert table.runs.loc[1, "train.max_steps"] == 40
+    assert list(table.runs["breakeven/step"]) == [10.0, 20.0]
+    assert table.max_of("train/loss").to_dict() == {runs[0].run_id: 1.0, runs[1].run_id: 2.0}
+
+
+# ------------------------------------------------------------ metrics
+def test_metrics_are_buffered_then_flushed_at_their_steps(tracker, exp):
+    parent = tracker.start_sweep(exp, "s", None)
+    run = tracker.open_trial(exp, parent, "t0", "h", {"seed": 0})
+    run.flush_every, run.flush_interval_s = 10, 1e9
+    history = lambda key: [(m.step, m.value) for m in tracker.client.get_metric_history(run.run_id, key)]
+
+    run.log_metrics({"hessian/top": 1.0, "gradcov/top": 0.5}, step=1)
+    run.log_metrics({"hessian/top": 2.0, "gradcov/top": 0.25}, step=2)
+    assert history("hessian/top") == []                    # still in the buffer
+    run.flush()
+    assert history("hessian/top") == [(1, 1.0), (2, 2.0)]
+    assert history("gradcov/top") == [(1, 0.5), (2, 0.25)]
+
+    for step in range(3, 8):                                # 10 pending -> automatic flush
+        run.log_metrics({"hessian/top": float(step), "gradcov/trace": float(-step)}, step=step)
+    assert [s for s, _ in history("hessian/top")] == [1, 2, 3, 4, 5, 6, 7]
+    assert history("gradcov/trace") == [(s, float(-s)) for s in range(3, 8)]
+
+    run.log_metrics({"hessian/top": 99.0}, step=2)          # same (key, step): dropped
+    run.flush()
+    assert dict(history("hessian/top"))[2] == 2.0
+    assert len(history("hessian/top")) == 7
+
+    many = {f"stiffness/pair/{i}": float(i) for i in range(1500)}  # > one batch's limit
+    run.log_metrics(many, step=100)
+    run.flush()
+    assert len(tracker.client.get_run(run.run_id).data.metrics) == 3 + 1500
+
+
+def test_nonfinite_values_are_kept_as_data(tracker, exp):
+    parent = tracker.start_sweep(exp, "s", None)
+    run = tracker.open_trial(exp, parent, "t0", "h", {"seed": 0})
+    run.log_metrics({"train/loss": 1.0}, step=0)
+    run.log_metrics({"train/loss": float("inf"), "val/loss": float("nan")}, step=3)
+    run.log_metrics({"train/loss": float("-inf")}, step=4)
+    run.set_status("diverged")
+    table = tracker.load_table(exp)
+    s = table.series(run.run_id, "train/loss")
+    assert list(s.index) == [0, 3, 4]
+    assert s[0] == 1.0 and s[3] == math.inf and s[4] == -math.inf
+    assert math.isnan(table.series(run.run_id, "val/loss")[3])
+    assert table.runs.loc[0, "train/loss"] == -math.inf
+    assert table.runs.loc[0, "status"] == "diverged"
+
+
+def test_resumed_run_never_logs_a_step_twice(tracker, exp):
+    parent = tracker.start_sweep(exp, "s", None)
+    params = TrialConfig(seed=3).flat()
+    run = tracker.open_trial(exp, parent, "t0", "h", params)
+    for step in range(10):
+        run.log_metrics({"train/loss": float(step), "hessian/top": 10.0 + step}, step=step)
+    run.set_status("errored")                               # the worker died
+    assert tracker.client.get_run(run.run_id).info.status == "FAILED"
+
+    # Resume from a checkpoint taken at step 5: the run id travels in it.
+    again = tracker.open_trial(exp, parent, "t0", "h", {**params, "optim.lr": 0.2},
+                               run_id=run.run_id)
+    assert again.run_id == run.run_id
+    info = tracker.client.get_run(run.run_id)
+    assert info.info.status == "RUNNING" and info.data.tags["status"] == "running"
+    assert info.data.params["optim.lr"] == "0.1"            # params are not re-logged
+    assert again.logged("train/loss", 9) and not again.logged("train/loss", 10)
+    for step in range(5, 15):
+        again.log_metrics({"train/loss": float(step) + 0.5, "hessian/top": 10.0 + step}, step=step)
+    again.set_status("finished")
+
+    for key in ("train/loss", "hessian/top"):
+        steps = [m.step for m in tracker.client.get_metric_history(run.run_id, key)]
+        assert sorted(steps) == list(range(15)), key       # each step exactly once
+    loss = tracker.load_table(exp).series(run.run_id, "train/loss")
+    assert loss[4] == 4.0 and loss[9] == 9.0 and loss[10] == 10.5
+    assert tracker.client.get_run(run.run_id).info.status == "FINISHED"
+
+
+def test_open_trial_is_idempotent_on_trial_id(tracker, exp):
+    parent = tracker.start_sweep(exp, "s", None)
+    first = tracker.open_trial(exp, parent, "t0", "h", {"seed": 0, "optim.lr": 0.1})
+    first.log_metrics({"train/loss": 1.0}, step=0)
+    first.flush()                                          # crashed before any checkpoint
+    second = tracker.open_trial(exp, parent, "t0", "h", {"seed": 0, "optim.lr": 0.1})
+    assert second.run_id == first.run_id
+    assert second.logged("train/loss", 0)
+    other = tracker.open_trial(exp, parent, "t1", "h", {"seed": 1})
+    assert other.run_id != first.run_id
+    # A run id unknown to this store (e.g. a checkpoint from elsewhere) falls back to trial_id.
+    third = tracker.open_trial(exp, parent, "t0", "h", {"seed": 0}, run_id="0" * 32)
+    assert third.run_id == first.run_id
+    # Another sweep execution gets its own child run for the same trial id.
+    parent2 = tracker.start_sweep(exp, "s", None)
+    assert tracker.open_trial(exp, parent2, "t0", "h", {"seed": 0}).run_id != first.run_id
+    exp_id = tracker.experiment_id(exp)
+    assert len(tracker.client.search_runs([exp_id], "tags.trial_id = 't0'")) == 2
+
+
+def test_status_tags_and_run_end_states(tracker, exp):
+    parent = tracker.start_sweep(exp, "s", None)
+    expected = {"finished": "FINISHED", "diverged": "FINISHED", "errored": "FAILED"}
+    runs = {}
+    for status in expected:
+        runs[status] = run = tracker.open_trial(exp, parent, status, "h", {"seed": 0})
+        run.set_status(status)
+        assert run.status == status
+    with pytest.raises(ValueError, match="status must be one of"):
+        runs["finished"].set_status("done")
+    with pytest.raises(RuntimeError):
+        with tracker.open_trial(exp, parent, "crash", "h", {"seed": 0}) as crashing:
+            crashing.log_metrics({"train/loss": 2.0}, step=1)
+            raise RuntimeError("boom")
+    runs["crash"] = crashing
+    expected["crash"] = "FAILED"
+
+    for status, run in runs.items():
+        got = tracker.client.get_run(run.run_id)
+        assert got.info.status == expected[status]
+        assert got.info.end_time is not None
+        assert got.data.tags["status"] == ("errored" if status == "crash" else status)
+    assert [m.step for m in tracker.client.get_metric_history(crashing.run_id, "train/loss")] == [1]
+    table = tracker.load_table(exp)
+    assert dict(zip(table.runs["trial_id"], table.runs["status"])) == {
+        "finished": "finished", "diverged": "diverged", "errored": "errored", "crash": "errored"}
+
+    runs["finished"].set_tags({"breakeven/step": 12})
+    assert tracker.client.get_run(runs["finished"].run_id).data.tags["breakeven/step"] == "12"
+
+
+def test_long_params_are_truncated_not_rejected(tracker, exp):
+    parent = tracker.start_sweep(exp, "s", None)
+    steps = list(range(400))                                # str() is ~2000 chars
+    run = tracker.open_trial(exp, parent, "t0", "h", {"probes.schedule.steps": steps, "seed": 1})
+    value = tracker.client.get_run(run.run_id).data.params["probes.schedule.steps"]
+    assert len(value) == PARAM_VALUE_LIMIT and value.endswith("truncated>")
+    row = tracker.load_table(exp).runs.iloc[0]
+    assert row["probes.schedule.steps"] == value and row["seed"] == 1
+
+
+# ------------------------------------------------------------ artifacts
+def test_artifacts_are_files_under_the_artifact_root(tracker, store, exp, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)                             # a Ray worker's cwd is elsewhere
+    parent = tracker.start_sweep(exp, "s", None)
+    run = tracker.open_trial(exp, parent, "t0", "h", {"seed": 0})
+    matrix = np.arange(12, dtype=np.float32).reshape(3, 4)
+    run.log_artifact("stiffness/class_matrix", matrix, step=40)
+    run.log_artifact("fisher/summary", {"trace": np.float64(1.5), "top": [1, 2]}, step=7)
+
+    root = _artifact_dir(tracker, run.run_id)
+    assert root.is_relative_to(store / "mlflow-artifacts")  # next to the db, not the cwd
+    npy = root / "probes" / "stiffness" / "class_matrix" / "step_40.npy"
+    np.testing.assert_array_equal(np.load(npy), matrix)
+    saved = json.loads((root / "probes" / "fisher" / "summary" / "step_7.json").read_text())
+    assert saved == {"trace": 1.5, "top": [1, 2]}
+
+    tracker.log_json(parent, {"verdict": "holds", "n": 4}, "conjectures/c1.json")
+    tracker.log_artifact_bytes(parent, b"\x00\x01", "raw/blob.bin")
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots()
+    ax.plot([0, 1], [1, 0])
+    tracker.log_figure(parent, fig, "figures/fig1.png")
+    plt.close(fig)
+    proot = _artifact_dir(tracker, parent)
+    assert json.loads((proot / "conjectures" / "c1.json").read_text())["n"] == 4
+    assert (proot / "raw" / "blob.bin").read_bytes() == b"\x00\x01"
+    assert (proot / "figures" / "fig1.png").read_bytes()[:4] == b"\x89PNG"
+
+    tracker.log_metrics(parent, {"conjecture/c1/effect": 0.7}, step=0)
+    assert tracker.client.get_run(parent).data.metrics == {"conjecture/c1/effect": 0.7}
+    assert list(tmp_path.iterdir()) == []                  # nothing written relative to cwd
+
+
+def test_tracker_pickles_as_its_addresses(tracker, exp):
+    clone = pickle.loads(pickle.dumps(tracker))
+    assert clone.tracking_uri == tracker.tracking_uri
+    assert clone.artifact_root == tracker.artifact_root
+    parent = clone.start_sweep(exp, "s", None)
+    assert tracker.find_sweep(exp) == parent
+
+
+def test_load_table_errors_name_the_experiment(tracker):
+    with pytest.raises(LookupError, match="nope"):
+        tracker.load_table("nope")
