@@ -51,23 +51,29 @@ def nudft(values, projections, frequencies) -> np.ndarray:
     return np.exp(-2j * np.pi * np.outer(k, z)) @ y / len(z)
 
 
-def default_grid(projections, points: int = 401, cycles: float = 100.0) -> np.ndarray:
-    """Frequencies 0 … `cycles`/span, span = max z − min z, spaced 1/(4·span)
-    for the default counts (4× finer than the DFT's resolution 1/span)."""
-    z = _f64(projections)
-    span = float(z.max() - z.min()) or 1.0
-    return np.linspace(0.0, cycles / span, points)
+def default_grid(projections, points: int = 201) -> np.ndarray:
+    """Frequencies m/L, m = 0 … points−1, L = (max z − min z)·n/(n−1) the
+    period of n evenly spread points: the DFT's natural resolution (for evenly
+    spread z the sidelobes vanish there)."""
+    z = _f64(projections).reshape(-1)
+    span = float(z.max() - z.min()) * len(z) / max(len(z) - 1, 1) or 1.0
+    return np.arange(points) / span
 
 
-def label_peaks(targets_onehot, projections, num: int = 4, grid=None) -> np.ndarray:
-    """The first `num` local maxima (interior points of `grid`, k=0 excluded)
-    of ‖F[y](k)‖ (norm over output dimensions), in increasing frequency."""
+def label_peaks(targets_onehot, projections, num: int = 4, grid=None,
+                min_rel: float = 1e-6) -> np.ndarray:
+    """The first `num` local maxima (interior points of `grid`) of ‖F[y](k)‖
+    (norm over output dims), in increasing frequency. Maxima lower than
+    `min_rel` times the largest value on the grid (k = 0 excluded) are
+    round-off, not peaks. Int labels are one-hot encoded."""
     y = to_numpy(targets_onehot)
     if y.ndim == 1 and np.issubdtype(y.dtype, np.integer):
         y = np.eye(int(y.max()) + 1)[y]
     grid = default_grid(projections) if grid is None else _f64(grid).reshape(-1)
     a = np.linalg.norm(nudft(y, projections, grid), axis=1)
-    peaks = np.flatnonzero((a[1:-1] > a[:-2]) & (a[1:-1] >= a[2:])) + 1
+    floor = min_rel * np.max(a[grid != 0], initial=0.0)
+    inner = a[1:-1]
+    peaks = np.flatnonzero((inner > a[:-2]) & (inner >= a[2:]) & (inner > floor)) + 1
     return grid[peaks[:num]]
 
 
