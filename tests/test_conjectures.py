@@ -414,3 +414,15 @@ def test_compare_groups():
     assert r.statistic == pytest.approx(1.0) and r.p_value < 0.02 and r.ci_low > 0.8
     assert compare_groups(b, a, shift=2.0, alternative="greater", n_perm=999).p_value < 0.02
     assert np.isnan(compare_groups([1.0], b).p_value)
+
+
+def test_detectors_local_fallback_matches_core(monkeypatch):
+    """Without dynamics_core (no torch) the local detectors give the same steps."""
+    lam = np.r_[1, 5, 19, 21, 30.0]
+    cases = [(STEPS, hump(1.0)), (STEPS, hump(1.0, t_peak=1e4)), (STEPS, hump(2.0, 250.0))]
+    with_core = [breakeven.saturation_step(s, v) for s, v in cases]
+    stab = breakeven.stability_step(np.arange(5), lam, 0.1)
+    monkeypatch.setattr(breakeven, "_core", lambda name: None)
+    without = [breakeven.saturation_step(s, v) for s, v in cases]
+    np.testing.assert_array_equal(with_core, without)
+    assert breakeven.stability_step(np.arange(5), lam, 0.1) == stab == 3

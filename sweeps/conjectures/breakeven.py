@@ -46,36 +46,47 @@ def peak_reached(values: np.ndarray, eps: float = 0.05) -> bool:
     return i < v.size - 1 and v[-1] < (1 - eps) * v[i]
 
 
-def saturation_step(steps: np.ndarray, values: np.ndarray, eps: float = 0.05) -> float:
-    """First step after which the running max grows by less than a factor 1 + eps.
+def saturation_step(steps: np.ndarray, values: np.ndarray, eps: float = 0.05,
+                    window: int = 3) -> float:
+    """Saturation detector: first step after which the running max grows by less
+    than eps (relative) over the next `window` measurements; NaN if none.
 
-    NaN when the peak was not reached (the running max may still grow).
+    Same rule as `dynamics_core.probes.saturation_breakeven` (used when
+    available). It says when the growth stalled; whether the peak was passed
+    (the filter for comparing maxima) is `peak_reached`.
     """
+    core = _core("saturation_breakeven")
+    if core is not None:
+        step, reached = core(list(np.asarray(steps)), np.asarray(values, dtype=float), window, eps)
+        return float(step) if reached and step is not None else float("nan")
     v = np.asarray(values, dtype=float)
-    ok = np.isfinite(v)
-    s, v = np.asarray(steps)[ok], v[ok]
-    if not peak_reached(v, eps):
-        return float("nan")
-    run_max = np.maximum.accumulate(v)
-    return float(s[np.argmax(run_max[-1] <= (1 + eps) * run_max)])
+    run = np.maximum.accumulate(np.where(np.isnan(v), -np.inf, v)) if v.size else v
+    for t in range(v.size - window):
+        if np.isfinite(run[t]) and run[t + window] - run[t] <= eps * abs(run[t]):
+            return float(np.asarray(steps)[t])
+    return float("nan")
+
+
+def _core(name: str):
+    """A break-even detector from `dynamics_core.probes`, or None when unavailable."""
+    try:
+        from dynamics_core import probes
+    except Exception:  # noqa: BLE001 - core not importable here (e.g. no torch)
+        return None
+    return getattr(probes, name, None)
 
 
 def stability_step(steps: np.ndarray, lam_h: np.ndarray, lr: np.ndarray | float) -> float:
     """First step where λ_H¹ ≥ 2/η (full-batch stability bound); NaN if never.
 
-    Uses `dynamics_core.probes.stability_breakeven(steps, lam_h, lr)` when the
-    core exposes it, so the service and the probes share one definition.
+    Uses `dynamics_core.probes.stability_breakeven` when the core is
+    importable, so the service and the probes share one definition.
     """
-    try:
-        from dynamics_core.probes import stability_breakeven  # type: ignore
-    except Exception:  # noqa: BLE001 - core not built or without the helper
-        stability_breakeven = None
-    if stability_breakeven is not None:
-        try:
-            out = stability_breakeven(np.asarray(steps), np.asarray(lam_h), lr)
-            return float("nan") if out is None else float(out)
-        except TypeError:
-            pass
+    core = _core("stability_breakeven")
+    if core is not None:
+        lam = np.asarray(lam_h, dtype=float)
+        out = core(list(np.asarray(steps)), lam, np.broadcast_to(np.asarray(lr, float), lam.shape))
+        return float("nan") if out is None else float(out)
     lam = np.asarray(lam_h, dtype=float)
     eta = np.broadcast_to(np.asarray(lr, dtype=float), lam.shape)
     hit = np.flatnonzero(np.isfinite(lam) & (lam * eta >= 2.0))
@@ -108,13 +119,14 @@ def trial_maxima(table: Any, key: str, peak_eps: float = 0.05) -> pd.DataFrame:
     return pd.DataFrame(out, columns=cols).set_index("run_id")
 
 
-def breakeven_steps(table: Any, peak_eps: float = 0.05) -> pd.DataFrame:
+def breakeven_steps(table: Any, peak_eps: float = 0.05, window: int = 3) -> pd.DataFrame:
     """Per trial break-even step by both detectors, and whether each peak was reached.
 
     Columns: run_id, status, optim.lr, train.batch_size, seed, stability_step
     (first λ_H¹ ≥ 2/η, with η from the logged `lr` when present),
     saturation_step_gradcov / saturation_step_hessian (running max of λ_K¹ /
-    λ_H¹ stops growing), peak_reached_gradcov / peak_reached_hessian.
+    λ_H¹ grows < peak_eps over `window` measurements), peak_reached_gradcov /
+    peak_reached_hessian (the trajectory passed its maximum: `peak_reached`).
     """
     runs = table.runs
     rows = []
@@ -132,7 +144,8 @@ def breakeven_steps(table: Any, peak_eps: float = 0.05) -> pd.DataFrame:
         row["stability_step"] = stability_step(h.index.to_numpy(), h.to_numpy(), eta) if len(h) else np.nan
         for short, key in (("gradcov", "gradcov/top"), ("hessian", "hessian/top")):
             s = table.series(rid, key).sort_index()
-            row[f"saturation_step_{short}"] = saturation_step(s.index.to_numpy(), s.to_numpy(), peak_eps)
+            row[f"saturation_step_{short}"] = saturation_step(s.index.to_numpy(), s.to_numpy(),
+                                                              peak_eps, window)
             row[f"peak_reached_{short}"] = peak_reached(s.to_numpy(), peak_eps)
         rows.append(row)
     return pd.DataFrame(rows)

@@ -1,8 +1,8 @@
 """Large initial learning rate (Li, Wei & Ma 2019).
 
 Arms, told apart by their config (`lr_arm`):
-- `large-anneal`: step schedule (one milestone, e.g. ×0.04 at half-training),
-  no pre-activation noise;
+- `large-anneal`: step schedule with a single milestone (e.g. ×0.04 at
+  half-training), no pre-activation noise (a 3-step schedule is `other`);
 - `small`: constant schedule, no noise;
 - `small+noise`: `model.preact_noise` > 0 (switched off at
   `optim.schedule.noise_off_epoch`);
@@ -38,7 +38,7 @@ def lr_arm(row: pd.Series) -> str:
     kind = str(row.get(KIND, "constant"))
     if noise > 0:
         return "small+noise"
-    if kind == "step":
+    if kind == "step" and len(_as_tuple(row.get(MILESTONES, (0.5, 0.75)))) == 1:
         return "large-anneal"
     if kind == "constant":
         return "small"

@@ -1,0 +1,149 @@
+"""Each figure function draws on a constructed table and writes a non-empty PNG."""
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from sweeps import report
+from sweeps.table import SweepTable
+
+STEPS = np.arange(0, 401, 20)
+EPOCH_STEPS = 50 * np.arange(1, 11)
+
+
+def make_table(trials: list[dict]) -> SweepTable:
+    """Like tests/test_conjectures.make_table: params, status, seed, curves {key: (steps, values)}."""
+    runs, rows = [], []
+    for i, t in enumerate(trials):
+        rid = f"r{i:03d}"
+        row = {"run_id": rid, "trial_id": f"t{i}", "run_hash": f"h{i}",
+               "status": t.get("status", "finished"), "seed": t.get("seed", 0), **t["params"]}
+        for key, (steps, values) in t["curves"].items():
+            values = np.asarray(values, dtype=float)
+            rows.append(pd.DataFrame({"run_id": rid, "key": key, "step": np.asarray(steps),
+                                      "value": values}))
+            row[key] = values[-1]
+        runs.append(row)
+    metrics = pd.concat(rows, ignore_index=True).sort_values(["run_id", "key", "step"])
+    return SweepTable(pd.DataFrame(runs), metrics.reset_index(drop=True))
+
+
+def hump(peak, t_peak=100.0):
+    t = np.maximum(STEPS, 1) / t_peak
+    return peak * t * np.exp(1 - t)
+
+
+@pytest.fixture(scope="module")
+def breakeven_table():
+    trials = []
+    for lr, bs, seed in itertools.product([0.01, 0.1], [32, 128], range(2)):
+        p = 3.0 * (0.01 / lr) ** 0.5 * (bs / 32) ** 0.3
+        t_peak = 100.0 if lr > 0.05 or seed == 0 else 1e4     # some runs never peak
+        trials.append({"params": {"optim.lr": lr, "train.batch_size": bs}, "seed": seed,
+                       "curves": {"gradcov/top": (STEPS, hump(p, t_peak)),
+                                  "hessian/top": (STEPS, hump(10 * p, t_peak)),
+                                  "train/loss": (STEPS, 2.3 * np.exp(-STEPS / 200))}})
+    trials.append({"params": {"optim.lr": 1.0, "train.batch_size": 32}, "status": "diverged",
+                   "curves": {"gradcov/top": (STEPS[:3], [1.0, 50.0, np.nan]),
+                              "train/loss": (STEPS[:3], [2.3, 40.0, np.nan])}})
+    return make_table(trials)
+
+
+@pytest.fixture(scope="module")
+def regimes_table():
+    trials = []
+    e = np.arange(1, 11)
+    for lr, mu, seed in itertools.product([0.01, 0.3], [0.0, 0.9], range(2)):
+        loss = 0.3 + 2.0 * np.exp(-e / 2) + (0.3 * (-1.0) ** e if lr > 0.1 else 0)
+        acc = np.linspace(0.3, 0.8 if lr > 0.1 else 0.7, 10)
+        trials.append({"params": {"optim.lr": lr, "optim.momentum": mu,
+                                  "optim.schedule.kind": "constant"}, "seed": seed,
+                       "curves": {"train/loss": (EPOCH_STEPS, loss), "val/acc": (EPOCH_STEPS, acc)}})
+    trials.append({"params": {"optim.lr": 3.0, "optim.momentum": 0.9, "optim.schedule.kind": "constant"},
+                   "status": "diverged",
+                   "curves": {"train/loss": (EPOCH_STEPS[:2], [2.3, 1e4]),
+                              "val/acc": (EPOCH_STEPS[:2], [0.1, 0.1])}})
+    for kind, T, seed in [("step", 0, 0), ("step", 0, 1), ("two_stage", 3, 0), ("two_stage", 3, 1),
+                          ("two_stage", 6, 0)]:
+        trials.append({"params": {"optim.lr": 0.1, "optim.momentum": 0.0, "optim.schedule.kind": kind,
+                                  "optim.schedule.milestones": "[0.5, 0.75]",
+                                  "optim.schedule.stage1_epochs": T}, "seed": seed,
+                       "curves": {"train/loss": (EPOCH_STEPS, 2.3 * np.exp(-e / 3)),
+                                  "val/acc": (EPOCH_STEPS, np.linspace(0.3, 0.8 + 0.01 * T, 10))}})
+    return make_table(trials)
+
+
+@pytest.fixture(scope="module")
+def large_lr_table():
+    e = np.arange(1, 11)
+    arms = {"large": ({"optim.lr": 0.1, "optim.schedule.kind": "step", "optim.schedule.milestones": "[0.5]",
+                       "model.preact_noise": 0.0, "train.epochs": 10}, np.where(e <= 5, 0.45, 0.82)),
+            "small": ({"optim.lr": 0.004, "optim.schedule.kind": "constant", "model.preact_noise": 0.0,
+                       "train.epochs": 10}, np.where(e <= 5, 0.62, 0.72)),
+            "noise": ({"optim.lr": 0.004, "optim.schedule.kind": "constant", "model.preact_noise": 0.1,
+                       "optim.schedule.noise_off_epoch": 5, "train.epochs": 10}, np.where(e <= 5, 0.5, 0.8))}
+    trials = [{"params": p, "seed": s,
+               "curves": {"val/acc": (EPOCH_STEPS, acc + 0.01 * s),
+                          "patch/acc": (EPOCH_STEPS, np.where(e <= 5, 0.2 if k == "large" else 0.9, 0.95))}}
+              for k, (p, acc) in arms.items() for s in range(2)]
+    return make_table(trials)
+
+
+def _png_ok(path):
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 1000
+
+
+@pytest.mark.parametrize("func", [report.fig_spectra, report.fig_max_vs_hparams])
+def test_breakeven_figures(func, breakeven_table, tmp_path):
+    fig = func(breakeven_table)
+    assert fig is not None
+    p = report.save_figures({"f.png": fig}, tmp_path)[0]
+    _png_ok(p)
+
+
+def test_pca_figure(tmp_path):
+    rng = np.random.default_rng(0)
+    traj = {f"r{i}": (np.arange(12), np.cumsum(rng.normal(size=(12, 50)), 0), np.linspace(1, 3, 12))
+            for i in range(2)}
+    fig = report.fig_pca_trajectories(traj)
+    _png_ok(report.save_figures({"pca.png": fig}, tmp_path)[0])
+    assert report.fig_pca_trajectories(None) is None
+
+
+@pytest.mark.parametrize("func", [report.fig_loss_trajectories, report.fig_accuracy_heatmap,
+                                  report.fig_schedules])
+def test_regimes_figures(func, regimes_table, tmp_path):
+    fig = func(regimes_table)
+    assert fig is not None
+    _png_ok(report.save_figures({"f.png": fig}, tmp_path)[0])
+
+
+def test_large_lr_figure(large_lr_table, tmp_path):
+    fig = report.fig_large_lr(large_lr_table)
+    assert fig is not None and len(fig.axes) == 2     # test accuracy + patch accuracy
+    _png_ok(report.save_figures({"f.png": fig}, tmp_path)[0])
+
+
+def test_make_figures_groups_and_missing_data(breakeven_table, regimes_table, tmp_path):
+    figs = report.make_figures(breakeven_table, groups=report.groups_for(["breakeven.c1_lr"]))
+    assert set(figs) == {"breakeven_fig6_spectra.png", "breakeven_max_vs_hparams.png"}
+    rng = np.random.default_rng(0)
+    traj = {"r000": (np.arange(5), rng.normal(size=(5, 8)), np.arange(5.0))}
+    figs = report.make_figures(breakeven_table, groups=["breakeven"], trajectories=traj)
+    assert report.PCA_FIGURE in figs
+    # a regimes table has no spectra: break-even figures are skipped, not errors
+    figs = report.make_figures(regimes_table)
+    assert set(figs) == {"regimes_fig1_loss.png", "regimes_fig2_heatmap.png",
+                         "regimes_fig3_schedules.png"}
+    paths = report.save_figures(figs, tmp_path / "out")
+    assert len(paths) == 3
+    for p in paths:
+        _png_ok(p)
+    with pytest.raises(KeyError, match="valid"):
+        report.make_figures(regimes_table, groups=["stiffness"])
+    assert report.groups_for(["regimes.momentum", "large_lr.anneal_crossover", "regimes.two_stage"]) \
+        == ["regimes", "large_lr"]
