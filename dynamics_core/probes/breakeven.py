@@ -4,9 +4,14 @@ Stability: SGD with learning rate η and batch S out of N examples is unstable
 along the top Hessian direction once
     (1 − ηλ_H¹)² + s²η²(N − S)/(S(N − 1)) ≥ 1,
 where s² is the per-example gradient variance along that direction. Without
-the noise term (full batch, or s/S/N not given) this is λ_H¹ ≥ 2/η. Only
-positive curvature counts (λ_H¹ > 0): with λ ≤ 0 the left side is ≥ 1
-trivially, which is not a break-even point.
+the noise term (full batch, or s/S/N not given) this is λ_H¹ ≥ 2/η.
+Only the high-curvature branch ηλ_H¹ ≥ 1 counts. With noise c > 0 the
+inequality (1 − x)² + c ≥ 1 (x = ηλ) also holds for small x ≤ 1 − √(1 − c),
+i.e. for nearly flat directions, where the noise alone makes the iterate
+diffuse; taken literally the detector would then fire at the first
+measurement (and for every λ ≤ 0). The break-even point is where growing
+curvature meets the stability limit, x ≥ 1 + √(1 − c), so the criterion is
+evaluated together with ηλ ≥ 1, the minimiser of its left side.
 
 Saturation: the first measurement after which the running maximum of a
 sequence (λ_K¹ or λ_H¹) grows by less than a relative `eps` over the next
@@ -41,9 +46,9 @@ def stability_breakeven(steps: Sequence[int], lam_h, lr, batch_size: int | None 
         sv = _per_step(s, len(steps))
         S, N = float(batch_size), float(n_train)
         lhs = lhs + sv ** 2 * eta ** 2 * (N - S) / (S * (N - 1))
-        hit = (lhs >= 1.0) & (lam > 0)
+        hit = (lhs >= 1.0) & (eta * lam >= 1.0)
     else:
-        hit = (eta * lam >= 2.0)
+        hit = eta * lam >= 2.0
     idx = np.flatnonzero(hit)
     return int(steps[idx[0]]) if idx.size else None
 
