@@ -426,3 +426,19 @@ def test_detectors_local_fallback_matches_core(monkeypatch):
     without = [breakeven.saturation_step(s, v) for s, v in cases]
     np.testing.assert_array_equal(with_core, without)
     assert breakeven.stability_step(np.arange(5), lam, 0.1) == stab == 3
+
+
+def test_every_conjecture_on_every_table_never_raises():
+    """A conjecture on a sweep that lacks its data says inconclusive, it does not crash."""
+    tables = [make_table(breakeven_trials("paper") + diverged_trials(1)),
+              make_table(regime_trials("paper", diverged=1)),
+              make_table(schedule_trials({3: 0.8})),
+              make_table(large_lr_trials("paper", diverged=1))]
+    for table in tables:
+        out = conjectures.evaluate(conjectures.names(), table,
+                                   options={n: FAST for n in conjectures.names()})
+        assert len(out) >= len(conjectures.names())
+        for v in out:
+            assert v.verdict in ("supported", "refuted", "inconclusive")
+            if v.verdict == "inconclusive" and v.n == 0:
+                assert v.details.get("reason"), v

@@ -186,6 +186,9 @@ def _judge_axis(table: Any, name: str, signs: dict[str, int], axis: str, *,
         if maxima.empty and key in optional:
             continue
         base = {"metric": key, "axis": col, "strata": held, **excluded, "peak_eps": peak_eps}
+        if maxima.empty:
+            verdicts.append(inconclusive(vname, statement, f"{key} was not logged", **base))
+            continue
         if col not in runs.columns:
             verdicts.append(inconclusive(vname, statement, f"no column {col}", **base))
             continue

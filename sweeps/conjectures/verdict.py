@@ -67,9 +67,9 @@ class Verdict:
                 f"p={_fmt(self.p_value)} n={self.n}")
 
 
-def inconclusive(name: str, statement: str, reason: str, n: int = 0, **details: Any) -> Verdict:
+def inconclusive(name: str, statement: str, reason: str, /, n: int = 0, **details: Any) -> Verdict:
     """A verdict that could not be reached (too little data), saying why."""
-    return Verdict(name, statement, "inconclusive", n=n, details={"reason": reason, **details})
+    return Verdict(name, statement, "inconclusive", n=n, details={**details, "reason": reason})
 
 
 def decide(p_value: float, effect: float, predicted_sign: int, alpha: float = ALPHA) -> VerdictKind:
