@@ -1,6 +1,5 @@
 """Frequency-principle probes on signals with known spectra."""
 import numpy as np
-import pytest
 import torch
 
 from dynamics_core.probes import (frequency_errors, gaussian_smooth, label_peaks,

@@ -40,7 +40,8 @@ def centered_gram(grads: torch.Tensor) -> torch.Tensor:
 def minibatch_means(grads: torch.Tensor, minibatch: int) -> torch.Tensor:
     m = grads.shape[0] // minibatch
     if m < 2:
-        raise ValueError(f"need at least 2 minibatches of {minibatch}, have {grads.shape[0]} examples")
+        raise ValueError(f"need at least 2 minibatches of {minibatch}, "
+                         f"have {grads.shape[0]} examples")
     return grads[:m * minibatch].reshape(m, minibatch, -1).mean(dim=1)
 
 

@@ -97,10 +97,9 @@ def stiffness_by_distance(grads: torch.Tensor, inputs, grads_other=None, inputs_
     NaN if it never crosses)."""
     cos, sign, mask = _pair_matrices(torch.as_tensor(grads),
                                      None if grads_other is None else torch.as_tensor(grads_other))
-    x1 = torch.as_tensor(inputs).reshape(len(cos), -1)
-    x2 = x1 if inputs_other is None else torch.as_tensor(inputs_other).reshape(cos.shape[1], -1)
-    dist, _, _ = _pair_matrices(x1, x2 if inputs_other is not None else None)
-    dist = 1.0 - dist
+    x1 = torch.as_tensor(inputs).reshape(cos.shape[0], -1)
+    x2 = None if inputs_other is None else torch.as_tensor(inputs_other).reshape(cos.shape[1], -1)
+    dist = 1.0 - _pair_matrices(x1, x2)[0]
     if same_class_mask is None:
         if targets is None:
             raise ValueError("give targets (and targets_other) or same_class_mask")
