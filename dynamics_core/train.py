@@ -43,6 +43,7 @@ class RunEnv:
     checkpoint_every_epochs: int = 1          # 0: only explicit checkpoint_steps
     checkpoint_steps: tuple[int, ...] = ()    # extra resumable points (rewind, deficit ends)
     stop_after_step: int | None = None        # end early, as a crash would (tests)
+    distributed: bool = False                 # one DDP rank of an initialised process group
 
 
 @dataclass
@@ -55,7 +56,9 @@ class RunResult:
 
 def resolve_device(requested: str) -> torch.device:
     if requested == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if torch.cuda.is_available():
+            return torch.device("cuda", torch.cuda.current_device())
+        return torch.device("cpu")
     return torch.device(requested)
 
 
@@ -77,6 +80,7 @@ def run(cfg: TrialConfig, sink: Sink, env: RunEnv = RunEnv(),
     model = models.build(cfg.model, data.input_shape, data.num_classes,
                          cfg.model.init_seed if cfg.model.init_seed is not None else cfg.seed).to(device)
     init_params = [p.detach().clone() for p in model.parameters()]
+    net, rank, world = _maybe_ddp(model, device, env.distributed)
     opt = make_optimizer(cfg.optim, model.parameters())
     if hooks is None:
         from dynamics_core.measure import default_hooks
@@ -87,7 +91,7 @@ def run(cfg: TrialConfig, sink: Sink, env: RunEnv = RunEnv(),
     total = spe * cfg.train.epochs if cfg.train.max_steps is None else min(spe * cfg.train.epochs, cfg.train.max_steps)
     hook_steps = {h.name: h.schedule.resolve(total, spe) for h in hooks}
     ckpt_epochs = cfg.train.epochs if env.checkpoint_every_epochs == 0 else env.checkpoint_every_epochs
-    ckpt_steps = set(env.checkpoint_steps)
+    ckpt_steps = set(env.checkpoint_steps) | {e * spe for e in boundary_epochs(cfg)}
 
     step, epoch = 0, 0
     stats = _EpochStats()
@@ -100,7 +104,7 @@ def run(cfg: TrialConfig, sink: Sink, env: RunEnv = RunEnv(),
         _set_preact_noise(model, 0.0)
 
     def call_hooks(lr: float, mu: float) -> None:
-        due = [h for h in hooks if step in hook_steps[h.name]]
+        due = [h for h in hooks if step in hook_steps[h.name]] if rank == 0 else []
         if not due:
             return
         ctx = StepContext(step=step, epoch=epoch, model=model, loss_fn=loss_fn, data=data, lr=lr,
@@ -127,15 +131,15 @@ def run(cfg: TrialConfig, sink: Sink, env: RunEnv = RunEnv(),
                 break
             lr, mu = lr_momentum(cfg.optim, epoch, b / spe, cfg.train.epochs)
             apply_lr_momentum(opt, lr, mu)
-            idx = order[b * cfg.train.batch_size:(b + 1) * cfg.train.batch_size]
+            idx = order[b * cfg.train.batch_size:(b + 1) * cfg.train.batch_size][rank::world]
             x, y = deficit.apply(data.x_train[idx], data.y_train[idx], idx, epoch, step)
             if cfg.data.augment and x.ndim == 4:
                 x = _augment(x, cfg.seed, step)
-            model.train()
+            net.train()
             with autocast:
-                out = model(x)
+                out = net(x)
                 loss = loss_fn(out.float(), y)
-            value = loss.item()
+            value = _mean_over_ranks(loss.detach(), world)
             if not math.isfinite(value) or value > cfg.train.divergence_loss:
                 sink.log_metrics({"diverged/step": float(step), "train/batch_loss": _finite_or_big(value)}, step)
                 summary = {"diverged/step": float(step)}
@@ -172,6 +176,39 @@ def run(cfg: TrialConfig, sink: Sink, env: RunEnv = RunEnv(),
 
 
 # ------------------------------------------------------------------ helpers
+def boundary_epochs(cfg: TrialConfig) -> set[int]:
+    """Epochs where the training problem changes: always resumable points."""
+    d, s = cfg.data.deficit, cfg.optim.schedule
+    out = {d.start_epoch, d.end_epoch} if d.kind != "none" else set()
+    if s.kind == "two_stage":
+        out.add(s.stage1_epochs)
+    if s.noise_off_epoch is not None:
+        out.add(s.noise_off_epoch)
+    return {e for e in out if 0 < e < cfg.train.epochs}
+
+
+def _maybe_ddp(model: torch.nn.Module, device: torch.device, distributed: bool):
+    """(module to train through, rank, world size). Each rank trains on its
+    share batch[rank::world]; DDP averages the gradients."""
+    if not distributed:
+        return model, 0, 1
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel
+
+    ids = [device.index] if device.type == "cuda" else None
+    return DistributedDataParallel(model, device_ids=ids), dist.get_rank(), dist.get_world_size()
+
+
+def _mean_over_ranks(loss: torch.Tensor, world: int) -> float:
+    """The batch loss every rank agrees on (so all ranks see a divergence)."""
+    if world > 1:
+        import torch.distributed as dist
+        loss = loss.clone()
+        dist.all_reduce(loss)
+        loss /= world
+    return loss.item()
+
+
 @dataclass
 class _EpochStats:
     loss_sum: float = 0.0

@@ -299,6 +299,30 @@ class Tracker:
             max_results=1, order_by=["attributes.start_time DESC"])
         return runs[0].info.run_id if runs else None
 
+    def run_tags(self, run_id: str) -> dict[str, str]:
+        return dict(self.client.get_run(run_id).data.tags)
+
+    def log_verdicts(self, experiment_name: str, parent_run_id: str, verdicts: list[dict[str, Any]],
+                     figures: dict[str, Any]) -> str:
+        """A `conjectures` child run under the sweep's parent: the verdict table
+        (JSON and CSV), one metric per verdict (+1 supported, 0 inconclusive,
+        -1 refuted) and the figures as PNG artifacts. Returns its run id."""
+        exp_id = self.experiment_id(experiment_name)
+        tags = {PARENT_TAG: parent_run_id, KIND_TAG: "conjectures", RUN_NAME_TAG: "conjectures"}
+        run = _retry(lambda: self.client.create_run(exp_id, tags=tags, run_name="conjectures"))
+        rid = run.info.run_id
+        self.log_json(rid, verdicts, "verdicts.json")
+        self.log_artifact_bytes(rid, pd.DataFrame(verdicts).to_csv(index=False).encode(), "verdicts.csv")
+        score = {"supported": 1.0, "inconclusive": 0.0, "refuted": -1.0}
+        metrics = [Metric(f"verdict/{v['name']}"[:250].replace("[", "_").replace("]", ""),
+                          score[v["verdict"]], _now_ms(), 0) for v in verdicts]
+        for chunk in _chunks(metrics, MAX_METRICS_PER_BATCH):
+            _retry(lambda: self.client.log_batch(rid, metrics=chunk))
+        for name, fig in figures.items():
+            self.log_figure(rid, fig, f"figures/{name}")
+        _retry(lambda: self.client.set_terminated(rid, status="FINISHED"))
+        return rid
+
     def end_sweep(self, run_id: str, status: str = "FINISHED") -> None:
         _retry(lambda: self.client.set_terminated(run_id, status=status))
 
@@ -589,3 +613,11 @@ class TrialRun:
                 log.exception("could not mark run %s errored", self.run_id)
         else:
             self.flush()
+
+
+def ui_command(tracking_uri: str, host: str = "127.0.0.1", port: int = 5000) -> list[str]:
+    """argv of the MLflow UI over this store (experiments carry their artifact locations)."""
+    import sys
+
+    return [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", tracking_uri,
+            "--host", host, "--port", str(port)]

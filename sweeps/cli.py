@@ -1,0 +1,219 @@
+"""`dynsweep`: parse, call, print. Exit codes: 0 ok, 2 bad input, 1 runtime failure.
+
+Defaults: local Ray, MLflow at sqlite:///runs/mlflow.db, Ray storage under
+runs/ray, data cache under runs/data. MLFLOW_TRACKING_URI and RAY_ADDRESS
+override, as users of both expect; so do --tracking-uri, --storage, --address.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from sweeps.spec import SpecError, load_spec, smoke
+
+RUNS = Path("runs")
+out = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
+err = Console(stderr=True, highlight=False)
+
+
+class InputError(Exception):
+    """Bad input that is not a spec: a path, a sweep name, an option."""
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (SpecError, InputError) as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        return 2
+    except KeyboardInterrupt:
+        err.print("interrupted: `dynsweep resume NAME` continues from the last checkpoints")
+        return 1
+
+
+# ---------------------------------------------------------------- commands
+def cmd_validate(args) -> int:
+    spec = load_spec(args.spec)
+    for warning in _data_problems(spec):
+        err.print(f"[yellow]warning:[/yellow] {args.spec}: {warning}")
+    n = len(spec.trials()) if spec.search.kind == "grid" else spec.search.num_samples
+    out.print(f"{args.spec}: valid — {n} trial(s), search={spec.search.kind}, "
+              f"scheduler={spec.scheduler.kind}")
+    return 0
+
+
+def cmd_run(args) -> int:
+    spec = load_spec(args.spec)
+    if args.smoke:
+        spec = smoke(spec)
+    problems = _data_problems(spec)
+    if problems:
+        raise InputError(f"{args.spec}: {problems[0]}")
+    from sweeps import runner
+    from sweeps.tracking import default_tracking_uri
+
+    uri = args.tracking_uri or default_tracking_uri(RUNS)
+    total = len(spec.trials()) if spec.search.kind == "grid" else spec.search.num_samples
+    err.print(f"sweep {spec.name}: {total} trial(s) → MLflow {uri}")
+    outcome = runner.run_sweep(spec, storage=_storage(args), tracking_uri=uri, cache_dir=RUNS / "data",
+                               address=args.address, device=args.device,
+                               progress=runner.Progress(total))
+    _print_rows(outcome.rows)
+    if spec.conjectures:
+        _conjectures(spec.name, uri, outcome.parent_run_id, spec.conjectures, as_json=False)
+    _print_ui_hint(uri, spec.name)
+    return 1 if outcome.errors else 0
+
+
+def cmd_resume(args) -> int:
+    from sweeps import runner
+
+    try:
+        outcome = runner.resume_sweep(args.name, storage=_storage(args),
+                                      restart_errored=args.restart_errored, address=args.address)
+    except FileNotFoundError as exc:
+        raise InputError(str(exc)) from None
+    _print_rows(outcome.rows)
+    return 1 if outcome.errors else 0
+
+
+def cmd_status(args) -> int:
+    from sweeps import runner
+
+    try:
+        exp = runner.experiment_path(args.name, _storage(args))
+    except FileNotFoundError as exc:
+        raise InputError(str(exc)) from None
+    _print_rows(runner.status_rows(exp))
+    return 0
+
+
+def cmd_list(args) -> int:
+    from sweeps import runner
+
+    rows = runner.list_sweeps(_storage(args))
+    if not rows:
+        out.print(f"no sweeps under {_storage(args).resolve()}")
+    _print_rows(rows)
+    return 0
+
+
+def cmd_ui(args) -> int:
+    from sweeps.tracking import default_tracking_uri, ui_command
+
+    uri = args.tracking_uri or default_tracking_uri(RUNS)
+    argv = ui_command(uri, host=args.host, port=args.port)
+    err.print(f"MLflow UI on http://{args.host}:{args.port} over {uri} (Ctrl-C stops it)")
+    return subprocess.call(argv)
+
+
+def cmd_conjectures(args) -> int:
+    from sweeps.tracking import default_tracking_uri
+
+    uri = args.tracking_uri or default_tracking_uri(RUNS)
+    names = args.only.split(",") if args.only else None
+    return _conjectures(args.name, uri, None, names, as_json=args.json)
+
+
+# ----------------------------------------------------------------- helpers
+def _conjectures(name: str, uri: str, parent_run_id: str | None, names, as_json: bool) -> int:
+    from sweeps.judge import judge_sweep
+
+    try:
+        verdicts = judge_sweep(name, uri, parent_run_id=parent_run_id, names=names)
+    except LookupError as exc:
+        raise InputError(str(exc)) from None
+    if as_json:
+        print(json.dumps([v.to_dict() for v in verdicts], indent=2))
+    else:
+        _print_rows([{"conjecture": v.name, "verdict": v.verdict, "statistic": v.statistic,
+                      "effect": v.effect, "95% CI": f"[{_fmt(v.ci_low)}, {_fmt(v.ci_high)}]",
+                      "p": v.p_value, "n": v.n} for v in verdicts], title="conjectures")
+    return 0
+
+
+def _data_problems(spec) -> list[str]:
+    from dynamics_core.data import check_available
+
+    problems = []
+    for cfg in {t.data for t in spec.trials()} if spec.search.kind == "grid" else {spec.base.data}:
+        problem = check_available(cfg, RUNS / "data")
+        if problem and problem not in problems:
+            problems.append(problem)
+    return problems
+
+
+def _storage(args) -> Path:
+    return Path(args.storage) if args.storage else RUNS / "ray"
+
+
+def _print_rows(rows: list[dict], title: str | None = None) -> None:
+    if not rows:
+        return
+    table = Table(title=title)
+    for col in rows[0]:
+        table.add_column(col, overflow="fold")
+    for row in rows:
+        table.add_row(*(_fmt(v) for v in row.values()))
+    out.print(table)
+
+
+def _fmt(value) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def _print_ui_hint(uri: str, name: str) -> None:
+    out.print(f"\nMLflow: experiment [bold]{name}[/bold] in {uri}\n"
+              f"  open the UI with `dynsweep ui` (or `mlflow ui --backend-store-uri {uri}`) "
+              f"and browse to http://127.0.0.1:5000")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="dynsweep", description="Sweeps that measure how networks train.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def command(name: str, func, help: str, spec: bool = False, sweep: bool = False):
+        c = sub.add_parser(name, help=help)
+        if spec:
+            c.add_argument("spec", help="sweep spec YAML")
+        if sweep:
+            c.add_argument("name", help="sweep name (spec name) or its folder")
+        c.add_argument("--storage", help="Ray storage root (default runs/ray; shared FS or s3:// on a cluster)")
+        c.add_argument("--tracking-uri", help="MLflow tracking URI (default $MLFLOW_TRACKING_URI "
+                                              "or sqlite:///runs/mlflow.db)")
+        c.set_defaults(func=func)
+        return c
+
+    command("validate", cmd_validate, "check a spec, start nothing", spec=True)
+    c = command("run", cmd_run, "run a sweep", spec=True)
+    c.add_argument("--address", help="Ray cluster address, e.g. ray://head:10001 (default $RAY_ADDRESS or local)")
+    c.add_argument("--smoke", action="store_true", help="shrink the sweep to seconds")
+    c.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    c = command("resume", cmd_resume, "continue a stopped sweep from its checkpoints", sweep=True)
+    c.add_argument("--restart-errored", action="store_true", help="restart errored trials from scratch")
+    c.add_argument("--address")
+    command("status", cmd_status, "table of a sweep's trials", sweep=True)
+    command("list", cmd_list, "sweeps under the storage root")
+    c = command("ui", cmd_ui, "MLflow UI on 127.0.0.1 over the same store")
+    c.add_argument("--host", default="127.0.0.1")
+    c.add_argument("--port", type=int, default=5000)
+    c = command("conjectures", cmd_conjectures, "judge a sweep's conjectures", sweep=True)
+    c.add_argument("--json", action="store_true")
+    c.add_argument("--only", help="comma-separated conjecture names (default: the spec's)")
+    return p
+
+
+if __name__ == "__main__":
+    sys.exit(main())

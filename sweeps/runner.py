@@ -1,0 +1,333 @@
+"""The only module that talks to Ray (Tune, and Train for multi-worker trials).
+
+run_sweep:    spec -> Tuner (grid or Optuna, FIFO or ASHA) -> fit, with live progress.
+resume_sweep: Tuner.restore of a stopped sweep: unfinished (and errored) trials
+              continue from their last checkpoints; finished ones are not re-run.
+sweep_status: one row per trial from Tune's experiment state + the MLflow run id.
+
+Layout on disk: <storage>/<spec name>/ is Tune's experiment folder, and
+dynsweep.json beside Tune's files records what resume needs (the spec, the
+MLflow parent run, the tracking URI, the data cache).
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import ray
+from ray import tune
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+from sweeps.spec import SweepSpec, parse_spec, trial_name
+from sweeps.trial import TRIAL_KEY, SweepContext, run_trial, trial_config
+from sweeps.tracking import Tracker, git_sha
+
+MANIFEST = "dynsweep.json"
+
+
+# ------------------------------------------------------------ the trainable
+class TuneSession:
+    """trial.Session backed by the Tune function API."""
+
+    def report(self, metrics: dict[str, float], checkpoint_dir: str | None) -> None:
+        checkpoint = tune.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
+        tune.report(metrics, checkpoint=checkpoint)
+
+    def checkpoint_dir(self) -> str | None:
+        checkpoint = tune.get_checkpoint()
+        return checkpoint.to_directory() if checkpoint is not None else None
+
+    def trial_id(self) -> str:
+        return tune.get_context().get_trial_id()
+
+
+def _single_worker(config: dict[str, Any], ctx: SweepContext) -> None:
+    run_trial(config, ctx, TuneSession())
+
+
+def _multi_worker(config: dict[str, Any], ctx: SweepContext, workers: int, use_gpu: bool) -> None:
+    """A Tune trial that runs its training as a Ray Train TorchTrainer (DDP:
+    gloo on CPU, NCCL on GPU); rank 0 probes, logs and checkpoints."""
+    from ray.train import RunConfig as TrainRunConfig
+    from ray.train import ScalingConfig
+    from ray.train.torch import TorchTrainer
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    name = trial_name(trial_config(config, ctx.base))
+    trainer = TorchTrainer(
+        _train_loop_per_worker,
+        train_loop_config={"config": config, "ctx": asdict(ctx)},
+        scaling_config=ScalingConfig(num_workers=workers, use_gpu=use_gpu),
+        run_config=TrainRunConfig(name=f"{ctx.spec_name}-{name}", callbacks=[TuneReportCallback()],
+                                  storage_path=str(Path(ctx.storage) / "_ray_train")),
+    )
+    trainer.fit()
+
+
+def _train_loop_per_worker(loop_config: dict[str, Any]) -> None:
+    import ray.train
+
+    class TrainSession:
+        def report(self, metrics, checkpoint_dir):
+            checkpoint = ray.train.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
+            ray.train.report(metrics, checkpoint=checkpoint)
+
+        def checkpoint_dir(self):
+            checkpoint = ray.train.get_checkpoint()
+            return checkpoint.to_directory() if checkpoint is not None else None
+
+        def trial_id(self):
+            return ray.train.get_context().get_experiment_name()
+
+    ctx = SweepContext(**loop_config["ctx"])
+    run_trial(loop_config["config"], ctx, TrainSession(), distributed=True)
+
+
+def _trainable(spec: SweepSpec, ctx: SweepContext):
+    r = spec.resources
+    if r.workers_per_trial > 1:
+        fn = tune.with_parameters(_multi_worker, ctx=ctx, workers=r.workers_per_trial,
+                                  use_gpu=r.gpus_per_trial > 0)
+        # the Train workers reserve their own CPUs/GPUs; the Tune trial only coordinates
+        return tune.with_resources(fn, {"cpu": 0})
+    fn = tune.with_parameters(_single_worker, ctx=ctx)
+    return tune.with_resources(fn, {"cpu": r.cpus_per_trial, "gpu": r.gpus_per_trial})
+
+
+# ---------------------------------------------------------- tuner settings
+def param_space(spec: SweepSpec) -> dict[str, Any]:
+    if spec.search.kind == "optuna":
+        space: dict[str, Any] = {}
+        for path, d in spec.search.space.items():
+            space[path] = {"loguniform": lambda: tune.loguniform(d.low, d.high),
+                           "uniform": lambda: tune.uniform(d.low, d.high),
+                           "int": lambda: tune.randint(int(d.low), int(d.high) + 1),
+                           "choice": lambda: tune.choice(d.values)}[d.kind]()
+        space["seed"] = spec.seeds[0]
+        return space
+    overrides = [{**dict(zip(spec.grid, combo)), "seed": seed}
+                 for combo in _product(spec.grid) for seed in spec.seeds]
+    return {TRIAL_KEY: tune.grid_search(overrides)}
+
+
+def _product(grid: dict[str, list[Any]]):
+    import itertools
+    return itertools.product(*grid.values())
+
+
+def _tune_config(spec: SweepSpec) -> tune.TuneConfig:
+    base = spec.base.model_dump(mode="json")
+
+    def name(trial) -> str:
+        return trial_name(trial_config(trial.config, base))
+
+    search_alg, num_samples = None, 1
+    if spec.search.kind == "optuna":
+        import optuna
+        from ray.tune.search.optuna import OptunaSearch
+        search_alg = OptunaSearch(metric=spec.search.metric, mode=spec.search.mode,
+                                  sampler=optuna.samplers.TPESampler(seed=spec.search.seed))
+        num_samples = spec.search.num_samples
+    s = spec.scheduler
+    scheduler = (ASHAScheduler(time_attr="epoch", metric=s.metric, mode=s.mode,
+                               max_t=spec.base.train.epochs, grace_period=s.grace_period,
+                               reduction_factor=s.reduction_factor)
+                 if s.kind == "asha" else FIFOScheduler())
+    return tune.TuneConfig(search_alg=search_alg, scheduler=scheduler, num_samples=num_samples,
+                           reuse_actors=True, trial_name_creator=name, trial_dirname_creator=name)
+
+
+def _run_config(spec: SweepSpec, storage: Path, callbacks: list) -> tune.RunConfig:
+    return tune.RunConfig(
+        name=spec.name, storage_path=str(storage),
+        failure_config=tune.FailureConfig(max_failures=spec.fault_tolerance.max_failures),
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+        callbacks=callbacks, verbose=0)
+
+
+# ------------------------------------------------------------------ public
+@dataclass
+class SweepOutcome:
+    name: str
+    experiment_path: str
+    parent_run_id: str
+    rows: list[dict[str, Any]]
+    errors: int
+
+
+def init_ray(address: str | None, spec: SweepSpec) -> None:
+    if ray.is_initialized():
+        return
+    address = address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, log_to_driver=False)
+        return
+    r = spec.resources
+    need = max(r.cpus_per_trial, 1 + r.workers_per_trial if r.workers_per_trial > 1 else 0)
+    ray.init(num_cpus=max(os.cpu_count() or 1, int(need + 0.999)), include_dashboard=False,
+             log_to_driver=False, configure_logging=False)
+
+
+def run_sweep(spec: SweepSpec, *, storage: str | Path, tracking_uri: str, cache_dir: str | Path,
+              address: str | None = None, device: str = "auto", progress=None) -> SweepOutcome:
+    storage = Path(storage).resolve()
+    tracker = Tracker(tracking_uri)
+    parent = tracker.start_sweep(spec.name, spec.spec_hash(), git_sha(), spec.description,
+                                 params={"n_trials": len(spec.trials())} if spec.search.kind == "grid" else None)
+    if spec.conjectures:
+        from sweeps.judge import CONJECTURES_TAG
+        tracker.set_tags(parent, {CONJECTURES_TAG: ",".join(spec.conjectures)})
+    ctx = SweepContext(spec_name=spec.name, base=spec.base.model_dump(mode="json"),
+                       tracking_uri=tracking_uri, artifact_root=tracker.artifact_root,
+                       parent_run_id=parent, cache_dir=str(Path(cache_dir).resolve()),
+                       storage=str(storage),
+                       checkpoint_every_epochs=spec.fault_tolerance.checkpoint_every_epochs,
+                       device=device)
+    exp = storage / spec.name
+    exp.mkdir(parents=True, exist_ok=True)
+    (exp / MANIFEST).write_text(json.dumps({"spec": spec.model_dump(mode="json"),
+                                            "context": asdict(ctx)}, indent=2))
+    init_ray(address, spec)
+    callbacks = [progress] if progress is not None else []
+    tuner = tune.Tuner(_trainable(spec, ctx), param_space=param_space(spec),
+                       tune_config=_tune_config(spec), run_config=_run_config(spec, storage, callbacks))
+    results = tuner.fit()
+    return _finish(spec, ctx, tracker, exp, results)
+
+
+def resume_sweep(name_or_path: str, *, storage: str | Path, restart_errored: bool = False,
+                 address: str | None = None) -> SweepOutcome:
+    """Progress callbacks come back with Tune's pickled RunConfig."""
+    exp = experiment_path(name_or_path, storage)
+    spec, ctx = read_manifest(exp)
+    tracker = Tracker(ctx.tracking_uri, ctx.artifact_root)
+    init_ray(address, spec)
+    tuner = tune.Tuner.restore(str(exp), trainable=_trainable(spec, ctx),
+                               resume_unfinished=True, resume_errored=not restart_errored,
+                               restart_errored=restart_errored)
+    results = tuner.fit()
+    return _finish(spec, ctx, tracker, exp, results)
+
+
+def _finish(spec: SweepSpec, ctx: SweepContext, tracker: Tracker, exp: Path, results) -> SweepOutcome:
+    errors = sum(1 for r in results if r.error is not None)
+    tracker.end_sweep(ctx.parent_run_id, "FAILED" if errors else "FINISHED")
+    return SweepOutcome(spec.name, str(exp), ctx.parent_run_id, status_rows(exp, tracker, ctx), errors)
+
+
+def experiment_path(name_or_path: str, storage: str | Path) -> Path:
+    candidate = Path(name_or_path)
+    if (candidate / MANIFEST).exists():
+        return candidate.resolve()
+    exp = Path(storage).resolve() / name_or_path
+    if not (exp / MANIFEST).exists():
+        raise FileNotFoundError(f"no sweep {name_or_path!r} under {Path(storage).resolve()} "
+                                f"(looked for {exp / MANIFEST}); see `dynsweep list --storage ...`")
+    return exp
+
+
+def read_manifest(exp: Path) -> tuple[SweepSpec, SweepContext]:
+    blob = json.loads((exp / MANIFEST).read_text())
+    return parse_spec(blob["spec"], source=str(exp / MANIFEST)), SweepContext(**blob["context"])
+
+
+def list_sweeps(storage: str | Path) -> list[dict[str, Any]]:
+    root = Path(storage).resolve()
+    rows = []
+    for manifest in sorted(root.glob(f"*/{MANIFEST}")):
+        blob = json.loads(manifest.read_text())
+        rows.append({"name": manifest.parent.name, "path": str(manifest.parent),
+                     "trials": _count_trials(manifest.parent),
+                     "modified": time.strftime("%Y-%m-%d %H:%M", time.localtime(manifest.stat().st_mtime)),
+                     "description": blob["spec"].get("description", "")})
+    return rows
+
+
+def _count_trials(exp: Path) -> int:
+    return sum(1 for p in exp.iterdir() if p.is_dir() and (p / "params.json").exists())
+
+
+def status_rows(exp: Path, tracker: Tracker | None = None, ctx: SweepContext | None = None) -> list[dict[str, Any]]:
+    """One row per trial: name, Tune state, progress, key metrics, MLflow run id and status."""
+    if ctx is None:
+        _, ctx = read_manifest(exp)
+    tracker = tracker or Tracker(ctx.tracking_uri, ctx.artifact_root)
+    analysis = tune.ExperimentAnalysis(str(exp))
+    mlflow_runs = {}
+    try:
+        for r in tracker.trial_runs(ctx.spec_name, ctx.parent_run_id):
+            mlflow_runs[r.data.tags.get("trial_id")] = (r.info.run_id, r.data.tags.get("status"))
+    except LookupError:
+        pass
+    rows = []
+    for trial in sorted(analysis.trials, key=lambda t: str(t)):
+        last = trial.last_result or {}
+        run_id, status = mlflow_runs.get(str(trial), (None, None))
+        rows.append({"trial": str(trial), "state": trial.status, "status": status,
+                     "epoch": last.get("epoch"), "step": last.get("step"),
+                     "train/loss": last.get("train/loss"), "val/acc": last.get("val/acc"),
+                     "λ_H¹": last.get("hessian/top"), "λ_K¹": last.get("gradcov/top"),
+                     "mlflow run": run_id})
+    return rows
+
+
+# ---------------------------------------------------------------- progress
+class Progress(tune.Callback):
+    """One line per change: trials done/running/failed, elapsed, ETA.
+
+    Picklable (Tune stores callbacks with the experiment, so a resumed sweep
+    reports progress too); the console is created lazily.
+    """
+
+    def __init__(self, total: int | None, every_s: float = 10.0):
+        self.total = total
+        self.every_s = every_s
+        self._start = time.monotonic()
+        self._last = 0.0
+        self._console = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"total": self.total, "every_s": self.every_s}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["total"], state["every_s"])
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        self._show(trials, f"started {trial}")
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        if time.monotonic() - self._last >= self.every_s:
+            acc = result.get("val/acc")
+            note = f"{trial} epoch {result.get('epoch', 0):.0f}" + (f" val/acc {acc:.3f}" if acc is not None else "")
+            self._show(trials, note)
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self._show(trials, f"finished {trial}")
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self._show(trials, f"[red]error in {trial}[/red] (retried up to max_failures)")
+
+    def _show(self, trials, note: str) -> None:
+        from rich.console import Console
+
+        self._console = self._console or Console(stderr=True, highlight=False)
+        self._last = time.monotonic()
+        states = [t.status for t in trials]
+        done, running = states.count("TERMINATED"), states.count("RUNNING")
+        failed = states.count("ERROR")
+        total = self.total or len(trials)
+        elapsed = self._last - self._start
+        eta = elapsed / done * (total - done - failed) if done else float("nan")
+        self._console.print(f"[{done}/{total} done, {running} running, {failed} failed] "
+                            f"elapsed {_clock(elapsed)} ETA {_clock(eta)} — {note}")
+
+
+def _clock(seconds: float) -> str:
+    if seconds != seconds:
+        return "--:--"
+    m, s = divmod(int(seconds), 60)
+    return f"{m // 60:d}:{m % 60:02d}:{s:02d}" if m >= 60 else f"{m:02d}:{s:02d}"
