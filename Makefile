@@ -1,0 +1,30 @@
+# The README's commands. Everything installs into .venv with plain pip.
+PYTHON ?= python3.11
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: setup demo test test-fast bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+demo: setup
+	$(VENV)/bin/dynsweep run sweeps/specs/quickstart.yaml
+
+test: setup
+	$(PY) -m pytest -q
+
+test-fast: setup
+	$(PY) -m pytest -q -m "not slow"
+
+bench: setup
+	$(PY) -m pip install --quiet -e '.[dev,bench]'
+	$(PY) benchmarks/bench_probes.py
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

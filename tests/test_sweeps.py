@@ -1,0 +1,207 @@
+"""Integration: real local Ray Tune, real sqlite MLflow, the real `dynsweep` CLI.
+
+Each test runs the command line in a subprocess (its own Ray), then reads the
+MLflow store directly.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from dynamics_core.hooks import log_spaced_steps
+from dynamics_core.train import steps_per_epoch
+from sweeps.tracking import Tracker
+
+pytestmark = pytest.mark.slow
+DYNSWEEP = [sys.executable, "-m", "sweeps.cli"]
+
+TINY_BASE = {
+    "data": {"dataset": "mnist1d", "train_size": 400, "test_size": 200},
+    "model": {"name": "mlp", "width": 16},
+    "optim": {"name": "sgd", "lr": 0.1, "momentum": 0.9},
+    "train": {"epochs": 3, "batch_size": 50},
+    "probes": {"probe_size": 32, "val_probe_size": 16, "schedule": {"kind": "log", "points": 5}},
+}
+
+
+def write_spec(dir: Path, name: str, **fields) -> Path:
+    spec = {"name": name, "base": TINY_BASE, **fields}
+    path = dir / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def cli(args: list[str], cwd: Path, timeout: float = 300, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run(DYNSWEEP + args, cwd=cwd, capture_output=True, text=True,
+                          timeout=timeout, env=_env(cwd), **kw)
+
+
+def _env(cwd: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "RAY_ADDRESS")}
+    env["PYTHONPATH"] = str(Path(__file__).parents[1])
+    return env
+
+
+def uri(dir: Path) -> str:
+    return f"sqlite:///{dir / 'mlflow.db'}"
+
+
+def histories(tracker: Tracker, name: str, parent: str | None = None) -> dict[str, dict[str, list]]:
+    table = tracker.load_table(name, parent)
+    out = {}
+    for run_id, trial_id in zip(table.runs["run_id"], table.runs["trial_id"]):
+        m = table.metrics[table.metrics["run_id"] == run_id]
+        out[trial_id] = {k: list(zip(g["step"], g["value"])) for k, g in m.groupby("key")}
+    return out
+
+
+def assert_no_step_logged_twice(tracker: Tracker, name: str) -> None:
+    for run in tracker.trial_runs(name):
+        for key in run.data.metrics:
+            steps = [m.step for m in tracker.client.get_metric_history(run.info.run_id, key)]
+            assert len(steps) == len(set(steps)), f"{key} logged twice at some step"
+
+
+def test_grid_sweep_lands_finished_child_runs_with_probe_series(tmp_path):
+    spec = write_spec(tmp_path, "grid4", grid={"optim.lr": [0.05, 0.1], "train.batch_size": [50, 100]})
+    res = cli(["run", str(spec), "--storage", str(tmp_path / "ray"), "--tracking-uri", uri(tmp_path)], tmp_path)
+    assert res.returncode == 0, res.stderr[-3000:]
+    tracker = Tracker(uri(tmp_path))
+    parent = tracker.find_sweep("grid4")
+    runs = tracker.trial_runs("grid4")
+    assert len(runs) == 4
+    assert all(r.data.tags["mlflow.parentRunId"] == parent for r in runs)
+    assert all(r.data.tags["status"] == "finished" and r.info.status == "FINISHED" for r in runs)
+    table = tracker.load_table("grid4")
+    assert sorted(zip(table.runs["optim.lr"], table.runs["train.batch_size"])) == \
+        [(0.05, 50), (0.05, 100), (0.1, 50), (0.1, 100)]
+    for _, row in table.runs.iterrows():
+        total = 3 * steps_per_epoch(400, int(row["train.batch_size"]))
+        for key in ("hessian/top", "gradcov/top", "gradcov/trace", "stiffness/train_train/sign"):
+            steps = list(table.series(row["run_id"], key).index)
+            assert steps == log_spaced_steps(total, 5), key
+        assert list(table.series(row["run_id"], "train/loss").index) == \
+            [total // 3, 2 * total // 3, total]
+    assert "grid4" in res.stdout and "finished" in res.stdout   # the summary table
+    # status and list read the same sweep back
+    status = cli(["status", "grid4", "--storage", str(tmp_path / "ray")], tmp_path)
+    assert status.returncode == 0 and status.stdout.count("TERMINATED") == 4
+    listing = cli(["list", "--storage", str(tmp_path / "ray")], tmp_path)
+    assert listing.returncode == 0 and "grid4" in listing.stdout
+
+
+def test_optuna_sweep_runs(tmp_path):
+    spec = write_spec(tmp_path, "opt", search={
+        "kind": "optuna", "num_samples": 2, "metric": "final/val_acc", "mode": "max",
+        "space": {"optim.lr": {"kind": "loguniform", "low": 0.01, "high": 0.3}}})
+    res = cli(["run", str(spec), "--storage", str(tmp_path / "ray"), "--tracking-uri", uri(tmp_path)], tmp_path)
+    assert res.returncode == 0, res.stderr[-3000:]
+    table = Tracker(uri(tmp_path)).load_table("opt")
+    assert len(table.runs) == 2
+    lrs = table.runs["optim.lr"].tolist()
+    assert all(0.01 <= lr <= 0.3 for lr in lrs) and lrs[0] != lrs[1]
+    assert set(table.runs["status"]) == {"finished"}
+
+
+def test_two_worker_trial_runs_under_ddp(tmp_path):
+    spec = write_spec(tmp_path, "ddp", resources={"cpus_per_trial": 1, "workers_per_trial": 2})
+    res = cli(["run", str(spec), "--storage", str(tmp_path / "ray"), "--tracking-uri", uri(tmp_path)],
+              tmp_path, timeout=400)
+    assert res.returncode == 0, res.stderr[-3000:]
+    table = Tracker(uri(tmp_path)).load_table("ddp")
+    (run_id,) = table.runs["run_id"]
+    assert table.runs["status"].item() == "finished"
+    total = 3 * steps_per_epoch(400, 50)
+    assert list(table.series(run_id, "hessian/top").index) == log_spaced_steps(total, 5)
+    assert table.series(run_id, "final/steps").iloc[-1] == total
+
+
+# -------------------------------------------------------------- fault tolerance
+SLOW = {"train": {"epochs": 6, "batch_size": 50},
+        "probes": {"probe_size": 128, "val_probe_size": 64, "hessian_trace": True,
+                   "schedule": {"kind": "every", "every": 2}}}
+
+
+def slow_spec(dir: Path, name: str, seeds: list[int]) -> Path:
+    base = {**TINY_BASE, **SLOW}
+    path = dir / f"{name}.yaml"
+    path.write_text(yaml.safe_dump({"name": name, "base": base, "seeds": seeds,
+                                    "fault_tolerance": {"max_failures": 2, "checkpoint_every_epochs": 1}}))
+    return path
+
+
+def wait_for(predicate, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def checkpoints(exp: Path) -> list[Path]:
+    return sorted(exp.glob("*/checkpoint_*"))
+
+
+def test_killed_driver_resumes_to_the_uninterrupted_result(tmp_path):
+    ref, cut = tmp_path / "ref", tmp_path / "cut"
+    ref.mkdir(), cut.mkdir()
+    for d in (ref, cut):
+        slow_spec(d, "ft", seeds=[0, 1])
+    done = cli(["run", str(ref / "ft.yaml"), "--storage", str(ref / "ray"), "--tracking-uri", uri(ref)], ref)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+    proc = subprocess.Popen(DYNSWEEP + ["run", str(cut / "ft.yaml"), "--storage", str(cut / "ray"),
+                                        "--tracking-uri", uri(cut)], cwd=cut, env=_env(cut),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    wait_for(lambda: len(checkpoints(cut / "ray" / "ft")) >= 2, 180, "two checkpoints")
+    os.killpg(proc.pid, signal.SIGKILL)      # the driver and everything it started
+    proc.wait()
+    cut_tracker = Tracker(uri(cut))
+    assert any(r.data.tags["status"] == "running" for r in cut_tracker.trial_runs("ft")), \
+        "the kill should interrupt at least one trial"
+
+    res = cli(["resume", "ft", "--storage", str(cut / "ray")], cut)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert {r.data.tags["status"] for r in cut_tracker.trial_runs("ft")} == {"finished"}
+    assert len(cut_tracker.trial_runs("ft")) == 2, "a resumed trial continues its own MLflow run"
+    assert_no_step_logged_twice(cut_tracker, "ft")
+    assert histories(cut_tracker, "ft") == histories(Tracker(uri(ref)), "ft")
+
+
+def test_killed_worker_is_retried_from_its_checkpoint(tmp_path):
+    ref, cut = tmp_path / "ref", tmp_path / "cut"
+    ref.mkdir(), cut.mkdir()
+    for d in (ref, cut):
+        slow_spec(d, "wk", seeds=[0])
+    done = cli(["run", str(ref / "wk.yaml"), "--storage", str(ref / "ray"), "--tracking-uri", uri(ref)], ref)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+    proc = subprocess.Popen(DYNSWEEP + ["run", str(cut / "wk.yaml"), "--storage", str(cut / "ray"),
+                                        "--tracking-uri", uri(cut)], cwd=cut, env=_env(cut),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    try:
+        wait_for(lambda: len(checkpoints(cut / "ray" / "wk")) >= 1, 180, "a checkpoint")
+        workers = subprocess.run(["pgrep", "-f", "-s", str(proc.pid), "_single_worker"],
+                                 capture_output=True, text=True).stdout.split()
+        assert workers, "the trial's worker process should be running"
+        for pid in workers:
+            os.kill(int(pid), signal.SIGKILL)
+        out, _ = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 0, out[-3000:]
+    tracker = Tracker(uri(cut))
+    (run,) = tracker.trial_runs("wk")
+    assert run.data.tags["status"] == "finished"
+    assert_no_step_logged_twice(tracker, "wk")
+    assert histories(tracker, "wk") == histories(Tracker(uri(ref)), "wk")
