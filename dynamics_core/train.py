@@ -169,7 +169,7 @@ def run(cfg: TrialConfig, sink: Sink, env: RunEnv = RunEnv(),
             if env.stop_after_step is not None and step >= env.stop_after_step:
                 return RunResult("stopped", step, epoch)
 
-    summary = _final_summary(model, data, loss_fn, step)
+    summary = {**_final_summary(model, data, loss_fn, step), "final/world_size": float(world)}
     sink.log_metrics(summary, step)
     sink.finish("finished", summary)
     return RunResult("finished", step, epoch, summary)

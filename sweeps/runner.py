@@ -92,8 +92,8 @@ def _trainable(spec: SweepSpec, ctx: SweepContext):
     if r.workers_per_trial > 1:
         fn = tune.with_parameters(_multi_worker, ctx=ctx, workers=r.workers_per_trial,
                                   use_gpu=r.gpus_per_trial > 0)
-        # the Train workers reserve their own CPUs/GPUs; the Tune trial only coordinates
-        return tune.with_resources(fn, {"cpu": 0})
+        # the Train workers reserve their own CPUs/GPUs; the Tune trial (1 CPU) coordinates
+        return tune.with_resources(fn, {"cpu": 1})
     fn = tune.with_parameters(_single_worker, ctx=ctx)
     return tune.with_resources(fn, {"cpu": r.cpus_per_trial, "gpu": r.gpus_per_trial})
 
@@ -109,9 +109,7 @@ def param_space(spec: SweepSpec) -> dict[str, Any]:
                            "choice": lambda: tune.choice(d.values)}[d.kind]()
         space["seed"] = spec.seeds[0]
         return space
-    overrides = [{**dict(zip(spec.grid, combo)), "seed": seed}
-                 for combo in _product(spec.grid) for seed in spec.seeds]
-    return {TRIAL_KEY: tune.grid_search(overrides)}
+    return {TRIAL_KEY: tune.grid_search(spec.overrides())}
 
 
 def _product(grid: dict[str, list[Any]]):
@@ -160,6 +158,7 @@ class SweepOutcome:
 
 
 def init_ray(address: str | None, spec: SweepSpec) -> None:
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")   # our Progress lines replace Tune's tables
     if ray.is_initialized():
         return
     address = address or os.environ.get("RAY_ADDRESS")

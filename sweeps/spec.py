@@ -48,10 +48,14 @@ class Distribution(_Strict):
         return self
 
 
+# Reported to Tune at the end of every epoch, so searchers and schedulers can use them.
+EpochMetric = Literal["val/acc", "val/loss", "train/loss", "train/acc"]
+
+
 class SearchSpec(_Strict):
     kind: Literal["grid", "optuna"] = "grid"
     num_samples: int = Field(8, ge=1)
-    metric: str = "final/val_acc"
+    metric: EpochMetric = "val/acc"    # Optuna scores a trial by its last value
     mode: Literal["min", "max"] = "max"
     space: dict[str, Distribution] = {}
     seed: int = 0                      # Optuna sampler seed
@@ -59,7 +63,7 @@ class SearchSpec(_Strict):
 
 class SchedulerSpec(_Strict):
     kind: Literal["fifo", "asha"] = "fifo"
-    metric: str = "val/acc"
+    metric: EpochMetric = "val/acc"
     mode: Literal["min", "max"] = "max"
     grace_period: int = Field(1, ge=1)          # epochs
     reduction_factor: float = Field(3.0, gt=1.0)
@@ -81,6 +85,9 @@ class SweepSpec(_Strict):
     description: str = ""
     base: TrialConfig = TrialConfig()
     grid: dict[str, list[Any]] = {}
+    # arms that differ in several fields at once (e.g. a 3-step baseline beside
+    # two-stage schedules): each a mapping of dotted overrides, crossed with the grid
+    variants: list[dict[str, Any]] = []
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
     search: SearchSpec = SearchSpec()
     scheduler: SchedulerSpec = SchedulerSpec()
@@ -98,14 +105,17 @@ class SweepSpec(_Strict):
 
     # ------------------------------------------------------------ the trials
     def trials(self) -> list[TrialConfig]:
-        """Every grid point × seed, in a stable order (grid axes as written)."""
+        """Every variant × grid point × seed, in a stable order (grid axes as written)."""
         base = self.base.model_dump(mode="json")
+        return [with_overrides(base, o) for o in self.overrides()]
+
+    def overrides(self) -> list[dict[str, Any]]:
+        """The dotted overrides of each trial (variant, grid point, seed), in trial order."""
         paths = list(self.grid)
-        out = []
-        for combo in itertools.product(*(self.grid[p] for p in paths)):
-            for seed in self.seeds:
-                out.append(with_overrides(base, {**dict(zip(paths, combo)), "seed": seed}))
-        return out
+        return [{**variant, **dict(zip(paths, combo)), "seed": seed}
+                for variant in (self.variants or [{}])
+                for combo in itertools.product(*(self.grid[p] for p in paths))
+                for seed in self.seeds]
 
     def spec_hash(self) -> str:
         blob = json.dumps(self.model_dump(mode="json"), sort_keys=True, default=str)
@@ -174,6 +184,18 @@ def _check_grid(spec: SweepSpec, source: str) -> None:
                 raise SpecError(f"{source}: grid.{path}[{i}]: {_describe(exc)}") from None
     if len(spec.seeds) != len(set(spec.seeds)):
         raise SpecError(f"{source}: seeds: duplicate seeds")
+    for i, variant in enumerate(spec.variants):
+        for path in variant:
+            if path not in valid or path == "seed":
+                raise SpecError(f"{source}: variants[{i}].{path}: no such config field")
+            if path in spec.grid:
+                raise SpecError(f"{source}: variants[{i}].{path}: also a grid axis")
+        try:
+            with_overrides(base, variant)
+        except ValidationError as exc:
+            raise SpecError(f"{source}: variants[{i}]: {_describe(exc)}") from None
+        if variant in spec.variants[:i]:
+            raise SpecError(f"{source}: variants[{i}]: duplicate variant")
 
 
 def _check_search(spec: SweepSpec, source: str) -> None:
@@ -181,9 +203,9 @@ def _check_search(spec: SweepSpec, source: str) -> None:
         if spec.search.space:
             raise SpecError(f"{source}: search.space: only used with search.kind: optuna")
         return
-    if spec.grid:
-        raise SpecError(f"{source}: grid: not allowed with search.kind: optuna "
-                        f"(put the dimensions in search.space)")
+    if spec.grid or spec.variants:
+        raise SpecError(f"{source}: {'grid' if spec.grid else 'variants'}: not allowed with "
+                        f"search.kind: optuna (put the dimensions in search.space)")
     if not spec.search.space:
         raise SpecError(f"{source}: search.space: Optuna needs at least one dimension")
     valid = _valid_paths()
@@ -219,7 +241,11 @@ def smoke(spec: SweepSpec) -> SweepSpec:
         flat["data.deficit.start_epoch"], flat["data.deficit.end_epoch"] = 0, 1
     grid = {p: v[:2] for p, v in spec.grid.items()
             if p not in ("train.epochs", "optim.schedule.stage1_epochs")}
+    variants = [{p: (0 if p in ("optim.schedule.stage1_epochs", "optim.schedule.noise_off_epoch")
+                     and v is not None else v)
+                 for p, v in variant.items() if p != "train.epochs"} for variant in spec.variants]
+    variants = [v for i, v in enumerate(variants) if v not in variants[:i]]
     search = spec.search.model_copy(update={"num_samples": min(2, spec.search.num_samples)})
     return spec.model_copy(update={
-        "base": TrialConfig.model_validate(unflatten(flat)), "grid": grid,
+        "base": TrialConfig.model_validate(unflatten(flat)), "grid": grid, "variants": variants,
         "seeds": spec.seeds[:1], "search": search})

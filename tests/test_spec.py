@@ -43,6 +43,8 @@ BAD = {
     "optuna_bad_bounds": ("name: x\nsearch: {kind: optuna, space: {optim.lr: "
                           "{kind: loguniform, low: 1, high: 0.1}}}", "search.space.optim.lr"),
     "bad_scheduler": ("name: x\nscheduler: {kind: hyperband}", "scheduler.kind"),
+    "bad_search_metric": ("name: x\nsearch: {kind: optuna, metric: hessian/top, space: "
+                          "{optim.lr: {kind: loguniform, low: 0.01, high: 1}}}", "search.metric"),
     "bad_resources": ("name: x\nresources: {cpus_per_trial: 0}", "resources.cpus_per_trial"),
     "unknown_conjecture": ("name: x\nconjectures: [breakeven.c9]", "conjectures[0]"),
     "bad_name": ("name: 'my sweep!'", "name"),

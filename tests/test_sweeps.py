@@ -99,7 +99,7 @@ def test_grid_sweep_lands_finished_child_runs_with_probe_series(tmp_path):
 
 def test_optuna_sweep_runs(tmp_path):
     spec = write_spec(tmp_path, "opt", search={
-        "kind": "optuna", "num_samples": 2, "metric": "final/val_acc", "mode": "max",
+        "kind": "optuna", "num_samples": 2, "metric": "val/acc", "mode": "max",
         "space": {"optim.lr": {"kind": "loguniform", "low": 0.01, "high": 0.3}}})
     res = cli(["run", str(spec), "--storage", str(tmp_path / "ray"), "--tracking-uri", uri(tmp_path)], tmp_path)
     assert res.returncode == 0, res.stderr[-3000:]
@@ -121,6 +121,7 @@ def test_two_worker_trial_runs_under_ddp(tmp_path):
     total = 3 * steps_per_epoch(400, 50)
     assert list(table.series(run_id, "hessian/top").index) == log_spaced_steps(total, 5)
     assert table.series(run_id, "final/steps").iloc[-1] == total
+    assert table.series(run_id, "final/world_size").iloc[-1] == 2, "two DDP ranks trained it"
 
 
 # -------------------------------------------------------------- fault tolerance
@@ -190,7 +191,7 @@ def test_killed_worker_is_retried_from_its_checkpoint(tmp_path):
                             start_new_session=True)
     try:
         wait_for(lambda: len(checkpoints(cut / "ray" / "wk")) >= 1, 180, "a checkpoint")
-        workers = subprocess.run(["pgrep", "-f", "-s", str(proc.pid), "_single_worker"],
+        workers = subprocess.run(["pgrep", "-f", "-s", str(proc.pid), "ray::ImplicitFunc"],
                                  capture_output=True, text=True).stdout.split()
         assert workers, "the trial's worker process should be running"
         for pid in workers:
@@ -200,6 +201,9 @@ def test_killed_worker_is_retried_from_its_checkpoint(tmp_path):
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
     assert proc.returncode == 0, out[-3000:]
+    from ray.tune import ExperimentAnalysis
+    (trial,) = ExperimentAnalysis(str(cut / "ray" / "wk")).trials
+    assert trial.run_metadata.num_failures >= 1, "the kill should have failed the trial once"
     tracker = Tracker(uri(cut))
     (run,) = tracker.trial_runs("wk")
     assert run.data.tags["status"] == "finished"
