@@ -101,20 +101,20 @@ def _trainable(spec: SweepSpec, ctx: SweepContext):
 # ---------------------------------------------------------- tuner settings
 def param_space(spec: SweepSpec) -> dict[str, Any]:
     if spec.search.kind == "optuna":
-        space: dict[str, Any] = {}
-        for path, d in spec.search.space.items():
-            space[path] = {"loguniform": lambda: tune.loguniform(d.low, d.high),
-                           "uniform": lambda: tune.uniform(d.low, d.high),
-                           "int": lambda: tune.randint(int(d.low), int(d.high) + 1),
-                           "choice": lambda: tune.choice(d.values)}[d.kind]()
+        space: dict[str, Any] = {path: _distribution(d) for path, d in spec.search.space.items()}
         space["seed"] = spec.seeds[0]
         return space
     return {TRIAL_KEY: tune.grid_search(spec.overrides())}
 
 
-def _product(grid: dict[str, list[Any]]):
-    import itertools
-    return itertools.product(*grid.values())
+def _distribution(d) -> Any:
+    if d.kind == "loguniform":
+        return tune.loguniform(d.low, d.high)
+    if d.kind == "uniform":
+        return tune.uniform(d.low, d.high)
+    if d.kind == "int":
+        return tune.randint(int(d.low), int(d.high) + 1)
+    return tune.choice(d.values)
 
 
 def _tune_config(spec: SweepSpec) -> tune.TuneConfig:
