@@ -94,6 +94,7 @@ def run(cfg: TrialConfig, sink: Sink, env: RunEnv = RunEnv(),
     ckpt_steps = set(env.checkpoint_steps) | {e * spe for e in boundary_epochs(cfg)}
 
     step, epoch = 0, 0
+    summary: dict[str, float] | None = None
     stats = _EpochStats()
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
@@ -160,6 +161,9 @@ def run(cfg: TrialConfig, sink: Sink, env: RunEnv = RunEnv(),
                 if _noise_is_off(cfg, epoch):
                     _set_preact_noise(model, 0.0)
             call_hooks(lr, mu)
+            if step == total:   # before the last report, which a scheduler may answer with "stop"
+                summary = _final_summary(model, data, loss_fn, step, world)
+                sink.log_metrics(summary, step)
             due_ckpt = (epoch_done and epoch % ckpt_epochs == 0) or step in ckpt_steps or step == total
             if due_ckpt:
                 sink.checkpoint(_state(cfg, step, epoch, model, opt, hooks, stats), step, epoch,
@@ -169,8 +173,9 @@ def run(cfg: TrialConfig, sink: Sink, env: RunEnv = RunEnv(),
             if env.stop_after_step is not None and step >= env.stop_after_step:
                 return RunResult("stopped", step, epoch)
 
-    summary = {**_final_summary(model, data, loss_fn, step), "final/world_size": float(world)}
-    sink.log_metrics(summary, step)
+    if summary is None:             # resumed from the final checkpoint
+        summary = _final_summary(model, data, loss_fn, step, world)
+        sink.log_metrics(summary, step)
     sink.finish("finished", summary)
     return RunResult("finished", step, epoch, summary)
 
@@ -276,11 +281,12 @@ def _epoch_metrics(model, data: Dataset, loss_fn, stats: _EpochStats, epoch: int
     return out
 
 
-def _final_summary(model, data: Dataset, loss_fn, step: int) -> dict[str, float]:
+def _final_summary(model, data: Dataset, loss_fn, step: int, world: int) -> dict[str, float]:
     train_loss, train_acc = evaluate(model, data.x_train, data.y_train, loss_fn, data.task)
     val_loss, val_acc = evaluate(model, data.x_test, data.y_test, loss_fn, data.task)
     return {"final/train_loss": train_loss, "final/train_acc": train_acc,
-            "final/val_loss": val_loss, "final/val_acc": val_acc, "final/steps": float(step)}
+            "final/val_loss": val_loss, "final/val_acc": val_acc, "final/steps": float(step),
+            "final/world_size": float(world)}
 
 
 @contextlib.contextmanager

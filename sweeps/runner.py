@@ -5,9 +5,10 @@ resume_sweep: Tuner.restore of a stopped sweep: unfinished (and errored) trials
               continue from their last checkpoints; finished ones are not re-run.
 sweep_status: one row per trial from Tune's experiment state + the MLflow run id.
 
-Layout on disk: <storage>/<spec name>/ is Tune's experiment folder, and
+Layout: <storage>/<spec name>/ is Tune's experiment folder, and
 dynsweep.json beside Tune's files records what resume needs (the spec, the
-MLflow parent run, the tracking URI, the data cache).
+MLflow parent run, the tracking URI, the data cache). <storage> is a local or
+shared-filesystem path, or a URI Tune understands (s3://, gs://).
 """
 from __future__ import annotations
 
@@ -63,7 +64,7 @@ def _multi_worker(config: dict[str, Any], ctx: SweepContext, workers: int, use_g
         train_loop_config={"config": config, "ctx": asdict(ctx)},
         scaling_config=ScalingConfig(num_workers=workers, use_gpu=use_gpu),
         run_config=TrainRunConfig(name=f"{ctx.spec_name}-{name}", callbacks=[TuneReportCallback()],
-                                  storage_path=str(Path(ctx.storage) / "_ray_train")),
+                                  storage_path=_join(ctx.storage, "_ray_train")),
     )
     trainer.fit()
 
@@ -139,9 +140,9 @@ def _tune_config(spec: SweepSpec) -> tune.TuneConfig:
                            reuse_actors=True, trial_name_creator=name, trial_dirname_creator=name)
 
 
-def _run_config(spec: SweepSpec, storage: Path, callbacks: list) -> tune.RunConfig:
+def _run_config(spec: SweepSpec, storage: str, callbacks: list) -> tune.RunConfig:
     return tune.RunConfig(
-        name=spec.name, storage_path=str(storage),
+        name=spec.name, storage_path=storage,
         failure_config=tune.FailureConfig(max_failures=spec.fault_tolerance.max_failures),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
         callbacks=callbacks, verbose=0)
@@ -173,7 +174,7 @@ def init_ray(address: str | None, spec: SweepSpec) -> None:
 
 def run_sweep(spec: SweepSpec, *, storage: str | Path, tracking_uri: str, cache_dir: str | Path,
               address: str | None = None, device: str = "auto", progress=None) -> SweepOutcome:
-    storage = Path(storage).resolve()
+    storage = storage_location(storage)
     tracker = Tracker(tracking_uri)
     parent = tracker.start_sweep(spec.name, spec.spec_hash(), git_sha(), spec.description,
                                  params={"n_trials": len(spec.trials())} if spec.search.kind == "grid" else None)
@@ -183,13 +184,12 @@ def run_sweep(spec: SweepSpec, *, storage: str | Path, tracking_uri: str, cache_
     ctx = SweepContext(spec_name=spec.name, base=spec.base.model_dump(mode="json"),
                        tracking_uri=tracking_uri, artifact_root=tracker.artifact_root,
                        parent_run_id=parent, cache_dir=str(Path(cache_dir).resolve()),
-                       storage=str(storage),
+                       storage=storage,
                        checkpoint_every_epochs=spec.fault_tolerance.checkpoint_every_epochs,
                        device=device)
-    exp = storage / spec.name
-    exp.mkdir(parents=True, exist_ok=True)
-    (exp / MANIFEST).write_text(json.dumps({"spec": spec.model_dump(mode="json"),
-                                            "context": asdict(ctx)}, indent=2))
+    exp = _join(storage, spec.name)
+    _write_text(_join(exp, MANIFEST), json.dumps({"spec": spec.model_dump(mode="json"),
+                                                  "context": asdict(ctx)}, indent=2))
     init_ray(address, spec)
     callbacks = [progress] if progress is not None else []
     tuner = tune.Tuner(_trainable(spec, ctx), param_space=param_space(spec),
@@ -205,57 +205,107 @@ def resume_sweep(name_or_path: str, *, storage: str | Path, restart_errored: boo
     spec, ctx = read_manifest(exp)
     tracker = Tracker(ctx.tracking_uri, ctx.artifact_root)
     init_ray(address, spec)
-    tuner = tune.Tuner.restore(str(exp), trainable=_trainable(spec, ctx),
+    tuner = tune.Tuner.restore(exp, trainable=_trainable(spec, ctx),
                                resume_unfinished=True, resume_errored=not restart_errored,
                                restart_errored=restart_errored)
     results = tuner.fit()
     return _finish(spec, ctx, tracker, exp, results)
 
 
-def _finish(spec: SweepSpec, ctx: SweepContext, tracker: Tracker, exp: Path, results) -> SweepOutcome:
+def _finish(spec: SweepSpec, ctx: SweepContext, tracker: Tracker, exp: str, results) -> SweepOutcome:
     errors = sum(1 for r in results if r.error is not None)
+    _close_failed_runs(tracker, ctx, {Path(r.path).name for r in results if r.error is not None})
     tracker.end_sweep(ctx.parent_run_id, "FAILED" if errors else "FINISHED")
-    return SweepOutcome(spec.name, str(exp), ctx.parent_run_id, status_rows(exp, tracker, ctx), errors)
+    return SweepOutcome(spec.name, exp, ctx.parent_run_id, status_rows(exp, tracker, ctx), errors)
 
 
-def experiment_path(name_or_path: str, storage: str | Path) -> Path:
-    candidate = Path(name_or_path)
-    if (candidate / MANIFEST).exists():
-        return candidate.resolve()
-    exp = Path(storage).resolve() / name_or_path
-    if not (exp / MANIFEST).exists():
-        raise FileNotFoundError(f"no sweep {name_or_path!r} under {Path(storage).resolve()} "
-                                f"(looked for {exp / MANIFEST}); see `dynsweep list --storage ...`")
-    return exp
+def _close_failed_runs(tracker: Tracker, ctx: SweepContext, failed: set[str]) -> None:
+    """A trial whose worker died for good never marks its own run: do it here."""
+    for run in tracker.trial_runs(ctx.spec_name, ctx.parent_run_id):
+        if run.data.tags.get("status") == "running" and run.data.tags.get("trial_id") in failed:
+            tracker.set_tags(run.info.run_id, {"status": "errored"})
+            tracker.end_run(run.info.run_id, "FAILED")
 
 
-def read_manifest(exp: Path) -> tuple[SweepSpec, SweepContext]:
-    blob = json.loads((exp / MANIFEST).read_text())
-    return parse_spec(blob["spec"], source=str(exp / MANIFEST)), SweepContext(**blob["context"])
+def experiment_path(name_or_path: str, storage: str | Path) -> str:
+    """The experiment folder of a sweep given by name (under storage) or by its folder."""
+    for exp in (storage_location(name_or_path), _join(storage_location(storage), name_or_path)):
+        if _exists(_join(exp, MANIFEST)):
+            return exp
+    raise FileNotFoundError(f"no sweep {name_or_path!r} under {storage_location(storage)} "
+                            f"(no {MANIFEST} there); see `dynsweep list --storage ...`")
+
+
+def read_manifest(exp: str) -> tuple[SweepSpec, SweepContext]:
+    blob = json.loads(_read_text(_join(exp, MANIFEST)))
+    return parse_spec(blob["spec"], source=_join(exp, MANIFEST)), SweepContext(**blob["context"])
 
 
 def list_sweeps(storage: str | Path) -> list[dict[str, Any]]:
-    root = Path(storage).resolve()
+    from pyarrow.fs import FileSelector, FileType
+
+    fs, root = _fs(storage_location(storage))
+    if fs.get_file_info(root).type != FileType.Directory:
+        return []
     rows = []
-    for manifest in sorted(root.glob(f"*/{MANIFEST}")):
-        blob = json.loads(manifest.read_text())
-        rows.append({"name": manifest.parent.name, "path": str(manifest.parent),
-                     "trials": _count_trials(manifest.parent),
-                     "modified": time.strftime("%Y-%m-%d %H:%M", time.localtime(manifest.stat().st_mtime)),
-                     "description": blob["spec"].get("description", "")})
+    for info in sorted(fs.get_file_info(FileSelector(root)), key=lambda i: i.base_name):
+        manifest = fs.get_file_info(f"{info.path}/{MANIFEST}")
+        if info.type != FileType.Directory or manifest.type != FileType.File:
+            continue
+        trials = [t for t in fs.get_file_info(FileSelector(info.path))
+                  if fs.get_file_info(f"{t.path}/params.json").type == FileType.File]
+        blob = json.loads(_read_text(_join(storage_location(storage), info.base_name, MANIFEST)))
+        rows.append({"name": info.base_name, "trials": len(trials),
+                     "modified": manifest.mtime.strftime("%Y-%m-%d %H:%M") if manifest.mtime else "-",
+                     "description": blob["spec"].get("description", "").strip()[:60]})
     return rows
 
 
-def _count_trials(exp: Path) -> int:
-    return sum(1 for p in exp.iterdir() if p.is_dir() and (p / "params.json").exists())
+# ----------------------------------------------------------------- storage
+def storage_location(location: str | Path) -> str:
+    """A URI as given, or a local path made absolute (workers run elsewhere)."""
+    text = str(location)
+    return text.rstrip("/") if "://" in text else str(Path(text).expanduser().resolve())
 
 
-def status_rows(exp: Path, tracker: Tracker | None = None, ctx: SweepContext | None = None) -> list[dict[str, Any]]:
+def _join(location: str, *names: str) -> str:
+    return "/".join([location.rstrip("/"), *names])
+
+
+def _fs(location: str):
+    import pyarrow.fs
+
+    if "://" in location:
+        return pyarrow.fs.FileSystem.from_uri(location)
+    return pyarrow.fs.LocalFileSystem(), location
+
+
+def _exists(location: str) -> bool:
+    from pyarrow.fs import FileType
+
+    fs, path = _fs(location)
+    return fs.get_file_info(path).type == FileType.File
+
+
+def _write_text(location: str, text: str) -> None:
+    fs, path = _fs(location)
+    fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
+    with fs.open_output_stream(path) as f:
+        f.write(text.encode())
+
+
+def _read_text(location: str) -> str:
+    fs, path = _fs(location)
+    with fs.open_input_stream(path) as f:
+        return f.read().decode()
+
+
+def status_rows(exp: str, tracker: Tracker | None = None, ctx: SweepContext | None = None) -> list[dict[str, Any]]:
     """One row per trial: name, Tune state, progress, key metrics, MLflow run id and status."""
     if ctx is None:
         _, ctx = read_manifest(exp)
     tracker = tracker or Tracker(ctx.tracking_uri, ctx.artifact_root)
-    analysis = tune.ExperimentAnalysis(str(exp))
+    analysis = tune.ExperimentAnalysis(exp)
     mlflow_runs = {}
     try:
         for r in tracker.trial_runs(ctx.spec_name, ctx.parent_run_id):
@@ -266,8 +316,9 @@ def status_rows(exp: Path, tracker: Tracker | None = None, ctx: SweepContext | N
     for trial in sorted(analysis.trials, key=lambda t: str(t)):
         last = trial.last_result or {}
         run_id, status = mlflow_runs.get(str(trial), (None, None))
+        epochs = trial_config(trial.config, ctx.base).train.epochs
         rows.append({"trial": str(trial), "state": trial.status, "status": status,
-                     "epoch": last.get("epoch"), "step": last.get("step"),
+                     "progress": f"{last.get('epoch', 0):.0f}/{epochs} epochs", "step": last.get("step"),
                      "train/loss": last.get("train/loss"), "val/acc": last.get("val/acc"),
                      "λ_H¹": last.get("hessian/top"), "λ_K¹": last.get("gradcov/top"),
                      "mlflow run": run_id})

@@ -72,9 +72,15 @@ def run_trial(config: dict[str, Any], ctx: SweepContext, session: Session,
     sink = TrialSink(trial, session)
     try:
         return run(cfg, sink, env, resume=state)
+    except SystemExit:      # how the scheduler (e.g. ASHA) stops a trial at a report
+        if trial.status == "running":
+            if "final/steps" not in sink.latest:     # stopped before training ended
+                trial.set_tags({"stopped_early": "true"})
+            trial.set_status("finished")
+        raise
     except BaseException:
-        trial.flush()
-        trial.set_status("errored")
+        if trial.status == "running":
+            trial.set_status("errored")
         raise
 
 

@@ -97,17 +97,23 @@ def test_grid_sweep_lands_finished_child_runs_with_probe_series(tmp_path):
     assert listing.returncode == 0 and "grid4" in listing.stdout
 
 
-def test_optuna_sweep_runs(tmp_path):
+def test_optuna_search_with_asha_runs(tmp_path):
     spec = write_spec(tmp_path, "opt", search={
-        "kind": "optuna", "num_samples": 2, "metric": "val/acc", "mode": "max",
-        "space": {"optim.lr": {"kind": "loguniform", "low": 0.01, "high": 0.3}}})
+        "kind": "optuna", "num_samples": 3, "metric": "val/acc", "mode": "max",
+        "space": {"optim.lr": {"kind": "loguniform", "low": 0.01, "high": 0.3}}},
+        scheduler={"kind": "asha", "metric": "val/acc", "mode": "max", "grace_period": 1,
+                   "reduction_factor": 2})
     res = cli(["run", str(spec), "--storage", str(tmp_path / "ray"), "--tracking-uri", uri(tmp_path)], tmp_path)
     assert res.returncode == 0, res.stderr[-3000:]
     table = Tracker(uri(tmp_path)).load_table("opt")
-    assert len(table.runs) == 2
+    assert len(table.runs) == 3
     lrs = table.runs["optim.lr"].tolist()
-    assert all(0.01 <= lr <= 0.3 for lr in lrs) and lrs[0] != lrs[1]
-    assert set(table.runs["status"]) == {"finished"}
+    assert all(0.01 <= lr <= 0.3 for lr in lrs) and len(set(lrs)) == 3
+    assert set(table.runs["status"]) == {"finished"}, "ASHA-stopped trials end finished too"
+    epochs_run = [table.series(r, "train/epoch").iloc[-1] for r in table.runs["run_id"]]
+    assert max(epochs_run) == 3
+    stopped = [r for r in Tracker(uri(tmp_path)).trial_runs("opt") if r.data.tags.get("stopped_early")]
+    assert len(stopped) == sum(e < 3 for e in epochs_run), "early stops are tagged"
 
 
 def test_two_worker_trial_runs_under_ddp(tmp_path):
