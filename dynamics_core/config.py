@@ -187,7 +187,11 @@ def _prune(tree: dict[str, Any], excluded: frozenset[str], prefix: str = "") -> 
         path = f"{prefix}{key}"
         if path in excluded:
             continue
-        out[key] = _prune(value, excluded, path + ".") if isinstance(value, dict) else value
+        if isinstance(value, dict):
+            value = _prune(value, excluded, path + ".")
+            if not value:          # a section left empty by pruning is no section
+                continue
+        out[key] = value
     return out
 
 

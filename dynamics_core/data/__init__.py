@@ -38,11 +38,11 @@ def load(cfg: DataConfig, device: torch.device | str = "cpu", cache_dir: str | P
     raw = LOADERS[cfg.dataset](cfg, Path(cache_dir))
     x, y = raw.x_train, raw.y_train
     if cfg.train_size is not None and cfg.train_size < len(y):
-        idx = class_balanced_subset(y, cfg.train_size, seed=cfg.data_seed)
+        idx = _subset(y, cfg.train_size, cfg.data_seed, raw.task)
         x, y = x[idx], y[idx]
     x_test, y_test = raw.x_test, raw.y_test
     if cfg.test_size is not None and cfg.test_size < len(y_test):
-        idx = class_balanced_subset(y_test, cfg.test_size, seed=cfg.data_seed + 1)
+        idx = _subset(y_test, cfg.test_size, cfg.data_seed + 1, raw.task)
         x_test, y_test = x_test[idx], y_test[idx]
     y_clean = y
     if cfg.label_noise > 0:
@@ -56,3 +56,11 @@ def load(cfg: DataConfig, device: torch.device | str = "cpu", cache_dir: str | P
         task=raw.task, y_train_clean=y_clean, x_patch_only=patch_only,
     )
     return ds.to(device)
+
+
+def _subset(y: torch.Tensor, size: int, seed: int, task: str) -> torch.Tensor:
+    """Class-balanced for classification; a seeded uniform draw for regression
+    (real-valued targets are no classes)."""
+    if task == "regression":
+        return probe_indices(len(y), size, seed)
+    return class_balanced_subset(y, size, seed=seed)
