@@ -215,3 +215,30 @@ def test_killed_worker_is_retried_from_its_checkpoint(tmp_path):
     assert run.data.tags["status"] == "finished"
     assert_no_step_logged_twice(tracker, "wk")
     assert histories(tracker, "wk") == histories(Tracker(uri(ref)), "wk")
+
+
+def test_smoke_breakeven_sweep_logs_verdicts_and_figures(tmp_path):
+    spec = Path(__file__).parents[1] / "sweeps" / "specs" / "breakeven.yaml"
+    res = cli(["run", str(spec), "--smoke", "--storage", str(tmp_path / "ray"),
+               "--tracking-uri", uri(tmp_path)], tmp_path)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "breakeven.c1_lr" in res.stdout          # the verdict table is printed
+    tracker = Tracker(uri(tmp_path))
+    parent = tracker.find_sweep("breakeven")
+    exp = tracker.client.get_experiment_by_name("breakeven").experiment_id
+    (verdict_run,) = tracker.client.search_runs(
+        [exp], filter_string=f"tags.`dynsweep.kind` = 'conjectures' and tags.`mlflow.parentRunId` = '{parent}'")
+    files = {a.path for a in tracker.client.list_artifacts(verdict_run.info.run_id)}
+    assert {"verdicts.json", "verdicts.csv", "figures"} <= files
+    figures = tracker.client.list_artifacts(verdict_run.info.run_id, "figures")
+    assert any(f.path.endswith(".png") and f.file_size > 1000 for f in figures)
+    names = {k for k in verdict_run.data.metrics}
+    assert {"verdict/breakeven.c1_lr_hessian/top", "verdict/breakeven.c2_batch_gradcov/trace"} <= names
+    # the same verdicts again, as JSON, from the stored sweep
+    again = cli(["conjectures", "breakeven", "--json", "--tracking-uri", uri(tmp_path)], tmp_path)
+    assert again.returncode == 0, again.stderr[-2000:]
+    import json
+    verdicts = json.loads(again.stdout)
+    assert {v["verdict"] for v in verdicts} <= {"supported", "refuted", "inconclusive"}
+    assert {v["name"].split("[")[0] for v in verdicts} == {
+        "breakeven.c1_lr", "breakeven.c1_batch", "breakeven.c2_lr", "breakeven.c2_batch"}
