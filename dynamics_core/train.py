@@ -151,9 +151,10 @@ def run(cfg: TrialConfig, sink: Sink, env: RunEnv = RunEnv(),
             opt.step()
             step += 1
             stats.add(value, _correct(out, y, data), len(y))
-            if cfg.train.log_every and step % cfg.train.log_every == 0:
-                sink.log_metrics({"train/batch_loss": value, "lr": lr}, step)
             epoch_done = (b == spe - 1) or step == total
+            if cfg.train.log_every and step % cfg.train.log_every == 0:
+                batch = {"train/batch_loss": value} if epoch_done else {"train/batch_loss": value, "lr": lr}
+                sink.log_metrics(batch, step)   # at an epoch's end, lr comes with the epoch metrics
             if epoch_done:
                 sink.log_metrics(_epoch_metrics(model, data, loss_fn, stats, epoch, lr), step)
                 stats = _EpochStats()

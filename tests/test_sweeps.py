@@ -242,3 +242,35 @@ def test_smoke_breakeven_sweep_logs_verdicts_and_figures(tmp_path):
     assert {v["verdict"] for v in verdicts} <= {"supported", "refuted", "inconclusive"}
     assert {v["name"].split("[")[0] for v in verdicts} == {
         "breakeven.c1_lr", "breakeven.c1_batch", "breakeven.c2_lr", "breakeven.c2_batch"}
+
+
+def test_ui_serves_the_same_store_on_localhost(tmp_path):
+    spec = write_spec(tmp_path, "uitest")
+    assert cli(["run", str(spec), "--storage", str(tmp_path / "ray"), "--tracking-uri", uri(tmp_path)],
+               tmp_path).returncode == 0
+    import json
+    import socket
+    import urllib.request
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen(DYNSWEEP + ["ui", "--port", str(port), "--tracking-uri", uri(tmp_path)],
+                            cwd=tmp_path, env=_env(tmp_path), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        def names():
+            req = urllib.request.Request(f"http://127.0.0.1:{port}/api/2.0/mlflow/experiments/search",
+                                         data=b'{"max_results": 10}', method="POST",
+                                         headers={"Content-Type": "application/json"})
+            with urllib.request.urlopen(req, timeout=2) as r:
+                return {e["name"] for e in json.load(r)["experiments"]}
+
+        def up():
+            try:
+                return "uitest" in names()
+            except OSError:
+                return False
+        wait_for(up, 90, "the MLflow UI")
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)

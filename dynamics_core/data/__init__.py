@@ -45,6 +45,8 @@ def load(cfg: DataConfig, device: torch.device | str = "cpu", cache_dir: str | P
         idx = _subset(y_test, cfg.test_size, cfg.data_seed + 1, raw.task)
         x_test, y_test = x_test[idx], y_test[idx]
     y_clean = y
+    if cfg.label_noise > 0 and raw.task != "classification":
+        raise ValueError(f"data.label_noise applies to classification data, not {cfg.dataset}")
     if cfg.label_noise > 0:
         y = add_label_noise(y, raw.num_classes, cfg.label_noise, seed=cfg.data_seed)
     patch_only = None
