@@ -42,8 +42,8 @@ class TuneSession:
         checkpoint = tune.get_checkpoint()
         return checkpoint.to_directory() if checkpoint is not None else None
 
-    def trial_id(self) -> str:
-        return tune.get_context().get_trial_id()
+    def trial_name(self) -> str:
+        return tune.get_context().get_trial_name()
 
 
 def _single_worker(config: dict[str, Any], ctx: SweepContext) -> None:
@@ -58,10 +58,10 @@ def _multi_worker(config: dict[str, Any], ctx: SweepContext, workers: int, use_g
     from ray.train.torch import TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    name = trial_name(trial_config(config, ctx.base))
+    name = tune.get_context().get_trial_name()
     trainer = TorchTrainer(
         _train_loop_per_worker,
-        train_loop_config={"config": config, "ctx": asdict(ctx)},
+        train_loop_config={"config": config, "ctx": asdict(ctx), "trial_name": name},
         scaling_config=ScalingConfig(num_workers=workers, use_gpu=use_gpu),
         run_config=TrainRunConfig(name=f"{ctx.spec_name}-{name}", callbacks=[TuneReportCallback()],
                                   storage_path=_join(ctx.storage, "_ray_train")),
@@ -81,8 +81,8 @@ def _train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             checkpoint = ray.train.get_checkpoint()
             return checkpoint.to_directory() if checkpoint is not None else None
 
-        def trial_id(self):
-            return ray.train.get_context().get_experiment_name()
+        def trial_name(self):
+            return loop_config["trial_name"]
 
     ctx = SweepContext(**loop_config["ctx"])
     run_trial(loop_config["config"], ctx, TrainSession(), distributed=True)
@@ -122,7 +122,10 @@ def _tune_config(spec: SweepSpec) -> tune.TuneConfig:
     base = spec.base.model_dump(mode="json")
 
     def name(trial) -> str:
-        return trial_name(trial_config(trial.config, base))
+        """Grid: content hash + seed (deterministic). Optuna may sample a config
+        twice, so its names also carry Tune's trial id."""
+        readable = trial_name(trial_config(trial.config, base))
+        return readable if spec.search.kind == "grid" else f"{readable}-{trial.trial_id}"
 
     search_alg, num_samples = None, 1
     if spec.search.kind == "optuna":
@@ -213,18 +216,32 @@ def resume_sweep(name_or_path: str, *, storage: str | Path, restart_errored: boo
 
 
 def _finish(spec: SweepSpec, ctx: SweepContext, tracker: Tracker, exp: str, results) -> SweepOutcome:
+    states = {str(t): t.status for t in tune.ExperimentAnalysis(exp).trials}
+    _close_open_runs(tracker, ctx, states)
     errors = sum(1 for r in results if r.error is not None)
-    _close_failed_runs(tracker, ctx, {Path(r.path).name for r in results if r.error is not None})
-    tracker.end_sweep(ctx.parent_run_id, "FAILED" if errors else "FINISHED")
+    if all(state in ("TERMINATED", "ERROR") for state in states.values()):
+        tracker.end_sweep(ctx.parent_run_id, "FAILED" if errors else "FINISHED")
     return SweepOutcome(spec.name, exp, ctx.parent_run_id, status_rows(exp, tracker, ctx), errors)
 
 
-def _close_failed_runs(tracker: Tracker, ctx: SweepContext, failed: set[str]) -> None:
-    """A trial whose worker died for good never marks its own run: do it here."""
+def _close_open_runs(tracker: Tracker, ctx: SweepContext, states: dict[str, str]) -> None:
+    """Runs whose trial ended without closing them: a worker that died for good
+    (errored), or a trial the scheduler stopped between reports (finished,
+    tagged stopped_early unless its final summary is logged). Trials that are
+    merely paused (an interrupted sweep) keep their runs open for resume."""
     for run in tracker.trial_runs(ctx.spec_name, ctx.parent_run_id):
-        if run.data.tags.get("status") == "running" and run.data.tags.get("trial_id") in failed:
+        state = states.get(run.data.tags.get("trial_id"))
+        if run.data.tags.get("status") != "running" or state not in ("TERMINATED", "ERROR"):
+            continue
+        if state == "ERROR":
             tracker.set_tags(run.info.run_id, {"status": "errored"})
             tracker.end_run(run.info.run_id, "FAILED")
+            continue
+        tags = {"status": "finished"}
+        if "final/steps" not in run.data.metrics:
+            tags["stopped_early"] = "true"
+        tracker.set_tags(run.info.run_id, tags)
+        tracker.end_run(run.info.run_id)
 
 
 def experiment_path(name_or_path: str, storage: str | Path) -> str:

@@ -18,7 +18,7 @@ import torch
 
 from dynamics_core.config import TrialConfig
 from dynamics_core.train import RunEnv, RunResult, run
-from sweeps.spec import trial_name, with_overrides
+from sweeps.spec import with_overrides
 from sweeps.tracking import Tracker, TrialRun
 
 STATE_FILE = "state.pt"
@@ -44,7 +44,7 @@ class SweepContext:
 class Session(Protocol):
     def report(self, metrics: dict[str, float], checkpoint_dir: str | None) -> None: ...
     def checkpoint_dir(self) -> str | None: ...
-    def trial_id(self) -> str: ...
+    def trial_name(self) -> str: ...
 
 
 def trial_config(config: dict[str, Any], base: dict[str, Any]) -> TrialConfig:
@@ -66,9 +66,8 @@ def run_trial(config: dict[str, Any], ctx: SweepContext, session: Session,
     if distributed and not _is_rank_zero():
         return run(cfg, ReportOnlySink(session), env, resume=state)
     tracker = Tracker(ctx.tracking_uri, ctx.artifact_root)
-    trial = tracker.open_trial(ctx.spec_name, ctx.parent_run_id, trial_name(cfg), cfg.run_hash(),
-                               cfg.flat(), run_id=run_id,
-                               tags={"seed": cfg.seed, "tune_trial_id": session.trial_id()})
+    trial = tracker.open_trial(ctx.spec_name, ctx.parent_run_id, session.trial_name(), cfg.run_hash(),
+                               cfg.flat(), run_id=run_id, tags={"seed": cfg.seed})
     sink = TrialSink(trial, session)
     try:
         return run(cfg, sink, env, resume=state)
