@@ -29,7 +29,8 @@ def loop_grads(model, loss_fn, x, y):
     params = [p for p in model.parameters() if p.requires_grad]
     rows = []
     for i in range(len(x)):
-        g = torch.autograd.grad(loss_fn(model(x[i:i + 1]), y[i:i + 1]), params)
+        g = torch.autograd.grad(loss_fn(model(x[i:i + 1]), y[i:i + 1]), params,
+                                allow_unused=True, materialize_grads=True)
         rows.append(torch.cat([t.reshape(-1) for t in g]))
     return torch.stack(rows)
 
@@ -62,6 +63,90 @@ def test_per_example_gradients_skip_frozen_params():
 def test_per_example_gradients_refuse_bn_train_mode():
     with pytest.raises(ValueError):
         per_example_gradients(conv_bn(), F.cross_entropy, *data(4, (1, 8)), bn_mode="train")
+
+
+class Shared(nn.Module):
+    """Conv2d (stride, padding, dilation) + BatchNorm2d, a Linear over positions
+    (3-D input), one Linear called twice, and a Linear that never runs."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(3)
+        self.conv = nn.Conv2d(2, 3, 3, stride=2, padding=2, dilation=2)
+        self.bn = nn.BatchNorm2d(3)
+        self.pos = nn.Linear(3, 4)
+        self.twice = nn.Linear(4, 4)
+        self.unused = nn.Linear(4, 4)
+        self.out = nn.Linear(4 * 25, 3)
+        with torch.no_grad():
+            self.bn.running_mean.uniform_(-0.5, 0.5)
+            self.bn.running_var.uniform_(0.5, 2.0)
+            self.bn.weight.uniform_(0.5, 1.5)
+
+    def forward(self, x):
+        h = torch.tanh(self.bn(self.conv(x)))                 # (n, 3, 5, 5)
+        h = self.pos(h.flatten(2).transpose(1, 2))            # (n, 25, 4)
+        h = self.twice(torch.tanh(self.twice(h)))
+        return self.out(h.flatten(1))
+
+
+class LayerNormNet(nn.Module):  # LayerNorm has no layer rule: vmap fallback
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(4)
+        self.a, self.norm, self.b = nn.Linear(4, 5), nn.LayerNorm(5), nn.Linear(5, 3)
+
+    def forward(self, x):
+        return self.b(self.norm(self.a(x)))
+
+
+def inplace_mlp():  # ReLU(inplace) rewrites a Linear output: vmap fallback
+    torch.manual_seed(5)
+    return nn.Sequential(nn.Linear(4, 5), nn.ReLU(inplace=True), nn.Linear(5, 3)).double()
+
+
+@pytest.mark.parametrize("make,shape", [(mlp, (4,)), (conv_bn, (1, 8)),
+                                        (lambda: Shared().double().eval(), (2, 9, 9))])
+@pytest.mark.parametrize("method", ["layers", "vmap"])
+def test_per_example_gradient_methods_match_loop(make, shape, method):
+    model = make()
+    x, y = data(6, shape)
+    expected = loop_grads(model, F.cross_entropy, x, y)
+    got = per_example_gradients(model, F.cross_entropy, x, y, method=method)
+    assert torch.allclose(got, expected, atol=1e-10, rtol=0)
+    chunked = per_example_gradients(model, F.cross_entropy, x, y, method=method, chunk_size=4)
+    assert torch.allclose(chunked, expected, atol=1e-10, rtol=0)
+    assert not any(m._forward_hooks for m in model.modules())  # temporary hooks are gone
+
+
+def test_per_example_gradients_layers_rows_of_a_layer_that_never_ran_are_zero():
+    model = Shared().double().eval()
+    x, y = data(3, (2, 9, 9))
+    got = per_example_gradients(model, F.cross_entropy, x, y, method="layers")
+    names = [n for n, _ in model.named_parameters()]
+    sizes = [p.numel() for p in model.parameters()]
+    lo = sum(sizes[:names.index("unused.weight")])
+    assert torch.equal(got[:, lo:lo + 4 * 4 + 4], torch.zeros(3, 20, dtype=torch.float64))
+
+
+def test_per_example_gradients_layers_frozen_weight_trainable_bias():
+    model = conv_bn()
+    model[0].weight.requires_grad_(False)
+    model[4].bias.requires_grad_(False)
+    x, y = data(5, (1, 8))
+    got = per_example_gradients(model, F.cross_entropy, x, y, method="layers")
+    assert got.shape == (5, 2 + 2 + 2 + 12 * 3)
+    assert torch.allclose(got, loop_grads(model, F.cross_entropy, x, y), atol=1e-10)
+
+
+@pytest.mark.parametrize("make", [lambda: LayerNormNet().double(), inplace_mlp])
+def test_per_example_gradients_auto_falls_back_to_vmap(make):
+    model = make()
+    x, y = data(5, (4,))
+    got = per_example_gradients(model, F.cross_entropy, x, y)  # method="auto"
+    assert torch.allclose(got, loop_grads(model, F.cross_entropy, x, y), atol=1e-10)
+    with pytest.raises(ValueError):
+        per_example_gradients(model, F.cross_entropy, x, y, method="layers")
 
 
 # ----------------------------------------------------------- gradient covariance
