@@ -3,21 +3,38 @@
 Reads the sweep's trial runs into a tidy table (tracking.load_table), runs
 the named conjectures (default: those the spec listed, recorded on the
 sweep's parent run), draws the matching figures, and logs both as a
-`conjectures` child run under the sweep's parent run.
+`conjectures` child run under the sweep's parent run. When any
+`breakeven.*` conjecture is judged, the per-trial break-even steps
+(`breakeven.breakeven_steps`: both detectors, peak reached or not) go with
+them as the artifact `breakeven_steps.csv`.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Iterable
 
+import pandas as pd
+
 from sweeps.conjectures import Verdict, evaluate
+from sweeps.conjectures.breakeven import breakeven_steps
 from sweeps.report import groups_for, make_figures
 from sweeps.tracking import Tracker
 
 CONJECTURES_TAG = "dynsweep.conjectures"
+BREAKEVEN_STEPS_CSV = "breakeven_steps.csv"
 
 
-def judge_sweep(name: str, tracking_uri: str, parent_run_id: str | None = None,
-                names: Iterable[str] | None = None) -> list[Verdict]:
+@dataclass
+class Judgement:
+    """What one judging of a sweep produced and logged."""
+
+    verdicts: list[Verdict]
+    run_id: str                                  # the `conjectures` child run
+    breakeven_steps: pd.DataFrame | None = None  # when a breakeven.* conjecture was judged
+
+
+def judge(name: str, tracking_uri: str, parent_run_id: str | None = None,
+          names: Iterable[str] | None = None) -> Judgement:
     tracker = Tracker(tracking_uri)
     parent = parent_run_id or tracker.find_sweep(name)
     if parent is None:
@@ -31,5 +48,13 @@ def judge_sweep(name: str, tracking_uri: str, parent_run_id: str | None = None,
     table = tracker.load_table(name, parent)
     verdicts = evaluate(names, table)
     figures = make_figures(table, groups=groups_for(names))
-    tracker.log_verdicts(name, parent, [v.to_dict() for v in verdicts], figures)
-    return verdicts
+    steps = breakeven_steps(table) if any(n.startswith("breakeven.") for n in names) else None
+    tables = {BREAKEVEN_STEPS_CSV: steps} if steps is not None else {}
+    rid = tracker.log_verdicts(name, parent, [v.to_dict() for v in verdicts], figures, tables)
+    return Judgement(verdicts, rid, steps)
+
+
+def judge_sweep(name: str, tracking_uri: str, parent_run_id: str | None = None,
+                names: Iterable[str] | None = None) -> list[Verdict]:
+    """`judge`, returning only the verdicts."""
+    return judge(name, tracking_uri, parent_run_id, names).verdicts

@@ -12,7 +12,8 @@ Break-even: `fig_spectra` (Fig. 6: λ_H¹ and ΔL against λ_K¹ per trial),
 `fig_pca_trajectories` (Fig. 7/8: early trajectory on its top-2 PCA
 directions coloured by λ_K¹; needs caller-supplied snapshots),
 `fig_max_vs_hparams` (max λ against η and S; hollow markers = peak not reached).
-Two regimes: `fig_loss_trajectories` (Fig. 1), `fig_accuracy_heatmap` (Fig. 2),
+Two regimes: `fig_loss_trajectories` (Fig. 1), `fig_accuracy_heatmap` (Fig. 2;
+× = diverged, ○ = non-training trials in the cell, as `classify_regimes` says),
 `fig_schedules` (Fig. 3). Large LR: `fig_large_lr` (test and patch accuracy).
 """
 from __future__ import annotations
@@ -27,7 +28,7 @@ from matplotlib.figure import Figure
 
 from sweeps.conjectures.breakeven import SYMBOL, peak_reached
 from sweeps.conjectures.large_lr import anneal_epoch, lr_arm
-from sweeps.conjectures.regimes import KIND, STAGE1, is_three_step
+from sweeps.conjectures.regimes import KIND, STAGE1, classify_regimes, is_three_step
 from sweeps.conjectures.verdict import final_value
 
 LR, BATCH, MOM = "optim.lr", "train.batch_size", "optim.momentum"
@@ -151,13 +152,14 @@ def fig_max_vs_hparams(table: Any, peak_eps: float = 0.05) -> Figure | None:
 # ------------------------------------------------------------ two regimes
 def fig_loss_trajectories(table: Any) -> Figure | None:
     """Paper Fig. 1: train loss over steps, one panel per μ, one line per η
-    (dashed, ending with ×: diverged)."""
+    (dashed, ending with ×: diverged; dotted: non-training)."""
     runs = table.runs
     if not _has(table, "train/loss") or LR not in runs:
         return None
     runs = runs.dropna(subset=[LR])
     moms = sorted(runs[MOM].dropna().unique()) if MOM in runs else [None]
     color, sm = _lr_colors(runs[LR])
+    regime = classify_regimes(table)
     fig = Figure(figsize=(3.2 * len(moms) + 1, 3.2), dpi=DPI, layout="constrained")
     axes = np.atleast_1d(fig.subplots(1, len(moms), sharey=True))
     for ax, mu in zip(axes, moms):
@@ -168,7 +170,8 @@ def fig_loss_trajectories(table: Any) -> Figure | None:
             if s.empty:
                 continue
             div = str(r["status"]) == "diverged"
-            ax.plot(s.index, s.to_numpy(), "--" if div else "-", color=color(r[LR]), lw=1, alpha=0.8)
+            style = "--" if div else ":" if regime.get(r["run_id"]) == "non-training" else "-"
+            ax.plot(s.index, s.to_numpy(), style, color=color(r[LR]), lw=1, alpha=0.8)
             if div:
                 ax.plot(s.index[-1], s.iloc[-1], "x", color=color(r[LR]))
         ax.set(yscale="log", xlabel="step", title="all" if mu is None else f"μ={mu:g}")
@@ -178,12 +181,15 @@ def fig_loss_trajectories(table: Any) -> Figure | None:
 
 
 def fig_accuracy_heatmap(table: Any) -> Figure | None:
-    """Paper Fig. 2: mean final test accuracy over η × μ; diverged cells marked ×."""
+    """Paper Fig. 2: mean final test accuracy over η × μ (finished trials);
+    cells with a diverged trial are marked ×, cells with a non-training trial
+    (neither diverged nor trained: `classify_regimes`) ○."""
     runs = table.runs
     if LR not in runs or MOM not in runs or not _has(table, "val/acc"):
         return None
     acc = final_value(table, "final/val_acc", fallback="val/acc")
-    df = runs.assign(acc=runs["run_id"].map(acc)).dropna(subset=[LR, MOM])
+    df = runs.assign(acc=runs["run_id"].map(acc),
+                     regime=runs["run_id"].map(classify_regimes(table))).dropna(subset=[LR, MOM])
     fin = df[df["status"].astype(str) == "finished"]
     grid = fin.pivot_table(index=MOM, columns=LR, values="acc", aggfunc="mean")
     lrs, moms = sorted(df[LR].unique()), sorted(df[MOM].unique())
@@ -191,12 +197,15 @@ def fig_accuracy_heatmap(table: Any) -> Figure | None:
     fig = Figure(figsize=(1 + 0.7 * len(lrs) + 1.5, 1 + 0.6 * len(moms)), dpi=DPI, layout="constrained")
     ax = fig.subplots()
     im = ax.imshow(grid.to_numpy(float), origin="lower", aspect="auto", cmap="magma")
-    div = df[df["status"].astype(str) == "diverged"].groupby([MOM, LR]).size()
-    for (mu, lr), _ in div.items():
-        ax.text(lrs.index(lr), moms.index(mu), "×", ha="center", va="center", color="cyan")
+    div = set(df[df["status"].astype(str) == "diverged"].groupby([MOM, LR]).size().index)
+    stuck = set(df[df["regime"] == "non-training"].groupby([MOM, LR]).size().index)
+    for cells, mark, shift in ((div, "×", -0.2), (stuck, "○", 0.2)):
+        for mu, lr in sorted(cells):
+            dx = shift if (mu, lr) in div & stuck else 0.0   # both in one cell: side by side
+            ax.text(lrs.index(lr) + dx, moms.index(mu), mark, ha="center", va="center", color="cyan")
     ax.set_xticks(range(len(lrs)), [f"{v:g}" for v in lrs], rotation=45, fontsize=7)
     ax.set_yticks(range(len(moms)), [f"{v:g}" for v in moms], fontsize=7)
-    ax.set(xlabel="η", ylabel="μ", title="final test accuracy")
+    ax.set(xlabel="η", ylabel="μ", title="final test accuracy (× diverged, ○ non-training)")
     fig.colorbar(im, ax=ax)
     return fig
 

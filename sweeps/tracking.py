@@ -306,10 +306,11 @@ class Tracker:
         return dict(self.client.get_run(run_id).data.tags)
 
     def log_verdicts(self, experiment_name: str, parent_run_id: str, verdicts: list[dict[str, Any]],
-                     figures: dict[str, Any]) -> str:
+                     figures: dict[str, Any], tables: dict[str, pd.DataFrame] | None = None) -> str:
         """A `conjectures` child run under the sweep's parent: the verdict table
         (JSON and CSV), one metric per verdict (+1 supported, 0 inconclusive,
-        -1 refuted) and the figures as PNG artifacts. Returns its run id."""
+        -1 refuted), the figures as PNG artifacts and each of `tables` as a CSV
+        artifact under its name (e.g. 'breakeven_steps.csv'). Returns its run id."""
         exp_id = self.experiment_id(experiment_name)
         tags = {PARENT_TAG: parent_run_id, KIND_TAG: "conjectures", RUN_NAME_TAG: "conjectures"}
         run = _retry(lambda: self.client.create_run(exp_id, tags=tags, run_name="conjectures"))
@@ -323,6 +324,8 @@ class Tracker:
             _retry(lambda: self.client.log_batch(rid, metrics=chunk))
         for name, fig in figures.items():
             self.log_figure(rid, fig, f"figures/{name}")
+        for name, frame in (tables or {}).items():
+            self.log_table_csv(rid, frame, name)
         _retry(lambda: self.client.set_terminated(rid, status="FINISHED"))
         return rid
 
@@ -408,6 +411,10 @@ class Tracker:
         """Store `data` as the artifact `artifact_file` (e.g. 'figures/fig1.png')."""
         _log_via_tempfile(self.client, run_id, artifact_file,
                           lambda path: path.write_bytes(data))
+
+    def log_table_csv(self, run_id: str, frame: pd.DataFrame, artifact_file: str) -> None:
+        """Store a DataFrame as a CSV artifact (no index column)."""
+        self.log_artifact_bytes(run_id, frame.to_csv(index=False).encode(), artifact_file)
 
     def log_json(self, run_id: str, obj: Any, artifact_file: str) -> None:
         _log_via_tempfile(self.client, run_id, artifact_file, lambda path: path.write_text(

@@ -237,6 +237,64 @@ def test_classify_regimes():
     assert regimes.classify_loss_curve([3, np.inf]) == "diverged"
 
 
+def stuck_trials(n_per_cell: int = 2, dataset: str | None = "mnist1d") -> list[dict]:
+    """Large η/(1−μ): neither diverged nor trained, loss wobbling at ln 10, accuracy at chance."""
+    e = np.arange(1, 11)
+    out = []
+    for lr, mu, seed in itertools.product([0.3, 1.0], [0.5, 0.9], range(n_per_cell)):
+        params = {"optim.lr": lr, "optim.momentum": mu}
+        if dataset:
+            params["data.dataset"] = dataset
+        out.append({"params": params, "seed": seed,
+                    "curves": {"train/loss": (EPOCH_STEPS, np.log(10) + 0.05 * (-1.0) ** e),
+                               "val/acc": (EPOCH_STEPS, np.full(10, 0.1))}})
+    return out
+
+
+def with_dataset(trials: list[dict], dataset: str = "mnist1d") -> list[dict]:
+    for t in trials:
+        t["params"]["data.dataset"] = dataset
+    return trials
+
+
+def test_non_training_class():
+    chance = np.log(10)
+    assert regimes.classify_loss_curve([2.3, 2.25, 2.31, 2.28], chance_loss=chance) == "non-training"
+    assert regimes.classify_loss_curve([2.3, 2.25, 2.31, 2.28]) == "large-step"   # C unknown: rule off
+    assert regimes.classify_loss_curve([2.3, 2.25, 2.31, 2.28], chance_loss=chance,
+                                       nontrain_frac=None) == "large-step"
+    # learned, then fell back to chance: non-training at the end
+    assert regimes.classify_loss_curve([2.0, 1.4, 1.5, 2.3], chance_loss=chance) == "non-training"
+    assert regimes.classify_loss_curve([2.3, 1.0, 1.2, 0.8], chance_loss=chance) == "large-step"
+    # consistently decreasing stays small-step even near chance (slow, but training)
+    assert regimes.classify_loss_curve([2.30, 2.29, 2.28], chance_loss=chance) == "small-step"
+    assert regimes.classify_loss_curve([2.3, 2.2, 2.25, 2.1], chance_loss=chance,
+                                       nontrain_frac=0.95) == "large-step"
+    t = make_table(with_dataset(regime_trials("paper", diverged=2)) + stuck_trials())
+    reg = regimes.classify_regimes(t)
+    assert (reg == "non-training").sum() == 8 and (reg == "diverged").sum() == 2
+    assert (reg == "large-step").sum() == 18 and (reg == "small-step").sum() == 18
+    # no dataset column: n_classes gives C
+    t2 = make_table(regime_trials("paper") + stuck_trials(dataset=None))
+    assert (regimes.classify_regimes(t2) == "non-training").sum() == 0
+    assert (regimes.classify_regimes(t2, n_classes=10) == "non-training").sum() == 8
+
+
+def test_non_training_excluded_from_generalization():
+    """Chance-level large-step trials would drag the large-step mean below small-step."""
+    trials = with_dataset(regime_trials("paper", diverged=2)) + stuck_trials(n_per_cell=6)
+    t = make_table(trials)
+    v = regimes.large_step_generalizes(t, **FAST)[0]
+    assert v.verdict == "supported", v.summary()
+    assert v.details["n_non-training"] == 24 and v.details["n_diverged"] == 2
+    assert v.details["nontrain_frac"] == 0.9 and v.n == 36
+    assert v.details["chance_loss"] == [pytest.approx(np.log(10))]
+    old = regimes.large_step_generalizes(t, nontrain_frac=None, **FAST)[0]
+    assert old.verdict == "refuted" and old.details["n_non-training"] == 0
+    m = regimes.momentum(t, **FAST)[0]
+    assert m.verdict == "supported" and m.details["n_non-training"] == 24
+
+
 def test_momentum_verdicts():
     v = regimes.momentum(make_table(regime_trials("paper", diverged=2)), **FAST)[0]
     assert v.verdict == "supported", v.summary()
@@ -416,16 +474,85 @@ def test_compare_groups():
     assert np.isnan(compare_groups([1.0], b).p_value)
 
 
-def test_detectors_local_fallback_matches_core(monkeypatch):
-    """Without dynamics_core (no torch) the local detectors give the same steps."""
+def test_detectors_are_the_probes_rules():
+    """One rule in one place: the service's detectors are dynamics_core.probes'."""
+    from dynamics_core.probes import saturation_breakeven, stability_breakeven
+    flat_start = np.r_[5.0, 4.9, 5.0, 4.95, 5.1, 7.0, 12.0, 18.0, 20.0, 20.5, 20.6, 15.0, 10.0]
+    cases = [(STEPS, hump(1.0)), (STEPS, hump(1.0, t_peak=1e4)), (STEPS, hump(2.0, 250.0)),
+             (LOG_STEPS[:13], flat_start), (np.arange(6), np.full(6, 3.0))]
+    for s, v in cases:
+        step, reached = saturation_breakeven(list(s), v)
+        got = breakeven.saturation_step(s, v)
+        assert (np.isnan(got) and not reached) or got == step
+    # flat start on log-spaced probes: the rise saturates at step 34, not at step 0
+    assert breakeven.saturation_step(LOG_STEPS[:13], flat_start) == 34
     lam = np.r_[1, 5, 19, 21, 30.0]
-    cases = [(STEPS, hump(1.0)), (STEPS, hump(1.0, t_peak=1e4)), (STEPS, hump(2.0, 250.0))]
-    with_core = [breakeven.saturation_step(s, v) for s, v in cases]
-    stab = breakeven.stability_step(np.arange(5), lam, 0.1)
-    monkeypatch.setattr(breakeven, "_core", lambda name: None)
-    without = [breakeven.saturation_step(s, v) for s, v in cases]
-    np.testing.assert_array_equal(with_core, without)
-    assert breakeven.stability_step(np.arange(5), lam, 0.1) == stab == 3
+    assert breakeven.stability_step(np.arange(5), lam, 0.1) == stability_breakeven(range(5), lam, 0.1) == 3
+
+
+# ---------------------------------------- conjecture 2 after the break-even
+LOG_STEPS = np.array([0, 1, 2, 3, 5, 8, 13, 21, 34, 55, 89, 144, 233, 377, 610, 987, 1600])
+
+
+def conditioning_trials(rng_seed: int = 0, flat: int = 0) -> list[dict]:
+    """Tr(K)/λ_K¹ is largest at init (≈ 9, the same for every trial: isotropic
+    covariance), falls during the rise of λ_K¹, then peaks again after the
+    break-even point at a height that rises with η (the paper's direction).
+    `flat` extra trials have a λ_K¹ that never rises: no break-even step."""
+    rng = np.random.default_rng(rng_seed)
+    out = []
+    for lr, bs, seed in itertools.product([0.01, 0.03, 0.1], [32, 128], range(3)):
+        a, b = np.log10(lr / 0.01), np.log2(bs / 32)
+        top = 1.0 + hump(3.0 * np.exp(-0.8 * a + 0.4 * b), 100.0, LOG_STEPS)
+        late = hump(4.0 * np.exp(0.4 * a - 0.2 * b) * np.exp(rng.normal(0, 0.03)), 400.0, LOG_STEPS)
+        ratio = 9.0 * np.exp(rng.normal(0, 0.05)) * np.exp(-LOG_STEPS / 8.0) + late
+        trace = hump(40.0 * np.exp(-0.5 * a + 0.3 * b) * np.exp(rng.normal(0, 0.03)), 150.0, LOG_STEPS)
+        out.append({"params": {"optim.lr": lr, "train.batch_size": bs}, "seed": seed,
+                    "curves": {"gradcov/top": (LOG_STEPS, top), "gradcov/trace": (LOG_STEPS, trace),
+                               "gradcov/trace_over_top": (LOG_STEPS, ratio)}})
+    for s in range(flat):
+        out.append({"params": {"optim.lr": 0.1, "train.batch_size": 32}, "seed": 10 + s,
+                    "curves": {"gradcov/top": (LOG_STEPS, np.full(LOG_STEPS.size, 2.0)),
+                               "gradcov/trace": (LOG_STEPS, hump(40.0, 150.0, LOG_STEPS)),
+                               "gradcov/trace_over_top": (LOG_STEPS, 9.0 * np.exp(-LOG_STEPS / 8.0)
+                                                          + hump(1.0, 400.0, LOG_STEPS))}})
+    return out
+
+
+def test_c2_max_after_breakeven_not_at_init():
+    t = make_table(conditioning_trials(flat=2))
+    for f in (breakeven.c2_lr, breakeven.c2_batch):
+        v = {x.details["metric"]: x for x in f(t, **FAST)}
+        ratio = v["gradcov/trace_over_top"]
+        assert ratio.verdict == "supported", ratio.summary()
+        assert ratio.details["max_over"] == "after_breakeven"
+        assert ratio.details["breakeven_key"] == "gradcov/top"
+        assert ratio.details["excluded_no_breakeven"] == 2 and ratio.n == 18
+        assert "break-even" in ratio.statement
+        # after the break-even the ratio's maxima are the late peaks (≈ 4-6), not the init 9
+        assert max(ratio.details["mean_max_by_level"].values()) < 7
+    # the whole-run max is the value at init (≈ 9 in every trial): no dependence on η
+    whole = {x.details["metric"]: x for x in breakeven.c2_lr(t, max_over="all", **FAST)}
+    assert whole["gradcov/trace_over_top"].verdict == "inconclusive"
+    assert whole["gradcov/trace_over_top"].n == 20
+    assert "excluded_no_breakeven" not in whole["gradcov/trace_over_top"].details
+    with pytest.raises(ValueError):
+        breakeven.c2_lr(t, max_over="sometimes")
+
+
+def test_c1_max_is_over_the_whole_run():
+    t = make_table(conditioning_trials(flat=2))
+    for v in breakeven.c1_lr(t, **FAST):
+        assert v.details["max_over"] == "all" and "excluded_no_breakeven" not in v.details
+
+
+def test_trial_maxima_window():
+    t = make_table(conditioning_trials())
+    be = breakeven.saturation_steps(t)
+    assert be.notna().all() and (be > 3).all()
+    m = breakeven.trial_maxima(t, "gradcov/trace_over_top", from_step=be.to_dict())
+    assert (m["argmax_step"] >= be.reindex(m.index)).all()
+    assert len(breakeven.trial_maxima(t, "gradcov/trace_over_top", from_step={})) == 0
 
 
 def test_every_conjecture_on_every_table_never_raises():

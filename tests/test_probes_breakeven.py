@@ -45,9 +45,28 @@ def test_saturation_step_exact():
     # window 1, eps 0.01: 8→8.1 and 8.1→8.2 grow by more than 1 %, 8.2→8.2 does not
     assert saturation_breakeven(steps, values, window=1, eps=0.01) == (50, True)
     assert saturation_breakeven(steps, [2.0 ** i for i in range(9)]) == (None, False)
-    with_nan = [np.nan, 1.0, 1.0, 1.0, 1.0]
-    assert saturation_breakeven(range(5), with_nan, window=2) == (1, True)
+    with_nan = [np.nan, 1.0, 1.5, 2.0, 2.0, 2.0]
+    # NaN ignored: v0 = 1 (index 1), risen from index 2; t=3: 2 → 2 over 2 measurements
+    assert saturation_breakeven(range(6), with_nan, window=2) == (3, True)
     assert saturation_breakeven(range(3), [1.0, 2.0, 3.0], window=3) == (None, False)
+
+
+def test_saturation_waits_for_the_rise():
+    """Log-spaced probes: a flat (even slightly dipping) start must not count as
+    saturation; the break-even point is where the rise saturates."""
+    steps = [0, 1, 2, 3, 5, 8, 13, 21, 34, 55, 89, 144, 233]
+    values = [5.0, 4.9, 5.0, 4.95, 5.1, 7.0, 12.0, 18.0, 20.0, 20.5, 20.6, 15.0, 10.0]
+    # the shipped rule fired at step 0 here (running max 5.0 → 5.0 over 3 probes)
+    # rise: first running max > 5·1.05 is 7.0 at step 8; saturation: t=34, 20 → 20.6 ≤ 1
+    assert saturation_breakeven(steps, values, window=3, eps=0.05) == (34, True)
+    # a flat sequence never rises: no break-even point
+    assert saturation_breakeven(range(8), [3.0] * 8) == (None, False)
+    assert saturation_breakeven(range(8), [3.0, 3.1, 2.9, 3.05, 3.0, 3.1, 3.0, 2.8]) == (None, False)
+    assert saturation_breakeven(range(4), [np.nan] * 4) == (None, False)
+    # a rise in the first interval: the search starts there, not earlier
+    assert saturation_breakeven(range(6), [1.0, 2.0, 2.0, 2.05, 2.05, 2.0]) == (1, True)
+    # a rise that is still going at the last measurement has not saturated
+    assert saturation_breakeven(range(6), [1.0, 1.0, 1.0, 1.0, 2.0, 4.0]) == (None, False)
 
 
 def tiny():

@@ -122,6 +122,23 @@ def test_regimes_figures(func, regimes_table, tmp_path):
     _png_ok(report.save_figures({"f.png": fig}, tmp_path)[0])
 
 
+def test_heatmap_marks_non_training(tmp_path):
+    e = np.arange(1, 11)
+    trials = []
+    for lr, mu, seed in itertools.product([0.01, 3.0], [0.0, 0.9], range(2)):
+        stuck = lr > 1 and mu > 0
+        loss = np.log(10) + 0.05 * (-1.0) ** e if stuck else 0.3 + 2.0 * np.exp(-e / 2)
+        trials.append({"params": {"optim.lr": lr, "optim.momentum": mu, "data.dataset": "mnist1d"},
+                       "seed": seed,
+                       "curves": {"train/loss": (EPOCH_STEPS, loss),
+                                  "val/acc": (EPOCH_STEPS, np.full(10, 0.1 if stuck else 0.7))}})
+    fig = report.fig_accuracy_heatmap(make_table(trials))
+    marks = [(t.get_text(), t.get_position()) for t in fig.axes[0].texts]
+    assert marks == [("○", (1.0, 1.0))]          # η = 3 (column 1), μ = 0.9 (row 1)
+    _png_ok(report.save_figures({"f.png": fig}, tmp_path)[0])
+    assert report.fig_loss_trajectories(make_table(trials)) is not None
+
+
 def test_large_lr_figure(large_lr_table, tmp_path):
     fig = report.fig_large_lr(large_lr_table)
     assert fig is not None and len(fig.axes) == 2     # test accuracy + patch accuracy

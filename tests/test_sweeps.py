@@ -229,7 +229,7 @@ def test_smoke_breakeven_sweep_logs_verdicts_and_figures(tmp_path):
     (verdict_run,) = tracker.client.search_runs(
         [exp], filter_string=f"tags.`dynsweep.kind` = 'conjectures' and tags.`mlflow.parentRunId` = '{parent}'")
     files = {a.path for a in tracker.client.list_artifacts(verdict_run.info.run_id)}
-    assert {"verdicts.json", "verdicts.csv", "figures"} <= files
+    assert {"verdicts.json", "verdicts.csv", "breakeven_steps.csv", "figures"} <= files
     figures = tracker.client.list_artifacts(verdict_run.info.run_id, "figures")
     assert any(f.path.endswith(".png") and f.file_size > 1000 for f in figures)
     names = {k for k in verdict_run.data.metrics}

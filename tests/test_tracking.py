@@ -342,3 +342,35 @@ def test_tracker_pickles_as_its_addresses(tracker, exp):
 def test_load_table_errors_name_the_experiment(tracker):
     with pytest.raises(LookupError, match="nope"):
         tracker.load_table("nope")
+
+
+# ------------------------------------------------------------ judging
+def test_judge_logs_breakeven_steps_csv(tracker, exp):
+    """A breakeven.* conjecture judged: the conjectures run carries breakeven_steps.csv."""
+    import pandas as pd
+
+    from sweeps.judge import BREAKEVEN_STEPS_CSV, judge
+
+    parent = tracker.start_sweep(exp, "s", None)
+    steps = [0, 1, 2, 3, 5, 8, 13, 21, 34, 55, 89]
+    for i, (lr, seed) in enumerate([(0.1, 0), (0.1, 1), (0.2, 0), (0.2, 1)]):
+        cfg = TrialConfig(seed=seed, optim=OptimConfig(lr=lr))
+        run = tracker.open_trial(exp, parent, f"t{i}", cfg.run_hash(), cfg.flat())
+        rise = [1.0, 1.0, 1.0, 1.0, 2.0, 4.0, 8.0, 8.1, 8.1, 6.0, 5.0]
+        for s, v in zip(steps, rise):
+            run.log_metrics({"hessian/top": 3 * v, "gradcov/top": v,
+                             "gradcov/trace": 5 * v}, step=s)
+        run.set_status("finished")
+    result = judge(exp, tracker.tracking_uri, parent, names=["breakeven.c1_lr"])
+    files = {a.path for a in tracker.client.list_artifacts(result.run_id)}
+    assert BREAKEVEN_STEPS_CSV in files and "verdicts.csv" in files
+    got = pd.read_csv(_artifact_dir(tracker, result.run_id) / BREAKEVEN_STEPS_CSV)
+    assert len(got) == 4 and list(got["saturation_step_gradcov"]) == [13.0] * 4   # rise from step 5, stalls at 8 → 8.1
+    # λ_H¹ = 3·v reaches 2/η = 20 at step 13 for η = 0.1, 2/η = 10 at step 8 for η = 0.2
+    assert got.groupby("optim.lr")["stability_step"].apply(list).to_dict() == {0.1: [13.0, 13.0],
+                                                                               0.2: [8.0, 8.0]}
+    assert result.breakeven_steps is not None and len(result.breakeven_steps) == 4
+    # no break-even conjecture judged: no table
+    other = judge(exp, tracker.tracking_uri, parent, names=["regimes.momentum"])
+    assert other.breakeven_steps is None
+    assert BREAKEVEN_STEPS_CSV not in {a.path for a in tracker.client.list_artifacts(other.run_id)}

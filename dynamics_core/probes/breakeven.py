@@ -13,10 +13,17 @@ measurement (and for every λ ≤ 0). The break-even point is where growing
 curvature meets the stability limit, x ≥ 1 + √(1 − c), so the criterion is
 evaluated together with ηλ ≥ 1, the minimiser of its left side.
 
-Saturation: the first measurement after which the running maximum of a
-sequence (λ_K¹ or λ_H¹) grows by less than a relative `eps` over the next
-`window` measurements; `reached=False` says the peak was not reached, so the
-trajectory's maximum is not yet comparable with other trials'.
+Saturation: the break-even point is where the early *rise* of λ_K¹ (or λ_H¹)
+saturates. The search starts once the sequence has risen, i.e. at the first
+measurement where the running maximum exceeds the first finite value by more
+than a relative `eps`; from there, the first measurement after which the
+running maximum grows by less than a relative `eps` over the next `window`
+measurements is the saturation step. On log-spaced probes the first
+measurements (steps 0, 1, 2, ...) sit on the flat start of the trajectory,
+where the running max does not grow; without the rise condition the rule
+would fire at step 0. A sequence that never rises, or whose rise has not
+saturated by the last measurement, gives `reached=False`: no break-even point,
+and the trajectory's maximum is not comparable with other trials'.
 """
 from __future__ import annotations
 
@@ -55,19 +62,26 @@ def stability_breakeven(steps: Sequence[int], lam_h, lr, batch_size: int | None 
 
 def saturation_breakeven(steps: Sequence[int], values, window: int = 3,
                          eps: float = 0.05) -> tuple[int | None, bool]:
-    """(step, True) at the first index t with M[t+window] − M[t] ≤ eps·|M[t]|,
-    M the running max (NaN ignored); (None, False) if no such t."""
+    """(step, True) at the first index t ≥ r with M[t+window] − M[t] ≤ eps·|M[t]|,
+    M the running max (NaN ignored) and r the first index where the value has
+    risen, M[r] − v₀ > eps·|v₀| (v₀ the first finite value); (None, False) if
+    the sequence never rises or no such t exists."""
     steps = list(steps)
     v = np.asarray(values, dtype=np.float64).reshape(-1)
     if len(v) != len(steps):
         raise ValueError("steps and values must have the same length")
     if window < 1:
         raise ValueError("window must be at least 1")
+    finite = np.flatnonzero(np.isfinite(v))
+    if not finite.size:
+        return None, False
+    v0 = v[finite[0]]
     v = np.where(np.isnan(v), -np.inf, v)
-    run = np.maximum.accumulate(v) if len(v) else v
-    for t in range(len(v) - window):
-        if not np.isfinite(run[t]):
-            continue
+    run = np.maximum.accumulate(v)
+    risen = np.flatnonzero(run - v0 > eps * abs(v0))
+    if not risen.size:
+        return None, False
+    for t in range(int(risen[0]), len(v) - window):
         if run[t + window] - run[t] <= eps * abs(run[t]):
             return int(steps[t]), True
     return None, False

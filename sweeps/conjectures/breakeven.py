@@ -2,22 +2,35 @@
 
 Conjecture 1: the maximum attained λ_H¹ (`hessian/top`) and λ_K¹
 (`gradcov/top`) are smaller for a larger learning rate η or a smaller batch
-size S. Conjecture 2: the maximum attained Tr(K)/λ_K¹
-(`gradcov/trace_over_top`) is larger, and the maximum Tr(K) (`gradcov/trace`,
-and Tr(H) `hessian/trace` when measured) smaller, for larger η or smaller S.
+size S; the maximum is over the whole run (the paper's statement).
+Conjecture 2: the maximum attained Tr(K)/λ_K¹ (`gradcov/trace_over_top`) is
+larger, and the maximum Tr(K) (`gradcov/trace`, and Tr(H) `hessian/trace`
+when measured) smaller, for larger η or smaller S. The paper measures
+conditioning along the trajectory, with its peaks after the break-even point;
+at initialization the gradient covariance is nearly isotropic and Tr(K)/λ_K¹
+is at its largest, so a max over the whole run measures the init, not η or S.
+By default (`max_over="after_breakeven"`) the conjecture-2 maxima are
+therefore taken over the measurements at or after each trial's break-even
+step, found by the saturation detector on λ_K¹ (`breakeven_key`); trials
+without a detected break-even step are excluded and counted
+(`excluded_no_breakeven`). `max_over="all"` restores the whole-run maximum.
 Each is judged separately along the η axis (within each batch size and any
 other varying config field) and along the S axis (within each η).
 
 Protocol trap (SCIENCE §1): a trajectory that has not yet passed its peak has
 no "maximum attained" to compare. A trial enters a comparison only if its
 peak was reached: the argmax is not the last measurement and the last value is
-below (1 - peak_eps) x the maximum. Excluded trials are counted in `details`;
-with fewer than `min_trials` left the verdict is inconclusive. Trials that are
-not `finished` (diverged, errored, running) are never compared.
+below (1 - peak_eps) x the maximum (within the window, for conjecture 2).
+Excluded trials are counted in `details`; with fewer than `min_trials` left
+the verdict is inconclusive. Trials that are not `finished` (diverged,
+errored, running) are never compared.
+
+Both break-even detectors are `dynamics_core.probes.stability_breakeven` and
+`saturation_breakeven`: one rule, shared by the probes and the service.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal, Mapping
 
 import numpy as np
 import pandas as pd
@@ -48,49 +61,33 @@ def peak_reached(values: np.ndarray, eps: float = 0.05) -> bool:
 
 def saturation_step(steps: np.ndarray, values: np.ndarray, eps: float = 0.05,
                     window: int = 3) -> float:
-    """Saturation detector: first step after which the running max grows by less
-    than eps (relative) over the next `window` measurements; NaN if none.
+    """Break-even step by the saturation detector, NaN if none.
 
-    Same rule as `dynamics_core.probes.saturation_breakeven` (used when
-    available). It says when the growth stalled; whether the peak was passed
-    (the filter for comparing maxima) is `peak_reached`.
+    The rule is `dynamics_core.probes.saturation_breakeven` (one definition for
+    the probes and the service): the first step, once the value has risen by
+    more than eps over its first measurement, after which the running max
+    grows by less than eps (relative) over the next `window` measurements.
+    It says when the early rise stalled; whether the peak was passed (the
+    filter for comparing maxima) is `peak_reached`.
     """
-    core = _core("saturation_breakeven")
-    if core is not None:
-        step, reached = core(list(np.asarray(steps)), np.asarray(values, dtype=float), window, eps)
-        return float(step) if reached and step is not None else float("nan")
-    v = np.asarray(values, dtype=float)
-    run = np.maximum.accumulate(np.where(np.isnan(v), -np.inf, v)) if v.size else v
-    for t in range(v.size - window):
-        if np.isfinite(run[t]) and run[t + window] - run[t] <= eps * abs(run[t]):
-            return float(np.asarray(steps)[t])
-    return float("nan")
+    from dynamics_core.probes.breakeven import saturation_breakeven
 
-
-def _core(name: str):
-    """A break-even detector from `dynamics_core.probes`, or None when unavailable."""
-    try:
-        from dynamics_core import probes
-    except Exception:  # noqa: BLE001 - core not importable here (e.g. no torch)
-        return None
-    return getattr(probes, name, None)
+    step, reached = saturation_breakeven(list(np.asarray(steps)), np.asarray(values, dtype=float),
+                                         window, eps)
+    return float(step) if reached and step is not None else float("nan")
 
 
 def stability_step(steps: np.ndarray, lam_h: np.ndarray, lr: np.ndarray | float) -> float:
     """First step where λ_H¹ ≥ 2/η (full-batch stability bound); NaN if never.
 
-    Uses `dynamics_core.probes.stability_breakeven` when the core is
-    importable, so the service and the probes share one definition.
+    The rule is `dynamics_core.probes.stability_breakeven`, shared with the probes.
     """
-    core = _core("stability_breakeven")
-    if core is not None:
-        lam = np.asarray(lam_h, dtype=float)
-        out = core(list(np.asarray(steps)), lam, np.broadcast_to(np.asarray(lr, float), lam.shape))
-        return float("nan") if out is None else float(out)
+    from dynamics_core.probes.breakeven import stability_breakeven
+
     lam = np.asarray(lam_h, dtype=float)
-    eta = np.broadcast_to(np.asarray(lr, dtype=float), lam.shape)
-    hit = np.flatnonzero(np.isfinite(lam) & (lam * eta >= 2.0))
-    return float(np.asarray(steps)[hit[0]]) if hit.size else float("nan")
+    out = stability_breakeven(list(np.asarray(steps)), lam,
+                              np.broadcast_to(np.asarray(lr, float), lam.shape))
+    return float("nan") if out is None else float(out)
 
 
 def _metric_rows(table: Any, key: str) -> pd.DataFrame:
@@ -104,11 +101,22 @@ def _metric_rows(table: Any, key: str) -> pd.DataFrame:
     return both[["run_id", "key", "step", "value"]]
 
 
-def trial_maxima(table: Any, key: str, peak_eps: float = 0.05) -> pd.DataFrame:
-    """Per run: max of `key`, the step of the max, the last step, whether the peak was reached."""
+def trial_maxima(table: Any, key: str, peak_eps: float = 0.05,
+                 from_step: Mapping[str, float] | None = None) -> pd.DataFrame:
+    """Per run: max of `key`, the step of the max, the last step, whether the peak was reached.
+
+    With `from_step` (run_id -> step), only measurements at steps >= that step
+    count (max, argmax and `peak_reached` are those of the window); runs
+    missing from it, or with a NaN step, are left out.
+    """
     out = []
     for run_id, g in _metric_rows(table, key).groupby("run_id", sort=True):
         v, s = g["value"].to_numpy(float), g["step"].to_numpy()
+        if from_step is not None:
+            start = from_step.get(run_id, np.nan)
+            if not np.isfinite(start):
+                continue
+            v, s = v[s >= start], s[s >= start]
         fin = np.isfinite(v)
         if not fin.any():
             continue
@@ -117,6 +125,15 @@ def trial_maxima(table: Any, key: str, peak_eps: float = 0.05) -> pd.DataFrame:
                     "last_step": s[fin][-1], "peak_reached": peak_reached(v, peak_eps)})
     cols = ["run_id", "max", "argmax_step", "last_step", "peak_reached"]
     return pd.DataFrame(out, columns=cols).set_index("run_id")
+
+
+def saturation_steps(table: Any, key: str = "gradcov/top", eps: float = 0.05,
+                     window: int = 3) -> pd.Series:
+    """Break-even step per run_id by the saturation detector on `key` (NaN: none)."""
+    out = {}
+    for run_id, g in metric_frame(table, key).groupby("run_id", sort=True):
+        out[run_id] = saturation_step(g["step"].to_numpy(), g["value"].to_numpy(float), eps, window)
+    return pd.Series(out, dtype=float, name="breakeven_step")
 
 
 def breakeven_steps(table: Any, peak_eps: float = 0.05, window: int = 3) -> pd.DataFrame:
@@ -165,28 +182,47 @@ def _strata_columns(runs: pd.DataFrame, axis_col: str, strata: list[str] | None)
     return cols
 
 
+MAX_OVER = ("all", "after_breakeven")
+
+
 def _judge_axis(table: Any, name: str, signs: dict[str, int], axis: str, *,
                 optional: tuple[str, ...] = (), peak_eps: float = 0.05, min_trials: int = 4,
                 alpha: float = ALPHA, n_perm: int = N_PERM, n_boot: int = N_BOOT,
-                rng_seed: int = 0, strata: list[str] | None = None) -> list[Verdict]:
+                rng_seed: int = 0, strata: list[str] | None = None,
+                max_over: Literal["all", "after_breakeven"] = "all",
+                breakeven_key: str = "gradcov/top", breakeven_window: int = 3) -> list[Verdict]:
+    if max_over not in MAX_OVER:
+        raise ValueError(f"max_over must be one of {MAX_OVER}, got {max_over!r}")
     col, sym = AXES[axis]
     runs, excluded = usable_runs(table.runs)
     held = _strata_columns(runs, col, strata)
     held_txt = ", ".join(held) if held else "nothing else varies"
+    from_step = None
+    window_base: dict[str, Any] = {"max_over": max_over}
+    where = ""
+    if max_over == "after_breakeven":
+        be = saturation_steps(table, breakeven_key, peak_eps, breakeven_window)
+        be = be.reindex(runs["run_id"])
+        from_step = be.to_dict()
+        window_base.update(breakeven_key=breakeven_key, breakeven_window=breakeven_window,
+                           excluded_no_breakeven=int(be.isna().sum()))
+        where = (f" over steps at or after each trial's break-even step (saturation of "
+                 f"{SYMBOL.get(breakeven_key, breakeven_key)})")
     verdicts = []
     for key, sign_lr in signs.items():
         sign = sign_lr if axis == "lr" else -sign_lr
         more = "larger" if sign > 0 else "smaller"
         direction = "larger η" if axis == "lr" else "smaller S"
         sym_k = SYMBOL.get(key, key)
-        statement = (f"max {sym_k} ({key}) is {'larger' if sign_lr > 0 else 'smaller'} for "
+        statement = (f"max {sym_k} ({key}){where} is {'larger' if sign_lr > 0 else 'smaller'} for "
                      f"{direction} (i.e. {more} for larger {sym}; held fixed: {held_txt})")
         vname = f"{name}[{key}]"
-        maxima = trial_maxima(table, key, peak_eps)
-        if maxima.empty and key in optional:
+        if optional and key in optional and _metric_rows(table, key).empty:
             continue
-        base = {"metric": key, "axis": col, "strata": held, **excluded, "peak_eps": peak_eps}
-        if maxima.empty:
+        maxima = trial_maxima(table, key, peak_eps, from_step)
+        base = {"metric": key, "axis": col, "strata": held, **excluded, "peak_eps": peak_eps,
+                **window_base}
+        if maxima.empty and _metric_rows(table, key).empty:
             verdicts.append(inconclusive(vname, statement, f"{key} was not logged", **base))
             continue
         if col not in runs.columns:
@@ -195,11 +231,14 @@ def _judge_axis(table: Any, name: str, signs: dict[str, int], axis: str, *,
         df = runs.set_index("run_id").join(maxima, how="inner")
         n_no_peak = int((~df["peak_reached"].astype(bool)).sum())
         df = df[df["peak_reached"].astype(bool)]
+        n_no_be = int(window_base.get("excluded_no_breakeven", 0))
         base.update(excluded_peak_not_reached=n_no_peak,
-                    excluded_no_data=int(len(runs) - len(df) - n_no_peak))
+                    excluded_no_data=int(len(runs) - len(df) - n_no_peak - n_no_be))
         if len(df) < min_trials:
             verdicts.append(inconclusive(
-                vname, statement, f"only {len(df)} trials passed their peak (< {min_trials})",
+                vname, statement,
+                f"only {len(df)} trials {'had a break-even step and ' if from_step else ''}"
+                f"passed their peak (< {min_trials})",
                 n=len(df), **base))
             continue
         x = param(df, col).to_numpy(float)
@@ -213,23 +252,33 @@ def _judge_axis(table: Any, name: str, signs: dict[str, int], axis: str, *,
 
 
 def c1_lr(table: Any, **options: Any) -> list[Verdict]:
-    """Conjecture 1 along η: max λ_H¹ and max λ_K¹ smaller for larger η."""
+    """Conjecture 1 along η: max λ_H¹ and max λ_K¹ smaller for larger η (max over the whole run)."""
     return _judge_axis(table, "breakeven.c1_lr", C1_SIGNS, "lr", **options)
 
 
 def c1_batch(table: Any, **options: Any) -> list[Verdict]:
-    """Conjecture 1 along S: max λ_H¹ and max λ_K¹ smaller for smaller S."""
+    """Conjecture 1 along S: max λ_H¹ and max λ_K¹ smaller for smaller S (max over the whole run)."""
     return _judge_axis(table, "breakeven.c1_batch", C1_SIGNS, "batch", **options)
 
 
-def c2_lr(table: Any, **options: Any) -> list[Verdict]:
-    """Conjecture 2 along η: max Tr(K)/λ_K¹ larger, max Tr(K) (Tr(H)) smaller for larger η."""
-    return _judge_axis(table, "breakeven.c2_lr", C2_SIGNS, "lr", optional=C2_OPTIONAL, **options)
+def c2_lr(table: Any, max_over: str = "after_breakeven", **options: Any) -> list[Verdict]:
+    """Conjecture 2 along η: max Tr(K)/λ_K¹ larger, max Tr(K) (Tr(H)) smaller for larger η.
+
+    The max is taken at or after each trial's break-even step by default
+    (`max_over="after_breakeven"`; `"all"` takes it over the whole run).
+    """
+    return _judge_axis(table, "breakeven.c2_lr", C2_SIGNS, "lr", optional=C2_OPTIONAL,
+                       max_over=max_over, **options)
 
 
-def c2_batch(table: Any, **options: Any) -> list[Verdict]:
-    """Conjecture 2 along S: max Tr(K)/λ_K¹ larger, max Tr(K) (Tr(H)) smaller for smaller S."""
-    return _judge_axis(table, "breakeven.c2_batch", C2_SIGNS, "batch", optional=C2_OPTIONAL, **options)
+def c2_batch(table: Any, max_over: str = "after_breakeven", **options: Any) -> list[Verdict]:
+    """Conjecture 2 along S: max Tr(K)/λ_K¹ larger, max Tr(K) (Tr(H)) smaller for smaller S.
+
+    The max is taken at or after each trial's break-even step by default
+    (`max_over="after_breakeven"`; `"all"` takes it over the whole run).
+    """
+    return _judge_axis(table, "breakeven.c2_batch", C2_SIGNS, "batch", optional=C2_OPTIONAL,
+                       max_over=max_over, **options)
 
 
 CONJECTURES = {"breakeven.c1_lr": c1_lr, "breakeven.c1_batch": c1_batch,

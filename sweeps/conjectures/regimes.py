@@ -4,7 +4,17 @@ Each trial is classified from its per-epoch training loss (`classify_regimes`):
 - `diverged`: status is diverged, or the loss curve has a non-finite value;
 - `small-step`: the loss decreases consistently, i.e. at least
   `min_decrease_frac` (default 0.9) of the epoch-to-epoch changes are negative;
-- `large-step`: otherwise (the loss does not decrease consistently);
+- `non-training`: the loss does not decrease consistently *and* the last
+  per-epoch train loss is still at least `nontrain_frac` (default 0.9) of the
+  chance-level loss ln C (C classes): the trial neither diverged nor learned
+  (it sits at, or has fallen back to, chance). Like diverged trials these are
+  excluded from every comparison and counted in details (`n_non-training`).
+  C comes from the `n_classes` option, else from `data.dataset` (`N_CLASSES`);
+  where neither gives it, the rule is off for that trial. `nontrain_frac=None`
+  turns it off everywhere. A consistently decreasing curve is small-step
+  however high its loss (a small η that learns slowly is still small-step);
+- `large-step`: otherwise (the loss does not decrease consistently, but the
+  trial trains);
 - `unknown`: errored/running trials or fewer than 2 epochs logged.
 
 Conjectures:
@@ -30,21 +40,43 @@ from sweeps.conjectures.verdict import (ALPHA, N_BOOT, N_PERM, Verdict, compare_
 LR, MOM = "optim.lr", "optim.momentum"
 KIND, STAGE1 = "optim.schedule.kind", "optim.schedule.stage1_epochs"
 MILESTONES, FACTOR = "optim.schedule.milestones", "optim.schedule.factor"
-REGIMES = ("diverged", "large-step", "small-step", "unknown")
+REGIMES = ("diverged", "non-training", "large-step", "small-step", "unknown")
+NONTRAIN_FRAC = 0.9
+# classes of the classification datasets dynamics_core.data loads
+N_CLASSES = {"mnist1d": 10, "cifar10": 10, "mnist": 10, "fashion_mnist": 10}
 
 
-def classify_loss_curve(losses: np.ndarray, min_decrease_frac: float = 0.9) -> str:
-    """Regime of one per-epoch loss curve (see module docstring)."""
+def classify_loss_curve(losses: np.ndarray, min_decrease_frac: float = 0.9,
+                        chance_loss: float | None = None,
+                        nontrain_frac: float | None = NONTRAIN_FRAC) -> str:
+    """Regime of one per-epoch loss curve (see module docstring).
+
+    `chance_loss` is ln C; without it (or with `nontrain_frac=None`) no curve
+    is called non-training.
+    """
     v = np.asarray(losses, dtype=float)
     if v.size and not np.all(np.isfinite(v)):
         return "diverged"
     if v.size < 2:
         return "unknown"
     frac = float(np.mean(np.diff(v) < 0))
-    return "small-step" if frac >= min_decrease_frac else "large-step"
+    if frac >= min_decrease_frac:
+        return "small-step"
+    if (nontrain_frac is not None and chance_loss is not None and np.isfinite(chance_loss)
+            and v[-1] >= nontrain_frac * chance_loss):
+        return "non-training"
+    return "large-step"
 
 
-def classify_regimes(table: Any, min_decrease_frac: float = 0.9) -> pd.Series:
+def chance_loss(row: pd.Series | dict, n_classes: int | None = None) -> float | None:
+    """ln C for one trial: C from `n_classes`, else from its `data.dataset`; None if unknown."""
+    c = n_classes if n_classes is not None else N_CLASSES.get(str(row.get("data.dataset", "")))
+    return float(np.log(c)) if c is not None and c >= 2 else None
+
+
+def classify_regimes(table: Any, min_decrease_frac: float = 0.9,
+                     nontrain_frac: float | None = NONTRAIN_FRAC,
+                     n_classes: int | None = None) -> pd.Series:
     """Regime per run_id, from status and the per-epoch `train/loss`."""
     out = {}
     for _, r in table.runs.iterrows():
@@ -55,16 +87,23 @@ def classify_regimes(table: Any, min_decrease_frac: float = 0.9) -> pd.Series:
             out[rid] = "unknown"
         else:
             out[rid] = classify_loss_curve(per_epoch(table, rid, "train/loss").to_numpy(),
-                                           min_decrease_frac)
+                                           min_decrease_frac, chance_loss(r, n_classes),
+                                           nontrain_frac)
     return pd.Series(out, name="regime", dtype=object)
 
 
-def _with_regimes(table: Any, min_decrease_frac: float) -> tuple[pd.DataFrame, dict[str, int]]:
+def _with_regimes(table: Any, min_decrease_frac: float, nontrain_frac: float | None = NONTRAIN_FRAC,
+                  n_classes: int | None = None) -> tuple[pd.DataFrame, dict[str, Any]]:
     runs = table.runs.set_index("run_id", drop=False)
-    reg = classify_regimes(table, min_decrease_frac)
+    reg = classify_regimes(table, min_decrease_frac, nontrain_frac, n_classes)
     runs = runs.assign(regime=reg.reindex(runs.index))
-    counts = {f"n_{k}": int((runs["regime"] == k).sum()) for k in REGIMES}
+    counts: dict[str, Any] = {f"n_{k}": int((runs["regime"] == k).sum()) for k in REGIMES}
     counts["min_decrease_frac"] = min_decrease_frac
+    counts["nontrain_frac"] = nontrain_frac
+    losses = {chance_loss(r, n_classes) for _, r in runs.iterrows()}
+    counts["chance_loss"] = sorted(x for x in losses if x is not None) or None
+    if None in losses and nontrain_frac is not None:
+        counts["nontrain_rule_off"] = "number of classes unknown for some trials (give n_classes)"
     return runs, counts
 
 
@@ -77,8 +116,9 @@ def _final_val_acc(table: Any) -> pd.Series:
 
 
 # -------------------------------------------------------------- momentum
-def momentum(table: Any, *, min_decrease_frac: float = 0.9, alpha: float = ALPHA,
-             n_perm: int = N_PERM, n_boot: int = N_BOOT, rng_seed: int = 0,
+def momentum(table: Any, *, min_decrease_frac: float = 0.9,
+             nontrain_frac: float | None = NONTRAIN_FRAC, n_classes: int | None = None,
+             alpha: float = ALPHA, n_perm: int = N_PERM, n_boot: int = N_BOOT, rng_seed: int = 0,
              min_trials: int = 4) -> list[Verdict]:
     """Momentum lowers the final train loss in the small-step regime, not in the large-step one.
 
@@ -87,12 +127,13 @@ def momentum(table: Any, *, min_decrease_frac: float = 0.9, alpha: float = ALPHA
     small-step trend is significantly positive or the large-step trend is
     significantly negative (momentum helps where it should not); otherwise
     inconclusive. statistic / effect / CI / p are the small-step ones; the
-    large-step test is in details. Diverged trials are excluded and counted.
+    large-step test is in details. Diverged and non-training trials are
+    excluded and counted.
     """
     name = "regimes.momentum"
     statement = ("momentum lowers the final train loss in the small-step regime "
                  "and does not in the large-step regime")
-    runs, counts = _with_regimes(table, min_decrease_frac)
+    runs, counts = _with_regimes(table, min_decrease_frac, nontrain_frac, n_classes)
     if MOM not in runs.columns:
         return [inconclusive(name, statement, f"no column {MOM}", **counts)]
     loss = _final_train_loss(table)
@@ -131,17 +172,22 @@ def momentum(table: Any, *, min_decrease_frac: float = 0.9, alpha: float = ALPHA
 
 # ------------------------------------------------------- generalization
 def large_step_generalizes(table: Any, *, min_decrease_frac: float = 0.9,
+                           nontrain_frac: float | None = NONTRAIN_FRAC,
+                           n_classes: int | None = None,
                            momentum_value: float | None = None, alpha: float = ALPHA,
                            n_perm: int = N_PERM, n_boot: int = N_BOOT,
                            rng_seed: int = 0) -> list[Verdict]:
     """Final test accuracy is higher in large-step trials than in small-step ones.
 
     Two-sample permutation test on mean final `val/acc` (large - small); with
-    `momentum_value` only trials at that μ are compared (e.g. 0.0).
+    `momentum_value` only trials at that μ are compared (e.g. 0.0). Diverged
+    and non-training trials (see module docstring) are excluded and counted:
+    a trial that never left chance level is not in the large-step regime.
     """
     name = "regimes.large_step_generalizes"
-    statement = "large-step trials reach a higher final test accuracy than small-step trials"
-    runs, counts = _with_regimes(table, min_decrease_frac)
+    statement = ("large-step trials reach a higher final test accuracy than small-step trials "
+                 "(diverged and non-training trials excluded)")
+    runs, counts = _with_regimes(table, min_decrease_frac, nontrain_frac, n_classes)
     if momentum_value is not None and MOM in runs.columns:
         runs = runs[np.isclose(param(runs, MOM).astype(float), momentum_value)]
         counts["momentum"] = momentum_value
