@@ -3,7 +3,9 @@
 At each scheduled step it measures, on a fixed probe set drawn once from the
 training data (seeded, no augmentation, no deficit), whatever the config
 switches on. Per-example gradients are computed once per step and shared by
-the gradient covariance and stiffness. Metric names:
+the gradient covariance and stiffness; with `gradcov_unit="example"` so is
+their float64 Gram GGᵀ (K centres it exactly, train-train stiffness uses it
+as is), the largest cost of a round on small models. Metric names:
 
   probe/loss, probe/acc, probe/delta_loss      loss on the probe set, ΔL since last round
   hessian/top, hessian/n_hvp, hessian/lr_x_top λ_H¹ (Lanczos), its HVP count, η·λ_H¹
@@ -96,16 +98,23 @@ class ProbeHook:
             g = torch.Generator().manual_seed(cfg.probe_seed * 1_000_003 + ctx.step)
             out["hessian/trace"] = P.hessian_trace(model, loss_fn, self.xh, self.yh,
                                                    samples=cfg.hutchinson_samples, generator=g)
-        grads = None
-        if cfg.gradcov or (cfg.stiffness and self.classification) or cfg.timeline:
+        grads = gram = None
+        stiff = cfg.stiffness and self.classification
+        if cfg.gradcov or stiff or cfg.timeline:
             grads = P.per_example_gradients(model, loss_fn, self.x, self.y)
+        if stiff or (cfg.gradcov and cfg.gradcov_unit == "example"):
+            g64 = grads.double()  # converted once for the Gram and the train-val products
+            gram = P.gram_matrix(g64)  # one n×n float64 product for K and stiffness
         if cfg.gradcov:
-            k = P.gradient_covariance(None, None, None, None, unit=cfg.gradcov_unit,
-                                      minibatch=cfg.gradcov_minibatch, grads=grads)
+            if cfg.gradcov_unit == "example":
+                k = P.gradient_covariance(None, None, None, None, gram=gram)
+            else:
+                k = P.gradient_covariance(None, None, None, None, unit=cfg.gradcov_unit,
+                                          minibatch=cfg.gradcov_minibatch, grads=grads)
             for key in ("top", "trace", "smallest_nonzero", "trace_over_top", "smallest_over_top"):
                 out[f"gradcov/{key}"] = float(k[key])
-        if cfg.stiffness and self.classification:
-            out.update(self._stiffness(ctx, model, loss_fn, grads))
+        if stiff:
+            out.update(self._stiffness(ctx, model, loss_fn, g64, gram))
         if cfg.fisher and self.classification:
             g = torch.Generator().manual_seed(cfg.probe_seed * 7_368_787 + ctx.step)
             out["fisher/trace"] = P.fisher_trace(model, self.x, samples=cfg.fisher_samples, generator=g)
@@ -118,10 +127,10 @@ class ProbeHook:
             out["timeline/sign_flips"] = float(P.sign_flip_fraction(params, ctx.init_params))
         return out
 
-    def _stiffness(self, ctx: StepContext, model, loss_fn, grads) -> dict[str, float]:
-        gv = P.per_example_gradients(model, loss_fn, self.xv, self.yv)
+    def _stiffness(self, ctx: StepContext, model, loss_fn, grads, gram) -> dict[str, float]:
+        gv = P.per_example_gradients(model, loss_fn, self.xv, self.yv).double()
         pairs = {
-            "train_train": P.stiffness(None, None, self.x, self.y, self.num_classes, grads=grads),
+            "train_train": P.stiffness(None, None, self.x, self.y, self.num_classes, gram=gram),
             "train_val": P.stiffness(None, None, self.x, self.y, self.num_classes,
                                      other=(self.xv, self.yv), grads=grads, other_grads=gv),
             "val_val": P.stiffness(None, None, self.xv, self.yv, self.num_classes, grads=gv),

@@ -6,8 +6,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dynamics_core.probes import (fisher_trace, gradient_covariance, per_example_gradients,
-                                  sample_labels, stiffness, stiffness_by_distance)
+from dynamics_core.probes import (fisher_trace, gradient_covariance, gram_matrix,
+                                  per_example_gradients, sample_labels, stiffness,
+                                  stiffness_by_distance)
 
 
 def mlp(seed=0, d=4, h=5, c=3):
@@ -191,6 +192,30 @@ def test_gradient_covariance_minibatch_unit():
     assert k["n"] == 6 and k["rank"] == 5
 
 
+@pytest.mark.parametrize("n", [6, 60])
+def test_gradient_covariance_gram_path_equals_grads_path(n):
+    model = mlp()
+    x, y = data(n, (4,))
+    g = loop_grads(model, F.cross_entropy, x, y)
+    gram = gram_matrix(g)
+    torch.testing.assert_close(gram, g @ g.T, rtol=1e-13, atol=1e-15)
+    via_grads = gradient_covariance(None, None, None, None, grads=g)
+    via_gram = gradient_covariance(None, None, None, None, gram=gram)
+    assert via_gram.keys() == via_grads.keys()
+    for key in ("rank", "n"):
+        assert via_gram[key] == via_grads[key]
+    for key in ("top", "trace", "trace_over_top"):
+        assert via_gram[key] == pytest.approx(via_grads[key], rel=1e-12)
+    for key in ("smallest_nonzero", "smallest_over_top"):
+        assert via_gram[key] == pytest.approx(via_grads[key], rel=1e-8)
+    # a large mean gradient shared by all examples: centring the Gram stays exact
+    shifted = g + 5 * g.abs().max()
+    check_k(gradient_covariance(None, None, None, None, gram=gram_matrix(shifted)),
+            explicit_k(shifted))
+    with pytest.raises(ValueError):
+        gradient_covariance(None, None, None, None, unit="minibatch", gram=gram)
+
+
 # ------------------------------------------------------------------- stiffness
 def naive_stiffness(g1, y1, g2, y2, c, within):
     sums = {k: np.zeros((c, c)) for k in ("sign", "cos")}
@@ -232,6 +257,13 @@ def test_stiffness_within_set_matches_double_loop():
     check_stiffness(s, mean, mats)
     assert np.isnan(s["class_sign"][3]).all()
     np.testing.assert_array_equal(s["class_sign"], s["class_sign"].T)
+    # the same from the precomputed Gram GGᵀ (the probe round shares it with K)
+    via_gram = stiffness(None, None, x, y, num_classes=4, gram=gram_matrix(g))
+    check_stiffness(via_gram, mean, mats)
+    for k in ("sign", "cos"):
+        np.testing.assert_allclose(via_gram[f"class_{k}"], s[f"class_{k}"], atol=1e-14)
+    with pytest.raises(ValueError):
+        stiffness(None, None, x, y, 4, other=(x, y), gram=gram_matrix(g))
 
 
 def test_stiffness_between_sets_matches_double_loop():

@@ -9,20 +9,30 @@ BatchNorm on running statistics and dropout off by default (`bn_mode`).
 Modes (modes.py)
     probe_mode(model, train=False, bn_mode=None)         context manager
 Curvature (curvature.py)
-    hessian_top_eigen(model, loss_fn, inputs, targets, tol=1e-3, v0=None)
-        -> EigenResult(value, vector, n_hvp, converged)   Lanczos, which='LA'
+    hessian_top_eigen(model, loss_fn, inputs, targets, tol=1e-3, v0=None,
+                      maxiter=None, ncv=50)
+        -> EigenResult(value, vector, n_hvp, converged)   largest algebraic
+        eigenvalue by our own Lanczos (full reorthogonalisation), stopping
+        after the first HVP whose relative Ritz residual is ≤ tol
+    lanczos_top(matvec, v0, tol=1e-3, maxiter=200, ncv=50) -> (θ, x, n, converged)
     hessian_trace(model, loss_fn, inputs, targets, samples=20, generator=None)
     hessian_hvp(model, loss_fn, inputs, targets, vector)
 Per-example gradients (pergrad.py)
-    per_example_gradients(model, loss_fn, inputs, targets, chunk_size=None) -> (n, p)
+    per_example_gradients(model, loss_fn, inputs, targets, *, chunk_size=None,
+                          method="auto") -> (n, p)
+        method: "layers" (analytic Linear/Conv/BatchNorm rules), "vmap"
+        (torch.func), or "auto" (layers where every layer has a rule, else vmap)
 Gradient covariance K (covariance.py)
     gradient_covariance(model, loss_fn, inputs, targets, unit="example",
-                        minibatch=128, grads=None) -> dict top, trace,
+                        minibatch=128, grads=None, gram=None) -> dict top, trace,
         smallest_nonzero, trace_over_top, smallest_over_top, rank, n
+    gram_matrix(grads) -> GGᵀ (n×n float64, uncentred); pass it as `gram=` to
+        gradient_covariance (unit="example": centred exactly) and stiffness
 Stiffness (stiffness.py)
     stiffness(model, loss_fn, inputs, targets, num_classes, other=None,
-              grads=None, other_grads=None) -> dict sign, cos, class_sign,
-        class_cos, sign_within, sign_between, cos_within, cos_between
+              grads=None, other_grads=None, gram=None) -> dict sign, cos,
+        class_sign, class_cos, sign_within, sign_between, cos_within,
+        cos_between (gram: within one set only)
     stiffness_by_distance(grads, inputs, grads_other=None, inputs_other=None,
               targets=None, targets_other=None, same_class_mask=None, bins=10)
 Fisher (fisher.py)
@@ -42,7 +52,7 @@ Timeline (timeline.py)
     sign_flip_fraction(params, reference_params)
 """
 from .breakeven import saturation_breakeven, stability_breakeven
-from .covariance import gradient_covariance
+from .covariance import gradient_covariance, gram_matrix
 from .curvature import EigenResult, hessian_hvp, hessian_top_eigen, hessian_trace
 from .fisher import fisher_trace, sample_labels
 from .frequency import (default_grid, frequency_errors, gaussian_smooth, label_peaks,
@@ -55,7 +65,7 @@ from .timeline import distance_from_init, gradient_norm, sign_flip_fraction
 __all__ = [
     "EigenResult", "critical_length", "default_grid", "distance_from_init",
     "fisher_trace", "frequency_errors", "gaussian_smooth", "gradient_covariance",
-    "gradient_norm", "hessian_hvp", "hessian_top_eigen", "hessian_trace",
+    "gradient_norm", "gram_matrix", "hessian_hvp", "hessian_top_eigen", "hessian_trace",
     "label_peaks", "low_high_errors", "nudft", "pc1_projection",
     "per_example_gradients", "probe_mode", "sample_labels",
     "saturation_breakeven", "sign_flip_fraction", "stability_breakeven",

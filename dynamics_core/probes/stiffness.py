@@ -7,7 +7,9 @@ pairs (x₁ ∈ A, x₂ ∈ B); C(a, b) has x₁ of class a in A and x₂ of cla
 
 A pair with a zero gradient has sign 0 and cosine 0. C(a, b) is NaN where no
 pair exists; within = mean of the diagonal of C, between = mean of its
-off-diagonal, both ignoring NaN. The products are taken in float64.
+off-diagonal, both ignoring NaN. The products are taken in float64; within
+one set they can come precomputed as the Gram GGᵀ (`gram=`, shared with the
+gradient covariance in the probe round).
 """
 from __future__ import annotations
 
@@ -19,17 +21,23 @@ from .modes import to_numpy
 from .pergrad import LossFn, per_example_gradients
 
 
-def _pair_matrices(g1: torch.Tensor, g2: torch.Tensor | None):
-    """(cos, sign, pair_mask) as float64 numpy arrays, n1×n2."""
-    a = g1.double()
-    b = a if g2 is None else g2.double()
-    dot = a @ b.T
-    na, nb = a.norm(dim=1), b.norm(dim=1)
+def _pair_matrices(g1: torch.Tensor | None, g2: torch.Tensor | None,
+                   gram: torch.Tensor | None = None):
+    """(cos, sign, pair_mask) as float64 numpy arrays, n1×n2; from the rows of
+    g1 and g2, or (within one set) from their Gram g1 g1ᵀ."""
+    if gram is not None:
+        dot = gram.double()
+        na = nb = dot.diagonal().clamp(min=0).sqrt()
+    else:
+        a = g1.double()
+        b = a if g2 is None else g2.double()
+        dot = a @ b.T
+        na, nb = a.norm(dim=1), b.norm(dim=1)
     denom = na[:, None] * nb[None, :]
     cos = torch.where(denom > 0, dot / torch.where(denom > 0, denom, 1.0), 0.0)
     cos, sign = to_numpy(cos), np.sign(to_numpy(dot))
     mask = np.ones(cos.shape, dtype=bool)
-    if g2 is None:
+    if g2 is None:  # one set (a Gram is always within one set)
         np.fill_diagonal(mask, False)
     return cos, sign, mask
 
@@ -58,11 +66,18 @@ def within_between(c: np.ndarray) -> tuple[float, float]:
 def stiffness(model: nn.Module | None, loss_fn: LossFn | None, inputs, targets,
               num_classes: int, other=None, grads: torch.Tensor | None = None,
               other_grads: torch.Tensor | None = None, *,
-              chunk_size: int | None = None) -> dict:
+              chunk_size: int | None = None, gram: torch.Tensor | None = None) -> dict:
     """Sign and cosine stiffness within the set, or between the set and
     `other=(inputs_b, targets_b)`. Returns floats `sign`, `cos`,
     `sign_within`, `sign_between`, `cos_within`, `cos_between` and the
-    num_classes×num_classes arrays `class_sign`, `class_cos`."""
+    num_classes×num_classes arrays `class_sign`, `class_cos`. `gram`: the
+    precomputed Gram GGᵀ of the set's per-example gradients (within the set
+    only; `covariance.gram_matrix`), used instead of `grads`."""
+    if gram is not None:
+        if other is not None or grads is not None or other_grads is not None:
+            raise ValueError("gram= is for pairs within one set, without grads=")
+        cos, sign, mask = _pair_matrices(None, None, gram)
+        return _summary(cos, sign, mask, targets, targets, num_classes)
     if grads is None:
         grads = per_example_gradients(model, loss_fn, inputs, targets, chunk_size=chunk_size)
     labels2 = targets
@@ -74,9 +89,13 @@ def stiffness(model: nn.Module | None, loss_fn: LossFn | None, inputs, targets,
     elif other_grads is not None:
         raise ValueError("other_grads needs other=(inputs_b, targets_b) for its labels")
     cos, sign, mask = _pair_matrices(grads, other_grads)
+    return _summary(cos, sign, mask, targets, labels2, num_classes)
+
+
+def _summary(cos, sign, mask, labels1, labels2, num_classes) -> dict:
     out = {"sign": float(sign[mask].mean()), "cos": float(cos[mask].mean())}
     for name, values in (("sign", sign), ("cos", cos)):
-        c = class_matrix(values, mask, targets, labels2, num_classes)
+        c = class_matrix(values, mask, labels1, labels2, num_classes)
         out[f"class_{name}"] = c
         out[f"{name}_within"], out[f"{name}_between"] = within_between(c)
     return out
