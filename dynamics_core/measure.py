@@ -16,6 +16,7 @@ as is), the largest cost of a round on small models. Metric names:
   fisher/trace
   freq/delta_k{i}                              Δ_F at the i-th tracked label peak
   timeline/dist_init, timeline/grad_norm, timeline/sign_flips
+  artifact "weights" (probes.snapshots)        flattened parameters at the probe step
 
 All losses are the mean cross-entropy (MSE for regression) over the probe
 set, weight decay excluded. BatchNorm is measured in eval mode (running
@@ -125,6 +126,9 @@ class ProbeHook:
             out["timeline/dist_init"] = float(P.distance_from_init(params, ctx.init_params))
             out["timeline/grad_norm"] = float(grads.mean(0).norm())
             out["timeline/sign_flips"] = float(P.sign_flip_fraction(params, ctx.init_params))
+        if cfg.snapshots:      # the trajectory itself, for PCA pictures (paper Fig. 7/8)
+            flat = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+            ctx.log_artifact("weights", flat.float().cpu().numpy())
         return out
 
     def _stiffness(self, ctx: StepContext, model, loss_fn, grads, gram) -> dict[str, float]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterable
 
+import numpy as np
 import pandas as pd
 
 from sweeps.conjectures import Verdict, evaluate
@@ -47,11 +48,35 @@ def judge(name: str, tracking_uri: str, parent_run_id: str | None = None,
         raise LookupError(f"sweep {name!r} lists no conjectures (give --only NAME[,NAME])")
     table = tracker.load_table(name, parent)
     verdicts = evaluate(names, table)
-    figures = make_figures(table, groups=groups_for(names))
+    groups = groups_for(names)
+    trajectories = _trajectories(tracker, table) if "breakeven" in groups else None
+    figures = make_figures(table, groups=groups, trajectories=trajectories)
     steps = breakeven_steps(table) if any(n.startswith("breakeven.") for n in names) else None
     tables = {BREAKEVEN_STEPS_CSV: steps} if steps is not None else {}
     rid = tracker.log_verdicts(name, parent, [v.to_dict() for v in verdicts], figures, tables)
     return Judgement(verdicts, rid, steps)
+
+
+def _trajectories(tracker: Tracker, table, max_runs: int = 4) -> dict[str, tuple]:
+    """For the Fig. 7/8 picture: the weight snapshots (probes.snapshots: true)
+    of up to `max_runs` finished trials of the first seed, ordered by batch
+    size then learning rate, with λ_K¹ at the same steps. Empty when no
+    trial logged snapshots."""
+    runs = table.runs[table.runs["status"] == "finished"]
+    if runs.empty or "probes.snapshots" not in runs or not runs["probes.snapshots"].any():
+        return {}
+    runs = runs[runs["seed"] == runs["seed"].min()]
+    runs = runs.sort_values(["train.batch_size", "optim.lr"]).head(max_runs)
+    out = {}
+    for _, row in runs.iterrows():
+        snaps = tracker.load_probe_arrays(row["run_id"], "weights")
+        lam = table.series(row["run_id"], "gradcov/top")
+        steps = [s for s in snaps if s in lam.index]
+        if len(steps) >= 3:
+            label = f"η={row['optim.lr']:g}, S={row['train.batch_size']}"
+            out[label] = (np.array(steps), np.stack([snaps[s] for s in steps]),
+                          lam.loc[steps].to_numpy())
+    return out
 
 
 def judge_sweep(name: str, tracking_uri: str, parent_run_id: str | None = None,

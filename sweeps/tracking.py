@@ -412,6 +412,18 @@ class Tracker:
         _log_via_tempfile(self.client, run_id, artifact_file,
                           lambda path: path.write_bytes(data))
 
+    def load_probe_arrays(self, run_id: str, name: str) -> dict[int, np.ndarray]:
+        """The arrays a trial logged with TrialRun.log_artifact(name, array, step), by step."""
+        folder = f"probes/{_safe_relpath(name)}"
+        out: dict[int, np.ndarray] = {}
+        with tempfile.TemporaryDirectory() as tmp:
+            for item in self.client.list_artifacts(run_id, folder):
+                stem = Path(item.path).name
+                if stem.startswith("step_") and stem.endswith(".npy"):
+                    local = self.client.download_artifacts(run_id, item.path, tmp)
+                    out[int(stem[5:-4])] = np.load(local, allow_pickle=False)
+        return dict(sorted(out.items()))
+
     def log_table_csv(self, run_id: str, frame: pd.DataFrame, artifact_file: str) -> None:
         """Store a DataFrame as a CSV artifact (no index column)."""
         self.log_artifact_bytes(run_id, frame.to_csv(index=False).encode(), artifact_file)
