@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from sweeps.spec import SpecError, load_spec, smoke
@@ -183,7 +184,7 @@ def _fmt(value) -> str:
         return "-"
     if isinstance(value, float):
         return f"{value:.4g}"
-    return str(value)
+    return escape(str(value))          # names like c1_lr[hessian/top] are not markup
 
 
 def _print_ui_hint(uri: str, name: str) -> None:

@@ -416,6 +416,7 @@ class Tracker:
         """The arrays a trial logged with TrialRun.log_artifact(name, array, step), by step."""
         folder = f"probes/{_safe_relpath(name)}"
         out: dict[int, np.ndarray] = {}
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")   # one bar per file
         with tempfile.TemporaryDirectory() as tmp:
             for item in self.client.list_artifacts(run_id, folder):
                 stem = Path(item.path).name
