@@ -4,31 +4,13 @@ from __future__ import annotations
 import itertools
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from sweeps import report
-from sweeps.table import SweepTable
+from test_conjectures import make_table      # the shared constructed-table builder
 
 STEPS = np.arange(0, 401, 20)
 EPOCH_STEPS = 50 * np.arange(1, 11)
-
-
-def make_table(trials: list[dict]) -> SweepTable:
-    """Like tests/test_conjectures.make_table: params, status, seed, curves {key: (steps, values)}."""
-    runs, rows = [], []
-    for i, t in enumerate(trials):
-        rid = f"r{i:03d}"
-        row = {"run_id": rid, "trial_id": f"t{i}", "run_hash": f"h{i}",
-               "status": t.get("status", "finished"), "seed": t.get("seed", 0), **t["params"]}
-        for key, (steps, values) in t["curves"].items():
-            values = np.asarray(values, dtype=float)
-            rows.append(pd.DataFrame({"run_id": rid, "key": key, "step": np.asarray(steps),
-                                      "value": values}))
-            row[key] = values[-1]
-        runs.append(row)
-    metrics = pd.concat(rows, ignore_index=True).sort_values(["run_id", "key", "step"])
-    return SweepTable(pd.DataFrame(runs), metrics.reset_index(drop=True))
 
 
 def hump(peak, t_peak=100.0):
