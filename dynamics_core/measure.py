@@ -20,7 +20,8 @@ as is), the largest cost of a round on small models. Metric names:
 
 All losses are the mean cross-entropy (MSE for regression) over the probe
 set, weight decay excluded. BatchNorm is measured in eval mode (running
-statistics); `probes.bn_mode` is recorded with the config.
+statistics); `probes.bn_mode: train` applies to the loss and curvature
+probes (per-example gradients need eval mode) and is recorded with the config.
 """
 from __future__ import annotations
 
@@ -37,7 +38,8 @@ from dynamics_core.hooks import Schedule, StepContext
 
 def default_hooks(cfg: TrialConfig, data: Dataset) -> list["ProbeHook"]:
     p = cfg.probes
-    wanted = (p.hessian, p.hessian_trace, p.gradcov, p.stiffness, p.fisher, p.frequency, p.timeline)
+    wanted = (p.hessian, p.hessian_trace, p.gradcov, p.stiffness, p.fisher, p.frequency,
+              p.timeline, p.snapshots)
     return [ProbeHook(p, data)] if any(wanted) else []
 
 
@@ -91,13 +93,14 @@ class ProbeHook:
         self.prev_loss = loss
 
         if cfg.hessian:
-            res = P.hessian_top_eigen(model, loss_fn, self.xh, self.yh, tol=cfg.hessian_tol, v0=self.v0)
+            res = P.hessian_top_eigen(model, loss_fn, self.xh, self.yh, tol=cfg.hessian_tol, v0=self.v0,
+                                      bn_mode=cfg.bn_mode)
             self.v0 = res.vector
             out.update({"hessian/top": res.value, "hessian/n_hvp": float(res.n_hvp),
                         "hessian/lr_x_top": ctx.lr * res.value})
         if cfg.hessian_trace:
             g = torch.Generator().manual_seed(cfg.probe_seed * 1_000_003 + ctx.step)
-            out["hessian/trace"] = P.hessian_trace(model, loss_fn, self.xh, self.yh,
+            out["hessian/trace"] = P.hessian_trace(model, loss_fn, self.xh, self.yh, bn_mode=cfg.bn_mode,
                                                    samples=cfg.hutchinson_samples, generator=g)
         grads = gram = None
         stiff = cfg.stiffness and self.classification
