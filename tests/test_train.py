@@ -448,3 +448,14 @@ def test_evaluate_restores_modes_and_uses_eval_mode():
         out = model(x)
     assert loss == pytest.approx(float(torch.nn.functional.cross_entropy(out, y)), rel=1e-5)
     assert acc == pytest.approx(float((out.argmax(1) == y).float().mean()))
+
+
+def test_snapshots_record_the_weights_at_each_probe_step(mnist1d_cache):
+    cfg = trial(probes={**BASE["probes"], **PROBES_OFF, "snapshots": True})
+    sink = MemorySink()
+    run(cfg, sink, env(mnist1d_cache))
+    snaps = {step: value for step, name, value in sink.artifacts if name == "weights"}
+    assert sorted(snaps) == log_spaced_steps(TOTAL, 5)
+    final = torch.cat([t.reshape(-1) for t in final_state(sink)["model"].values()])
+    assert np.array_equal(snaps[TOTAL], final.numpy())
+    assert not np.array_equal(snaps[0], snaps[TOTAL])
