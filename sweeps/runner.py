@@ -163,6 +163,8 @@ class SweepOutcome:
 
 def init_ray(address: str | None, spec: SweepSpec) -> None:
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")   # our Progress lines replace Tune's tables
+    # short trials checkpoint every epoch by design: no warning about snapshot frequency
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     if ray.is_initialized():
         return
     address = address or os.environ.get("RAY_ADDRESS")
