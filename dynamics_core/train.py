@@ -28,6 +28,7 @@ from dynamics_core import models
 from dynamics_core.config import TrialConfig
 from dynamics_core.data import Dataset, DeficitView, load
 from dynamics_core.hooks import Hook, StepContext, hook_state, load_hook_state, merge_metrics
+from dynamics_core.measure import default_hooks
 from dynamics_core.optim import apply_lr_momentum, lr_momentum, make_optimizer
 from dynamics_core.sink import Sink
 
@@ -83,7 +84,6 @@ def run(cfg: TrialConfig, sink: Sink, env: RunEnv = RunEnv(),
     net, rank, world = _maybe_ddp(model, device, env.distributed)
     opt = make_optimizer(cfg.optim, model.parameters())
     if hooks is None:
-        from dynamics_core.measure import default_hooks
         hooks = default_hooks(cfg, data)
     deficit = DeficitView(cfg.data.deficit, data.x_train, data.num_classes, cfg.seed)
 

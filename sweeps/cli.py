@@ -45,8 +45,7 @@ def cmd_validate(args) -> int:
     spec = load_spec(args.spec)
     for warning in _data_problems(spec):
         err.print(f"[yellow]warning:[/yellow] {args.spec}: {warning}")
-    n = len(spec.trials()) if spec.search.kind == "grid" else spec.search.num_samples
-    out.print(f"{args.spec}: valid — {n} trial(s), search={spec.search.kind}, "
+    out.print(f"{args.spec}: valid — {spec.n_trials()} trial(s), search={spec.search.kind}, "
               f"scheduler={spec.scheduler.kind}")
     return 0
 
@@ -62,11 +61,10 @@ def cmd_run(args) -> int:
     from sweeps.tracking import default_tracking_uri
 
     uri = args.tracking_uri or default_tracking_uri(RUNS)
-    total = len(spec.trials()) if spec.search.kind == "grid" else spec.search.num_samples
-    err.print(f"sweep {spec.name}: {total} trial(s) → MLflow {uri}")
+    err.print(f"sweep {spec.name}: {spec.n_trials()} trial(s) → MLflow {uri}")
     outcome = runner.run_sweep(spec, storage=_storage(args), tracking_uri=uri, cache_dir=RUNS / "data",
                                address=args.address, device=args.device,
-                               progress=runner.Progress(total))
+                               progress=runner.Progress(spec.n_trials()))
     _print_rows(outcome.rows)
     if spec.conjectures:
         _conjectures(spec.name, uri, outcome.parent_run_id, spec.conjectures, as_json=False)
@@ -78,7 +76,7 @@ def cmd_resume(args) -> int:
     from sweeps import runner
 
     try:
-        outcome = runner.resume_sweep(args.name, storage=_storage(args),
+        outcome = runner.resume_sweep(args.name, storage=_storage(args), tracking_uri=args.tracking_uri,
                                       restart_errored=args.restart_errored, address=args.address)
     except FileNotFoundError as exc:
         raise InputError(str(exc)) from None
@@ -93,7 +91,8 @@ def cmd_status(args) -> int:
         exp = runner.experiment_path(args.name, _storage(args))
     except FileNotFoundError as exc:
         raise InputError(str(exc)) from None
-    _print_rows(runner.status_rows(exp))
+    _, ctx = runner.read_manifest(exp, args.tracking_uri)
+    _print_rows(runner.status_rows(exp, ctx))
     return 0
 
 

@@ -78,8 +78,3 @@ def _trajectories(tracker: Tracker, table, max_runs: int = 4) -> dict[str, tuple
                           lam.loc[steps].to_numpy())
     return out
 
-
-def judge_sweep(name: str, tracking_uri: str, parent_run_id: str | None = None,
-                names: Iterable[str] | None = None) -> list[Verdict]:
-    """`judge`, returning only the verdicts."""
-    return judge(name, tracking_uri, parent_run_id, names).verdicts

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -182,7 +182,7 @@ def run_sweep(spec: SweepSpec, *, storage: str | Path, tracking_uri: str, cache_
     storage = storage_location(storage)
     tracker = Tracker(tracking_uri)
     parent = tracker.start_sweep(spec.name, spec.spec_hash(), git_sha(), spec.description,
-                                 params={"n_trials": len(spec.trials())} if spec.search.kind == "grid" else None)
+                                 params={"n_trials": spec.n_trials()})
     if spec.conjectures:
         from sweeps.judge import CONJECTURES_TAG
         tracker.set_tags(parent, {CONJECTURES_TAG: ",".join(spec.conjectures)})
@@ -203,11 +203,12 @@ def run_sweep(spec: SweepSpec, *, storage: str | Path, tracking_uri: str, cache_
     return _finish(spec, ctx, tracker, exp, results)
 
 
-def resume_sweep(name_or_path: str, *, storage: str | Path, restart_errored: bool = False,
-                 address: str | None = None) -> SweepOutcome:
-    """Progress callbacks come back with Tune's pickled RunConfig."""
+def resume_sweep(name_or_path: str, *, storage: str | Path, tracking_uri: str | None = None,
+                 restart_errored: bool = False, address: str | None = None) -> SweepOutcome:
+    """Progress callbacks come back with Tune's pickled RunConfig. `tracking_uri`
+    overrides the recorded one (the store moved, e.g. to a tracking server)."""
     exp = experiment_path(name_or_path, storage)
-    spec, ctx = read_manifest(exp)
+    spec, ctx = read_manifest(exp, tracking_uri)
     tracker = Tracker(ctx.tracking_uri, ctx.artifact_root)
     init_ray(address, spec)
     tuner = tune.Tuner.restore(exp, trainable=_trainable(spec, ctx),
@@ -223,7 +224,7 @@ def _finish(spec: SweepSpec, ctx: SweepContext, tracker: Tracker, exp: str, resu
     errors = sum(1 for r in results if r.error is not None)
     if all(state in ("TERMINATED", "ERROR") for state in states.values()):
         tracker.end_sweep(ctx.parent_run_id, "FAILED" if errors else "FINISHED")
-    return SweepOutcome(spec.name, exp, ctx.parent_run_id, status_rows(exp, tracker, ctx), errors)
+    return SweepOutcome(spec.name, exp, ctx.parent_run_id, status_rows(exp, ctx), errors)
 
 
 def _close_open_runs(tracker: Tracker, ctx: SweepContext, states: dict[str, str]) -> None:
@@ -255,9 +256,12 @@ def experiment_path(name_or_path: str, storage: str | Path) -> str:
                             f"(no {MANIFEST} there); see `dynsweep list --storage ...`")
 
 
-def read_manifest(exp: str) -> tuple[SweepSpec, SweepContext]:
+def read_manifest(exp: str, tracking_uri: str | None = None) -> tuple[SweepSpec, SweepContext]:
     blob = json.loads(_read_text(_join(exp, MANIFEST)))
-    return parse_spec(blob["spec"], source=_join(exp, MANIFEST)), SweepContext(**blob["context"])
+    ctx = SweepContext(**blob["context"])
+    if tracking_uri:
+        ctx = replace(ctx, tracking_uri=tracking_uri)
+    return parse_spec(blob["spec"], source=_join(exp, MANIFEST)), ctx
 
 
 def list_sweeps(storage: str | Path) -> list[dict[str, Any]]:
@@ -319,11 +323,9 @@ def _read_text(location: str) -> str:
         return f.read().decode()
 
 
-def status_rows(exp: str, tracker: Tracker | None = None, ctx: SweepContext | None = None) -> list[dict[str, Any]]:
+def status_rows(exp: str, ctx: SweepContext) -> list[dict[str, Any]]:
     """One row per trial: name, Tune state, progress, key metrics, MLflow run id and status."""
-    if ctx is None:
-        _, ctx = read_manifest(exp)
-    tracker = tracker or Tracker(ctx.tracking_uri, ctx.artifact_root)
+    tracker = Tracker(ctx.tracking_uri, ctx.artifact_root)
     analysis = tune.ExperimentAnalysis(exp)
     mlflow_runs = {}
     try:

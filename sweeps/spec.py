@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import math
 import json
 from pathlib import Path
 from typing import Any, Literal
@@ -116,6 +117,12 @@ class SweepSpec(_Strict):
                 for variant in (self.variants or [{}])
                 for combo in itertools.product(*(self.grid[p] for p in paths))
                 for seed in self.seeds]
+
+    def n_trials(self) -> int:
+        """How many trials the sweep starts: the grid's size, or Optuna's samples."""
+        if self.search.kind == "optuna":
+            return self.search.num_samples
+        return len(self.variants or [{}]) * len(self.seeds) * math.prod(len(v) for v in self.grid.values())
 
     def spec_hash(self) -> str:
         blob = json.dumps(self.model_dump(mode="json"), sort_keys=True, default=str)

@@ -71,11 +71,8 @@ def run_trial(config: dict[str, Any], ctx: SweepContext, session: Session,
     sink = TrialSink(trial, session)
     try:
         return run(cfg, sink, env, resume=state)
-    except SystemExit:      # how the scheduler (e.g. ASHA) stops a trial at a report
-        if trial.status == "running":
-            if "final/steps" not in sink.latest:     # stopped before training ended
-                trial.set_tags({"stopped_early": "true"})
-            trial.set_status("finished")
+    except SystemExit:      # the scheduler (e.g. ASHA) stopped the trial at a report:
+        trial.flush()       # no error; the runner closes the run once Tune says TERMINATED
         raise
     except BaseException:
         if trial.status == "running":

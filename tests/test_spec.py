@@ -98,7 +98,7 @@ def test_grid_expands_to_cartesian_product_times_seeds(tmp_path):
     path.write_text(textwrap.dedent(GOOD))
     spec = load_spec(path)
     trials = spec.trials()
-    assert len(trials) == 2 * 2 * 2
+    assert len(trials) == 2 * 2 * 2 == spec.n_trials()
     combos = {(t.optim.lr, t.train.batch_size, t.seed) for t in trials}
     assert combos == {(lr, b, s) for lr in (0.01, 0.1) for b in (32, 128) for s in (0, 1)}
     names = [trial_name(t) for t in trials]
