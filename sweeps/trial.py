@@ -19,7 +19,7 @@ import torch
 from dynamics_core.config import TrialConfig
 from dynamics_core.train import RunEnv, RunResult, run
 from sweeps.spec import with_overrides
-from sweeps.tracking import Tracker, TrialRun
+from sweeps.tracking import Store, TrialRun, open_trial
 
 STATE_FILE = "state.pt"
 RUN_ID_FILE = "mlflow_run_id"
@@ -65,9 +65,9 @@ def run_trial(config: dict[str, Any], ctx: SweepContext, session: Session,
     state, run_id = _load_checkpoint(session.checkpoint_dir())
     if distributed and not _is_rank_zero():
         return run(cfg, ReportOnlySink(session), env, resume=state)
-    tracker = Tracker(ctx.tracking_uri, ctx.artifact_root)
-    trial = tracker.open_trial(ctx.spec_name, ctx.parent_run_id, session.trial_name(), cfg.run_hash(),
-                               cfg.flat(), run_id=run_id, tags={"seed": cfg.seed})
+    store = Store(ctx.tracking_uri, ctx.artifact_root)
+    trial = open_trial(store, ctx.spec_name, ctx.parent_run_id, session.trial_name(), cfg.run_hash(),
+                       cfg.flat(), run_id=run_id, tags={"seed": cfg.seed})
     sink = TrialSink(trial, session)
     try:
         return run(cfg, sink, env, resume=state)
