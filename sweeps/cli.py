@@ -125,7 +125,7 @@ def cmd_conjectures(args) -> int:
 
 # ----------------------------------------------------------------- helpers
 def _conjectures(name: str, uri: str, parent_run_id: str | None, names, as_json: bool) -> int:
-    from sweeps.judge import BREAKEVEN_STEPS_CSV, judge
+    from sweeps.judge import judge
 
     try:
         result = judge(name, uri, parent_run_id=parent_run_id, names=names)
@@ -135,19 +135,18 @@ def _conjectures(name: str, uri: str, parent_run_id: str | None, names, as_json:
     if as_json:
         print(json.dumps([v.to_dict() for v in verdicts], indent=2))
     else:
-        if result.breakeven_steps is not None and len(result.breakeven_steps):
-            _print_rows(_breakeven_rows(result.breakeven_steps),
-                        title=f"break-even steps ({BREAKEVEN_STEPS_CSV}; - = not detected)")
+        for fname, frame in result.tables.items():
+            _print_rows(_table_rows(frame), title=f"{fname} (- = none)")
         _print_rows([{"conjecture": v.name, "verdict": v.verdict, "statistic": v.statistic,
                       "effect": v.effect, "95% CI": f"[{_fmt(v.ci_low)}, {_fmt(v.ci_high)}]",
                       "p": v.p_value, "n": v.n} for v in verdicts], title="conjectures")
     return 0
 
 
-def _breakeven_rows(df) -> list[dict]:
-    """Break-even steps per trial, sorted by config, NaN shown as '-'."""
+def _table_rows(df) -> list[dict]:
+    """An experiment's per-trial table, sorted by its config columns then seed, NaN shown as '-'."""
     df = df.drop(columns=["run_id"], errors="ignore")
-    df = df.sort_values([c for c in ("optim.lr", "train.batch_size", "seed") if c in df.columns])
+    df = df.sort_values([c for c in df.columns if "." in c] + [c for c in ("seed",) if c in df.columns])
     return [{k: (None if isinstance(v, float) and v != v else v) for k, v in row.items()}
             for row in df.to_dict("records")]
 

@@ -185,14 +185,15 @@ def run_sweep(spec: SweepSpec, *, storage: str | Path, tracking_uri: str, cache_
     parent = tracking.start_sweep(store, spec.name, spec.spec_hash(), git_sha(), spec.description,
                                   params={"n_trials": spec.n_trials()})
     if spec.conjectures:
-        from sweeps.judge import CONJECTURES_TAG
-        store.set_tags(parent, {CONJECTURES_TAG: ",".join(spec.conjectures)})
+        from sweeps.judge import CONJECTURES_TAG, PLUGINS_TAG
+        store.set_tags(parent, {CONJECTURES_TAG: ",".join(spec.conjectures),
+                                PLUGINS_TAG: ",".join(spec.plugins)})
     ctx = SweepContext(spec_name=spec.name, base=spec.base.model_dump(mode="json"),
                        tracking_uri=tracking_uri, artifact_root=store.artifact_root,
                        parent_run_id=parent, cache_dir=str(Path(cache_dir).resolve()),
                        storage=storage,
                        checkpoint_every_epochs=spec.fault_tolerance.checkpoint_every_epochs,
-                       device=device)
+                       device=device, plugins=tuple(spec.plugins))
     exp = _join(storage, spec.name)
     _write_text(_join(exp, MANIFEST), json.dumps({"spec": spec.model_dump(mode="json"),
                                                   "context": asdict(ctx)}, indent=2))

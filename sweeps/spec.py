@@ -95,6 +95,9 @@ class SweepSpec(_Strict):
     resources: ResourcesSpec = ResourcesSpec()
     fault_tolerance: FaultToleranceSpec = FaultToleranceSpec()
     conjectures: list[str] = []
+    # modules imported before the spec is validated, on the driver and in every
+    # trial: they register experiments (sweeps.experiments.register) and probes
+    plugins: list[str] = []
 
     @field_validator("grid")
     @classmethod
@@ -155,6 +158,7 @@ def load_spec(path: str | Path) -> SweepSpec:
 def parse_spec(raw: Any, source: str = "<spec>") -> SweepSpec:
     if not isinstance(raw, dict):
         raise SpecError(f"{source}: a spec is a mapping with at least `name`")
+    _load_plugins(raw.get("plugins", []), source)
     try:
         spec = SweepSpec.model_validate(raw)
     except ValidationError as exc:
@@ -163,6 +167,18 @@ def parse_spec(raw: Any, source: str = "<spec>") -> SweepSpec:
     _check_search(spec, source)
     _check_conjectures(spec, source)
     return spec
+
+
+def _load_plugins(modules: Any, source: str) -> None:
+    from sweeps.experiments import load_plugins
+
+    if not isinstance(modules, list) or not all(isinstance(m, str) for m in modules):
+        raise SpecError(f"{source}: plugins: a list of module names")
+    for i, module in enumerate(modules):
+        try:
+            load_plugins([module])
+        except Exception as exc:   # ImportError, or the plugin's own registration error
+            raise SpecError(f"{source}: plugins[{i}]: cannot import {module!r}: {exc}") from None
 
 
 def _describe(exc: ValidationError, prefix: str = "") -> str:
@@ -224,12 +240,13 @@ def _check_search(spec: SweepSpec, source: str) -> None:
 def _check_conjectures(spec: SweepSpec, source: str) -> None:
     if not spec.conjectures:
         return
-    from sweeps.conjectures import REGISTRY as CONJECTURES
+    from sweeps.experiments import conjecture_names
 
+    valid = conjecture_names()
     for i, name in enumerate(spec.conjectures):
-        if name not in CONJECTURES:
+        if name not in valid:
             raise SpecError(f"{source}: conjectures[{i}]: unknown conjecture {name!r}; "
-                            f"valid: {', '.join(sorted(CONJECTURES))}")
+                            f"valid: {', '.join(valid)}")
 
 
 def smoke(spec: SweepSpec) -> SweepSpec:

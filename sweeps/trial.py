@@ -18,6 +18,7 @@ import torch
 
 from dynamics_core.config import TrialConfig
 from dynamics_core.train import RunEnv, RunResult, run
+from sweeps.experiments import load_plugins
 from sweeps.spec import with_overrides
 from sweeps.tracking import Store, TrialRun, open_trial
 
@@ -39,6 +40,7 @@ class SweepContext:
     storage: str                       # the sweep's Ray storage root
     checkpoint_every_epochs: int = 1
     device: str = "auto"
+    plugins: tuple[str, ...] = ()      # the spec's plugin modules, imported before the config
 
 
 class Session(Protocol):
@@ -59,6 +61,7 @@ def run_trial(config: dict[str, Any], ctx: SweepContext, session: Session,
     """Train one trial. With `distributed`, this process is one DDP rank of
     several: rank 0 records to MLflow and checkpoints, the others only train
     and take part in the per-epoch reports."""
+    load_plugins(ctx.plugins)
     cfg = trial_config(config, ctx.base)
     env = RunEnv(device=ctx.device, cache_dir=ctx.cache_dir,
                  checkpoint_every_epochs=ctx.checkpoint_every_epochs, distributed=distributed)

@@ -341,7 +341,8 @@ def test_judge_logs_breakeven_steps_csv(tracker, exp):
     """A breakeven.* conjecture judged: the conjectures run carries breakeven_steps.csv."""
     import pandas as pd
 
-    from sweeps.judge import BREAKEVEN_STEPS_CSV, judge
+    from sweeps.experiments.breakeven import BREAKEVEN_STEPS_CSV
+    from sweeps.judge import judge
 
     parent = tracking.start_sweep(tracker, exp, "s", None)
     steps = [0, 1, 2, 3, 5, 8, 13, 21, 34, 55, 89]
@@ -361,11 +362,11 @@ def test_judge_logs_breakeven_steps_csv(tracker, exp):
     # λ_H¹ = 3·v reaches 2/η = 20 at step 13 for η = 0.1, 2/η = 10 at step 8 for η = 0.2
     assert got.groupby("optim.lr")["stability_step"].apply(list).to_dict() == {0.1: [13.0, 13.0],
                                                                                0.2: [8.0, 8.0]}
-    assert result.breakeven_steps is not None and len(result.breakeven_steps) == 4
+    assert len(result.tables[BREAKEVEN_STEPS_CSV]) == 4
     # no break-even conjecture judged: no table in that judgement; judged again, the
     # sweep still has one conjectures run, now with two versions
     other = judge(exp, tracker.tracking_uri, parent, names=["regimes.momentum"])
-    assert other.breakeven_steps is None
+    assert other.tables == {}
     assert other.run_id == result.run_id and (result.version, other.version) == (1, 2)
     versions = {a.path for a in tracker.client.list_artifacts(other.run_id, "judgements")}
     assert versions == {"judgements/v1.json", "judgements/v2.json"}
