@@ -55,7 +55,7 @@ class PruningConfig(_Frozen):
 
     levels: int = Field(0, ge=0)
     rate: float = Field(0.2, gt=0.0, lt=1.0)
-    rewind_step: int = Field(0, ge=0)
+    rewind_step: int = Field(0, ge=0)     # optimizer steps taken; 0 = initialisation
     ablation: Ablation = "none"
     ablation_seed: int | None = None       # None: derived from the trial seed
     exclude: tuple[str, ...] = ()
@@ -77,12 +77,12 @@ def ablation_generator(cfg: PruningConfig, trial_seed: int, level: int) -> torch
 # ------------------------------------------------------------------ masks
 def prunable(model: nn.Module, exclude: Iterable[str] = ()) -> dict[str, nn.Parameter]:
     """`{name: weight}` of the Linear/Conv layers in module order, less `exclude`."""
-    params = prunable_parameters(model)
-    unknown = sorted(set(exclude) - set(params))
+    params, exclude = prunable_parameters(model), set(exclude)
+    unknown = sorted(exclude - set(params))
     if unknown:
         raise KeyError(f"exclude names {unknown} are not prunable weights; "
                        f"valid names: {list(params)}")
-    return {n: p for n, p in params.items() if n not in set(exclude)}
+    return {n: p for n, p in params.items() if n not in exclude}
 
 
 def initial_masks(model: nn.Module, exclude: Iterable[str] = ()) -> Masks:
@@ -198,23 +198,23 @@ class MaskEnforcer:
     def _set(self, masks: Mapping[str, torch.Tensor]) -> None:
         self.params = _params(self.model, masks)
         self.masks = {n: m.to(self.params[n].device, torch.bool) for n, m in masks.items()}
+        self._pruned = {n: ~m for n, m in self.masks.items()}
 
     def __call__(self, optimizer: torch.optim.Optimizer | None = None) -> None:
-        apply_masks(self.model, self.masks)
-        if optimizer is None:
-            return
         with torch.no_grad():
             for name, p in self.params.items():
-                for value in optimizer.state.get(p, {}).values():
+                p.masked_fill_(self._pruned[name], 0.0)
+                state = optimizer.state.get(p, {}) if optimizer is not None else {}
+                for value in state.values():
                     if isinstance(value, torch.Tensor) and value.shape == p.shape:
-                        value.masked_fill_(~self.masks[name], 0.0)
+                        value.masked_fill_(self._pruned[name], 0.0)
 
     def mask_gradients(self) -> None:
         """Zero the `.grad` of every masked weight (where a gradient exists)."""
         with torch.no_grad():
             for name, p in self.params.items():
                 if p.grad is not None:
-                    p.grad.masked_fill_(~self.masks[name], 0.0)
+                    p.grad.masked_fill_(self._pruned[name], 0.0)
 
     def state_dict(self) -> dict[str, dict[str, torch.Tensor]]:
         return {"masks": masks_to_state(self.masks)}

@@ -67,6 +67,8 @@ def test_global_magnitude_prune_matches_hand_computed_masks_with_ties():
     m1 = global_magnitude_prune(model, initial_masks(model), rate=0.5)
     assert m1["0.weight"].tolist() == [[True, False, True], [False, True, False]]
     assert m1["3.weight"].tolist() == [[False, True], [True, False]]
+    from_dict = global_magnitude_prune(clone_state(model), initial_masks(model), rate=0.5)
+    assert all(torch.equal(from_dict[n], m1[n]) for n in m1)
     assert clone_state(model).keys() == before.keys()
     assert all(torch.equal(clone_state(model)[k], before[k]) for k in before)   # inputs untouched
 
@@ -236,7 +238,8 @@ def _pruned_and_trained(seed=0):
 def test_rewind_restores_survivors_and_state_and_zeroes_masked():
     model, masks, snapshot = _pruned_and_trained()
     kept = clone_state(model)
-    assert not torch.equal(kept["hidden.0.norm.running_mean"], snapshot["hidden.0.norm.running_mean"])
+    stats = "hidden.0.norm.running_mean"
+    assert not torch.equal(kept[stats], snapshot[stats])
     rewind(model, masks, snapshot)
     state = clone_state(model)
     for name, value in snapshot.items():
@@ -363,7 +366,8 @@ def test_weight_distance_and_sign_flips_over_prunable_survivors():
     keep_all = torch.cat([masks[n].reshape(-1) for n in names])
     dist = float((now - ref).norm())
     assert weight_distance(model, init) == pytest.approx(dist, rel=1e-9)
-    assert weight_distance(model, init, relative=True) == pytest.approx(dist / float(ref.norm()), rel=1e-9)
+    relative = dist / float(ref.norm())
+    assert weight_distance(model, init, relative=True) == pytest.approx(relative, rel=1e-9)
     masked_dist = float((now - ref)[keep_all].norm())
     assert weight_distance(model, init, masks) == pytest.approx(masked_dist, rel=1e-9)
     flips_all = float((torch.sign(now) != torch.sign(ref)).double().mean())
