@@ -127,7 +127,7 @@ def test_breakeven_diverged_excluded_and_counted():
 
 
 def test_breakeven_unpeaked_trials_excluded():
-    """SCIENCE §1 trap: small-lr runs still rising have small maxima; they must not count."""
+    """docs/science.md#break-even-point trap: small-lr runs still rising have small maxima; they must not count."""
     rising = [{"params": {"optim.lr": 0.01, "train.batch_size": bs}, "seed": 10 + s,
                "curves": {k: (STEPS, hump(0.01, t_peak=1e4)) for k in ("gradcov/top", "hessian/top")}}
               for s in range(4) for bs in (32, 128)]

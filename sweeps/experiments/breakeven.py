@@ -17,7 +17,7 @@ without a detected break-even step are excluded and counted
 Each is judged separately along the η axis (within each batch size and any
 other varying config field) and along the S axis (within each η).
 
-Protocol trap (docs/science.md, break-even): a trajectory that has not yet passed its peak has
+Protocol trap (docs/science.md#break-even-point): a trajectory that has not yet passed its peak has
 no "maximum attained" to compare. A trial enters a comparison only if its
 peak was reached: the argmax is not the last measurement and the last value is
 below (1 - peak_eps) x the maximum (within the window, for conjecture 2).
