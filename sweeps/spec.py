@@ -360,7 +360,7 @@ def _check_search(spec: SweepSpec, source: str) -> None:
             try:
                 with_overrides(base, {path: value})
             except ValidationError as exc:
-                where = (f"search.space.{path}: {value!r}, inside (low, high)" if name == "inside"
+                where = (f"search.space.{path}: a sample inside (low, high), {value!r}" if name == "inside"
                          else f"search.space.{path}.{name}")
                 raise SpecError(f"{source}: {where}: {_describe(exc)}") from None
     coupled = [p for p in spec.search.space if _coupled(p)]
@@ -385,6 +385,37 @@ def _check_conjectures(spec: SweepSpec, source: str) -> None:
         if name not in CONJECTURES:
             raise SpecError(f"{source}: conjectures[{i}]: unknown conjecture {name!r}; "
                             f"valid: {', '.join(sorted(CONJECTURES))}")
+
+
+def check_resources(spec: SweepSpec, available: dict[str, float]) -> str | None:
+    """Which per-trial request (naming its field) exceeds what the Ray cluster
+    offers, or None. `available` is `ray.cluster_resources()` ("CPU", "GPU").
+
+    Tune waits forever for a trial that cannot fit, so this runs after Ray
+    starts and before anything else does. A multi-worker trial needs one CPU
+    for its Tune coordinator plus cpus_per_trial and gpus_per_trial per
+    worker. An autoscaling cluster may offer more than it has now: ask only a
+    local or fixed-size Ray.
+    """
+    r, cpus, gpus = spec.resources, available.get("CPU", 0.0), available.get("GPU", 0.0)
+    w = r.workers_per_trial
+
+    def has(n: float) -> str:
+        return f"the Ray cluster has {n:g}" if n else "the Ray cluster has none"
+
+    if w == 1:
+        if r.gpus_per_trial > gpus:
+            return f"resources.gpus_per_trial: {r.gpus_per_trial:g} GPU per trial, but {has(gpus)}"
+        if r.cpus_per_trial > cpus:
+            return f"resources.cpus_per_trial: {r.cpus_per_trial:g} CPUs per trial, but {has(cpus)}"
+        return None
+    if w * r.gpus_per_trial > gpus:
+        return (f"resources.workers_per_trial: {w} workers × {r.gpus_per_trial:g} GPU "
+                f"= {w * r.gpus_per_trial:g} GPUs per trial, but {has(gpus)}")
+    if 1 + w * r.cpus_per_trial > cpus:
+        return (f"resources.workers_per_trial: 1 + {w} workers × {r.cpus_per_trial:g} CPUs "
+                f"= {1 + w * r.cpus_per_trial:g} CPUs per trial, but {has(cpus)}")
+    return None
 
 
 def smoke(spec: SweepSpec) -> SweepSpec:
