@@ -228,7 +228,8 @@ def _parser() -> argparse.ArgumentParser:
         if sweep:
             c.add_argument("name", help="sweep name (spec name) or its folder")
         if storage:
-            c.add_argument("--storage", help="Ray storage root (default runs/ray; shared FS or s3:// on a cluster)")
+            c.add_argument("--storage", help="Ray storage root (default runs/ray; "
+                                             "shared FS or s3:// on a cluster)")
         if tracking:
             c.add_argument("--tracking-uri", help="MLflow tracking URI (default $MLFLOW_TRACKING_URI "
                                                   "or sqlite:///runs/mlflow.db)")

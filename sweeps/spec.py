@@ -62,7 +62,8 @@ class Distribution(_Strict):
 
     def samples(self) -> list[tuple[str, Any]]:
         """Values that stand for everything it can sample, each with its field
-        name: the choices; the bounds; for a float range also a fractional
+        name: the choices; the bounds (a field's limits are an interval, so
+        valid bounds make a valid range); for a float range also a fractional
         value inside it (so a float range on an integer field is caught)."""
         if self.kind == "choice":
             return [(f"values[{i}]", v) for i, v in enumerate(self.values)]

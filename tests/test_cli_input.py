@@ -49,7 +49,8 @@ CORPUS: dict[str, tuple[str | bytes | None, str]] = {
     "grid_value_nan_string": ("name: x\ngrid: {optim.weight_decay: [0, nan]}", "grid.optim.weight_decay[1]"),
     "variant_value_inf": ("name: x\nvariants: [{optim.lr: .inf}]", "variants[0]"),
     "cpus_inf": ("name: x\nresources: {cpus_per_trial: .inf}", "resources.cpus_per_trial"),
-    "reduction_nan": ("name: x\nscheduler: {kind: asha, reduction_factor: .nan}", "scheduler.reduction_factor"),
+    "reduction_nan": ("name: x\nscheduler: {kind: asha, reduction_factor: .nan}",
+                      "scheduler.reduction_factor"),
     "search_high_inf": (OPTUNA % "optim.lr: {kind: loguniform, low: 0.001, high: .inf}",
                         "search.space.optim.lr.high"),
     "search_low_minus_inf": (OPTUNA % "optim.momentum: {kind: uniform, low: -.inf, high: 0.9}",
@@ -85,8 +86,9 @@ CORPUS: dict[str, tuple[str | bytes | None, str]] = {
     # cross-field checks hold for combinations, not single values
     "coupled_grid_values": (BLUR + "grid: {data.deficit.start_epoch: [0, 3], data.deficit.end_epoch: [2, 6]}",
                             "grid: data.deficit.start_epoch=3, data.deficit.end_epoch=2"),
-    "coupled_variant_and_grid": ("name: x\nbase: {data: {deficit: {end_epoch: 10}}}\nvariants: "
-                                 "[{data.deficit.kind: none}, {data.deficit.kind: blur, data.deficit.start_epoch: 2}]\n"
+    "coupled_variant_and_grid": ("name: x\nbase: {data: {deficit: {end_epoch: 10}}}\n"
+                                 "variants: [{data.deficit.kind: none},\n"
+                                 "           {data.deficit.kind: blur, data.deficit.start_epoch: 2}]\n"
                                  "grid: {data.deficit.end_epoch: [1, 5]}",
                                  "grid: data.deficit.end_epoch=1 in variants[1]"),
 }
