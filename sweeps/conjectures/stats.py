@@ -1,0 +1,228 @@
+"""Permutation p-values, bootstrap intervals, Holm's adjustment and power.
+
+The design of a comparison is a list of strata, each a list of blocks, each
+an array of trial indices (`design`). Under the null hypothesis the outcomes
+are exchangeable only within a block of a stratum: trials with the same held
+fixed config (stratum) and the same seed (block: they share their
+initialisation) are permuted among themselves, never across.
+
+- `permutation_p`: the statistic must be a sum of per-stratum terms. The p is
+  exact, by enumerating every distinct arrangement, when the design has at
+  most `MAX_EXACT` of them (`n_arrangements`: the product over blocks of the
+  multinomial n! / prod(n_level!) for the block's x levels, since outcomes
+  swapped between trials at the same level leave the statistic unchanged);
+  otherwise it is a Monte-Carlo p from `n_mc` random arrangements,
+  (1 + #{|T*| >= |T|}) / (1 + n_mc), with its Monte-Carlo standard error.
+- `bootstrap`: resamples whole blocks with replacement within each stratum
+  (trials, when there are no blocks) and returns the statistic per resample;
+  `percentile_ci` turns it into an interval at a stated level.
+- `holm`: Holm–Bonferroni adjusted p-values of one family of tests.
+- `spearman_mde`, `difference_mde`: the smallest effect the design detects
+  with the given power at a two-sided level alpha (normal approximations).
+"""
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+MAX_EXACT = 100_000
+N_MC = 20_000
+POWER = 0.8
+SPEARMAN_VAR = 1.06     # var(atanh rho_s) ≈ 1.06 / (n - 3) (Fieller, Hartley & Pearson 1957)
+
+Design = list[list[np.ndarray]]    # strata -> blocks -> trial indices
+
+
+@dataclass(frozen=True)
+class PermutationP:
+    """A permutation p-value and how it was obtained."""
+
+    p_value: float
+    method: str            # "exact" or "monte_carlo"
+    n_perm: int            # arrangements enumerated or drawn
+    space: int             # distinct arrangements of the design
+    mc_se: float           # Monte-Carlo standard error; 0 when exact
+
+
+# ------------------------------------------------------------------- design
+def _codes(labels: Any, n: int) -> np.ndarray:
+    if labels is None:
+        return np.zeros(n, dtype=int)
+    return pd.factorize(pd.Series(np.asarray(labels, dtype=object)).astype(str))[0]
+
+
+def design(n: int, strata: Any = None, blocks: Any = None) -> Design:
+    """Trial indices grouped by stratum, then by block within the stratum."""
+    s, b = _codes(strata, n), _codes(blocks, n)
+    out = []
+    for sc in np.unique(s):
+        idx = np.flatnonzero(s == sc)
+        out.append([idx[b[idx] == bc] for bc in np.unique(b[idx])])
+    return out
+
+
+def n_arrangements(x: np.ndarray, cells: Design) -> int:
+    """Distinct arrangements of outcomes over the x levels of every block (exact integer)."""
+    total = 1
+    for blocks in cells:
+        for idx in blocks:
+            counts = np.unique(np.asarray(x)[idx], return_counts=True)[1]
+            total *= math.factorial(len(idx)) // math.prod(math.factorial(int(c)) for c in counts)
+    return total
+
+
+def _block_arrangements(x: np.ndarray) -> np.ndarray:
+    """Every assignment of a block's outcomes to its x levels: rows of local indices."""
+    _, level = np.unique(x, return_inverse=True)
+    slots = [np.flatnonzero(level == lv) for lv in range(level.max() + 1)]
+    rows: list[np.ndarray] = []
+    row = np.empty(len(x), dtype=int)
+
+    def fill(remaining: tuple[int, ...], lv: int) -> None:
+        if lv == len(slots):
+            rows.append(row.copy())
+            return
+        for chosen in itertools.combinations(remaining, len(slots[lv])):
+            row[slots[lv]] = chosen
+            fill(tuple(r for r in remaining if r not in chosen), lv + 1)
+
+    fill(tuple(range(len(x))), 0)
+    return np.array(rows)
+
+
+def _stratum_arrangements(x: np.ndarray, blocks: list[np.ndarray]) -> np.ndarray:
+    """Rows of global indices: the product of the blocks' arrangements, columns in block order."""
+    out = np.zeros((1, 0), dtype=int)
+    for idx in blocks:
+        a = idx[_block_arrangements(x[idx])]
+        out = np.hstack([np.repeat(out, len(a), axis=0), np.tile(a, (len(out), 1))])
+    return out
+
+
+# -------------------------------------------------------------- permutation
+StratumStat = Callable[[int, np.ndarray], np.ndarray]   # (stratum, outcome rows) -> term per row
+
+
+def _tail(null: np.ndarray, observed: float, alternative: str) -> np.ndarray:
+    tol = 1e-9 * max(1.0, abs(observed))
+    if alternative == "greater":
+        return null >= observed - tol
+    if alternative == "less":
+        return null <= observed + tol
+    return np.abs(null) >= abs(observed) - tol
+
+
+def permutation_p(x: np.ndarray, y: np.ndarray, cells: Design, term: StratumStat, *,
+                  alternative: str = "two-sided", max_exact: int = MAX_EXACT,
+                  n_mc: int = N_MC, rng: np.random.Generator | None = None) -> PermutationP:
+    """p of the statistic sum_s term(s, y[stratum s]) under permutation within blocks.
+
+    `term(s, rows)` gets outcome rows whose columns are stratum s's trials in
+    block order (`np.concatenate(cells[s])`) and returns one value per row.
+    """
+    x, y = np.asarray(x), np.asarray(y, dtype=float)
+    order = [np.concatenate(blocks) for blocks in cells]
+    observed = float(sum(term(s, y[o][None, :])[0] for s, o in enumerate(order)))
+    space = n_arrangements(x, cells)
+    if space <= max_exact:
+        null = np.zeros(1)
+        for s, blocks in enumerate(cells):
+            t = term(s, y[_stratum_arrangements(x, blocks)])
+            null = (null[:, None] + t[None, :]).ravel()
+        p = float(np.mean(_tail(null, observed, alternative)))
+        return PermutationP(p, "exact", int(null.size), space, 0.0)
+    rng = rng if rng is not None else np.random.default_rng(0)
+    hits, done, chunk = 0, 0, 5000
+    while done < n_mc:
+        k = min(chunk, n_mc - done)
+        null = np.zeros(k)
+        for s, blocks in enumerate(cells):
+            rows = np.hstack([rng.permuted(np.broadcast_to(y[idx], (k, len(idx))), axis=1)
+                              for idx in blocks])
+            null += term(s, rows)
+        hits += int(_tail(null, observed, alternative).sum())
+        done += k
+    p = (1 + hits) / (1 + n_mc)
+    return PermutationP(float(p), "monte_carlo", n_mc, space, float(math.sqrt(p * (1 - p) / n_mc)))
+
+
+# ---------------------------------------------------------------- bootstrap
+def bootstrap(cells: Design, statistic: Callable[[list[np.ndarray]], float], n_boot: int,
+              rng: np.random.Generator, blocked: bool) -> np.ndarray:
+    """`statistic(per-stratum index arrays)` on `n_boot` resamples (NaN where undefined).
+
+    Blocked: each stratum's blocks are drawn with replacement (a block keeps
+    all its trials); otherwise each stratum's trials are drawn with replacement.
+    """
+    out = np.empty(n_boot)
+    units = [blocks if blocked else [np.array([i]) for i in np.concatenate(blocks)]
+             for blocks in cells]
+    for b in range(n_boot):
+        picks = [np.concatenate([u[i] for i in rng.integers(0, len(u), len(u))]) for u in units]
+        out[b] = statistic(picks)
+    return out
+
+
+def percentile_ci(draws: np.ndarray, level: float) -> tuple[float, float]:
+    """Two-sided percentile interval at `level` of the finite draws (NaNs if none)."""
+    d = draws[np.isfinite(draws)]
+    if d.size == 0:
+        return math.nan, math.nan
+    lo, hi = np.quantile(d, [(1 - level) / 2, (1 + level) / 2])
+    return float(lo), float(hi)
+
+
+# ------------------------------------------------------------- multiplicity
+def holm(p_values: Sequence[float]) -> np.ndarray:
+    """Holm–Bonferroni adjusted p-values, in the input order.
+
+    NaNs stay NaN and do not count in the family size m. The i-th smallest p
+    is multiplied by m - i + 1, made non-decreasing, and capped at 1.
+    """
+    p = np.asarray(p_values, dtype=float)
+    out = np.full(p.shape, np.nan)
+    ok = np.flatnonzero(np.isfinite(p))
+    m = ok.size
+    order = ok[np.argsort(p[ok], kind="stable")]
+    running = 0.0
+    for i, j in enumerate(order):
+        running = max(running, min(1.0, (m - i) * p[j]))
+        out[j] = running
+    return out
+
+
+# -------------------------------------------------------------------- power
+def _z(alpha: float, power: float, sides: int) -> float:
+    return float(stats.norm.ppf(1 - alpha / sides) + stats.norm.ppf(power))
+
+
+def spearman_n_eff(stratum_sizes: Sequence[int]) -> float:
+    """n of one sample whose rho has the Fisher-z variance of the size-weighted mean rho.
+
+    var(sum_s w_s z_s) = 1.06 sum_s w_s^2 / (n_s - 3) with w_s = n_s / n, so
+    n_eff = 3 + 1 / sum_s w_s^2 / (n_s - 3); a stratum of 3 or fewer trials
+    makes it 3 (no power). Seed blocks are ignored (conservative).
+    """
+    n = np.asarray(stratum_sizes, dtype=float)
+    if n.size == 0 or np.any(n <= 3):
+        return 3.0
+    w = n / n.sum()
+    return float(3 + 1 / np.sum(w ** 2 / (n - 3)))
+
+
+def spearman_mde(n_eff: float, alpha: float, power: float = POWER, sides: int = 2) -> float:
+    """Smallest |rho| detected with `power`: tanh((z_{1-α/2} + z_power) sqrt(1.06 / (n_eff - 3)))."""
+    if not n_eff > 3:
+        return 1.0
+    return float(math.tanh(_z(alpha, power, sides) * math.sqrt(SPEARMAN_VAR / (n_eff - 3))))
+
+
+def difference_mde(se: float, alpha: float, power: float = POWER, sides: int = 2) -> float:
+    """Smallest |difference| detected with `power`: (z_{1-α/2} + z_power) · se."""
+    return float(_z(alpha, power, sides) * se) if np.isfinite(se) else math.inf
