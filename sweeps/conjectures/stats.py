@@ -14,7 +14,7 @@ initialisation) are permuted among themselves, never across.
   otherwise it is a Monte-Carlo p from `n_mc` random arrangements,
   (1 + #{|T*| >= |T|}) / (1 + n_mc), with its Monte-Carlo standard error.
 - `bootstrap`: resamples whole blocks with replacement within each stratum
-  (trials, when there are no blocks) and returns the statistic per resample;
+  (trials, when there are no blocks) and returns each stratum's term per resample;
   `percentile_ci` turns it into an interval at a stated level.
 - `holm`: Holm–Bonferroni adjusted p-values of one family of tests.
 - `spearman_mde`, `difference_mde`: the smallest effect the design detects
@@ -153,19 +153,25 @@ def permutation_p(x: np.ndarray, y: np.ndarray, cells: Design, term: StratumStat
 
 
 # ---------------------------------------------------------------- bootstrap
-def bootstrap(cells: Design, statistic: Callable[[list[np.ndarray]], float], n_boot: int,
-              rng: np.random.Generator, blocked: bool) -> np.ndarray:
-    """`statistic(per-stratum index arrays)` on `n_boot` resamples (NaN where undefined).
+def bootstrap(cells: Design, term: StratumStat, n_boot: int, rng: np.random.Generator,
+              blocked: bool) -> np.ndarray:
+    """`term(s, resampled index rows of stratum s)` per stratum and resample: (strata, n_boot).
 
     Blocked: each stratum's blocks are drawn with replacement (a block keeps
     all its trials); otherwise each stratum's trials are drawn with replacement.
+    Strata are resampled independently. `term` returns NaN where undefined.
     """
-    out = np.empty(n_boot)
-    units = [blocks if blocked else [np.array([i]) for i in np.concatenate(blocks)]
-             for blocks in cells]
-    for b in range(n_boot):
-        picks = [np.concatenate([u[i] for i in rng.integers(0, len(u), len(u))]) for u in units]
-        out[b] = statistic(picks)
+    out = np.full((len(cells), n_boot), np.nan)
+    for s, blocks in enumerate(cells):
+        units = blocks if blocked else [np.array([i]) for i in np.concatenate(blocks)]
+        choice = rng.integers(0, len(units), (n_boot, len(units)))
+        if len({len(u) for u in units}) == 1:       # equal blocks: one index matrix
+            out[s] = term(s, np.stack(units)[choice].reshape(n_boot, -1))
+            continue
+        rows = [np.concatenate([units[i] for i in c]) for c in choice]
+        for length in {len(r) for r in rows}:
+            pick = [b for b, r in enumerate(rows) if len(r) == length]
+            out[s, pick] = term(s, np.stack([rows[b] for b in pick]))
     return out
 
 

@@ -324,13 +324,15 @@ def trend_test(x: Iterable[float], y: Iterable[float], strata: Any = None, *,
     perm = permutation_p(x, y, cells, lambda s, rows: weights[s] * _spearman_rows(
         np.broadcast_to(x[order[s]], rows.shape), rows), max_exact=max_exact, n_mc=n_perm, rng=rng)
 
-    def mean_rho(picks: list[np.ndarray]) -> float:
-        rho = np.array([_spearman_rows(x[p], y[p]) if np.unique(x[p]).size >= 2 else np.nan
-                        for p in picks])
-        ok_s = np.isfinite(rho)
-        return float(weights[ok_s] @ rho[ok_s] / weights[ok_s].sum()) if ok_s.any() else math.nan
+    def rho_rows(s: int, idx: np.ndarray) -> np.ndarray:
+        bx = x[idx]
+        one_level = bx.min(1) == bx.max(1)
+        return np.where(one_level, np.nan, _spearman_rows(bx, y[idx]))
 
-    draws = bootstrap(cells, mean_rho, n_boot, rng, blocked=blocks is not None)
+    terms = bootstrap(cells, rho_rows, n_boot, rng, blocked=blocks is not None)
+    w = np.where(np.isfinite(terms), weights[:, None], 0.0)
+    with np.errstate(invalid="ignore"):
+        draws = np.nansum(terms * w, axis=0) / w.sum(0)   # defined strata, weights renormalised
     lo, hi = percentile_ci(draws, level)
     cell_sizes = [int(c) for g in groups for c in np.unique(x[g], return_counts=True)[1]]
     details.update(rho_per_stratum=[float(r) for r in rho_obs],
@@ -389,13 +391,21 @@ def compare_groups(a: Iterable[float], b: Iterable[float], *, blocks_a: Any = No
     diff = float(a.mean() - b.mean())
     raw = np.r_[a, b]
 
-    def boot_diff(picks: list[np.ndarray]) -> float:
-        p = np.concatenate(picks)
-        ia, ib = p[label[p] == 1], p[label[p] == 0]
-        return float(raw[ia].mean() - raw[ib].mean()) if len(ia) and len(ib) else math.nan
+    def mean_rows(_s: int, idx: np.ndarray) -> np.ndarray:
+        return raw[idx].mean(1)
 
-    boot_cells = cells if paired else [[np.flatnonzero(label == 1)], [np.flatnonzero(label == 0)]]
-    lo, hi = percentile_ci(bootstrap(boot_cells, boot_diff, n_boot, rng, blocked=paired), level)
+    def paired_rows(_s: int, idx: np.ndarray) -> np.ndarray:
+        la, v = label[idx], raw[idx]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return (v * la).sum(1) / la.sum(1) - (v * (1 - la)).sum(1) / (1 - la).sum(1)
+
+    if paired:
+        draws = bootstrap(cells, paired_rows, n_boot, rng, blocked=True)[0]
+    else:
+        groups = [[np.flatnonzero(label == 1)], [np.flatnonzero(label == 0)]]
+        means = bootstrap(groups, mean_rows, n_boot, rng, blocked=False)
+        draws = means[0] - means[1]
+    lo, hi = percentile_ci(draws, level)
     se = math.sqrt(a.var(ddof=1) / len(a) + b.var(ddof=1) / len(b))
     if paired and all(len(c) == 2 and label[c].sum() == 1 for c in cells[0]):
         d = np.array([raw[c[label[c] == 1]][0] - raw[c[label[c] == 0]][0] for c in cells[0]])
