@@ -18,7 +18,9 @@ initialisation) are permuted among themselves, never across.
   `percentile_ci` turns it into an interval at a stated level.
 - `holm`: Holm–Bonferroni adjusted p-values of one family of tests.
 - `spearman_mde`, `difference_mde`: the smallest effect the design detects
-  with the given power at a two-sided level alpha (normal approximations).
+  with the given power at a two-sided level alpha (normal approximations:
+  Fisher's z for rho with n_eff from the null variance of the weighted mean
+  rho, `spearman_n_eff`; z for a difference with its standard error).
 """
 from __future__ import annotations
 
@@ -208,18 +210,19 @@ def _z(alpha: float, power: float, sides: int) -> float:
     return float(stats.norm.ppf(1 - alpha / sides) + stats.norm.ppf(power))
 
 
-def spearman_n_eff(stratum_sizes: Sequence[int]) -> float:
-    """n of one sample whose rho has the Fisher-z variance of the size-weighted mean rho.
+def spearman_n_eff(cell_sizes: Sequence[int]) -> float:
+    """n of one sample whose rho has the null variance of the size-weighted mean rho.
 
-    var(sum_s w_s z_s) = 1.06 sum_s w_s^2 / (n_s - 3) with w_s = n_s / n, so
-    n_eff = 3 + 1 / sum_s w_s^2 / (n_s - 3); a stratum of 3 or fewer trials
-    makes it 3 (no power). Seed blocks are ignored (conservative).
+    Under the null a cell's Spearman rho has variance 1 / (n_c - 1) (exact
+    without ties), so the weighted mean has sum_c w_c^2 / (n_c - 1) with
+    w_c = n_c / n, and n_eff = 1 + 1 / sum_c w_c^2 / (n_c - 1). One cell of
+    n trials gives n_eff = n.
     """
-    n = np.asarray(stratum_sizes, dtype=float)
-    if n.size == 0 or np.any(n <= 3):
-        return 3.0
+    n = np.asarray(cell_sizes, dtype=float)
+    if n.size == 0 or np.any(n < 2):
+        return 1.0
     w = n / n.sum()
-    return float(3 + 1 / np.sum(w ** 2 / (n - 3)))
+    return float(1 + 1 / np.sum(w ** 2 / (n - 1)))
 
 
 def spearman_mde(n_eff: float, alpha: float, power: float = POWER, sides: int = 2) -> float:

@@ -284,14 +284,16 @@ def trend_test(x: Iterable[float], y: Iterable[float], strata: Any = None, *,
                ci_level: float | None = None, max_exact: int = MAX_EXACT) -> TestResult:
     """Monotone trend of y in x within strata (e.g. lr within each batch size).
 
-    Strata with fewer than 3 trials or a single x level carry no information
-    and are dropped (counted in details). statistic = effect = size-weighted
-    mean of the per-stratum Spearman rho; p = two-sided permutation p (y
-    permuted within strata and, given `blocks` such as the seed, within
-    blocks: exact up to `max_exact` arrangements, else `n_perm` Monte-Carlo
-    draws); CI = percentile bootstrap of the same mean rho at `ci_level`
-    (default 1 - alpha), resampling blocks (else trials) within strata.
-    details["effect_units"] = mean over strata of mean(y | max x) - mean(y | min x).
+    Cells are the strata, or with `blocks` (e.g. the seed: a paired design)
+    the (stratum, block) pairs. statistic = effect = mean of the per-cell
+    Spearman rho weighted by cell size; p = two-sided permutation p with y
+    permuted within cells (exact up to `max_exact` arrangements, else
+    `n_perm` Monte-Carlo draws); CI = percentile bootstrap of the same mean
+    rho at `ci_level` (default 1 - alpha): trials resampled within strata, or
+    with blocks whole blocks resampled within strata. A cell carries no
+    information and is dropped (counted) with a single x level, or fewer than
+    3 trials (2 within a block). details["effect_units"] = mean over strata of
+    mean(y | max x) - mean(y | min x), a description, not tested.
     """
     x = np.asarray(list(x), dtype=float)
     y = np.asarray(list(y), dtype=float)
@@ -302,47 +304,61 @@ def trend_test(x: Iterable[float], y: Iterable[float], strata: Any = None, *,
     b_all = np.asarray(blocks, dtype=object)[ok] if blocks is not None else None
     x, y = x[ok], y[ok]
     level = 1 - alpha if ci_level is None else ci_level
-    groups = [np.concatenate(g) for g in design(len(x), s_all)]
-    groups = [g for g in groups if len(g) >= 3 and np.unique(x[g]).size >= 2]
-    n_used = int(sum(len(g) for g in groups))
-    details: dict[str, Any] = {"n_strata": len(groups), "n_dropped_nonfinite": int((~ok).sum()),
+    min_size = 3 if blocks is None else 2
+    strata_cells = [[c for c in blocks_ if len(c) >= min_size and np.unique(x[c]).size >= 2]
+                    for blocks_ in design(len(x), s_all, b_all)]
+    strata_cells = [cs for cs in strata_cells if cs]
+    cells = [c for cs in strata_cells for c in cs]
+    n_used = int(sum(len(c) for c in cells))
+    unit = "stratum" if blocks is None else "(stratum, block) cell"
+    details: dict[str, Any] = {"n_strata": len(strata_cells), "n_cells": len(cells),
+                               "n_dropped_nonfinite": int((~ok).sum()),
                                "n_dropped_small_strata": int(len(x) - n_used),
                                "test": "stratified Spearman, permutation"
                                        + (" within seed blocks" if blocks is not None else "")}
-    if not groups:
+    if not cells:
         return TestResult(math.nan, math.nan, math.nan, math.nan, math.nan, 0,
-                          {**details, "reason": "no stratum with >= 3 trials and >= 2 levels"},
-                          ci_level=level)
-    cells = [[g[bidx] for bidx in design(len(g), None, None if b_all is None else b_all[g])[0]]
-             for g in groups]
-    order = [np.concatenate(c) for c in cells]
-    sizes = np.array([len(g) for g in groups], dtype=float)
+                          {**details, "reason": f"no {unit} with >= {min_size} trials "
+                                                "and >= 2 levels"}, ci_level=level)
+    sizes = np.array([len(c) for c in cells], dtype=float)
     weights = sizes / sizes.sum()
-    rho_obs = np.array([_spearman_rows(x[g], y[g]) for g in groups])
-    stat = float(weights @ rho_obs)
+    rho = np.array([_spearman_rows(x[c], y[c]) for c in cells])
+    stat = float(weights @ rho)
     rng = np.random.default_rng(rng_seed)
-    perm = permutation_p(x, y, cells, lambda s, rows: weights[s] * _spearman_rows(
-        np.broadcast_to(x[order[s]], rows.shape), rows), max_exact=max_exact, n_mc=n_perm, rng=rng)
+    perm = permutation_p(x, y, [[c] for c in cells], lambda s, rows: weights[s] * _spearman_rows(
+        np.broadcast_to(x[cells[s]], rows.shape), rows), max_exact=max_exact, n_mc=n_perm, rng=rng)
+    if blocks is None:
+        def rho_rows(s: int, idx: np.ndarray) -> np.ndarray:
+            bx = x[idx]
+            return np.where(bx.min(1) == bx.max(1), np.nan, _spearman_rows(bx, y[idx]))
 
-    def rho_rows(s: int, idx: np.ndarray) -> np.ndarray:
-        bx = x[idx]
-        one_level = bx.min(1) == bx.max(1)
-        return np.where(one_level, np.nan, _spearman_rows(bx, y[idx]))
-
-    terms = bootstrap(cells, rho_rows, n_boot, rng, blocked=blocks is not None)
-    w = np.where(np.isfinite(terms), weights[:, None], 0.0)
-    with np.errstate(invalid="ignore"):
-        draws = np.nansum(terms * w, axis=0) / w.sum(0)   # defined strata, weights renormalised
+        terms = bootstrap([[c] for c in cells], rho_rows, n_boot, rng, blocked=False)
+        w = np.where(np.isfinite(terms), weights[:, None], 0.0)
+        with np.errstate(invalid="ignore"):
+            draws = np.nansum(terms * w, axis=0) / w.sum(0)   # defined strata, reweighted
+    else:                   # whole blocks drawn within strata: their cells' rho come along
+        draws = np.zeros(n_boot)
+        first = 0
+        for cs in strata_cells:
+            k = len(cs)
+            r, n_c = rho[first:first + k], sizes[first:first + k]
+            pick = rng.integers(0, k, (n_boot, k))
+            draws += (n_c.sum() / sizes.sum()) * (n_c[pick] * r[pick]).sum(1) / n_c[pick].sum(1)
+            first += k
     lo, hi = percentile_ci(draws, level)
-    cell_sizes = [int(c) for g in groups for c in np.unique(x[g], return_counts=True)[1]]
-    details.update(rho_per_stratum=[float(r) for r in rho_obs],
-                   effect_units=float(np.mean([_extreme_diff(x[g], y[g]) for g in groups])),
-                   n_arrangements=perm.space, min_per_level=min(cell_sizes),
+    by_stratum = [np.concatenate(cs) for cs in strata_cells]
+    details.update(rho_per_cell=[float(r) for r in rho],
+                   effect_units=float(np.mean([_extreme_diff(x[g], y[g]) for g in by_stratum])),
+                   n_arrangements=perm.space,
+                   min_per_level=min(int(m) for c in cells for m in np.unique(x[c], return_counts=True)[1]),
                    n_boot_undefined=int((~np.isfinite(draws)).sum()),
                    ci_method="percentile bootstrap, " + ("seed blocks" if blocks is not None
                                                          else "trials") + " resampled within strata")
+    if blocks is None:
+        details["rho_per_stratum"] = details["rho_per_cell"]
     return TestResult(stat, stat, lo, hi, perm.p_value, n_used, details, **_perm_fields(perm),
-                      ci_level=level, n_eff=spearman_n_eff(sizes), min_stratum=int(sizes.min()))
+                      ci_level=level, n_eff=spearman_n_eff(sizes),
+                      min_stratum=int(min(len(g) for g in by_stratum)))
 
 
 def compare_groups(a: Iterable[float], b: Iterable[float], *, blocks_a: Any = None,
