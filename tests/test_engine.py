@@ -224,6 +224,11 @@ def test_too_few_trials_is_underpowered():
     assert v.verdict == "underpowered" and v.reason == "smallest stratum 2 < min 3 per stratum"
     none = judge(plan(), None, checks=PASSED, n=2, reason="only 2 trials passed their peak")
     assert none.verdict == "underpowered" and none.n == 2
+    assert none.reason == "n=2 < min 6 (only 2 trials passed their peak)"
+    flat = judge(plan(min_n=1, min_per_stratum=1), trend_test(np.ones(5), np.arange(5.0)),
+                 checks=PASSED)
+    assert flat.verdict == "underpowered"         # no trial entered a usable stratum
+    assert flat.reason == "n=0 < min 1 (no stratum with >= 3 trials and >= 2 levels)"
 
 
 def test_decide_uses_the_tested_effects_sign():

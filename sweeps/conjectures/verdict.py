@@ -475,8 +475,9 @@ def judge(plan: AnalysisPlan, result: TestResult | None, *, checks: Checks | Non
             "n_eff": r.n_eff, "se": r.se, "sides": r.sides,
             "effect_of_interest": plan.effect_of_interest, "failed_check": failed}
     kind, why = _apply(rule, r.p_value, 1)
-    if result is None and kind == "inconclusive":
-        why = reason or why
+    extra = reason if result is None else r.details.get("reason")
+    if not np.isfinite(r.p_value) and extra and kind != "invalid_protocol":
+        why = extra if kind == "inconclusive" else f"{why} ({extra})"
     return Verdict(name or plan.conjecture, statement or plan.statement, kind, r.statistic,
                    r.effect, r.ci_low, r.ci_high, r.p_value, rule["n"],
                    {**r.details, **details, "checks": outcomes, "rule": rule,
