@@ -14,7 +14,8 @@ from scipy import stats as sps
 from sweeps.conjectures.plan import AnalysisPlan, Check, parse_window
 from sweeps.conjectures.stats import holm, n_arrangements, design, spearman_mde, spearman_n_eff
 from sweeps.conjectures.verdict import (VERDICTS, TestResult, Verdict, compare_groups, decide,
-                                        decide_with_reason, finalize, judge, trend_test)
+                                        decide_with_reason, finalize, intersection_union, judge,
+                                        trend_test)
 
 
 def plan(**kw) -> AnalysisPlan:
@@ -283,3 +284,15 @@ def test_verdict_is_backwards_compatible_and_json_complete():
     assert d["details"]["plan"]["conjecture"] == "demo.trend"
     with pytest.raises(ValueError):
         Verdict("x", "s", "maybe")
+
+
+def test_intersection_union():
+    before = compare_groups([0.62, 0.63, 0.61, 0.62], [0.45, 0.46, 0.44, 0.45], n_boot=50)
+    after = compare_groups([0.72, 0.71, 0.73, 0.72], [0.82, 0.81, 0.83, 0.82], n_boot=50)
+    both = intersection_union([before, after], [+1, -1])
+    assert both.statistic > 0 and both.p_value == max(before.p_value, after.p_value)
+    assert judge(plan(statistic="intersection_union", min_n=4, effect_of_interest=0.05), both,
+                 checks=PASSED).verdict == "supported"
+    reversed_ = intersection_union([before, after], [+1, +1])
+    assert reversed_.statistic < 0 and reversed_.p_value == pytest.approx(2 * after.p_value)
+    assert len(reversed_.details["parts"]) == 2

@@ -17,6 +17,8 @@ statistics come from here, so every paper is judged by the same rules:
 - `compare_groups(a, b)`: difference of means (optionally paired by seed
   blocks, or against a non-inferiority margin), permutation p, bootstrap CI of
   the difference.
+- `intersection_union(parts, signs)`: "every part goes its predicted way" as
+  one test (p = the largest part p), refuted by any significant reversal.
 - `judge(plan, result, checks)`: the verdict of one test under its plan;
   `finalize(verdicts)`: Holm's adjustment over each multiplicity family, then
   the final verdict of every test from its adjusted p.
@@ -437,6 +439,47 @@ def compare_groups(a: Iterable[float], b: Iterable[float], *, blocks_a: Any = No
     return TestResult(diff, diff, lo, hi, perm.p_value, n, details, **_perm_fields(perm),
                       ci_level=level, null_value=-shift, se=se, sides=sides,
                       min_stratum=min(len(a), len(b)))
+
+
+def intersection_union(parts: Sequence[TestResult], signs: Sequence[int]) -> TestResult:
+    """One test of "every part has its predicted sign" (e.g. better before annealing, worse after).
+
+    Each part's tested effect times its predicted sign is its signed effect (+
+    means as predicted). When every signed effect is positive: statistic =
+    effect = the smallest of them and p = the largest part p (Berger's
+    intersection-union test: significant only if every part is). Otherwise
+    statistic = the most negative signed effect and p = k x the smallest p
+    among the parts against their sign (Bonferroni over the k parts, capped
+    at 1), so a significant reversal of any part refutes. Judge it with
+    predicted sign +1. The parts may have different units: the CI is NaN and
+    the parts (with their CIs) are in details["parts"]; for power, the least
+    precise part stands for the whole (largest se, smallest n_eff).
+    """
+    if len(parts) != len(signs) or not parts:
+        raise ValueError("give one predicted sign per part")
+    signed = np.array([np.sign(s) * t.tested_effect for t, s in zip(parts, signs)])
+    ps = np.array([t.p_value for t in parts])
+    details = {"test": "intersection-union", "parts": [
+        {"statistic": t.statistic, "effect": t.effect, "ci": [t.ci_low, t.ci_high],
+         "ci_level": t.ci_level, "p_value": t.p_value, "p_method": t.p_method, "n": t.n,
+         "predicted_sign": int(np.sign(s)), **t.details} for t, s in zip(parts, signs)]}
+    if not np.all(np.isfinite(signed) & np.isfinite(ps)):
+        stat, p = math.nan, math.nan
+        details["reason"] = "a part could not be tested"
+    elif np.all(signed > 0):
+        stat, p = float(signed.min()), float(ps.max())
+    else:
+        stat, p = float(signed.min()), float(min(1.0, len(parts) * ps[signed <= 0].min()))
+    methods = {t.p_method for t in parts}
+    return TestResult(stat, stat, math.nan, math.nan, p, min(t.n for t in parts), details,
+                      p_method=methods.pop() if len(methods) == 1 else "mixed",
+                      n_perm=min(t.n_perm for t in parts),
+                      p_mc_se=max((t.p_mc_se for t in parts if np.isfinite(t.p_mc_se)),
+                                  default=math.nan),
+                      ci_level=math.nan, n_eff=min(t.n_eff for t in parts),
+                      se=max(t.se for t in parts),
+                      min_stratum=min((t.min_stratum for t in parts if t.min_stratum is not None),
+                                      default=None))
 
 
 # ------------------------------------------------------- plans and families
