@@ -339,14 +339,16 @@ def trend_test(x: Iterable[float], y: Iterable[float], strata: Any = None, *,
         with np.errstate(invalid="ignore"):
             draws = np.nansum(terms * w, axis=0) / w.sum(0)   # defined strata, reweighted
     else:                   # whole blocks drawn within strata: their cells' rho come along
-        draws = np.zeros(n_boot)
-        first = 0
-        for cs in strata_cells:
-            k = len(cs)
-            r, n_c = rho[first:first + k], sizes[first:first + k]
-            pick = rng.integers(0, k, (n_boot, k))
-            draws += (n_c.sum() / sizes.sum()) * (n_c[pick] * r[pick]).sum(1) / n_c[pick].sum(1)
-            first += k
+        def nested(picks: list[np.ndarray]) -> np.ndarray:
+            out, first = 0.0, 0
+            for cs, pick in zip(strata_cells, picks):
+                r, n_c = rho[first:first + len(cs)], sizes[first:first + len(cs)]
+                out = out + n_c.sum() / sizes.sum() * (n_c[pick] * r[pick]).sum(1) / n_c[pick].sum(1)
+                first += len(cs)
+            return out
+
+        stat = float(nested([np.arange(len(cs))[None, :] for cs in strata_cells])[0])
+        draws = nested([rng.integers(0, len(cs), (n_boot, len(cs))) for cs in strata_cells])
     lo, hi = percentile_ci(draws, level)
     by_stratum = [np.concatenate(cs) for cs in strata_cells]
     details.update(rho_per_cell=[float(r) for r in rho],
