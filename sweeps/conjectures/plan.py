@@ -37,7 +37,8 @@ STATISTICS: tuple[str, ...] = ("stratified_spearman", "difference_of_means", "no
 WINDOW_KINDS: tuple[str, ...] = ("whole_run", "after_breakeven", "until", "from")
 OPS: tuple[str, ...] = (">=", "<=", ">", "<")
 _NAME = re.compile(r"^[A-Za-z_][\w.\-/]*$")
-_THRESHOLD = re.compile(r"^(until|from)_([A-Za-z_][\w./\-]*?)(>=|<=|>|<)([-+]?[0-9.]+(?:[eE][-+]?\d+)?)$")
+_THRESHOLD = re.compile(r"^(until|from)_([A-Za-z_][\w./\-]*?)(>=|<=|>|<)"
+                        r"([-+]?[0-9.]+(?:[eE][-+]?\d+)?)$")
 # fields that say where a plan came from, not what it analyses: outside the hash
 _BOOKKEEPING = ("exploratory", "registered_hash")
 
@@ -56,7 +57,8 @@ class Window:
         if self.kind not in WINDOW_KINDS:
             raise ValueError(f"window kind must be one of {WINDOW_KINDS}, got {self.kind!r}")
         threshold = self.kind in ("until", "from")
-        if threshold != (self.metric is not None and self.op is not None and self.value is not None):
+        given = self.metric is not None and self.op is not None and self.value is not None
+        if threshold != given:
             raise ValueError(f"window {self.kind!r} needs a metric, op and value "
                              "exactly when it is until/from")
         if self.op is not None and self.op not in OPS:

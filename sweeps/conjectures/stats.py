@@ -226,7 +226,10 @@ def spearman_n_eff(cell_sizes: Sequence[int]) -> float:
 
 
 def spearman_mde(n_eff: float, alpha: float, power: float = POWER, sides: int = 2) -> float:
-    """Smallest |rho| detected with `power`: tanh((z_{1-α/2} + z_power) sqrt(1.06 / (n_eff - 3)))."""
+    """Smallest |rho| detected with `power`, by Fisher's z and the Spearman variance:
+
+    tanh((z_{1-alpha/sides} + z_power) * sqrt(1.06 / (n_eff - 3))); 1 when n_eff <= 3.
+    """
     if not n_eff > 3:
         return 1.0
     return float(math.tanh(_z(alpha, power, sides) * math.sqrt(SPEARMAN_VAR / (n_eff - 3))))

@@ -241,7 +241,7 @@ class TestResult:
 
     def verdict(self, name: str, statement: str, predicted_sign: int,
                 alpha: float = ALPHA, **details: Any) -> Verdict:
-        """A verdict without a plan: supported / refuted / inconclusive from p and the effect's sign."""
+        """A verdict without a plan: supported / refuted / inconclusive from p and the sign."""
         kind, why = decide_with_reason(self.p_value, self.tested_effect, predicted_sign, alpha)
         return Verdict(name, statement, kind, self.statistic, self.effect, self.ci_low,
                        self.ci_high, self.p_value, self.n,
@@ -343,7 +343,8 @@ def trend_test(x: Iterable[float], y: Iterable[float], strata: Any = None, *,
             out, first = 0.0, 0
             for cs, pick in zip(strata_cells, picks):
                 r, n_c = rho[first:first + len(cs)], sizes[first:first + len(cs)]
-                out = out + n_c.sum() / sizes.sum() * (n_c[pick] * r[pick]).sum(1) / n_c[pick].sum(1)
+                share = n_c.sum() / sizes.sum()
+                out = out + share * (n_c[pick] * r[pick]).sum(1) / n_c[pick].sum(1)
                 first += len(cs)
             return out
 
@@ -351,13 +352,14 @@ def trend_test(x: Iterable[float], y: Iterable[float], strata: Any = None, *,
         draws = nested([rng.integers(0, len(cs), (n_boot, len(cs))) for cs in strata_cells])
     lo, hi = percentile_ci(draws, level)
     by_stratum = [np.concatenate(cs) for cs in strata_cells]
+    per_level = [int(m) for c in cells for m in np.unique(x[c], return_counts=True)[1]]
+    resampled = "seed blocks" if blocks is not None else "trials"
     details.update(rho_per_cell=[float(r) for r in rho],
                    effect_units=float(np.mean([_extreme_diff(x[g], y[g]) for g in by_stratum])),
                    n_arrangements=perm.space,
-                   min_per_level=min(int(m) for c in cells for m in np.unique(x[c], return_counts=True)[1]),
+                   min_per_level=min(per_level),
                    n_boot_undefined=int((~np.isfinite(draws)).sum()),
-                   ci_method="percentile bootstrap, " + ("seed blocks" if blocks is not None
-                                                         else "trials") + " resampled within strata")
+                   ci_method=f"percentile bootstrap, {resampled} resampled within strata")
     if blocks is None:
         details["rho_per_stratum"] = details["rho_per_cell"]
     return TestResult(stat, stat, lo, hi, perm.p_value, n_used, details, **_perm_fields(perm),
@@ -389,7 +391,8 @@ def compare_groups(a: Iterable[float], b: Iterable[float], *, blocks_a: Any = No
     level = (1 - alpha if sides == 2 else 1 - 2 * alpha) if ci_level is None else ci_level
     if len(a) < 2 or len(b) < 2:
         return TestResult(math.nan, math.nan, math.nan, math.nan, math.nan, n,
-                          {"n_a": len(a), "n_b": len(b), "reason": "fewer than 2 trials in a group"},
+                          {"n_a": len(a), "n_b": len(b),
+                           "reason": "fewer than 2 trials in a group"},
                           ci_level=level, null_value=-shift, sides=sides,
                           min_stratum=min(len(a), len(b)))
     if (blocks_a is None) != (blocks_b is None):
