@@ -293,6 +293,10 @@ def test_intersection_union():
     assert both.statistic > 0 and both.p_value == max(before.p_value, after.p_value)
     assert judge(plan(statistic="intersection_union", min_n=4, effect_of_interest=0.05), both,
                  checks=PASSED).verdict == "supported"
+    with pytest.raises(ValueError, match="names stratified_spearman"):
+        judge(plan(), both, checks=PASSED)
+    with pytest.raises(ValueError, match="names non_inferiority"):
+        judge(plan(statistic="non_inferiority"), before, checks=PASSED)
     reversed_ = intersection_union([before, after], [+1, +1])
     assert reversed_.statistic < 0 and reversed_.p_value == pytest.approx(2 * after.p_value)
     assert len(reversed_.details["parts"]) == 2

@@ -481,13 +481,32 @@ def intersection_union(parts: Sequence[TestResult], signs: Sequence[int]) -> Tes
                       n_perm=min(t.n_perm for t in parts),
                       p_mc_se=max((t.p_mc_se for t in parts if np.isfinite(t.p_mc_se)),
                                   default=math.nan),
-                      ci_level=math.nan, n_eff=min(t.n_eff for t in parts),
-                      se=max(t.se for t in parts),
+                      ci_level=math.nan,
+                      n_eff=min((t.n_eff for t in parts if np.isfinite(t.n_eff)), default=math.nan),
+                      se=max((t.se for t in parts if np.isfinite(t.se)), default=math.nan),
                       min_stratum=min((t.min_stratum for t in parts if t.min_stratum is not None),
                                       default=None))
 
 
 # ------------------------------------------------------- plans and families
+# what `details["test"]` of a TestResult says for each statistic a plan may name
+_TEST_OF = {"stratified_spearman": "Spearman", "difference_of_means": "difference of means",
+            "non_inferiority": "difference of means", "intersection_union": "intersection-union"}
+
+
+def _check_statistic(plan: AnalysisPlan, result: TestResult) -> None:
+    """The result must come from the test the plan names (ValueError otherwise)."""
+    test = result.details.get("test")
+    margin = "margin" in result.details
+    if test is None:
+        return
+    wrong_test = _TEST_OF[plan.statistic] not in test
+    wrong_margin = "difference" in test and (plan.statistic == "non_inferiority") != margin
+    if wrong_test or wrong_margin:
+        raise ValueError(f"plan {plan.conjecture!r} names {plan.statistic}, "
+                         f"the result is a {test}{' with a margin' if margin else ''}")
+
+
 def _check_outcome(plan: AnalysisPlan, checks: Checks | None) -> tuple[str | None, dict[str, Any]]:
     """(first failed or missing planned check as a reason, or None; all outcomes for details)."""
     checks = dict(checks or {})
@@ -509,12 +528,15 @@ def judge(plan: AnalysisPlan, result: TestResult | None, *, checks: Checks | Non
     """The verdict of one test under its plan (before multiplicity: see `finalize`).
 
     `result` None means no test could be run; then `n` and `reason` say why.
+    The result must come from the plan's statistic (ValueError otherwise).
     `checks` are the experiment's manipulation-check outcomes,
     {name: (passed, one-line detail)}; a planned check missing from them
     counts as failed. `name` defaults to the plan's conjecture (give
     `conjecture[metric]` when one plan is applied to several metrics).
     """
     failed, outcomes = _check_outcome(plan, checks)
+    if result is not None:
+        _check_statistic(plan, result)
     r = result if result is not None else TestResult(math.nan, math.nan, math.nan, math.nan,
                                                      math.nan, int(n or 0))
     rule = {"effect": r.tested_effect, "predicted_sign": plan.predicted_sign, "alpha": plan.alpha,
