@@ -33,8 +33,11 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+ALPHA = 0.05
 MAX_EXACT = 100_000
 N_MC = 20_000
+N_PERM = N_MC          # Monte-Carlo permutations when exact enumeration is too large
+N_BOOT = 2000
 POWER = 0.8
 SPEARMAN_VAR = 1.06     # var(atanh rho_s) ≈ 1.06 / (n - 3) (Fieller, Hartley & Pearson 1957)
 
@@ -238,3 +241,13 @@ def spearman_mde(n_eff: float, alpha: float, power: float = POWER, sides: int = 
 def difference_mde(se: float, alpha: float, power: float = POWER, sides: int = 2) -> float:
     """Smallest |difference| detected with `power`: (z_{1-α/2} + z_power) · se."""
     return float(_z(alpha, power, sides) * se) if np.isfinite(se) else math.inf
+
+
+def minimum_detectable(n_eff: float, se: float, alpha: float, sides: int = 2,
+                       power: float = POWER) -> float:
+    """`spearman_mde` when `n_eff` is known, else `difference_mde` from `se`; NaN if neither."""
+    if n_eff is not None and np.isfinite(n_eff):
+        return spearman_mde(n_eff, alpha, power, sides)
+    if se is not None and np.isfinite(se):
+        return difference_mde(se, alpha, power, sides)
+    return math.nan
