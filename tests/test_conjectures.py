@@ -453,7 +453,10 @@ def test_verdict_validation_and_decide():
 def test_trend_test_properties():
     x = np.repeat([1.0, 2.0, 3.0], 4)
     r = trend_test(x, x * 2 + 0.01 * np.arange(12), n_perm=999, n_boot=200)
-    assert r.statistic > 0.9 and r.p_value < 0.01 and r.effect == pytest.approx(4.08)
+    assert r.statistic > 0.9 and r.p_value < 0.01
+    # effect is the tested rho; the extreme levels' difference is only described
+    assert r.effect == r.statistic and r.details["effect_units"] == pytest.approx(4.08)
+    assert r.ci_low <= r.statistic <= r.ci_high and r.ci_level == 0.95
     # deterministic under a fixed seed
     r2 = trend_test(x, x * 2 + 0.01 * np.arange(12), n_perm=999, n_boot=200)
     assert (r.p_value, r.ci_low) == (r2.p_value, r2.ci_low)

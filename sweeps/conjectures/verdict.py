@@ -1,19 +1,24 @@
-"""The verdict of one conjecture, and the statistics every conjecture shares.
+"""The verdict of one conjecture, and the rules every conjecture is judged by.
 
-A conjecture is a pure function `SweepTable -> list[Verdict]`. Its statistics
-come from here, so every paper is judged by the same rules:
+A conjecture is a pure function `SweepTable -> list[Verdict]`. Each of its
+tests is registered beforehand as an `AnalysisPlan` (`plan.py`) and run with
+the shared tests of `inference.py` (`trend_test`, `compare_groups`,
+`intersection_union`, re-exported here), so every paper is judged alike:
 
-- `trend_test(x, y, strata)`: does y rise or fall with x, holding the other
-  factors fixed? Statistic: Spearman's rho computed within each stratum and
-  averaged (weighted by stratum size). p-value: permutation test that
-  shuffles y *within* strata (seeds are exchangeable replicates under the null).
-  Effect: mean over strata of (mean y at the largest x - mean y at the
-  smallest x), in y's units, with a stratified bootstrap CI.
-- `compare_groups(a, b)`: two-sample difference of means, permutation p-value,
-  bootstrap CI.
-- `decide(p, effect, predicted_sign)`: supported if p < alpha with the
-  predicted sign, refuted if p < alpha with the opposite sign, else
-  inconclusive.
+- `judge(plan, result, checks)`: the verdict of one test under its plan;
+- `finalize(verdicts)`: Holm's adjustment over each multiplicity family,
+  then the final verdict of every test from its adjusted p.
+
+Verdict kinds (`decide_with_reason`, in this order):
+- invalid_protocol: a manipulation check of the plan failed (or was not
+  evaluated): the experiment did not produce the conditions the claim needs;
+- underpowered: n below the plan's minimum, or the smallest stratum below its
+  minimum per stratum; or the test is not significant and its minimum
+  detectable effect at 80% power exceeds the plan's effect of interest;
+- supported / refuted: adjusted p < alpha and the tested effect has the
+  predicted / the opposite sign;
+- inconclusive: no effect detected at adequate power (or no test possible).
+Without a plan (`decide`, `TestResult.verdict`) only the last two rules apply.
 
 Every random draw uses `numpy.random.default_rng(rng_seed)`: the same table
 gives the same verdict. Trials that are not `finished` (diverged, errored,
@@ -23,23 +28,37 @@ counts go into `details`.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
-from typing import Any, Iterable, Literal
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any, Iterable, Literal, Mapping
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
-VerdictKind = Literal["supported", "refuted", "inconclusive"]
-VERDICTS: tuple[str, ...] = ("supported", "refuted", "inconclusive")
-ALPHA = 0.05
-N_PERM = 2000
-N_BOOT = 1000
+from sweeps.conjectures.inference import (TestResult, compare_groups, intersection_union,
+                                          trend_test)
+from sweeps.conjectures.plan import AnalysisPlan
+from sweeps.conjectures.stats import ALPHA, N_BOOT, N_PERM, POWER, holm, minimum_detectable
+
+VerdictKind = Literal["supported", "refuted", "inconclusive", "underpowered", "invalid_protocol"]
+VERDICTS: tuple[str, ...] = ("supported", "refuted", "inconclusive", "underpowered",
+                             "invalid_protocol")
+Checks = Mapping[str, tuple[bool, str]]   # manipulation check name -> (passed, one-line detail)
+__all__ = ["ALPHA", "N_BOOT", "N_PERM", "VERDICTS", "AnalysisPlan", "Checks", "TestResult",
+           "Verdict", "compare_groups", "decide", "decide_with_reason", "final_value", "finalize",
+           "inconclusive", "intersection_union", "judge", "metric_frame", "param", "per_epoch",
+           "trend_test", "usable_runs"]
 
 
 @dataclass(frozen=True)
 class Verdict:
-    """Whether one conjecture holds on one sweep, with the numbers behind it."""
+    """Whether one conjecture holds on one sweep, with the numbers behind it.
+
+    `p_value` is the p the verdict used: the Holm-adjusted one after
+    `finalize`, equal to `p_raw` before. `ci_low`/`ci_high` bound the tested
+    effect at `ci_level`. `plan_hash` is the plan the test ran under,
+    `registered_hash` the plan registered before the results were seen; they
+    differ only for an `exploratory` verdict.
+    """
 
     name: str
     statement: str
@@ -51,32 +70,102 @@ class Verdict:
     p_value: float = math.nan
     n: int = 0
     details: dict[str, Any] = field(default_factory=dict)
+    reason: str = ""
+    p_raw: float = math.nan
+    p_adjusted: float = math.nan
+    p_method: str = ""
+    n_perm: int = 0
+    p_mc_se: float = math.nan
+    ci_level: float = math.nan
+    family: str = ""
+    n_family: int = 1
+    plan_hash: str = ""
+    registered_hash: str = ""
+    exploratory: bool = False
 
     def __post_init__(self) -> None:
         if self.verdict not in VERDICTS:
             raise ValueError(f"verdict must be one of {VERDICTS}, got {self.verdict!r}")
+        set_ = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731
+        if not np.isfinite(self.p_raw):
+            set_("p_raw", self.p_value)
+        if not np.isfinite(self.p_adjusted):
+            set_("p_adjusted", self.p_value)
+        if not self.reason:
+            set_("reason", str(self.details.get("reason") or _default_reason(self)))
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-safe plain dict (numpy scalars and arrays converted)."""
+        """JSON-safe plain dict of every field (numpy scalars and arrays converted)."""
         return _jsonable(asdict(self))
 
     def summary(self) -> str:
-        """One line: name, verdict, statistic, effect [CI], p, n."""
-        return (f"{self.name}: {self.verdict.upper()}  stat={_fmt(self.statistic)} "
-                f"effect={_fmt(self.effect)} [{_fmt(self.ci_low)}, {_fmt(self.ci_high)}] "
-                f"p={_fmt(self.p_value)} n={self.n}")
+        """One line: name, verdict, statistic, effect [CI at its level], p, n, reason."""
+        level = f" {self.ci_level:.0%}" if np.isfinite(self.ci_level) else ""
+        tag = " EXPLORATORY" if self.exploratory else ""
+        return (f"{self.name}: {self.verdict.upper()}{tag}  stat={_fmt(self.statistic)} "
+                f"effect={_fmt(self.effect)} [{_fmt(self.ci_low)}, {_fmt(self.ci_high)}]{level} "
+                f"p={_fmt(self.p_value)} n={self.n}  ({self.reason})")
+
+
+def _default_reason(v: Verdict) -> str:
+    if not np.isfinite(v.p_value):
+        return "no test could be computed"
+    cmp = "<" if v.verdict in ("supported", "refuted") else "≥"
+    return f"p={_fmt(v.p_value)} {cmp} {_fmt(v.details.get('alpha', ALPHA))}"
 
 
 def inconclusive(name: str, statement: str, reason: str, /, n: int = 0, **details: Any) -> Verdict:
     """A verdict that could not be reached (too little data), saying why."""
-    return Verdict(name, statement, "inconclusive", n=n, details={**details, "reason": reason})
+    return Verdict(name, statement, "inconclusive", n=n, details={**details, "reason": reason},
+                   reason=reason)
 
 
-def decide(p_value: float, effect: float, predicted_sign: int, alpha: float = ALPHA) -> VerdictKind:
-    """supported / refuted / inconclusive from a two-sided p and the effect's sign."""
-    if not (np.isfinite(p_value) and np.isfinite(effect)) or p_value >= alpha or effect == 0:
-        return "inconclusive"
-    return "supported" if np.sign(effect) == np.sign(predicted_sign) else "refuted"
+# --------------------------------------------------------------- the rules
+def decide_with_reason(p_value: float, effect: float, predicted_sign: int, alpha: float = ALPHA, *,
+                       n_tests: int = 1, n: int | None = None, min_n: int = 0,
+                       min_stratum: int | None = None, min_per_stratum: int = 0,
+                       mde: float = math.nan, effect_of_interest: float = math.nan,
+                       failed_check: str | None = None) -> tuple[VerdictKind, str]:
+    """(kind, one-line reason) by the rules of the module docstring, in their order.
+
+    `p_value` is the p to judge by (Holm-adjusted over `n_tests` when > 1);
+    `effect` is the tested effect (the statistic minus its null value), whose
+    sign decides supported vs refuted; `mde` is the minimum detectable |effect|
+    at 80% power. Without `effect_of_interest` there is no power rule.
+    """
+    if failed_check:
+        return "invalid_protocol", failed_check
+    if n is not None and n < min_n:
+        return "underpowered", f"n={n} < min {min_n}"
+    if min_stratum is not None and min_stratum < min_per_stratum:
+        return "underpowered", f"smallest stratum {min_stratum} < min {min_per_stratum} per stratum"
+    if not np.isfinite(p_value):
+        return "inconclusive", "no test could be computed"
+    label = f"adj p={_fmt(p_value)}" if n_tests > 1 else f"p={_fmt(p_value)}"
+    holm_txt = f" (Holm over {n_tests})" if n_tests > 1 else ""
+    if p_value < alpha and np.isfinite(effect) and effect != 0:
+        agree = np.sign(effect) == np.sign(predicted_sign)
+        return (("supported" if agree else "refuted"),
+                f"{label} < {_fmt(alpha)}{holm_txt}, effect {_fmt(effect)} has the "
+                f"{'predicted' if agree else 'opposite'} sign")
+    why = f"{label} ≥ {_fmt(alpha)}{holm_txt}" if p_value >= alpha else f"{label}, effect 0"
+    if np.isfinite(effect_of_interest):
+        if not (mde <= effect_of_interest):
+            return ("underpowered", f"{why} and minimum detectable effect {_fmt(mde)} > "
+                    f"{_fmt(effect_of_interest)} of interest at {POWER:.0%} power")
+        return ("inconclusive", f"{why}; no effect detected at adequate power "
+                f"(minimum detectable {_fmt(mde)} ≤ {_fmt(effect_of_interest)})")
+    return "inconclusive", why
+
+
+def decide(p_value: float, effect: float, predicted_sign: int, alpha: float = ALPHA,
+           **rule: Any) -> VerdictKind:
+    """The verdict kind alone: `decide_with_reason(...)[0]`.
+
+    With only (p, effect, sign, alpha): supported / refuted if p < alpha with
+    the effect's sign equal / opposite to the predicted one, else inconclusive.
+    """
+    return decide_with_reason(p_value, effect, predicted_sign, alpha, **rule)[0]
 
 
 # ------------------------------------------------------------------ trials
@@ -99,152 +188,123 @@ def param(runs: pd.DataFrame, name: str, default: Any = None) -> pd.Series:
     return num if num.notna().sum() == col.notna().sum() else col
 
 
-# -------------------------------------------------------------- statistics
-@dataclass(frozen=True)
-class TestResult:
-    """A statistic with its permutation p-value and a bootstrap CI of the effect."""
-
-    statistic: float
-    effect: float
-    ci_low: float
-    ci_high: float
-    p_value: float
-    n: int
-    details: dict[str, Any] = field(default_factory=dict)
-
-    def verdict(self, name: str, statement: str, predicted_sign: int,
-                alpha: float = ALPHA, **details: Any) -> Verdict:
-        kind = decide(self.p_value, self.statistic, predicted_sign, alpha)
-        return Verdict(name, statement, kind, self.statistic, self.effect, self.ci_low,
-                       self.ci_high, self.p_value, self.n,
-                       {"predicted_sign": int(np.sign(predicted_sign)), "alpha": alpha,
-                        **self.details, **details})
+# ------------------------------------------------------- plans and families
+# what `details["test"]` of a TestResult says for each statistic a plan may name
+_TEST_OF = {"stratified_spearman": "Spearman", "difference_of_means": "difference of means",
+            "non_inferiority": "difference of means", "intersection_union": "intersection-union"}
 
 
-def _strata_index(strata: Any, n: int) -> list[np.ndarray]:
-    if strata is None:
-        return [np.arange(n)]
-    codes = pd.factorize(pd.Series(np.asarray(strata, dtype=object)).astype(str))[0]
-    return [np.flatnonzero(codes == c) for c in np.unique(codes)]
+def _check_statistic(plan: AnalysisPlan, result: TestResult) -> None:
+    """The result must come from the test the plan names (ValueError otherwise)."""
+    test = result.details.get("test")
+    margin = "margin" in result.details
+    if test is None:
+        return
+    wrong_test = _TEST_OF[plan.statistic] not in test
+    wrong_margin = "difference" in test and (plan.statistic == "non_inferiority") != margin
+    if wrong_test or wrong_margin:
+        raise ValueError(f"plan {plan.conjecture!r} names {plan.statistic}, "
+                         f"the result is a {test}{' with a margin' if margin else ''}")
 
 
-def _rank_rows(a: np.ndarray) -> np.ndarray:
-    return stats.rankdata(a, axis=-1)
+def _check_outcome(plan: AnalysisPlan, checks: Checks | None) -> tuple[str | None, dict[str, Any]]:
+    """(first failed or missing planned check as a reason, or None; all outcomes for details)."""
+    checks = dict(checks or {})
+    unknown = set(checks) - {c.name for c in plan.checks}
+    if unknown:
+        raise ValueError(f"checks {sorted(unknown)} are not in the plan of {plan.conjecture!r}")
+    failed, out = None, {}
+    for c in plan.checks:
+        passed, detail = checks.get(c.name, (False, "not evaluated"))
+        out[c.name] = {"passed": bool(passed), "detail": str(detail), "description": c.description}
+        if not passed and failed is None:
+            failed = f"manipulation check {c.name} failed: {detail}"
+    return failed, out
 
 
-def _spearman_rows(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Spearman rho along the last axis (rows are independent samples); 0 where undefined."""
-    rx = _rank_rows(x) - (x.shape[-1] + 1) / 2
-    ry = _rank_rows(y) - (y.shape[-1] + 1) / 2
-    num = (rx * ry).sum(-1)
-    den = np.sqrt((rx * rx).sum(-1) * (ry * ry).sum(-1))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        rho = np.where(den > 0, num / np.where(den > 0, den, 1.0), 0.0)
-    return rho
+def judge(plan: AnalysisPlan, result: TestResult | None, *, checks: Checks | None = None,
+          name: str | None = None, statement: str | None = None, n: int | None = None,
+          reason: str | None = None, **details: Any) -> Verdict:
+    """The verdict of one test under its plan (before multiplicity: see `finalize`).
 
-
-def _extreme_diff(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Mean y at the largest x minus mean y at the smallest x, per row."""
-    hi = x == x.max(-1, keepdims=True)
-    lo = x == x.min(-1, keepdims=True)
-    return (y * hi).sum(-1) / hi.sum(-1) - (y * lo).sum(-1) / lo.sum(-1)
-
-
-def trend_test(x: Iterable[float], y: Iterable[float], strata: Any = None, *,
-               n_perm: int = N_PERM, n_boot: int = N_BOOT, rng_seed: int = 0,
-               alpha: float = ALPHA, log_x: bool = False) -> TestResult:
-    """Monotone trend of y in x within strata (e.g. lr within each batch size).
-
-    Strata with fewer than 3 trials or a single x level carry no information
-    and are dropped (counted in details). statistic = size-weighted mean of the
-    per-stratum Spearman rho; p = two-sided permutation p (y shuffled within
-    strata); effect = mean over strata of mean(y | max x) - mean(y | min x),
-    CI = percentile bootstrap (trials resampled within strata) at 1 - alpha.
+    `result` None means no test could be run; then `n` and `reason` say why.
+    The result must come from the plan's statistic (ValueError otherwise).
+    `checks` are the experiment's manipulation-check outcomes,
+    {name: (passed, one-line detail)}; a planned check missing from them
+    counts as failed. `name` defaults to the plan's conjecture (give
+    `conjecture[metric]` when one plan is applied to several metrics).
     """
-    x = np.asarray(list(x), dtype=float)
-    y = np.asarray(list(y), dtype=float)
-    if log_x:
-        x = np.log(x)
-    ok = np.isfinite(x) & np.isfinite(y)
-    s_all = np.asarray(strata, dtype=object)[ok] if strata is not None else None
-    x, y = x[ok], y[ok]
-    groups = [g for g in _strata_index(s_all, len(x))
-              if len(g) >= 3 and np.unique(x[g]).size >= 2]
-    n_used = int(sum(len(g) for g in groups))
-    details = {"n_strata": len(groups), "n_dropped_nonfinite": int((~ok).sum()),
-               "n_dropped_small_strata": int(len(x) - n_used)}
-    if not groups:
-        return TestResult(math.nan, math.nan, math.nan, math.nan, math.nan, 0,
-                          {**details, "reason": "no stratum with >= 3 trials and >= 2 levels"})
-    rng = np.random.default_rng(rng_seed)
-    weights = np.array([len(g) for g in groups], dtype=float)
-    weights /= weights.sum()
-    rho_obs = np.array([_spearman_rows(x[g], y[g]) for g in groups])
-    stat = float(weights @ rho_obs)
-    eff_obs = float(np.mean([_extreme_diff(x[g], y[g]) for g in groups]))
-
-    perm_stat = np.zeros(n_perm)
-    boot_eff = np.zeros(n_boot)
-    boot_stat = np.zeros(n_boot)
-    for w, g in zip(weights, groups):
-        xg, yg = x[g], y[g]
-        perms = rng.permuted(np.broadcast_to(yg, (n_perm, len(g))), axis=1)
-        perm_stat += w * _spearman_rows(np.broadcast_to(xg, perms.shape), perms)
-        idx = rng.integers(0, len(g), size=(n_boot, len(g)))
-        bx, by = xg[idx], yg[idx]
-        one_level = bx.min(-1) == bx.max(-1)
-        bx = np.where(one_level[:, None], xg[None, :], bx)   # degenerate resample: keep original
-        by = np.where(one_level[:, None], yg[None, :], by)
-        boot_eff += _extreme_diff(bx, by) / len(groups)
-        boot_stat += w * _spearman_rows(bx, by)
-    p = float((1 + np.sum(np.abs(perm_stat) >= abs(stat) - 1e-12)) / (1 + n_perm))
-    lo, hi = np.quantile(boot_eff, [alpha / 2, 1 - alpha / 2])
-    rlo, rhi = np.quantile(boot_stat, [alpha / 2, 1 - alpha / 2])
-    details.update(rho_per_stratum=[float(r) for r in rho_obs],
-                   rho_ci=[float(rlo), float(rhi)], test="stratified Spearman, permutation")
-    return TestResult(stat, eff_obs, float(lo), float(hi), p, n_used, details)
+    failed, outcomes = _check_outcome(plan, checks)
+    if result is not None:
+        _check_statistic(plan, result)
+    r = result if result is not None else TestResult(math.nan, math.nan, math.nan, math.nan,
+                                                     math.nan, int(n or 0))
+    rule = {"effect": r.tested_effect, "predicted_sign": plan.predicted_sign, "alpha": plan.alpha,
+            "n": int(r.n if result is not None else (n or 0)), "min_n": plan.min_n,
+            "min_stratum": r.min_stratum, "min_per_stratum": plan.min_per_stratum,
+            "n_eff": r.n_eff, "se": r.se, "sides": r.sides,
+            "effect_of_interest": plan.effect_of_interest, "failed_check": failed}
+    kind, why = _apply(rule, r.p_value, 1)
+    extra = reason if result is None else r.details.get("reason")
+    if not np.isfinite(r.p_value) and extra and kind != "invalid_protocol":
+        why = extra if kind == "inconclusive" else f"{why} ({extra})"
+    return Verdict(name or plan.conjecture, statement or plan.statement, kind, r.statistic,
+                   r.effect, r.ci_low, r.ci_high, r.p_value, rule["n"],
+                   {**r.details, **details, "checks": outcomes, "rule": rule,
+                    "plan": plan.to_dict(), **({"reason": reason} if reason else {})},
+                   reason=why, p_raw=r.p_value, p_adjusted=r.p_value, p_method=r.p_method,
+                   n_perm=r.n_perm, p_mc_se=r.p_mc_se, ci_level=r.ci_level, family=plan.family,
+                   plan_hash=plan.hash(), registered_hash=plan.registered_hash or plan.hash(),
+                   exploratory=plan.exploratory)
 
 
-def compare_groups(a: Iterable[float], b: Iterable[float], *, n_perm: int = N_PERM,
-                   n_boot: int = N_BOOT, rng_seed: int = 0, alpha: float = ALPHA,
-                   shift: float = 0.0, alternative: str = "two-sided") -> TestResult:
-    """mean(a) - mean(b): permutation p-value and bootstrap CI.
+def _apply(rule: dict[str, Any], p: float, m: int) -> tuple[VerdictKind, str]:
+    """The rules on one test's recorded inputs; power judged at the Bonferroni level alpha / m."""
+    mde = minimum_detectable(rule["n_eff"], rule["se"], rule["alpha"] / max(m, 1), rule["sides"])
+    rule["mde"] = mde
+    return decide_with_reason(p, rule["effect"], rule["predicted_sign"], rule["alpha"],
+                              n_tests=m, n=rule["n"], min_n=rule["min_n"],
+                              min_stratum=rule["min_stratum"],
+                              min_per_stratum=rule["min_per_stratum"], mde=mde,
+                              effect_of_interest=rule["effect_of_interest"],
+                              failed_check=rule["failed_check"])
 
-    `shift` tests H0: mean(a) - mean(b) = -shift (non-inferiority margin);
-    `alternative` is 'two-sided', 'greater' (a - b + shift > 0) or 'less'.
-    statistic = effect = mean(a) - mean(b); CI is the two-sided 1 - alpha
-    percentile bootstrap interval (or 1 - 2 alpha for a one-sided test, so its
-    lower/upper end is the one-sided bound).
+
+def finalize(verdicts: Iterable[Verdict],
+             plans: Iterable[AnalysisPlan] | None = None) -> list[Verdict]:
+    """Holm over each family, then every planned verdict decided again from its adjusted p.
+
+    A family's size m is the number of its verdicts with a finite raw p (a
+    test that could not run cannot be rejected). The power rule is judged at
+    alpha / m, the level the family's smallest p must pass. Verdicts made
+    without a plan pass through unchanged. With `plans`, every planned
+    verdict must have been judged under one of them (same hash).
     """
-    a = np.asarray(list(a), dtype=float)
-    b = np.asarray(list(b), dtype=float)
-    a, b = a[np.isfinite(a)], b[np.isfinite(b)]
-    n = len(a) + len(b)
-    if len(a) < 2 or len(b) < 2:
-        return TestResult(math.nan, math.nan, math.nan, math.nan, math.nan, n,
-                          {"n_a": len(a), "n_b": len(b), "reason": "fewer than 2 trials in a group"})
-    rng = np.random.default_rng(rng_seed)
-    diff = float(a.mean() - b.mean())
-    pooled = np.concatenate([a + shift, b])
-    perms = rng.permuted(np.broadcast_to(pooled, (n_perm, n)), axis=1)
-    pd_ = perms[:, :len(a)].mean(1) - perms[:, len(a):].mean(1)
-    obs = diff + shift
-    if alternative == "greater":
-        p = (1 + np.sum(pd_ >= obs - 1e-12)) / (1 + n_perm)
-    elif alternative == "less":
-        p = (1 + np.sum(pd_ <= obs + 1e-12)) / (1 + n_perm)
-    else:
-        p = (1 + np.sum(np.abs(pd_) >= abs(obs) - 1e-12)) / (1 + n_perm)
-    ba = a[rng.integers(0, len(a), (n_boot, len(a)))].mean(1)
-    bb = b[rng.integers(0, len(b), (n_boot, len(b)))].mean(1)
-    level = alpha if alternative == "two-sided" else 2 * alpha
-    lo, hi = np.quantile(ba - bb, [level / 2, 1 - level / 2])
-    details = {"n_a": len(a), "n_b": len(b), "mean_a": float(a.mean()), "mean_b": float(b.mean()),
-               "test": f"difference of means, permutation ({alternative})"}
-    if shift:
-        details["margin"] = shift
-    return TestResult(diff, diff, float(lo), float(hi), float(p), n, details)
-
+    verdicts = list(verdicts)
+    if plans is not None:
+        known = {p.hash() for p in plans}
+        for v in verdicts:
+            if "rule" in v.details and v.plan_hash not in known:
+                raise ValueError(f"{v.name} was judged under plan {v.plan_hash}, "
+                                 "which is not among the given plans")
+    families: dict[str, list[int]] = {}
+    for i, v in enumerate(verdicts):
+        if "rule" in v.details:
+            families.setdefault(v.family, []).append(i)
+    out = list(verdicts)
+    for idx in families.values():
+        adjusted = holm([verdicts[i].p_raw for i in idx])
+        m = int(np.isfinite(adjusted).sum())
+        for i, p_adj in zip(idx, adjusted):
+            v = verdicts[i]
+            rule = dict(v.details["rule"])
+            kind, why = _apply(rule, p_adj, m)
+            if not np.isfinite(v.p_raw) and kind == "inconclusive":
+                why = v.reason
+            out[i] = replace(v, verdict=kind, reason=why, p_value=float(p_adj),
+                             p_adjusted=float(p_adj), n_family=max(m, 1),
+                             details={**v.details, "rule": rule})
+    return out
 
 # ------------------------------------------------------------------ helpers
 def _fmt(v: float) -> str:

@@ -1,0 +1,311 @@
+"""The tests a conjecture runs: each returns a `TestResult` whose CI is of the
+quantity its p tests.
+
+- `trend_test(x, y, strata, blocks=seed)`: does y rise or fall with x,
+  holding the other factors fixed? Size-weighted mean Spearman rho within
+  strata (within (stratum, seed) cells in a paired design), permutation p
+  within cells, bootstrap CI of the same mean rho.
+- `compare_groups(a, b)`: difference of means, optionally paired by seed
+  blocks or against a non-inferiority margin; permutation p, bootstrap CI of
+  the difference.
+- `intersection_union(parts, signs)`: "every part goes its predicted way" as
+  one test, refuted by any significant reversal.
+
+The permutation, bootstrap and power machinery is `stats.py`; the verdict a
+result leads to is `verdict.judge` (with a plan) or `TestResult.verdict`.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
+
+import numpy as np
+from scipy import stats
+
+from sweeps.conjectures.stats import (ALPHA, MAX_EXACT, N_BOOT, N_PERM, POWER, bootstrap, design,
+                                      minimum_detectable, percentile_ci, permutation_p,
+                                      spearman_n_eff)
+
+if TYPE_CHECKING:
+    from sweeps.conjectures.verdict import Verdict
+
+
+@dataclass(frozen=True)
+class TestResult:
+    """A tested statistic with its permutation p and a bootstrap CI of the same quantity.
+
+    The tested effect is `statistic - null_value` (0 except against a
+    non-inferiority margin). `n_eff` (Spearman) or `se` (differences) give
+    the minimum detectable effect (`mde`); `min_stratum` is the smallest
+    stratum (group) that entered the test.
+    """
+
+    statistic: float
+    effect: float
+    ci_low: float
+    ci_high: float
+    p_value: float
+    n: int
+    details: dict[str, Any] = field(default_factory=dict)
+    p_method: str = ""
+    n_perm: int = 0
+    p_mc_se: float = math.nan
+    ci_level: float = math.nan
+    null_value: float = 0.0
+    n_eff: float = math.nan
+    se: float = math.nan
+    sides: int = 2
+    min_stratum: int | None = None
+
+    __test__ = False    # not a pytest class
+
+    @property
+    def tested_effect(self) -> float:
+        return self.statistic - self.null_value
+
+    def mde(self, alpha: float = ALPHA, power: float = POWER) -> float:
+        """Minimum detectable |tested effect| at level alpha with `power`."""
+        return minimum_detectable(self.n_eff, self.se, alpha, self.sides, power)
+
+    def verdict(self, name: str, statement: str, predicted_sign: int,
+                alpha: float = ALPHA, **details: Any) -> "Verdict":
+        """A verdict without a plan: supported / refuted / inconclusive from p and the sign."""
+        from sweeps.conjectures.verdict import Verdict, decide_with_reason
+
+        kind, why = decide_with_reason(self.p_value, self.tested_effect, predicted_sign, alpha)
+        return Verdict(name, statement, kind, self.statistic, self.effect, self.ci_low,
+                       self.ci_high, self.p_value, self.n,
+                       {"predicted_sign": int(np.sign(predicted_sign)), "alpha": alpha,
+                        **self.details, **details},
+                       reason=why, p_method=self.p_method, n_perm=self.n_perm,
+                       p_mc_se=self.p_mc_se, ci_level=self.ci_level, family=name)
+
+
+def _perm_fields(perm: Any) -> dict[str, Any]:
+    return {"p_method": perm.method, "n_perm": perm.n_perm,
+            "p_mc_se": perm.mc_se if perm.method == "monte_carlo" else math.nan}
+
+
+def _spearman_rows(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Spearman rho along the last axis (rows are independent samples); 0 where undefined."""
+    rx = stats.rankdata(x, axis=-1) - (x.shape[-1] + 1) / 2
+    ry = stats.rankdata(y, axis=-1) - (y.shape[-1] + 1) / 2
+    num = (rx * ry).sum(-1)
+    den = np.sqrt((rx * rx).sum(-1) * (ry * ry).sum(-1))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rho = np.where(den > 0, num / np.where(den > 0, den, 1.0), 0.0)
+    return rho
+
+
+def _extreme_diff(x: np.ndarray, y: np.ndarray) -> float:
+    """Mean y at the largest x minus mean y at the smallest x."""
+    return float(y[x == x.max()].mean() - y[x == x.min()].mean())
+
+
+def trend_test(x: Iterable[float], y: Iterable[float], strata: Any = None, *,
+               blocks: Any = None, n_perm: int = N_PERM, n_boot: int = N_BOOT,
+               rng_seed: int = 0, alpha: float = ALPHA, log_x: bool = False,
+               ci_level: float | None = None, max_exact: int = MAX_EXACT) -> TestResult:
+    """Monotone trend of y in x within strata (e.g. lr within each batch size).
+
+    Cells are the strata, or with `blocks` (e.g. the seed: a paired design)
+    the (stratum, block) pairs. statistic = effect = mean of the per-cell
+    Spearman rho weighted by cell size; p = two-sided permutation p with y
+    permuted within cells (exact up to `max_exact` arrangements, else
+    `n_perm` Monte-Carlo draws); CI = percentile bootstrap of the same mean
+    rho at `ci_level` (default 1 - alpha): trials resampled within strata, or
+    with blocks whole blocks resampled within strata. A cell carries no
+    information and is dropped (counted) with a single x level, or fewer than
+    3 trials (2 within a block). details["effect_units"] = mean over strata of
+    mean(y | max x) - mean(y | min x), a description, not tested.
+    """
+    x = np.asarray(list(x), dtype=float)
+    y = np.asarray(list(y), dtype=float)
+    if log_x:
+        x = np.log(x)
+    ok = np.isfinite(x) & np.isfinite(y)
+    s_all = np.asarray(strata, dtype=object)[ok] if strata is not None else None
+    b_all = np.asarray(blocks, dtype=object)[ok] if blocks is not None else None
+    x, y = x[ok], y[ok]
+    level = 1 - alpha if ci_level is None else ci_level
+    min_size = 3 if blocks is None else 2
+    strata_cells = [[c for c in blocks_ if len(c) >= min_size and np.unique(x[c]).size >= 2]
+                    for blocks_ in design(len(x), s_all, b_all)]
+    strata_cells = [cs for cs in strata_cells if cs]
+    cells = [c for cs in strata_cells for c in cs]
+    n_used = int(sum(len(c) for c in cells))
+    unit = "stratum" if blocks is None else "(stratum, block) cell"
+    details: dict[str, Any] = {"n_strata": len(strata_cells), "n_cells": len(cells),
+                               "n_dropped_nonfinite": int((~ok).sum()),
+                               "n_dropped_small_strata": int(len(x) - n_used),
+                               "test": "stratified Spearman, permutation"
+                                       + (" within seed blocks" if blocks is not None else "")}
+    if not cells:
+        return TestResult(math.nan, math.nan, math.nan, math.nan, math.nan, 0,
+                          {**details, "reason": f"no {unit} with >= {min_size} trials "
+                                                "and >= 2 levels"}, ci_level=level)
+    sizes = np.array([len(c) for c in cells], dtype=float)
+    weights = sizes / sizes.sum()
+    rho = np.array([_spearman_rows(x[c], y[c]) for c in cells])
+    stat = float(weights @ rho)
+    rng = np.random.default_rng(rng_seed)
+    perm = permutation_p(x, y, [[c] for c in cells], lambda s, rows: weights[s] * _spearman_rows(
+        np.broadcast_to(x[cells[s]], rows.shape), rows), max_exact=max_exact, n_mc=n_perm, rng=rng)
+    if blocks is None:
+        def rho_rows(s: int, idx: np.ndarray) -> np.ndarray:
+            bx = x[idx]
+            return np.where(bx.min(1) == bx.max(1), np.nan, _spearman_rows(bx, y[idx]))
+
+        terms = bootstrap([[c] for c in cells], rho_rows, n_boot, rng, blocked=False)
+        w = np.where(np.isfinite(terms), weights[:, None], 0.0)
+        with np.errstate(invalid="ignore"):
+            draws = np.nansum(terms * w, axis=0) / w.sum(0)   # defined strata, reweighted
+    else:                   # whole blocks drawn within strata: their cells' rho come along
+        def nested(picks: list[np.ndarray]) -> np.ndarray:
+            out, first = 0.0, 0
+            for cs, pick in zip(strata_cells, picks):
+                r, n_c = rho[first:first + len(cs)], sizes[first:first + len(cs)]
+                share = n_c.sum() / sizes.sum()
+                out = out + share * (n_c[pick] * r[pick]).sum(1) / n_c[pick].sum(1)
+                first += len(cs)
+            return out
+
+        stat = float(nested([np.arange(len(cs))[None, :] for cs in strata_cells])[0])
+        draws = nested([rng.integers(0, len(cs), (n_boot, len(cs))) for cs in strata_cells])
+    lo, hi = percentile_ci(draws, level)
+    by_stratum = [np.concatenate(cs) for cs in strata_cells]
+    per_level = [int(m) for c in cells for m in np.unique(x[c], return_counts=True)[1]]
+    resampled = "seed blocks" if blocks is not None else "trials"
+    details.update(rho_per_cell=[float(r) for r in rho],
+                   effect_units=float(np.mean([_extreme_diff(x[g], y[g]) for g in by_stratum])),
+                   n_arrangements=perm.space,
+                   min_per_level=min(per_level),
+                   n_boot_undefined=int((~np.isfinite(draws)).sum()),
+                   ci_method=f"percentile bootstrap, {resampled} resampled within strata")
+    if blocks is None:
+        details["rho_per_stratum"] = details["rho_per_cell"]
+    return TestResult(stat, stat, lo, hi, perm.p_value, n_used, details, **_perm_fields(perm),
+                      ci_level=level, n_eff=spearman_n_eff(sizes),
+                      min_stratum=int(min(len(g) for g in by_stratum)))
+
+
+def compare_groups(a: Iterable[float], b: Iterable[float], *, blocks_a: Any = None,
+                   blocks_b: Any = None, n_perm: int = N_PERM, n_boot: int = N_BOOT,
+                   rng_seed: int = 0, alpha: float = ALPHA, shift: float = 0.0,
+                   alternative: str = "two-sided", ci_level: float | None = None,
+                   max_exact: int = MAX_EXACT) -> TestResult:
+    """mean(a) - mean(b): permutation p-value and bootstrap CI of the difference.
+
+    `shift` tests H0: mean(a) - mean(b) = -shift (a non-inferiority margin;
+    the tested effect is then the difference + shift); `alternative` is
+    'two-sided', 'greater' (a - b + shift > 0) or 'less'. With `blocks_a` and
+    `blocks_b` (e.g. the seeds of a and of b) the design is paired: group
+    labels are permuted only within a block, and blocks are resampled whole.
+    statistic = effect = mean(a) - mean(b); CI at `ci_level`, by default
+    1 - alpha two-sided, 1 - 2 alpha for a one-sided test (so its lower/upper
+    end is the one-sided 1 - alpha bound).
+    """
+    a_raw, b_raw = np.asarray(list(a), dtype=float), np.asarray(list(b), dtype=float)
+    fa, fb = np.isfinite(a_raw), np.isfinite(b_raw)
+    a, b = a_raw[fa], b_raw[fb]
+    n = len(a) + len(b)
+    sides = 2 if alternative == "two-sided" else 1
+    level = (1 - alpha if sides == 2 else 1 - 2 * alpha) if ci_level is None else ci_level
+    if len(a) < 2 or len(b) < 2:
+        return TestResult(math.nan, math.nan, math.nan, math.nan, math.nan, n,
+                          {"n_a": len(a), "n_b": len(b),
+                           "reason": "fewer than 2 trials in a group"},
+                          ci_level=level, null_value=-shift, sides=sides,
+                          min_stratum=min(len(a), len(b)))
+    if (blocks_a is None) != (blocks_b is None):
+        raise ValueError("give the blocks of both groups or of neither")
+    paired = blocks_a is not None
+    label = np.r_[np.ones(len(a)), np.zeros(len(b))]
+    y = np.r_[a + shift, b]
+    blk = (np.r_[np.asarray(blocks_a, dtype=object)[fa], np.asarray(blocks_b, dtype=object)[fb]]
+           if paired else None)
+    cells = design(n, None, blk)
+    lab = label[np.concatenate(cells[0])]
+
+    def diff_rows(_s: int, rows: np.ndarray) -> np.ndarray:
+        return rows[:, lab == 1].mean(1) - rows[:, lab == 0].mean(1)
+
+    rng = np.random.default_rng(rng_seed)
+    perm = permutation_p(label, y, cells, diff_rows, alternative=alternative,
+                         max_exact=max_exact, n_mc=n_perm, rng=rng)
+    diff = float(a.mean() - b.mean())
+    raw = np.r_[a, b]
+
+    def mean_rows(_s: int, idx: np.ndarray) -> np.ndarray:
+        return raw[idx].mean(1)
+
+    def paired_rows(_s: int, idx: np.ndarray) -> np.ndarray:
+        la, v = label[idx], raw[idx]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return (v * la).sum(1) / la.sum(1) - (v * (1 - la)).sum(1) / (1 - la).sum(1)
+
+    if paired:
+        draws = bootstrap(cells, paired_rows, n_boot, rng, blocked=True)[0]
+    else:
+        groups = [[np.flatnonzero(label == 1)], [np.flatnonzero(label == 0)]]
+        means = bootstrap(groups, mean_rows, n_boot, rng, blocked=False)
+        draws = means[0] - means[1]
+    lo, hi = percentile_ci(draws, level)
+    se = math.sqrt(a.var(ddof=1) / len(a) + b.var(ddof=1) / len(b))
+    if paired and all(len(c) == 2 and label[c].sum() == 1 for c in cells[0]):
+        d = np.array([raw[c[label[c] == 1]][0] - raw[c[label[c] == 0]][0] for c in cells[0]])
+        se = float(d.std(ddof=1) / math.sqrt(len(d)))
+    details = {"n_a": len(a), "n_b": len(b), "mean_a": float(a.mean()), "mean_b": float(b.mean()),
+               "n_arrangements": perm.space,
+               "test": f"difference of means, permutation ({alternative})"
+                       + (" within seed blocks" if paired else ""),
+               "ci_method": "percentile bootstrap, " + ("seed blocks resampled" if paired
+                                                        else "trials resampled within groups")}
+    if shift:
+        details["margin"] = shift
+    return TestResult(diff, diff, lo, hi, perm.p_value, n, details, **_perm_fields(perm),
+                      ci_level=level, null_value=-shift, se=se, sides=sides,
+                      min_stratum=min(len(a), len(b)))
+
+
+def intersection_union(parts: Sequence[TestResult], signs: Sequence[int]) -> TestResult:
+    """One test of "every part has its predicted sign" (e.g. better before annealing, worse after).
+
+    Each part's tested effect times its predicted sign is its signed effect (+
+    means as predicted). When every signed effect is positive: statistic =
+    effect = the smallest of them and p = the largest part p (Berger's
+    intersection-union test: significant only if every part is). Otherwise
+    statistic = the most negative signed effect and p = k x the smallest p
+    among the parts against their sign (Bonferroni over the k parts, capped
+    at 1), so a significant reversal of any part refutes. Judge it with
+    predicted sign +1. The parts may have different units: the CI is NaN and
+    the parts (with their CIs) are in details["parts"]; for power, the least
+    precise part stands for the whole (largest se, smallest n_eff).
+    """
+    if len(parts) != len(signs) or not parts:
+        raise ValueError("give one predicted sign per part")
+    signed = np.array([np.sign(s) * t.tested_effect for t, s in zip(parts, signs)])
+    ps = np.array([t.p_value for t in parts])
+    details = {"test": "intersection-union", "parts": [
+        {"statistic": t.statistic, "effect": t.effect, "ci": [t.ci_low, t.ci_high],
+         "ci_level": t.ci_level, "p_value": t.p_value, "p_method": t.p_method, "n": t.n,
+         "predicted_sign": int(np.sign(s)), **t.details} for t, s in zip(parts, signs)]}
+    if not np.all(np.isfinite(signed) & np.isfinite(ps)):
+        stat, p = math.nan, math.nan
+        details["reason"] = "a part could not be tested"
+    elif np.all(signed > 0):
+        stat, p = float(signed.min()), float(ps.max())
+    else:
+        stat, p = float(signed.min()), float(min(1.0, len(parts) * ps[signed <= 0].min()))
+    methods = {t.p_method for t in parts}
+    return TestResult(stat, stat, math.nan, math.nan, p, min(t.n for t in parts), details,
+                      p_method=methods.pop() if len(methods) == 1 else "mixed",
+                      n_perm=min(t.n_perm for t in parts),
+                      p_mc_se=max((t.p_mc_se for t in parts if np.isfinite(t.p_mc_se)),
+                                  default=math.nan),
+                      ci_level=math.nan,
+                      n_eff=min((t.n_eff for t in parts if np.isfinite(t.n_eff)), default=math.nan),
+                      se=max((t.se for t in parts if np.isfinite(t.se)), default=math.nan),
+                      min_stratum=min((t.min_stratum for t in parts if t.min_stratum is not None),
+                                      default=None))

@@ -1,0 +1,302 @@
+"""The verdict engine on constructed data whose answers are known by hand:
+exact permutation p, Monte-Carlo p against a closed form, seed blocks,
+the CI of the tested rho, Holm, analysis plans and every verdict kind."""
+from __future__ import annotations
+
+import itertools
+import json
+import math
+
+import numpy as np
+import pytest
+from scipy import stats as sps
+
+from sweeps.conjectures.plan import AnalysisPlan, Check, parse_window
+from sweeps.conjectures.stats import holm, n_arrangements, design, spearman_mde, spearman_n_eff
+from sweeps.conjectures.verdict import (VERDICTS, TestResult, Verdict, compare_groups, decide,
+                                        decide_with_reason, finalize, intersection_union, judge,
+                                        trend_test)
+
+
+def plan(**kw) -> AnalysisPlan:
+    base = dict(conjecture="demo.trend", statement="y rises with x", metric="final/val_acc",
+                statistic="stratified_spearman", predicted_sign=+1, min_n=6, min_per_stratum=3,
+                effect_of_interest=0.5,
+                checks=(Check("arms_differ", "the arms reached different train accuracy"),))
+    return AnalysisPlan(**{**base, **kw})
+
+
+PASSED = {"arms_differ": (True, "train acc 0.76 vs 0.99")}
+
+
+# ------------------------------------------------------------ exact p
+def test_exact_p_equals_hand_enumeration():
+    x = np.r_[1.0, 2, 3, 1, 2, 3]
+    y = np.r_[0.3, 0.1, 0.9, 0.2, 0.8, 0.5]
+    strata = np.r_[["a"] * 3, ["b"] * 3]
+    r = trend_test(x, y, strata, n_boot=50)
+    observed = np.mean([sps.spearmanr(x[:3], y[:3])[0], sps.spearmanr(x[3:], y[3:])[0]])
+    null = [np.mean([sps.spearmanr(x[:3], pa)[0], sps.spearmanr(x[3:], pb)[0]])
+            for pa in itertools.permutations(y[:3]) for pb in itertools.permutations(y[3:])]
+    p = np.mean(np.abs(null) >= abs(observed) - 1e-12)
+    assert len(null) == 36
+    assert r.p_method == "exact" and r.n_perm == 36 and r.details["n_arrangements"] == 36
+    assert r.statistic == pytest.approx(observed) and r.effect == r.statistic
+    assert r.p_value == pytest.approx(p, abs=1e-12)
+    assert math.isnan(r.p_mc_se)
+
+
+def test_exact_difference_of_means_equals_hand_enumeration():
+    a, b = np.r_[1.2, 0.4, 0.9, 1.5], np.r_[0.3, 0.8, 0.1]
+    pooled = np.r_[a, b]
+    obs = a.mean() - b.mean()
+    null = [pooled[list(c)].mean() - np.delete(pooled, list(c)).mean()
+            for c in itertools.combinations(range(7), 4)]
+    r = compare_groups(a, b, n_boot=50)
+    assert r.p_method == "exact" and r.n_perm == 35
+    assert r.p_value == pytest.approx(np.mean(np.abs(null) >= abs(obs) - 1e-12), abs=1e-12)
+
+
+def test_arrangement_count_is_the_product_of_multinomials():
+    x = np.r_[1, 1, 2, 2, 3, 3, 1, 2, 3]         # stratum a: 6!/(2!2!2!) = 90; b: 3! = 6
+    cells = design(9, np.r_[["a"] * 6, ["b"] * 3])
+    assert n_arrangements(x, cells) == 90 * 6
+
+
+def hypergeometric_p(k_obs: int, total: int = 20, ones: int = 10, drawn: int = 10) -> float:
+    """Two-sided p of |K - E K| >= |k_obs - E K| for K ~ Hypergeometric: the exact
+    permutation p of any statistic monotone in the ones among the drawn trials."""
+    h = sps.hypergeom(total, ones, drawn)
+    e = drawn * ones / total
+    ks = np.arange(0, drawn + 1)
+    return float(h.pmf(ks)[np.abs(ks - e) >= abs(k_obs - e) - 1e-12].sum())
+
+
+def test_monte_carlo_above_the_exact_limit_matches_the_closed_form():
+    # two levels of 10 trials, binary outcome with 8 of the 10 ones at the high level:
+    # 20!/(10!10!) = 184 756 arrangements > 1e5, so Monte Carlo
+    x = np.r_[np.zeros(10), np.ones(10)]
+    y = np.r_[np.ones(2), np.zeros(8), np.ones(8), np.zeros(2)]
+    exact = hypergeometric_p(8)
+    r = trend_test(x, y, n_boot=50)
+    assert r.p_method == "monte_carlo" and r.n_perm >= 20_000
+    assert r.details["n_arrangements"] == 184_756
+    assert r.p_mc_se == pytest.approx(math.sqrt(r.p_value * (1 - r.p_value) / r.n_perm))
+    assert abs(r.p_value - exact) < 4 * r.p_mc_se + 1e-4
+    g = compare_groups(y[10:], y[:10], n_boot=50)
+    assert g.p_method == "monte_carlo" and abs(g.p_value - exact) < 4 * g.p_mc_se + 1e-4
+    # 7 + 7 trials: 3432 arrangements, enumerated, equal to the closed form
+    x7 = np.r_[np.zeros(7), np.ones(7)]
+    y7 = np.r_[np.ones(2), np.zeros(5), np.ones(5), np.zeros(2)]
+    r7 = trend_test(x7, y7, n_boot=50)
+    assert r7.p_method == "exact" and r7.p_value == pytest.approx(hypergeometric_p(5, 14, 7, 7))
+
+
+def test_same_table_same_p():
+    x = np.tile([1.0, 2, 3, 4], 6)
+    y = x + np.random.default_rng(0).normal(0, 3, 24)
+    r1, r2 = trend_test(x, y, n_boot=100), trend_test(x, y, n_boot=100)
+    assert r1.p_method == "monte_carlo" and (r1.p_value, r1.ci_low) == (r2.p_value, r2.ci_low)
+
+
+# ------------------------------------------------------------ paired designs
+def paired(noise: float = 0.05, seed: int = 0):
+    """Six seeds x three levels; the seed (shared initialisation) moves y far more than x."""
+    rng = np.random.default_rng(seed)
+    seeds = np.repeat(np.arange(6), 3)
+    level = np.tile([0.0, 1.0, 2.0], 6)
+    y = 10 * rng.normal(size=6)[seeds] + 0.3 * level + noise * rng.normal(size=18)
+    return level, y, seeds
+
+
+def test_blocking_on_seeds_changes_the_p():
+    x, y, seeds = paired()
+    pooled = trend_test(x, y, n_boot=200)
+    blocked = trend_test(x, y, blocks=seeds, n_boot=200)
+    assert pooled.p_value > 0.2                        # seed noise swamps the trend
+    assert blocked.p_method == "exact" and blocked.n_perm == 6 ** 6
+    assert blocked.p_value == pytest.approx(2 / 6 ** 6)   # only all-up or all-down is as extreme
+    assert blocked.details["n_cells"] == 6 and "within seed blocks" in blocked.details["test"]
+    hi, lo = y[x == 2], y[x == 0]
+    unpaired = compare_groups(hi, lo, n_boot=200)
+    pairs = compare_groups(hi, lo, blocks_a=seeds[x == 2], blocks_b=seeds[x == 0], n_boot=200)
+    assert unpaired.p_value > 0.5
+    assert pairs.p_method == "exact" and pairs.n_perm == 2 ** 6
+    assert pairs.p_value == pytest.approx(2 / 2 ** 6)     # sign flips of six paired differences
+    assert pairs.ci_low > 0 and unpaired.ci_low < 0
+
+
+# ------------------------------------------------------------ the CI
+def test_ci_is_of_the_tested_rho_at_its_stated_level():
+    for blocks, noise in ((None, 0.05), (True, 0.5)):
+        x, y, seeds = paired(noise, seed=3)
+        y = y - 10 * np.repeat(np.random.default_rng(3).normal(size=6), 3) if blocks is None else y
+        r = trend_test(x, y, blocks=seeds if blocks else None, n_boot=500)
+        assert r.ci_low <= r.statistic <= r.ci_high and -1 <= r.ci_low and r.ci_high <= 1
+        assert r.ci_level == 0.95 and r.effect == r.statistic
+    r90 = trend_test(x, y, blocks=seeds, n_boot=500, ci_level=0.9)
+    assert r90.ci_level == 0.9 and r90.ci_high - r90.ci_low <= r.ci_high - r.ci_low
+    one_sided = compare_groups([1.0, 1.2, 0.9], [0.5, 0.4, 0.6], alternative="greater", n_boot=100)
+    assert one_sided.ci_level == pytest.approx(0.9)    # its lower end is the one-sided 95% bound
+
+
+# ------------------------------------------------------------ multiplicity
+def test_holm_textbook_example():
+    assert holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    out = holm([0.02, float("nan"), 0.5])
+    assert out[0] == pytest.approx(0.04) and math.isnan(out[1]) and out[2] == pytest.approx(0.5)
+    assert holm([0.3, 0.4]) == pytest.approx([0.6, 0.6])      # made non-decreasing
+    assert holm([0.9, 0.8]) == pytest.approx([1.0, 1.0])      # capped at 1
+
+
+def result(rho: float, p: float, n: int = 40, n_eff: float = 40.0) -> TestResult:
+    return TestResult(rho, rho, rho - 0.2, rho + 0.2, p, n, {}, p_method="exact", n_perm=100,
+                      ci_level=0.95, n_eff=n_eff, min_stratum=n)
+
+
+def test_finalize_adjusts_within_families():
+    pl = {name: plan(conjecture=f"demo.{name}", family="demo", min_n=6)
+          for name in ("a", "b", "c", "d")}
+    other = plan(conjecture="other.e")
+    raw = {"a": 0.01, "b": 0.04, "c": 0.03, "d": 0.005}
+    vs = [judge(pl[k], result(0.6, p), checks=PASSED) for k, p in raw.items()]
+    vs.append(judge(other, result(0.6, 0.04), checks=PASSED))
+    assert all(v.verdict == "supported" and v.n_family == 1 for v in vs)
+    out = finalize(vs, [*pl.values(), other])
+    got = {v.name: v for v in out}
+    assert [got[f"demo.{k}"].p_adjusted for k in "abcd"] == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    assert [got[f"demo.{k}"].p_raw for k in "abcd"] == pytest.approx(list(raw.values()))
+    assert got["demo.a"].verdict == "supported" and got["demo.a"].p_value == pytest.approx(0.03)
+    assert got["demo.a"].reason.startswith("adj p=0.03 < 0.05 (Holm over 4)")
+    assert got["demo.b"].verdict != "supported" and "(Holm over 4)" in got["demo.b"].reason
+    assert got["other.e"].verdict == "supported" and got["other.e"].n_family == 1
+    assert [v.verdict for v in finalize(out)] == [v.verdict for v in out]   # idempotent
+    with pytest.raises(ValueError, match="not among the given plans"):
+        finalize(vs, [other])
+
+
+# ------------------------------------------------------------ plans
+def test_plan_hash_json_and_overrides():
+    p = plan(window="until_train_acc>=0.65", exclusions=["diverged", "non_training"],
+             options={"peak_eps": 0.05})
+    assert p.hash() == plan(window="until_train_acc>=0.65", exclusions=("diverged", "non_training"),
+                            options={"peak_eps": 0.05}).hash()
+    assert len(p.hash()) == 12 and p.hash() != plan().hash()
+    d = json.loads(json.dumps(p.to_dict()))
+    assert AnalysisPlan.from_dict(d) == p and AnalysisPlan.from_dict(d).hash() == p.hash()
+    w = p.parsed_window
+    assert (w.kind, w.metric, w.op, w.value) == ("until", "train_acc", ">=", 0.65)
+    assert w.holds(0.7) and not w.holds(0.6) and str(w) == "until_train_acc>=0.65"
+    assert str(parse_window("after_breakeven")) == "after_breakeven"
+    for bad in ("sometimes", "until_acc=0.5", "until_>=1"):
+        with pytest.raises(ValueError):
+            parse_window(bad)
+    with pytest.raises(ValueError):
+        plan(statistic="t_test")
+    with pytest.raises(ValueError):
+        plan(predicted_sign=0)
+    ex = p.with_overrides(window="whole_run")
+    assert ex.exploratory and ex.registered_hash == p.hash() and ex.hash() != p.hash()
+    assert ex.with_overrides(alpha=0.01).registered_hash == p.hash()   # still the registered one
+    v = judge(ex, result(0.6, 0.001), checks=PASSED)
+    assert v.exploratory and v.plan_hash == ex.hash() and v.registered_hash == p.hash()
+    assert "EXPLORATORY" in v.summary()
+    reg = judge(p, result(0.6, 0.001), checks=PASSED)
+    assert not reg.exploratory and reg.plan_hash == reg.registered_hash == p.hash()
+
+
+# ------------------------------------------------------------ the rules
+def test_failed_or_missing_manipulation_check_is_invalid_protocol():
+    failed = {"arms_differ": (False, "train acc 0.76 vs 0.99")}
+    v = judge(plan(), result(0.6, 0.001), checks=failed)
+    assert v.verdict == "invalid_protocol"
+    assert v.reason == "manipulation check arms_differ failed: train acc 0.76 vs 0.99"
+    assert v.details["checks"]["arms_differ"]["passed"] is False
+    assert judge(plan(), result(0.6, 0.001)).verdict == "invalid_protocol"      # not evaluated
+    with pytest.raises(ValueError, match="not in the plan"):
+        judge(plan(), result(0.6, 0.001), checks={**PASSED, "other": (True, "")})
+
+
+def test_too_few_trials_is_underpowered():
+    v = judge(plan(min_n=10), result(0.9, 0.001, n=4), checks=PASSED)
+    assert v.verdict == "underpowered" and v.reason == "n=4 < min 10"
+    small = TestResult(0.9, 0.9, 0.5, 1.0, 0.001, 20, {}, n_eff=10, min_stratum=2)
+    v = judge(plan(min_per_stratum=3), small, checks=PASSED)
+    assert v.verdict == "underpowered" and v.reason == "smallest stratum 2 < min 3 per stratum"
+    none = judge(plan(), None, checks=PASSED, n=2, reason="only 2 trials passed their peak")
+    assert none.verdict == "underpowered" and none.n == 2
+    assert none.reason == "n=2 < min 6 (only 2 trials passed their peak)"
+    flat = judge(plan(min_n=1, min_per_stratum=1), trend_test(np.ones(5), np.arange(5.0)),
+                 checks=PASSED)
+    assert flat.verdict == "underpowered"         # no trial entered a usable stratum
+    assert flat.reason == "n=0 < min 1 (no stratum with >= 3 trials and >= 2 levels)"
+
+
+def test_decide_uses_the_tested_effects_sign():
+    assert decide(0.01, -0.3, -1) == "supported" and decide(0.01, 0.3, -1) == "refuted"
+    # non-inferiority: a - b = -0.005 against a margin of 0.01 is a tested effect of +0.005
+    ni = TestResult(-0.005, -0.005, -0.008, -0.002, 0.001, 12, {}, null_value=-0.01, se=0.001)
+    assert ni.tested_effect == pytest.approx(0.005)
+    v = judge(plan(statistic="non_inferiority", effect_of_interest=0.01), ni, checks=PASSED)
+    assert v.verdict == "supported", v.reason
+    # a statistic and an effect of opposite signs: the verdict follows the tested effect
+    kind, why = decide_with_reason(0.01, 0.2, -1)
+    assert kind == "refuted" and "opposite sign" in why
+
+
+def test_every_kind_reachable_with_a_reason():
+    rng = np.random.default_rng(1)
+    x = np.repeat([1.0, 2, 3, 4], 30)
+    cases = {"supported": (x, x + rng.normal(0, 1, 120), {}),
+             "refuted": (x, -x + rng.normal(0, 1, 120), {}),
+             "inconclusive": (x, rng.normal(0, 1, 120), {}),
+             "underpowered": (x[::10], rng.normal(0, 1, 12), {"min_n": 6}),
+             "invalid_protocol": (x, x, {"checks": (Check("arms_differ", "…"),)})}
+    seen = {}
+    for kind, (xs, ys, kw) in cases.items():
+        r = trend_test(xs, ys, n_perm=2000, n_boot=200)
+        checks = {"arms_differ": (kind != "invalid_protocol", "train acc 0.76 vs 0.99")}
+        v = judge(plan(**kw), r, checks=checks)
+        seen[kind] = v
+        assert v.verdict == kind, (kind, v.summary())
+        assert v.reason and "\n" not in v.reason
+    assert "no effect detected at adequate power" in seen["inconclusive"].reason
+    assert "minimum detectable effect" in seen["underpowered"].reason
+    assert set(VERDICTS) == set(seen)
+
+
+def test_minimum_detectable_rho():
+    assert spearman_n_eff([40]) == pytest.approx(40)
+    z = sps.norm.ppf(0.975) + sps.norm.ppf(0.8)
+    assert spearman_mde(40, 0.05) == pytest.approx(math.tanh(z * math.sqrt(1.06 / 37)))
+    assert spearman_mde(3, 0.05) == 1.0
+    assert spearman_n_eff([9, 9]) == pytest.approx(17)    # 1 + 1 / (2 * 0.25 / 8)
+
+
+def test_verdict_is_backwards_compatible_and_json_complete():
+    v = Verdict("x", "s", "supported", 0.5, 0.5, 0.1, 0.9, 0.01, 10, {"alpha": 0.05})
+    assert v.p_raw == v.p_adjusted == 0.01 and v.reason == "p=0.01 < 0.05"
+    d = json.loads(json.dumps(judge(plan(), result(0.6, 0.001), checks=PASSED).to_dict()))
+    for f in ("name", "statement", "verdict", "statistic", "effect", "ci_low", "ci_high", "p_value",
+              "n", "details", "reason", "p_raw", "p_adjusted", "p_method", "n_perm", "p_mc_se",
+              "ci_level", "family", "n_family", "plan_hash", "registered_hash", "exploratory"):
+        assert f in d
+    assert d["details"]["plan"]["conjecture"] == "demo.trend"
+    with pytest.raises(ValueError):
+        Verdict("x", "s", "maybe")
+
+
+def test_intersection_union():
+    before = compare_groups([0.62, 0.63, 0.61, 0.62], [0.45, 0.46, 0.44, 0.45], n_boot=50)
+    after = compare_groups([0.72, 0.71, 0.73, 0.72], [0.82, 0.81, 0.83, 0.82], n_boot=50)
+    both = intersection_union([before, after], [+1, -1])
+    assert both.statistic > 0 and both.p_value == max(before.p_value, after.p_value)
+    assert judge(plan(statistic="intersection_union", min_n=4, effect_of_interest=0.05), both,
+                 checks=PASSED).verdict == "supported"
+    with pytest.raises(ValueError, match="names stratified_spearman"):
+        judge(plan(), both, checks=PASSED)
+    with pytest.raises(ValueError, match="names non_inferiority"):
+        judge(plan(statistic="non_inferiority"), before, checks=PASSED)
+    reversed_ = intersection_union([before, after], [+1, +1])
+    assert reversed_.statistic < 0 and reversed_.p_value == pytest.approx(2 * after.p_value)
+    assert len(reversed_.details["parts"]) == 2
