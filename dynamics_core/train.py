@@ -175,6 +175,8 @@ def _run(cfg: TrialConfig, sink: Sink, env: RunEnv, hooks: HookSource,
         if plan is not None:
             with torch.no_grad():
                 plan.on_level_start(level, model, opt, start)
+        if not 0 <= start.start_step < total:
+            raise ValueError(f"level {level} start_step {start.start_step} is not in [0, {total})")
         step, epoch, stats = start.start_step, start.start_step // spe, _EpochStats()
         lr, mu = lr_momentum(cfg.optim, epoch, (step - epoch * spe) / spe, cfg.train.epochs)
         start_training(lr, mu)
@@ -188,8 +190,7 @@ def _run(cfg: TrialConfig, sink: Sink, env: RunEnv, hooks: HookSource,
     if resume is None:
         start_level()
     else:
-        lr, mu = lr_momentum(cfg.optim, epoch, 0.0, cfg.train.epochs)
-        start_training(lr, mu)
+        start_training(*lr_momentum(cfg.optim, epoch, (step - epoch * spe) / spe, cfg.train.epochs))
 
     while True:
         while step < total:
