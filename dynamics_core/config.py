@@ -144,7 +144,6 @@ class ProbesConfig(_Frozen):
     timeline: bool = True       # timeline/dist_init, grad_norm, sign_flips
     snapshots: bool = False     # flattened weights at each probe step (artifact "weights")
     extra: tuple[str, ...] = ()     # probes registered by plugins (measure.register_probe), by name
-    plugins: tuple[str, ...] = ()   # modules imported first, e.g. to register those probes
     schedule: ProbeScheduleConfig = ProbeScheduleConfig()
     probe_size: int = Field(256, ge=2)      # fixed probe set drawn from train data
     val_probe_size: int = Field(128, ge=2)  # for train-val stiffness

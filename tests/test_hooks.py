@@ -1,6 +1,7 @@
 """The hook plugin points: probes from the registry (a plugin adds one
 without editing dynamics_core), one shared per-step cache, a training hook
 under its contract, process-wide settings restored, secure checkpoints."""
+import importlib
 import io
 import textwrap
 
@@ -91,8 +92,8 @@ def test_a_plugin_probe_runs_through_the_public_plugin_point(clean_registry, mni
     assert [s for s, _ in sink.series("probe/loss")] == list(range(0, TOTAL + 1, 2))
 
 
-def test_a_plugin_module_named_by_the_config_registers_its_probe(clean_registry, mnist1d_cache,
-                                                                 tmp_path, monkeypatch):
+def test_a_plugin_module_registers_its_probe_on_import(clean_registry, mnist1d_cache,
+                                                       tmp_path, monkeypatch):
     (tmp_path / "toy_plugin_mod.py").write_text(textwrap.dedent('''
         from dynamics_core.measure import probe_schedule, register_probe
 
@@ -106,7 +107,10 @@ def test_a_plugin_module_named_by_the_config_registers_its_probe(clean_registry,
         register_probe("weight_norm", Norm)
     '''))
     monkeypatch.syspath_prepend(str(tmp_path))
-    cfg = trial({"extra": ["weight_norm"], "plugins": ["toy_plugin_mod"]})
+    cfg = trial({"extra": ["weight_norm"]})
+    with pytest.raises(KeyError, match="unknown probe 'weight_norm'"):
+        run(cfg, mnist1d_cache)
+    importlib.import_module("toy_plugin_mod")     # what a spec's `plugins:` does in each trial process
     _, sink = run(cfg, mnist1d_cache)
     assert [s for s, _ in sink.series("weight_norm/total")] == list(range(0, TOTAL + 1, 2))
 

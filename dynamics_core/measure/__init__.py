@@ -35,13 +35,13 @@ registered probe is an error, never silence.
 
 A plugin outside dynamics_core adds one without editing anything here:
 `register_probe("toy", factory)` in its own module, where
-`factory(probes_config, probe_set)` returns a probe hook; a trial enables it
-with `probes: {extra: [toy], plugins: [my_package.toy_probe]}` (`plugins`
-are imported before the hooks are built, so that worker processes of a sweep
-register the probe too). Its hook is named by the factory (its state, if
-any, is checkpointed under that name), runs on the hook's own schedule
-(`base.probe_schedule(cfg)` for the probe schedule) and, like every probe
-hook, cannot change training.
+`factory(probes_config, probe_set)` returns a probe hook, and a trial config
+enables it with `probes: {extra: [toy]}`. The module must be imported
+before the hooks are built: in a sweep, list it in the spec's `plugins:`
+(imported in every trial process); outside one, import it. Its hook is named
+by the factory (its state, if any, is checkpointed under that name), runs
+on the hook's own schedule (`probe_schedule(cfg)` for the probe schedule)
+and, like every probe hook, cannot change training.
 """
 from dynamics_core.measure.base import ProbeFamily, ProbeRound, ProbeSet, probe_schedule
 from dynamics_core.measure.registry import (ProbeFactory, default_hooks, enabled, flags, get, names,

@@ -8,7 +8,6 @@ list to keep in step, and a true flag without a registered probe is an error.
 """
 from __future__ import annotations
 
-import importlib
 from typing import Callable
 
 from dynamics_core.config import ProbesConfig, TrialConfig
@@ -54,9 +53,7 @@ def get(name: str) -> ProbeFactory:
 
 def enabled(cfg: ProbesConfig) -> list[str]:
     """The probe families a config switches on: true flags in declaration
-    order, then `extra` in its order (plugins imported first)."""
-    for module in cfg.plugins:
-        importlib.import_module(module)
+    order, then `extra` in its order."""
     missing = [f for f in flags() if f not in _REGISTRY]
     if missing:
         raise RuntimeError(f"ProbesConfig flags without a registered probe: {missing}")
