@@ -1,7 +1,8 @@
 """Typed, frozen trial configuration: one small model per concern, composed.
 
 Every field has a default; unknown keys are errors (pydantic `extra=forbid`),
-so a typo in a spec names its field path. `TrialConfig.run_hash()` is the
+so a typo in a spec names its field path, and so are non-finite floats
+(`allow_inf_nan=False`: `lr: .inf` is a typo, not a setting). `TrialConfig.run_hash()` is the
 content address of a trial: the hash of the canonical *non-default* fields,
 with the seed and the environment-only fields (paths, device) left out, so
 adding a new field with a default never changes old hashes.
@@ -16,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
 
 # --------------------------------------------------------------------- data

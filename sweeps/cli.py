@@ -29,11 +29,16 @@ class InputError(Exception):
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    try:
+        args, extra = _parser().parse_known_args(argv)
+        if extra:
+            args.command_parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    except SystemExit as exc:          # usage errors (one line, code 2) and --help (0)
+        return exc.code if isinstance(exc.code, int) else 2
     try:
         return args.func(args)
     except (SpecError, InputError) as exc:
-        err.print(f"[red]error:[/red] {exc}")
+        err.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)
         return 2
     except KeyboardInterrupt:
         err.print("interrupted: `dynsweep resume NAME` continues from the last checkpoints")
@@ -101,7 +106,7 @@ def cmd_list(args) -> int:
 
     rows = runner.list_sweeps(_storage(args))
     if not rows:
-        out.print(f"no sweeps under {_storage(args).resolve()}")
+        out.print(f"no sweeps under {runner.storage_location(_storage(args))}")
     _print_rows(rows)
     return 0
 
@@ -125,7 +130,7 @@ def cmd_conjectures(args) -> int:
 
 # ----------------------------------------------------------------- helpers
 def _conjectures(name: str, uri: str, parent_run_id: str | None, names, as_json: bool) -> int:
-    from sweeps.judge import BREAKEVEN_STEPS_CSV, judge
+    from sweeps.judge import judge
 
     try:
         result = judge(name, uri, parent_run_id=parent_run_id, names=names)
@@ -135,19 +140,18 @@ def _conjectures(name: str, uri: str, parent_run_id: str | None, names, as_json:
     if as_json:
         print(json.dumps([v.to_dict() for v in verdicts], indent=2))
     else:
-        if result.breakeven_steps is not None and len(result.breakeven_steps):
-            _print_rows(_breakeven_rows(result.breakeven_steps),
-                        title=f"break-even steps ({BREAKEVEN_STEPS_CSV}; - = not detected)")
+        for fname, frame in result.tables.items():
+            _print_rows(_table_rows(frame), title=f"{fname} (- = none)")
         _print_rows([{"conjecture": v.name, "verdict": v.verdict, "statistic": v.statistic,
                       "effect": v.effect, "95% CI": f"[{_fmt(v.ci_low)}, {_fmt(v.ci_high)}]",
                       "p": v.p_value, "n": v.n} for v in verdicts], title="conjectures")
     return 0
 
 
-def _breakeven_rows(df) -> list[dict]:
-    """Break-even steps per trial, sorted by config, NaN shown as '-'."""
+def _table_rows(df) -> list[dict]:
+    """An experiment's per-trial table, sorted by its config columns then seed, NaN shown as '-'."""
     df = df.drop(columns=["run_id"], errors="ignore")
-    df = df.sort_values([c for c in ("optim.lr", "train.batch_size", "seed") if c in df.columns])
+    df = df.sort_values([c for c in df.columns if "." in c] + [c for c in ("seed",) if c in df.columns])
     return [{k: (None if isinstance(v, float) and v != v else v) for k, v in row.items()}
             for row in df.to_dict("records")]
 
@@ -156,15 +160,20 @@ def _data_problems(spec) -> list[str]:
     from dynamics_core.data import check_available
 
     problems = []
-    for cfg in {t.data for t in spec.trials()} if spec.search.kind == "grid" else {spec.base.data}:
+    for cfg in spec.data_configs():
         problem = check_available(cfg, RUNS / "data")
         if problem and problem not in problems:
             problems.append(problem)
     return problems
 
 
-def _storage(args) -> Path:
-    return Path(args.storage) if args.storage else RUNS / "ray"
+def _storage(args) -> str:
+    """--storage as given (an s3:// or gs:// URI stays a URI), else runs/ray."""
+    if not args.storage:
+        return str(RUNS / "ray")
+    if "://" not in args.storage and Path(args.storage).exists() and not Path(args.storage).is_dir():
+        raise InputError(f"--storage {args.storage}: not a directory")
+    return args.storage
 
 
 def _print_rows(rows: list[dict], title: str | None = None) -> None:
@@ -192,37 +201,58 @@ def _print_ui_hint(uri: str, name: str) -> None:
               f"and browse to http://127.0.0.1:5000")
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="dynsweep", description="Sweeps that measure how networks train.")
-    sub = p.add_subparsers(dest="command", required=True)
+class _Parser(argparse.ArgumentParser):
+    """Usage errors in one line, exit 2, like every other bad input."""
 
-    def command(name: str, func, help: str, spec: bool = False, sweep: bool = False):
-        c = sub.add_parser(name, help=help)
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
+def _port(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port (1-65535)")
+    return int(text)
+
+
+def _parser() -> argparse.ArgumentParser:
+    """Each command takes exactly the flags it uses; every flag says what it does."""
+    p = _Parser(prog="dynsweep", description="Sweeps that measure how networks train.")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND", help="what to do")
+
+    def command(name: str, func, help: str, spec: bool = False, sweep: bool = False,
+                storage: bool = False, tracking: bool = False):
+        c = sub.add_parser(name, help=help, description=help)
         if spec:
             c.add_argument("spec", help="sweep spec YAML")
         if sweep:
             c.add_argument("name", help="sweep name (spec name) or its folder")
-        c.add_argument("--storage", help="Ray storage root (default runs/ray; shared FS or s3:// on a cluster)")
-        c.add_argument("--tracking-uri", help="MLflow tracking URI (default $MLFLOW_TRACKING_URI "
-                                              "or sqlite:///runs/mlflow.db)")
-        c.set_defaults(func=func)
+        if storage:
+            c.add_argument("--storage", help="Ray storage root (default runs/ray; "
+                                             "shared FS or s3:// on a cluster)")
+        if tracking:
+            c.add_argument("--tracking-uri", help="MLflow tracking URI (default $MLFLOW_TRACKING_URI "
+                                                  "or sqlite:///runs/mlflow.db)")
+        c.set_defaults(func=func, command_parser=c)
         return c
 
+    address = "Ray cluster address, e.g. ray://head:10001 (default $RAY_ADDRESS or a local Ray)"
     command("validate", cmd_validate, "check a spec, start nothing", spec=True)
-    c = command("run", cmd_run, "run a sweep", spec=True)
-    c.add_argument("--address", help="Ray cluster address, e.g. ray://head:10001 (default $RAY_ADDRESS or local)")
+    c = command("run", cmd_run, "run a sweep", spec=True, storage=True, tracking=True)
+    c.add_argument("--address", help=address)
     c.add_argument("--smoke", action="store_true", help="shrink the sweep to seconds")
-    c.add_argument("--device", default="auto", help="auto | cpu | cuda")
-    c = command("resume", cmd_resume, "continue a stopped sweep from its checkpoints", sweep=True)
+    c.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+                   help="where trials train (default auto: the spec's train.device, CUDA when there is one)")
+    c = command("resume", cmd_resume, "continue a stopped sweep from its checkpoints", sweep=True,
+                storage=True, tracking=True)
     c.add_argument("--restart-errored", action="store_true", help="restart errored trials from scratch")
-    c.add_argument("--address")
-    command("status", cmd_status, "table of a sweep's trials", sweep=True)
-    command("list", cmd_list, "sweeps under the storage root")
-    c = command("ui", cmd_ui, "MLflow UI on 127.0.0.1 over the same store")
-    c.add_argument("--host", default="127.0.0.1")
-    c.add_argument("--port", type=int, default=5000)
-    c = command("conjectures", cmd_conjectures, "judge a sweep's conjectures", sweep=True)
-    c.add_argument("--json", action="store_true")
+    c.add_argument("--address", help=address)
+    command("status", cmd_status, "table of a sweep's trials", sweep=True, storage=True, tracking=True)
+    command("list", cmd_list, "sweeps under the storage root", storage=True)
+    c = command("ui", cmd_ui, "MLflow UI on 127.0.0.1 over the same store", tracking=True)
+    c.add_argument("--host", default="127.0.0.1", help="interface to serve on (default 127.0.0.1)")
+    c.add_argument("--port", type=_port, default=5000, help="port to serve on (default 5000)")
+    c = command("conjectures", cmd_conjectures, "judge a sweep's conjectures", sweep=True, tracking=True)
+    c.add_argument("--json", action="store_true", help="print the verdicts as JSON")
     c.add_argument("--only", help="comma-separated conjecture names (default: the spec's)")
     return p
 

@@ -1,28 +1,30 @@
-"""A finished sweep -> verdicts on its conjectures + the papers' figures, in MLflow.
+"""A finished sweep -> verdicts on its conjectures + the papers' figures and
+tables, in MLflow.
 
-Reads the sweep's trial runs into a tidy table (tracking.load_table), runs
+Reads the sweep's trial runs into a tidy table (`tracking.load_table`), runs
 the named conjectures (default: those the spec listed, recorded on the
-sweep's parent run), draws the matching figures, and logs both as a
-`conjectures` child run under the sweep's parent run. When any
-`breakeven.*` conjecture is judged, the per-trial break-even steps
-(`breakeven.breakeven_steps`: both detectors, peak reached or not) go with
-them as the artifact `breakeven_steps.csv`.
+sweep's parent run), draws the figures and builds the tables of the
+experiments those conjectures belong to (`sweeps.experiments`), and logs all
+of it to the sweep's one `conjectures` run (updated in place, each judgement
+kept as a versioned JSON artifact, each verdict also a tag
+`verdict.<name>` for MLflow's search box).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 from typing import Iterable
 
 import numpy as np
 import pandas as pd
 
-from sweeps.conjectures import Verdict, evaluate
-from sweeps.conjectures.breakeven import breakeven_steps
-from sweeps.report import groups_for, make_figures
-from sweeps.tracking import Tracker
+from sweeps import experiments, tracking
+from sweeps.conjectures import Verdict
+from sweeps.report import make_figures
+from sweeps.tracking import Store
 
 CONJECTURES_TAG = "dynsweep.conjectures"
-BREAKEVEN_STEPS_CSV = "breakeven_steps.csv"
+PLUGINS_TAG = "dynsweep.plugins"
 
 
 @dataclass
@@ -30,51 +32,47 @@ class Judgement:
     """What one judging of a sweep produced and logged."""
 
     verdicts: list[Verdict]
-    run_id: str                                  # the `conjectures` child run
-    breakeven_steps: pd.DataFrame | None = None  # when a breakeven.* conjecture was judged
+    run_id: str                                  # the sweep's `conjectures` run
+    version: int                                 # this judgement's number on that run
+    tables: dict[str, pd.DataFrame] = field(default_factory=dict)   # file name -> table
+
+
+@dataclass(frozen=True)
+class StoreSources:
+    """`experiments.Sources` over the tracking store: probe arrays by run."""
+
+    store: Store
+
+    def probe_arrays(self, run_id: str, name: str) -> dict[int, np.ndarray]:
+        return tracking.load_probe_arrays(self.store, run_id, name)
 
 
 def judge(name: str, tracking_uri: str, parent_run_id: str | None = None,
           names: Iterable[str] | None = None) -> Judgement:
-    tracker = Tracker(tracking_uri)
-    parent = parent_run_id or tracker.find_sweep(name)
+    store = Store(tracking_uri)
+    parent = parent_run_id or tracking.find_sweep(store, name)
     if parent is None:
         raise LookupError(f"no sweep named {name!r} in {tracking_uri}")
+    parent_tags = store.tags(parent)
+    experiments.load_plugins(m for m in parent_tags.get(PLUGINS_TAG, "").split(",") if m)
     if names is None:
-        listed = tracker.run_tags(parent).get(CONJECTURES_TAG, "")
-        names = [n for n in listed.split(",") if n]
+        names = [n for n in parent_tags.get(CONJECTURES_TAG, "").split(",") if n]
     names = list(names)
     if not names:
         raise LookupError(f"sweep {name!r} lists no conjectures (give --only NAME[,NAME])")
-    table = tracker.load_table(name, parent)
-    verdicts = evaluate(names, table)
-    groups = groups_for(names)
-    trajectories = _trajectories(tracker, table) if "breakeven" in groups else None
-    figures = make_figures(table, groups=groups, trajectories=trajectories)
-    steps = breakeven_steps(table) if any(n.startswith("breakeven.") for n in names) else None
-    tables = {BREAKEVEN_STEPS_CSV: steps} if steps is not None else {}
-    rid = tracker.log_verdicts(name, parent, [v.to_dict() for v in verdicts], figures, tables)
-    return Judgement(verdicts, rid, steps)
+    involved = list(dict.fromkeys(experiments.experiment_of(n).name for n in names))
+    table = tracking.load_table(store, name, parent)
+    verdicts = experiments.evaluate(names, table)
+    figures = make_figures(table, involved, StoreSources(store))
+    tables = {fname: frame for e in involved for fname, build in experiments.get(e).tables.items()
+              if (frame := build(table)) is not None}
+    tags = {_verdict_tag(v.name): v.verdict for v in verdicts}
+    rid, version = tracking.log_judgement(store, name, parent, [v.to_dict() for v in verdicts],
+                                          figures, tables, tags)
+    return Judgement(verdicts, rid, version, tables)
 
 
-def _trajectories(tracker: Tracker, table, max_runs: int = 4) -> dict[str, tuple]:
-    """For the Fig. 7/8 picture: the weight snapshots (probes.snapshots: true)
-    of up to `max_runs` finished trials of the first seed, ordered by batch
-    size then learning rate, with λ_K¹ at the same steps. Empty when no
-    trial logged snapshots."""
-    runs = table.runs[table.runs["status"] == "finished"]
-    if runs.empty or "probes.snapshots" not in runs or not runs["probes.snapshots"].any():
-        return {}
-    runs = runs[runs["seed"] == runs["seed"].min()]
-    runs = runs.sort_values(["train.batch_size", "optim.lr"]).head(max_runs)
-    out = {}
-    for _, row in runs.iterrows():
-        snaps = tracker.load_probe_arrays(row["run_id"], "weights")
-        lam = table.series(row["run_id"], "gradcov/top")
-        steps = [s for s in snaps if s in lam.index]
-        if len(steps) >= 3:
-            label = f"η={row['optim.lr']:g}, S={row['train.batch_size']}"
-            out[label] = (np.array(steps), np.stack([snaps[s] for s in steps]),
-                          lam.loc[steps].to_numpy())
-    return out
-
+def _verdict_tag(name: str) -> str:
+    """`verdict.breakeven.c1_lr.hessian/top` for `breakeven.c1_lr[hessian/top]`
+    (MLflow keys allow letters, digits, `_ - . / ` and spaces)."""
+    return "verdict." + re.sub(r"[^\w\-./ ]", ".", name).strip(".").replace("..", ".")

@@ -25,7 +25,8 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
 from sweeps.spec import SweepSpec, parse_spec, trial_name
 from sweeps.trial import TRIAL_KEY, SweepContext, run_trial, trial_config
-from sweeps.tracking import Tracker, git_sha
+from sweeps import tracking
+from sweeps.tracking import Store, git_sha
 
 MANIFEST = "dynsweep.json"
 
@@ -180,18 +181,19 @@ def init_ray(address: str | None, spec: SweepSpec) -> None:
 def run_sweep(spec: SweepSpec, *, storage: str | Path, tracking_uri: str, cache_dir: str | Path,
               address: str | None = None, device: str = "auto", progress=None) -> SweepOutcome:
     storage = storage_location(storage)
-    tracker = Tracker(tracking_uri)
-    parent = tracker.start_sweep(spec.name, spec.spec_hash(), git_sha(), spec.description,
-                                 params={"n_trials": spec.n_trials()})
+    store = Store(tracking_uri)
+    parent = tracking.start_sweep(store, spec.name, spec.spec_hash(), git_sha(), spec.description,
+                                  params={"n_trials": spec.n_trials()})
     if spec.conjectures:
-        from sweeps.judge import CONJECTURES_TAG
-        tracker.set_tags(parent, {CONJECTURES_TAG: ",".join(spec.conjectures)})
+        from sweeps.judge import CONJECTURES_TAG, PLUGINS_TAG
+        store.set_tags(parent, {CONJECTURES_TAG: ",".join(spec.conjectures),
+                                PLUGINS_TAG: ",".join(spec.plugins)})
     ctx = SweepContext(spec_name=spec.name, base=spec.base.model_dump(mode="json"),
-                       tracking_uri=tracking_uri, artifact_root=tracker.artifact_root,
+                       tracking_uri=tracking_uri, artifact_root=store.artifact_root,
                        parent_run_id=parent, cache_dir=str(Path(cache_dir).resolve()),
                        storage=storage,
                        checkpoint_every_epochs=spec.fault_tolerance.checkpoint_every_epochs,
-                       device=device)
+                       device=device, plugins=tuple(spec.plugins))
     exp = _join(storage, spec.name)
     _write_text(_join(exp, MANIFEST), json.dumps({"spec": spec.model_dump(mode="json"),
                                                   "context": asdict(ctx)}, indent=2))
@@ -200,7 +202,7 @@ def run_sweep(spec: SweepSpec, *, storage: str | Path, tracking_uri: str, cache_
     tuner = tune.Tuner(_trainable(spec, ctx), param_space=param_space(spec),
                        tune_config=_tune_config(spec), run_config=_run_config(spec, storage, callbacks))
     results = tuner.fit()
-    return _finish(spec, ctx, tracker, exp, results)
+    return _finish(spec, ctx, store, exp, results)
 
 
 def resume_sweep(name_or_path: str, *, storage: str | Path, tracking_uri: str | None = None,
@@ -209,42 +211,35 @@ def resume_sweep(name_or_path: str, *, storage: str | Path, tracking_uri: str | 
     overrides the recorded one (the store moved, e.g. to a tracking server)."""
     exp = experiment_path(name_or_path, storage)
     spec, ctx = read_manifest(exp, tracking_uri)
-    tracker = Tracker(ctx.tracking_uri, ctx.artifact_root)
+    store = Store(ctx.tracking_uri, ctx.artifact_root)
     init_ray(address, spec)
     tuner = tune.Tuner.restore(exp, trainable=_trainable(spec, ctx),
                                resume_unfinished=True, resume_errored=not restart_errored,
                                restart_errored=restart_errored)
     results = tuner.fit()
-    return _finish(spec, ctx, tracker, exp, results)
+    return _finish(spec, ctx, store, exp, results)
 
 
-def _finish(spec: SweepSpec, ctx: SweepContext, tracker: Tracker, exp: str, results) -> SweepOutcome:
+def _finish(spec: SweepSpec, ctx: SweepContext, store: Store, exp: str, results) -> SweepOutcome:
     states = {str(t): t.status for t in tune.ExperimentAnalysis(exp).trials}
-    _close_open_runs(tracker, ctx, states)
+    _close_open_runs(store, ctx, states)
     errors = sum(1 for r in results if r.error is not None)
     if all(state in ("TERMINATED", "ERROR") for state in states.values()):
-        tracker.end_sweep(ctx.parent_run_id, "FAILED" if errors else "FINISHED")
+        tracking.end_sweep(store, ctx.parent_run_id, "FAILED" if errors else "FINISHED")
     return SweepOutcome(spec.name, exp, ctx.parent_run_id, status_rows(exp, ctx), errors)
 
 
-def _close_open_runs(tracker: Tracker, ctx: SweepContext, states: dict[str, str]) -> None:
+def _close_open_runs(store: Store, ctx: SweepContext, states: dict[str, str]) -> None:
     """Runs whose trial ended without closing them: a worker that died for good
     (errored), or a trial the scheduler stopped between reports (finished,
     tagged stopped_early unless its final summary is logged). Trials that are
     merely paused (an interrupted sweep) keep their runs open for resume."""
-    for run in tracker.trial_runs(ctx.spec_name, ctx.parent_run_id):
-        state = states.get(run.data.tags.get("trial_id"))
-        if run.data.tags.get("status") != "running" or state not in ("TERMINATED", "ERROR"):
+    for run in tracking.trial_runs(store, ctx.spec_name, ctx.parent_run_id):
+        state = states.get(run.trial_id)
+        if run.status != "running" or state not in ("TERMINATED", "ERROR"):
             continue
-        if state == "ERROR":
-            tracker.set_tags(run.info.run_id, {"status": "errored"})
-            tracker.end_run(run.info.run_id, "FAILED")
-            continue
-        tags = {"status": "finished"}
-        if "final/steps" not in run.data.metrics:
-            tags["stopped_early"] = "true"
-        tracker.set_tags(run.info.run_id, tags)
-        tracker.end_run(run.info.run_id)
+        tracking.close_trial_run(store, run.run_id, errored=state == "ERROR",
+                                 stopped_early="final/steps" not in run.metrics)
 
 
 def experiment_path(name_or_path: str, storage: str | Path) -> str:
@@ -325,12 +320,12 @@ def _read_text(location: str) -> str:
 
 def status_rows(exp: str, ctx: SweepContext) -> list[dict[str, Any]]:
     """One row per trial: name, Tune state, progress, key metrics, MLflow run id and status."""
-    tracker = Tracker(ctx.tracking_uri, ctx.artifact_root)
+    store = Store(ctx.tracking_uri, ctx.artifact_root)
     analysis = tune.ExperimentAnalysis(exp)
     mlflow_runs = {}
     try:
-        for r in tracker.trial_runs(ctx.spec_name, ctx.parent_run_id):
-            mlflow_runs[r.data.tags.get("trial_id")] = (r.info.run_id, r.data.tags.get("status"))
+        for r in tracking.trial_runs(store, ctx.spec_name, ctx.parent_run_id):
+            mlflow_runs[r.trial_id] = (r.run_id, r.status)
     except LookupError:
         pass
     rows = []

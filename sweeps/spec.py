@@ -1,10 +1,20 @@
 """Sweep specs: YAML -> validated `SweepSpec` -> the trials it stands for.
 
-Validation happens here, once, at the edge: unknown keys, wrong types, values
-out of range, grid paths that do not exist and grid values that make an
-invalid trial are all `SpecError`s whose message names the file and the
-field path (e.g. `breakeven.yaml: grid.optim.lr[1]: Input should be greater
-than 0`). Nothing is started before a spec validates.
+Validation happens here, once, at the edge: a file that cannot be read or is
+not UTF-8, YAML errors and duplicate keys, unknown keys, wrong types,
+non-finite numbers, values out of range, grid paths that do not exist, grid
+values and search ranges that make an invalid trial, and sweeps larger than
+`max_trials` are all `SpecError`s whose one-line message names the file and
+the field path (e.g. `breakeven.yaml: grid.optim.lr[1]: Input should be
+greater than 0`). Nothing is started before a spec validates.
+
+Validating never builds every trial: the trial count comes from the axis
+sizes, and each grid value, variant and search bound is validated once, in a
+trial config that differs from `base` only there. That is enough because a
+field's limits are its own, except where a model validator checks several
+fields together (today `data.deficit`): the axes under such a model are
+validated jointly, every combination of their values in every variant (at
+most `max_trials` configs), and for Optuna every corner of their ranges.
 """
 from __future__ import annotations
 
@@ -18,7 +28,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from dynamics_core.config import TrialConfig, flatten, unflatten
+from dynamics_core.config import DataConfig, TrialConfig, flatten, unflatten
 
 
 class SpecError(ValueError):
@@ -26,7 +36,7 @@ class SpecError(ValueError):
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
 
 class Distribution(_Strict):
@@ -46,7 +56,21 @@ class Distribution(_Strict):
             raise ValueError(f"{self.kind} needs low < high")
         elif self.kind == "loguniform" and self.low <= 0:
             raise ValueError("loguniform needs low > 0")
+        elif self.kind == "int" and not (self.low.is_integer() and self.high.is_integer()):
+            raise ValueError("int needs whole-number low and high")
         return self
+
+    def samples(self) -> list[tuple[str, Any]]:
+        """Values that stand for everything it can sample, each with its field
+        name: the choices; the bounds (a field's limits are an interval, so
+        valid bounds make a valid range); for a float range also a fractional
+        value inside it (so a float range on an integer field is caught)."""
+        if self.kind == "choice":
+            return [(f"values[{i}]", v) for i, v in enumerate(self.values)]
+        if self.kind == "int":
+            return [("low", int(self.low)), ("high", int(self.high))]
+        mid = math.sqrt(self.low * self.high) if self.kind == "loguniform" else (self.low + self.high) / 2
+        return [("low", self.low), ("high", self.high), ("inside", math.nextafter(mid, self.high))]
 
 
 # Reported to Tune at the end of every epoch, so searchers and schedulers can use them.
@@ -95,6 +119,10 @@ class SweepSpec(_Strict):
     resources: ResourcesSpec = ResourcesSpec()
     fault_tolerance: FaultToleranceSpec = FaultToleranceSpec()
     conjectures: list[str] = []
+    max_trials: int = Field(10_000, ge=1)   # a bigger sweep is refused (typo guard)
+    # modules imported before the spec is validated, on the driver and in every
+    # trial: they register experiments (sweeps.experiments.register) and probes
+    plugins: list[str] = []
 
     @field_validator("grid")
     @classmethod
@@ -124,8 +152,25 @@ class SweepSpec(_Strict):
             return self.search.num_samples
         return len(self.variants or [{}]) * len(self.seeds) * math.prod(len(v) for v in self.grid.values())
 
+    def data_configs(self) -> list[DataConfig]:
+        """The distinct data configs of the trials, from the `data.*` axes alone
+        (Optuna: the base's), without building every trial."""
+        if self.search.kind == "optuna":
+            return [self.base.data]
+        base = self.base.model_dump(mode="json")
+        paths = [p for p in self.grid if p.startswith("data.")]
+        configs: list[DataConfig] = []
+        for variant in self.variants or [{}]:
+            arm = {p: v for p, v in variant.items() if p.startswith("data.")}
+            for combo in itertools.product(*(self.grid[p] for p in paths)):
+                cfg = with_overrides(base, {**arm, **dict(zip(paths, combo))}).data
+                if cfg not in configs:
+                    configs.append(cfg)
+        return configs
+
     def spec_hash(self) -> str:
-        blob = json.dumps(self.model_dump(mode="json"), sort_keys=True, default=str)
+        """Content hash of what the sweep computes (`max_trials` only guards it)."""
+        blob = json.dumps(self.model_dump(mode="json", exclude={"max_trials"}), sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -143,26 +188,96 @@ def trial_name(cfg: TrialConfig) -> str:
 # ---------------------------------------------------------------- loading
 def load_spec(path: str | Path) -> SweepSpec:
     path = Path(path)
-    if not path.exists():
-        raise SpecError(f"{path}: no such spec file")
+    return parse_spec(read_yaml(path), source=str(path))
+
+
+def read_yaml(path: Path) -> Any:
+    """The one YAML document in `path`; every way a file can fail to be one is a SpecError."""
     try:
-        raw = yaml.safe_load(path.read_text())
+        text = path.read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise SpecError(f"{path}: no such spec file") from None
+    except IsADirectoryError:
+        raise SpecError(f"{path}: a directory, not a spec file") from None
+    except PermissionError:
+        raise SpecError(f"{path}: not readable (permission denied)") from None
+    except UnicodeDecodeError as exc:
+        raise SpecError(f"{path}: not UTF-8 text (byte {exc.object[exc.start]:#04x} "
+                        f"at offset {exc.start})") from None
+    except OSError as exc:
+        raise SpecError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            raise SpecError(f"{path}: empty file (a spec is a mapping with at least `name`)")
+        duplicate = _duplicate_key(node)
+        if duplicate:
+            where, line = duplicate
+            raise SpecError(f"{path}: {where}: duplicate key (line {line}); YAML would keep only the last")
+        return loader.construct_document(node)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        what = " ".join(str(x) for x in (exc.context, exc.problem) if x)
+        raise SpecError(f"{path}: YAML error{at}: {what}") from None
     except yaml.YAMLError as exc:
-        raise SpecError(f"{path}: YAML error: {exc}") from None
-    return parse_spec(raw, source=str(path))
+        raise SpecError(f"{path}: YAML error: {' '.join(str(exc).split())}") from None
+    finally:
+        loader.dispose()
+
+
+def _duplicate_key(node: yaml.Node, where: str = "", seen: set[int] | None = None) -> tuple[str, int] | None:
+    """(dotted path, line) of the first key written twice in one mapping, at any depth."""
+    seen = set() if seen is None else seen
+    if id(node) in seen:                  # an alias of a node already walked
+        return None
+    seen.add(id(node))
+    if isinstance(node, yaml.MappingNode):
+        keys = set()
+        for key, value in node.value:
+            name = key.value if isinstance(key, yaml.ScalarNode) else "?"
+            path = f"{where}.{name}" if where else str(name)
+            if isinstance(key, yaml.ScalarNode) and key.tag != "tag:yaml.org,2002:merge":
+                if (key.tag, key.value) in keys:
+                    return path, key.start_mark.line + 1
+                keys.add((key.tag, key.value))
+            found = _duplicate_key(value, path, seen)
+            if found:
+                return found
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            found = _duplicate_key(item, f"{where}[{i}]", seen)
+            if found:
+                return found
+    return None
 
 
 def parse_spec(raw: Any, source: str = "<spec>") -> SweepSpec:
     if not isinstance(raw, dict):
         raise SpecError(f"{source}: a spec is a mapping with at least `name`")
+    _load_plugins(raw.get("plugins", []), source)
     try:
         spec = SweepSpec.model_validate(raw)
     except ValidationError as exc:
         raise SpecError(f"{source}: {_describe(exc)}") from None
+    _check_size(spec, source)
     _check_grid(spec, source)
     _check_search(spec, source)
     _check_conjectures(spec, source)
     return spec
+
+
+def _load_plugins(modules: Any, source: str) -> None:
+    from sweeps.experiments import load_plugins
+
+    if not isinstance(modules, list) or not all(isinstance(m, str) for m in modules):
+        raise SpecError(f"{source}: plugins: a list of module names")
+    for i, module in enumerate(modules):
+        try:
+            load_plugins([module])
+        except Exception as exc:   # ImportError, or the plugin's own registration error
+            raise SpecError(f"{source}: plugins[{i}]: cannot import {module!r}: {exc}") from None
 
 
 def _describe(exc: ValidationError, prefix: str = "") -> str:
@@ -175,6 +290,32 @@ def _describe(exc: ValidationError, prefix: str = "") -> str:
 
 def _valid_paths() -> set[str]:
     return set(flatten(TrialConfig().model_dump(mode="json")))
+
+
+def _coupled(path: str) -> bool:
+    """Whether a config field sits under a model validator that checks several
+    fields together, so its values are valid only in combination."""
+    model: Any = TrialConfig
+    for part in path.split("."):
+        if model.__pydantic_decorators__.model_validators:
+            return True
+        model = model.model_fields[part].annotation
+        if not (isinstance(model, type) and issubclass(model, BaseModel)):
+            return False
+    return bool(model.__pydantic_decorators__.model_validators)
+
+
+def _check_size(spec: SweepSpec, source: str) -> None:
+    """Counted from the axis sizes, never by building the trials."""
+    n = spec.n_trials()
+    if n <= spec.max_trials:
+        return
+    if spec.search.kind == "optuna":
+        raise SpecError(f"{source}: search.num_samples: {n:,} exceeds max_trials: {spec.max_trials:,}")
+    factors = [f"{len(spec.variants)} variants"] if spec.variants else []
+    factors += [f"{len(v)} {p}" for p, v in spec.grid.items()] + [f"{len(spec.seeds)} seeds"]
+    raise SpecError(f"{source}: grid: {n:,} trials ({' × '.join(factors)}) exceed max_trials: "
+                    f"{spec.max_trials:,} (raise max_trials if you mean it)")
 
 
 def _check_grid(spec: SweepSpec, source: str) -> None:
@@ -203,6 +344,18 @@ def _check_grid(spec: SweepSpec, source: str) -> None:
             raise SpecError(f"{source}: variants[{i}]: {_describe(exc)}") from None
         if variant in spec.variants[:i]:
             raise SpecError(f"{source}: variants[{i}]: duplicate variant")
+    coupled = [p for p in spec.grid if _coupled(p)]
+    if not coupled:
+        return
+    for i, variant in enumerate(spec.variants or [{}]):
+        for combo in itertools.product(*(spec.grid[p] for p in coupled)):
+            point = dict(zip(coupled, combo))
+            try:
+                with_overrides(base, {**variant, **point})
+            except ValidationError as exc:
+                at = ", ".join(f"{p}={v!r}" for p, v in point.items())
+                arm = f" in variants[{i}]" if spec.variants else ""
+                raise SpecError(f"{source}: grid: {at}{arm}: {_describe(exc)}") from None
 
 
 def _check_search(spec: SweepSpec, source: str) -> None:
@@ -216,20 +369,71 @@ def _check_search(spec: SweepSpec, source: str) -> None:
     if not spec.search.space:
         raise SpecError(f"{source}: search.space: Optuna needs at least one dimension")
     valid = _valid_paths()
-    for path in spec.search.space:
+    base = spec.base.model_dump(mode="json")
+    for path, dist in spec.search.space.items():
         if path not in valid:
             raise SpecError(f"{source}: search.space.{path}: no such config field")
+        for name, value in dist.samples():
+            try:
+                with_overrides(base, {path: value})
+            except ValidationError as exc:
+                where = (f"search.space.{path}: a sample inside (low, high), {value!r}" if name == "inside"
+                         else f"search.space.{path}.{name}")
+                raise SpecError(f"{source}: {where}: {_describe(exc)}") from None
+    coupled = [p for p in spec.search.space if _coupled(p)]
+    if len(coupled) < 2:
+        return
+    corners = [[v for n, v in spec.search.space[p].samples() if n != "inside"] for p in coupled]
+    for combo in itertools.product(*corners):
+        point = dict(zip(coupled, combo))
+        try:
+            with_overrides(base, point)
+        except ValidationError as exc:
+            at = ", ".join(f"{p}={v!r}" for p, v in point.items())
+            raise SpecError(f"{source}: search.space: {at}: {_describe(exc)}") from None
 
 
 def _check_conjectures(spec: SweepSpec, source: str) -> None:
     if not spec.conjectures:
         return
-    from sweeps.conjectures import REGISTRY as CONJECTURES
+    from sweeps.experiments import conjecture_names
 
+    valid = conjecture_names()
     for i, name in enumerate(spec.conjectures):
-        if name not in CONJECTURES:
+        if name not in valid:
             raise SpecError(f"{source}: conjectures[{i}]: unknown conjecture {name!r}; "
-                            f"valid: {', '.join(sorted(CONJECTURES))}")
+                            f"valid: {', '.join(valid)}")
+
+
+def check_resources(spec: SweepSpec, available: dict[str, float]) -> str | None:
+    """Which per-trial request (naming its field) exceeds what the Ray cluster
+    offers, or None. `available` is `ray.cluster_resources()` ("CPU", "GPU").
+
+    Tune waits forever for a trial that cannot fit, so this runs after Ray
+    starts and before anything else does. A multi-worker trial needs one CPU
+    for its Tune coordinator plus cpus_per_trial and gpus_per_trial per
+    worker. An autoscaling cluster may offer more than it has now: ask only a
+    local or fixed-size Ray.
+    """
+    r, cpus, gpus = spec.resources, available.get("CPU", 0.0), available.get("GPU", 0.0)
+    w = r.workers_per_trial
+
+    def has(n: float) -> str:
+        return f"the Ray cluster has {n:g}" if n else "the Ray cluster has none"
+
+    if w == 1:
+        if r.gpus_per_trial > gpus:
+            return f"resources.gpus_per_trial: {r.gpus_per_trial:g} GPU per trial, but {has(gpus)}"
+        if r.cpus_per_trial > cpus:
+            return f"resources.cpus_per_trial: {r.cpus_per_trial:g} CPUs per trial, but {has(cpus)}"
+        return None
+    if w * r.gpus_per_trial > gpus:
+        return (f"resources.workers_per_trial: {w} workers × {r.gpus_per_trial:g} GPU "
+                f"= {w * r.gpus_per_trial:g} GPUs per trial, but {has(gpus)}")
+    if 1 + w * r.cpus_per_trial > cpus:
+        return (f"resources.workers_per_trial: 1 + {w} workers × {r.cpus_per_trial:g} CPUs "
+                f"= {1 + w * r.cpus_per_trial:g} CPUs per trial, but {has(cpus)}")
+    return None
 
 
 def smoke(spec: SweepSpec) -> SweepSpec:

@@ -19,8 +19,9 @@ import torch
 from dynamics_core.config import TrialConfig
 from dynamics_core.measure import default_hooks
 from dynamics_core.train import RunEnv, RunResult, run
+from sweeps.experiments import load_plugins
 from sweeps.spec import with_overrides
-from sweeps.tracking import Tracker, TrialRun
+from sweeps.tracking import Store, TrialRun, open_trial
 
 STATE_FILE = "state.pt"
 RUN_ID_FILE = "mlflow_run_id"
@@ -40,6 +41,7 @@ class SweepContext:
     storage: str                       # the sweep's Ray storage root
     checkpoint_every_epochs: int = 1
     device: str = "auto"
+    plugins: tuple[str, ...] = ()      # the spec's plugin modules, imported before the config
 
 
 class Session(Protocol):
@@ -60,15 +62,16 @@ def run_trial(config: dict[str, Any], ctx: SweepContext, session: Session,
     """Train one trial. With `distributed`, this process is one DDP rank of
     several: rank 0 records to MLflow and checkpoints, the others only train
     and take part in the per-epoch reports."""
+    load_plugins(ctx.plugins)
     cfg = trial_config(config, ctx.base)
     env = RunEnv(device=ctx.device, cache_dir=ctx.cache_dir,
                  checkpoint_every_epochs=ctx.checkpoint_every_epochs, distributed=distributed)
     state, run_id = _load_checkpoint(session.checkpoint_dir())
     if distributed and not _is_rank_zero():
         return run(cfg, ReportOnlySink(session), env, hooks=default_hooks, resume=state)
-    tracker = Tracker(ctx.tracking_uri, ctx.artifact_root)
-    trial = tracker.open_trial(ctx.spec_name, ctx.parent_run_id, session.trial_name(), cfg.run_hash(),
-                               cfg.flat(), run_id=run_id, tags={"seed": cfg.seed})
+    store = Store(ctx.tracking_uri, ctx.artifact_root)
+    trial = open_trial(store, ctx.spec_name, ctx.parent_run_id, session.trial_name(), cfg.run_hash(),
+                       cfg.flat(), run_id=run_id, tags={"seed": cfg.seed})
     sink = TrialSink(trial, session)
     try:
         return run(cfg, sink, env, hooks=default_hooks, resume=state)

@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sweeps import conjectures
-from sweeps.conjectures import breakeven, large_lr, regimes
+from sweeps import experiments
+from sweeps.experiments import breakeven, large_lr, regimes
 from sweeps.conjectures.verdict import Verdict, compare_groups, decide, trend_test
 from sweeps.table import SweepTable
 
@@ -83,7 +83,7 @@ BE = ["breakeven.c1_lr", "breakeven.c1_batch", "breakeven.c2_lr", "breakeven.c2_
 
 @pytest.mark.parametrize("name", BE)
 def test_breakeven_paper_direction_supported(name):
-    verdicts = conjectures.get(name)(make_table(breakeven_trials("paper")), **FAST)
+    verdicts = experiments.conjecture(name)(make_table(breakeven_trials("paper")), **FAST)
     assert len(verdicts) == 2
     for v in verdicts:
         assert v.verdict == "supported", v.summary()
@@ -93,13 +93,13 @@ def test_breakeven_paper_direction_supported(name):
 
 @pytest.mark.parametrize("name", BE)
 def test_breakeven_reversed_refuted(name):
-    for v in conjectures.get(name)(make_table(breakeven_trials("reversed")), **FAST):
+    for v in experiments.conjecture(name)(make_table(breakeven_trials("reversed")), **FAST):
         assert v.verdict == "refuted", v.summary()
 
 
 @pytest.mark.parametrize("name", BE)
 def test_breakeven_noise_inconclusive(name):
-    for v in conjectures.get(name)(make_table(breakeven_trials("noise", rng_seed=3)), **FAST):
+    for v in experiments.conjecture(name)(make_table(breakeven_trials("noise", rng_seed=3)), **FAST):
         assert v.verdict == "inconclusive", v.summary()
 
 
@@ -127,7 +127,7 @@ def test_breakeven_diverged_excluded_and_counted():
 
 
 def test_breakeven_unpeaked_trials_excluded():
-    """SCIENCE §1 trap: small-lr runs still rising have small maxima; they must not count."""
+    """docs/science.md#break-even-point trap: small-lr runs still rising have small maxima; they must not count."""
     rising = [{"params": {"optim.lr": 0.01, "train.batch_size": bs}, "seed": 10 + s,
                "curves": {k: (STEPS, hump(0.01, t_peak=1e4)) for k in ("gradcov/top", "hessian/top")}}
               for s in range(4) for bs in (32, 128)]
@@ -422,14 +422,14 @@ def test_anneal_crossover_verdicts():
 
 # ------------------------------------------------------ registry and helpers
 def test_registry():
-    assert set(conjectures.names()) == set(BE) | {
+    assert set(experiments.conjecture_names()) == set(BE) | {
         "regimes.momentum", "regimes.large_step_generalizes", "regimes.two_stage",
         "large_lr.anneal_crossover"}
     with pytest.raises(KeyError, match="valid names: .*breakeven.c1_lr"):
-        conjectures.get("breakeven.c3")
+        experiments.conjecture("breakeven.c3")
     with pytest.raises(KeyError):
-        conjectures.evaluate(["breakeven.c1_lr", "nope"], make_table(breakeven_trials("paper")))
-    out = conjectures.evaluate(["breakeven.c1_lr", "breakeven.c2_lr"],
+        experiments.evaluate(["breakeven.c1_lr", "nope"], make_table(breakeven_trials("paper")))
+    out = experiments.evaluate(["breakeven.c1_lr", "breakeven.c2_lr"],
                                make_table(breakeven_trials("paper")),
                                options={"breakeven.c1_lr": FAST, "breakeven.c2_lr": FAST})
     assert [v.name for v in out] == ["breakeven.c1_lr[hessian/top]", "breakeven.c1_lr[gradcov/top]",
@@ -562,9 +562,9 @@ def test_every_conjecture_on_every_table_never_raises():
               make_table(schedule_trials({3: 0.8})),
               make_table(large_lr_trials("paper", diverged=1))]
     for table in tables:
-        out = conjectures.evaluate(conjectures.names(), table,
-                                   options={n: FAST for n in conjectures.names()})
-        assert len(out) >= len(conjectures.names())
+        out = experiments.evaluate(experiments.conjecture_names(), table,
+                                   options={n: FAST for n in experiments.conjecture_names()})
+        assert len(out) >= len(experiments.conjecture_names())
         for v in out:
             assert v.verdict in ("supported", "refuted", "inconclusive")
             if v.verdict == "inconclusive" and v.n == 0:

@@ -17,7 +17,8 @@ import yaml
 
 from dynamics_core.hooks import log_spaced_steps
 from dynamics_core.train import steps_per_epoch
-from sweeps.tracking import Tracker
+from sweeps import tracking
+from sweeps.tracking import Store
 
 pytestmark = pytest.mark.slow
 DYNSWEEP = [sys.executable, "-m", "sweeps.cli"]
@@ -53,8 +54,8 @@ def uri(dir: Path) -> str:
     return f"sqlite:///{dir / 'mlflow.db'}"
 
 
-def histories(tracker: Tracker, name: str, parent: str | None = None) -> dict[str, dict[str, list]]:
-    table = tracker.load_table(name, parent)
+def histories(tracker: Store, name: str, parent: str | None = None) -> dict[str, dict[str, list]]:
+    table = tracking.load_table(tracker, name, parent)
     out = {}
     for run_id, trial_id in zip(table.runs["run_id"], table.runs["trial_id"]):
         m = table.metrics[table.metrics["run_id"] == run_id]
@@ -62,10 +63,10 @@ def histories(tracker: Tracker, name: str, parent: str | None = None) -> dict[st
     return out
 
 
-def assert_no_step_logged_twice(tracker: Tracker, name: str) -> None:
-    for run in tracker.trial_runs(name):
-        for key in run.data.metrics:
-            steps = [m.step for m in tracker.client.get_metric_history(run.info.run_id, key)]
+def assert_no_step_logged_twice(tracker: Store, name: str) -> None:
+    for run in tracking.trial_runs(tracker, name):
+        for key in run.metrics:
+            steps = [m.step for m in tracker.client.get_metric_history(run.run_id, key)]
             assert len(steps) == len(set(steps)), f"{key} logged twice at some step"
 
 
@@ -73,13 +74,13 @@ def test_grid_sweep_lands_finished_child_runs_with_probe_series(tmp_path):
     spec = write_spec(tmp_path, "grid4", grid={"optim.lr": [0.05, 0.1], "train.batch_size": [50, 100]})
     res = cli(["run", str(spec), "--storage", str(tmp_path / "ray"), "--tracking-uri", uri(tmp_path)], tmp_path)
     assert res.returncode == 0, res.stderr[-3000:]
-    tracker = Tracker(uri(tmp_path))
-    parent = tracker.find_sweep("grid4")
-    runs = tracker.trial_runs("grid4")
+    tracker = Store(uri(tmp_path))
+    parent = tracking.find_sweep(tracker, "grid4")
+    runs = tracking.trial_runs(tracker, "grid4")
     assert len(runs) == 4
-    assert all(r.data.tags["mlflow.parentRunId"] == parent for r in runs)
-    assert all(r.data.tags["status"] == "finished" and r.info.status == "FINISHED" for r in runs)
-    table = tracker.load_table("grid4")
+    assert all(r.tags["mlflow.parentRunId"] == parent for r in runs)
+    assert all(r.status == "finished" and tracker.client.get_run(r.run_id).info.status == "FINISHED" for r in runs)
+    table = tracking.load_table(tracker, "grid4")
     assert sorted(zip(table.runs["optim.lr"], table.runs["train.batch_size"])) == \
         [(0.05, 50), (0.05, 100), (0.1, 50), (0.1, 100)]
     for _, row in table.runs.iterrows():
@@ -105,14 +106,14 @@ def test_optuna_search_with_asha_runs(tmp_path):
                    "reduction_factor": 2})
     res = cli(["run", str(spec), "--storage", str(tmp_path / "ray"), "--tracking-uri", uri(tmp_path)], tmp_path)
     assert res.returncode == 0, res.stderr[-3000:]
-    table = Tracker(uri(tmp_path)).load_table("opt")
+    table = tracking.load_table(Store(uri(tmp_path)), "opt")
     assert len(table.runs) == 3
     lrs = table.runs["optim.lr"].tolist()
     assert all(0.01 <= lr <= 0.3 for lr in lrs) and len(set(lrs)) == 3
     assert set(table.runs["status"]) == {"finished"}, "ASHA-stopped trials end finished too"
     epochs_run = [table.series(r, "train/epoch").iloc[-1] for r in table.runs["run_id"]]
     assert max(epochs_run) == 3
-    stopped = [r for r in Tracker(uri(tmp_path)).trial_runs("opt") if r.data.tags.get("stopped_early")]
+    stopped = [r for r in tracking.trial_runs(Store(uri(tmp_path)), "opt") if r.tags.get("stopped_early")]
     assert len(stopped) == sum(e < 3 for e in epochs_run), "early stops are tagged"
 
 
@@ -121,7 +122,7 @@ def test_two_worker_trial_runs_under_ddp(tmp_path):
     res = cli(["run", str(spec), "--storage", str(tmp_path / "ray"), "--tracking-uri", uri(tmp_path)],
               tmp_path, timeout=400)
     assert res.returncode == 0, res.stderr[-3000:]
-    table = Tracker(uri(tmp_path)).load_table("ddp")
+    table = tracking.load_table(Store(uri(tmp_path)), "ddp")
     (run_id,) = table.runs["run_id"]
     assert table.runs["status"].item() == "finished"
     total = 3 * steps_per_epoch(400, 50)
@@ -171,16 +172,16 @@ def test_killed_driver_resumes_to_the_uninterrupted_result(tmp_path):
     wait_for(lambda: len(checkpoints(cut / "ray" / "ft")) >= 2, 180, "two checkpoints")
     os.killpg(proc.pid, signal.SIGKILL)      # the driver and everything it started
     proc.wait()
-    cut_tracker = Tracker(uri(cut))
-    assert any(r.data.tags["status"] == "running" for r in cut_tracker.trial_runs("ft")), \
+    cut_tracker = Store(uri(cut))
+    assert any(r.status == "running" for r in tracking.trial_runs(cut_tracker, "ft")), \
         "the kill should interrupt at least one trial"
 
     res = cli(["resume", "ft", "--storage", str(cut / "ray")], cut)
     assert res.returncode == 0, res.stderr[-3000:]
-    assert {r.data.tags["status"] for r in cut_tracker.trial_runs("ft")} == {"finished"}
-    assert len(cut_tracker.trial_runs("ft")) == 2, "a resumed trial continues its own MLflow run"
+    assert {r.status for r in tracking.trial_runs(cut_tracker, "ft")} == {"finished"}
+    assert len(tracking.trial_runs(cut_tracker, "ft")) == 2, "a resumed trial continues its own MLflow run"
     assert_no_step_logged_twice(cut_tracker, "ft")
-    assert histories(cut_tracker, "ft") == histories(Tracker(uri(ref)), "ft")
+    assert histories(cut_tracker, "ft") == histories(Store(uri(ref)), "ft")
 
 
 def test_killed_worker_is_retried_from_its_checkpoint(tmp_path):
@@ -210,11 +211,11 @@ def test_killed_worker_is_retried_from_its_checkpoint(tmp_path):
     from ray.tune import ExperimentAnalysis
     (trial,) = ExperimentAnalysis(str(cut / "ray" / "wk")).trials
     assert trial.run_metadata.num_failures >= 1, "the kill should have failed the trial once"
-    tracker = Tracker(uri(cut))
-    (run,) = tracker.trial_runs("wk")
-    assert run.data.tags["status"] == "finished"
+    tracker = Store(uri(cut))
+    (run,) = tracking.trial_runs(tracker, "wk")
+    assert run.status == "finished"
     assert_no_step_logged_twice(tracker, "wk")
-    assert histories(tracker, "wk") == histories(Tracker(uri(ref)), "wk")
+    assert histories(tracker, "wk") == histories(Store(uri(ref)), "wk")
 
 
 def test_smoke_breakeven_sweep_logs_verdicts_and_figures(tmp_path):
@@ -223,8 +224,8 @@ def test_smoke_breakeven_sweep_logs_verdicts_and_figures(tmp_path):
                "--tracking-uri", uri(tmp_path)], tmp_path)
     assert res.returncode == 0, res.stderr[-3000:]
     assert "breakeven.c1_lr" in res.stdout          # the verdict table is printed
-    tracker = Tracker(uri(tmp_path))
-    parent = tracker.find_sweep("breakeven")
+    tracker = Store(uri(tmp_path))
+    parent = tracking.find_sweep(tracker, "breakeven")
     exp = tracker.client.get_experiment_by_name("breakeven").experiment_id
     (verdict_run,) = tracker.client.search_runs(
         [exp], filter_string=f"tags.`dynsweep.kind` = 'conjectures' and tags.`mlflow.parentRunId` = '{parent}'")
@@ -232,8 +233,8 @@ def test_smoke_breakeven_sweep_logs_verdicts_and_figures(tmp_path):
     assert {"verdicts.json", "verdicts.csv", "breakeven_steps.csv", "figures"} <= files
     figures = tracker.client.list_artifacts(verdict_run.info.run_id, "figures")
     assert any(f.path.endswith(".png") and f.file_size > 1000 for f in figures)
-    names = {k for k in verdict_run.data.metrics}
-    assert {"verdict/breakeven.c1_lr_hessian/top", "verdict/breakeven.c2_batch_gradcov/trace"} <= names
+    names = set(verdict_run.data.tags)
+    assert {"verdict.breakeven.c1_lr.hessian/top", "verdict.breakeven.c2_batch.gradcov/trace"} <= names
     # the same verdicts again, as JSON, from the stored sweep
     again = cli(["conjectures", "breakeven", "--json", "--tracking-uri", uri(tmp_path)], tmp_path)
     assert again.returncode == 0, again.stderr[-2000:]

@@ -11,14 +11,9 @@ import pytest
 
 from dynamics_core.config import OptimConfig, ScheduleConfig, TrainConfig, TrialConfig
 from sweeps.table import SweepTable
-from sweeps.tracking import (
-    PARAM_VALUE_LIMIT,
-    Tracker,
-    cast_param,
-    default_artifact_root,
-    default_tracking_uri,
-    git_sha,
-)
+from sweeps import tracking
+from sweeps.tracking import Store, cast_param, default_tracking_uri, git_sha
+from sweeps.tracking.store import PARAM_VALUE_LIMIT
 
 
 @pytest.fixture(scope="module")
@@ -27,9 +22,9 @@ def store(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def tracker(store) -> Tracker:
+def tracker(store) -> Store:
     # One database for the module: creating the schema costs about a second.
-    return Tracker(f"sqlite:///{store / 'mlflow.db'}")
+    return Store(f"sqlite:///{store / 'mlflow.db'}")
 
 
 @pytest.fixture
@@ -37,7 +32,7 @@ def exp(request) -> str:
     return f"exp-{request.node.name}"
 
 
-def _artifact_dir(tracker: Tracker, run_id: str) -> Path:
+def _artifact_dir(tracker: Store, run_id: str) -> Path:
     uri = tracker.client.get_run(run_id).info.artifact_uri
     assert uri.startswith("file://")
     return Path(uri[len("file://"):])
@@ -51,8 +46,7 @@ def test_default_tracking_uri_is_absolute_sqlite_under_base_dir(tmp_path, monkey
     assert uri == f"sqlite:///{(tmp_path / 'runs' / 'mlflow.db').as_posix()}"
     assert uri.startswith("sqlite:////")            # absolute path: survives a chdir
     assert (tmp_path / "runs").is_dir()
-    root = default_artifact_root("runs")
-    assert root == (tmp_path / "runs" / "mlflow-artifacts").as_uri()
+    assert Store(uri).artifact_root == (tmp_path / "runs" / "mlflow-artifacts").as_uri()
 
 
 def test_env_tracking_uri_overrides(tmp_path, monkeypatch):
@@ -86,10 +80,10 @@ def test_cast_param():
 
 # ------------------------------------------------------------ layout
 def test_sweep_parent_and_child_runs(tracker, exp):
-    parent = tracker.start_sweep(exp, spec_hash="spec123", git_sha="a" * 40,
+    parent = tracking.start_sweep(tracker, exp, spec_hash="spec123", git_sha="a" * 40,
                                  description="four trials", params={"sweep.trials": 4})
-    assert tracker.find_sweep(exp) == parent
-    assert tracker.find_sweep("no-such-experiment") is None
+    assert tracking.find_sweep(tracker, exp) == parent
+    assert tracking.find_sweep(tracker, "no-such-experiment") is None
     prun = tracker.client.get_run(parent)
     assert prun.data.tags["dynsweep.kind"] == "sweep"
     assert prun.data.tags["spec_hash"] == "spec123"
@@ -97,7 +91,7 @@ def test_sweep_parent_and_child_runs(tracker, exp):
     assert prun.data.tags["mlflow.runName"].startswith(f"{exp}-")
     assert prun.data.params == {"sweep.trials": "4"}
 
-    trials = [tracker.open_trial(exp, parent, f"trial_{i}", f"hash{i}",
+    trials = [tracking.open_trial(tracker, exp, parent, f"trial_{i}", f"hash{i}",
                                  TrialConfig(seed=i).flat()) for i in range(4)]
     assert len({t.run_id for t in trials}) == 4
     exp_id = tracker.experiment_id(exp)
@@ -114,31 +108,31 @@ def test_sweep_parent_and_child_runs(tracker, exp):
         assert tags["spec_hash"] == "spec123"          # inherited from the parent
         assert r.info.status == "RUNNING"
 
-    tracker.end_sweep(parent)
+    tracking.end_sweep(tracker, parent)
     assert tracker.client.get_run(parent).info.status == "FINISHED"
     # A second execution of the same spec: a new parent, found as the latest.
-    parent2 = tracker.start_sweep(exp, spec_hash="spec123", git_sha=None)
-    assert parent2 != parent and tracker.find_sweep(exp) == parent2
+    parent2 = tracking.start_sweep(tracker, exp, spec_hash="spec123", git_sha=None)
+    assert parent2 != parent and tracking.find_sweep(tracker, exp) == parent2
     assert "git_sha" not in tracker.client.get_run(parent2).data.tags
-    assert len(tracker.load_table(exp).runs) == 0
-    assert len(tracker.load_table(exp, parent_run_id=parent).runs) == 4
+    assert len(tracking.load_table(tracker, exp).runs) == 0
+    assert len(tracking.load_table(tracker, exp, parent_run_id=parent).runs) == 4
 
 
 def test_load_table_casts_params_back(tracker, exp):
-    parent = tracker.start_sweep(exp, "s", None)
+    parent = tracking.start_sweep(tracker, exp, "s", None)
     configs = [
         TrialConfig(seed=7, optim=OptimConfig(lr=0.05, momentum=0.9, nesterov=True,
                                               schedule=ScheduleConfig(kind="step",
                                                                       milestones=(0.3, 0.6, 0.9)))),
         TrialConfig(seed=8, train=TrainConfig(batch_size=32, max_steps=40)),
     ]
-    runs = [tracker.open_trial(exp, parent, f"t{i}", cfg.run_hash(), cfg.flat())
+    runs = [tracking.open_trial(tracker, exp, parent, f"t{i}", cfg.run_hash(), cfg.flat())
             for i, cfg in enumerate(configs)]
     for i, run in enumerate(runs):
         run.log_metrics({"train/loss": 1.0 + i, "breakeven/step": 10.0 * (i + 1)}, step=5)
         run.set_status("finished")
 
-    table = tracker.load_table(exp)
+    table = tracking.load_table(tracker, exp)
     assert isinstance(table, SweepTable)
     assert list(table.runs["trial_id"]) == ["t0", "t1"]
     for cfg, run, (_, row) in zip(configs, runs, table.runs.iterrows()):
@@ -162,8 +156,8 @@ def test_load_table_casts_params_back(tracker, exp):
 
 # ------------------------------------------------------------ metrics
 def test_metrics_are_buffered_then_flushed_at_their_steps(tracker, exp):
-    parent = tracker.start_sweep(exp, "s", None)
-    run = tracker.open_trial(exp, parent, "t0", "h", {"seed": 0})
+    parent = tracking.start_sweep(tracker, exp, "s", None)
+    run = tracking.open_trial(tracker, exp, parent, "t0", "h", {"seed": 0})
     run.flush_every, run.flush_interval_s = 10, 1e9
     history = lambda key: [(m.step, m.value) for m in tracker.client.get_metric_history(run.run_id, key)]
 
@@ -191,13 +185,13 @@ def test_metrics_are_buffered_then_flushed_at_their_steps(tracker, exp):
 
 
 def test_nonfinite_values_are_kept_as_data(tracker, exp):
-    parent = tracker.start_sweep(exp, "s", None)
-    run = tracker.open_trial(exp, parent, "t0", "h", {"seed": 0})
+    parent = tracking.start_sweep(tracker, exp, "s", None)
+    run = tracking.open_trial(tracker, exp, parent, "t0", "h", {"seed": 0})
     run.log_metrics({"train/loss": 1.0}, step=0)
     run.log_metrics({"train/loss": float("inf"), "val/loss": float("nan")}, step=3)
     run.log_metrics({"train/loss": float("-inf")}, step=4)
     run.set_status("diverged")
-    table = tracker.load_table(exp)
+    table = tracking.load_table(tracker, exp)
     s = table.series(run.run_id, "train/loss")
     assert list(s.index) == [0, 3, 4]
     assert s[0] == 1.0 and s[3] == math.inf and s[4] == -math.inf
@@ -207,16 +201,16 @@ def test_nonfinite_values_are_kept_as_data(tracker, exp):
 
 
 def test_resumed_run_never_logs_a_step_twice(tracker, exp):
-    parent = tracker.start_sweep(exp, "s", None)
+    parent = tracking.start_sweep(tracker, exp, "s", None)
     params = TrialConfig(seed=3).flat()
-    run = tracker.open_trial(exp, parent, "t0", "h", params)
+    run = tracking.open_trial(tracker, exp, parent, "t0", "h", params)
     for step in range(10):
         run.log_metrics({"train/loss": float(step), "hessian/top": 10.0 + step}, step=step)
     run.set_status("errored")                               # the worker died
     assert tracker.client.get_run(run.run_id).info.status == "FAILED"
 
     # Resume from a checkpoint taken at step 5: the run id travels in it.
-    again = tracker.open_trial(exp, parent, "t0", "h", {**params, "optim.lr": 0.2},
+    again = tracking.open_trial(tracker, exp, parent, "t0", "h", {**params, "optim.lr": 0.2},
                                run_id=run.run_id)
     assert again.run_id == run.run_id
     info = tracker.client.get_run(run.run_id)
@@ -230,43 +224,43 @@ def test_resumed_run_never_logs_a_step_twice(tracker, exp):
     for key in ("train/loss", "hessian/top"):
         steps = [m.step for m in tracker.client.get_metric_history(run.run_id, key)]
         assert sorted(steps) == list(range(15)), key       # each step exactly once
-    loss = tracker.load_table(exp).series(run.run_id, "train/loss")
+    loss = tracking.load_table(tracker, exp).series(run.run_id, "train/loss")
     assert loss[4] == 4.0 and loss[9] == 9.0 and loss[10] == 10.5
     assert tracker.client.get_run(run.run_id).info.status == "FINISHED"
 
 
 def test_open_trial_is_idempotent_on_trial_id(tracker, exp):
-    parent = tracker.start_sweep(exp, "s", None)
-    first = tracker.open_trial(exp, parent, "t0", "h", {"seed": 0, "optim.lr": 0.1})
+    parent = tracking.start_sweep(tracker, exp, "s", None)
+    first = tracking.open_trial(tracker, exp, parent, "t0", "h", {"seed": 0, "optim.lr": 0.1})
     first.log_metrics({"train/loss": 1.0}, step=0)
     first.flush()                                          # crashed before any checkpoint
-    second = tracker.open_trial(exp, parent, "t0", "h", {"seed": 0, "optim.lr": 0.1})
+    second = tracking.open_trial(tracker, exp, parent, "t0", "h", {"seed": 0, "optim.lr": 0.1})
     assert second.run_id == first.run_id
     assert second.logged("train/loss", 0)
-    other = tracker.open_trial(exp, parent, "t1", "h", {"seed": 1})
+    other = tracking.open_trial(tracker, exp, parent, "t1", "h", {"seed": 1})
     assert other.run_id != first.run_id
     # A run id unknown to this store (e.g. a checkpoint from elsewhere) falls back to trial_id.
-    third = tracker.open_trial(exp, parent, "t0", "h", {"seed": 0}, run_id="0" * 32)
+    third = tracking.open_trial(tracker, exp, parent, "t0", "h", {"seed": 0}, run_id="0" * 32)
     assert third.run_id == first.run_id
     # Another sweep execution gets its own child run for the same trial id.
-    parent2 = tracker.start_sweep(exp, "s", None)
-    assert tracker.open_trial(exp, parent2, "t0", "h", {"seed": 0}).run_id != first.run_id
+    parent2 = tracking.start_sweep(tracker, exp, "s", None)
+    assert tracking.open_trial(tracker, exp, parent2, "t0", "h", {"seed": 0}).run_id != first.run_id
     exp_id = tracker.experiment_id(exp)
     assert len(tracker.client.search_runs([exp_id], "tags.trial_id = 't0'")) == 2
 
 
 def test_status_tags_and_run_end_states(tracker, exp):
-    parent = tracker.start_sweep(exp, "s", None)
+    parent = tracking.start_sweep(tracker, exp, "s", None)
     expected = {"finished": "FINISHED", "diverged": "FINISHED", "errored": "FAILED"}
     runs = {}
     for status in expected:
-        runs[status] = run = tracker.open_trial(exp, parent, status, "h", {"seed": 0})
+        runs[status] = run = tracking.open_trial(tracker, exp, parent, status, "h", {"seed": 0})
         run.set_status(status)
         assert run.status == status
     with pytest.raises(ValueError, match="status must be one of"):
         runs["finished"].set_status("done")
     with pytest.raises(RuntimeError):
-        with tracker.open_trial(exp, parent, "crash", "h", {"seed": 0}) as crashing:
+        with tracking.open_trial(tracker, exp, parent, "crash", "h", {"seed": 0}) as crashing:
             crashing.log_metrics({"train/loss": 2.0}, step=1)
             raise RuntimeError("boom")
     runs["crash"] = crashing
@@ -278,7 +272,7 @@ def test_status_tags_and_run_end_states(tracker, exp):
         assert got.info.end_time is not None
         assert got.data.tags["status"] == ("errored" if status == "crash" else status)
     assert [m.step for m in tracker.client.get_metric_history(crashing.run_id, "train/loss")] == [1]
-    table = tracker.load_table(exp)
+    table = tracking.load_table(tracker, exp)
     assert dict(zip(table.runs["trial_id"], table.runs["status"])) == {
         "finished": "finished", "diverged": "diverged", "errored": "errored", "crash": "errored"}
 
@@ -287,20 +281,20 @@ def test_status_tags_and_run_end_states(tracker, exp):
 
 
 def test_long_params_are_truncated_not_rejected(tracker, exp):
-    parent = tracker.start_sweep(exp, "s", None)
+    parent = tracking.start_sweep(tracker, exp, "s", None)
     steps = list(range(400))                                # str() is ~2000 chars
-    run = tracker.open_trial(exp, parent, "t0", "h", {"probes.schedule.steps": steps, "seed": 1})
+    run = tracking.open_trial(tracker, exp, parent, "t0", "h", {"probes.schedule.steps": steps, "seed": 1})
     value = tracker.client.get_run(run.run_id).data.params["probes.schedule.steps"]
     assert len(value) == PARAM_VALUE_LIMIT and value.endswith("truncated>")
-    row = tracker.load_table(exp).runs.iloc[0]
+    row = tracking.load_table(tracker, exp).runs.iloc[0]
     assert row["probes.schedule.steps"] == value and row["seed"] == 1
 
 
 # ------------------------------------------------------------ artifacts
 def test_artifacts_are_files_under_the_artifact_root(tracker, store, exp, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)                             # a Ray worker's cwd is elsewhere
-    parent = tracker.start_sweep(exp, "s", None)
-    run = tracker.open_trial(exp, parent, "t0", "h", {"seed": 0})
+    parent = tracking.start_sweep(tracker, exp, "s", None)
+    run = tracking.open_trial(tracker, exp, parent, "t0", "h", {"seed": 0})
     matrix = np.arange(12, dtype=np.float32).reshape(3, 4)
     run.log_artifact("stiffness/class_matrix", matrix, step=40)
     run.log_artifact("fisher/summary", {"trace": np.float64(1.5), "top": [1, 2]}, step=7)
@@ -326,8 +320,6 @@ def test_artifacts_are_files_under_the_artifact_root(tracker, store, exp, tmp_pa
     assert (proot / "raw" / "blob.bin").read_bytes() == b"\x00\x01"
     assert (proot / "figures" / "fig1.png").read_bytes()[:4] == b"\x89PNG"
 
-    tracker.log_metrics(parent, {"conjecture/c1/effect": 0.7}, step=0)
-    assert tracker.client.get_run(parent).data.metrics == {"conjecture/c1/effect": 0.7}
     assert list(tmp_path.iterdir()) == []                  # nothing written relative to cwd
 
 
@@ -335,13 +327,13 @@ def test_tracker_pickles_as_its_addresses(tracker, exp):
     clone = pickle.loads(pickle.dumps(tracker))
     assert clone.tracking_uri == tracker.tracking_uri
     assert clone.artifact_root == tracker.artifact_root
-    parent = clone.start_sweep(exp, "s", None)
-    assert tracker.find_sweep(exp) == parent
+    parent = tracking.start_sweep(clone, exp, "s", None)
+    assert tracking.find_sweep(tracker, exp) == parent
 
 
 def test_load_table_errors_name_the_experiment(tracker):
     with pytest.raises(LookupError, match="nope"):
-        tracker.load_table("nope")
+        tracking.load_table(tracker, "nope")
 
 
 # ------------------------------------------------------------ judging
@@ -349,13 +341,14 @@ def test_judge_logs_breakeven_steps_csv(tracker, exp):
     """A breakeven.* conjecture judged: the conjectures run carries breakeven_steps.csv."""
     import pandas as pd
 
-    from sweeps.judge import BREAKEVEN_STEPS_CSV, judge
+    from sweeps.experiments.breakeven import BREAKEVEN_STEPS_CSV
+    from sweeps.judge import judge
 
-    parent = tracker.start_sweep(exp, "s", None)
+    parent = tracking.start_sweep(tracker, exp, "s", None)
     steps = [0, 1, 2, 3, 5, 8, 13, 21, 34, 55, 89]
     for i, (lr, seed) in enumerate([(0.1, 0), (0.1, 1), (0.2, 0), (0.2, 1)]):
         cfg = TrialConfig(seed=seed, optim=OptimConfig(lr=lr))
-        run = tracker.open_trial(exp, parent, f"t{i}", cfg.run_hash(), cfg.flat())
+        run = tracking.open_trial(tracker, exp, parent, f"t{i}", cfg.run_hash(), cfg.flat())
         rise = [1.0, 1.0, 1.0, 1.0, 2.0, 4.0, 8.0, 8.1, 8.1, 6.0, 5.0]
         for s, v in zip(steps, rise):
             run.log_metrics({"hessian/top": 3 * v, "gradcov/top": v,
@@ -369,8 +362,15 @@ def test_judge_logs_breakeven_steps_csv(tracker, exp):
     # λ_H¹ = 3·v reaches 2/η = 20 at step 13 for η = 0.1, 2/η = 10 at step 8 for η = 0.2
     assert got.groupby("optim.lr")["stability_step"].apply(list).to_dict() == {0.1: [13.0, 13.0],
                                                                                0.2: [8.0, 8.0]}
-    assert result.breakeven_steps is not None and len(result.breakeven_steps) == 4
-    # no break-even conjecture judged: no table
+    assert len(result.tables[BREAKEVEN_STEPS_CSV]) == 4
+    # no break-even conjecture judged: no table in that judgement; judged again, the
+    # sweep still has one conjectures run, now with two versions
     other = judge(exp, tracker.tracking_uri, parent, names=["regimes.momentum"])
-    assert other.breakeven_steps is None
-    assert BREAKEVEN_STEPS_CSV not in {a.path for a in tracker.client.list_artifacts(other.run_id)}
+    assert other.tables == {}
+    assert other.run_id == result.run_id and (result.version, other.version) == (1, 2)
+    versions = {a.path for a in tracker.client.list_artifacts(other.run_id, "judgements")}
+    assert versions == {"judgements/v1.json", "judgements/v2.json"}
+    v2 = json.loads((_artifact_dir(tracker, other.run_id) / "judgements" / "v2.json").read_text())
+    assert v2["tables"] == [] and [v["name"] for v in v2["verdicts"]] == ["regimes.momentum"]
+    tags = tracker.client.get_run(other.run_id).data.tags
+    assert tags["dynsweep.judgement_version"] == "2" and "verdict.regimes.momentum" in tags

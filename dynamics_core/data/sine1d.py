@@ -1,4 +1,5 @@
-"""1-D regression of SCIENCE §4: y = sin x + 2 sin 3x + 3 sin 5x on a uniform grid."""
+"""1-D regression check of the frequency principle: y = sin x + 2 sin 3x +
+3 sin 5x on a uniform grid (docs/science.md#frequency-principle)."""
 from __future__ import annotations
 
 import math

@@ -22,10 +22,13 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from matplotlib.figure import Figure
 
-from sweeps.conjectures.regimes import _as_tuple
 from sweeps.conjectures.verdict import (ALPHA, N_BOOT, N_PERM, Verdict, compare_groups,
                                         final_value, inconclusive, per_epoch)
+from sweeps.experiments import Experiment, Sources, register
+from sweeps.experiments.regimes import _as_tuple
+from sweeps.report import DPI, finished_runs, has_metrics, mean_curve
 
 KIND, MILESTONES = "optim.schedule.kind", "optim.schedule.milestones"
 NOISE, EPOCHS, LR = "model.preact_noise", "train.epochs", "optim.lr"
@@ -118,4 +121,47 @@ def anneal_crossover(table: Any, *, epoch: int | None = None, alpha: float = ALP
                     max(pre.p_value, post.p_value), post.n, details)]
 
 
-CONJECTURES = {"large_lr.anneal_crossover": anneal_crossover}
+# ------------------------------------------------------------------ figures
+def fig_large_lr(table: Any, sources: Sources | None = None) -> Figure | None:
+    """Li/Wei/Ma: test accuracy (and patch-only accuracy, when logged) over steps
+    per arm, mean over seeds; dotted line at the large arm's annealing."""
+    runs = finished_runs(table)
+    if runs.empty or not has_metrics(table, "val/acc"):
+        return None
+    arms = runs.apply(lr_arm, axis=1)
+    if not (arms == "large-anneal").any():
+        return None
+    keys = ["val/acc"] + (["patch/acc"] if has_metrics(table, "patch/acc") else [])
+    fig = Figure(figsize=(4.2 * len(keys) + 0.5, 3.3), dpi=DPI, layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, len(keys)))
+    e_a = anneal_epoch(runs)
+    anneal_step = None
+    large = runs[arms == "large-anneal"]
+    if e_a is not None and len(large):
+        steps = table.series(large["run_id"].iloc[0], "val/acc").sort_index().index
+        n_ep = int(large["train.epochs"].iloc[0]) if "train.epochs" in large else len(steps)
+        if len(steps):
+            off = max(0, len(steps) - n_ep)
+            anneal_step = steps[min(len(steps) - 1, off + e_a - 1)]
+    for ax, key in zip(axes, keys):
+        for i, arm in enumerate(("large-anneal", "small", "small+noise")):
+            ids = runs["run_id"][arms == arm]
+            if len(ids):
+                c = mean_curve(table, ids, key)
+                ax.plot(c.index, c.to_numpy(), color=f"C{i}", label=f"{arm} (n={len(ids)})")
+        if anneal_step is not None:
+            ax.axvline(anneal_step, color="grey", ls=":", lw=1)
+        ax.set(xlabel="step", ylabel=key, title={"val/acc": "test accuracy",
+                                                 "patch/acc": "patch-only accuracy"}[key])
+        ax.legend(fontsize=6)
+    return fig
+
+
+# --------------------------------------------------------------- registry
+EXPERIMENT = register(Experiment(
+    name="large_lr",
+    title="A large initial learning rate (Li, Wei & Ma 2019)",
+    conjectures={"large_lr.anneal_crossover": anneal_crossover},
+    figures={"large_lr_accuracy.png": fig_large_lr},
+    specs=("large_lr.yaml",),
+))

@@ -1,0 +1,44 @@
+"""A plugin as a user would write one, outside the project's packages: it
+registers an experiment (a conjecture, a figure, a table) through the public
+plugin point only. `tests/test_plugins.py` runs it in a real sweep."""
+from __future__ import annotations
+
+import pandas as pd
+from matplotlib.figure import Figure
+
+from sweeps.conjectures.verdict import Verdict
+from sweeps.experiments import Experiment, register
+
+
+def loss_falls(table, **options) -> list[Verdict]:
+    """Every finished trial ends with a lower train loss than it started with."""
+    falls = []
+    for rid in table.runs["run_id"]:
+        loss = table.series(rid, "train/loss").sort_index()
+        falls.append(bool(len(loss) >= 2 and loss.iloc[-1] < loss.iloc[0]))
+    kind = "supported" if falls and all(falls) else "refuted"
+    return [Verdict("toy.loss_falls", "train loss falls", kind, n=len(falls),
+                    details={"reason": f"{sum(falls)}/{len(falls)} trials end lower"})]
+
+
+def loss_figure(table, sources=None) -> Figure | None:
+    if table.metrics.empty:
+        return None
+    fig = Figure(figsize=(3, 2))
+    ax = fig.subplots()
+    for rid in table.runs["run_id"]:
+        loss = table.series(rid, "train/loss").sort_index()
+        ax.plot(loss.index, loss.to_numpy())
+    return fig
+
+
+def first_last(table) -> pd.DataFrame:
+    rows = []
+    for rid, trial in zip(table.runs["run_id"], table.runs["trial_id"]):
+        loss = table.series(rid, "train/loss").sort_index()
+        rows.append({"trial_id": trial, "first": loss.iloc[0], "last": loss.iloc[-1]})
+    return pd.DataFrame(rows)
+
+
+register(Experiment(name="toy", title="A toy experiment", conjectures={"toy.loss_falls": loss_falls},
+                    figures={"toy_loss.png": loss_figure}, tables={"toy_first_last.csv": first_last}))

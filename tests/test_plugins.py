@@ -1,0 +1,58 @@
+"""Plugin points, used as a user outside the project would: a module named in
+a spec's `plugins:` registers an experiment; a real sweep (local Ray, sqlite
+MLflow, the real CLI) runs it and `dynsweep conjectures` judges it."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from sweeps import tracking
+from sweeps.tracking import Store
+from test_sweeps import DYNSWEEP, _env, uri, write_spec
+
+pytestmark = pytest.mark.slow
+PLUGINS = Path(__file__).parent / "plugins"
+
+
+def cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    """The real CLI, with the plugin folder importable (as a user's PYTHONPATH would)."""
+    env = _env(cwd)
+    env["PYTHONPATH"] = os.pathsep.join([str(PLUGINS), env["PYTHONPATH"]])
+    return subprocess.run(DYNSWEEP + args, cwd=cwd, capture_output=True, text=True, timeout=300, env=env)
+
+
+def test_toy_experiment_runs_in_a_sweep_and_in_conjectures(tmp_path):
+    spec = write_spec(tmp_path, "toy", plugins=["toy_plugin"], conjectures=["toy.loss_falls"],
+                      grid={"optim.lr": [0.05, 0.1]})
+    res = cli(["run", str(spec), "--storage", str(tmp_path / "ray"), "--tracking-uri", uri(tmp_path)],
+              tmp_path)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "toy.loss_falls" in res.stdout and "toy_first_last.csv" in res.stdout
+
+    store = Store(uri(tmp_path))
+    parent = tracking.find_sweep(store, "toy")
+    exp = store.client.get_experiment_by_name("toy").experiment_id
+    (judged,) = store.client.search_runs(
+        [exp], f"tags.`dynsweep.kind` = 'conjectures' and tags.`mlflow.parentRunId` = '{parent}'")
+    files = {a.path for a in store.client.list_artifacts(judged.info.run_id)}
+    assert {"toy_first_last.csv", "verdicts.json", "figures"} <= files
+    assert judged.data.tags["verdict.toy.loss_falls"] == "supported"
+
+    # a fresh process judges it again: the plugin is loaded from the parent run's tags
+    again = cli(["conjectures", "toy", "--json", "--tracking-uri", uri(tmp_path)], tmp_path)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert [v["name"] for v in json.loads(again.stdout)] == ["toy.loss_falls"]
+    (judged,) = store.client.search_runs(
+        [exp], f"tags.`dynsweep.kind` = 'conjectures' and tags.`mlflow.parentRunId` = '{parent}'")
+    assert judged.data.tags["dynsweep.judgement_version"] == "2"
+
+
+def test_a_plugin_that_cannot_be_imported_is_a_spec_error(tmp_path):
+    spec = write_spec(tmp_path, "bad", plugins=["no_such_plugin_module"])
+    res = cli(["validate", str(spec)], tmp_path)
+    assert res.returncode == 2
+    assert "plugins[0]" in res.stderr and "no_such_plugin_module" in res.stderr
