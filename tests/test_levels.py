@@ -183,3 +183,66 @@ def test_killed_mid_level_resumes_bitwise(full, mnist1d_cache, kill_at):
                                                   b["hooks"]["prune_rewind"]["masks"]))
     assert torch.equal(a["rng"]["torch"], b["rng"]["torch"])
     assert [(s, r) for s, _, r, _ in resumed.checkpoints] == [(s, r) for s, _, r, _ in full.checkpoints if s > at]
+
+
+# ------------------------------------------- the pruning functions, hosted
+class IMP:
+    """IMP with rewinding built from `dynamics_core.pruning` as a level plan
+    and training hook: the shape a pruning trial takes in this loop."""
+
+    name = "imp"
+    changes_training = True
+    levels = LEVELS
+
+    def __init__(self, rate: float = 0.2):
+        from dynamics_core import pruning
+        self.P, self.rate = pruning, rate
+        self.schedule = Schedule(kind="every", every=1)
+        self.masks: dict = {}
+        self.snapshot: dict = {}
+
+    def state_dict(self):
+        return {"masks": self.P.masks_to_state(self.masks), "snapshot": self.snapshot}
+
+    def load_state_dict(self, state):
+        self.masks, self.snapshot = self.P.masks_from_state(state["masks"]), dict(state["snapshot"])
+
+    def on_level_start(self, level, model, optimizer, start):
+        if level == 0:
+            self.masks = self.P.initial_masks(model)
+            return
+        self.masks = self.P.global_magnitude_prune(model, self.masks, self.rate)
+        self.P.rewind(model, self.masks, self.snapshot)
+        optimizer.state.clear()
+        start.start_step = REWIND
+        start.metrics["prune/sparsity"] = self.P.sparsity(self.masks)
+
+    def __call__(self, ctx):
+        if ctx.level == 0 and ctx.level_step == REWIND:
+            self.snapshot = self.P.clone_state(ctx.model)
+        self.P.MaskEnforcer(ctx.model, self.masks)(ctx.optimizer)
+
+
+def run_imp(sink, cache, resume=None):
+    plan = IMP()
+    return train_module.run(CFG, sink, RunEnv(cache_dir=cache), hooks=[plan], resume=resume, plan=plan)
+
+
+def test_imp_from_the_pruning_functions_runs_and_resumes_bitwise(mnist1d_cache):
+    full = MemorySink()
+    assert run_imp(full, mnist1d_cache).status == "finished"
+    sparsity = [v for _, v in full.series("prune/sparsity")]
+    assert sparsity == [pytest.approx(0.2, abs=1e-3), pytest.approx(0.36, abs=1e-3)]
+    final = full.checkpoints[-1][3]
+    masks = final["hooks"]["imp"]["masks"]
+    for name, keep in masks.items():
+        assert torch.all(final["model"][name][~keep] == 0), name
+    crashed = KillingSink(2 * (TOTAL + 1) + 5)
+    with pytest.raises(Killed):
+        run_imp(crashed, mnist1d_cache)
+    at, _, _, state = crashed.checkpoints[-1]
+    resumed = MemorySink()
+    run_imp(resumed, mnist1d_cache, resume=secure(state))
+    assert canon([m for m in crashed.metrics if m[0] <= at] + resumed.metrics) == canon(full.metrics)
+    again = resumed.checkpoints[-1][3]
+    assert all(torch.equal(final["model"][k], again["model"][k]) for k in final["model"])
