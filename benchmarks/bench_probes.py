@@ -5,7 +5,7 @@
     eigh, or ARPACK at tol 1e-12: not our code).
 (b) per-example gradients (for K and stiffness): ours ("layers" and "vmap")
     vs a per-example autograd loop vs BackPACK `BatchGrad`: time, max |Δ| to the loop.
-(c) one default probe round (`ProbeHook`, default `ProbesConfig`) as a multiple
+(c) one default probe round (`measure.default_hooks`, default `ProbesConfig`) as a multiple
     of one training step (forward + backward + SGD step) at batch 32 and 128.
 
 Times are medians over `--repeats`, with the methods of a section interleaved
@@ -29,10 +29,10 @@ import torch
 import torch.nn.functional as F
 
 from dynamics_core import models
-from dynamics_core.config import DataConfig, ModelConfig, ProbesConfig
+from dynamics_core.config import DataConfig, ModelConfig, ProbesConfig, TrialConfig
 from dynamics_core.data import load
 from dynamics_core.hooks import StepContext
-from dynamics_core.measure import ProbeHook
+from dynamics_core.measure import default_hooks
 from dynamics_core.probes import hessian_hvp, hessian_top_eigen, per_example_gradients
 
 warnings.filterwarnings("ignore", module="backpack")
@@ -226,9 +226,9 @@ def bench_pergrad(spec, repeats):
 def bench_round(spec, repeats):
     model, x, y, data = setup(spec, ARGS.seed, ARGS.train_steps, ARGS.lr)
     if data is None:
-        print(f"\n(c) skipped for {spec}: ProbeHook needs a dynamics_core data set")
+        print(f"\n(c) skipped for {spec}: the probe hooks need a dynamics_core data set")
         return []
-    hook = ProbeHook(ProbesConfig(), data)
+    hooks = default_hooks(TrialConfig(probes=ProbesConfig()), data)
     init = [p.detach().clone() for p in model.parameters()]
     opt = torch.optim.SGD(model.parameters(), lr=ARGS.lr)
     g = torch.Generator().manual_seed(ARGS.seed + 2)
@@ -246,7 +246,7 @@ def bench_round(spec, repeats):
         ctx = StepContext(step=r, epoch=0, model=model, loss_fn=torch.nn.CrossEntropyLoss(),
                           data=data, lr=ARGS.lr, momentum=0.0, batch_size=32, init_params=init,
                           log_artifact=lambda name, value: None)
-        return timed(lambda: hook(ctx))
+        return timed(lambda: [hook(ctx) for hook in hooks])   # one ctx: one shared cache
 
     rounds = [probe_round(r) for r in range(repeats + 1)]  # the first is cold (no warm start)
     cold, warm = rounds[0], rounds[1:]

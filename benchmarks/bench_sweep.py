@@ -37,12 +37,13 @@ PLAIN = r"""
 import sys, time
 t0 = time.perf_counter()
 from dynamics_core.sink import MemorySink
+from dynamics_core.measure import default_hooks
 from dynamics_core.train import RunEnv, run
 from sweeps.spec import load_spec
 spec = load_spec(sys.argv[1])
 env = RunEnv(cache_dir=sys.argv[2], checkpoint_every_epochs=0)
 for cfg in spec.trials():
-    run(cfg, MemorySink(), env)
+    run(cfg, MemorySink(), env, hooks=default_hooks)
 print(f"plain-inner {time.perf_counter() - t0:.2f}")
 """
 

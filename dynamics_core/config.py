@@ -34,6 +34,10 @@ class DeficitConfig(_Frozen):
             raise ValueError("end_epoch must be greater than start_epoch")
         return self
 
+    def boundary_epochs(self) -> set[int]:
+        """Epochs where the training data changes."""
+        return {self.start_epoch, self.end_epoch} if self.kind != "none" else set()
+
 
 class PatchConfig(_Frozen):
     """Li/Wei/Ma patch data: a fraction of examples carry a class patch z ± zeta_c."""
@@ -89,6 +93,13 @@ class ScheduleConfig(_Frozen):
     warmup_epochs: float = Field(0.0, ge=0.0)
     noise_off_epoch: int | None = Field(None, ge=0)   # switch preact noise off here
 
+    def boundary_epochs(self) -> set[int]:
+        """Epochs where the optimizer (or the noise) changes."""
+        out = {self.stage1_epochs} if self.kind == "two_stage" else set()
+        if self.noise_off_epoch is not None:
+            out.add(self.noise_off_epoch)
+        return out
+
 
 class OptimConfig(_Frozen):
     name: Literal["sgd", "adam"] = "sgd"
@@ -133,6 +144,7 @@ class ProbesConfig(_Frozen):
     frequency: bool = False     # freq/delta_k*
     timeline: bool = True       # timeline/dist_init, grad_norm, sign_flips
     snapshots: bool = False     # flattened weights at each probe step (artifact "weights")
+    extra: tuple[str, ...] = ()     # probes registered by plugins (measure.register_probe), by name
     schedule: ProbeScheduleConfig = ProbeScheduleConfig()
     probe_size: int = Field(256, ge=2)      # fixed probe set drawn from train data
     val_probe_size: int = Field(128, ge=2)  # for train-val stiffness
@@ -154,6 +166,11 @@ class TrialConfig(_Frozen):
     train: TrainConfig = TrainConfig()
     probes: ProbesConfig = ProbesConfig()
     seed: int = 0
+
+    def boundary_epochs(self) -> set[int]:
+        """Epochs where the training problem changes: always resumable points."""
+        out = self.data.deficit.boundary_epochs() | self.optim.schedule.boundary_epochs()
+        return {e for e in out if 0 < e < self.train.epochs}
 
     def run_hash(self) -> str:
         """Content address: sha256 of canonical non-default, non-environment fields."""

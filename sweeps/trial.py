@@ -17,6 +17,7 @@ from typing import Any, Protocol
 import torch
 
 from dynamics_core.config import TrialConfig
+from dynamics_core.measure import default_hooks
 from dynamics_core.train import RunEnv, RunResult, run
 from sweeps.experiments import load_plugins
 from sweeps.spec import with_overrides
@@ -67,13 +68,13 @@ def run_trial(config: dict[str, Any], ctx: SweepContext, session: Session,
                  checkpoint_every_epochs=ctx.checkpoint_every_epochs, distributed=distributed)
     state, run_id = _load_checkpoint(session.checkpoint_dir())
     if distributed and not _is_rank_zero():
-        return run(cfg, ReportOnlySink(session), env, resume=state)
+        return run(cfg, ReportOnlySink(session), env, hooks=default_hooks, resume=state)
     store = Store(ctx.tracking_uri, ctx.artifact_root)
     trial = open_trial(store, ctx.spec_name, ctx.parent_run_id, session.trial_name(), cfg.run_hash(),
                        cfg.flat(), run_id=run_id, tags={"seed": cfg.seed})
     sink = TrialSink(trial, session)
     try:
-        return run(cfg, sink, env, resume=state)
+        return run(cfg, sink, env, hooks=default_hooks, resume=state)
     except SystemExit:      # the scheduler (e.g. ASHA) stopped the trial at a report:
         trial.flush()       # no error; the runner closes the run once Tune says TERMINATED
         raise
@@ -156,6 +157,6 @@ def _is_rank_zero() -> bool:
 def _load_checkpoint(path: str | None) -> tuple[dict[str, Any] | None, str | None]:
     if path is None:
         return None, None
-    state = torch.load(os.path.join(path, STATE_FILE), weights_only=False)
+    state = torch.load(os.path.join(path, STATE_FILE), weights_only=True)
     run_id_file = Path(path) / RUN_ID_FILE
     return state, (run_id_file.read_text().strip() if run_id_file.exists() else None)

@@ -6,9 +6,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dynamics_core.probes import (fisher_trace, gradient_covariance, gram_matrix,
+from dynamics_core.probes import (covariance_spectrum, fisher_trace, gradient_covariance, gram_matrix,
                                   per_example_gradients, sample_labels, stiffness,
-                                  stiffness_by_distance)
+                                  stiffness_by_distance, stiffness_from)
 
 
 def mlp(seed=0, d=4, h=5, c=3):
@@ -275,6 +275,30 @@ def test_stiffness_between_sets_matches_double_loop():
     check_stiffness(s, *naive_stiffness(ga, y, gb, yb, 3, within=False))
     shared = stiffness(None, None, x, y, 3, other=(xb, yb), grads=ga, other_grads=gb)
     assert shared["cos"] == pytest.approx(s["cos"], abs=1e-12)
+
+
+def test_forms_for_precomputed_gradients_equal_the_model_forms():
+    # what the probe hooks call: gradients or their Gram in, no model
+    model = mlp()
+    x, y = data(9, (4,), seed=3)
+    xb, yb = data(7, (4,), seed=4)
+    ga, gb = (loop_grads(model, F.cross_entropy, *d) for d in ((x, y), (xb, yb)))
+    assert covariance_spectrum(ga) == gradient_covariance(model, F.cross_entropy, x, y, grads=ga)
+    assert covariance_spectrum(gram=gram_matrix(ga)) == \
+        gradient_covariance(None, None, None, None, gram=gram_matrix(ga))
+    assert covariance_spectrum(ga, unit="minibatch", minibatch=3)["n"] == 3
+    for a, b in ((stiffness_from(y, 3, ga), stiffness(model, F.cross_entropy, x, y, 3, grads=ga)),
+                 (stiffness_from(y, 3, gram=gram_matrix(ga)), stiffness(model, F.cross_entropy, x, y, 3)),
+                 (stiffness_from(y, 3, ga, other_grads=gb, other_targets=yb),
+                  stiffness(model, F.cross_entropy, x, y, 3, other=(xb, yb)))):
+        assert a["sign"] == b["sign"] and a["cos"] == pytest.approx(b["cos"], abs=1e-12)
+        np.testing.assert_allclose(a["class_cos"], b["class_cos"], atol=1e-12)
+    with pytest.raises(ValueError, match="grads or gram"):
+        covariance_spectrum()
+    with pytest.raises(ValueError, match="come together"):
+        stiffness_from(y, 3, ga, other_grads=gb)
+    with pytest.raises(ValueError, match="grads or gram"):
+        stiffness_from(y, 3)
 
 
 def test_stiffness_by_distance_bins_and_critical_length():

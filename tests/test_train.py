@@ -2,6 +2,7 @@
 simulated crash), probes and hooks never changing training, exact step
 counts and probe schedules, divergence as data, hook key collisions."""
 import contextlib
+import io
 import math
 import random
 
@@ -13,7 +14,8 @@ from dynamics_core.config import TrialConfig
 from dynamics_core.hooks import Schedule, log_spaced_steps
 from dynamics_core import train as train_module
 from dynamics_core.sink import MemorySink
-from dynamics_core.train import RunEnv, run, steps_per_epoch
+from dynamics_core.measure import default_hooks
+from dynamics_core.train import RunEnv, steps_per_epoch
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -39,6 +41,21 @@ def trial(**over) -> TrialConfig:
 
 def env(cache, **kw) -> RunEnv:
     return RunEnv(cache_dir=cache, **kw)
+
+
+def run(cfg, sink, env, **kw):
+    """A trial as the sweeps run it: the probes its config switches on,
+    unless the test passes its own hooks."""
+    kw.setdefault("hooks", default_hooks)
+    return train_module.run(cfg, sink, env, **kw)
+
+
+def secure(state: dict) -> dict:
+    """A checkpoint through torch.save and torch.load(weights_only=True)."""
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    buf.seek(0)
+    return torch.load(buf, weights_only=True)
 
 
 # ------------------------------------------------------------------ helpers
@@ -83,7 +100,7 @@ def assert_resumes_bitwise(cfg, cache, full: MemorySink, at: int, **env_kw):
     """Resume from the checkpoint at step `at`: same end state, and exactly
     the metrics the uninterrupted run logged after `at`, none before."""
     resumed = MemorySink()
-    result = run(cfg, resumed, env(cache, **env_kw), resume=checkpoint_at(full, at))
+    result = run(cfg, resumed, env(cache, **env_kw), resume=secure(checkpoint_at(full, at)))
     assert result.status == "finished" and resumed.status == "finished"
     assert min(s for s, _, _ in resumed.metrics) > at          # never logs a step twice
     assert metrics_after(resumed, at) == metrics_after(full, at)
@@ -155,7 +172,7 @@ def test_resume_run_continues_a_partial_epoch_statistic(resume_runs):
     assert state["step"] == 10 and state["epoch"] == 1
     assert state["epoch_stats"][2] == 3 * 64
     assert checkpoint_at(full, 7)["epoch_stats"] == [0.0, 0.0, 0]
-    assert state["hooks"]["probes"]["v0"] is not None         # the Lanczos warm start
+    assert state["hooks"]["probes.hessian"]["v0"] is not None  # the Lanczos warm start
 
 
 def test_checkpoint_of_another_config_is_refused(resume_runs, mnist1d_cache):
@@ -179,7 +196,7 @@ def test_simulated_crash_then_resume(resume_runs, mnist1d_cache):
     assert canon(crashed.metrics) == canon(m for m in full.metrics if m[0] <= 12)
     at = crashed.checkpoints[-1][0]
     resumed = MemorySink()
-    assert run(cfg, resumed, env(mnist1d_cache), resume=crashed.checkpoints[-1][3]).status == "finished"
+    assert run(cfg, resumed, env(mnist1d_cache), resume=secure(crashed.checkpoints[-1][3])).status == "finished"
     # stitched together: exactly the uninterrupted run (the re-done steps 8-12
     # replace what the crashed run logged after its checkpoint)
     stitched = canon([m for m in crashed.metrics if m[0] <= at] + resumed.metrics)

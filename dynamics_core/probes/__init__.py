@@ -26,6 +26,8 @@ Gradient covariance K (covariance.py)
     gradient_covariance(model, loss_fn, inputs, targets, unit="example",
                         minibatch=128, grads=None, gram=None) -> dict top, trace,
         smallest_nonzero, trace_over_top, smallest_over_top, rank, n
+    covariance_spectrum(grads=None, *, gram=None, unit="example", minibatch=128)
+        -> the same dict, from precomputed gradients or their Gram
     gram_matrix(grads) -> GGᵀ (n×n float64, uncentred); pass it as `gram=` to
         gradient_covariance (unit="example": centred exactly) and stiffness
 Stiffness (stiffness.py)
@@ -33,6 +35,9 @@ Stiffness (stiffness.py)
               grads=None, other_grads=None, gram=None) -> dict sign, cos,
         class_sign, class_cos, sign_within, sign_between, cos_within,
         cos_between (gram: within one set only)
+    stiffness_from(targets, num_classes, grads=None, *, other_grads=None,
+              other_targets=None, gram=None) -> the same dict, from precomputed
+        gradients (within a set, or between it and another) or their Gram
     stiffness_by_distance(grads, inputs, grads_other=None, inputs_other=None,
               targets=None, targets_other=None, same_class_mask=None, bins=10)
 Fisher (fisher.py)
@@ -52,22 +57,22 @@ Timeline (timeline.py)
     sign_flip_fraction(params, reference_params)
 """
 from .breakeven import saturation_breakeven, stability_breakeven
-from .covariance import gradient_covariance, gram_matrix
+from .covariance import covariance_spectrum, gradient_covariance, gram_matrix
 from .curvature import EigenResult, hessian_hvp, hessian_top_eigen, hessian_trace
 from .fisher import fisher_trace, sample_labels
 from .frequency import (default_grid, frequency_errors, gaussian_smooth, label_peaks,
                         low_high_errors, nudft, pc1_projection)
 from .modes import probe_mode
 from .pergrad import per_example_gradients
-from .stiffness import critical_length, stiffness, stiffness_by_distance
+from .stiffness import critical_length, stiffness, stiffness_by_distance, stiffness_from
 from .timeline import distance_from_init, gradient_norm, sign_flip_fraction
 
 __all__ = [
-    "EigenResult", "critical_length", "default_grid", "distance_from_init",
+    "EigenResult", "covariance_spectrum", "critical_length", "default_grid", "distance_from_init",
     "fisher_trace", "frequency_errors", "gaussian_smooth", "gradient_covariance",
     "gradient_norm", "gram_matrix", "hessian_hvp", "hessian_top_eigen", "hessian_trace",
     "label_peaks", "low_high_errors", "nudft", "pc1_projection",
     "per_example_gradients", "probe_mode", "sample_labels",
     "saturation_breakeven", "sign_flip_fraction", "stability_breakeven",
-    "stiffness", "stiffness_by_distance",
+    "stiffness", "stiffness_by_distance", "stiffness_from",
 ]

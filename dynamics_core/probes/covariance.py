@@ -84,7 +84,17 @@ def gradient_covariance(model: nn.Module | None, loss_fn: LossFn | None,
     conditioning proxies trace/top and smallest/top, the numerical rank and
     the number of gradients n. `grads`: precomputed per-example gradients;
     `gram`: instead, their precomputed uncentred Gram GGᵀ (`gram_matrix`,
-    unit="example" only)."""
+    unit="example" only). With either, `covariance_spectrum` says it shorter."""
+    if grads is None and gram is None:
+        grads = per_example_gradients(model, loss_fn, inputs, targets, chunk_size=chunk_size)
+    return covariance_spectrum(grads, gram=gram, unit=unit, minibatch=minibatch, rtol=rtol)
+
+
+def covariance_spectrum(grads: torch.Tensor | None = None, *, gram: torch.Tensor | None = None,
+                        unit: str = "example", minibatch: int = 128,
+                        rtol: float | None = None) -> dict[str, float]:
+    """`gradient_covariance` of precomputed per-example gradients (n, p), or
+    of their uncentred Gram GGᵀ (unit="example" only)."""
     if unit not in ("example", "minibatch"):
         raise ValueError(f"unit must be 'example' or 'minibatch', got {unit!r}")
     if gram is not None:
@@ -96,7 +106,7 @@ def gradient_covariance(model: nn.Module | None, loss_fn: LossFn | None,
         gram = center_gram(gram) / n
     else:
         if grads is None:
-            grads = per_example_gradients(model, loss_fn, inputs, targets, chunk_size=chunk_size)
+            raise ValueError("covariance_spectrum needs grads or gram")
         if unit == "minibatch":
             grads = minibatch_means(grads, minibatch)
         n = grads.shape[0]

@@ -72,23 +72,42 @@ def stiffness(model: nn.Module | None, loss_fn: LossFn | None, inputs, targets,
     `sign_within`, `sign_between`, `cos_within`, `cos_between` and the
     num_classes×num_classes arrays `class_sign`, `class_cos`. `gram`: the
     precomputed Gram GGᵀ of the set's per-example gradients (within the set
-    only; `covariance.gram_matrix`), used instead of `grads`."""
+    only; `covariance.gram_matrix`), used instead of `grads`. With
+    precomputed gradients, `stiffness_from` says it shorter."""
     if gram is not None:
         if other is not None or grads is not None or other_grads is not None:
+            raise ValueError("gram= is for pairs within one set, without grads=")
+        return stiffness_from(targets, num_classes, gram=gram)
+    if grads is None:
+        grads = per_example_gradients(model, loss_fn, inputs, targets, chunk_size=chunk_size)
+    if other is not None:
+        if other_grads is None:
+            other_grads = per_example_gradients(model, loss_fn, other[0], other[1],
+                                                chunk_size=chunk_size)
+        return stiffness_from(targets, num_classes, grads, other_grads=other_grads,
+                              other_targets=other[1])
+    if other_grads is not None:
+        raise ValueError("other_grads needs other=(inputs_b, targets_b) for its labels")
+    return stiffness_from(targets, num_classes, grads)
+
+
+def stiffness_from(targets, num_classes: int, grads: torch.Tensor | None = None, *,
+                   other_grads: torch.Tensor | None = None, other_targets=None,
+                   gram: torch.Tensor | None = None) -> dict:
+    """`stiffness` of precomputed per-example gradients: within one set
+    (`grads`, or their Gram `gram`), or between it and another set
+    (`other_grads` with their labels `other_targets`)."""
+    if gram is not None:
+        if grads is not None or other_grads is not None:
             raise ValueError("gram= is for pairs within one set, without grads=")
         cos, sign, mask = _pair_matrices(None, None, gram)
         return _summary(cos, sign, mask, targets, targets, num_classes)
     if grads is None:
-        grads = per_example_gradients(model, loss_fn, inputs, targets, chunk_size=chunk_size)
-    labels2 = targets
-    if other is not None:
-        labels2 = other[1]
-        if other_grads is None:
-            other_grads = per_example_gradients(model, loss_fn, other[0], other[1],
-                                                chunk_size=chunk_size)
-    elif other_grads is not None:
-        raise ValueError("other_grads needs other=(inputs_b, targets_b) for its labels")
+        raise ValueError("stiffness_from needs grads or gram")
+    if (other_grads is None) != (other_targets is None):
+        raise ValueError("other_grads and other_targets come together")
     cos, sign, mask = _pair_matrices(grads, other_grads)
+    labels2 = targets if other_targets is None else other_targets
     return _summary(cos, sign, mask, targets, labels2, num_classes)
 
 

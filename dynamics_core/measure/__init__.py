@@ -1,0 +1,52 @@
+"""Measurement as hooks: `ProbesConfig` -> one probe hook per probe family.
+
+`default_hooks(cfg, data)` is what the sweeps trial passes to
+`dynamics_core.train.run`: the loss on the probe set (`probe/loss`,
+`probe/acc`, `probe/delta_loss`) whenever any probe is on, one hook per
+probe family the config switches on, built from the registry
+(`registry.py`), and the patch-only accuracy for patch data. The families
+share one `ProbeSet` (fixed probe data) and, at each step, one `ProbeRound`
+(`base.py`): per-example gradients and their float64 Gram are computed once
+for K, stiffness and the timeline. Metric names:
+
+  probe/loss, probe/acc, probe/delta_loss      loss on the probe set, ΔL since last round
+  hessian/top, hessian/n_hvp, hessian/lr_x_top λ_H¹ (Lanczos), its HVP count, η·λ_H¹  [hessian]
+  hessian/trace                                Hutchinson                           [hessian_trace]
+  gradcov/top, gradcov/trace, gradcov/smallest_nonzero,
+  gradcov/trace_over_top, gradcov/smallest_over_top                                 [gradcov]
+  stiffness/{train_train,train_val,val_val}/{sign,cos,sign_within,sign_between,cos_within,cos_between}
+                                               (+ artifacts stiffness_<pair>)       [stiffness]
+  fisher/trace                                                                      [fisher]
+  freq/delta_k{i}                              Δ_F at the i-th tracked label peak   [frequency]
+  timeline/dist_init, timeline/grad_norm, timeline/sign_flips                       [timeline]
+  artifact "weights"                           flattened parameters at the step     [snapshots]
+  patch/acc                                    at each epoch end, patch data only
+
+All losses are the mean cross-entropy (MSE for regression) over the probe
+set, weight decay excluded. BatchNorm is measured in eval mode (running
+statistics); `probes.bn_mode: train` applies to the loss and curvature
+probes (per-example gradients need eval mode) and is recorded with the config.
+
+Adding a probe family: one file here with a hook (usually a `ProbeFamily`
+subclass: `self.cfg`, `self.probes`, `self.probes.at(ctx)` for the shared
+gradients) that ends with `register_probe("<flag>", TheHook)`, its import
+below, and the bool flag `<flag>` in `ProbesConfig`. A true flag without a
+registered probe is an error, never silence.
+
+A plugin outside dynamics_core adds one without editing anything here:
+`register_probe("toy", factory)` in its own module, where
+`factory(probes_config, probe_set)` returns a probe hook, and a trial config
+enables it with `probes: {extra: [toy]}`. The module must be imported
+before the hooks are built: in a sweep, list it in the spec's `plugins:`
+(imported in every trial process); outside one, import it. Its hook is named
+by the factory (its state, if any, is checkpointed under that name), runs
+on the hook's own schedule (`probe_schedule(cfg)` for the probe schedule)
+and, like every probe hook, cannot change training.
+"""
+from dynamics_core.measure.base import ProbeFamily, ProbeRound, ProbeSet, probe_schedule
+from dynamics_core.measure.registry import (ProbeFactory, default_hooks, enabled, flags, get, names,
+                                            register_probe)
+from dynamics_core.measure import curvature, fisher, frequency, gradcov, stiffness, timeline  # noqa: F401  (register)
+
+__all__ = ["ProbeFactory", "ProbeFamily", "ProbeRound", "ProbeSet", "default_hooks", "enabled", "flags",
+           "get", "names", "probe_schedule", "register_probe"]

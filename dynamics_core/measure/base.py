@@ -1,0 +1,90 @@
+"""What every probe hook shares: the probe set, the per-step cache, the schedule.
+
+`ProbeSet` is the fixed data the probes measure on, drawn once per trial from
+the training data (seeded, no augmentation, no deficit), with a validation
+probe set from the test data. `ProbeSet.at(ctx)` is the `ProbeRound` of one
+step: lazily computed quantities that several probes use, computed at most
+once per step and kept in `ctx.cache` (dropped after the step): the
+per-example gradients G (float32 and float64) on the probe set, their float64
+Gram GGᵀ (K centres it exactly, train-train stiffness uses it as is, the
+largest cost of a round on small models), and the validation set's G.
+"""
+from __future__ import annotations
+
+from functools import cached_property
+
+import torch
+
+from dynamics_core import probes as P
+from dynamics_core.config import ProbesConfig
+from dynamics_core.data import Dataset, probe_indices
+from dynamics_core.hooks import Schedule, StepContext
+
+
+def probe_schedule(cfg: ProbesConfig) -> Schedule:
+    s = cfg.schedule
+    return Schedule(kind=s.kind, every=s.every, steps=tuple(s.steps), points=s.points)
+
+
+class ProbeSet:
+    def __init__(self, cfg: ProbesConfig, data: Dataset):
+        self.cfg = cfg
+        self.data = data
+        self.classification = data.task == "classification"
+        self.num_classes = data.num_classes
+        idx = probe_indices(data.n_train, cfg.probe_size, cfg.probe_seed)
+        self.x, self.y = data.x_train[idx], data.y_train[idx]
+        vidx = probe_indices(len(data.y_test), cfg.val_probe_size, cfg.probe_seed + 1)
+        self.xv, self.yv = data.x_test[vidx], data.y_test[vidx]
+        h = cfg.hessian_size or cfg.probe_size
+        self.xh, self.yh = self.x[:h], self.y[:h]
+
+    def at(self, ctx: StepContext) -> "ProbeRound":
+        """This step's shared quantities (one `ProbeRound` per step and set)."""
+        if self not in ctx.cache:
+            ctx.cache[self] = ProbeRound(self, ctx)
+        return ctx.cache[self]
+
+    def label_repr(self, y: torch.Tensor) -> torch.Tensor:
+        if self.classification:
+            return torch.nn.functional.one_hot(y, self.num_classes).float()
+        return y.float()
+
+
+class ProbeRound:
+    def __init__(self, probes: ProbeSet, ctx: StepContext):
+        self.probes, self.ctx = probes, ctx
+
+    @cached_property
+    def grads(self) -> torch.Tensor:
+        """Per-example gradients on the probe set, (n, p)."""
+        return P.per_example_gradients(self.ctx.model, self.ctx.loss_fn, self.probes.x, self.probes.y)
+
+    @cached_property
+    def grads64(self) -> torch.Tensor:
+        return self.grads.double()        # converted once for the Gram and the train-val products
+
+    @cached_property
+    def gram(self) -> torch.Tensor:
+        return P.gram_matrix(self.grads64)   # one n×n float64 product for K and stiffness
+
+    @cached_property
+    def val_grads64(self) -> torch.Tensor:
+        return P.per_example_gradients(self.ctx.model, self.ctx.loss_fn,
+                                       self.probes.xv, self.probes.yv).double()
+
+
+class ProbeFamily:
+    """Base of the built-in probe hooks: the probes of one `ProbesConfig`
+    flag, on the shared probe set, on the probe schedule, named
+    `probes.<flag>` (the key of its state in checkpoints)."""
+
+    flag = ""
+
+    def __init__(self, cfg: ProbesConfig, probes: ProbeSet):
+        self.cfg, self.probes = cfg, probes
+        self.name = f"probes.{self.flag}"
+        self.schedule = probe_schedule(cfg)
+
+    def __call__(self, ctx: StepContext) -> dict[str, float] | None:
+        raise NotImplementedError
