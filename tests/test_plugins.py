@@ -25,15 +25,23 @@ def cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run(DYNSWEEP + args, cwd=cwd, capture_output=True, text=True, timeout=300, env=env)
 
 
-def test_toy_experiment_runs_in_a_sweep_and_in_conjectures(tmp_path):
+def test_toy_probe_and_experiment_run_in_a_sweep_and_in_conjectures(tmp_path):
     spec = write_spec(tmp_path, "toy", plugins=["toy_plugin"], conjectures=["toy.loss_falls"],
-                      grid={"optim.lr": [0.05, 0.1]})
+                      grid={"optim.lr": [0.05, 0.1], "probes.extra": [["toy_grad_norm"]]})
     res = cli(["run", str(spec), "--storage", str(tmp_path / "ray"), "--tracking-uri", uri(tmp_path)],
               tmp_path)
     assert res.returncode == 0, res.stderr[-3000:]
     assert "toy.loss_falls" in res.stdout and "toy_first_last.csv" in res.stdout
 
     store = Store(uri(tmp_path))
+    table = tracking.load_table(store, "toy")
+    steps = table.metrics[table.metrics["key"] == "toy/grad_norm"].groupby("run_id")["step"].apply(list)
+    probe_steps = table.metrics[table.metrics["key"] == "timeline/grad_norm"].groupby("run_id")["step"].apply(list)
+    assert len(steps) == 2 and steps.to_dict() == probe_steps.to_dict()   # on the probe schedule
+    # the toy probe and the built-in timeline read the same shared gradients
+    both = table.metrics[table.metrics["key"].isin(["toy/grad_norm", "timeline/grad_norm"])]
+    pivot = both.pivot_table(index=["run_id", "step"], columns="key", values="value")
+    assert (pivot["toy/grad_norm"] == pivot["timeline/grad_norm"]).all()
     parent = tracking.find_sweep(store, "toy")
     exp = store.client.get_experiment_by_name("toy").experiment_id
     (judged,) = store.client.search_runs(

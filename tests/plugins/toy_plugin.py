@@ -1,13 +1,28 @@
 """A plugin as a user would write one, outside the project's packages: it
-registers an experiment (a conjecture, a figure, a table) through the public
-plugin point only. `tests/test_plugins.py` runs it in a real sweep."""
+registers a probe (`toy_grad_norm`, switched on by `probes.extra`) and an
+experiment (a conjecture, a figure, a table) through the public plugin points
+only. `tests/test_plugins.py` runs it in a real sweep."""
 from __future__ import annotations
 
 import pandas as pd
 from matplotlib.figure import Figure
 
+from dynamics_core.measure import ProbeFamily, register_probe
 from sweeps.conjectures.verdict import Verdict
 from sweeps.experiments import Experiment, register
+
+
+class ToyGradNorm(ProbeFamily):
+    """toy/grad_norm: norm of the probe set's mean gradient, from the round's
+    shared per-example gradients (computed once per step for every probe)."""
+
+    flag = "toy_grad_norm"
+
+    def __call__(self, ctx) -> dict[str, float]:
+        return {"toy/grad_norm": float(self.probes.at(ctx).grads.mean(0).norm())}
+
+
+register_probe(ToyGradNorm.flag, ToyGradNorm)
 
 
 def loss_falls(table, **options) -> list[Verdict]:
