@@ -290,3 +290,9 @@ def test_fisher_trials_too_short_are_excluded_not_failures():
     short = [trial(arm(epochs=1), CLEAN, s) for s in range(6)]
     v = one(cp.fisher_rises_then_falls(make_table(short)))
     assert v.verdict == "inconclusive" and v.details["excluded_fewer_than_3_measurements"] == 6
+
+
+def test_gate_takes_min_drop():
+    tab = table(blur_hurt=0.005, sd=0.0005)
+    assert one(cp.removal_hurts(tab, min_drop=0.001, **FAST)).details.get("protocol") is None
+    assert one(cp.removal_hurts(tab, min_drop=0.01, **FAST)).details["protocol"] == "invalid"
