@@ -1,0 +1,586 @@
+"""Critical learning periods (Achille, Rovere & Soatto, ICLR 2019).
+
+A network trained on a deficit (blurred inputs) for its first N epochs and
+then on clean data for a fixed budget ends less accurate the larger N, and a
+short deficit hurts most when it comes early; deficits that only re-map the
+input (vertical flip) or the labels (a class permutation) leave no lasting
+effect, and pure noise hurts less than blur. The trace of the Fisher
+information rises early in training, then falls. The paper's numbers
+(All-CNN, CIFAR-10, blur removed at epoch N, then 160 clean epochs): final
+test accuracy 91.99 / 86.82 / 82.87 % for N = 0 / 40 / 100.
+
+Protocol: SGD η 0.05 with momentum 0.9, ×0.97 per epoch (exponential),
+weight decay 1e-3, batch 128 (without momentum the 1-D CNN is at 43 % test
+accuracy after 30 epochs); a 1-D CNN on MNIST-1D with blur 40→10→40
+(`critical_periods.yaml`), an All-CNN on CIFAR-10 for clusters
+(`critical_periods-cluster.yaml`). Arms are told apart by their config
+(`arm_of`): `data.deficit.kind`, `start_epoch`, `end_epoch`, `train.epochs`.
+- clean: no deficit; permanent: the deficit spans the whole run;
+- removal: deficit on [0, N), then `budget = epochs − N` clean epochs;
+- onset: deficit on [t₀, t₀ + w) inside a run of fixed length.
+A trial with start 0 and clean epochs after the window is both a removal
+trial (N = w) and the onset trial at t₀ = 0; each conjecture picks its
+trials by geometry: removal trials share the budget, onset trials the
+window length and the run length. N = 0 is the clean arm of `budget` epochs.
+
+Manipulation check `critical_periods.pilot_blur_hurts`: the permanently
+blurred arm ends significantly (p < alpha) and materially (by at least
+`min_drop`) less accurate than the clean arm of the same length. When it
+does not, every deficit conjecture returns an invalid-protocol verdict with
+the reason and what would fix it (a stronger deficit, a task whose high
+frequencies matter, more seeds): a deficit that never hurt cannot show a
+critical period, and "controls leave no lasting effect" would pass trivially.
+The Fisher conjecture does not depend on the deficit and is not gated.
+Until the engine has a verdict kind of its own, an invalid protocol is an
+"inconclusive" verdict with `protocol: invalid`, `reason` and `fix` in details.
+
+Conjectures (final accuracy = `final/val_acc`, else the last `val/acc`):
+- `removal_hurts`: final accuracy decreases with N (blur removal trials plus
+  the clean N = 0 arm; Spearman, permutation p). details carry the
+  shape: per-N means, the drop over the first and the second half of the N
+  range, and least-squares R² of a line against a one-step fit.
+- `early_onset_most_sensitive`: sensitivity = mean clean accuracy (same run
+  length) − final accuracy falls with t₀ (Spearman of sensitivity vs t₀ < 0).
+- `controls_no_lasting_effect`: each of vflip and label permutation, removed
+  at N, ends within `margin` (default 0.02 = 2 accuracy points) of the clean
+  arm of the same budget: non-inferiority, one-sided permutation test of
+  H0: mean(control) − mean(clean) ≤ −margin with the (1 − 2 alpha) bootstrap
+  lower bound ≥ −margin; refuted when the upper bound is below −margin.
+  Supported only when both controls are. The margin is about three times
+  the seed-to-seed spread of the clean arm at the shipped size and a sixth
+  of the pilot's drop at N = 40 (0.895 → 0.770).
+- `noise_hurts_less_than_blur`: at the same N, noise-removal trials end more
+  accurate than blur-removal trials (difference of means, permutation p).
+- `fisher_rises_then_falls`: per trial, on the `fisher/trace` curve smoothed
+  by a centred moving average of `window` (5) measurements, the maximum is
+  interior (after the first and before the last measurement) and the last
+  value is at most (1 − `drop`) × the maximum; across trials (every arm by
+  default, `deficits` to choose) an exact binomial (sign) test of the share
+  of such trials against 1/2. Tr F is a Monte-Carlo estimate: on 300 probe
+  examples one measurement scattered by about 25 % on MNIST-1D in the pilot
+  with one label sample, so about 18 % with the spec's 2 and 8 % smoothed;
+  `drop` = 0.2 (≈ 2.5 × that) keeps noise on a plateau from passing for a fall.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from scipy import stats
+
+from sweeps.conjectures.verdict import (ALPHA, N_BOOT, N_PERM, Verdict, compare_groups,
+                                        final_value, inconclusive, metric_frame, trend_test,
+                                        usable_runs)
+from sweeps.experiments import Experiment, Sources, register
+from sweeps.report import DPI, has_metrics, mean_curve
+
+KIND, START, END, EPOCHS = ("data.deficit.kind", "data.deficit.start_epoch",
+                            "data.deficit.end_epoch", "train.epochs")
+FISHER = "fisher/trace"
+CONTROLS = ("vflip", "label_permutation")
+MARGIN = 0.02
+MIN_DROP = 0.01
+DROP, WINDOW = 0.2, 5          # Fisher: fall from the smoothed peak, smoothing width
+FIX = ("make the deficit bite before judging critical periods: a stronger blur, a model and "
+       "task whose high frequencies carry the label, longer training, or more seeds")
+
+
+# ------------------------------------------------------------------ arms
+@dataclass(frozen=True)
+class Arm:
+    """Where a trial sits in the protocol, from its config alone."""
+
+    deficit: str          # none | blur | vflip | label_permutation | noise
+    sweep: str            # clean | permanent | removal | onset
+    start: int            # deficit window [start, end) in epochs (0, 0 for clean)
+    end: int
+    epochs: int           # run length
+
+    @property
+    def budget(self) -> int:
+        """Clean epochs after the deficit window."""
+        return self.epochs - self.end
+
+    @property
+    def window(self) -> int:
+        return self.end - self.start
+
+    @property
+    def label(self) -> str:
+        if self.sweep == "clean":
+            return f"clean/{self.epochs}"
+        if self.sweep == "permanent":
+            return f"{self.deficit}/always/{self.epochs}"
+        return f"{self.deficit}/[{self.start},{self.end})/{self.epochs}"
+
+
+def arm_of(row: pd.Series | dict) -> Arm:
+    """The arm of one table row (see module docstring); the window is clipped to the run."""
+    kind = str(row.get(KIND, "none") or "none")
+    epochs = _int(row.get(EPOCHS, 0))
+    start, end = _int(row.get(START, 0)), min(_int(row.get(END, 0)), epochs)
+    if kind in ("none", "nan") or end <= start:
+        return Arm("none", "clean", 0, 0, epochs)
+    if start == 0 and end >= epochs:
+        return Arm(kind, "permanent", 0, epochs, epochs)
+    return Arm(kind, "removal" if start == 0 else "onset", start, end, epochs)
+
+
+def _int(v: Any) -> int:
+    v = pd.to_numeric(pd.Series([v]), errors="coerce").iloc[0]
+    return int(v) if pd.notna(v) else 0
+
+
+def arm_frame(table: Any) -> tuple[pd.DataFrame, dict[str, int]]:
+    """Finished runs with their arm fields and final accuracy (`acc`), and the exclusion counts."""
+    runs, excluded = usable_runs(table.runs)
+    acc = final_value(table, "final/val_acc", fallback="val/acc")
+    arms = [arm_of(r) for _, r in runs.iterrows()]
+    df = pd.DataFrame({"run_id": runs["run_id"].to_numpy(),
+                       "seed": runs["seed"].to_numpy(),
+                       "deficit": [a.deficit for a in arms], "sweep": [a.sweep for a in arms],
+                       "start": [a.start for a in arms], "end": [a.end for a in arms],
+                       "epochs": [a.epochs for a in arms], "budget": [a.budget for a in arms],
+                       "window": [a.window for a in arms], "arm": [a.label for a in arms]})
+    df["acc"] = acc.reindex(df["run_id"]).to_numpy(float)
+    return df, excluded
+
+
+def clean_acc(df: pd.DataFrame, epochs: int) -> pd.Series:
+    """Final accuracies of the clean arm of this run length."""
+    return df.loc[(df["sweep"] == "clean") & (df["epochs"] == epochs), "acc"]
+
+
+def _mode(values: pd.Series) -> int | None:
+    return None if values.empty else int(values.value_counts().sort_index().idxmax())
+
+
+# ------------------------------------------------------- manipulation check
+def blur_check(df: pd.DataFrame, *, alpha: float = ALPHA, min_drop: float = MIN_DROP,
+               n_perm: int = N_PERM, n_boot: int = N_BOOT, rng_seed: int = 0) -> Verdict:
+    """Does a permanent blur lower final accuracy against clean runs of the same length?"""
+    name = "critical_periods.pilot_blur_hurts"
+    statement = (f"a permanent blur lowers final test accuracy by at least {min_drop:g} "
+                 f"against clean training of the same length (manipulation check)")
+    perm = df[(df["sweep"] == "permanent") & (df["deficit"] == "blur")]
+    epochs = _mode(perm["epochs"])
+    if epochs is None:
+        return inconclusive(name, statement, "no permanently blurred arm in the sweep",
+                            fix="add a variant with data.deficit.kind: blur over the whole run")
+    res = compare_groups(perm.loc[perm["epochs"] == epochs, "acc"], clean_acc(df, epochs),
+                         n_perm=n_perm, n_boot=n_boot, rng_seed=rng_seed, alpha=alpha)
+    base = {"epochs": epochs, "min_drop": min_drop, "groups": {"a": "blur always", "b": "clean"}}
+    if not np.isfinite(res.p_value):
+        return inconclusive(name, statement, res.details.get("reason", "no data"), res.n,
+                            **base, **res.details)
+    hurts = res.p_value < alpha and res.effect <= -min_drop
+    kind = "supported" if hurts else ("refuted" if res.p_value < alpha and res.effect > 0
+                                      else "inconclusive")
+    return Verdict(name, statement, kind, res.statistic, res.effect, res.ci_low, res.ci_high,
+                   res.p_value, res.n, {**res.details, **base, "alpha": alpha})
+
+
+def invalid_protocol(name: str, statement: str, check: Verdict) -> Verdict:
+    """The verdict of a conjecture whose manipulation check failed.
+
+    Kind "inconclusive" with `protocol: invalid` in details (the engine has
+    no invalid-protocol kind yet), the reason and the fix.
+    """
+    why = check.details.get("reason") or (
+        f"permanent blur changed final accuracy by {check.effect:+.4f} (p = {check.p_value:.3g}); "
+        f"it must drop by at least {check.details.get('min_drop', MIN_DROP):g} with p < alpha")
+    return Verdict(name, statement, "inconclusive", n=check.n,
+                   details={"reason": f"invalid protocol: the deficit does not hurt: {why}; "
+                                      f"to fix: {FIX}",
+                            "protocol": "invalid", "check": check.name,
+                            "check_verdict": check.verdict, "fix": FIX})
+
+
+def pilot_blur_hurts(table: Any, **options: Any) -> list[Verdict]:
+    """Manipulation check: the permanently blurred arm ends less accurate than the clean arm."""
+    df, excluded = arm_frame(table)
+    v = blur_check(df, **options)
+    return [Verdict(v.name, v.statement, v.verdict, v.statistic, v.effect, v.ci_low, v.ci_high,
+                    v.p_value, v.n, {**v.details, **excluded,
+                                     **({} if v.verdict == "supported" else {"fix": FIX})})]
+
+
+def _gate(df: pd.DataFrame, alpha: float, min_drop: float, n_perm: int, n_boot: int,
+          rng_seed: int) -> Verdict:
+    return blur_check(df, alpha=alpha, min_drop=min_drop, n_perm=n_perm, n_boot=n_boot,
+                      rng_seed=rng_seed)
+
+
+# ------------------------------------------------------------ removal sweep
+def removal_frame(df: pd.DataFrame, deficit: str = "blur", budget: int | None = None
+                  ) -> tuple[pd.DataFrame, int | None]:
+    """Removal trials of one deficit sharing one clean budget, with the clean arm as N = 0.
+
+    Column `N` = deficit end epoch; budget = the most common one unless given.
+    """
+    rem = df[(df["sweep"] == "removal") & (df["deficit"] == deficit)]
+    budget = _mode(rem["budget"]) if budget is None else budget
+    if budget is None:
+        return rem.assign(N=[]), None
+    rem = rem[rem["budget"] == budget]
+    clean = df[(df["sweep"] == "clean") & (df["epochs"] == budget)]
+    return pd.concat([clean.assign(N=0), rem.assign(N=rem["end"])]), budget
+
+
+def removal_shape(levels: np.ndarray, means: np.ndarray) -> dict[str, Any]:
+    """Shape of accuracy against N: drops over the first and second half of
+    the N range, and R² of a straight line against the best one-step fit."""
+    x, y = np.asarray(levels, float), np.asarray(means, float)
+    if x.size < 3:
+        return {"shape": "too few levels"}
+    mid = (x[0] + x[-1]) / 2
+    y_mid = float(np.interp(mid, x, y))
+    first, second = float(y[0] - y_mid), float(y_mid - y[-1])
+    sst = float(((y - y.mean()) ** 2).sum()) or np.inf
+    line = np.polyval(np.polyfit(x, y, 1), x)
+    r2_line = 1 - float(((y - line) ** 2).sum()) / sst
+    r2_step = max(1 - float(sum(((y[s] - y[s].mean()) ** 2).sum()
+                                for s in (slice(0, k), slice(k, None)))) / sst
+                  for k in range(1, x.size))
+    shape = "saturating" if first > 1.5 * second else (
+        "accelerating" if second > 1.5 * first else "linear")
+    return {"shape": shape, "drop_first_half": first, "drop_second_half": second,
+            "r2_line": r2_line, "r2_step": r2_step}
+
+
+def removal_test(rem: pd.DataFrame, *, alpha: float, n_perm: int, n_boot: int, rng_seed: int):
+    """Statistics of `removal_hurts`: Spearman of final accuracy vs N (one stratum), permutation p."""
+    return trend_test(rem["N"].to_numpy(float), rem["acc"].to_numpy(float), None,
+                      n_perm=n_perm, n_boot=n_boot, rng_seed=rng_seed, alpha=alpha)
+
+
+def removal_hurts(table: Any, *, deficit: str = "blur", budget: int | None = None,
+                  alpha: float = ALPHA, n_perm: int = N_PERM, n_boot: int = N_BOOT,
+                  rng_seed: int = 0, min_trials: int = 4,
+                  min_drop: float = MIN_DROP) -> list[Verdict]:
+    """Final accuracy decreases with the epoch N at which the deficit is removed."""
+    name = "critical_periods.removal_hurts"
+    statement = (f"final test accuracy decreases with the epoch N at which the {deficit} "
+                 f"deficit is removed (fixed clean budget afterwards)")
+    df, excluded = arm_frame(table)
+    check = _gate(df, alpha, min_drop, n_perm, n_boot, rng_seed)
+    if check.verdict != "supported":
+        return [invalid_protocol(name, statement, check)]
+    rem, budget = removal_frame(df, deficit, budget)
+    base = {**excluded, "budget": budget, "deficit": deficit}
+    if len(rem) < min_trials or rem["N"].nunique() < 2:
+        return [inconclusive(name, statement, f"only {len(rem)} removal trials at "
+                             f"{rem['N'].nunique()} levels of N (need {min_trials}, 2)",
+                             len(rem), **base)]
+    res = removal_test(rem, alpha=alpha, n_perm=n_perm, n_boot=n_boot, rng_seed=rng_seed)
+    means = rem.groupby("N")["acc"].mean()
+    return [res.verdict(name, statement, -1, alpha, **base,
+                        mean_acc_by_N={int(k): float(v) for k, v in means.items()},
+                        **removal_shape(means.index.to_numpy(), means.to_numpy()))]
+
+
+# -------------------------------------------------------------- onset sweep
+def onset_frame(df: pd.DataFrame, deficit: str = "blur", window: int | None = None,
+                epochs: int | None = None) -> tuple[pd.DataFrame, float, dict[str, Any]]:
+    """Deficit windows of one length in runs of one length, with `t0` and
+    `sensitivity` = mean clean accuracy (same run length) − final accuracy."""
+    win = df[df["sweep"].isin(["removal", "onset"]) & (df["deficit"] == deficit)]
+    epochs = _mode(win.loc[win["sweep"] == "onset", "epochs"]) if epochs is None else epochs
+    win = win[win["epochs"] == epochs] if epochs is not None else win.iloc[:0]
+    window = _mode(win.loc[win["sweep"] == "onset", "window"]) if window is None else window
+    win = win[win["window"] == window]
+    baseline = clean_acc(df, epochs) if epochs is not None else pd.Series(dtype=float)
+    base_mean = float(baseline.mean()) if len(baseline) else np.nan
+    win = win.assign(t0=win["start"], sensitivity=base_mean - win["acc"])
+    return win, base_mean, {"window": window, "epochs": epochs, "n_clean": int(len(baseline)),
+                            "baseline_acc": base_mean}
+
+
+def onset_test(win: pd.DataFrame, *, alpha: float, n_perm: int, n_boot: int, rng_seed: int):
+    """Statistics of `early_onset_most_sensitive`: Spearman of sensitivity vs t₀, permutation p."""
+    return trend_test(win["t0"].to_numpy(float), win["sensitivity"].to_numpy(float), None,
+                      n_perm=n_perm, n_boot=n_boot, rng_seed=rng_seed, alpha=alpha)
+
+
+def early_onset_most_sensitive(table: Any, *, deficit: str = "blur", window: int | None = None,
+                               epochs: int | None = None, alpha: float = ALPHA,
+                               n_perm: int = N_PERM, n_boot: int = N_BOOT, rng_seed: int = 0,
+                               min_trials: int = 4,
+                               min_drop: float = MIN_DROP) -> list[Verdict]:
+    """Sensitivity to a short deficit window is largest when the window starts early."""
+    name = "critical_periods.early_onset_most_sensitive"
+    statement = (f"sensitivity (clean − final accuracy) to a short {deficit} window "
+                 f"decreases with its onset epoch t0")
+    df, excluded = arm_frame(table)
+    check = _gate(df, alpha, min_drop, n_perm, n_boot, rng_seed)
+    if check.verdict != "supported":
+        return [invalid_protocol(name, statement, check)]
+    win, base_mean, info = onset_frame(df, deficit, window, epochs)
+    base = {**excluded, **info, "deficit": deficit}
+    if not np.isfinite(base_mean):
+        return [inconclusive(name, statement, "no clean trials of the onset run length", **base)]
+    if len(win) < min_trials or win["t0"].nunique() < 2:
+        return [inconclusive(name, statement, f"only {len(win)} onset trials at "
+                             f"{win['t0'].nunique()} onsets (need {min_trials}, 2)",
+                             len(win), **base)]
+    res = onset_test(win, alpha=alpha, n_perm=n_perm, n_boot=n_boot, rng_seed=rng_seed)
+    means = win.groupby("t0")["sensitivity"].mean()
+    return [res.verdict(name, statement, -1, alpha, **base,
+                        mean_sensitivity_by_t0={int(k): float(v) for k, v in means.items()})]
+
+
+# ----------------------------------------------------------------- controls
+def noninferiority_test(a: pd.Series, b: pd.Series, margin: float, *, alpha: float,
+                        n_perm: int, n_boot: int, rng_seed: int):
+    """Statistics of `controls_no_lasting_effect`: mean(a) − mean(b) > −margin, one-sided."""
+    return compare_groups(a, b, n_perm=n_perm, n_boot=n_boot, rng_seed=rng_seed, alpha=alpha,
+                          shift=margin, alternative="greater")
+
+
+def controls_no_lasting_effect(table: Any, *, controls: tuple[str, ...] = CONTROLS,
+                               margin: float = MARGIN, budget: int | None = None,
+                               alpha: float = ALPHA, n_perm: int = N_PERM, n_boot: int = N_BOOT,
+                               rng_seed: int = 0, min_drop: float = MIN_DROP) -> list[Verdict]:
+    """Flip and label-permutation deficits, once removed, end within `margin` of clean."""
+    name = "critical_periods.controls_no_lasting_effect"
+    statement = (f"{' and '.join(controls)} deficits, once removed, leave final test accuracy "
+                 f"within {margin:g} of clean training with the same budget")
+    df, excluded = arm_frame(table)
+    check = _gate(df, alpha, min_drop, n_perm, n_boot, rng_seed)
+    if check.verdict != "supported":
+        return [invalid_protocol(name, statement, check)]
+    per, results = {}, {}
+    for c in controls:
+        rem, b = removal_frame(df, c, budget)
+        ctrl, clean = rem.loc[rem["N"] > 0], rem.loc[rem["N"] == 0, "acc"]
+        res = noninferiority_test(ctrl["acc"], clean, margin, alpha=alpha, n_perm=n_perm,
+                                  n_boot=n_boot, rng_seed=rng_seed)
+        results[c] = res
+        per[c] = {"verdict": noninferior(res, margin, alpha), "budget": b,
+                  "N": sorted(int(n) for n in ctrl["N"].unique()), "difference": res.effect,
+                  "ci": [res.ci_low, res.ci_high], "p_value": res.p_value,
+                  "n_control": int(len(ctrl)), "n_clean": int(len(clean)),
+                  **{k: v for k, v in res.details.items() if k == "reason"}}
+    kinds = [v["verdict"] for v in per.values()]
+    kind = ("refuted" if "refuted" in kinds else
+            "supported" if all(k == "supported" for k in kinds) else "inconclusive")
+    finite = [r for r in results.values() if np.isfinite(r.p_value)]
+    worst = min(finite, key=lambda r: r.effect) if finite else next(iter(results.values()))
+    details = {**excluded, "margin": margin, "controls": per,
+               "test": "non-inferiority per control: one-sided permutation, "
+                       "H0 mean(control) − mean(clean) ≤ −margin; numbers of the worst control"}
+    if kind == "inconclusive":
+        details["reason"] = "not every control is within the margin with p < alpha"
+    return [Verdict(name, statement, kind, worst.statistic, worst.effect, worst.ci_low,
+                    worst.ci_high, worst.p_value, sum(v["n_control"] for v in per.values()),
+                    details)]
+
+
+def noninferior(res: Any, margin: float, alpha: float) -> str:
+    """Non-inferiority rule: supported when the one-sided lower bound is ≥ −margin
+    and p < alpha, refuted when the upper bound is < −margin, else inconclusive."""
+    if not np.isfinite(res.p_value):
+        return "inconclusive"
+    if res.ci_low >= -margin and res.p_value < alpha:
+        return "supported"
+    return "refuted" if res.ci_high < -margin else "inconclusive"
+
+
+def noise_test(noise: pd.Series, blur: pd.Series, *, alpha: float, n_perm: int, n_boot: int,
+               rng_seed: int):
+    """Statistics of `noise_hurts_less_than_blur`: mean(noise) − mean(blur), permutation p."""
+    return compare_groups(noise, blur, n_perm=n_perm, n_boot=n_boot, rng_seed=rng_seed,
+                          alpha=alpha)
+
+
+def noise_hurts_less_than_blur(table: Any, *, budget: int | None = None, alpha: float = ALPHA,
+                               n_perm: int = N_PERM, n_boot: int = N_BOOT, rng_seed: int = 0,
+                               min_drop: float = MIN_DROP) -> list[Verdict]:
+    """Removed at the same N, a noise deficit ends more accurate than a blur deficit."""
+    name = "critical_periods.noise_hurts_less_than_blur"
+    statement = ("a noise deficit removed at epoch N leaves a higher final test accuracy than "
+                 "a blur deficit removed at the same N")
+    df, excluded = arm_frame(table)
+    check = _gate(df, alpha, min_drop, n_perm, n_boot, rng_seed)
+    if check.verdict != "supported":
+        return [invalid_protocol(name, statement, check)]
+    noise, b = removal_frame(df, "noise", budget)
+    blur, _ = removal_frame(df, "blur", b)
+    noise, blur = noise[noise["N"] > 0], blur[blur["N"] > 0]
+    shared = sorted(set(noise["N"]) & set(blur["N"]))
+    base = {**excluded, "budget": b, "N": [int(n) for n in shared],
+            "groups": {"a": "noise", "b": "blur"}}
+    if not shared:
+        return [inconclusive(name, statement, "no N at which both noise and blur were removed",
+                             **base)]
+    res = noise_test(noise.loc[noise["N"].isin(shared), "acc"], blur.loc[blur["N"].isin(shared), "acc"],
+                     alpha=alpha, n_perm=n_perm, n_boot=n_boot, rng_seed=rng_seed)
+    if not np.isfinite(res.p_value):
+        return [inconclusive(name, statement, res.details.get("reason", "no data"), res.n,
+                             **base, **res.details)]
+    return [res.verdict(name, statement, +1, alpha, **base)]
+
+
+# ------------------------------------------------------------------ Fisher
+def smooth(values: np.ndarray, window: int = 5) -> np.ndarray:
+    """Centred moving average over `window` measurements (shorter at the ends)."""
+    v = np.asarray(values, dtype=float)
+    if window <= 1 or v.size == 0:
+        return v
+    kernel = np.ones(min(window, v.size))
+    return np.convolve(v, kernel, "same") / np.convolve(np.ones(v.size), kernel, "same")
+
+
+def rises_then_falls(values: np.ndarray, drop: float = DROP, window: int = WINDOW) -> bool:
+    """On the smoothed curve, the maximum is interior (not the first or last
+    measurement) and the last value is at most (1 − drop) × the maximum."""
+    v = np.asarray(values, dtype=float)
+    v = smooth(v[np.isfinite(v)], window)
+    if v.size < 3:
+        return False
+    i = int(np.argmax(v))
+    return 0 < i < v.size - 1 and v[-1] <= (1 - drop) * v[i]
+
+
+def sign_test(successes: int, n: int, *, alpha: float) -> tuple[float, float, float, float]:
+    """Statistics of `fisher_rises_then_falls`: share of successes, two-sided
+    exact binomial p against 1/2, Clopper–Pearson (1 − alpha) interval."""
+    res = stats.binomtest(successes, n, 0.5)
+    ci = res.proportion_ci(1 - alpha)
+    return successes / n, float(res.pvalue), float(ci.low), float(ci.high)
+
+
+def fisher_rises_then_falls(table: Any, *, drop: float = DROP, window: int = WINDOW,
+                            deficits: tuple[str, ...] | None = None, alpha: float = ALPHA,
+                            min_trials: int = 5, n_perm: int = N_PERM, n_boot: int = N_BOOT,
+                            rng_seed: int = 0) -> list[Verdict]:
+    """In most trials Tr F peaks after its first measurement, then falls by `drop`.
+
+    The binomial test is exact: the resampling options every conjecture takes
+    (n_perm, n_boot, rng_seed) are accepted and unused.
+    """
+    name = "critical_periods.fisher_rises_then_falls"
+    statement = (f"the Fisher trace peaks after its first and before its last measurement, "
+                 f"then falls by at least {drop:g} of the peak")
+    df, excluded = arm_frame(table)
+    if deficits is not None:
+        df = df[df["deficit"].isin(deficits)]
+    m = metric_frame(table, FISHER)
+    m = m[m["run_id"].isin(df["run_id"]) & np.isfinite(m["value"].astype(float))]
+    curves = {rid: g["value"].to_numpy(float) for rid, g in m.groupby("run_id")}
+    shapes = {rid: rises_then_falls(v, drop, window) for rid, v in curves.items() if v.size >= 3}
+    base = {**excluded, "drop": drop, "window": window,
+            "deficits": list(deficits) if deficits else "all",
+            "excluded_fewer_than_3_measurements": len(curves) - len(shapes),
+            "test": "exact binomial (sign) test of the share against 1/2"}
+    n = len(shapes)
+    if n < min_trials:
+        return [inconclusive(name, statement, f"{FISHER} logged for {n} trials (< {min_trials})",
+                             n, **base)]
+    k = int(sum(shapes.values()))
+    share, p, lo, hi = sign_test(k, n, alpha=alpha)
+    by_arm = df.assign(ok=df["run_id"].map(shapes)).dropna(subset=["ok"]).groupby("arm")["ok"]
+    kind = "inconclusive" if p >= alpha else ("supported" if share > 0.5 else "refuted")
+    return [Verdict(name, statement, kind, share, share - 0.5, lo, hi, p, n,
+                    {**base, "alpha": alpha, "n_rise_fall": k,
+                     "share_by_arm": {a: float(v.mean()) for a, v in by_arm}})]
+
+
+# ------------------------------------------------------------------ tables
+def arm_table(table: Any) -> pd.DataFrame | None:
+    """Per arm: deficit, sweep, window, run length, final accuracy mean, sd, n."""
+    df, _ = arm_frame(table)
+    if df.empty:
+        return None
+    keys = ["arm", "deficit", "sweep", "start", "end", "epochs"]
+    out = df.groupby(keys)["acc"].agg(mean="mean", sd="std", n="count").reset_index()
+    return out.sort_values(["sweep", "deficit", "epochs", "start", "end"]).reset_index(drop=True)
+
+
+# ------------------------------------------------------------------ figures
+def _errorbar(ax, df: pd.DataFrame, x: str, y: str, **kw) -> None:
+    g = df.groupby(x)[y].agg(["mean", "std"])
+    ax.errorbar(g.index, g["mean"], yerr=g["std"].fillna(0.0), capsize=2, ms=4, **kw)
+
+
+def fig_accuracy(table: Any, sources: Sources | None = None) -> Figure | None:
+    """Paper Fig. 10/11 analog: final accuracy against the removal epoch N
+    (blur, with the controls at their N) and against the onset t₀ of a short
+    blur window; the clean arm as a band (mean ± sd)."""
+    df, _ = arm_frame(table)
+    if df.empty or not (df["sweep"].isin(["removal", "onset"])).any():
+        return None
+    fig = Figure(figsize=(9, 3.6), dpi=DPI, layout="constrained")
+    ax_n, ax_t = fig.subplots(1, 2)
+    rem, budget = removal_frame(df, "blur")
+    for i, kind in enumerate(("blur", "noise", *CONTROLS)):
+        r, _ = removal_frame(df, kind, budget)
+        r = r[r["N"] > 0] if kind != "blur" else r
+        if len(r):
+            _errorbar(ax_n, r, "N", "acc", fmt="o-" if kind == "blur" else "s", color=f"C{i}",
+                      label=kind)
+    clean = clean_acc(df, budget) if budget is not None else pd.Series(dtype=float)
+    if len(clean):
+        ax_n.axhspan(clean.mean() - np.nan_to_num(clean.std()),
+                     clean.mean() + np.nan_to_num(clean.std()), color="k", alpha=0.1, label="clean")
+    ax_n.set(xlabel="deficit removed at epoch N", ylabel="final test accuracy",
+             title=f"removal (then {budget} clean epochs)")
+    ax_n.legend(fontsize=6)
+    win, base_mean, info = onset_frame(df, "blur")
+    if len(win):
+        _errorbar(ax_t, win, "t0", "sensitivity", fmt="o-", color="C0", label="blur")
+        ax_t.axhline(0, color="k", lw=0.5)
+    ax_t.set(xlabel="deficit onset t₀ (epoch)", ylabel="sensitivity (clean − final accuracy)",
+             title=f"onset (window {info['window']}, {info['epochs']} epochs)")
+    return fig
+
+
+def fig_fisher(table: Any, sources: Sources | None = None) -> Figure | None:
+    """Tr F over training: mean curve per arm (clean and blur removal at each N),
+    against the epoch (the step divided by the steps per epoch of each run)."""
+    if not has_metrics(table, FISHER):
+        return None
+    df, _ = arm_frame(table)
+    df = df[df["sweep"].isin(["clean", "removal", "permanent"])
+            & df["deficit"].isin(["none", "blur"])]
+    if df.empty:
+        return None
+    fig = Figure(figsize=(5.5, 3.6), dpi=DPI, layout="constrained")
+    ax = fig.subplots()
+    df = df.sort_values(["sweep", "end", "epochs"])
+    for i, (arm, g) in enumerate(df.groupby("arm", sort=False)):
+        c = mean_curve(table, g["run_id"], FISHER)
+        epoch_len = _steps_per_epoch(table, g["run_id"].iloc[0])
+        ax.plot(c.index / epoch_len, c.to_numpy(), color=f"C{i % 10}", lw=1, label=arm)
+        if g["sweep"].iloc[0] == "removal":
+            ax.axvline(g["end"].iloc[0], color=f"C{i % 10}", lw=0.5, ls=":")
+    ax.set(xlabel="epoch", ylabel="Tr F", yscale="log", title="Fisher trace (dotted: deficit removed)")
+    ax.legend(fontsize=6)
+    return fig
+
+
+def _steps_per_epoch(table: Any, run_id: str) -> float:
+    ends = table.series(run_id, "train/epoch").sort_index()
+    if len(ends) >= 1 and ends.iloc[0] > 0:
+        return float(ends.index[0]) / float(ends.iloc[0])
+    return 1.0
+
+
+# --------------------------------------------------------------- registry
+EXPERIMENT = register(Experiment(
+    name="critical_periods",
+    title="Critical learning periods (Achille, Rovere & Soatto 2019)",
+    conjectures={"critical_periods.pilot_blur_hurts": pilot_blur_hurts,
+                 "critical_periods.removal_hurts": removal_hurts,
+                 "critical_periods.early_onset_most_sensitive": early_onset_most_sensitive,
+                 "critical_periods.controls_no_lasting_effect": controls_no_lasting_effect,
+                 "critical_periods.noise_hurts_less_than_blur": noise_hurts_less_than_blur,
+                 "critical_periods.fisher_rises_then_falls": fisher_rises_then_falls},
+    figures={"critical_periods_fig10_accuracy.png": fig_accuracy,
+             "critical_periods_fisher.png": fig_fisher},
+    tables={"critical_periods_arms.csv": arm_table},
+    specs=("critical_periods.yaml", "critical_periods_pilot.yaml", "critical_periods-cluster.yaml"),
+))
