@@ -143,7 +143,7 @@ def test_invalid_protocol_without_a_permanent_arm(conjecture):
 def test_removal_hurts_supported_with_shape():
     v = one(cp.removal_hurts(table(), **FAST))
     assert v.verdict == "supported" and v.statistic < -0.8 and v.n == 30
-    assert v.effect == pytest.approx(-0.12, abs=0.01)
+    assert v.effect == v.statistic and v.details["effect_units"] == pytest.approx(-0.12, abs=0.01)
     assert sorted(v.details["mean_acc_by_N"]) == [0, 5, 10, 20, 30, 40]
     assert v.details["budget"] == 40 and v.details["shape"] == "linear"
 
