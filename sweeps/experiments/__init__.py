@@ -53,7 +53,7 @@ class Experiment:
 
 
 REGISTRY: dict[str, Experiment] = {}
-BUILT_IN = ("breakeven", "regimes", "large_lr")
+BUILT_IN = ("breakeven", "regimes", "large_lr", "stiffness", "frequency")
 
 
 def register(experiment: Experiment) -> Experiment:
