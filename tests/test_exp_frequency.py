@@ -73,6 +73,14 @@ def test_trials_where_nothing_converged_are_excluded_and_counted():
     assert v.verdict == "supported" and v.n == 8 and v.details["excluded_tau_undefined"] == 3
 
 
+def test_arms_tracking_fewer_peaks_have_no_unreached_extras():
+    three = [trial(s, [30.0, 120.0, 400.0], "sine") for s in range(4)]   # k3 not tracked
+    v = low_first(make_table(sweep() + three))
+    assert v.verdict == "supported" and v.n == 12 and v.statistic == pytest.approx(1.0)
+    assert v.details["unreached_per_rank"]["k3"] == 0
+    assert isinstance(F.fig_heatmap(make_table(sweep() + three)), Figure)
+
+
 def test_missing_metric_is_inconclusive_with_reason():
     t = make_table([{"params": {}, "seed": 0, "curves": {"train/loss": ([1, 2], [1.0, 0.5])}}])
     v = low_first(t)

@@ -86,23 +86,29 @@ def trial_convergence(table: Any, threshold: float = THRESHOLD,
                       unreached: Literal["last", "drop"] = "last",
                       rule: Literal["settled", "first"] = "settled") -> pd.DataFrame:
     """One row per trial: convergence step of each tracked frequency
-    (`step_k{i}`, NaN: never below threshold), how many never converged, and
-    τ between rank and convergence step under the `unreached` rule."""
+    (`step_k{i}`, NaN: never below threshold, `unreached_k{i}` True, or not
+    tracked by this trial), how many tracked ones never converged, and τ between rank and convergence
+    step under the `unreached` rule. A trial tracks the frequencies it logged
+    (arms of one sweep may track different numbers of peaks)."""
     keys = delta_keys(table)
     rows = []
     for _, r in table.runs.iterrows():
         rid = r["run_id"]
         row: dict[str, Any] = {"run_id": rid, "status": r["status"], "seed": r["seed"]}
-        conv, last = [], -math.inf
+        ranks, conv, last = [], [], -math.inf
         for key in keys:
+            i = int(DELTA.match(key).group(1))
             s = table.series(rid, key).sort_index()
-            last = max(last, float(s.index.max())) if len(s) else last
-            conv.append(convergence_step(s.index.to_numpy(), s.to_numpy(float), threshold, rule))
-        for key, c in zip(keys, conv):
-            row[f"step_k{DELTA.match(key).group(1)}"] = c
+            row[f"step_k{i}"], row[f"unreached_k{i}"] = math.nan, False
+            if s.empty:
+                continue
+            last = max(last, float(s.index.max()))
+            row[f"step_k{i}"] = convergence_step(s.index.to_numpy(), s.to_numpy(float), threshold, rule)
+            row[f"unreached_k{i}"] = bool(np.isnan(row[f"step_k{i}"]))
+            ranks.append(float(i))
+            conv.append(row[f"step_k{i}"])
         conv = np.asarray(conv, dtype=float)
-        row["n_unreached"] = int(np.isnan(conv).sum())
-        ranks = np.arange(len(conv), dtype=float)
+        row["n_tracked"], row["n_unreached"] = len(conv), int(np.isnan(conv).sum())
         if unreached == "last":
             conv = np.where(np.isnan(conv), last + 1, conv)
         row["tau"] = kendall_tau(ranks, conv) if len(conv) >= 2 else math.nan
@@ -141,7 +147,8 @@ def low_first(table: Any, threshold: float = THRESHOLD, unreached: Literal["last
     step_cols = [c for c in conv.columns if c.startswith("step_k")]
     details = {**excluded, "threshold": threshold, "unreached": unreached, "rule": rule,
                "frequencies": len(keys),
-               "unreached_per_rank": {c[5:]: int(conv[c].isna().sum()) for c in step_cols},
+               "unreached_per_rank": {c[5:]: int(conv[f"unreached_{c[5:]}"].sum())
+                                      for c in step_cols},
                "excluded_tau_undefined": int(conv["tau"].isna().sum()),
                "fraction_tau_positive": float((conv["tau"] > 0).mean()) if len(conv) else math.nan}
     return [_tau_verdict(name, statement, conv["tau"].to_numpy(float), min_trials, alpha,
