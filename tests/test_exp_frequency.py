@@ -33,13 +33,14 @@ def trial(seed: int, rates, arm: str = "mlp", rng=None) -> dict:
     return {"params": {"model.name": arm}, "seed": seed, "curves": curves}
 
 
-def sweep(order: str = "low_first", seeds=range(4), unreached_top: bool = False) -> list[dict]:
+def sweep(order: str = "low_first", seeds=range(6), unreached_top: bool = False,
+          arms=("mlp",)) -> list[dict]:
     rng = np.random.default_rng(0)
     base = [30.0, 120.0, 400.0, 900.0]
     if order == "high_first":
         base = base[::-1]
     out = []
-    for arm, s in itertools.product(["mlp", "cnn1d"], seeds):
+    for arm, s in itertools.product(arms, seeds):
         rates = [r * float(np.exp(rng.normal(0, 0.1))) for r in base]
         if unreached_top:
             rates[-1] = None
@@ -56,7 +57,7 @@ def low_first(table, **kw):
 @pytest.mark.parametrize("order,expected", [("low_first", "supported"), ("high_first", "refuted")])
 def test_low_first(order, expected):
     v = low_first(make_table(sweep(order)))
-    assert v.verdict == expected and v.n == 8
+    assert v.verdict == expected and v.n == 6
     assert v.statistic == pytest.approx(1.0 if order == "low_first" else -1.0)
 
 
@@ -64,20 +65,22 @@ def test_low_first(order, expected):
 def test_unreached_thresholds_are_handled_and_counted(rule):
     v = low_first(make_table(sweep(unreached_top=True)), unreached=rule)
     assert v.verdict == "supported" and v.statistic == pytest.approx(1.0)
-    assert v.details["unreached_per_rank"] == {"k0": 0, "k1": 0, "k2": 0, "k3": 8}
+    assert v.details["unreached_per_rank"] == {"k0": 0, "k1": 0, "k2": 0, "k3": 6}
 
 
 def test_trials_where_nothing_converged_are_excluded_and_counted():
     never = [trial(s, [None] * 4) for s in range(3)]
     v = low_first(make_table(sweep() + never))
-    assert v.verdict == "supported" and v.n == 8 and v.details["excluded_tau_undefined"] == 3
+    assert v.verdict == "supported" and v.n == 6 and v.details["excluded_tau_undefined"] == 3
 
 
-def test_arms_tracking_fewer_peaks_have_no_unreached_extras():
-    three = [trial(s, [30.0, 120.0, 400.0], "sine") for s in range(4)]   # k3 not tracked
-    v = low_first(make_table(sweep() + three))
-    assert v.verdict == "supported" and v.n == 12 and v.statistic == pytest.approx(1.0)
-    assert v.details["unreached_per_rank"]["k3"] == 0
+def test_one_verdict_per_arm_and_arms_tracking_fewer_peaks():
+    three = [trial(s, [400.0, 120.0, 30.0], "sine") for s in range(6)]   # high first; no k3
+    vs = experiments.conjecture("frequency.low_first")(make_table(sweep() + three), **FAST)
+    assert [v.name for v in vs] == ["frequency.low_first[mlp]", "frequency.low_first[sine]"]
+    assert [v.verdict for v in vs] == ["supported", "refuted"]
+    assert vs[1].details["unreached_per_rank"]["k3"] == 0 and vs[1].details["frequencies"] == 3
+    assert isinstance(F.fig_heatmap(make_table(sweep() + three)), Figure)
     assert isinstance(F.fig_heatmap(make_table(sweep() + three)), Figure)
 
 
@@ -88,7 +91,7 @@ def test_missing_metric_is_inconclusive_with_reason():
 
 
 def test_too_few_trials_is_inconclusive():
-    v = low_first(make_table(sweep(seeds=[0, 1])))
+    v = low_first(make_table(sweep(seeds=[0, 1, 2, 3])))
     assert v.verdict == "inconclusive" and "defined τ" in v.details["reason"]
 
 
@@ -96,20 +99,24 @@ def test_too_few_trials_is_inconclusive():
 def test_convergence_step():
     assert F.convergence_step([1, 2, 3, 4], [0.5, 0.2, 0.05, 0.01], 0.1) == 3
     assert np.isnan(F.convergence_step([1, 2], [0.5, 0.2], 0.1))
-    spike = ([1, 2, 3, 4, 5], [0.05, 0.5, 0.08, 0.3, 0.02])   # below at 1, for good only at 5
-    assert F.convergence_step(*spike, 0.1, rule="first") == 1
-    assert F.convergence_step(*spike, 0.1, rule="settled") == 5
-    assert F.convergence_step([1, 2], [0.01, 0.02], 0.1) == 1
+    dips = ([1, 2, 3, 4, 5, 6, 7, 8], [0.05, 0.5, 0.08, 0.09, 0.07, 0.3, 0.02, 0.01])
+    assert F.convergence_step(*dips, 0.1, hold=1) == 1        # the first crossing
+    assert F.convergence_step(*dips, 0.1, hold=3) == 3        # 3 in a row from step 3
+    assert F.convergence_step(*dips, 0.1, hold=None) == 7     # below until the end
+    assert F.convergence_step([1, 2], [0.01, 0.02], 0.1) == 1   # fewer than hold left, all below
     assert np.isnan(F.convergence_step([1, 2], [0.01, 0.2], 0.1))
 
 
-def test_first_crossing_rule_is_fooled_by_an_early_spike():
+def test_first_crossing_is_fooled_by_a_dip_and_until_the_end_by_a_late_spike():
     trials = sweep()
-    for t in trials:                      # every highest frequency dips below 0.1 at the first step
-        steps, d = t["curves"]["freq/delta_k3"]
-        t["curves"]["freq/delta_k3"] = (steps, np.r_[0.01, d[1:]])
-    assert low_first(make_table(trials), rule="settled").verdict == "supported"
-    assert low_first(make_table(trials), rule="first").statistic < 1.0
+    for t in trials:       # the highest frequency dips at step 1, the lowest spikes at the end
+        steps, d3 = t["curves"]["freq/delta_k3"]
+        t["curves"]["freq/delta_k3"] = (steps, np.r_[0.01, d3[1:]])
+        _, d0 = t["curves"]["freq/delta_k0"]
+        t["curves"]["freq/delta_k0"] = (steps, np.r_[d0[:-2], 0.5, d0[-1]])
+    assert low_first(make_table(trials)).statistic == pytest.approx(1.0)
+    assert low_first(make_table(trials), hold=1).statistic < 1.0
+    assert low_first(make_table(trials), hold=None).statistic < 1.0
 
 
 @pytest.mark.parametrize("seed", range(5))
@@ -132,7 +139,7 @@ def test_figures_and_table():
                             "freq/e_high_w0": (STEPS, np.exp(-STEPS / 500))})
     assert isinstance(F.fig_low_high(make_table(lh)), Figure)
     df = F.convergence_table(t)
-    assert len(df) == 8 and {"step_k0", "step_k3", "n_unreached", "tau"} <= set(df)
+    assert len(df) == 6 and {"step_k0", "step_k3", "n_unreached", "tau"} <= set(df)
 
 
 @pytest.mark.parametrize("name", ["frequency.yaml", "frequency-cluster.yaml"])

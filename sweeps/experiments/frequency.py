@@ -10,17 +10,20 @@ outputs along that projection, tracks the first `probes.frequencies` peaks of
 
 - `frequency.low_first`: per trial, the convergence step of frequency i is the
   first probe step from which Δ_F(k_i) stays below `threshold` (default 0.1)
-  at every later probe step (`rule="settled"`; `rule="first"`: the first probe
-  step with Δ_F(k_i) < threshold, which a loss spike can fake: in a pilot
-  with Adam at η = 1e-3 on sine1d, Δ_F(k_0) touched 0.02 at step 1). Kendall's
+  for `hold` consecutive probe steps (default 3; fewer only where the run
+  ends). `hold=1` is the first crossing, which a chance dip fakes (a sine1d
+  pilot with Adam at η = 1e-3 touched Δ_F(k_0) = 0.02 at step 1);
+  `hold=None` asks Δ_F to stay below until the end, which a late loss spike
+  undoes (a pilot at η = 3e-4 put k_0 at step 1990 of 3000 that way). Kendall's
   τ_b between the frequency rank i and the convergence step is > 0 when
-  lower frequencies converge earlier. A frequency that never falls below the
-  threshold is ranked after every one that did (`unreached="last"`, tied with
-  the other unreached ones) or dropped (`unreached="drop"`); either way the
-  unreached ones are counted per rank in `details`. A trial whose τ is
-  undefined (fewer than two distinct convergence steps, e.g. nothing
-  converged) is excluded and counted. The per-trial τ are judged by a
-  sign-flip test of their mean (predicted > 0).
+  lower frequencies converge earlier. A frequency that never converges is
+  ranked after every one that did (`unreached="last"`, tied with the other
+  unreached ones) or dropped (`unreached="drop"`); either way the unreached
+  ones are counted per rank in `details`. A trial whose τ is undefined (fewer
+  than two distinct convergence steps, e.g. nothing converged) is excluded and
+  counted. The per-trial τ are judged by a sign-flip test of their mean
+  (predicted > 0), one verdict per arm (data set / model) when the sweep
+  has several: arms differ too much to pool.
 
 Filter variant (e_low, e_high of Gaussian-smoothed labels): drawn when the
 probe logs `freq/e_low_w{j}` and `freq/e_high_w{j}` (kernel width j).
@@ -53,19 +56,18 @@ def delta_keys(table: Any, pattern: re.Pattern = DELTA) -> list[str]:
 
 # ------------------------------------------------------------- per trial
 def convergence_step(steps: np.ndarray, values: np.ndarray, threshold: float = THRESHOLD,
-                     rule: Literal["settled", "first"] = "settled") -> float:
-    """The step at which values fall below threshold for good (`settled`: the
-    first step from which every later value is below it) or for the first
-    time (`first`); NaN if never. Non-finite values count as not below."""
+                     hold: int | None = 3) -> float:
+    """The first step from which values stay below threshold for `hold`
+    consecutive measurements (all the remaining ones when fewer are left;
+    `hold=None`: until the end); NaN if never. Non-finite values are not below."""
     v = np.asarray(values, dtype=float)
     below = np.isfinite(v) & (v < threshold)
-    if rule == "first":
-        hits = np.flatnonzero(below)
-        return float(np.asarray(steps)[hits[0]]) if hits.size else math.nan
-    if not below.size or not below[-1]:
-        return math.nan
-    above = np.flatnonzero(~below)
-    return float(np.asarray(steps)[above[-1] + 1 if above.size else 0])
+    n = len(below)
+    for i in np.flatnonzero(below):
+        end = n if hold is None else min(n, i + hold)
+        if below[i:end].all():
+            return float(np.asarray(steps)[i])
+    return math.nan
 
 
 def kendall_tau(x: Any, y: Any) -> float:
@@ -84,7 +86,7 @@ def kendall_tau(x: Any, y: Any) -> float:
 
 def trial_convergence(table: Any, threshold: float = THRESHOLD,
                       unreached: Literal["last", "drop"] = "last",
-                      rule: Literal["settled", "first"] = "settled") -> pd.DataFrame:
+                      hold: int | None = 3) -> pd.DataFrame:
     """One row per trial: convergence step of each tracked frequency
     (`step_k{i}`, NaN: never below threshold, `unreached_k{i}` True, or not
     tracked by this trial), how many tracked ones never converged, and τ between rank and convergence
@@ -103,7 +105,7 @@ def trial_convergence(table: Any, threshold: float = THRESHOLD,
             if s.empty:
                 continue
             last = max(last, float(s.index.max()))
-            row[f"step_k{i}"] = convergence_step(s.index.to_numpy(), s.to_numpy(float), threshold, rule)
+            row[f"step_k{i}"] = convergence_step(s.index.to_numpy(), s.to_numpy(float), threshold, hold)
             row[f"unreached_k{i}"] = bool(np.isnan(row[f"step_k{i}"]))
             ranks.append(float(i))
             conv.append(row[f"step_k{i}"])
@@ -128,42 +130,49 @@ def _tau_verdict(name: str, statement: str, tau: np.ndarray, min_trials: int, al
 
 
 def low_first(table: Any, threshold: float = THRESHOLD, unreached: Literal["last", "drop"] = "last",
-              rule: Literal["settled", "first"] = "settled", min_trials: int = 6,
-              alpha: float = ALPHA, **stats_opts: Any) -> list[Verdict]:
+              hold: int | None = 3, min_trials: int = 6, alpha: float = ALPHA,
+              **stats_opts: Any) -> list[Verdict]:
     """Low frequencies converge first: per-trial Kendall τ between frequency
-    rank and the first step with Δ_F(k) < threshold is positive on average."""
+    rank and its convergence step is positive on average, per arm.
+    `min_trials` 6: with fewer, the exact sign-flip p cannot fall below 0.05."""
     name = "frequency.low_first"
+    held = "until the end" if hold is None else f"for {hold} probe steps"
     statement = (f"low frequencies converge first (Kendall τ between frequency rank and the step "
-                 f"at which Δ_F(k) < {threshold:g} ({rule}) is > 0; unreached: {unreached})")
-    if unreached not in ("last", "drop") or rule not in ("settled", "first"):
-        raise ValueError(f"unreached must be 'last' or 'drop' (got {unreached!r}), "
-                         f"rule 'settled' or 'first' (got {rule!r})")
+                 f"from which Δ_F(k) < {threshold:g} {held} is > 0; unreached: {unreached})")
+    if unreached not in ("last", "drop"):
+        raise ValueError(f"unreached must be 'last' or 'drop', got {unreached!r}")
     runs, excluded = usable_runs(table.runs)
     keys = delta_keys(table)
     if len(keys) < 2:
         return [inconclusive(name, statement, f"fewer than 2 freq/delta_k* metrics were logged "
                              f"({len(keys)}; switch on probes.frequency)", **excluded)]
-    conv = trial_convergence(table, threshold, unreached, rule).set_index("run_id").loc[runs["run_id"]]
-    step_cols = [c for c in conv.columns if c.startswith("step_k")]
-    details = {**excluded, "threshold": threshold, "unreached": unreached, "rule": rule,
-               "frequencies": len(keys),
-               "unreached_per_rank": {c[5:]: int(conv[f"unreached_{c[5:]}"].sum())
-                                      for c in step_cols},
-               "excluded_tau_undefined": int(conv["tau"].isna().sum()),
-               "fraction_tau_positive": float((conv["tau"] > 0).mean()) if len(conv) else math.nan}
-    return [_tau_verdict(name, statement, conv["tau"].to_numpy(float), min_trials, alpha,
-                         stats_opts, **details)]
+    conv = trial_convergence(table, threshold, unreached, hold).set_index("run_id")
+    arms = _arms(runs.set_index("run_id"))
+    out = []
+    for arm in sorted(arms.unique()):
+        c = conv.loc[arms.index[arms == arm]]
+        ranks = [k[5:] for k in c.columns if k.startswith("step_k")]
+        details = {**excluded, "arm": arm, "threshold": threshold, "unreached": unreached,
+                   "hold": hold, "frequencies": int(c["n_tracked"].max()),
+                   "unreached_per_rank": {k: int(c[f"unreached_{k}"].sum()) for k in ranks},
+                   "excluded_tau_undefined": int(c["tau"].isna().sum()),
+                   "fraction_tau_positive": float((c["tau"] > 0).mean())}
+        vname = name if arms.nunique() == 1 else f"{name}[{arm}]"
+        out.append(_tau_verdict(vname, statement, c["tau"].to_numpy(float), min_trials, alpha,
+                                stats_opts, **details))
+    return out
 
 
 # ------------------------------------------------------------------ figures
+ARM_FIELDS = ("data.dataset", "model.name")
+
+
 def _arms(runs: pd.DataFrame) -> pd.Series:
-    """A label per trial from the config fields that vary across the sweep (seed aside)."""
-    cols = [c for c in runs.columns if "." in str(c) and "/" not in str(c)
-            and not str(c).endswith("seed") and runs[c].astype(str).nunique() > 1]
+    """An arm label per trial, `<data set>/<model>` from the columns present ("all" if none)."""
+    cols = [c for c in ARM_FIELDS if c in runs.columns]
     if not cols:
         return pd.Series("all", index=runs.index)
-    return runs[cols].astype(str).apply(
-        lambda r: ", ".join(f"{c.split('.')[-1]}={v}" for c, v in r.items()), axis=1)
+    return runs[cols].astype(str).agg("/".join, axis=1)
 
 
 def _first_per_arm(table: Any, max_panels: int) -> list[tuple[str, str]]:
