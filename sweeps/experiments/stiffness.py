@@ -36,7 +36,11 @@ The stopper (`stiffness_stop_epoch`) stops a trial once train–val
 within-class sign stiffness, after having been above a threshold (absolute,
 or a fraction of its running maximum), stays below it for `patience`
 consecutive epochs; `evaluate_stopper` scores it on held-out trials against
-the true onset.
+the true onset. In a pilot (MNIST-1D, 1-D CNN, 500 examples, η ∈ {0.1, 0.2}
+× 3 seeds, 60 epochs) within-class train–val sign stiffness fell from 0.97
+to 0.87 after the onset but never near 0: the default bar 0.5 never fired,
+an absolute 0.95 stopped all six trials 12.5 epochs from the onset on
+average, giving up 0.076 validation accuracy.
 """
 from __future__ import annotations
 
