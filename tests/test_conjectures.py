@@ -424,7 +424,8 @@ def test_anneal_crossover_verdicts():
 def test_registry():
     assert set(experiments.conjecture_names()) >= set(BE) | {
         "regimes.momentum", "regimes.large_step_generalizes", "regimes.two_stage",
-        "large_lr.anneal_crossover"}
+        "large_lr.anneal_crossover", "stiffness.train_val_falls_after_onset",
+        "stiffness.within_exceeds_between", "stiffness.xi_vs_lr", "frequency.low_first"}
     with pytest.raises(KeyError, match="valid names: .*breakeven.c1_lr"):
         experiments.conjecture("breakeven.c3")
     with pytest.raises(KeyError):

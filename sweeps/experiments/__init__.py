@@ -53,7 +53,7 @@ class Experiment:
 
 
 REGISTRY: dict[str, Experiment] = {}
-BUILT_IN = ("breakeven", "regimes", "large_lr", "critical_periods")
+BUILT_IN = ("breakeven", "regimes", "large_lr", "stiffness", "frequency", "critical_periods")
 
 
 def register(experiment: Experiment) -> Experiment:

@@ -1,0 +1,460 @@
+"""Stiffness (Fort, Nowak, Jastrzebski, Narayanan 2019): conjectures, figures,
+tables, and a stopper that needs no validation loss.
+
+Stiffness of a pair (x₁, x₂) is the sign (or cosine) of g₁·g₂, the product of
+their per-example loss gradients: positive when a step on x₁ also lowers the
+loss on x₂. The probe logs it each epoch (`probes.schedule.kind: epoch`) for
+train–train, train–val and val–val pairs, as a mean over pairs (`sign`,
+`cos`) and as class means: within-class (diagonal of the class matrix C(a, b))
+and between-class (off-diagonal).
+
+Onset of overfitting: the epoch of minimum validation loss (`val/loss` at
+epoch ends). A trial whose validation loss is still at its minimum fewer than
+`window` epochs before the end never showed the onset and is excluded and
+counted (`excluded_no_onset`).
+
+- `stiffness.train_val_falls_after_onset`: per trial, the mean train–val sign
+  stiffness over the `window` epochs up to and including the onset (before)
+  and over the last `window` epochs of the run, all strictly after the onset
+  (after). Predicted: |before| − |after| > 0 (stiffness moves toward 0 once
+  the model overfits), judged by a paired sign-flip test on the per-trial
+  differences; one verdict for the mean over all pairs (`sign`, mostly
+  between-class pairs, negative early in training) and one for within-class
+  pairs (`sign_within`, the class-matrix diagonal).
+- `stiffness.within_exceeds_between`: per trial and pair set, the mean over
+  epoch ends of within-class minus between-class sign stiffness. Predicted > 0.
+- `stiffness.xi_vs_lr`: the critical length ξ (input distance 1 − cos(x₁, x₂)
+  at which within-class stiffness crosses 0) against η. The paper's versions
+  disagree on its direction, so none is assumed: a two-sided trend test whose
+  verdict says whether ξ changes with η and reports the direction found.
+
+The statistics of each conjecture is one call in one small function
+(`_paired_verdict`, `_xi_verdict`), so each can move to a registered analysis
+plan unchanged.
+
+The stopper (`stiffness_stop_epoch`) stops a trial once train–val
+within-class sign stiffness, after having been above a threshold (absolute,
+or a fraction of its running maximum), stays below it for `patience`
+consecutive epochs; `evaluate_stopper` scores it on held-out trials against
+the true onset. In a pilot (MNIST-1D, 1-D CNN, 500 examples, η ∈ {0.1, 0.2}
+× 3 seeds, 60 epochs) within-class train–val sign stiffness fell from 0.97
+to 0.87 after the onset but never near 0: the default bar 0.5 never fired,
+an absolute 0.95 stopped all six trials 12.5 epochs from the onset on
+average, giving up 0.076 validation accuracy.
+"""
+from __future__ import annotations
+
+import itertools
+import math
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from sweeps.conjectures.verdict import (ALPHA, N_BOOT, N_PERM, TestResult, Verdict, inconclusive,
+                                        param, per_epoch, trend_test, usable_runs)
+from sweeps.experiments import Experiment, Sources, register
+from sweeps.report import DPI, finished_runs, has_metrics, lr_colors
+
+LR = "optim.lr"
+PAIRS = ("train_train", "train_val", "val_val")
+TV_SIGN = "stiffness/train_val/sign"
+TV_SIGN_WITHIN = "stiffness/train_val/sign_within"
+VAL_LOSS, VAL_ACC, TRAIN_LOSS = "val/loss", "val/acc", "train/loss"
+# Not logged yet: ξ of within-class train–train sign stiffness, and the
+# distance-binned stiffness it is read from (artifact rows: centres, sign, cos).
+XI = "stiffness/train_train/xi"
+DISTANCE_ARTIFACT = "stiffness_distance"
+
+
+def within_key(pair: str, kind: str = "sign") -> str:
+    return f"stiffness/{pair}/{kind}_within"
+
+
+def between_key(pair: str, kind: str = "sign") -> str:
+    return f"stiffness/{pair}/{kind}_between"
+
+
+# ----------------------------------------------------------------- statistics
+def sign_flip_test(d: Iterable[float], *, n_perm: int = N_PERM, n_boot: int = N_BOOT,
+                   rng_seed: int = 0, alpha: float = ALPHA) -> TestResult:
+    """Is the mean of paired differences d nonzero? statistic = effect = mean(d);
+    p = two-sided sign-flip permutation p (exact over all 2ⁿ sign patterns for
+    n ≤ 12, else `n_perm` random flips); CI = percentile bootstrap of the mean."""
+    d = np.asarray(list(d), dtype=float)
+    d = d[np.isfinite(d)]
+    n = len(d)
+    if n < 2:
+        return TestResult(math.nan, math.nan, math.nan, math.nan, math.nan, n,
+                          {"reason": "fewer than 2 trials"})
+    rng = np.random.default_rng(rng_seed)
+    if n <= 12:
+        signs = np.array(list(itertools.product((1.0, -1.0), repeat=n)))
+    else:
+        signs = rng.choice((1.0, -1.0), size=(n_perm, n))
+    null = (signs * d).mean(1)
+    obs = float(d.mean())
+    p = float(np.mean(np.abs(null) >= abs(obs) - 1e-12)) if n <= 12 else \
+        float((1 + np.sum(np.abs(null) >= abs(obs) - 1e-12)) / (1 + n_perm))
+    boot = d[rng.integers(0, n, (n_boot, n))].mean(1)
+    lo, hi = np.quantile(boot, [alpha / 2, 1 - alpha / 2])
+    return TestResult(obs, obs, float(lo), float(hi), p, n,
+                      {"test": "paired sign-flip permutation" + (" (exact)" if n <= 12 else ""),
+                       "n_positive": int((d > 0).sum()), "n_negative": int((d < 0).sum())})
+
+
+def _paired_verdict(name: str, statement: str, d: np.ndarray, min_trials: int, alpha: float,
+                    stats_opts: dict, **details: Any) -> Verdict:
+    """Predicted: mean(d) > 0. The conjectures' one statistics call."""
+    d = np.asarray(d, dtype=float)
+    if np.isfinite(d).sum() < min_trials:
+        return inconclusive(name, statement, f"only {int(np.isfinite(d).sum())} usable trials "
+                            f"(< {min_trials})", n=int(np.isfinite(d).sum()), **details)
+    res = sign_flip_test(d, alpha=alpha, **stats_opts)
+    return res.verdict(name, statement, +1, alpha, **details)
+
+
+# ------------------------------------------------------------- per trial
+def onset(val_loss: pd.Series, window: int = 3) -> tuple[Any, int] | None:
+    """(step, position) of the minimum validation loss, or None when fewer
+    than `window` epoch ends follow it (the onset was not observed)."""
+    v = val_loss.dropna()
+    if v.empty:
+        return None
+    pos = int(np.argmin(v.to_numpy(float)))
+    if len(v) - 1 - pos < window:
+        return None
+    return v.index[pos], pos
+
+
+def before_after(series: pd.Series, onset_step: Any, window: int = 3) -> tuple[float, float]:
+    """Mean of `series` over its `window` values up to and including the onset
+    step, and over its last `window` values (NaN when any of those is not
+    strictly after the onset)."""
+    s = series.dropna().sort_index()
+    pre = s[s.index <= onset_step].tail(window)
+    post = s.tail(window)
+    before = float(pre.mean()) if len(pre) else math.nan
+    after = float(post.mean()) if len(post) == window and (post.index > onset_step).all() else math.nan
+    return before, after
+
+
+def trial_summary(table: Any, window: int = 3, keys: Sequence[str] = (TV_SIGN, TV_SIGN_WITHIN),
+                  threshold: float = 0.5, patience: int = 3) -> pd.DataFrame:
+    """One row per trial: onset step and epoch (min val loss), each train–val
+    key's mean before and after the onset (`<short>_before`, `<short>_after`,
+    short = the key's last part), mean within − between class sign stiffness
+    per pair set, final ξ, and the stopper's epoch on within-class train–val
+    sign stiffness."""
+    rows = []
+    for _, r in table.runs.iterrows():
+        rid = r["run_id"]
+        row = {"run_id": rid, "status": r["status"], LR: r.get(LR, np.nan), "seed": r["seed"]}
+        val = per_epoch(table, rid, VAL_LOSS)
+        found = onset(val, window)
+        row["onset_step"] = found[0] if found else np.nan
+        row["onset_epoch"] = found[1] + 1 if found else np.nan
+        for key in keys:
+            tv = per_epoch(table, rid, key)
+            short = f"tv_{key.rsplit('/', 1)[-1]}"
+            row[f"{short}_before"], row[f"{short}_after"] = (
+                before_after(tv, found[0], window) if found and len(tv) else (np.nan, np.nan))
+        for pair in PAIRS:
+            w, b = per_epoch(table, rid, within_key(pair)), per_epoch(table, rid, between_key(pair))
+            both = pd.concat([w, b], axis=1, join="inner").dropna()
+            row[f"within_minus_between_{pair}"] = (float((both.iloc[:, 0] - both.iloc[:, 1]).mean())
+                                                   if len(both) else np.nan)
+        xi = table.series(rid, XI).dropna()
+        row["xi"] = float(xi.sort_index().iloc[-1]) if len(xi) else np.nan
+        tv = per_epoch(table, rid, TV_SIGN_WITHIN)
+        stop = stiffness_stop_epoch(tv.reindex(val.index).to_numpy(float), threshold, patience) \
+            if len(tv) and len(val) else None
+        row["stop_epoch"] = stop + 1 if stop is not None else np.nan
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+# ------------------------------------------------------------- conjectures
+def train_val_falls_after_onset(table: Any, window: int = 3,
+                                keys: Sequence[str] = (TV_SIGN, TV_SIGN_WITHIN),
+                                min_trials: int = 6, alpha: float = ALPHA,
+                                **stats_opts: Any) -> list[Verdict]:
+    """Train–val sign stiffness is closer to 0 in the last `window` epochs than
+    in the `window` epochs up to the onset of overfitting (min validation
+    loss); one verdict per key. `min_trials` 6: with fewer, the exact
+    sign-flip p cannot fall below 0.05."""
+    runs, excluded = usable_runs(table.runs)
+    s = trial_summary(table, window, keys).set_index("run_id").loc[runs["run_id"]]
+    out = []
+    for key in keys:
+        name = f"stiffness.train_val_falls_after_onset[{key}]"
+        statement = (f"train–val sign stiffness ({key}) moves toward 0 after the onset of "
+                     f"overfitting (|mean over the {window} epochs up to the min of val/loss| − "
+                     f"|mean over the last {window} epochs| > 0)")
+        if not has_metrics(table, key, VAL_LOSS):
+            out.append(inconclusive(name, statement, f"{key} or {VAL_LOSS} was not logged", **excluded))
+            continue
+        short = f"tv_{key.rsplit('/', 1)[-1]}"
+        before, after = s[f"{short}_before"].to_numpy(float), s[f"{short}_after"].to_numpy(float)
+        details = {**excluded, "excluded_no_onset": int(s["onset_step"].isna().sum()),
+                   "window": window, "metric": key, "mean_before": _nanmean(before),
+                   "mean_after": _nanmean(after),
+                   "onset_epochs": [int(e) for e in s["onset_epoch"].dropna()]}
+        out.append(_paired_verdict(name, statement, np.abs(before) - np.abs(after), min_trials,
+                                   alpha, stats_opts, **details))
+    return out
+
+
+def within_exceeds_between(table: Any, pairs: Sequence[str] = PAIRS, min_trials: int = 6,
+                           alpha: float = ALPHA, **stats_opts: Any) -> list[Verdict]:
+    """Within-class sign stiffness exceeds between-class, on average over epochs,
+    for each pair set that was logged."""
+    runs, excluded = usable_runs(table.runs)
+    logged = [p for p in pairs if has_metrics(table, within_key(p), between_key(p))]
+    if not logged:
+        return [inconclusive("stiffness.within_exceeds_between",
+                             "within-class sign stiffness exceeds between-class",
+                             "no stiffness/*/sign_within and sign_between were logged", **excluded)]
+    s = trial_summary(table).set_index("run_id").loc[runs["run_id"]]
+    out = []
+    for pair in logged:
+        statement = (f"{pair.replace('_', '–')} within-class sign stiffness exceeds between-class "
+                     f"(mean over epoch ends of within − between > 0)")
+        out.append(_paired_verdict(f"stiffness.within_exceeds_between[{pair}]", statement,
+                                   s[f"within_minus_between_{pair}"].to_numpy(float), min_trials,
+                                   alpha, stats_opts, **excluded, pair=pair))
+    return out
+
+
+def _xi_verdict(name: str, statement: str, lr: np.ndarray, xi: np.ndarray, groups: Any,
+                alpha: float, stats_opts: dict, **details: Any) -> Verdict:
+    """Two-sided trend of ξ in η: significant -> supported with the direction
+    reported; otherwise inconclusive. Never refuted: no direction is predicted."""
+    res = trend_test(lr, xi, groups, alpha=alpha, log_x=True, **stats_opts)
+    if not (np.isfinite(res.p_value) and res.p_value < alpha and res.statistic != 0):
+        return res.verdict(name, statement, +1, alpha, **details, direction="none found")
+    direction = "increases" if res.statistic > 0 else "decreases"
+    return res.verdict(name, statement, int(np.sign(res.statistic)), alpha, **details,
+                       direction=f"ξ {direction} with η", predicted_sign_meaning="reported, not assumed")
+
+
+def xi_vs_lr(table: Any, min_trials: int = 6, alpha: float = ALPHA,
+             **stats_opts: Any) -> list[Verdict]:
+    """ξ (final value per trial) changes with η; its direction is reported."""
+    name = "stiffness.xi_vs_lr"
+    statement = "the critical length ξ changes with η (direction reported, not assumed)"
+    runs, excluded = usable_runs(table.runs)
+    if not has_metrics(table, XI):
+        return [inconclusive(name, statement, f"{XI} was not logged (the stiffness probe does not "
+                             "compute stiffness against input distance yet)", **excluded)]
+    s = trial_summary(table).set_index("run_id").loc[runs["run_id"]]
+    s = s[np.isfinite(s["xi"].to_numpy(float))]
+    details = {**excluded, "excluded_no_xi": int(len(runs) - len(s)), "metric": XI}
+    if len(s) < min_trials or LR not in runs:
+        return [inconclusive(name, statement, f"only {len(s)} trials with ξ and η (< {min_trials})",
+                             n=len(s), **details)]
+    held = [c for c in runs.columns if "." in str(c) and "/" not in str(c) and c != LR
+            and not str(c).endswith("seed") and runs[c].astype(str).nunique() > 1]
+    groups = runs.set_index("run_id").loc[s.index, held].astype(str).agg("|".join, axis=1) \
+        if held else None
+    return [_xi_verdict(name, statement, param(s, LR).to_numpy(float), s["xi"].to_numpy(float),
+                        groups, alpha, stats_opts, **details, strata=held)]
+
+
+# ----------------------------------------------------------------- stopper
+def stiffness_stop_epoch(series: Sequence[float], threshold: float = 0.5, patience: int = 3,
+                         relative: bool = False) -> int | None:
+    """Index of the epoch at which to stop, or None.
+
+    `series` is the train–val (within-class) sign stiffness at successive
+    epoch ends. The rule arms once a value is above the bar; armed, it stops
+    at the `patience`-th consecutive value below the bar. The bar is
+    `threshold`, or with `relative` `threshold` × the running maximum of the
+    series (so a stiffness that falls to a fraction of its peak stops it).
+    NaN values neither arm nor count, and break a run of low values.
+    """
+    armed, low, peak = False, 0, -math.inf
+    for i, v in enumerate(np.asarray(series, dtype=float)):
+        if not np.isfinite(v):
+            low = 0
+            continue
+        peak = max(peak, v)
+        bar = threshold * peak if relative else threshold
+        if v > bar:
+            armed, low = True, 0
+        elif armed and v < bar:
+            low += 1
+            if low >= patience:
+                return i
+        else:
+            low = 0
+    return None
+
+
+def evaluate_stopper(table: Any, threshold: float = 0.5, patience: int = 3,
+                     relative: bool = False, run_ids: Iterable[str] | None = None,
+                     key: str = TV_SIGN_WITHIN) -> tuple[pd.DataFrame, dict[str, float]]:
+    """Score the stopper on (held-out) trials against the true onset.
+
+    Per trial: the onset epoch (min val loss, 1-based), the stop epoch, their
+    absolute difference in epochs, val/acc at the stop and its best value, and
+    the accuracy given up (best − at stop). Summary: mean absolute error and
+    mean accuracy given up over trials that stopped, and how many never did.
+    Trials that are not finished, or have no val/loss, are left out."""
+    runs, _ = usable_runs(table.runs)
+    chosen = runs["run_id"] if run_ids is None else [r for r in runs["run_id"] if r in set(run_ids)]
+    rows = []
+    for rid in chosen:
+        val = per_epoch(table, rid, VAL_LOSS).dropna()
+        if val.empty:
+            continue
+        acc = per_epoch(table, rid, VAL_ACC).reindex(val.index).to_numpy(float)
+        tv = per_epoch(table, rid, key).reindex(val.index).to_numpy(float)
+        true = int(np.argmin(val.to_numpy(float)))
+        stop = stiffness_stop_epoch(tv, threshold, patience, relative)
+        row = {"run_id": rid, "onset_epoch": true + 1,
+               "stop_epoch": np.nan if stop is None else stop + 1,
+               "abs_error_epochs": np.nan if stop is None else abs(stop - true),
+               "best_val_acc": float(np.nanmax(acc)) if np.isfinite(acc).any() else np.nan,
+               "val_acc_at_stop": np.nan if stop is None else float(acc[stop])}
+        row["acc_given_up"] = row["best_val_acc"] - row["val_acc_at_stop"]
+        rows.append(row)
+    cols = ["run_id", "onset_epoch", "stop_epoch", "abs_error_epochs", "best_val_acc",
+            "val_acc_at_stop", "acc_given_up"]
+    df = pd.DataFrame(rows, columns=cols)
+    stopped = df["stop_epoch"].notna()
+    summary = {"n": int(len(df)), "n_stopped": int(stopped.sum()),
+               "n_never_stopped": int((~stopped).sum()),
+               "mean_abs_error_epochs": _nanmean(df["abs_error_epochs"]),
+               "mean_acc_given_up": _nanmean(df["acc_given_up"]),
+               "threshold": threshold, "patience": patience, "relative": relative, "metric": key}
+    return df, summary
+
+
+def _nanmean(x: Any) -> float:
+    x = np.asarray(x, dtype=float)
+    return float(np.nanmean(x)) if np.isfinite(x).any() else math.nan
+
+
+# ------------------------------------------------------------------ figures
+def _epochs(table: Any, rid: str, s: pd.Series) -> np.ndarray:
+    """Epoch numbers of the epoch-end steps in `s` (from train/epoch when logged)."""
+    ep = table.series(rid, "train/epoch")
+    if len(ep):
+        return pd.Series(ep.to_numpy(float), index=ep.index).reindex(s.index).to_numpy(float)
+    return np.arange(1, len(s) + 1, dtype=float)
+
+
+def _first_seed_per_lr(runs: pd.DataFrame) -> pd.DataFrame:
+    if LR not in runs:
+        return runs.head(1)
+    return runs.sort_values(["seed"]).groupby(LR, sort=True).head(1).sort_values(LR)
+
+
+def fig_dynamics(table: Any, sources: Sources | None = None, pair: str = "train_train") -> Figure | None:
+    """Paper Fig. 5 analog, one panel per η (first seed): train and val loss
+    (left axis), within- and between-class sign stiffness and train–val sign
+    stiffness, all pairs and within-class (right axis) over epochs; dotted
+    line at the onset (min val loss)."""
+    if not has_metrics(table, within_key(pair), between_key(pair)):
+        return None
+    runs = _first_seed_per_lr(finished_runs(table))
+    if runs.empty:
+        return None
+    fig = Figure(figsize=(3.6 * len(runs), 3.2), dpi=DPI, layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, len(runs), squeeze=False)[0])
+    for ax, (_, r) in zip(axes, runs.iterrows()):
+        rid, right = r["run_id"], ax.twinx()
+        for key, style in ((TRAIN_LOSS, "k-"), (VAL_LOSS, "k--")):
+            s = per_epoch(table, rid, key)
+            ax.plot(_epochs(table, rid, s), s.to_numpy(float), style, lw=1, label=key)
+        for key, label, c in ((within_key(pair), "within", "C0"), (between_key(pair), "between", "C3"),
+                              (TV_SIGN, "train–val", "C2"), (TV_SIGN_WITHIN, "train–val within", "C1")):
+            s = per_epoch(table, rid, key)
+            right.plot(_epochs(table, rid, s), s.to_numpy(float), color=c, lw=1, label=label)
+        right.axhline(0, color="grey", lw=0.5)
+        val = per_epoch(table, rid, VAL_LOSS)
+        found = onset(val, window=1)
+        if found:
+            ax.axvline(_epochs(table, rid, val)[found[1]], color="grey", ls=":", lw=1)
+        title = f"η={r[LR]:g}" if LR in r else str(rid)
+        ax.set(xlabel="epoch", ylabel="loss", title=title)
+        right.set_ylabel("sign stiffness")
+    axes[0].legend(fontsize=6, loc="upper left")
+    right.legend(fontsize=6, loc="upper right")
+    return fig
+
+
+def fig_class_matrices(table: Any, sources: Sources | None = None, pair: str = "train_train",
+                       n_epochs: int = 4) -> Figure | None:
+    """Class sign-stiffness matrices C(a, b) of one trial (smallest η, first
+    seed) at `n_epochs` probe steps spread over the run. Needs the class
+    matrices as arrays (`sources.probe_arrays(run_id, "stiffness_<pair>")`:
+    a C×C sign matrix, or a 2×C×C stack sign, cos); None otherwise."""
+    runs = _first_seed_per_lr(finished_runs(table))
+    if sources is None or runs.empty:
+        return None
+    rid = runs.iloc[0]["run_id"]
+    arrays = sources.probe_arrays(rid, f"stiffness_{pair}")
+    if not arrays:
+        return None
+    steps = sorted(arrays)
+    picks = sorted({steps[i] for i in np.linspace(0, len(steps) - 1, min(n_epochs, len(steps))).astype(int)})
+    fig = Figure(figsize=(2.8 * len(picks) + 0.8, 2.8), dpi=DPI, layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, len(picks), squeeze=False)[0])
+    for ax, step in zip(axes, picks):
+        c = np.asarray(arrays[step], dtype=float)
+        c = c[0] if c.ndim == 3 else c
+        im = ax.imshow(c, cmap="RdBu_r", vmin=-1, vmax=1)
+        ax.set(title=f"step {step}", xlabel="class b", ylabel="class a")
+    fig.colorbar(im, ax=list(axes), label=f"{pair} sign stiffness C(a, b)")
+    return fig
+
+
+def fig_distance(table: Any, sources: Sources | None = None) -> Figure | None:
+    """Within-class sign stiffness against input distance 1 − cos(x₁, x₂) at the
+    last probe step, one line per η (first seed), ξ where it crosses 0. Needs
+    the distance-binned artifact (rows: bin centres, sign, cos); None otherwise."""
+    runs = _first_seed_per_lr(finished_runs(table))
+    if sources is None or runs.empty:
+        return None
+    color, sm = lr_colors(runs[LR] if LR in runs else [])
+    fig, drawn = Figure(figsize=(5, 3.4), dpi=DPI, layout="constrained"), 0
+    ax = fig.subplots()
+    for _, r in runs.iterrows():
+        arrays = sources.probe_arrays(r["run_id"], DISTANCE_ARTIFACT)
+        if not arrays:
+            continue
+        a = np.asarray(arrays[max(arrays)], dtype=float)
+        ax.plot(a[0], a[1], "-o", ms=3, color=color(r[LR]) if LR in r else None)
+        drawn += 1
+    if not drawn:
+        return None
+    ax.axhline(0, color="grey", lw=0.5)
+    ax.set(xlabel="input distance 1 − cos(x₁, x₂)", ylabel="within-class sign stiffness")
+    fig.colorbar(sm, ax=ax, label="η")
+    return fig
+
+
+# ------------------------------------------------------------------- tables
+def onsets_table(table: Any) -> pd.DataFrame | None:
+    """Per trial: onset epoch, train–val stiffness before/after, ξ, stop epoch."""
+    if not has_metrics(table, VAL_LOSS):
+        return None
+    return trial_summary(table)
+
+
+# ----------------------------------------------------------------- registry
+EXPERIMENT = register(Experiment(
+    name="stiffness",
+    title="Stiffness (Fort et al. 2019)",
+    conjectures={"stiffness.train_val_falls_after_onset": train_val_falls_after_onset,
+                 "stiffness.within_exceeds_between": within_exceeds_between,
+                 "stiffness.xi_vs_lr": xi_vs_lr},
+    figures={"stiffness_fig5_dynamics.png": fig_dynamics,
+             "stiffness_class_matrices.png": fig_class_matrices,
+             "stiffness_vs_distance.png": fig_distance},
+    tables={"stiffness_onsets.csv": onsets_table},
+    specs=("stiffness.yaml", "stiffness-cluster.yaml"),
+))
