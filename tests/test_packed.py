@@ -1,8 +1,10 @@
 """Packed trials: each member trains as it would alone with `train.run` —
-bit for bit for the MLP on CPU, to float32 rounding for the 1-D CNN — gets
+bit for bit for the MLP classifier on CPU, to float32 rounding for the 1-D
+CNN and for regression (MSE) — gets
 its own seed, learning rate and batch order wherever it sits in the pack,
 diverges at its own step while the others go on, runs its own probes, and
-`pack_compatible` names the field that keeps configs apart."""
+`pack_compatible` names the field that keeps configs apart. Solo weights
+are read from the final checkpoint `train.run` hands its sink."""
 import pytest
 import torch
 
@@ -83,6 +85,23 @@ def test_cnn1d_members_match_solo_runs_to_float32_rounding(mnist1d_cache):
         member = out.pack.member_module(k).state_dict()
         for n, w in weights.items():   # vmapped (grouped) convolutions round differently
             assert (member[n] - w).abs().max() <= 1e-5 * w.abs().max(), n
+
+
+@pytest.mark.parametrize("dataset", ["mnist1d", "sine1d"])
+def test_batch_logging_max_steps_and_schedules_match_solo(mnist1d_cache, dataset):
+    over = dict(data={"dataset": dataset, "train_size": 200},
+                train={"log_every": 2, "max_steps": 11},
+                optim={"schedule": {"kind": "step", "warmup_epochs": 0.5}})
+    cfgs = [trial(seed=0, lr=0.01, **over), trial(seed=1, lr=0.05, momentum=0.9, **over)]
+    out, sinks = packed(cfgs, mnist1d_cache)
+    for k, cfg in enumerate(cfgs):
+        res, sink, _ = solo(cfg, mnist1d_cache)
+        assert any(key == "train/batch_loss" for _, key, _ in sink.metrics)
+        if dataset == "mnist1d":
+            assert_same_run(sinks[k], sink)
+        else:   # the vmapped MSE gradient rounds differently from the solo kernel
+            assert_close_run(sinks[k], sink)
+        assert (out.results[k].step, out.results[k].epoch) == (res.step, res.epoch) == (11, 3)
 
 
 def test_each_member_is_its_own_trial_wherever_it_sits(mnist1d_cache):
