@@ -1,7 +1,8 @@
 """Packed trials: K small models of one architecture trained at once.
 
 A training-dynamics study is hundreds of small trials, and a small model's
-GEMMs are too small to keep even one core busy. `run_packed(cfgs, sinks)`
+kernels are so small that a solo run spends much of its time dispatching
+them. `run_packed(cfgs, sinks)`
 trains K trial configs that differ only in seed, learning rate, momentum and
 weight decay as one stacked model: the members' parameters are stacked
 (`torch.func.stack_module_state`) and one `vmap` over `grad` of the
@@ -18,12 +19,15 @@ diverges is dropped from the stack at that step (its last weights are kept
 for `member_module`); the others go on undisturbed.
 
 Equality with solo training: the update is the solo optimizer's arithmetic
-(see `stacked_sgd`); the forward and backward are vmapped kernels — batched
-GEMMs for linear layers, one grouped convolution for conv layers — which
-need not round like the solo kernels. On CPU the MLP's members come out bit
-for bit equal to solo runs; conv members agree to float32 rounding (the
-difference grows over training like any reordering of sums). The tests
-check both.
+(see `stacked_sgd`) and the batch losses are computed member by member as
+the solo loop computes them; the forward and backward are vmapped kernels —
+batched GEMMs for linear layers, one grouped convolution for conv layers, a
+decomposed MSE — which need not round like the solo kernels. On CPU an MLP
+classifier's members are bit for bit its solo runs (weights, every metric,
+the divergence step); conv members and regression (MSE) members agree to
+float32 rounding at each step, and like any rounding difference it grows
+where training is chaotic (large learning rates). The tests check both.
+CUDA is unmeasured.
 
 Not supported (`pack_compatible` names the field): Adam, BatchNorm,
 dropout, pre-activation noise, deficits, augmentation, patches, bf16, DDP,

@@ -26,9 +26,16 @@ class StackedSGD:
         self.params = params
         self.nesterov = nesterov
         self.buffers: dict[str, torch.Tensor] | None = None
+        self._factors: dict[tuple, torch.Tensor] = {}   # schedules change rarely: reuse
 
     def _factor(self, values: list[float], like: torch.Tensor) -> torch.Tensor:
-        return torch.tensor(values, dtype=like.dtype, device=like.device).view(-1, *([1] * (like.ndim - 1)))
+        key = (tuple(values), like.ndim)
+        if key not in self._factors:
+            if len(self._factors) > 64:
+                self._factors.clear()
+            self._factors[key] = torch.tensor(values, dtype=like.dtype, device=like.device).view(
+                -1, *([1] * (like.ndim - 1)))
+        return self._factors[key]
 
     @torch.no_grad()
     def step(self, grads: dict[str, torch.Tensor], lr: list[float], momentum: list[float],
@@ -53,5 +60,6 @@ class StackedSGD:
 
     def keep(self, rows: torch.Tensor) -> None:
         """Drop members: keep the momentum buffers of the member rows `rows`."""
+        self._factors.clear()
         if self.buffers is not None:
             self.buffers = {k: v.index_select(0, rows) for k, v in self.buffers.items()}
