@@ -14,7 +14,7 @@ shared machine's noise only ever adds time.
 A pack of K trains the first K of the configs, and its solo time is the sum
 of those K solo runs. Prints the table and the packed / solo speed-up.
 
-    python benchmarks/bench_packed.py                      # device auto, 2 epochs
+    python benchmarks/bench_packed.py                      # device auto, 1 epoch, best of 2
     python benchmarks/bench_packed.py --device cuda --epochs 3 --packs 1 4 16 64
 """
 from __future__ import annotations
@@ -55,7 +55,7 @@ def timed(fn) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="auto", help="auto | cpu | cuda[:i]")
-    ap.add_argument("--epochs", type=int, default=2)
+    ap.add_argument("--epochs", type=int, default=1)
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--packs", type=int, nargs="+", default=[1, 4, 8, 16])
     ap.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))

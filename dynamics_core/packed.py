@@ -187,7 +187,7 @@ def run_packed(cfgs: Sequence[TrialConfig], sinks: Sequence[Sink], env: RunEnv =
     `env.checkpoint_*` are ignored: a pack takes no checkpoints."""
     if len(sinks) != len(cfgs) or (hooks is not None and len(hooks) != len(cfgs)):
         raise ValueError("run_packed needs one sink (and one hook list) per trial config")
-    why = pack_compatible(cfgs)
+    why = pack_compatible(cfgs) or ("RunEnv.distributed: a pack trains in one process" if env.distributed else None)
     if why is not None:
         raise ValueError(why)
     first = cfgs[0]
@@ -207,9 +207,8 @@ def run_packed(cfgs: Sequence[TrialConfig], sinks: Sequence[Sink], env: RunEnv =
     stats = [[0.0, 0.0, 0] for _ in cfgs]           # loss·n, correct, n of the epoch so far
     step, epoch = 0, 0
 
-    def schedule(k: int, frac: float) -> tuple[float, float]:
-        opt = cfgs[k].optim
-        return lr_momentum(opt, epoch, frac, tc.epochs)
+    def schedule(k: int, frac: float) -> tuple[float, float]:   # (lr, momentum) as the solo loop sets them
+        return lr_momentum(cfgs[k].optim, epoch, frac, tc.epochs)
 
     def update_momentum(k: int) -> float:   # a nesterov param group keeps its momentum (optim.py)
         opt = cfgs[k].optim
