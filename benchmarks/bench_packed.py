@@ -1,0 +1,91 @@
+"""Packed trials vs the same trials one after another, in trials per hour.
+
+For each model (MNIST-1D MLP, width 128, and the 1-D CNN, 25 channels) the
+same K trial configs — seeds 0…K-1, learning rates spread over [0.01, 0.1],
+momentum 0.9, probes off — are trained
+
+  solo:    one after another with `dynamics_core.train.run` (memory sink,
+           no checkpoints), each loading its data as a trial does;
+  packed:  as one pack with `dynamics_core.packed.run_packed`.
+
+Both with one torch thread (on CPU), in this process, after a warm-up run;
+each time is the best of `--repeats` (solo and packed interleaved), since a
+shared machine's noise only ever adds time.
+A pack of K trains the first K of the configs, and its solo time is the sum
+of those K solo runs. Prints the table and the packed / solo speed-up.
+
+    python benchmarks/bench_packed.py                      # device auto, 1 epoch, best of 2
+    python benchmarks/bench_packed.py --device cuda --epochs 3 --packs 1 4 16 64
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import platform
+import time
+
+import torch
+
+from dynamics_core.config import TrialConfig
+from dynamics_core.packed import run_packed
+from dynamics_core.sink import MemorySink
+from dynamics_core.train import RunEnv, resolve_device, run
+
+PROBES_OFF = {k: False for k in ("hessian", "hessian_trace", "gradcov", "stiffness",
+                                 "fisher", "frequency", "timeline")}
+MODELS = {"mlp": {"name": "mlp", "width": 128, "depth": 2}, "cnn1d": {"name": "cnn1d", "width": 25}}
+
+
+def configs(model: str, k: int, epochs: int, batch_size: int, device: str) -> list[TrialConfig]:
+    lrs = torch.logspace(-2, -1, k).tolist() if k > 1 else [0.05]   # seed s gets the s-th
+    return [TrialConfig.model_validate({
+        "model": MODELS[model], "optim": {"lr": lr, "momentum": 0.9},
+        "train": {"epochs": epochs, "batch_size": batch_size, "device": device},
+        "probes": PROBES_OFF, "seed": seed}) for seed, lr in enumerate(lrs)]
+
+
+def timed(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    return time.perf_counter() - t0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--device", default="auto", help="auto | cpu | cuda[:i]")
+    ap.add_argument("--epochs", type=int, default=1)
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--packs", type=int, nargs="+", default=[1, 4, 8, 16])
+    ap.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
+    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--cache-dir", default="runs/data")
+    args = ap.parse_args()
+    device = str(resolve_device(args.device))
+    if device == "cpu":
+        torch.set_num_threads(1)
+    env = RunEnv(device=device, cache_dir=args.cache_dir, checkpoint_every_epochs=0)
+    name = torch.cuda.get_device_name() if device.startswith("cuda") else platform.processor() or "cpu"
+    print(f"device {device} ({name}), torch {torch.__version__}, threads {torch.get_num_threads()}, "
+          f"MNIST-1D, {args.epochs} epochs, batch {args.batch_size}, SGD momentum 0.9, probes off")
+    print(f"{'model':<7}{'K':>4}{'solo s':>9}{'packed s':>10}{'solo trials/h':>15}"
+          f"{'packed trials/h':>17}{'speed-up':>10}")
+    for model in args.models:
+        cfgs = configs(model, max(args.packs), args.epochs, args.batch_size, device)
+        warm = configs(model, 1, 1, args.batch_size, device)
+        run(warm[0], MemorySink(), env)
+        run_packed(warm, [MemorySink()], env)
+        solo = [math.inf] * len(cfgs)
+        pack = {k: math.inf for k in args.packs}
+        for _ in range(args.repeats):
+            solo = [min(t, timed(lambda c=c: run(c, MemorySink(), env))) for t, c in zip(solo, cfgs)]
+            for k in args.packs:
+                pack[k] = min(pack[k], timed(lambda: run_packed(cfgs[:k], [MemorySink() for _ in range(k)], env)))
+        for k in args.packs:
+            t_solo, t_pack = sum(solo[:k]), pack[k]
+            print(f"{model:<7}{k:>4}{t_solo:>9.1f}{t_pack:>10.1f}{k / t_solo * 3600:>15.0f}"
+                  f"{k / t_pack * 3600:>17.0f}{t_solo / t_pack:>9.1f}x", flush=True)
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,313 @@
+"""Packed trials: K small models of one architecture trained at once.
+
+A training-dynamics study is hundreds of small trials, and a small model's
+kernels are so small that a solo run spends much of its time dispatching
+them. `run_packed(cfgs, sinks)`
+trains K trial configs that differ only in seed, learning rate, momentum and
+weight decay as one stacked model: the members' parameters are stacked
+(`torch.func.stack_module_state`) and one `vmap` over `grad` of the
+functional model computes every member's gradient in one pass.
+
+Each member is still its own trial, exactly as `dynamics_core.train.run`
+would train it alone: its own init (from its seed), its own batch order
+(`_epoch_order` of its seed and the epoch), its own schedule, and its own
+sink, which receives the same metrics at the same steps — `train/loss`,
+`train/acc`, `val/loss`, `val/acc`, `lr`, `train/epoch` at epoch ends,
+`train/batch_loss` every `train.log_every` steps, `final/*`, scheduled hook
+metrics, `diverged/step` — then `finish(status, summary)`. A member that
+diverges is dropped from the stack at that step (its last weights are kept
+for `member_module`); the others go on undisturbed.
+
+Equality with solo training: the update is the solo optimizer's arithmetic
+(see `stacked_sgd`) and the batch losses are computed member by member as
+the solo loop computes them; the forward and backward are vmapped kernels —
+batched GEMMs for linear layers, one grouped convolution for conv layers, a
+decomposed MSE — which need not round like the solo kernels. On CPU an MLP
+classifier's members are bit for bit its solo runs (weights, every metric,
+the divergence step); conv members and regression (MSE) members agree to
+float32 rounding at each step, and like any rounding difference it grows
+where training is chaotic (large learning rates). The tests check both.
+CUDA is unmeasured.
+
+Not supported (`pack_compatible` names the field): Adam, BatchNorm,
+dropout, pre-activation noise, deficits, augmentation, patches, bf16, DDP,
+and checkpoints — a pack is restarted from scratch, never resumed.
+Probes run per member on an unstacked copy (`member_module`) at each
+member's own scheduled steps, so they cannot change training.
+"""
+from __future__ import annotations
+
+import copy
+import math
+from typing import NamedTuple, Sequence
+
+import torch
+from torch.func import functional_call, grad, stack_module_state, vmap
+
+from dynamics_core import models
+from dynamics_core.config import TrialConfig
+from dynamics_core.data import Dataset, load
+from dynamics_core.hooks import Hook, StepContext, merge_metrics
+from dynamics_core.measure import default_hooks
+from dynamics_core.optim import lr_momentum
+from dynamics_core.sink import Sink
+from dynamics_core.stacked_sgd import StackedSGD
+from dynamics_core.train import (RunEnv, RunResult, _epoch_order, _isolated, loss_function,
+                                 resolve_device, steps_per_epoch)
+
+# Fields in which the members of a pack may differ; every other field must match.
+MAY_DIFFER = frozenset({"seed", "model.init_seed", "optim.lr", "optim.momentum", "optim.weight_decay",
+                        "optim.schedule.lr2", "optim.schedule.momentum2"})
+
+
+def pack_compatible(cfgs: Sequence[TrialConfig]) -> str | None:
+    """None when `cfgs` can train as one pack, else one line naming the field."""
+    if not cfgs:
+        return "a pack needs at least one trial config"
+    first = cfgs[0]
+    refusals = {
+        "optim.name": first.optim.name != "sgd",
+        "model.batchnorm": first.model.batchnorm,
+        "model.dropout": first.model.dropout > 0,
+        "model.preact_noise": first.model.preact_noise > 0,
+        "data.deficit": first.data.deficit.kind != "none",
+        "data.augment": first.data.augment,
+        "data.patch": first.data.patch.fraction > 0,
+        "train.bf16": first.train.bf16,
+    }
+    for path, refused in refusals.items():
+        if refused:
+            return f"{path}: packed trials do not support it (train these trials alone)"
+    flat = [{k: v for k, v in c.flat().items() if not k.startswith("probes.")} for c in cfgs]
+    for path, value in flat[0].items():
+        if path not in MAY_DIFFER and any(f[path] != value for f in flat[1:]):
+            return f"{path}: packed trials must share it ({value!r} vs another value)"
+    late = any(c.optim.momentum == 0 and c.optim.schedule.momentum2 for c in cfgs)
+    if late and any(c.optim.momentum > 0 for c in cfgs):   # its buffer would start before its stage 2
+        return ("optim.schedule.momentum2: a member that turns momentum on in stage 2 cannot share "
+                "a pack with members that use it from the start")
+    return None
+
+
+class Pack:
+    """K members of one architecture, stacked: parameters (K, *shape) on `device`."""
+
+    def __init__(self, cfgs: Sequence[TrialConfig], data: Dataset, device: torch.device):
+        why = pack_compatible(cfgs)
+        if why is not None:
+            raise ValueError(why)
+        self.cfgs, self.data, self.device = list(cfgs), data, device
+        members = [models.build(c.model, data.input_shape, data.num_classes,
+                                c.model.init_seed if c.model.init_seed is not None else c.seed).to(device)
+                   for c in cfgs]
+        self.template = copy.deepcopy(members[0])
+        self.init_params = [[p.detach().clone() for p in m.parameters()] for m in members]
+        params, buffers = stack_module_state(members)
+        self.params = {k: v.detach() for k, v in params.items()}
+        self.buffers = buffers
+        self.alive = list(range(len(cfgs)))          # member index of each stacked row
+        self.frozen: dict[int, dict[str, torch.Tensor]] = {}   # weights of dropped members
+        self.opt = StackedSGD(self.params, nesterov=cfgs[0].optim.nesterov)
+        self.loss_fn = loss_function(data)
+        base = copy.deepcopy(members[0]).to("meta")
+
+        def member_loss(p, b, x, y):
+            out = functional_call(base, (p, b), (x,)).float()
+            return self.loss_fn(out, y), out.detach()
+
+        self._grad = vmap(grad(member_loss, has_aux=True))
+        self._forward = vmap(lambda p, b, x: functional_call(base, (p, b), (x,)).float(),
+                             in_dims=(0, 0, None))
+
+    # ------------------------------------------------------------- members
+    def member_module(self, i: int) -> torch.nn.Module:
+        """Member i as a normal module (a copy: changing it changes nothing here)."""
+        if i in self.frozen:
+            state = self.frozen[i]
+        else:
+            row = self.alive.index(i)
+            state = {k: v[row] for k, v in {**self.params, **self.buffers}.items()}
+        module = copy.deepcopy(self.template)
+        module.load_state_dict(state)
+        return module
+
+    def drop(self, members: Sequence[int]) -> None:
+        """Stop training `members`: keep their current weights, unstack the rest."""
+        for i in members:
+            row = self.alive.index(i)
+            self.frozen[i] = {k: v[row].clone() for k, v in {**self.params, **self.buffers}.items()}
+        keep = [r for r, i in enumerate(self.alive) if i not in members]
+        rows = torch.tensor(keep, device=self.device)
+        for k in self.params:
+            self.params[k] = self.params[k].index_select(0, rows)
+        for k in self.buffers:
+            self.buffers[k] = self.buffers[k].index_select(0, rows)
+        self.opt.keep(rows)
+        self.alive = [self.alive[r] for r in keep]
+
+    # ------------------------------------------------------------ training
+    def gradients(self, x: torch.Tensor, y: torch.Tensor):
+        """Per-member gradients, batch losses and correct counts for batches x[r], y[r].
+
+        The losses are recomputed from the logits member by member, as the solo
+        loop computes them: under vmap the mean of the loss is summed in another
+        order and can differ in the last bit (the gradients do not)."""
+        grads, out = self._grad(self.params, self.buffers, x, y)
+        loss = torch.stack([self.loss_fn(out[r], y[r]) for r in range(len(out))])
+        correct = ((out.argmax(2) == y).sum(1) if self.data.task != "regression"
+                   else torch.zeros_like(loss))
+        return grads, loss, correct
+
+    @torch.no_grad()
+    def evaluate(self, x: torch.Tensor, y: torch.Tensor, chunk: int = 1024) -> list[tuple[float, float]]:
+        """(mean loss, accuracy) per alive member, summed like `train.evaluate`."""
+        n = len(self.alive)
+        loss_sum, correct = [0.0] * n, [0.0] * n
+        for i in range(0, len(y), chunk):
+            out = self._forward(self.params, self.buffers, x[i:i + chunk])
+            yc = y[i:i + chunk]
+            losses = torch.stack([self.loss_fn(out[r], yc) for r in range(n)])
+            hits = ((out.argmax(2) == yc).sum(1) if self.data.task != "regression"
+                    else torch.zeros(n, device=out.device))
+            for r, (l, c) in enumerate(zip(losses.tolist(), hits.tolist())):
+                loss_sum[r] += l * len(yc)
+                correct[r] += c
+        return [(s / len(y), c / len(y)) for s, c in zip(loss_sum, correct)]
+
+
+class PackedRun(NamedTuple):
+    results: list[RunResult]       # one per member, in the order of the configs
+    pack: Pack                     # the trained weights: pack.member_module(k)
+
+
+def run_packed(cfgs: Sequence[TrialConfig], sinks: Sequence[Sink], env: RunEnv = RunEnv(),
+               hooks: Sequence[Sequence[Hook]] | None = None) -> PackedRun:
+    """Train `cfgs` as one pack, member k reporting to `sinks[k]` (and running
+    `hooks[k]`; None: each member's default probe round, as `train.run`).
+    `env.checkpoint_*` are ignored: a pack takes no checkpoints."""
+    if len(sinks) != len(cfgs) or (hooks is not None and len(hooks) != len(cfgs)):
+        raise ValueError("run_packed needs one sink (and one hook list) per trial config")
+    why = pack_compatible(cfgs) or ("RunEnv.distributed: a pack trains in one process" if env.distributed else None)
+    if why is not None:
+        raise ValueError(why)
+    first = cfgs[0]
+    device = resolve_device(env.device if env.device != "auto" else first.train.device)
+    if first.train.deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    data = load(first.data, device, env.cache_dir)
+    pack = Pack(cfgs, data, device)
+    if hooks is None:
+        hooks = [default_hooks(c, data) for c in cfgs]
+    tc = first.train
+    spe = steps_per_epoch(data.n_train, tc.batch_size)
+    total = spe * tc.epochs if tc.max_steps is None else min(spe * tc.epochs, tc.max_steps)
+    hook_steps = [{h.name: h.schedule.resolve(total, spe) for h in hs} for hs in hooks]
+    results: dict[int, RunResult] = {}
+    summaries: dict[int, dict[str, float]] = {}
+    stats = [[0.0, 0.0, 0] for _ in cfgs]           # loss·n, correct, n of the epoch so far
+    step, epoch = 0, 0
+
+    def schedule(k: int, frac: float) -> tuple[float, float]:   # (lr, momentum) as the solo loop sets them
+        return lr_momentum(cfgs[k].optim, epoch, frac, tc.epochs)
+
+    def update_momentum(k: int) -> float:   # a nesterov param group keeps its momentum (optim.py)
+        opt = cfgs[k].optim
+        return opt.momentum if opt.nesterov else sched[k][1]
+
+    def call_hooks(k: int, lr: float, mu: float) -> None:
+        due = [h for h in hooks[k] if step in hook_steps[k][h.name]]
+        if not due:
+            return
+        model = pack.member_module(k)
+        ctx = StepContext(step=step, epoch=epoch, model=model, loss_fn=pack.loss_fn, data=data, lr=lr,
+                          momentum=mu, batch_size=tc.batch_size, init_params=pack.init_params[k],
+                          log_artifact=lambda name, value: sinks[k].log_artifact(name, value, step))
+        metrics: dict[str, float] = {}
+        for hook in due:
+            with _isolated(model, device):
+                merge_metrics(metrics, hook(ctx), hook.name)
+        if metrics:
+            sinks[k].log_metrics(metrics, step)
+
+    for k in pack.alive:
+        call_hooks(k, *schedule(k, 0.0))
+    while step < total and pack.alive:
+        orders = {k: _epoch_order(data.n_train, cfgs[k].seed, epoch, device) for k in pack.alive}
+        for b in range(spe):
+            if step >= total or not pack.alive:
+                break
+            sched = {k: schedule(k, b / spe) for k in pack.alive}
+            idx = torch.stack([orders[k][b * tc.batch_size:(b + 1) * tc.batch_size] for k in pack.alive])
+            grads, loss, correct = pack.gradients(data.x_train[idx], data.y_train[idx])
+            values, hits = torch.stack([loss, correct.to(loss.dtype)]).tolist()
+            gone = [k for k, v in zip(pack.alive, values) if not math.isfinite(v) or v > cfgs[k].train.divergence_loss]
+            for k, v in zip(pack.alive, values):
+                if k in gone:
+                    summary = {"diverged/step": float(step)}
+                    sinks[k].log_metrics({"diverged/step": float(step),
+                                          "train/batch_loss": v if math.isfinite(v) else float("inf")}, step)
+                    sinks[k].finish("diverged", summary)
+                    results[k] = RunResult("diverged", step, epoch, summary)
+            if gone:
+                rows = [r for r, k in enumerate(pack.alive) if k not in gone]
+                keep = torch.tensor(rows, device=device)
+                grads = {n: g.index_select(0, keep) for n, g in grads.items()}
+                values, hits = [values[r] for r in rows], [hits[r] for r in rows]
+                pack.drop(gone)
+                if not pack.alive:
+                    break
+            pack.opt.step(grads, [sched[k][0] for k in pack.alive], [update_momentum(k) for k in pack.alive],
+                          [cfgs[k].optim.weight_decay for k in pack.alive])
+            step += 1
+            n = len(idx[0])
+            for k, v, c in zip(pack.alive, values, hits):
+                s = stats[k]
+                s[0], s[1], s[2] = s[0] + v * n, s[1] + c, s[2] + n
+            epoch_done = (b == spe - 1) or step == total
+            if tc.log_every and step % tc.log_every == 0:
+                for k, v in zip(pack.alive, values):
+                    batch = {"train/batch_loss": v} if epoch_done else {"train/batch_loss": v, "lr": sched[k][0]}
+                    sinks[k].log_metrics(batch, step)
+            if epoch_done:
+                _log_epoch(pack, sinks, stats, epoch, sched, step)
+                epoch += 1
+            for k in pack.alive:
+                call_hooks(k, *sched[k])
+            if step == total:
+                summaries = _log_final(pack, sinks, step)
+            if epoch_done:
+                for k in pack.alive:
+                    sinks[k].epoch_end(epoch, step)
+            if env.stop_after_step is not None and step >= env.stop_after_step:
+                for k in pack.alive:
+                    results[k] = RunResult("stopped", step, epoch)
+                return PackedRun([results[k] for k in range(len(cfgs))], pack)
+    for k in pack.alive:
+        sinks[k].finish("finished", summaries[k])
+        results[k] = RunResult("finished", step, epoch, summaries[k])
+    return PackedRun([results[k] for k in range(len(cfgs))], pack)
+
+
+def _log_epoch(pack: Pack, sinks: Sequence[Sink], stats: list[list[float]], epoch: int,
+               sched: dict[int, tuple[float, float]], step: int) -> None:
+    data = pack.data
+    for k, (val_loss, val_acc) in zip(pack.alive, pack.evaluate(data.x_test, data.y_test)):
+        loss_sum, correct, count = stats[k]
+        out = {"train/loss": loss_sum / count, "train/epoch": float(epoch + 1), "lr": sched[k][0],
+               "val/loss": val_loss, "val/acc": val_acc}
+        if data.task != "regression":
+            out["train/acc"] = correct / count
+        sinks[k].log_metrics(out, step)
+        stats[k] = [0.0, 0.0, 0]
+
+
+def _log_final(pack: Pack, sinks: Sequence[Sink], step: int) -> dict[int, dict[str, float]]:
+    data = pack.data
+    train = pack.evaluate(data.x_train, data.y_train)
+    val = pack.evaluate(data.x_test, data.y_test)
+    summaries = {}
+    for k, (tl, ta), (vl, va) in zip(pack.alive, train, val):
+        summaries[k] = {"final/train_loss": tl, "final/train_acc": ta, "final/val_loss": vl,
+                        "final/val_acc": va, "final/steps": float(step), "final/world_size": 1.0}
+        sinks[k].log_metrics(summaries[k], step)
+    return summaries

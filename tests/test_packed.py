@@ -1,0 +1,182 @@
+"""Packed trials: each member trains as it would alone with `train.run` —
+bit for bit for the MLP classifier on CPU, to float32 rounding for the 1-D
+CNN and for regression (MSE) — gets
+its own seed, learning rate and batch order wherever it sits in the pack,
+diverges at its own step while the others go on, runs its own probes, and
+`pack_compatible` names the field that keeps configs apart. Solo weights
+are read from the final checkpoint `train.run` hands its sink."""
+import pytest
+import torch
+
+from dynamics_core.config import TrialConfig
+from dynamics_core.packed import pack_compatible, run_packed
+from dynamics_core.sink import MemorySink
+from dynamics_core.train import RunEnv, run
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+PROBES_OFF = {k: False for k in ("hessian", "hessian_trace", "gradcov", "stiffness",
+                                 "fisher", "frequency", "timeline")}
+TOTAL = 21          # 3 epochs of ceil(400 / 64) = 7 steps, the last batch holds 16
+
+
+def trial(seed=0, lr=0.05, momentum=0.0, weight_decay=0.0, arch="mlp", probes=None, **over) -> TrialConfig:
+    tree = {
+        "data": {"train_size": 400, "test_size": 200},
+        "model": {"name": arch, "width": 16},
+        "optim": {"lr": lr, "momentum": momentum, "weight_decay": weight_decay},
+        "train": {"epochs": 3, "batch_size": 64, "device": "cpu"},
+        "probes": probes or PROBES_OFF,
+        "seed": seed,
+    }
+    for k, v in over.items():
+        tree[k] = {**tree.get(k, {}), **v}
+    return TrialConfig.model_validate(tree)
+
+
+MEMBERS = [dict(seed=0, lr=0.05), dict(seed=1, lr=0.1, momentum=0.9),
+           dict(seed=2, lr=0.02, momentum=0.5, weight_decay=1e-3)]
+
+
+def solo(cfg, cache):
+    sink = MemorySink()
+    res = run(cfg, sink, RunEnv(cache_dir=cache, checkpoint_every_epochs=0))
+    weights = sink.checkpoints[-1][3]["model"] if sink.checkpoints else None
+    return res, sink, weights
+
+
+def packed(cfgs, cache):
+    sinks = [MemorySink() for _ in cfgs]
+    out = run_packed(cfgs, sinks, RunEnv(cache_dir=cache))
+    return out, sinks
+
+
+def assert_same_run(a: MemorySink, b: MemorySink):
+    assert a.metrics == b.metrics
+    assert (a.status, a.summary, a.epochs) == (b.status, b.summary, b.epochs)
+
+
+def assert_close_run(a: MemorySink, b: MemorySink, rel=1e-6):
+    assert [(s, k) for s, k, _ in a.metrics] == [(s, k) for s, k, _ in b.metrics]
+    for (s, k, x), (_, _, y) in zip(a.metrics, b.metrics):
+        assert abs(x - y) <= rel * max(1.0, abs(y)), (s, k, x, y)
+    assert (a.status, a.epochs) == (b.status, b.epochs)
+
+
+# ---------------------------------------------------------------- equality
+def test_mlp_members_are_bitwise_solo_runs(mnist1d_cache):
+    cfgs = [trial(**m) for m in MEMBERS]
+    out, sinks = packed(cfgs, mnist1d_cache)
+    for k, cfg in enumerate(cfgs):
+        res, sink, weights = solo(cfg, mnist1d_cache)
+        assert_same_run(sinks[k], sink)
+        assert (out.results[k].status, out.results[k].step, out.results[k].epoch) == (res.status, res.step, res.epoch)
+        member = out.pack.member_module(k).state_dict()
+        assert member.keys() == weights.keys()
+        assert all(torch.equal(member[n], weights[n]) for n in weights)
+
+
+def test_cnn1d_members_match_solo_runs_to_float32_rounding(mnist1d_cache):
+    cfgs = [trial(arch="cnn1d", **m) for m in MEMBERS]
+    out, sinks = packed(cfgs, mnist1d_cache)
+    for k, cfg in enumerate(cfgs):
+        _, sink, weights = solo(cfg, mnist1d_cache)
+        assert_close_run(sinks[k], sink)
+        member = out.pack.member_module(k).state_dict()
+        for n, w in weights.items():   # vmapped (grouped) convolutions round differently
+            assert (member[n] - w).abs().max() <= 1e-5 * w.abs().max(), n
+
+
+@pytest.mark.parametrize("dataset", ["mnist1d", "sine1d"])
+def test_batch_logging_max_steps_and_schedules_match_solo(mnist1d_cache, dataset):
+    over = dict(data={"dataset": dataset, "train_size": 200},
+                train={"log_every": 2, "max_steps": 11},
+                optim={"schedule": {"kind": "step", "warmup_epochs": 0.5}})
+    cfgs = [trial(seed=0, lr=0.01, **over), trial(seed=1, lr=0.05, momentum=0.9, **over)]
+    out, sinks = packed(cfgs, mnist1d_cache)
+    for k, cfg in enumerate(cfgs):
+        res, sink, _ = solo(cfg, mnist1d_cache)
+        assert any(key == "train/batch_loss" for _, key, _ in sink.metrics)
+        if dataset == "mnist1d":
+            assert_same_run(sinks[k], sink)
+        else:   # the vmapped MSE gradient rounds differently from the solo kernel
+            assert_close_run(sinks[k], sink)
+        assert (out.results[k].step, out.results[k].epoch) == (res.step, res.epoch) == (11, 3)
+
+
+def test_each_member_is_its_own_trial_wherever_it_sits(mnist1d_cache):
+    cfgs = [trial(**m) for m in MEMBERS]
+    _, sinks = packed(cfgs, mnist1d_cache)
+    _, swapped = packed(cfgs[::-1], mnist1d_cache)
+    for a, b in zip(sinks, swapped[::-1]):
+        assert_same_run(a, b)
+    # different seeds and learning rates really give different trials
+    assert sinks[0].summary["final/train_loss"] != sinks[1].summary["final/train_loss"]
+    assert [v for _, v in sinks[1].series("lr")] == [0.1] * 3
+    _, one = packed([cfgs[1]], mnist1d_cache)
+    assert_same_run(one[0], sinks[1])
+
+
+# --------------------------------------------------------------- divergence
+def test_a_diverging_member_stops_at_its_step_and_the_others_finish_as_alone(mnist1d_cache):
+    cfgs = [trial(seed=0, lr=0.05), trial(seed=3, lr=50.0), trial(seed=1, lr=0.1, momentum=0.9)]
+    out, sinks = packed(cfgs, mnist1d_cache)
+    res, sink, _ = solo(cfgs[1], mnist1d_cache)
+    assert res.status == out.results[1].status == sinks[1].status == "diverged"
+    assert out.results[1].step == res.step < TOTAL
+    assert_same_run(sinks[1], sink)
+    for k in (0, 2):
+        _, alone, _ = solo(cfgs[k], mnist1d_cache)
+        assert_same_run(sinks[k], alone)
+        assert out.results[k].status == "finished"
+    assert set(out.pack.member_module(1).state_dict()) == set(out.pack.member_module(0).state_dict())
+
+
+# ------------------------------------------------------------------- probes
+def test_members_run_their_own_probes_as_solo_runs_do(mnist1d_cache):
+    probes = {**PROBES_OFF, "hessian": True, "timeline": True, "probe_size": 32,
+              "val_probe_size": 16, "schedule": {"kind": "log", "points": 3}}
+    cfgs = [trial(seed=0, lr=0.05, probes=probes), trial(seed=1, lr=0.1, probes=probes)]
+    _, sinks = packed(cfgs, mnist1d_cache)
+    for k, cfg in enumerate(cfgs):
+        _, sink, _ = solo(cfg, mnist1d_cache)
+        assert any(key == "hessian/top" for _, key, _ in sink.metrics)
+        assert_same_run(sinks[k], sink)
+
+
+# ----------------------------------------------------------- compatibility
+@pytest.mark.parametrize("other, field", [
+    (trial(seed=1, train={"batch_size": 32}), "train.batch_size"),
+    (trial(seed=1, model={"width": 32}), "model.width"),
+    (trial(seed=1, train={"epochs": 4}), "train.epochs"),
+    (trial(seed=1, optim={"schedule": {"kind": "step"}}), "optim.schedule.kind"),
+    (trial(seed=1, data={"data_seed": 1}), "data.data_seed"),
+    (trial(seed=1, optim={"nesterov": True}, momentum=0.9), "optim.nesterov"),
+])
+def test_pack_compatible_names_the_field_that_differs(other, field):
+    why = pack_compatible([trial(), other])
+    assert why is not None and why.startswith(field + ":")
+
+
+@pytest.mark.parametrize("over, field", [
+    ({"optim": {"name": "adam"}}, "optim.name"),
+    ({"model": {"batchnorm": True}}, "model.batchnorm"),
+    ({"model": {"dropout": 0.1}}, "model.dropout"),
+    ({"data": {"deficit": {"kind": "blur", "start_epoch": 0, "end_epoch": 1}}}, "data.deficit"),
+])
+def test_pack_compatible_refuses_what_packs_do_not_support(over, field):
+    why = pack_compatible([trial(**over), trial(seed=1, **over)])
+    assert why is not None and why.startswith(field + ":")
+
+
+def test_pack_compatible_accepts_seed_lr_momentum_weight_decay_and_probes():
+    cfgs = [trial(**m) for m in MEMBERS] + [trial(seed=9, probes={**PROBES_OFF, "hessian": True})]
+    assert pack_compatible(cfgs) is None
+    late = trial(seed=5, optim={"schedule": {"kind": "two_stage", "stage1_epochs": 1, "momentum2": 0.9}})
+    early = trial(seed=6, momentum=0.9, optim={"schedule": {"kind": "two_stage", "stage1_epochs": 1}})
+    assert pack_compatible([late, early]).startswith("optim.schedule.momentum2:")
+
+
+def test_run_packed_refuses_incompatible_configs(mnist1d_cache):
+    with pytest.raises(ValueError, match="train.batch_size"):
+        packed([trial(), trial(seed=1, train={"batch_size": 32})], mnist1d_cache)
