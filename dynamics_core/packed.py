@@ -52,7 +52,7 @@ from dynamics_core.measure import default_hooks
 from dynamics_core.optim import lr_momentum
 from dynamics_core.sink import Sink
 from dynamics_core.stacked_sgd import StackedSGD
-from dynamics_core.train import (RunEnv, RunResult, _epoch_order, _isolated, loss_function,
+from dynamics_core.train import (RunEnv, RunResult, _epoch_order, _isolated, loss_function, trial_settings,
                                  resolve_device, steps_per_epoch)
 
 # Fields in which the members of a pack may differ; every other field must match.
@@ -183,8 +183,14 @@ class PackedRun(NamedTuple):
 def run_packed(cfgs: Sequence[TrialConfig], sinks: Sequence[Sink], env: RunEnv = RunEnv(),
                hooks: Sequence[Sequence[Hook]] | None = None) -> PackedRun:
     """Train `cfgs` as one pack, member k reporting to `sinks[k]` (and running
-    `hooks[k]`; None: each member's default probe round, as `train.run`).
-    `env.checkpoint_*` are ignored: a pack takes no checkpoints."""
+    `hooks[k]`; None: each member's default probe round, `measure.default_hooks`).
+    `env.checkpoint_*` are ignored: a pack takes no checkpoints. Process-wide
+    torch settings are set for the pack and restored after it (`trial_settings`)."""
+    with trial_settings(cfgs[0]):
+        return _run_packed(cfgs, sinks, env, hooks)
+
+
+def _run_packed(cfgs, sinks, env, hooks) -> PackedRun:
     if len(sinks) != len(cfgs) or (hooks is not None and len(hooks) != len(cfgs)):
         raise ValueError("run_packed needs one sink (and one hook list) per trial config")
     why = pack_compatible(cfgs) or ("RunEnv.distributed: a pack trains in one process" if env.distributed else None)
@@ -192,8 +198,6 @@ def run_packed(cfgs: Sequence[TrialConfig], sinks: Sequence[Sink], env: RunEnv =
         raise ValueError(why)
     first = cfgs[0]
     device = resolve_device(env.device if env.device != "auto" else first.train.device)
-    if first.train.deterministic:
-        torch.use_deterministic_algorithms(True, warn_only=True)
     data = load(first.data, device, env.cache_dir)
     pack = Pack(cfgs, data, device)
     if hooks is None:

@@ -8,6 +8,7 @@ are read from the final checkpoint `train.run` hands its sink."""
 import pytest
 import torch
 
+from dynamics_core.measure import default_hooks
 from dynamics_core.config import TrialConfig
 from dynamics_core.packed import pack_compatible, run_packed
 from dynamics_core.sink import MemorySink
@@ -40,7 +41,7 @@ MEMBERS = [dict(seed=0, lr=0.05), dict(seed=1, lr=0.1, momentum=0.9),
 
 def solo(cfg, cache):
     sink = MemorySink()
-    res = run(cfg, sink, RunEnv(cache_dir=cache, checkpoint_every_epochs=0))
+    res = run(cfg, sink, RunEnv(cache_dir=cache, checkpoint_every_epochs=0), hooks=default_hooks)
     weights = sink.checkpoints[-1][3]["model"] if sink.checkpoints else None
     return res, sink, weights
 
