@@ -3,20 +3,22 @@
 (a) λ_H¹: our Lanczos (`hessian_top_eigen`) vs PyHessian's power iteration
     and curvlinops' `HessianLinearOperator(...).to_scipy()` under scipy's
     `eigsh(k=1, which='LA')` (at its defaults, and at tol 1e-3 with small
-    `ncv`): HVPs, wall time and relative error against a float64 reference
+    `ncv`): HVPs, time and relative error against a float64 reference
     (dense eigh, or ARPACK at tol 1e-12: not our code).
 (b) per-example gradients (for K and stiffness): ours ("layers" and "vmap")
     vs a per-example autograd loop, BackPACK `BatchGrad`, opacus
     `GradSampleModule` and the plain `torch.func` recipe (vmap(grad) over
     `functional_call`): time, max |Δ| to the loop.
-(c) one default probe round (`ProbeHook`, default `ProbesConfig`) as a multiple
-    of one training step (forward + backward + SGD step) at batch 32 and 128.
+(c) one default probe round (`default_probe_round`, default `ProbesConfig`)
+    as a multiple of one training step (forward + backward + SGD step) at
+    batch 32 and 128.
 
-Times are medians over `--repeats`, with the methods of a section interleaved
-in every repeat so that background load hits them alike. Needs the `bench`
-extra (`pip install -e '.[bench]'`). Usage:
+Times are medians over `--repeats` (wall time, or this process's CPU time
+with `--clock cpu`), with the methods of a section interleaved in every
+repeat so that background load hits them alike. Needs the `bench` extra
+(`pip install -e '.[bench]'`); `--peers` drops curvlinops or opacus. Usage:
 
-    python benchmarks/bench_probes.py                       # the README table
+    python benchmarks/bench_probes.py --threads 1 --repeats 5 --clock cpu   # the README table
     python benchmarks/bench_probes.py --model cnn1d:25 --repeats 3
 """
 from __future__ import annotations

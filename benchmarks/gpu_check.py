@@ -201,6 +201,7 @@ def _fmt(series: dict) -> str:
 def check_pergrad(dev: torch.device, n: int, width: int) -> None:
     @section("pergrad", str(dev))
     def body():
+        t_start = time.perf_counter()
         from dynamics_core import models
         from dynamics_core.config import DataConfig, ModelConfig
         from dynamics_core.data import load
@@ -240,7 +241,7 @@ def check_pergrad(dev: torch.device, n: int, width: int) -> None:
             ("ok: " if ok else "FAIL: ") + f"n = {n}, p = {p}: " +
             ", ".join(f"{k} {1e3 * t:.1f} ms" for k, t in times.items()) +
             f"; max abs Δ to loop: analytic {diff['analytic']:.1e}, vmap {diff['vmap']:.1e}",
-            sum(times.values()) * (ARGS.repeats + 1))
+            time.perf_counter() - t_start)
     body()
 
 
@@ -392,7 +393,7 @@ def main(argv=None) -> int:
         if getattr(ARGS, key) is None:
             setattr(ARGS, key, d(big, small))
     print(f"gpu_check: torch {torch.__version__}, "
-          f"{'CUDA ' + torch.version.cuda + ', ' + torch.cuda.get_device_name(dev) if gpu else 'CPU fallback (no CUDA)'}, "
+          f"{f'CUDA {torch.version.cuda}, {torch.cuda.get_device_name(dev)}' if gpu else 'CPU fallback (no CUDA)'}, "
           f"{torch.get_num_threads()} threads; args {vars(ARGS)}", flush=True)
     t_all = time.perf_counter()
     tmp = Path(tempfile.mkdtemp(prefix="gpu_check_"))
@@ -418,7 +419,7 @@ def main(argv=None) -> int:
     return 1 if any(r[2].startswith("FAIL") for r in ROWS) else 0
 
 
-ARGS: argparse.Namespace
+ARGS = argparse.Namespace()
 
 
 if __name__ == "__main__":
