@@ -35,6 +35,7 @@ import argparse
 import contextlib
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -51,12 +52,31 @@ ROWS: list[list[str]] = []
 
 
 # ------------------------------------------------------------------ helpers
+DEADLINE = float("inf")  # perf_counter() by which the table must be printed (--budget)
+
+
+class OutOfTime(BaseException):
+    """SIGTERM (the wrapper's timeout): stop, print the table so far."""
+
+
+def left() -> float:
+    return DEADLINE - time.perf_counter()
+
+
+def subprocess_timeout() -> float:
+    """Per subprocess: --sweep-timeout, less if the budget is nearly spent."""
+    t = min(ARGS.sweep_timeout, left() - 20)
+    if t < 20:
+        raise TimeoutError(f"time budget spent ({ARGS.budget:g} s, --budget)")
+    return t
+
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
 
 def row(check: str, device: str, result: str, seconds: float | None) -> None:
+    result = result.replace("|", "/")  # one table cell
     ROWS.append([check, device, result, "" if seconds is None else f"{seconds:.1f}"])
     print(f"[{check}] {result}", flush=True)
 
@@ -285,7 +305,7 @@ def check_sharing(dev: torch.device, steps: int, tmp: Path) -> None:
             t0 = time.perf_counter()
             out = _cli(exe, ["run", str(path), "--storage", str(tmp / "ray"),
                              "--tracking-uri", f"sqlite:///{tmp / 'mlflow.db'}",
-                             "--device", "cuda" if gpu else "cpu"], ARGS.sweep_timeout)
+                             "--device", "cuda" if gpu else "cpu"], subprocess_timeout())
             sec = time.perf_counter() - t0
             if out.returncode != 0:
                 print(out.stdout[-2000:], out.stderr[-2000:], sep="\n")
@@ -298,7 +318,22 @@ def check_sharing(dev: torch.device, steps: int, tmp: Path) -> None:
 
 def _cli(exe: Path, args: list[str], timeout: float) -> subprocess.CompletedProcess:
     cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "sweeps.cli"]
-    return subprocess.run(cmd + args, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    return _run(cmd + args, timeout)
+
+
+def _run(cmd: list[str], timeout: float) -> subprocess.CompletedProcess:
+    """Run in its own process group; on timeout or termination, end the whole
+    group (a sweep's local Ray included), then re-raise."""
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except BaseException:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        raise
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
 
 
 # ------------------------------------------------------------ packed trials
@@ -312,7 +347,7 @@ def check_packed(dev: torch.device) -> None:
     def body():
         t0 = time.perf_counter()
         cmd = [sys.executable, str(script), "--device", dev.type, "--k", *map(str, ARGS.packed_k)]
-        out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=ARGS.sweep_timeout)
+        out = _run(cmd, subprocess_timeout())
         sec = time.perf_counter() - t0
         print(f"--- {' '.join(cmd[1:])}\n{out.stdout}{out.stderr[-2000:]}---")
         last = [ln.strip() for ln in out.stdout.splitlines() if ln.strip()]
@@ -337,6 +372,8 @@ def check_ddp(dev: torch.device, steps: int, width: int) -> None:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
         os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+        if dev.type == "cuda":
+            torch.cuda.set_device(dev)
         t0 = time.perf_counter()
         dist.init_process_group(backend, rank=0, world_size=1)
         try:
@@ -367,7 +404,10 @@ def main(argv=None) -> int:
     ap.add_argument("--repeats", type=int, help="timed repeats (default 5 / 2)")
     ap.add_argument("--sweep-steps", type=int, help="steps per sweep trial (default 1000 / 20)")
     ap.add_argument("--packed-k", type=int, nargs="+", default=[1, 8, 32])
-    ap.add_argument("--sweep-timeout", type=float, default=240, help="seconds per subprocess")
+    ap.add_argument("--sweep-timeout", type=float, default=200, help="seconds per subprocess")
+    ap.add_argument("--budget", type=float, default=420,
+                    help="seconds for all sections; subprocesses get what is left (the wrapper's "
+                         "timeout, GPU_CHECK_TIMEOUT, should be larger)")
     ap.add_argument("--cpu-sweeps", action="store_true",
                     help="without CUDA, run the sharing sweeps (cpus_per_trial 0.5 vs 1) too")
     ap.add_argument("--sections", nargs="+", default=["train", "pergrad", "share", "packed", "ddp"],
@@ -395,7 +435,13 @@ def main(argv=None) -> int:
     print(f"gpu_check: torch {torch.__version__}, "
           f"{f'CUDA {torch.version.cuda}, {torch.cuda.get_device_name(dev)}' if gpu else 'CPU fallback (no CUDA)'}, "
           f"{torch.get_num_threads()} threads; args {vars(ARGS)}", flush=True)
+    global DEADLINE
     t_all = time.perf_counter()
+    DEADLINE = t_all + ARGS.budget
+
+    def stop(signum, frame):
+        raise OutOfTime()
+    signal.signal(signal.SIGTERM, stop)
     tmp = Path(tempfile.mkdtemp(prefix="gpu_check_"))
     try:
         if "train" in ARGS.sections:
@@ -408,6 +454,8 @@ def main(argv=None) -> int:
             check_packed(dev)
         if "ddp" in ARGS.sections:
             check_ddp(dev, ARGS.steps, ARGS.width)
+    except OutOfTime:
+        row("(stopped)", str(dev), "FAIL: terminated (timeout) before all sections ran", None)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     print(f"\nGPU check ({'CUDA' if gpu else 'CPU fallback'}), {time.perf_counter() - t_all:.0f} s in all\n")

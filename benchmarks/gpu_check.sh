@@ -11,4 +11,4 @@ if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
   .venv/bin/python -m pip install --quiet -e '.[dev]'
 fi
-exec timeout "${GPU_CHECK_TIMEOUT:-480}" .venv/bin/python benchmarks/gpu_check.py "$@"
+exec timeout -k 30 "${GPU_CHECK_TIMEOUT:-480}" .venv/bin/python benchmarks/gpu_check.py "$@"
