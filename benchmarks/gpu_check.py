@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.util
 import os
 import shutil
 import signal
@@ -48,6 +49,8 @@ import torch
 import torch.nn.functional as F
 
 ROOT = Path(__file__).resolve().parent.parent
+CORE = ("pydantic", "mnist1d", "scipy", "numpy")       # dynamics_core beyond torch
+SWEEPS = CORE + ("yaml", "rich", "ray", "mlflow", "optuna")   # the dynsweep command
 ROWS: list[list[str]] = []
 
 
@@ -444,16 +447,24 @@ def main(argv=None) -> int:
     signal.signal(signal.SIGTERM, stop)
     tmp = Path(tempfile.mkdtemp(prefix="gpu_check_"))
     try:
-        if "train" in ARGS.sections:
-            check_bf16_and_probes(dev, ARGS.steps, ARGS.width)
-        if "pergrad" in ARGS.sections:
-            check_pergrad(dev, ARGS.n, ARGS.width)
-        if "share" in ARGS.sections:
-            check_sharing(dev, ARGS.sweep_steps, tmp)
-        if "packed" in ARGS.sections:
-            check_packed(dev)
-        if "ddp" in ARGS.sections:
-            check_ddp(dev, ARGS.steps, ARGS.width)
+        backend = "nccl" if gpu else "gloo"
+        sections = [  # (name, rows, packages it imports beyond torch, run)
+            ("train", ["bf16 train", "fp32 probes"], CORE,
+             lambda: check_bf16_and_probes(dev, ARGS.steps, ARGS.width)),
+            ("pergrad", ["pergrad"], CORE, lambda: check_pergrad(dev, ARGS.n, ARGS.width)),
+            ("share", ["share 0.25", "share 1"], SWEEPS, lambda: check_sharing(dev, ARGS.sweep_steps, tmp)),
+            ("packed", ["packed K=1,8,32"], (), lambda: check_packed(dev)),
+            ("ddp", [f"ddp {backend}"], CORE, lambda: check_ddp(dev, ARGS.steps, ARGS.width)),
+        ]
+        for name, rows, needs, check in sections:
+            if name not in ARGS.sections:
+                continue
+            missing = [m for m in needs if importlib.util.find_spec(m) is None]
+            if missing:
+                for r in rows:
+                    row(r, str(dev), f"skipped: needs {', '.join(missing)} (not installed)", None)
+                continue
+            check()
     except OutOfTime:
         row("(stopped)", str(dev), "FAIL: terminated (timeout) before all sections ran", None)
     finally:
