@@ -24,7 +24,7 @@ test-fast: setup
 
 bench: setup
 	$(PY) -m pip install --quiet -e '.[dev,bench]'
-	$(PY) benchmarks/bench_probes.py
+	$(PY) benchmarks/bench_probes.py --threads 1 --repeats 5 --clock cpu
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

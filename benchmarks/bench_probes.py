@@ -1,24 +1,31 @@
 """Probe costs against peers, side by side in one run on the same model and batch.
 
-(a) λ_H¹: our Lanczos (`hessian_top_eigen`) vs PyHessian's power iteration:
-    HVPs, wall time and relative error against a float64 reference (dense
-    eigh, or ARPACK at tol 1e-12: not our code).
+(a) λ_H¹: our Lanczos (`hessian_top_eigen`) vs PyHessian's power iteration
+    and curvlinops' `HessianLinearOperator(...).to_scipy()` under scipy's
+    `eigsh(k=1, which='LA')` (at its defaults, and at tol 1e-3 with small
+    `ncv`): HVPs, time and relative error against a float64 reference
+    (dense eigh, or ARPACK at tol 1e-12: not our code).
 (b) per-example gradients (for K and stiffness): ours ("layers" and "vmap")
-    vs a per-example autograd loop vs BackPACK `BatchGrad`: time, max |Δ| to the loop.
-(c) one default probe round (`measure.default_hooks`, default `ProbesConfig`) as a multiple
-    of one training step (forward + backward + SGD step) at batch 32 and 128.
+    vs a per-example autograd loop, BackPACK `BatchGrad`, opacus
+    `GradSampleModule` and the plain `torch.func` recipe (vmap(grad) over
+    `functional_call`): time, max |Δ| to the loop.
+(c) one default probe round (`default_probe_round`, default `ProbesConfig`)
+    as a multiple of one training step (forward + backward + SGD step) at
+    batch 32 and 128.
 
-Times are medians over `--repeats`, with the methods of a section interleaved
-in every repeat so that background load hits them alike. Needs the `bench`
-extra (`pip install -e '.[bench]'`). Usage:
+Times are medians over `--repeats` (wall time, or this process's CPU time
+with `--clock cpu`), with the methods of a section interleaved in every
+repeat so that background load hits them alike. Needs the `bench` extra
+(`pip install -e '.[bench]'`); `--peers` drops curvlinops or opacus. Usage:
 
-    python benchmarks/bench_probes.py                       # the README table
+    python benchmarks/bench_probes.py --threads 1 --repeats 5 --clock cpu   # the README table
     python benchmarks/bench_probes.py --model cnn1d:25 --repeats 3
 """
 from __future__ import annotations
 
 import argparse
 import copy
+import os
 import platform
 import statistics
 import time
@@ -31,20 +38,21 @@ import torch.nn.functional as F
 from dynamics_core import models
 from dynamics_core.config import DataConfig, ModelConfig, ProbesConfig, TrialConfig
 from dynamics_core.data import load
-from dynamics_core.hooks import StepContext
-from dynamics_core.measure import default_hooks
-from dynamics_core.probes import hessian_hvp, hessian_top_eigen, per_example_gradients
+from dynamics_core.probes import hessian_hvp, hessian_top_eigen, per_example_gradients, probe_mode
 
 warnings.filterwarnings("ignore", module="backpack")
 warnings.filterwarnings("ignore", message="Full backward hook")
 warnings.filterwarnings("ignore", message="Using backward")
+warnings.filterwarnings("ignore", module="opacus")
+
+DEFAULT_EIGSH = "curvlinops + eigsh defaults (tol 0, ncv 20)"
 
 
 # ------------------------------------------------------------------ helpers
 def timed(fn):
-    t0 = time.perf_counter()
+    t0 = CLOCK()
     out = fn()
-    return time.perf_counter() - t0, out
+    return CLOCK() - t0, out
 
 
 def interleaved(methods: dict, repeats: int) -> dict[str, list]:
@@ -146,6 +154,28 @@ def pyhessian_top(model, x, y, tol, seed):
     return values[0], count[0]
 
 
+def curvlinops_top(model, x, y, seed, **eigsh_kwargs):
+    """curvlinops' Hessian as a SciPy operator, under `eigsh(k=1, which='LA')`.
+    Built per call, as a user would (check_deterministic=False: the check
+    costs extra passes and our batch is fixed); HVPs counted at the operator."""
+    from curvlinops import HessianLinearOperator
+    from scipy.sparse.linalg import LinearOperator, eigsh
+    params = [q for q in model.parameters() if q.requires_grad]
+    with probe_mode(model):  # eval mode, as ours and PyHessian measure
+        H = HessianLinearOperator(model, torch.nn.CrossEntropyLoss(), params, [(x, y)],
+                                  check_deterministic=False).to_scipy()
+        count = [0]
+
+        def matvec(v):
+            count[0] += 1
+            return H.matvec(v)
+
+        op = LinearOperator(H.shape, matvec=matvec, dtype=H.dtype)
+        v0 = np.random.default_rng(seed).standard_normal(H.shape[0])
+        w = eigsh(op, k=1, which="LA", v0=v0, return_eigenvectors=False, **eigsh_kwargs)
+    return float(w[0]), count[0]
+
+
 def bench_hessian(spec, repeats):
     model, x, y, _ = setup(spec, ARGS.seed, ARGS.train_steps, ARGS.lr)
     x, y = x[:ARGS.hessian_n], y[:ARGS.hessian_n]
@@ -163,15 +193,26 @@ def bench_hessian(spec, repeats):
     methods = {f"ours Lanczos tol {t:g}": ours(t) for t in ARGS.our_tols}
     methods.update({f"PyHessian power tol {t:g}": (lambda t: lambda r: pyhessian_top(model, x, y, t, r))(t)
                     for t in ARGS.pyhessian_tols})
+    if "curvlinops" in ARGS.peers:
+        methods[DEFAULT_EIGSH] = lambda r: curvlinops_top(model, x, y, r)
+        methods.update({f"curvlinops + eigsh tol 1e-3, ncv {k}":
+                        (lambda k: lambda r: curvlinops_top(model, x, y, r, tol=1e-3, ncv=k))(k)
+                        for k in ARGS.eigsh_ncv})
     runs = interleaved(methods, repeats)
+    times = {name: med([t for t, _ in rs]) for name, rs in runs.items()}
+    tuned = [n for n in times if n.startswith("PyHessian") or n.startswith("curvlinops + eigsh tol")]
+    best = min(times[n] for n in tuned)
     rows = []
     for name, rs in runs.items():
         errs = [abs(v - ref) / abs(ref) for _, (v, _) in rs]
+        vs_default = f"{times[name] / times[DEFAULT_EIGSH]:.2f}" if DEFAULT_EIGSH in times else ""
         rows.append([spec, name, f"{med([h for _, (_, h) in rs]):.0f}",
-                     f"{1e3 * med([t for t, _ in rs]):.0f}", f"{med(errs):.1e}", f"{max(errs):.1e}"])
+                     f"{1e3 * times[name]:.0f}", f"{times[name] / best:.2f}", vs_default,
+                     f"{med(errs):.1e}", f"{max(errs):.1e}"])
     p = sum(q.numel() for q in model.parameters())
     table(f"(a) λ_H¹ = {ref:.6g}, {spec}, p = {p}, n = {len(x)}; reference: {how}",
-          ["model", "method", "HVPs (median)", "ms (median)", "rel. err (median)", "rel. err (max)"],
+          ["model", "method", "HVPs (median)", "ms (median)", "× best tuned peer",
+           "× eigsh defaults", "rel. err (median)", "rel. err (max)"],
           rows)
     return rows
 
@@ -195,6 +236,28 @@ def backpack_grads(extended, loss, x, y):
     return torch.cat([p.grad_batch.reshape(len(x), -1) for p in extended.parameters()], 1)
 
 
+def opacus_grads(wrapped, x, y):
+    """opacus `GradSampleModule` (hooks; loss_reduction="sum"): p.grad_sample[i] = ∇ loss_i.
+    Its hooks record only in train mode (same outputs here: no dropout, no BatchNorm)."""
+    wrapped.train()
+    wrapped.zero_grad(set_to_none=True)  # clears .grad_sample too
+    F.cross_entropy(wrapped(x), y, reduction="sum").backward()
+    return torch.cat([p.grad_sample.reshape(len(x), -1) for p in wrapped.parameters()], 1)
+
+
+def func_vmap_grads(model, x, y):
+    """The plain torch.func recipe: vmap(grad(loss of one example)) over functional_call."""
+    from torch.func import functional_call, grad, vmap
+    params = {k: v.detach() for k, v in model.named_parameters()}
+    buffers = {k: v.detach() for k, v in model.named_buffers()}
+
+    def loss_one(ps, xi, yi):
+        return F.cross_entropy(functional_call(model, (ps, buffers), (xi[None],)), yi[None])
+
+    g = vmap(grad(loss_one), in_dims=(None, 0, 0))(params, x, y)
+    return torch.cat([t.reshape(len(x), -1) for t in g.values()], 1)
+
+
 def bench_pergrad(spec, repeats):
     from backpack import extend
     model, x, y, _ = setup(spec, ARGS.seed, ARGS.train_steps, ARGS.lr)
@@ -206,11 +269,18 @@ def bench_pergrad(spec, repeats):
         "ours (auto: layers)": lambda r: per_example_gradients(model, F.cross_entropy, x, y),
         "ours (vmap)": lambda r: per_example_gradients(model, F.cross_entropy, x, y, method="vmap"),
         "BackPACK BatchGrad": lambda r: backpack_grads(extended, loss, x, y),
-        "autograd loop": lambda r: loop_grads(model, x, y),
     }
+    peers = ["BackPACK BatchGrad", "torch.func vmap (plain)", "autograd loop"]
+    if "opacus" in ARGS.peers:
+        from opacus import GradSampleModule
+        wrapped = GradSampleModule(copy.deepcopy(model), batch_first=True, loss_reduction="sum")
+        methods["opacus GradSampleModule"] = lambda r: opacus_grads(wrapped, x, y)
+        peers.append("opacus GradSampleModule")
+    methods["torch.func vmap (plain)"] = lambda r: func_vmap_grads(model, x, y)
+    methods["autograd loop"] = lambda r: loop_grads(model, x, y)
     runs = interleaved(methods, repeats)
     truth = runs["autograd loop"][0][1]
-    t_ref = min(med([t for t, _ in runs[k]]) for k in ("BackPACK BatchGrad", "autograd loop"))
+    t_ref = min(med([t for t, _ in runs[k]]) for k in peers)
     rows = []
     for name, rs in runs.items():
         t = med([t for t, _ in rs])
@@ -223,13 +293,28 @@ def bench_pergrad(spec, repeats):
 
 
 # ------------------------------------------------- (c) probe round vs step
+def default_probe_round(model, data, lr, batch_size):
+    """round(step) -> metrics: one default probe round as the training loop
+    runs it. The only use of `dynamics_core.measure`/`hooks` in this file."""
+    from dynamics_core.hooks import StepContext
+    from dynamics_core.measure import default_hooks
+    hooks = default_hooks(TrialConfig(probes=ProbesConfig()), data)
+    init = [p.detach().clone() for p in model.parameters()]
+
+    def round_at(step):
+        ctx = StepContext(step=step, epoch=0, model=model, loss_fn=torch.nn.CrossEntropyLoss(),
+                          data=data, lr=lr, momentum=0.0, batch_size=batch_size, init_params=init,
+                          log_artifact=lambda name, value: None)
+        return [hook(ctx) for hook in hooks]          # one ctx: one shared cache
+    return round_at
+
+
 def bench_round(spec, repeats):
     model, x, y, data = setup(spec, ARGS.seed, ARGS.train_steps, ARGS.lr)
     if data is None:
-        print(f"\n(c) skipped for {spec}: the probe hooks need a dynamics_core data set")
+        print(f"\n(c) skipped for {spec}: the probe round needs a dynamics_core data set")
         return []
-    hooks = default_hooks(TrialConfig(probes=ProbesConfig()), data)
-    init = [p.detach().clone() for p in model.parameters()]
+    probe_round_at = default_probe_round(model, data, ARGS.lr, 32)
     opt = torch.optim.SGD(model.parameters(), lr=ARGS.lr)
     g = torch.Generator().manual_seed(ARGS.seed + 2)
 
@@ -243,10 +328,7 @@ def bench_round(spec, repeats):
     def probe_round(r):
         for _ in range(10):  # move on between rounds, as training would (untimed)
             step(32)
-        ctx = StepContext(step=r, epoch=0, model=model, loss_fn=torch.nn.CrossEntropyLoss(),
-                          data=data, lr=ARGS.lr, momentum=0.0, batch_size=32, init_params=init,
-                          log_artifact=lambda name, value: None)
-        return timed(lambda: [hook(ctx) for hook in hooks])   # one ctx: one shared cache
+        return timed(lambda: probe_round_at(r))
 
     rounds = [probe_round(r) for r in range(repeats + 1)]  # the first is cold (no warm start)
     cold, warm = rounds[0], rounds[1:]
@@ -279,19 +361,36 @@ def main(argv=None):
     ap.add_argument("--lr", type=float, default=0.05)
     ap.add_argument("--our-tols", type=float, nargs="+", default=[1e-3, 3e-3, 1e-2],
                     help="relative residual tolerances of hessian_top_eigen (its default is 1e-3)")
-    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    ap.add_argument("--threads", type=int, default=0,
+                    help="torch threads, and BLAS threads for numpy/scipy (0: the libraries' defaults)")
+    ap.add_argument("--clock", choices=["wall", "cpu"], default="wall",
+                    help="wall: elapsed time; cpu: this process's CPU time (all its threads), "
+                         "far less sensitive to other jobs on a loaded machine")
     ap.add_argument("--pyhessian-tols", type=float, nargs="+", default=[1e-3, 1e-4])
     ap.add_argument("--dense-max", type=int, default=3000,
                     help="largest p for a dense-Hessian reference (else float64 Lanczos)")
+    ap.add_argument("--eigsh-ncv", type=int, nargs="+", default=[4, 8],
+                    help="ncv values for curvlinops + eigsh at tol 1e-3 (eigsh's default ncv is 20)")
+    ap.add_argument("--peers", nargs="*", default=["curvlinops", "opacus"],
+                    choices=["curvlinops", "opacus"],
+                    help="optional peers (PyHessian and BackPACK always run)")
     ap.add_argument("--sections", nargs="+", default=["hessian", "pergrad", "round"],
                     choices=["hessian", "pergrad", "round"])
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--cache", default="runs/data", help="data cache directory")
     ARGS = ap.parse_args(argv)
+    global CLOCK
+    CLOCK = time.process_time if ARGS.clock == "cpu" else time.perf_counter
     if ARGS.threads:
         torch.set_num_threads(ARGS.threads)
-    print(f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} torch "
-          f"threads, torch {torch.__version__}, numpy {np.__version__}, "
+        try:  # numpy/scipy BLAS (our Lanczos, ARPACK): spinning BLAS threads distort timings under load
+            from threadpoolctl import threadpool_limits
+            threadpool_limits(ARGS.threads)
+        except ImportError:
+            print("threadpoolctl not installed: BLAS threads left at their default")
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+          f"{torch.get_num_threads()} torch threads, torch {torch.__version__}, numpy {np.__version__}, "
+          f"load average {' '.join(f'{a:.1f}' for a in os.getloadavg())}, {ARGS.clock} clock, "
           f"{'CUDA ' + torch.cuda.get_device_name() if torch.cuda.is_available() else 'CPU only'} "
           f"(benchmarks run on CPU)")
     print(f"args: {vars(ARGS)}")
@@ -305,6 +404,7 @@ def main(argv=None):
 
 
 ARGS: argparse.Namespace
+CLOCK = time.perf_counter
 
 
 if __name__ == "__main__":
