@@ -13,7 +13,7 @@ Sections (one row each in the final table, `check | device | result | seconds`):
                 an autograd loop: time and max |Δ| to the loop.
   share 0.25    `dynsweep run` of 4 tiny trials at `resources.gpus_per_trial: 0.25`
   share 1       ... and at 1 GPU per trial: seconds and trials per hour.
-  packed K      `benchmarks/bench_packed.py --device DEV --k 1 8 32` where present
+  packed K      `benchmarks/bench_packed.py --device DEV --packs 1 8 32` where present
                 (trials per hour at K packed trials); its output is printed above.
   ddp           `torch.distributed` at world size 1 (NCCL on CUDA) around
                 `run(..., env=RunEnv(distributed=True))`; a spec's
@@ -349,7 +349,7 @@ def check_packed(dev: torch.device) -> None:
     @section("packed K=1,8,32", str(dev))
     def body():
         t0 = time.perf_counter()
-        cmd = [sys.executable, str(script), "--device", dev.type, "--k", *map(str, ARGS.packed_k)]
+        cmd = [sys.executable, str(script), "--device", dev.type, "--packs", *map(str, ARGS.packed_k)]
         out = _run(cmd, subprocess_timeout())
         sec = time.perf_counter() - t0
         print(f"--- {' '.join(cmd[1:])}\n{out.stdout}{out.stderr[-2000:]}---")
