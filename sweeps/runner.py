@@ -166,7 +166,9 @@ class SweepOutcome:
 def init_ray(address: str | None, spec: SweepSpec) -> None:
     """Connect to the cluster at `address` (else $RAY_ADDRESS), or start a local
     Ray. Either way with Ray token auth as the cluster has it (`_token_auth`);
-    a cluster that does not answer or refuses us is `Unavailable`, one line."""
+    a cluster that does not answer or refuses us is `Unavailable`, one line.
+    A cluster's workers do not inherit our environment: they get the MLflow
+    client settings (credentials) through the job's runtime env."""
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")   # our Progress lines replace Tune's tables
     # short trials checkpoint every epoch by design: no warning about snapshot frequency
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
@@ -176,7 +178,7 @@ def init_ray(address: str | None, spec: SweepSpec) -> None:
     if address:
         _token_auth(address)
         try:
-            ray.init(address=address, log_to_driver=False)
+            ray.init(address=address, log_to_driver=False, runtime_env=_worker_env())
         except Exception as exc:   # ConnectionError, AuthenticationError, RuntimeError, ...
             raise Unavailable(f"cannot join the Ray cluster at {address} ({type(exc).__name__}): "
                               f"{str(exc).splitlines()[0][:160]}") from None
@@ -186,6 +188,14 @@ def init_ray(address: str | None, spec: SweepSpec) -> None:
     need = max(r.cpus_per_trial, 1 + r.workers_per_trial if r.workers_per_trial > 1 else 0)
     ray.init(num_cpus=max(os.cpu_count() or 1, int(need + 0.999)), include_dashboard=False,
              log_to_driver=False, configure_logging=False)
+
+
+def _worker_env() -> dict[str, Any] | None:
+    """A runtime env with our MLflow client settings, less those that a submitted
+    job's own runtime env already sets (Ray refuses the same key twice)."""
+    job = json.loads(os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR", "{}")).get("runtime_env") or {}
+    env = {k: v for k, v in tracking.client_env().items() if k not in (job.get("env_vars") or {})}
+    return {"env_vars": env} if env else None
 
 
 def _token_auth(address: str | None) -> None:

@@ -177,3 +177,25 @@ def test_an_unwritable_storage_leaves_no_run(tmp_path):
     assert str(blocker / "ray") in line and "writable" in line
     assert [r for r in runs_in(uri) if r.info.status == "RUNNING"] == []
     assert elapsed < 30, elapsed
+
+
+def test_trials_on_a_cluster_log_with_the_drivers_credentials(server, credentials, tmp_path):
+    """The head and its workers have no MLflow credentials in their
+    environment; the driver's reach them through the job's runtime env."""
+    from test_cluster import Head
+
+    head = Head(tmp_path / "head", auth_mode="token")
+    try:
+        head.wait_ready()
+        spec = write_spec(tmp_path)
+        spec.write_text(spec.read_text().replace("name: tiny", "name: oncluster"))
+        res = subprocess.run(
+            [sys.executable, "-m", "sweeps.cli", "run", str(spec), "--address", head.address,
+             "--storage", str(tmp_path / "ray"), "--tracking-uri", server.url],
+            cwd=tmp_path, capture_output=True, text=True, timeout=400,
+            env=env_for(head.home, **credentials))
+        assert res.returncode == 0, res.stderr[-3000:]
+        trials = tracking.trial_runs(Store(server.url), "oncluster")
+        assert [t.status for t in trials] == ["finished"]
+    finally:
+        head.stop()

@@ -62,6 +62,13 @@ def default_tracking_uri(base_dir: str | Path = "runs") -> str:
     return f"sqlite:///{(base / 'mlflow.db').as_posix()}"
 
 
+def client_env() -> dict[str, str]:
+    """This process's MLflow client settings (MLFLOW_TRACKING_USERNAME / _PASSWORD /
+    _TOKEN, TLS, ...) that trials on other machines need to reach the same store."""
+    return {k: v for k, v in os.environ.items()
+            if k.startswith("MLFLOW_TRACKING_") and k != "MLFLOW_TRACKING_URI"}
+
+
 def git_sha(cwd: str | Path | None = None) -> str | None:
     """`git rev-parse HEAD` in `cwd`, or None when that fails (no git, no repo)."""
     try:
