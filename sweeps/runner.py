@@ -205,9 +205,11 @@ def _token_auth(address: str | None) -> None:
     we send ours (RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token),
     and say in one line what to set when we have none or it is refused.
     Switched on explicitly, so Ray prints no banner about it on every run."""
-    from ray._private.authentication.authentication_token_setup import _enable_token_auth
-    from ray._raylet import AuthenticationTokenLoader
-
+    try:
+        from ray._private.authentication.authentication_token_setup import _enable_token_auth
+        from ray._raylet import AuthenticationTokenLoader
+    except ImportError:   # a Ray without token auth: nothing to follow
+        return
     mode = os.environ.get("RAY_AUTH_MODE", "").lower()
     if address is None:
         if not mode:
@@ -394,8 +396,9 @@ def _check_writable(location: str) -> None:
         fs, path = _fs(probe)
         fs.delete_file(path)
     except Exception as exc:   # OSError locally, pyarrow's errors for s3:// and gs://
-        raise Unavailable(f"cannot write the sweep storage {location} ({type(exc).__name__}): check "
-                          f"that it exists and is writable (on a cluster: shared by every node)") from None
+        raise Unavailable(f"cannot write the sweep storage {location} ({type(exc).__name__}): "
+                          f"check that it exists and is writable (on a cluster: shared by every node)"
+                          ) from None
 
 
 def _read_text(location: str) -> str:

@@ -161,8 +161,11 @@ def _why_unusable(uri: str, exc: Exception) -> str:
         user = os.environ.get("MLFLOW_TRACKING_USERNAME", "this user")
         return f"MLflow at {uri} does not let {user} write: ask its admin for EDIT permission"
     if uri.startswith(("http://", "https://")):
-        return (f"MLflow at {uri} does not answer (no reply within {CHECK_TIMEOUT_S} s): check the URI "
-                f"and that the server runs (mlflow/start_server.sh)")
+        cause = ("connection refused" if "refused" in text.lower() else
+                 f"no reply within {CHECK_TIMEOUT_S} s" if "timed out" in text.lower() else
+                 f"{type(exc).__name__}: {text.splitlines()[0][:100]}")
+        return (f"MLflow at {uri} does not answer ({cause}): check the URI and that the server runs "
+                f"(mlflow/start_server.sh)")
     db = _sqlite_path(uri)
     where = db.parent if db is not None else uri
     return (f"cannot write the MLflow store {uri} ({type(exc).__name__}: {text.splitlines()[0][:120]}): "
