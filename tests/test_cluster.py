@@ -118,7 +118,7 @@ class Head:
             [RAY, "start", "--head", "--block", "--temp-dir", self.temp, "--port", str(self.port),
              "--node-ip-address", "127.0.0.1", "--dashboard-host", "127.0.0.1",
              "--dashboard-port", str(self.dashboard), "--include-dashboard", "true",
-             "--ray-client-server-port", str(free_port()),
+             "--ray-client-server-port", str(free_port()),      # Ray starts one anyway; not 10001
              "--dashboard-agent-listen-port", str(free_port()),
              "--num-cpus", "2", "--disable-usage-stats"],
             env=self.env, cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
