@@ -199,3 +199,13 @@ def test_trials_on_a_cluster_log_with_the_drivers_credentials(server, credential
         assert [t.status for t in trials] == ["finished"]
     finally:
         head.stop()
+
+
+def test_a_postgresql_backend_without_its_driver_is_one_line(tmp_path):
+    if subprocess.run([sys.executable, "-c", "import psycopg2"], capture_output=True).returncode == 0:
+        pytest.skip("psycopg2 is installed: the script would go on to connect")
+    res = subprocess.run(["bash", str(ROOT / "mlflow" / "start_server.sh")], capture_output=True, text=True,
+                         timeout=60, env=env_for(tmp_path, STATE_DIR=str(tmp_path), PY=sys.executable,
+                                                 BACKEND_URI="postgresql://u:p@127.0.0.1:1/mlflow"))
+    assert res.returncode == 1
+    assert res.stderr.strip() == "error: a PostgreSQL backend needs psycopg2: pip install -e '.[postgres]'"
