@@ -2,11 +2,24 @@
 # A real MLflow tracking server for a dynsweep cluster (this folder is not a
 # Python package: it must never shadow `import mlflow`).
 #
-#   mlflow/start_server.sh                      # 127.0.0.1:5000, sqlite under runs/
-#   HOST=0.0.0.0 mlflow/start_server.sh         # reachable from worker nodes (use auth!)
-#   BACKEND_URI=postgresql://user:pw@db:5432/mlflow mlflow/start_server.sh
-#   AUTH=1 mlflow/start_server.sh               # basic auth (mlflow's basic-auth app);
-#                                               # users in mlflow/basic_auth.ini
+#   mlflow/start_server.sh                      # 127.0.0.1:5000, sqlite + artifacts under runs/
+#   AUTH=1 mlflow/start_server.sh               # basic auth (MLflow's basic-auth app)
+#   AUTH=1 HOST=0.0.0.0 mlflow/start_server.sh  # reachable from worker nodes: always with auth
+#   BACKEND_URI=postgresql://user:pw@db:5432/mlflow mlflow/start_server.sh   # needs .[postgres]
+#
+# Settings (environment): HOST, PORT, BACKEND_URI, ARTIFACTS, WORKERS (MLflow's
+# default 4), STATE_DIR (default runs/: the sqlite store, artifacts and the
+# files below), PY (default .venv/bin/python).
+#
+# With AUTH=1 nothing secret is committed; on first start the script makes,
+# each a random string in a mode-600 file under STATE_DIR that later starts reuse:
+#   mlflow-server-secret    Flask's session secret (unless MLFLOW_FLASK_SERVER_SECRET_KEY is set)
+#   mlflow-admin-password   the admin's password (unless MLFLOW_AUTH_ADMIN_PASSWORD is set);
+#                           the admin user (MLFLOW_AUTH_ADMIN_USERNAME, default admin) is
+#                           created with it when the user database is new
+#   mlflow-auth.ini         the auth settings: users in mlflow-auth.db, everyone may read
+#                           (default_permission READ), writers need an account
+# Clients log with MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD set.
 #
 # Workers then log with MLFLOW_TRACKING_URI=http://<host>:<port> (dynsweep run
 # --tracking-uri http://<host>:<port>); artifacts are proxied by the server
@@ -16,16 +29,48 @@ cd "$(dirname "$0")/.."
 
 HOST=${HOST:-127.0.0.1}
 PORT=${PORT:-5000}
-mkdir -p runs
-BACKEND_URI=${BACKEND_URI:-sqlite:///$(pwd)/runs/mlflow.db}
-ARTIFACTS=${ARTIFACTS:-$(pwd)/runs/mlflow-artifacts}
 PY=${PY:-.venv/bin/python}
+STATE_DIR=$(mkdir -p "${STATE_DIR:-runs}" && cd "${STATE_DIR:-runs}" && pwd)
+BACKEND_URI=${BACKEND_URI:-sqlite:///$STATE_DIR/mlflow.db}
+ARTIFACTS=${ARTIFACTS:-$STATE_DIR/mlflow-artifacts}
+
+fail() { echo "error: $*" >&2; exit 1; }
+
+# secret FILE: the file's content; a random one, mode 600, made on first use
+secret() {
+  if [[ ! -s "$1" ]]; then
+    (umask 077 && "$PY" -c 'import secrets; print(secrets.token_urlsafe(32))' > "$1")
+    echo "generated $1 (mode 600)" >&2
+  fi
+  cat "$1"
+}
+
+if [[ "$BACKEND_URI" == postgresql* ]] && ! "$PY" -c 'import psycopg2' 2>/dev/null; then
+  fail "a PostgreSQL backend needs psycopg2: pip install -e '.[postgres]'"
+fi
 
 args=(server --host "$HOST" --port "$PORT" --backend-store-uri "$BACKEND_URI"
       --artifacts-destination "$ARTIFACTS" --serve-artifacts)
+[[ -n "${WORKERS:-}" ]] && args+=(--workers "$WORKERS")
+
 if [[ "${AUTH:-0}" == "1" ]]; then
-  export MLFLOW_AUTH_CONFIG_PATH=${MLFLOW_AUTH_CONFIG_PATH:-$(pwd)/mlflow/basic_auth.ini}
+  "$PY" -c 'import flask_wtf' 2>/dev/null || fail "AUTH=1 needs Flask-WTF: pip install -e . (mlflow[auth])"
+  export MLFLOW_FLASK_SERVER_SECRET_KEY=${MLFLOW_FLASK_SERVER_SECRET_KEY:-$(secret "$STATE_DIR/mlflow-server-secret")}
+  export MLFLOW_AUTH_ADMIN_USERNAME=${MLFLOW_AUTH_ADMIN_USERNAME:-admin}
+  export MLFLOW_AUTH_ADMIN_PASSWORD=${MLFLOW_AUTH_ADMIN_PASSWORD:-$(secret "$STATE_DIR/mlflow-admin-password")}
+  export MLFLOW_AUTH_CONFIG_PATH=$STATE_DIR/mlflow-auth.ini
+  (umask 077 && cat > "$MLFLOW_AUTH_CONFIG_PATH" <<INI
+[mlflow]
+default_permission = READ
+database_uri = ${AUTH_DB_URI:-sqlite:///$STATE_DIR/mlflow-auth.db}
+authorization_function = mlflow.server.auth:authenticate_request_basic_auth
+INI
+)
   args+=(--app-name basic-auth)
+  echo "basic auth: admin user $MLFLOW_AUTH_ADMIN_USERNAME; clients set MLFLOW_TRACKING_USERNAME" \
+       "and MLFLOW_TRACKING_PASSWORD" >&2
+elif [[ "$HOST" != 127.0.0.1 && "$HOST" != localhost ]]; then
+  echo "warning: $HOST:$PORT without AUTH=1: anyone who reaches it can read and write every run" >&2
 fi
-echo "MLflow server on http://$HOST:$PORT  backend=$BACKEND_URI  artifacts=$ARTIFACTS"
+echo "MLflow server on http://$HOST:$PORT  backend=$BACKEND_URI  artifacts=$ARTIFACTS" >&2
 exec "$PY" -m mlflow "${args[@]}"

@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from sweeps.errors import Unavailable
 from sweeps.spec import SpecError, load_spec, smoke
 
 RUNS = Path("runs")
@@ -40,6 +41,9 @@ def main(argv: list[str] | None = None) -> int:
     except (SpecError, InputError) as exc:
         err.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)
         return 2
+    except Unavailable as exc:          # cluster, tracking store or storage: one line, no run left open
+        err.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)
+        return 1
     except KeyboardInterrupt:
         err.print("interrupted: `dynsweep resume NAME` continues from the last checkpoints")
         return 1
@@ -235,7 +239,7 @@ def _parser() -> argparse.ArgumentParser:
         c.set_defaults(func=func, command_parser=c)
         return c
 
-    address = "Ray cluster address, e.g. ray://head:10001 (default $RAY_ADDRESS or a local Ray)"
+    address = "Ray cluster address, the head's GCS host:port, e.g. head:6379 (default $RAY_ADDRESS or a local Ray)"
     command("validate", cmd_validate, "check a spec, start nothing", spec=True)
     c = command("run", cmd_run, "run a sweep", spec=True, storage=True, tracking=True)
     c.add_argument("--address", help=address)

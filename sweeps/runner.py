@@ -23,7 +23,8 @@ import ray
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
-from sweeps.spec import SweepSpec, parse_spec, trial_name
+from sweeps.errors import Unavailable
+from sweeps.spec import SpecError, SweepSpec, check_resources, parse_spec, trial_name
 from sweeps.trial import TRIAL_KEY, SweepContext, run_trial, trial_config
 from sweeps import tracking
 from sweeps.tracking import Store, git_sha
@@ -163,6 +164,11 @@ class SweepOutcome:
 
 
 def init_ray(address: str | None, spec: SweepSpec) -> None:
+    """Connect to the cluster at `address` (else $RAY_ADDRESS), or start a local
+    Ray. Either way with Ray token auth as the cluster has it (`_token_auth`);
+    a cluster that does not answer or refuses us is `Unavailable`, one line.
+    A cluster's workers do not inherit our environment: they get the MLflow
+    client settings (credentials) through the job's runtime env."""
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")   # our Progress lines replace Tune's tables
     # short trials checkpoint every epoch by design: no warning about snapshot frequency
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
@@ -170,18 +176,91 @@ def init_ray(address: str | None, spec: SweepSpec) -> None:
         return
     address = address or os.environ.get("RAY_ADDRESS")
     if address:
-        ray.init(address=address, log_to_driver=False)
+        _token_auth(address)
+        try:
+            ray.init(address=address, log_to_driver=False, runtime_env=_worker_env())
+        except Exception as exc:   # ConnectionError, AuthenticationError, RuntimeError, ...
+            raise Unavailable(f"cannot join the Ray cluster at {address} ({type(exc).__name__}): "
+                              f"{str(exc).splitlines()[0][:160]}") from None
         return
+    _token_auth(None)
     r = spec.resources
     need = max(r.cpus_per_trial, 1 + r.workers_per_trial if r.workers_per_trial > 1 else 0)
     ray.init(num_cpus=max(os.cpu_count() or 1, int(need + 0.999)), include_dashboard=False,
              log_to_driver=False, configure_logging=False)
 
 
+def _worker_env() -> dict[str, Any] | None:
+    """A runtime env with our MLflow client settings, less those that a submitted
+    job's own runtime env already sets (Ray refuses the same key twice)."""
+    job = json.loads(os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR", "{}")).get("runtime_env") or {}
+    env = {k: v for k, v in tracking.client_env().items() if k not in (job.get("env_vars") or {})}
+    return {"env_vars": env} if env else None
+
+
+def _token_auth(address: str | None) -> None:
+    """Ray token auth the way the cluster has it. A local Ray always uses it
+    (Ray's default; a token is made in ~/.ray/auth_token if there is none). A
+    cluster is asked first, with a short timeout: if its GCS wants a token
+    we send ours (RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token),
+    and say in one line what to set when we have none or it is refused.
+    Switched on explicitly, so Ray prints no banner about it on every run."""
+    try:
+        from ray._private.authentication.authentication_token_setup import _enable_token_auth
+        from ray._raylet import AuthenticationTokenLoader
+    except ImportError:   # a Ray without token auth: nothing to follow
+        return
+    mode = os.environ.get("RAY_AUTH_MODE", "").lower()
+    if address is None:
+        if not mode:
+            _enable_token_auth()
+        return
+    if address == "auto" or "://" in address or mode == "disabled":
+        return   # Ray finds (and authenticates to) a local cluster itself; other schemes are Ray's
+    if _gcs_answers(address, with_token=False):
+        return
+    fix = ("set RAY_AUTH_MODE=token and RAY_AUTH_TOKEN to the head's token "
+           "(`ray get-auth-token` on the head prints it; or copy it to ~/.ray/auth_token)")
+    if not AuthenticationTokenLoader.instance().has_token(ignore_auth_mode=True):
+        raise Unavailable(f"the Ray cluster at {address} uses token authentication and we have "
+                          f"no token: {fix}")
+    _enable_token_auth()
+    if not _gcs_answers(address, with_token=True):
+        raise Unavailable(f"the Ray cluster at {address} refused our token: {fix}")
+
+
+def _gcs_answers(address: str, with_token: bool, timeout_s: float = 10) -> bool:
+    """Whether the GCS at host:port answers a cheap call (False: it wants a token
+    we did not send, or refused the one we sent); `Unavailable` when nothing answers."""
+    import grpc
+    from ray._raylet import AuthenticationTokenLoader
+    from ray.core.generated import gcs_service_pb2, gcs_service_pb2_grpc
+
+    metadata = (tuple(AuthenticationTokenLoader.instance().get_token_for_http_header().items())
+                if with_token else ())
+    with grpc.insecure_channel(address) as channel:
+        stub = gcs_service_pb2_grpc.NodeInfoGcsServiceStub(channel)
+        try:
+            stub.GetClusterId(gcs_service_pb2.GetClusterIdRequest(), timeout=timeout_s,
+                              metadata=metadata)
+        except grpc.RpcError as exc:
+            if exc.code() == grpc.StatusCode.UNAUTHENTICATED:
+                return False
+            raise Unavailable(f"no Ray cluster answers at {address} ({exc.code().name}): check the "
+                              f"address (the head's `ray start --head --port`, default 6379) "
+                              f"and that the head runs") from None
+    return True
+
+
 def run_sweep(spec: SweepSpec, *, storage: str | Path, tracking_uri: str, cache_dir: str | Path,
               address: str | None = None, device: str = "auto", progress=None) -> SweepOutcome:
     storage = storage_location(storage)
-    store = Store(tracking_uri)
+    exp = _join(storage, spec.name)
+    # everything the sweep runs on answers before its parent run exists
+    _check_writable(exp)
+    store = tracking.open_store(tracking_uri, experiment=spec.name)
+    init_ray(address, spec)
+    _check_fits(spec, address)
     parent = tracking.start_sweep(store, spec.name, spec.spec_hash(), git_sha(), spec.description,
                                   params={"n_trials": spec.n_trials()})
     if spec.conjectures:
@@ -194,15 +273,26 @@ def run_sweep(spec: SweepSpec, *, storage: str | Path, tracking_uri: str, cache_
                        storage=storage,
                        checkpoint_every_epochs=spec.fault_tolerance.checkpoint_every_epochs,
                        device=device, plugins=tuple(spec.plugins))
-    exp = _join(storage, spec.name)
     _write_text(_join(exp, MANIFEST), json.dumps({"spec": spec.model_dump(mode="json"),
                                                   "context": asdict(ctx)}, indent=2))
-    init_ray(address, spec)
     callbacks = [progress] if progress is not None else []
     tuner = tune.Tuner(_trainable(spec, ctx), param_space=param_space(spec),
                        tune_config=_tune_config(spec), run_config=_run_config(spec, storage, callbacks))
     results = tuner.fit()
     return _finish(spec, ctx, store, exp, results)
+
+
+def _check_fits(spec: SweepSpec, address: str | None) -> None:
+    """Refuse a sweep whose trials cannot fit on the cluster (Tune would wait
+    forever). An autoscaling cluster may grow: DYNSWEEP_AUTOSCALING=1 skips the
+    check for a cluster given by address."""
+    if (address or os.environ.get("RAY_ADDRESS")) and os.environ.get("DYNSWEEP_AUTOSCALING") == "1":
+        return
+    problem = check_resources(spec, ray.cluster_resources())
+    if problem:
+        hint = "" if not (address or os.environ.get("RAY_ADDRESS")) else \
+            " (a cluster that autoscales: set DYNSWEEP_AUTOSCALING=1)"
+        raise SpecError(f"{spec.name}: {problem}{hint}")
 
 
 def resume_sweep(name_or_path: str, *, storage: str | Path, tracking_uri: str | None = None,
@@ -211,8 +301,10 @@ def resume_sweep(name_or_path: str, *, storage: str | Path, tracking_uri: str | 
     overrides the recorded one (the store moved, e.g. to a tracking server)."""
     exp = experiment_path(name_or_path, storage)
     spec, ctx = read_manifest(exp, tracking_uri)
-    store = Store(ctx.tracking_uri, ctx.artifact_root)
+    _check_writable(exp)
+    store = tracking.open_store(ctx.tracking_uri, ctx.artifact_root, experiment=spec.name)
     init_ray(address, spec)
+    _check_fits(spec, address)
     tuner = tune.Tuner.restore(exp, trainable=_trainable(spec, ctx),
                                resume_unfinished=True, resume_errored=not restart_errored,
                                restart_errored=restart_errored)
@@ -310,6 +402,19 @@ def _write_text(location: str, text: str) -> None:
     fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
     with fs.open_output_stream(path) as f:
         f.write(text.encode())
+
+
+def _check_writable(location: str) -> None:
+    """Create `location` and a file in it, or say in one line that the storage cannot be written."""
+    probe = _join(location, ".dynsweep-write-check")
+    try:
+        _write_text(probe, "")
+        fs, path = _fs(probe)
+        fs.delete_file(path)
+    except Exception as exc:   # OSError locally, pyarrow's errors for s3:// and gs://
+        raise Unavailable(f"cannot write the sweep storage {location} ({type(exc).__name__}): "
+                          f"check that it exists and is writable (on a cluster: shared by every node)"
+                          ) from None
 
 
 def _read_text(location: str) -> str:

@@ -275,3 +275,16 @@ def test_ui_serves_the_same_store_on_localhost(tmp_path):
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=30)
+
+
+def test_gpus_the_cluster_lacks_are_refused_before_any_run(tmp_path):
+    """gpus_per_trial: 1 on a machine without GPUs: exit 2 in one line naming the
+    field, before any MLflow run exists (Tune would wait forever)."""
+    spec = write_spec(tmp_path, "gpu", resources={"gpus_per_trial": 1})
+    res = cli(["run", str(spec), "--storage", str(tmp_path / "ray"), "--tracking-uri", uri(tmp_path)],
+              tmp_path, timeout=120)
+    assert res.returncode == 2, res.stderr[-2000:]
+    (error,) = [line for line in res.stderr.splitlines() if line.startswith("error:")]
+    assert "resources.gpus_per_trial" in error and "Traceback" not in res.stderr
+    store = Store(uri(tmp_path))
+    assert tracking.find_sweep(store, "gpu") is None

@@ -12,6 +12,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterable
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import unquote, urlparse
@@ -20,6 +21,8 @@ import numpy as np
 from mlflow.entities import Param, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
+
+from sweeps.errors import Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +40,10 @@ MAX_PARAMS_TAGS_PER_BATCH = 100
 PARAM_VALUE_LIMIT = 500
 _TRUNCATION_MARK = "...<truncated>"
 
+# The check before a sweep starts: one try, a short wait (MLflow's own default
+# is 7 retries of up to 120 s each, minutes before a wrong URI fails).
+CHECK_TIMEOUT_S = 10
+
 _T = TypeVar("_T")
 
 
@@ -53,6 +60,13 @@ def default_tracking_uri(base_dir: str | Path = "runs") -> str:
     base = Path(base_dir).expanduser().resolve()
     base.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{(base / 'mlflow.db').as_posix()}"
+
+
+def client_env() -> dict[str, str]:
+    """This process's MLflow client settings (MLFLOW_TRACKING_USERNAME / _PASSWORD /
+    _TOKEN, TLS, ...) that trials on other machines need to reach the same store."""
+    return {k: v for k, v in os.environ.items()
+            if k.startswith("MLFLOW_TRACKING_") and k != "MLFLOW_TRACKING_URI"}
 
 
 def git_sha(cwd: str | Path | None = None) -> str | None:
@@ -101,6 +115,61 @@ def _local_path(uri: str) -> Path | None:
     if parsed.scheme == "" or (len(parsed.scheme) == 1 and os.name == "nt"):
         return Path(uri)
     return None
+
+
+# ------------------------------------------------------------ is it usable
+def open_store(tracking_uri: str, artifact_root: str | None = None,
+               experiment: str | None = None) -> "Store":
+    """A Store that has answered: reachable, credentials accepted and, with
+    `experiment`, that experiment found or created (a write). One try with a
+    short timeout, so a wrong URI fails in seconds; raises `Unavailable` with
+    one line naming the URI and what to check."""
+    with _quick_http():
+        try:
+            store = Store(tracking_uri, artifact_root)
+            if experiment is None:
+                store.client.search_experiments(max_results=1)
+            else:
+                store.experiment_id(experiment)
+        except Exception as exc:   # MlflowException, OSError, sqlalchemy errors: all one line
+            raise Unavailable(_why_unusable(tracking_uri, exc)) from None
+    return store
+
+
+@contextmanager
+def _quick_http():
+    """MLflow's HTTP timeout and retries set for the check only (it reads them per request)."""
+    quick = {"MLFLOW_HTTP_REQUEST_TIMEOUT": str(CHECK_TIMEOUT_S), "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0"}
+    before = {k: os.environ.get(k) for k in quick}
+    os.environ.update(quick)
+    try:
+        yield
+    finally:
+        for key, value in before.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def _why_unusable(uri: str, exc: Exception) -> str:
+    text = str(exc)
+    if "401" in text or "not authenticated" in text.lower():
+        return (f"MLflow at {uri} wants credentials: set MLFLOW_TRACKING_USERNAME and "
+                f"MLFLOW_TRACKING_PASSWORD (a wrong pair is refused the same way)")
+    if "403" in text or "permission denied" in text.lower():
+        user = os.environ.get("MLFLOW_TRACKING_USERNAME", "this user")
+        return f"MLflow at {uri} does not let {user} write: ask its admin for EDIT permission"
+    if uri.startswith(("http://", "https://")):
+        cause = ("connection refused" if "refused" in text.lower() else
+                 f"no reply within {CHECK_TIMEOUT_S} s" if "timed out" in text.lower() else
+                 f"{type(exc).__name__}: {text.splitlines()[0][:100]}")
+        return (f"MLflow at {uri} does not answer ({cause}): check the URI and that the server runs "
+                f"(mlflow/start_server.sh)")
+    db = _sqlite_path(uri)
+    where = db.parent if db is not None else uri
+    return (f"cannot write the MLflow store {uri} ({type(exc).__name__}: {text.splitlines()[0][:120]}): "
+            f"check that {where} exists and is writable")
 
 
 # ------------------------------------------------------------ the store

@@ -1,0 +1,297 @@
+"""A sweep on a real Ray cluster: a head started with `ray start --head` on this
+machine (its own temp dir, free ports, dashboard on 127.0.0.1), joined with
+`dynsweep run --address` and through the Jobs API (`ray job submit`), with and
+without Ray token auth; a cluster that cannot be joined is one line and exit 1
+with no MLflow run left behind; a local Ray wants a token; ray_cluster.yaml
+is valid for the cluster launcher.
+
+Each head gets its own HOME, so its token (~/.ray/auth_token) is the test's,
+and is stopped by killing its processes (never `ray stop`, which would stop
+every Ray on the machine).
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from sweeps import tracking
+from sweeps.tracking import Store
+
+ROOT = Path(__file__).parents[1]
+BIN = Path(sys.executable).parent
+RAY = str(BIN / "ray")
+
+TINY = {
+    "name": "tiny",
+    "base": {
+        "data": {"dataset": "mnist1d", "train_size": 400, "test_size": 200},
+        "model": {"name": "mlp", "width": 16},
+        "optim": {"name": "sgd", "lr": 0.1},
+        "train": {"epochs": 1, "batch_size": 50},
+        "probes": {"probe_size": 32, "val_probe_size": 16, "schedule": {"kind": "log", "points": 3}},
+    },
+    "seeds": [0],
+}
+
+
+# ------------------------------------------------------------------ helpers
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def env_for(home: Path, **extra: str) -> dict[str, str]:
+    """This interpreter's tools first on PATH, the repo importable, a HOME of our
+    own, and no Ray or MLflow settings from the caller."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("RAY_", "MLFLOW_")) and k not in ("HOME",)}
+    env.update(HOME=str(home), PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}", PYTHONPATH=str(ROOT))
+    env.update(extra)
+    return env
+
+
+def write_spec(dir: Path) -> Path:
+    path = dir / "tiny.yaml"
+    path.write_text(yaml.safe_dump(TINY))
+    return path
+
+
+def dynsweep(args: list[str], cwd: Path, env: dict[str, str], timeout: float = 400):
+    return subprocess.run([sys.executable, "-m", "sweeps.cli", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def runs_in(uri: str, name: str = "tiny") -> list:
+    store = Store(uri)
+    exp = store.experiment_or_none(name)
+    return [] if exp is None else store.client.search_runs([exp])
+
+
+def error_lines(stderr: str) -> list[str]:
+    assert "Traceback" not in stderr, stderr
+    return [line for line in stderr.splitlines() if line.startswith("error:")]
+
+
+def descendants(pid: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    out, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
+    return out
+
+
+class Head:
+    """`ray start --head --block` in its own session; stop() ends it and every
+    process it started, by id."""
+
+    def __init__(self, root: Path, auth_mode: str):
+        self.home = root / "home"
+        self.home.mkdir(parents=True, exist_ok=True)
+        self.temp = tempfile.mkdtemp(prefix="dsr", dir="/tmp")   # short: Ray's socket paths
+        self.port, self.dashboard = free_port(), free_port()
+        self.env = env_for(self.home, RAY_AUTH_MODE=auth_mode,
+                           AUTOSCALER_METRIC_PORT=str(free_port()), DASHBOARD_METRIC_PORT=str(free_port()))
+        if auth_mode == "token":
+            subprocess.run([RAY, "get-auth-token", "--generate"], env=self.env, check=True,
+                           capture_output=True, timeout=120)
+        self.proc = subprocess.Popen(
+            [RAY, "start", "--head", "--block", "--temp-dir", self.temp, "--port", str(self.port),
+             "--node-ip-address", "127.0.0.1", "--dashboard-host", "127.0.0.1",
+             "--dashboard-port", str(self.dashboard), "--include-dashboard", "true",
+             "--ray-client-server-port", str(free_port()),      # Ray starts one anyway; not 10001
+             "--dashboard-agent-listen-port", str(free_port()),
+             "--num-cpus", "2", "--disable-usage-stats"],
+            env=self.env, cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            start_new_session=True)
+        self.address = f"127.0.0.1:{self.port}"
+
+    def wait_ready(self, timeout: float = 180) -> None:
+        import urllib.error
+        import urllib.request
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, "ray start --head exited"
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{self.dashboard}/api/version", timeout=2)
+                return
+            except urllib.error.HTTPError:
+                return            # it answers (401 without a token is an answer)
+            except OSError:
+                time.sleep(1)
+        raise TimeoutError("the Ray head did not come up")
+
+    def stop(self) -> None:
+        pids = descendants(self.proc.pid)
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=30)
+        for pid in [p for p in pids if Path(f"/proc/{p}").exists()]:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        shutil.rmtree(self.temp, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def token_head(tmp_path_factory):
+    head = Head(tmp_path_factory.mktemp("token_head"), auth_mode="token")
+    try:
+        head.wait_ready()
+        yield head
+    finally:
+        head.stop()
+
+
+# -------------------------------------------------------------------- tests
+def test_ray_cluster_yaml_is_valid_for_the_launcher():
+    import jsonschema
+    import ray
+
+    schema = json.loads((Path(ray.__file__).parent / "autoscaler" / "ray-schema.json").read_text())
+    config = yaml.safe_load((ROOT / "ray_cluster.yaml").read_text())
+    jsonschema.validate(config, schema)
+    head_start = " ".join(config["head_start_ray_commands"])
+    assert "--dashboard-host=127.0.0.1" in head_start and "RAY_AUTH_MODE=token" in head_start
+    assert "ray-client-server-port" not in head_start      # no ray:// (README: Jobs API or GCS address)
+
+
+@pytest.mark.slow
+def test_run_joins_a_token_head_by_its_address(token_head, tmp_path):
+    """Same HOME as the head, RAY_AUTH_MODE unset: the driver finds that the
+    cluster wants a token and sends the one it has."""
+    spec = write_spec(tmp_path)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    res = dynsweep(["run", str(spec), "--address", token_head.address, "--storage", str(tmp_path / "ray"),
+                    "--tracking-uri", uri], tmp_path, env_for(token_head.home))
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "InvalidAuthToken" not in res.stderr and "Token authentication is" not in res.stderr
+    trials = tracking.trial_runs(Store(uri), "tiny")
+    assert [t.status for t in trials] == ["finished"]
+
+
+@pytest.mark.slow
+def test_job_submit_runs_a_sweep_on_the_head(token_head, tmp_path):
+    spec = write_spec(tmp_path)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    env = env_for(token_head.home, RAY_AUTH_MODE="token")
+    res = subprocess.run(
+        [RAY, "job", "submit", "--address", f"http://127.0.0.1:{token_head.dashboard}", "--",
+         "dynsweep", "run", str(spec), "--storage", str(tmp_path / "ray"), "--tracking-uri", uri],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=500)
+    assert res.returncode == 0, (res.stdout + res.stderr)[-3000:]
+    assert "succeeded" in res.stdout + res.stderr
+    trials = tracking.trial_runs(Store(uri), "tiny")
+    assert [t.status for t in trials] == ["finished"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("token", [None, "not-the-heads-token"])
+def test_a_head_that_wants_a_token_we_lack_is_one_line(token_head, tmp_path, token):
+    spec = write_spec(tmp_path)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    extra = {"RAY_AUTH_TOKEN": token} if token else {}
+    start = time.monotonic()
+    res = dynsweep(["run", str(spec), "--address", token_head.address, "--storage", str(tmp_path / "ray"),
+                    "--tracking-uri", uri], tmp_path, env_for(tmp_path / "empty_home", **extra))
+    assert res.returncode == 1
+    [line] = error_lines(res.stderr)
+    assert "RAY_AUTH_MODE=token" in line and "ray get-auth-token" in line
+    assert "InvalidAuthToken" not in res.stderr
+    assert time.monotonic() - start < 60
+    assert runs_in(uri) == []                  # no parent run was created
+
+
+@pytest.mark.slow
+def test_an_address_where_no_cluster_runs_is_one_line(tmp_path):
+    spec = write_spec(tmp_path)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    start = time.monotonic()
+    res = dynsweep(["run", str(spec), "--address", f"127.0.0.1:{free_port()}", "--storage",
+                    str(tmp_path / "ray"), "--tracking-uri", uri], tmp_path, env_for(tmp_path / "home"))
+    elapsed = time.monotonic() - start
+    assert res.returncode == 1
+    [line] = error_lines(res.stderr)
+    assert "no Ray cluster answers at 127.0.0.1:" in line
+    assert elapsed < 60, elapsed
+    assert runs_in(uri) == []
+
+
+@pytest.mark.slow
+def test_run_joins_a_head_without_token_auth_while_holding_a_token(tmp_path):
+    """A head started with RAY_AUTH_MODE=disabled; the driver's HOME has a
+    token (as after any local run): the driver follows the head and sends none."""
+    head = Head(tmp_path / "head", auth_mode="disabled")
+    try:
+        head.wait_ready()
+        home = tmp_path / "driver_home"
+        subprocess.run([RAY, "get-auth-token", "--generate"], env=env_for(home), check=True,
+                       capture_output=True, timeout=120)
+        spec = write_spec(tmp_path)
+        uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+        res = dynsweep(["run", str(spec), "--address", head.address, "--storage", str(tmp_path / "ray"),
+                        "--tracking-uri", uri], tmp_path, env_for(home))
+        assert res.returncode == 0, res.stderr[-3000:]
+        assert [t.status for t in tracking.trial_runs(Store(uri), "tiny")] == ["finished"]
+    finally:
+        head.stop()
+
+
+LOCAL_RAY = """
+import json, os, re, subprocess, sys
+from sweeps import runner
+from sweeps.spec import parse_spec
+from test_cluster import descendants
+runner.init_ray(None, parse_spec(json.loads(sys.argv[1]), source="test"))
+import ray
+gcs = ray.get_runtime_context().gcs_address
+mine = {os.getpid(), *descendants(os.getpid())}
+listeners = [line.split()[3] for line in subprocess.run(["ss", "-ltnpH"], capture_output=True,
+                                                         text=True).stdout.splitlines()
+             if {int(p) for p in re.findall(r"pid=(\\d+)", line)} & mine]
+print(json.dumps({"wants_token": not runner._gcs_answers(gcs, with_token=False),
+                  "answers_with_token": runner._gcs_answers(gcs, with_token=True),
+                  "mode": os.environ.get("RAY_AUTH_MODE"), "listeners": listeners}))
+ray.shutdown()
+"""
+
+
+@pytest.mark.slow
+def test_local_ray_wants_a_token_and_serves_no_dashboard(tmp_path):
+    """Ray 2.x binds its gRPC servers (GCS, raylet, workers) to every interface
+    and cannot be told otherwise; a local dynsweep Ray therefore runs with
+    token auth, so those ports refuse anyone without the token, and starts
+    no HTTP dashboard."""
+    res = subprocess.run([sys.executable, "-c", LOCAL_RAY, json.dumps(TINY)], cwd=tmp_path,
+                         env=env_for(tmp_path / "home", PYTHONPATH=f"{ROOT}{os.pathsep}{ROOT / 'tests'}"),
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    report = json.loads(res.stdout.strip().splitlines()[-1])
+    assert report["mode"] == "token"
+    assert report["wants_token"] and report["answers_with_token"]
+    assert report["listeners"]                                      # we did see Ray's ports ...
+    assert not any(local.endswith(":8265") for local in report["listeners"])   # ... and no dashboard
+    assert "Token authentication is enabled" not in res.stderr     # no banner on every run
