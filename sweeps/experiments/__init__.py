@@ -53,7 +53,7 @@ class Experiment:
 
 
 REGISTRY: dict[str, Experiment] = {}
-BUILT_IN = ("breakeven", "regimes", "large_lr", "critical_periods")
+BUILT_IN = ("breakeven", "regimes", "large_lr", "critical_periods", "early_phase")
 
 
 def register(experiment: Experiment) -> Experiment:
