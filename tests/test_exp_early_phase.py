@@ -21,7 +21,7 @@ SEEDS = range(7)
 
 # ------------------------------------------------------------------ builder
 def chain_acc(imp_level: int, drop: float) -> float:
-    """Dense accuracy until 50 % sparsity, then `drop` per further level."""
+    """Dense accuracy up to IMP level 3 (78 % sparsity at rate 0.4), then `drop` per level."""
     return DENSE - drop * max(0, imp_level - 3)
 
 
@@ -41,7 +41,7 @@ def trial(lr: float, k: int, seed: int, drops: dict[str, float], ablation: str =
         cond = ablation if ab else "none"
         acc = (dense if L == 0 else chain_acc(L, drops.get(cond, 0.0))) + rng.normal(0, sd)
         start, end = l * SPAN + (0 if l == 0 else k), l * SPAN + SPAN - 1
-        curves[f"level/{l}/imp/sparsity"] = ([start], [1 - 0.8 ** L])
+        curves[f"level/{l}/imp/sparsity"] = ([start], [1 - 0.6 ** L])     # rate 0.4
         curves[f"level/{l}/imp/level"] = ([start], [L])
         curves[f"level/{l}/imp/ablated"] = ([start], [float(ab)])
         curves[f"level/{l}/final/val_acc"] = ([end], [acc])
@@ -86,13 +86,13 @@ def test_level_frame_rows():
     assert excluded["excluded_diverged"] == 1
     plain = df[(df["lr"] == 0.1) & (df["k"] == 0) & (df["ablation"] == "none")]
     assert list(plain["level"]) == list(range(LEVELS + 1)) == list(plain["imp_level"])
-    assert plain["sparsity"].to_numpy() == pytest.approx([1 - 0.8 ** L for L in range(LEVELS + 1)])
+    assert plain["sparsity"].to_numpy() == pytest.approx([1 - 0.6 ** L for L in range(LEVELS + 1)])
     reinit = df[df["ablation"] == "reinit"]
     assert len(reinit) == 1 + 2 * LEVELS
     assert list(reinit["condition"][:4]) == ["none", "none", "reinit", "none"]
     assert list(reinit["imp_level"][:5]) == [0, 1, 1, 2, 2]
     high = ep.high_sparsity_acc(plain)
-    assert high["acc"].iloc[0] == pytest.approx(np.mean([chain_acc(L, 0.05) for L in (5, 6, 7)]),
+    assert high["acc"].iloc[0] == pytest.approx(np.mean([chain_acc(L, 0.05) for L in (3, 4, 5, 6, 7)]),
                                                 abs=0.01)
 
 
@@ -101,7 +101,7 @@ def test_rewind_beats_init_at_high_lr_only():
     vs = by_arm(ep.rewind_beats_init(table(), **FAST))
     assert set(vs) == {"lr=0.1,k=200", "lr=0.01,k=200"}
     high, low = vs["lr=0.1,k=200"], vs["lr=0.01,k=200"]
-    assert high.verdict == "supported" and high.effect == pytest.approx(0.15, abs=0.01)
+    assert high.verdict == "supported" and high.effect == pytest.approx(0.10, abs=0.01)
     assert high.n == 14 and high.family == "early_phase.rewind_beats_init" and high.n_family == 2
     assert high.details["mean_by_k"][0] < high.details["mean_by_k"][20]
     assert low.verdict in ("inconclusive", "underpowered") and abs(low.effect) < 0.01
@@ -125,14 +125,14 @@ def test_dense_that_does_not_learn_is_an_invalid_protocol():
 
 
 def test_too_few_levels_is_an_invalid_protocol():
-    v = ep.rewind_beats_init(table(levels=3), **FAST)[0]
+    v = ep.rewind_beats_init(table(levels=2), **FAST)[0]
     assert v.verdict == "invalid_protocol" and "high_sparsity_reached" in v.reason
 
 
 def test_signs_and_magnitudes_needed_supported():
     (v,) = ep.signs_and_magnitudes_needed(table(), **FAST)
     assert v.verdict == "supported" and v.name.endswith("[lr=0.1,k=200]")
-    assert v.effect == pytest.approx(0.09, abs=0.01)            # 0.03 × (2 + 3 + 4) / 3 levels
+    assert v.effect == pytest.approx(0.06, abs=0.01)            # 0.03 × (0 + 1 + 2 + 3 + 4) / 5 levels
     assert [p["predicted_sign"] for p in v.details["parts"]] == [-1, -1]
 
 
@@ -183,4 +183,4 @@ def test_specs_validate(name):
     ks = {t.pruning.rewind_step for t in trials}
     assert 0 in ks and len(ks) >= 3 and len({t.optim.lr for t in trials}) >= 2
     assert {t.pruning.ablation for t in trials} == set(ep.ABLATIONS_RUN)
-    assert all(5 <= t.pruning.levels <= 8 for t in trials) and len(spec.seeds) >= 3
+    assert all(t.pruning.levels >= 5 for t in trials) and len(spec.seeds) >= 3
