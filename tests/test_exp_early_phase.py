@@ -184,3 +184,55 @@ def test_specs_validate(name):
     assert 0 in ks and len(ks) >= 3 and len({t.optim.lr for t in trials}) >= 2
     assert {t.pruning.ablation for t in trials} == set(ep.ABLATIONS_RUN)
     assert all(t.pruning.levels >= 5 for t in trials) and len(spec.seeds) >= 3
+
+
+# ------------------------------------------- end to end: kill and resume (slow)
+@pytest.mark.slow
+def test_imp_sweep_killed_and_resumed_matches_the_uninterrupted_one(tmp_path):
+    """A real sweep of IMP trials (one plain, one ablated), its driver killed once
+    checkpoints exist, resumed: every level's metrics once and equal to the
+    uninterrupted sweep, the masks of every level stored as artifacts."""
+    import os
+    import signal
+    import subprocess
+
+    import yaml
+
+    from sweeps import tracking
+    from sweeps.tracking import Store
+    from test_sweeps import DYNSWEEP, TINY_BASE, _env, assert_no_step_logged_twice, \
+        checkpoints, cli, histories, uri, wait_for
+
+    base = {**TINY_BASE, "train": {"epochs": 4, "batch_size": 50},
+            "probes": {"hessian": False, "gradcov": False, "stiffness": False, "timeline": True,
+                       "probe_size": 32, "val_probe_size": 16, "schedule": {"kind": "log", "points": 5}},
+            "pruning": {"levels": 3, "rewind_step": 3}}
+    spec = {"name": "imp", "base": base, "seeds": [0],
+            "variants": [{"pruning.ablation": "none"}, {"pruning.ablation": "shuffle_layer"}],
+            "fault_tolerance": {"max_failures": 2, "checkpoint_every_epochs": 1}}
+    ref, cut = tmp_path / "ref", tmp_path / "cut"
+    for d in (ref, cut):
+        d.mkdir()
+        (d / "imp.yaml").write_text(yaml.safe_dump(spec, allow_unicode=True))
+    done = cli(["run", str(ref / "imp.yaml"), "--storage", str(ref / "ray"),
+                "--tracking-uri", uri(ref)], ref)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+    proc = subprocess.Popen(DYNSWEEP + ["run", str(cut / "imp.yaml"), "--storage", str(cut / "ray"),
+                                        "--tracking-uri", uri(cut)], cwd=cut, env=_env(cut),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    wait_for(lambda: len(checkpoints(cut / "ray" / "imp")) >= 3, 240, "three checkpoints")
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    res = cli(["resume", "imp", "--storage", str(cut / "ray")], cut)
+    assert res.returncode == 0, res.stderr[-3000:]
+    tracker = Store(uri(cut))
+    runs = tracking.trial_runs(tracker, "imp")
+    assert len(runs) == 2 and {r.status for r in runs} == {"finished"}
+    assert_no_step_logged_twice(tracker, "imp")
+    assert histories(tracker, "imp") == histories(Store(uri(ref)), "imp")
+    for run in runs:
+        levels = 4 if run.params.get("pruning.ablation") == "none" else 7
+        stored = {a.path.rsplit("/", 1)[-1] for a in tracker.client.list_artifacts(run.run_id, "probes/masks")}
+        assert stored == {"layout", *(f"level_{L}" for L in range(levels))}

@@ -102,6 +102,11 @@ def test_plan_only_when_levels_are_asked_for():
         PruningConfig(ablation="reinit")
 
 
+def test_a_rewind_step_beyond_the_level_fails_loudly(mnist1d_cache):
+    with pytest.raises(ValueError, match="never reached"):
+        run(config(1, rewind=TOTAL + 5), MemorySink(), mnist1d_cache)
+
+
 def test_kept_counts_are_exact_per_level(full):
     total = sum(m.numel() for m in full.checkpoints[-1][3]["plan"]["masks"].values())
     kept, expected = [v for _, v in full.series("imp/kept")], [float(total)]
