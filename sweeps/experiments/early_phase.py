@@ -62,6 +62,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.ticker import NullFormatter
 
 from sweeps.conjectures.plan import AnalysisPlan, Check
 from sweeps.conjectures.verdict import (N_BOOT, N_PERM, Verdict, compare_groups, finalize,
@@ -266,6 +267,17 @@ def _curve(ax, rows: pd.DataFrame, label: str, **kw) -> None:
                 label=label, **kw)
 
 
+def _remaining_axis(ax, title: str) -> None:
+    """Percent of weights remaining, log scale, decreasing to the right, plain tick labels."""
+    ax.set(xscale="log", xlabel="% weights remaining", ylabel="test accuracy", title=title)
+    ticks = [t for t in (100, 50, 20, 10, 5, 2, 1, 0.5, 0.2, 0.1)
+             if min(ax.get_xlim()) <= t <= max(ax.get_xlim())]
+    ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.invert_xaxis()
+    ax.legend(fontsize=6)
+
+
 def fig_sparsity(table: Any, sources: Sources | None = None) -> Figure | None:
     """Paper Fig. 13 analog: test accuracy against the percent of weights remaining
     (log scale), one line per rewind step k, one panel per η; dense accuracy dotted."""
@@ -280,10 +292,7 @@ def fig_sparsity(table: Any, sources: Sources | None = None) -> Figure | None:
         for i, (k, rows) in enumerate(arm.groupby("k")):
             _curve(ax, rows, f"k = {int(k)}", fmt="o-", color=f"C{i}")
         ax.axhline(arm.loc[arm["level"] == 0, "acc"].mean(), color="k", ls=":", lw=0.8)
-        ax.set(xscale="log", xlabel="% weights remaining", ylabel="test accuracy",
-               title=f"IMP with rewinding to k, η = {lr:g}")
-        ax.invert_xaxis()
-        ax.legend(fontsize=6)
+        _remaining_axis(ax, f"IMP with rewinding to k, η = {lr:g}")
     return fig
 
 
@@ -302,10 +311,7 @@ def fig_ablations(table: Any, sources: Sources | None = None) -> Figure | None:
                fmt="o-", color="k")
         for i, (name, rows) in enumerate(arm[arm["ablated"]].groupby("condition")):
             _curve(ax, rows, name, fmt="s--", color=f"C{i}")
-        ax.set(xscale="log", xlabel="% weights remaining", ylabel="test accuracy",
-               title=f"ablations at the rewind point, η = {lr:g}, k = {int(k)}")
-        ax.invert_xaxis()
-        ax.legend(fontsize=6)
+        _remaining_axis(ax, f"ablations at the rewind point, η = {lr:g}, k = {int(k)}")
     return fig
 
 
