@@ -12,7 +12,7 @@ import torch
 from dynamics_core import pruning
 from dynamics_core import train as train_module
 from dynamics_core.config import PruningConfig, TrialConfig
-from dynamics_core.hooks import log_spaced_steps
+from dynamics_core.hooks import Schedule, log_spaced_steps
 from dynamics_core.imp import IMP, flat_masks, imp_plan, with_plan
 from dynamics_core.measure import default_hooks
 from dynamics_core.sink import MemorySink
@@ -148,6 +148,27 @@ def test_pruned_weights_and_momentum_stay_exactly_zero(full):
                 assert torch.all(buf[~keep] == 0), (step, name)
         checked += step // SPAN >= 1
     assert checked >= 6
+
+
+def test_pruned_weights_are_zero_at_every_step(mnist1d_cache):
+    """A probe hook sees the model after every optimizer step (and each level's start)."""
+    cfg, seen = config(2), []
+    plan = imp_plan(cfg)
+
+    class Watch:
+        name, schedule = "watch", Schedule(kind="every", every=1)
+
+        def __call__(self, ctx):
+            params = {n: p.detach() for n, p in ctx.model.named_parameters()}
+            worst = max(float(params[n][~m].abs().max()) if (~m).any() else 0.0
+                        for n, m in plan.masks.items())
+            seen.append((ctx.level, worst))
+
+    hooks = [plan, Watch()]
+    assert train_module.run(cfg, MemorySink(), RunEnv(cache_dir=mnist1d_cache), hooks=hooks,
+                            plan=plan).status == "finished"
+    assert len(seen) == (TOTAL + 1) + 2 * (TOTAL + 1 - REWIND)
+    assert all(v == 0.0 for level, v in seen if level >= 1)
 
 
 def test_every_level_rewinds_to_the_step_k_snapshot(full):
