@@ -27,44 +27,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Mapping
-from typing import Literal
-
 import torch
-from pydantic import Field, model_validator
 from torch import nn
 
 from dynamics_core import probes
-from dynamics_core.config import _Frozen
+from dynamics_core.config import Ablation, PruningConfig
 from dynamics_core.models import prunable_parameters
 
 Masks = dict[str, torch.Tensor]
-
-Ablation = Literal["none", "random_magnitudes_kept_signs", "kept_magnitudes_random_signs",
-                   "shuffle_layer", "shuffle_network", "reinit"]
-
-
-class PruningConfig(_Frozen):
-    """IMP with rewinding. levels=0 trains the dense network only (pruning off).
-
-    Each level prunes `rate` of the remaining prunable weights (global
-    magnitude), rewinds the survivors to their values at optimizer step
-    `rewind_step` (0: initialisation), applies `ablation` there and trains
-    again from that step. `exclude` names prunable weights kept dense (OpenLTH
-    spares the output layer of its CIFAR ResNets: `fc.weight` here).
-    """
-
-    levels: int = Field(0, ge=0)
-    rate: float = Field(0.2, gt=0.0, lt=1.0)
-    rewind_step: int = Field(0, ge=0)     # optimizer steps taken; 0 = initialisation
-    ablation: Ablation = "none"
-    ablation_seed: int | None = None       # None: derived from the trial seed
-    exclude: tuple[str, ...] = ()
-
-    @model_validator(mode="after")
-    def _ablation_needs_a_level(self) -> "PruningConfig":
-        if self.ablation != "none" and self.levels == 0:
-            raise ValueError("an ablation acts at the rewind point: it needs levels >= 1")
-        return self
+# `Ablation` and `PruningConfig` live in dynamics_core.config (the trial's `pruning` section)
 
 
 def ablation_generator(cfg: PruningConfig, trial_seed: int, level: int) -> torch.Generator:

@@ -438,7 +438,13 @@ def check_resources(spec: SweepSpec, available: dict[str, float]) -> str | None:
 
 def smoke(spec: SweepSpec) -> SweepSpec:
     """The same sweep shrunk to seconds: first two values per axis, one seed,
-    one epoch, small probe sets, few probe points."""
+    one epoch, small probe sets, few probe points; at most two pruning levels,
+    rewinding to step ≤ 2 (a level is a few steps long)."""
+    shrink = {"pruning.levels": lambda v: min(v, 2), "pruning.rewind_step": lambda v: min(v, 2)}
+
+    def small(path: str, value: Any) -> Any:
+        return shrink[path](value) if path in shrink and isinstance(value, int) else value
+
     base = spec.base.model_dump(mode="json")
     flat = flatten(base)
     flat.update({"train.epochs": 1, "data.train_size": 500, "data.test_size": 200,
@@ -450,10 +456,11 @@ def smoke(spec: SweepSpec) -> SweepSpec:
         flat["optim.schedule.noise_off_epoch"] = 0
     if flat.get("data.deficit.kind", "none") != "none":
         flat["data.deficit.start_epoch"], flat["data.deficit.end_epoch"] = 0, 1
-    grid = {p: v[:2] for p, v in spec.grid.items()
+    flat = {p: small(p, v) for p, v in flat.items()}
+    grid = {p: list(dict.fromkeys(small(p, x) for x in v))[:2] for p, v in spec.grid.items()
             if p not in ("train.epochs", "optim.schedule.stage1_epochs")}
     variants = [{p: (0 if p in ("optim.schedule.stage1_epochs", "optim.schedule.noise_off_epoch")
-                     and v is not None else v)
+                     and v is not None else small(p, v))
                  for p, v in variant.items() if p != "train.epochs"} for variant in spec.variants]
     variants = [v for i, v in enumerate(variants) if v not in variants[:i]]
     search = spec.search.model_copy(update={"num_samples": min(2, spec.search.num_samples)})

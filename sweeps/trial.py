@@ -17,6 +17,7 @@ from typing import Any, Protocol
 import torch
 
 from dynamics_core.config import TrialConfig
+from dynamics_core.imp import imp_plan, with_plan
 from dynamics_core.measure import default_hooks
 from dynamics_core.train import RunEnv, RunResult, run
 from sweeps.experiments import load_plugins
@@ -67,14 +68,16 @@ def run_trial(config: dict[str, Any], ctx: SweepContext, session: Session,
     env = RunEnv(device=ctx.device, cache_dir=ctx.cache_dir,
                  checkpoint_every_epochs=ctx.checkpoint_every_epochs, distributed=distributed)
     state, run_id = _load_checkpoint(session.checkpoint_dir())
+    plan = imp_plan(cfg)                       # IMP levels when cfg.pruning.levels > 0
+    hooks = with_plan(plan, default_hooks)
     if distributed and not _is_rank_zero():
-        return run(cfg, ReportOnlySink(session), env, hooks=default_hooks, resume=state)
+        return run(cfg, ReportOnlySink(session), env, hooks=hooks, resume=state, plan=plan)
     store = Store(ctx.tracking_uri, ctx.artifact_root)
     trial = open_trial(store, ctx.spec_name, ctx.parent_run_id, session.trial_name(), cfg.run_hash(),
                        cfg.flat(), run_id=run_id, tags={"seed": cfg.seed})
     sink = TrialSink(trial, session)
     try:
-        return run(cfg, sink, env, hooks=default_hooks, resume=state)
+        return run(cfg, sink, env, hooks=hooks, resume=state, plan=plan)
     except SystemExit:      # the scheduler (e.g. ASHA) stopped the trial at a report:
         trial.flush()       # no error; the runner closes the run once Tune says TERMINATED
         raise

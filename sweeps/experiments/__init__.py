@@ -53,7 +53,8 @@ class Experiment:
 
 
 REGISTRY: dict[str, Experiment] = {}
-BUILT_IN = ("breakeven", "regimes", "large_lr", "stiffness", "frequency", "critical_periods")
+BUILT_IN = ("breakeven", "regimes", "large_lr", "stiffness", "frequency", "critical_periods",
+            "early_phase")
 
 
 def register(experiment: Experiment) -> Experiment:
