@@ -169,3 +169,22 @@ def test_cli_override_is_exploratory(tracker, capsys):
     assert cli.main(argv) == 0
     assert "(exploratory)" not in capsys.readouterr().out
     assert cli.main(argv + ["--window", "sometimes"]) == 2
+
+
+def test_stability_detector_takes_s_S_N_when_s_is_logged():
+    """The noise term needs s, S and N; without s the full-batch rule λ_H¹ ≥ 2/η."""
+    from dynamics_core.probes.breakeven import stability_breakeven
+
+    from sweeps.experiments import breakeven
+
+    steps, lam = np.arange(6), np.r_[1.0, 5, 10, 12, 15, 30]
+    full = breakeven.stability_step(steps, lam, 0.1, 32, 1000, None)
+    assert full == stability_breakeven(list(steps), lam, 0.1) == 5
+    noisy = breakeven.stability_step(steps, lam, 0.1, 32, 1000, np.full(6, 60.0))
+    assert noisy == stability_breakeven(list(steps), lam, 0.1, 32, 1000, np.full(6, 60.0)) == 2
+    trial = {"params": {"optim.lr": 0.1, "train.batch_size": 32, "data.train_size": 1000},
+             "curves": {"hessian/top": (steps, lam), "noise/s": (steps, np.full(6, 60.0))}}
+    table = make_table([trial])
+    row = table.runs.iloc[0]
+    assert breakeven.run_stability_step(table, row) == 5                  # s not logged: off
+    assert breakeven.run_stability_step(table, row, "noise/s") == 2

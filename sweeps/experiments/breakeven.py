@@ -23,10 +23,14 @@ their initialisation, so the seed is a block (`trend_test(..., blocks=seed)`).
 
 Plans (`PLANS`, one per verdict, `breakeven.c1_lr[hessian/top]`, …): the four
 tests of conjecture 1 are one Holm family (`breakeven.c1`), the tests of
-conjecture 2 another (`breakeven.c2`); stratified Spearman, alpha 0.05, at
-least 10 trials (below that a permutation test of rho within seed blocks
-cannot reach p < 0.05 after Holm over 4), an effect of interest of
-|rho| = 0.5.
+conjecture 2 another (`breakeven.c2`); stratified Spearman, alpha 0.05, an
+effect of interest of |rho| = 0.5 (a strong monotone trend: the paper's
+claim is about the direction across a wide grid, not a subtle slope). At
+least 10 trials: a seed cell of 3 η levels has 6 arrangements, so the exact
+p can fall below 0.05/4 (Holm's first step over a family of 4) only with 3
+or more such cells, 9 trials; 3 per stratum, as the Spearman of fewer is
+undefined. Designs above that floor that still could not detect |rho| 0.5
+(e.g. cells of 2 along S) are caught by the power rule: `underpowered`.
 
 Protocol trap (docs/science.md#break-even-point): a trajectory that has not
 yet passed its peak has no "maximum attained" to compare. Where the plan
