@@ -273,9 +273,10 @@ def _parser() -> argparse.ArgumentParser:
     c = command("conjectures", cmd_conjectures, "judge a sweep's conjectures", sweep=True, tracking=True)
     c.add_argument("--json", action="store_true", help="print the verdicts as JSON")
     c.add_argument("--only", help="comma-separated conjecture names (default: the spec's)")
-    c.add_argument("--window", help="exploratory: judge over this window instead of the plans' "
-                                    "(whole_run, after_breakeven, until_<metric><op><value>, "
-                                    "from_<metric><op><value>)")
+    c.add_argument("--window", help="exploratory: judge the plans of the conjectures judged "
+                                    "(pick them with --only) over this window: whole_run, "
+                                    "after_breakeven, until_<metric><op><value>, "
+                                    "from_<metric><op><value>")
     c.add_argument("--detector", choices=["saturation", "stability"],
                    help="exploratory: break-even detector for plans that use one")
     return p

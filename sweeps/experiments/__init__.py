@@ -15,9 +15,15 @@ The pattern every conjecture follows (see `breakeven.py`, `large_lr.py`):
 1. The module writes one `AnalysisPlan` per verdict, keyed by the verdict's
    name: `breakeven.c1_lr[hessian/top]` for a conjecture that gives one
    verdict per metric, the conjecture's own name when it gives one verdict;
-   `plan.conjecture` is the conjecture's name (`breakeven.c1_lr`).
-   The plan's description (`statement`, and the comment beside its numbers)
-   says why its minimum n and effect of interest are what they are.
+   `plan.conjecture` is the conjecture's name (`breakeven.c1_lr`). Where
+   the parts are only known from the data (one verdict per stage-1 length T
+   in `regimes.two_stage[T=5]`), one plan keyed by the conjecture's name
+   serves them all and `finalize` counts each part in its family.
+   Families: the tests one sweep asks together (`breakeven.c1`: the 4 tests
+   of conjecture 1); alpha 0.05; `min_n` / `min_per_stratum` the floor below
+   which a permutation test cannot reach alpha (10 for a trend, 5 per arm
+   for a comparison), `effect_of_interest` what the paper's claim is about.
+   The module docstring says why its plans' numbers are what they are.
 2. The conjecture takes `plans` (its verdicts' plans, by name; default the
    registered ones: `own_plans(PLANS, name, plans)`), reads the metric,
    window, detector and exclusions from them, and returns
@@ -202,7 +208,9 @@ def plans_for(conjecture_name: str, overrides: Mapping[str, Any] | None = None,
     not registered, is kept but marked exploratory, with the registered hash
     (or "unregistered"). `overrides` (e.g. {"window": "whole_run"}) are
     applied with `with_overrides` where they change the plan; a `detector`
-    only to plans that name one.
+    only to plans that name one. A `window` reaches every plan of the
+    conjecture, also one that reads final values and ignores it (its
+    verdicts still say exploratory): pick the conjectures with care.
     """
     out = {}
     for key, plan in plans_of(conjecture_name).items():

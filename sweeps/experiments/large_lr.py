@@ -130,8 +130,9 @@ def anneal_crossover(table: Any, plans: Mapping[str, AnalysisPlan] | None = None
     counts.update({f"n_{a}": int((arm == a).sum()) for a in ARMS})
     e_a = epoch if epoch is not None else anneal_epoch(runs)
     if e_a is None:
-        return [judge(plan, None, checks=_checks((np.nan,) * 2, (np.nan,) * 2), n=0,
-                      reason="no large-anneal arm to date the annealing", **counts)]
+        why = "no large-anneal arm to date the annealing"
+        return [judge(plan, None, checks={c.name: (False, why) for c in plan.checks}, n=0,
+                      reason=why, **counts)]
     pick = lambda s, a: s.reindex(arm.index[arm == a])  # noqa: E731
     means = lambda s: (float(pick(s, "small").mean()), float(pick(s, "large-anneal").mean()))  # noqa: E731
     before = _at_anneal(table, runs, plan.metric, e_a)
