@@ -109,6 +109,7 @@ def load_json_artifact(store: Store, run_id: str, path: str) -> Any:
     folder = str(Path(path).parent) if "/" in path else None
     if path not in {item.path for item in store.client.list_artifacts(run_id, folder)}:
         return None
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     with tempfile.TemporaryDirectory() as tmp:
         return json.loads(Path(store.client.download_artifacts(run_id, path, tmp)).read_text())
 
