@@ -125,19 +125,27 @@ def cmd_ui(args) -> int:
 
 
 def cmd_conjectures(args) -> int:
+    from sweeps.conjectures.plan import parse_window
     from sweeps.tracking import default_tracking_uri
 
     uri = args.tracking_uri or default_tracking_uri(RUNS)
     names = args.only.split(",") if args.only else None
-    return _conjectures(args.name, uri, None, names, as_json=args.json)
+    if args.window:
+        try:
+            parse_window(args.window)
+        except ValueError as exc:
+            raise InputError(f"--window: {exc}") from None
+    overrides = {k: v for k, v in (("window", args.window), ("detector", args.detector)) if v}
+    return _conjectures(args.name, uri, None, names, as_json=args.json, overrides=overrides)
 
 
 # ----------------------------------------------------------------- helpers
-def _conjectures(name: str, uri: str, parent_run_id: str | None, names, as_json: bool) -> int:
-    from sweeps.judge import judge
+def _conjectures(name: str, uri: str, parent_run_id: str | None, names, as_json: bool,
+                 overrides: dict | None = None) -> int:
+    from sweeps.judge import judge, verdict_label
 
     try:
-        result = judge(name, uri, parent_run_id=parent_run_id, names=names)
+        result = judge(name, uri, parent_run_id=parent_run_id, names=names, overrides=overrides)
     except LookupError as exc:
         raise InputError(str(exc)) from None
     verdicts = result.verdicts
@@ -146,10 +154,21 @@ def _conjectures(name: str, uri: str, parent_run_id: str | None, names, as_json:
     else:
         for fname, frame in result.tables.items():
             _print_rows(_table_rows(frame), title=f"{fname} (- = none)")
-        _print_rows([{"conjecture": v.name, "verdict": v.verdict, "statistic": v.statistic,
-                      "effect": v.effect, "95% CI": f"[{_fmt(v.ci_low)}, {_fmt(v.ci_high)}]",
-                      "p": v.p_value, "n": v.n} for v in verdicts], title="conjectures")
+        _print_rows([{"conjecture": v.name, "verdict": verdict_label(v), "statistic": v.statistic,
+                      "effect": v.effect, "CI": _ci(v), "p raw": v.p_raw, "p adj": v.p_adjusted,
+                      "n": v.n, "reason": v.reason} for v in verdicts], title="conjectures")
+        registered = result.registered_plans_hash or "none registered"
+        out.print(f"plans {result.plans_hash} (registered: {registered})"
+                  + ("; exploratory verdicts were judged under plans that differ from the "
+                     "registered ones" if any(v.exploratory for v in verdicts) else ""))
     return 0
+
+
+def _ci(v) -> str:
+    """'95% CI [lo, hi]' at the verdict's own level; '-' where there is none."""
+    if v.ci_level != v.ci_level:
+        return "-"
+    return f"{v.ci_level:.0%} CI [{_fmt(v.ci_low)}, {_fmt(v.ci_high)}]"
 
 
 def _table_rows(df) -> list[dict]:
@@ -258,6 +277,12 @@ def _parser() -> argparse.ArgumentParser:
     c = command("conjectures", cmd_conjectures, "judge a sweep's conjectures", sweep=True, tracking=True)
     c.add_argument("--json", action="store_true", help="print the verdicts as JSON")
     c.add_argument("--only", help="comma-separated conjecture names (default: the spec's)")
+    c.add_argument("--window", help="exploratory: judge the plans of the conjectures judged "
+                                    "(pick them with --only) over this window: whole_run, "
+                                    "after_breakeven, until_<metric><op><value>, "
+                                    "from_<metric><op><value>")
+    c.add_argument("--detector", choices=["saturation", "stability"],
+                   help="exploratory: break-even detector for plans that use one")
     return p
 
 

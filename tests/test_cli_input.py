@@ -227,7 +227,7 @@ def test_every_flag_of_every_command_has_help():
 USES = {"validate": set(), "run": {"--storage", "--tracking-uri", "--address", "--smoke", "--device"},
         "resume": {"--storage", "--tracking-uri", "--address", "--restart-errored"},
         "status": {"--storage", "--tracking-uri"}, "list": {"--storage"},
-        "ui": {"--tracking-uri", "--host", "--port"}, "conjectures": {"--tracking-uri", "--json", "--only"}}
+        "ui": {"--tracking-uri", "--host", "--port"}, "conjectures": {"--tracking-uri", "--json", "--only", "--window", "--detector"}}
 POSITIONAL = {"validate": ["s.yaml"], "run": ["s.yaml"], "resume": ["n"], "status": ["n"], "list": [],
               "ui": [], "conjectures": ["n"]}
 

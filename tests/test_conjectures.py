@@ -1,6 +1,8 @@
 """Every conjecture on constructed tables whose answer is known:
 monotone in the predicted direction -> supported, reversed -> refuted,
-pure noise -> inconclusive; diverged trials present, excluded and counted."""
+pure noise -> inconclusive, or underpowered where the design could not have
+detected the plan's effect of interest; diverged trials present, excluded
+and counted. Each conjecture runs under its registered plan."""
 from __future__ import annotations
 
 import itertools
@@ -64,7 +66,9 @@ def breakeven_trials(mode: str, seeds=range(3), rng_seed: int = 0) -> list[dict]
             top_k, top_h, ratio, trace = np.exp(rng.normal(0, 0.5, 4)) * [3, 30, 10, 40]
         curves = {"gradcov/top": (STEPS, hump(top_k)), "hessian/top": (STEPS, hump(top_h)),
                   "gradcov/trace": (STEPS, hump(trace)),
-                  "gradcov/trace_over_top": (STEPS, hump(ratio, 60.0))}
+                  "gradcov/trace_over_top": (STEPS, hump(ratio, 60.0)),
+                  # train accuracy on the probe set: 0.65 after the peaks (step 260)
+                  "probe/acc": (STEPS, np.linspace(0.1, 0.95, STEPS.size))}
         out.append({"params": {"optim.lr": lr, "train.batch_size": bs}, "seed": seed,
                     "curves": curves})
     return out
@@ -87,8 +91,11 @@ def test_breakeven_paper_direction_supported(name):
     assert len(verdicts) == 2
     for v in verdicts:
         assert v.verdict == "supported", v.summary()
-        assert v.n == 18 and v.p_value < 0.01
-        assert v.details["excluded_peak_not_reached"] == 0
+        assert v.n == 18 and v.p_value < 0.01 and not v.exploratory
+        assert v.details.get("excluded_peak_not_reached", 0) == 0
+        # cells are (held-fixed stratum, seed): 2 batch sizes or 3 lrs, times 3 seeds
+        assert v.details["blocks"] == "seed" and v.details["n_cells"] == (6 if "lr" in name else 9)
+        assert v.plan_hash == experiments.get("breakeven").plans[v.name].hash()
 
 
 @pytest.mark.parametrize("name", BE)
@@ -98,9 +105,11 @@ def test_breakeven_reversed_refuted(name):
 
 
 @pytest.mark.parametrize("name", BE)
-def test_breakeven_noise_inconclusive(name):
+def test_breakeven_noise_underpowered(name):
+    """3 trials per (batch, seed) cell detect |rho| ≈ 0.75 at best: below the 0.5 of interest."""
     for v in experiments.conjecture(name)(make_table(breakeven_trials("noise", rng_seed=3)), **FAST):
-        assert v.verdict == "inconclusive", v.summary()
+        assert v.verdict == "underpowered", v.summary()
+        assert "minimum detectable" in v.reason
 
 
 def test_breakeven_c1_signs_and_metrics():
@@ -127,25 +136,33 @@ def test_breakeven_diverged_excluded_and_counted():
 
 
 def test_breakeven_unpeaked_trials_excluded():
-    """docs/science.md#break-even-point trap: small-lr runs still rising have small maxima; they must not count."""
+    """docs/science.md#break-even-point trap: small-lr runs still rising have small maxima.
+    Conjecture 1's registered window ends at train accuracy 0.65, which these never
+    reach: excluded. Over the whole run (exploratory) the peak rule excludes them."""
     rising = [{"params": {"optim.lr": 0.01, "train.batch_size": bs}, "seed": 10 + s,
                "curves": {k: (STEPS, hump(0.01, t_peak=1e4)) for k in ("gradcov/top", "hessian/top")}}
               for s in range(4) for bs in (32, 128)]
     t = make_table(breakeven_trials("paper") + rising)
     for v in breakeven.c1_lr(t, **FAST):
         assert v.verdict == "supported", v.summary()
-        assert v.details["excluded_peak_not_reached"] == 8
+        assert v.details["excluded_window_not_reached"] == 8
         assert v.n == 18
+    whole = experiments.plans_for("breakeven.c1_lr", {
+        "window": "whole_run", "exclusions": ("unfinished", "peak_not_reached")})
+    for v in breakeven.c1_lr(t, plans=whole, **FAST):
+        assert v.verdict == "supported" and v.exploratory, v.summary()
+        assert v.details["excluded_peak_not_reached"] == 8 and v.n == 18
+        assert v.registered_hash == experiments.get("breakeven").plans[v.name].hash() != v.plan_hash
 
 
-def test_breakeven_too_few_peaked_is_inconclusive():
+def test_breakeven_too_few_in_window_is_underpowered():
     rising = [{"params": {"optim.lr": lr, "train.batch_size": 32}, "seed": s,
                "curves": {"gradcov/top": (STEPS, hump(1.0 / lr, t_peak=1e4)),
                           "hessian/top": (STEPS, hump(1.0 / lr, t_peak=1e4))}}
               for lr in (0.01, 0.1) for s in range(3)]
     for v in breakeven.c1_lr(make_table(rising), **FAST):
-        assert v.verdict == "inconclusive"
-        assert v.details["excluded_peak_not_reached"] == 6 and "reason" in v.details
+        assert v.verdict == "underpowered" and v.n == 0
+        assert v.details["excluded_window_not_reached"] == 6 and "n=0 < min 10" in v.reason
 
 
 def test_c2_ratio_derived_when_not_logged():
@@ -296,13 +313,16 @@ def test_non_training_excluded_from_generalization():
 
 
 def test_momentum_verdicts():
-    v = regimes.momentum(make_table(regime_trials("paper", diverged=2)), **FAST)[0]
-    assert v.verdict == "supported", v.summary()
-    assert v.statistic < 0 and v.details["n_diverged"] == 2 and v.n == 18
-    assert v.details["large_step"]["p_value"] >= 0.05
+    small, large = regimes.momentum(make_table(regime_trials("paper", diverged=2)), **FAST)
+    assert (small.name, large.name) == ("regimes.momentum[small-step]", "regimes.momentum[large-step]")
+    assert small.verdict == "supported", small.summary()
+    assert small.statistic < 0 and small.details["n_diverged"] == 2 and small.n == 18
+    assert small.details["n_cells"] == 6                    # (lr, seed) blocks
+    # no effect in large-step trials: not significant; 18 trials cannot show |rho| 0.5
+    assert large.p_value >= 0.05 and large.verdict == "underpowered"
     assert regimes.momentum(make_table(regime_trials("reversed")), **FAST)[0].verdict == "refuted"
-    assert regimes.momentum(make_table(regime_trials("noise", rng_seed=1)), **FAST)[0].verdict \
-        == "inconclusive"
+    noise = regimes.momentum(make_table(regime_trials("noise", rng_seed=1)), **FAST)[0]
+    assert noise.verdict == "underpowered" and noise.p_value >= 0.05
 
 
 def test_momentum_helping_in_large_step_refutes():
@@ -312,7 +332,8 @@ def test_momentum_helping_in_large_step_refutes():
         if lr > 0.1:
             t["curves"]["train/loss"] = (EPOCH_STEPS, loss_curve(0.5 - 0.3 * mu + 0.01 * t["seed"],
                                                                  "large-step"))
-    assert regimes.momentum(make_table(trials), **FAST)[0].verdict == "refuted"
+    small, large = regimes.momentum(make_table(trials), **FAST)
+    assert small.verdict == "supported" and large.verdict == "refuted", large.summary()
 
 
 def test_large_step_generalizes_verdicts():
@@ -327,6 +348,9 @@ def test_large_step_generalizes_verdicts():
     mu0 = regimes.large_step_generalizes(make_table(regime_trials("paper")), momentum_value=0.0,
                                          **FAST)[0]
     assert mu0.n == 12
+    few = regimes.large_step_generalizes(make_table(regime_trials("paper", seeds=range(2))),
+                                         momentum_value=0.0, **FAST)[0]
+    assert few.verdict == "underpowered" and "n=8 < min 10" in few.reason, few.summary()
 
 
 def schedule_trials(two_stage_acc: dict[int, float], base_acc: float = 0.80, sd: float = 0.003,
@@ -352,16 +376,22 @@ def schedule_trials(two_stage_acc: dict[int, float], base_acc: float = 0.80, sd:
 
 
 def test_two_stage_verdicts():
-    v = regimes.two_stage(make_table(schedule_trials({2: 0.70, 5: 0.805}, diverged=2)), **FAST)[0]
-    assert v.verdict == "supported", v.summary()
-    assert v.details["stage1_epochs"] == 5 and v.details["n_T_tried"] == 2
-    assert v.details["excluded_diverged"] == 2 and v.n == 12
-    rev = regimes.two_stage(make_table(schedule_trials({2: 0.70, 5: 0.72})), **FAST)[0]
-    assert rev.verdict == "refuted", rev.summary()
+    """One non-inferiority verdict per stage-1 T; Holm over the Ts (family regimes.two_stage)."""
+    table = make_table(schedule_trials({2: 0.70, 5: 0.805}, diverged=2))
+    t2, t5 = regimes.two_stage(table, **FAST)
+    assert (t2.name, t5.name) == ("regimes.two_stage[T=2]", "regimes.two_stage[T=5]")
+    assert t5.verdict == "supported" and t2.verdict == "refuted", (t5.summary(), t2.summary())
+    assert t5.details["stage1_epochs"] == 5 and t5.details["n_T_tried"] == 2
+    assert t5.details["excluded_diverged"] == 2 and t5.n == 12 and t5.details["margin"] == 0.01
+    adj = experiments.evaluate(["regimes.two_stage"], table, {"regimes.two_stage": FAST})
+    assert [v.n_family for v in adj] == [2, 2] and adj[1].p_adjusted == pytest.approx(2 * t5.p_raw)
+    assert [v.verdict for v in adj] == ["refuted", "supported"]
+    rev = regimes.two_stage(make_table(schedule_trials({2: 0.70, 5: 0.72})), **FAST)
+    assert [v.verdict for v in rev] == ["refuted", "refuted"]
     noisy = regimes.two_stage(make_table(schedule_trials({5: 0.79}, sd=0.03, seeds=range(3))), **FAST)[0]
-    assert noisy.verdict == "inconclusive", noisy.summary()
-    fixed = regimes.two_stage(make_table(schedule_trials({2: 0.70, 5: 0.805})), stage1_epochs=2, **FAST)[0]
-    assert fixed.verdict == "refuted"
+    assert noisy.verdict == "underpowered" and "n=6 < min 10" in noisy.reason, noisy.summary()
+    fixed = regimes.two_stage(make_table(schedule_trials({2: 0.70, 5: 0.805})), stage1_epochs=2, **FAST)
+    assert [v.verdict for v in fixed] == ["refuted"]
 
 
 # ----------------------------------------------------------------- large LR
@@ -411,13 +441,40 @@ def test_large_lr_arms_and_epoch():
 def test_anneal_crossover_verdicts():
     v = large_lr.anneal_crossover(make_table(large_lr_trials("paper", diverged=2)), **FAST)[0]
     assert v.verdict == "supported", v.summary()
-    assert v.statistic == pytest.approx(0.17, abs=0.02)     # before: small - large
-    assert v.effect == pytest.approx(-0.10, abs=0.02)       # after: small - large
+    assert v.details["before_minus"] == pytest.approx(0.17, abs=0.02)     # before: small - large
+    assert v.details["after_minus"] == pytest.approx(-0.10, abs=0.02)     # after: small - large
+    # intersection-union: the smaller signed difference, the larger part p
+    assert v.statistic == pytest.approx(0.10, abs=0.02)
+    assert v.p_raw == max(p["p_value"] for p in v.details["parts"])
     assert v.details["excluded_diverged"] == 2 and v.details["anneal_epoch"] == 5
+    assert all(c["passed"] for c in v.details["checks"].values())
     rev = large_lr.anneal_crossover(make_table(large_lr_trials("reversed")), **FAST)[0]
     assert rev.verdict == "refuted"
+    # 6 per arm with 0.02 noise per epoch: two accuracy points are out of reach
     noise = large_lr.anneal_crossover(make_table(large_lr_trials("noise", rng_seed=4)), **FAST)[0]
-    assert noise.verdict == "inconclusive", noise.summary()
+    assert noise.verdict == "underpowered", noise.summary()
+
+
+def test_anneal_crossover_manipulation_checks():
+    """The small arm must fit the training set at least as fast and learn the patch first."""
+    trials = large_lr_trials("paper")
+    for t in trials:
+        if t["params"]["optim.schedule.kind"] == "constant":    # small arms learn the patch late
+            t["curves"]["patch/acc"] = (EPOCH_STEPS, np.full(10, 0.1))
+    v = large_lr.anneal_crossover(make_table(trials), **FAST)[0]
+    assert v.verdict == "invalid_protocol" and "small_learns_patch" in v.reason, v.summary()
+    for t in trials:
+        t["curves"]["patch/acc"] = (EPOCH_STEPS, np.full(10, 0.9 if t["params"]["optim.lr"] < 0.01
+                                                         else 0.2))
+        if t["params"]["optim.schedule.kind"] == "constant":    # small arms fit slowly
+            t["curves"]["train/loss"] = (EPOCH_STEPS, loss_curve(1.5, "small-step"))
+    v = large_lr.anneal_crossover(make_table(trials), **FAST)[0]
+    assert v.verdict == "invalid_protocol" and "small_fits_as_fast" in v.reason, v.summary()
+    for t in trials:
+        del t["curves"]["patch/acc"]
+    v = large_lr.anneal_crossover(make_table(trials), **FAST)[0]
+    assert v.verdict == "invalid_protocol" and v.details["checks"]["small_learns_patch"][
+        "detail"] == "patch/acc not logged in both arms"
 
 
 # ------------------------------------------------------ registry and helpers
@@ -436,6 +493,9 @@ def test_registry():
     assert [v.name for v in out] == ["breakeven.c1_lr[hessian/top]", "breakeven.c1_lr[gradcov/top]",
                                      "breakeven.c2_lr[gradcov/trace_over_top]",
                                      "breakeven.c2_lr[gradcov/trace]"]
+    # Holm within each family (two tests of conjecture 1 and two of conjecture 2 judged)
+    assert [(v.family, v.n_family) for v in out] == [("breakeven.c1", 2)] * 2 + [("breakeven.c2", 2)] * 2
+    assert all(v.p_adjusted >= v.p_raw and not v.exploratory for v in out)
     d = out[0].to_dict()
     import json
     json.dumps(d)                       # JSON-safe for MLflow
@@ -529,25 +589,39 @@ def test_c2_max_after_breakeven_not_at_init():
         v = {x.details["metric"]: x for x in f(t, **FAST)}
         ratio = v["gradcov/trace_over_top"]
         assert ratio.verdict == "supported", ratio.summary()
-        assert ratio.details["max_over"] == "after_breakeven"
+        assert ratio.details["window"] == "after_breakeven"
+        assert ratio.details["detector"] == "saturation"
         assert ratio.details["breakeven_key"] == "gradcov/top"
         assert ratio.details["excluded_no_breakeven"] == 2 and ratio.n == 18
         assert "break-even" in ratio.statement
         # after the break-even the ratio's maxima are the late peaks (≈ 4-6), not the init 9
         assert max(ratio.details["mean_max_by_level"].values()) < 7
     # the whole-run max is the value at init (≈ 9 in every trial): no dependence on η
-    whole = {x.details["metric"]: x for x in breakeven.c2_lr(t, max_over="all", **FAST)}
-    assert whole["gradcov/trace_over_top"].verdict == "inconclusive"
-    assert whole["gradcov/trace_over_top"].n == 20
-    assert "excluded_no_breakeven" not in whole["gradcov/trace_over_top"].details
+    plans = experiments.plans_for("breakeven.c2_lr", {"window": "whole_run"})
+    whole = {x.details["metric"]: x for x in breakeven.c2_lr(t, plans=plans, **FAST)}
+    ratio = whole["gradcov/trace_over_top"]
+    assert ratio.verdict in ("inconclusive", "underpowered") and ratio.p_raw > 0.05
+    # the two flat trials are alone in their seed blocks: no within-seed comparison
+    assert ratio.n == 18 and ratio.details["n_dropped_small_strata"] == 2 and ratio.exploratory
+    assert "excluded_no_breakeven" not in ratio.details
     with pytest.raises(ValueError):
-        breakeven.c2_lr(t, max_over="sometimes")
+        experiments.plans_for("breakeven.c2_lr", {"window": "sometimes"})
 
 
-def test_c1_max_is_over_the_whole_run():
+def test_c1_window_ends_at_train_accuracy():
+    """Registered window: up to the first probe with probe/acc ≥ 0.65; no probe/acc, no window."""
     t = make_table(conditioning_trials(flat=2))
     for v in breakeven.c1_lr(t, **FAST):
-        assert v.details["max_over"] == "all" and "excluded_no_breakeven" not in v.details
+        assert v.details["window"] == "until_probe/acc>=0.65"
+        assert v.details["excluded_window_not_reached"] == 20 and v.verdict == "underpowered"
+    trials = breakeven_trials("paper")
+    for tr in trials:       # accuracy 0.65 at step 40, before the peaks at 100: maxima at step 40
+        tr["curves"]["probe/acc"] = (STEPS, np.where(STEPS >= 40, 0.7, 0.3))
+    m = breakeven.trial_maxima(make_table(trials), "gradcov/top",
+                               to_step={f"r{i:03d}": 40 for i in range(len(trials))})
+    assert (m["argmax_step"] == 40).all()
+    for v in breakeven.c1_lr(make_table(trials), **FAST):
+        assert v.verdict == "supported" and v.details["excluded_window_not_reached"] == 0
 
 
 def test_trial_maxima_window():
@@ -570,6 +644,6 @@ def test_every_conjecture_on_every_table_never_raises():
                                    options={n: FAST for n in experiments.conjecture_names()})
         assert len(out) >= len(experiments.conjecture_names())
         for v in out:
-            assert v.verdict in ("supported", "refuted", "inconclusive")
+            assert v.reason, v
             if v.verdict == "inconclusive" and v.n == 0:
                 assert v.details.get("reason"), v

@@ -371,6 +371,7 @@ def test_judge_logs_breakeven_steps_csv(tracker, exp):
     versions = {a.path for a in tracker.client.list_artifacts(other.run_id, "judgements")}
     assert versions == {"judgements/v1.json", "judgements/v2.json"}
     v2 = json.loads((_artifact_dir(tracker, other.run_id) / "judgements" / "v2.json").read_text())
-    assert v2["tables"] == [] and [v["name"] for v in v2["verdicts"]] == ["regimes.momentum"]
+    assert v2["tables"] == [] and [v["name"] for v in v2["verdicts"]] == [
+        "regimes.momentum[small-step]", "regimes.momentum[large-step]"]
     tags = tracker.client.get_run(other.run_id).data.tags
-    assert tags["dynsweep.judgement_version"] == "2" and "verdict.regimes.momentum" in tags
+    assert tags["dynsweep.judgement_version"] == "2" and "verdict.regimes.momentum.small-step" in tags

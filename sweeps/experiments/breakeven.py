@@ -2,48 +2,71 @@
 
 Conjecture 1: the maximum attained λ_H¹ (`hessian/top`) and λ_K¹
 (`gradcov/top`) are smaller for a larger learning rate η or a smaller batch
-size S; the maximum is over the whole run (the paper's statement).
+size S. The paper compares the maxima reached early in training, before the
+network fits its data; the registered window is therefore "up to the first
+probe with train accuracy ≥ 0.65" (`until_probe/acc>=0.65`; `probe/acc` is
+the accuracy on the probe set, drawn from the training data, at every probe
+step). Trials that never reach it have no such window and are excluded
+(`excluded_window_not_reached`).
 Conjecture 2: the maximum attained Tr(K)/λ_K¹ (`gradcov/trace_over_top`) is
 larger, and the maximum Tr(K) (`gradcov/trace`, and Tr(H) `hessian/trace`
 when measured) smaller, for larger η or smaller S. The paper measures
 conditioning along the trajectory, with its peaks after the break-even point;
 at initialization the gradient covariance is nearly isotropic and Tr(K)/λ_K¹
 is at its largest, so a max over the whole run measures the init, not η or S.
-By default (`max_over="after_breakeven"`) the conjecture-2 maxima are
-therefore taken over the measurements at or after each trial's break-even
-step, found by the saturation detector on λ_K¹ (`breakeven_key`); trials
-without a detected break-even step are excluded and counted
-(`excluded_no_breakeven`). `max_over="all"` restores the whole-run maximum.
-Each is judged separately along the η axis (within each batch size and any
-other varying config field) and along the S axis (within each η).
+Its registered window is `after_breakeven`: measurements at or after each
+trial's break-even step by the plan's detector (`saturation` on λ_K¹; trials
+without one are excluded, `excluded_no_breakeven`).
+Each verdict is one test along one axis: η within each batch size (and any
+other varying config field), S within each η; trials sharing a seed share
+their initialisation, so the seed is a block (`trend_test(..., blocks=seed)`).
 
-Protocol trap (docs/science.md#break-even-point): a trajectory that has not yet passed its peak has
-no "maximum attained" to compare. A trial enters a comparison only if its
-peak was reached: the argmax is not the last measurement and the last value is
-below (1 - peak_eps) x the maximum (within the window, for conjecture 2).
-Excluded trials are counted in `details`; with fewer than `min_trials` left
-the verdict is inconclusive. Trials that are not `finished` (diverged,
-errored, running) are never compared.
+Plans (`PLANS`, one per verdict, `breakeven.c1_lr[hessian/top]`, …): the four
+tests of conjecture 1 are one Holm family (`breakeven.c1`), the tests of
+conjecture 2 another (`breakeven.c2`); stratified Spearman, alpha 0.05, an
+effect of interest of |rho| = 0.5 (a strong monotone trend: the paper's
+claim is about the direction across a wide grid, not a subtle slope). At
+least 10 trials: a seed cell of 3 η levels has 6 arrangements, so the exact
+p can fall below 0.05/4 (Holm's first step over a family of 4) only with 3
+or more such cells, 9 trials; 3 per stratum, as the Spearman of fewer is
+undefined. Designs above that floor that still could not detect |rho| 0.5
+(e.g. cells of 2 along S) are caught by the power rule: `underpowered`.
+
+Protocol trap (docs/science.md#break-even-point): a trajectory that has not
+yet passed its peak has no "maximum attained" to compare. Where the plan
+lists the exclusion `peak_not_reached` (conjecture 2: its window is open at
+the end), a trial enters only if its peak within the window was reached: the
+argmax is not the last measurement and the last value is below
+(1 - peak_eps) x the maximum. Conjecture 1's window ends at a fixed point of
+training progress, so its maxima are compared there whether or not the
+trajectory kept rising. Excluded trials are counted in `details`. Trials that
+are not `finished` (diverged, errored, running) are never compared.
 
 Both break-even detectors are `dynamics_core.probes.stability_breakeven` and
-`saturation_breakeven`: one rule, shared by the probes and the service.
+`saturation_breakeven`: one rule, shared by the probes and the service. The
+stability detector gets S (`train.batch_size`) and N (`data.train_size`)
+from the config; its SGD-noise term also needs s, the per-example gradient
+spread along the top Hessian direction, which no probe logs yet, so it runs
+in its full-batch form λ_H¹ ≥ 2/η (a plan may name the metric that carries s
+in `options["noise_scale_key"]`).
 """
 from __future__ import annotations
 
-from typing import Any, Literal, Mapping
+from typing import Any, Mapping
 
 import numpy as np
 import pandas as pd
 from matplotlib import colors
 from matplotlib.figure import Figure
 
-from sweeps.conjectures.verdict import (ALPHA, N_BOOT, N_PERM, Verdict, inconclusive,
-                                        metric_frame, param, trend_test, usable_runs)
+from sweeps.conjectures.plan import AnalysisPlan
+from sweeps.conjectures.verdict import (N_BOOT, N_PERM, Verdict, judge, metric_frame, param,
+                                        trend_test, usable_runs)
 
-from sweeps.experiments import Experiment, Sources, register
+from sweeps.experiments import Experiment, Sources, own_plans, register
 from sweeps.report import DPI, finished_runs, has_metrics, lr_colors
 
-LR, BATCH = "optim.lr", "train.batch_size"
+LR, BATCH, TRAIN_SIZE = "optim.lr", "train.batch_size", "data.train_size"
 AXES = {"lr": (LR, "η"), "batch": (BATCH, "S")}
 SYMBOL = {"hessian/top": "λ_H¹", "gradcov/top": "λ_K¹", "gradcov/trace": "Tr(K)",
           "gradcov/trace_over_top": "Tr(K)/λ_K¹", "hessian/trace": "Tr(H)"}
@@ -82,16 +105,24 @@ def saturation_step(steps: np.ndarray, values: np.ndarray, eps: float = 0.05,
     return float(step) if reached and step is not None else float("nan")
 
 
-def stability_step(steps: np.ndarray, lam_h: np.ndarray, lr: np.ndarray | float) -> float:
-    """First step where λ_H¹ ≥ 2/η (full-batch stability bound); NaN if never.
+def stability_step(steps: np.ndarray, lam_h: np.ndarray, lr: np.ndarray | float,
+                   batch_size: float | None = None, n_train: float | None = None,
+                   s: np.ndarray | float | None = None) -> float:
+    """First step where SGD turns unstable along the top Hessian direction; NaN if never.
 
-    The rule is `dynamics_core.probes.stability_breakeven`, shared with the probes.
+    With S, N and s the criterion has its SGD-noise term; without them it is
+    λ_H¹ ≥ 2/η (full batch). The rule is
+    `dynamics_core.probes.stability_breakeven`, shared with the probes.
     """
     from dynamics_core.probes.breakeven import stability_breakeven
 
     lam = np.asarray(lam_h, dtype=float)
+    known = lambda v: v is not None and np.all(np.isfinite(np.asarray(v, float)))  # noqa: E731
+    noise = known(batch_size) and known(n_train) and known(s)
     out = stability_breakeven(list(np.asarray(steps)), lam,
-                              np.broadcast_to(np.asarray(lr, float), lam.shape))
+                              np.broadcast_to(np.asarray(lr, float), lam.shape),
+                              int(batch_size) if noise else None,
+                              int(n_train) if noise else None, s if noise else None)
     return float("nan") if out is None else float(out)
 
 
@@ -107,21 +138,23 @@ def _metric_rows(table: Any, key: str) -> pd.DataFrame:
 
 
 def trial_maxima(table: Any, key: str, peak_eps: float = 0.05,
-                 from_step: Mapping[str, float] | None = None) -> pd.DataFrame:
+                 from_step: Mapping[str, float] | None = None,
+                 to_step: Mapping[str, float] | None = None) -> pd.DataFrame:
     """Per run: max of `key`, the step of the max, the last step, whether the peak was reached.
 
-    With `from_step` (run_id -> step), only measurements at steps >= that step
-    count (max, argmax and `peak_reached` are those of the window); runs
-    missing from it, or with a NaN step, are left out.
+    With `from_step` / `to_step` (run_id -> step), only measurements at steps
+    >= / <= that step count (max, argmax and `peak_reached` are those of the
+    window); runs missing from either, or with a NaN step, are left out.
     """
     out = []
     for run_id, g in _metric_rows(table, key).groupby("run_id", sort=True):
         v, s = g["value"].to_numpy(float), g["step"].to_numpy()
-        if from_step is not None:
-            start = from_step.get(run_id, np.nan)
-            if not np.isfinite(start):
-                continue
-            v, s = v[s >= start], s[s >= start]
+        lo = from_step.get(run_id, np.nan) if from_step is not None else -np.inf
+        hi = to_step.get(run_id, np.nan) if to_step is not None else np.inf
+        if np.isnan(lo) or np.isnan(hi):
+            continue
+        inside = (s >= lo) & (s <= hi)
+        v, s = v[inside], s[inside]
         fin = np.isfinite(v)
         if not fin.any():
             continue
@@ -141,29 +174,44 @@ def saturation_steps(table: Any, key: str = "gradcov/top", eps: float = 0.05,
     return pd.Series(out, dtype=float, name="breakeven_step")
 
 
+def run_stability_step(table: Any, row: pd.Series | Mapping[str, Any],
+                       noise_scale_key: str | None = None) -> float:
+    """Break-even step of one trial by the stability detector on its `hessian/top`.
+
+    η is the logged `lr` interpolated at the probe steps (schedules), else the
+    config's; S and N come from the config (`train.batch_size`,
+    `data.train_size`), s from `noise_scale_key` when a probe logs it.
+    """
+    rid = row["run_id"]
+    h = table.series(rid, "hessian/top").sort_index()
+    if not len(h):
+        return float("nan")
+    at = h.index.to_numpy(float)
+    lr_log = table.series(rid, "lr").sort_index()
+    eta = (np.interp(at, lr_log.index.to_numpy(float), lr_log.to_numpy(float)) if len(lr_log)
+           else float(pd.to_numeric(row.get(LR, np.nan), errors="coerce")))
+    s_log = table.series(rid, noise_scale_key).sort_index() if noise_scale_key else h.iloc[:0]
+    s = np.interp(at, s_log.index.to_numpy(float), s_log.to_numpy(float)) if len(s_log) else None
+    num = lambda k: pd.to_numeric(row.get(k, np.nan), errors="coerce")  # noqa: E731
+    return stability_step(h.index.to_numpy(), h.to_numpy(), eta, num(BATCH), num(TRAIN_SIZE), s)
+
+
 def breakeven_steps(table: Any, peak_eps: float = 0.05, window: int = 3) -> pd.DataFrame:
     """Per trial break-even step by both detectors, and whether each peak was reached.
 
     Columns: run_id, status, optim.lr, train.batch_size, seed, stability_step
-    (first λ_H¹ ≥ 2/η, with η from the logged `lr` when present),
-    saturation_step_gradcov / saturation_step_hessian (running max of λ_K¹ /
-    λ_H¹ grows < peak_eps over `window` measurements), peak_reached_gradcov /
-    peak_reached_hessian (the trajectory passed its maximum: `peak_reached`).
+    (`run_stability_step`: λ_H¹ ≥ 2/η while s is not logged, η from the
+    logged `lr` when present), saturation_step_gradcov /
+    saturation_step_hessian (running max of λ_K¹ / λ_H¹ grows < peak_eps over
+    `window` measurements), peak_reached_gradcov / peak_reached_hessian (the
+    trajectory passed its maximum: `peak_reached`).
     """
-    runs = table.runs
     rows = []
-    for _, r in runs.iterrows():
+    for _, r in table.runs.iterrows():
         rid = r["run_id"]
         row = {"run_id": rid, "status": r["status"], LR: r.get(LR, np.nan),
-               BATCH: r.get(BATCH, np.nan), "seed": r["seed"]}
-        h = table.series(rid, "hessian/top").sort_index()
-        lr_log = table.series(rid, "lr").sort_index()
-        if len(h) and len(lr_log):
-            eta = np.interp(h.index.to_numpy(float), lr_log.index.to_numpy(float),
-                            lr_log.to_numpy(float))
-        else:
-            eta = float(r.get(LR, np.nan))
-        row["stability_step"] = stability_step(h.index.to_numpy(), h.to_numpy(), eta) if len(h) else np.nan
+               BATCH: r.get(BATCH, np.nan), "seed": r["seed"],
+               "stability_step": run_stability_step(table, r)}
         for short, key in (("gradcov", "gradcov/top"), ("hessian", "hessian/top")):
             s = table.series(rid, key).sort_index()
             row[f"saturation_step_{short}"] = saturation_step(s.index.to_numpy(), s.to_numpy(),
@@ -171,6 +219,81 @@ def breakeven_steps(table: Any, peak_eps: float = 0.05, window: int = 3) -> pd.D
             row[f"peak_reached_{short}"] = peak_reached(s.to_numpy(), peak_eps)
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+# ------------------------------------------------------------------- plans
+C1_WINDOW = "until_probe/acc>=0.65"
+DETECTOR_OPTIONS = {"peak_eps": 0.05, "breakeven_key": "gradcov/top", "breakeven_window": 3}
+
+
+def _plan(conjecture: str, key: str, sign_lr: int, axis: str, family: str, window: str,
+          detector: str | None, exclusions: tuple[str, ...], where: str) -> AnalysisPlan:
+    col, sym = AXES[axis]
+    sign = sign_lr if axis == "lr" else -sign_lr
+    more = "larger" if sign > 0 else "smaller"
+    direction = "larger η" if axis == "lr" else "smaller S"
+    statement = (f"max {SYMBOL.get(key, key)} ({key}) {where} is "
+                 f"{'larger' if sign_lr > 0 else 'smaller'} for {direction} (i.e. {more} for "
+                 f"larger {sym}, other config fields held fixed, seeds as blocks)")
+    return AnalysisPlan(
+        conjecture=conjecture, statement=statement, metric=key,
+        statistic="stratified_spearman", predicted_sign=sign, window=window, detector=detector,
+        exclusions=exclusions, family=family, alpha=0.05, min_n=10, min_per_stratum=3,
+        effect_of_interest=0.5, options={**DETECTOR_OPTIONS, "axis": col})
+
+
+def _plans() -> dict[str, AnalysisPlan]:
+    out = {}
+    for axis in AXES:
+        for key, sign in C1_SIGNS.items():
+            p = _plan(f"breakeven.c1_{axis}", key, sign, axis, "breakeven.c1", C1_WINDOW, None,
+                      ("unfinished", "window_not_reached"),
+                      "up to the first probe with train accuracy ≥ 0.65")
+            out[f"{p.conjecture}[{key}]"] = p
+        for key, sign in C2_SIGNS.items():
+            p = _plan(f"breakeven.c2_{axis}", key, sign, axis, "breakeven.c2", "after_breakeven",
+                      "saturation", ("unfinished", "no_breakeven", "peak_not_reached"),
+                      "at or after the break-even step")
+            out[f"{p.conjecture}[{key}]"] = p
+    return out
+
+
+PLANS = _plans()
+
+
+# ------------------------------------------------------------------ windows
+def breakeven_step_of(table: Any, runs: pd.DataFrame, plan: AnalysisPlan) -> pd.Series:
+    """Break-even step per run_id by the plan's detector (NaN: none)."""
+    o = {**DETECTOR_OPTIONS, **plan.options}
+    if plan.detector == "saturation":
+        be = saturation_steps(table, o["breakeven_key"], o["peak_eps"], o["breakeven_window"])
+        return be.reindex(runs["run_id"])
+    if plan.detector == "stability":
+        return pd.Series({r["run_id"]: run_stability_step(table, r, o.get("noise_scale_key"))
+                          for _, r in runs.iterrows()}, dtype=float).reindex(runs["run_id"])
+    raise ValueError(f"plan {plan.conjecture!r}: detector must be saturation or stability, "
+                     f"got {plan.detector!r}")
+
+
+def window_bounds(table: Any, runs: pd.DataFrame, plan: AnalysisPlan) -> pd.DataFrame:
+    """First and last step of each run's window (`plan.window`); NaN where it has none.
+
+    `after_breakeven` starts at the plan detector's break-even step;
+    `until_<m><op><v>` ends at the first step where metric m satisfies the
+    condition, `from_…` starts there; a run whose metric never does (or was
+    not logged) has no window.
+    """
+    w = plan.parsed_window
+    ids = runs["run_id"]
+    out = pd.DataFrame({"start": -np.inf, "end": np.inf}, index=pd.Index(ids, name="run_id"))
+    if w.kind == "after_breakeven":
+        out["start"] = breakeven_step_of(table, runs, plan).to_numpy(float)
+    elif w.kind in ("until", "from"):
+        rows = metric_frame(table, w.metric)
+        hits = rows.loc[np.array([w.holds(v) for v in rows["value"].to_numpy(float)], dtype=bool)]
+        first = hits.groupby("run_id")["step"].min().reindex(ids).to_numpy(float)
+        out["end" if w.kind == "until" else "start"] = first
+    return out
 
 
 # ------------------------------------------------------------- conjectures
@@ -187,103 +310,90 @@ def _strata_columns(runs: pd.DataFrame, axis_col: str, strata: list[str] | None)
     return cols
 
 
-MAX_OVER = ("all", "after_breakeven")
+EXCLUSIONS = ("unfinished", "window_not_reached", "no_breakeven", "peak_not_reached")
 
 
-def _judge_axis(table: Any, name: str, signs: dict[str, int], axis: str, *,
-                optional: tuple[str, ...] = (), peak_eps: float = 0.05, min_trials: int = 4,
-                alpha: float = ALPHA, n_perm: int = N_PERM, n_boot: int = N_BOOT,
-                rng_seed: int = 0, strata: list[str] | None = None,
-                max_over: Literal["all", "after_breakeven"] = "all",
-                breakeven_key: str = "gradcov/top", breakeven_window: int = 3) -> list[Verdict]:
-    if max_over not in MAX_OVER:
-        raise ValueError(f"max_over must be one of {MAX_OVER}, got {max_over!r}")
-    col, sym = AXES[axis]
+def _judge_plan(table: Any, vname: str, plan: AnalysisPlan, *, n_perm: int, n_boot: int,
+                rng_seed: int, strata: list[str] | None) -> Verdict | None:
+    """One verdict: the trend of the window maximum of `plan.metric` along the plan's axis."""
+    unknown = set(plan.exclusions) - set(EXCLUSIONS)
+    if unknown:
+        raise ValueError(f"plan {vname!r}: unknown exclusions {sorted(unknown)}")
+    key, col = plan.metric, plan.options["axis"]
+    if key in C2_OPTIONAL and _metric_rows(table, key).empty:
+        return None                                  # Tr(H) is judged only when measured
     runs, excluded = usable_runs(table.runs)
     held = _strata_columns(runs, col, strata)
-    held_txt = ", ".join(held) if held else "nothing else varies"
-    from_step = None
-    window_base: dict[str, Any] = {"max_over": max_over}
-    where = ""
-    if max_over == "after_breakeven":
-        be = saturation_steps(table, breakeven_key, peak_eps, breakeven_window)
-        be = be.reindex(runs["run_id"])
-        from_step = be.to_dict()
-        window_base.update(breakeven_key=breakeven_key, breakeven_window=breakeven_window,
-                           excluded_no_breakeven=int(be.isna().sum()))
-        where = (f" over steps at or after each trial's break-even step (saturation of "
-                 f"{SYMBOL.get(breakeven_key, breakeven_key)})")
-    verdicts = []
-    for key, sign_lr in signs.items():
-        sign = sign_lr if axis == "lr" else -sign_lr
-        more = "larger" if sign > 0 else "smaller"
-        direction = "larger η" if axis == "lr" else "smaller S"
-        sym_k = SYMBOL.get(key, key)
-        statement = (f"max {sym_k} ({key}){where} is {'larger' if sign_lr > 0 else 'smaller'} for "
-                     f"{direction} (i.e. {more} for larger {sym}; held fixed: {held_txt})")
-        vname = f"{name}[{key}]"
-        if optional and key in optional and _metric_rows(table, key).empty:
-            continue
-        maxima = trial_maxima(table, key, peak_eps, from_step)
-        base = {"metric": key, "axis": col, "strata": held, **excluded, "peak_eps": peak_eps,
-                **window_base}
-        if maxima.empty and _metric_rows(table, key).empty:
-            verdicts.append(inconclusive(vname, statement, f"{key} was not logged", **base))
-            continue
-        if col not in runs.columns:
-            verdicts.append(inconclusive(vname, statement, f"no column {col}", **base))
-            continue
-        df = runs.set_index("run_id").join(maxima, how="inner")
-        n_no_peak = int((~df["peak_reached"].astype(bool)).sum())
+    bounds = window_bounds(table, runs, plan)
+    no_window = bounds.isna().any(axis=1)
+    reason_key = "excluded_no_breakeven" if plan.window == "after_breakeven" else \
+        "excluded_window_not_reached"
+    base = {"metric": key, "axis": col, "strata": held, **excluded, "window": plan.window,
+            "detector": plan.detector, "peak_eps": plan.options["peak_eps"],
+            "blocks": "seed", reason_key: int(no_window.sum())}
+    if plan.detector is not None:
+        base.update(breakeven_key=plan.options["breakeven_key"],
+                    breakeven_window=plan.options["breakeven_window"])
+    if plan.detector == "stability":
+        base["noise_term"] = ("on" if plan.options.get("noise_scale_key") else
+                              "off: s (gradient spread along the top direction) is not logged")
+    if _metric_rows(table, key).empty or col not in runs.columns:
+        why = f"{key} was not logged" if col in runs.columns else f"no column {col}"
+        return judge(plan, None, name=vname, n=0, reason=why, **base)
+    maxima = trial_maxima(table, key, plan.options["peak_eps"], bounds["start"].to_dict(),
+                          bounds["end"].to_dict())
+    df = runs.set_index("run_id").join(maxima, how="inner")
+    n_no_peak = int((~df["peak_reached"].astype(bool)).sum())
+    if "peak_not_reached" in plan.exclusions:
         df = df[df["peak_reached"].astype(bool)]
-        n_no_be = int(window_base.get("excluded_no_breakeven", 0))
-        base.update(excluded_peak_not_reached=n_no_peak,
-                    excluded_no_data=int(len(runs) - len(df) - n_no_peak - n_no_be))
-        if len(df) < min_trials:
-            verdicts.append(inconclusive(
-                vname, statement,
-                f"only {len(df)} trials {'had a break-even step and ' if from_step else ''}"
-                f"passed their peak (< {min_trials})",
-                n=len(df), **base))
-            continue
-        x = param(df, col).to_numpy(float)
-        groups = df[held].astype(str).agg("|".join, axis=1) if held else None
-        res = trend_test(x, df["max"].to_numpy(float), groups, n_perm=n_perm, n_boot=n_boot,
-                         rng_seed=rng_seed, alpha=alpha)
-        means = df.assign(_x=x).groupby("_x")["max"].mean()
-        verdicts.append(res.verdict(vname, statement, sign, alpha, **base,
-                                    mean_max_by_level={float(k): float(v) for k, v in means.items()}))
-    return verdicts
+        base["excluded_peak_not_reached"] = n_no_peak
+    base["excluded_no_data"] = int(len(runs) - no_window.sum() - len(maxima.index.intersection(
+        runs["run_id"])))
+    if len(df) < 3:
+        return judge(plan, None, name=vname, n=len(df),
+                     reason=f"only {len(df)} trials had a window and a maximum in it", **base)
+    x = param(df, col).to_numpy(float)
+    groups = df[held].astype(str).agg("|".join, axis=1) if held else None
+    res = trend_test(x, df["max"].to_numpy(float), groups, blocks=df["seed"].astype(str),
+                     n_perm=n_perm, n_boot=n_boot, rng_seed=rng_seed, alpha=plan.alpha)
+    means = df.assign(_x=x).groupby("_x")["max"].mean()
+    return judge(plan, res, name=vname, **base,
+                 mean_max_by_level={float(k): float(v) for k, v in means.items()})
 
 
-def c1_lr(table: Any, **options: Any) -> list[Verdict]:
-    """Conjecture 1 along η: max λ_H¹ and max λ_K¹ smaller for larger η (max over the whole run)."""
-    return _judge_axis(table, "breakeven.c1_lr", C1_SIGNS, "lr", **options)
+def _judge_axis(table: Any, name: str, plans: Mapping[str, AnalysisPlan] | None, *,
+                n_perm: int = N_PERM, n_boot: int = N_BOOT, rng_seed: int = 0,
+                strata: list[str] | None = None) -> list[Verdict]:
+    plans = own_plans(PLANS, name, plans)
+    out = [_judge_plan(table, vname, plan, n_perm=n_perm, n_boot=n_boot, rng_seed=rng_seed,
+                       strata=strata) for vname, plan in plans.items()]
+    return [v for v in out if v is not None]
 
 
-def c1_batch(table: Any, **options: Any) -> list[Verdict]:
-    """Conjecture 1 along S: max λ_H¹ and max λ_K¹ smaller for smaller S (max over the whole run)."""
-    return _judge_axis(table, "breakeven.c1_batch", C1_SIGNS, "batch", **options)
+def c1_lr(table: Any, plans: Mapping[str, AnalysisPlan] | None = None,
+          **options: Any) -> list[Verdict]:
+    """Conjecture 1 along η: max λ_H¹ and max λ_K¹ (until train accuracy 0.65) smaller for larger η."""
+    return _judge_axis(table, "breakeven.c1_lr", plans, **options)
 
 
-def c2_lr(table: Any, max_over: str = "after_breakeven", **options: Any) -> list[Verdict]:
-    """Conjecture 2 along η: max Tr(K)/λ_K¹ larger, max Tr(K) (Tr(H)) smaller for larger η.
-
-    The max is taken at or after each trial's break-even step by default
-    (`max_over="after_breakeven"`; `"all"` takes it over the whole run).
-    """
-    return _judge_axis(table, "breakeven.c2_lr", C2_SIGNS, "lr", optional=C2_OPTIONAL,
-                       max_over=max_over, **options)
+def c1_batch(table: Any, plans: Mapping[str, AnalysisPlan] | None = None,
+             **options: Any) -> list[Verdict]:
+    """Conjecture 1 along S: max λ_H¹ and max λ_K¹ (until train accuracy 0.65) smaller for smaller S."""
+    return _judge_axis(table, "breakeven.c1_batch", plans, **options)
 
 
-def c2_batch(table: Any, max_over: str = "after_breakeven", **options: Any) -> list[Verdict]:
-    """Conjecture 2 along S: max Tr(K)/λ_K¹ larger, max Tr(K) (Tr(H)) smaller for smaller S.
+def c2_lr(table: Any, plans: Mapping[str, AnalysisPlan] | None = None,
+          **options: Any) -> list[Verdict]:
+    """Conjecture 2 along η: max Tr(K)/λ_K¹ larger, max Tr(K) (Tr(H)) smaller for larger η,
+    maxima taken at or after each trial's break-even step."""
+    return _judge_axis(table, "breakeven.c2_lr", plans, **options)
 
-    The max is taken at or after each trial's break-even step by default
-    (`max_over="after_breakeven"`; `"all"` takes it over the whole run).
-    """
-    return _judge_axis(table, "breakeven.c2_batch", C2_SIGNS, "batch", optional=C2_OPTIONAL,
-                       max_over=max_over, **options)
+
+def c2_batch(table: Any, plans: Mapping[str, AnalysisPlan] | None = None,
+             **options: Any) -> list[Verdict]:
+    """Conjecture 2 along S: max Tr(K)/λ_K¹ larger, max Tr(K) (Tr(H)) smaller for smaller S,
+    maxima taken at or after each trial's break-even step."""
+    return _judge_axis(table, "breakeven.c2_batch", plans, **options)
 
 
 # ------------------------------------------------------------------ figures
@@ -411,4 +521,5 @@ EXPERIMENT = register(Experiment(
              "breakeven_fig7_pca.png": fig_pca},
     tables={BREAKEVEN_STEPS_CSV: breakeven_steps},
     specs=("breakeven.yaml", "breakeven-cifar.yaml"),
+    plans=PLANS,
 ))

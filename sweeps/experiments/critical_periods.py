@@ -23,30 +23,39 @@ trial (N = w) and the onset trial at t₀ = 0; each conjecture picks its
 trials by geometry: removal trials share the budget, onset trials the
 window length and the run length. N = 0 is the clean arm of `budget` epochs.
 
-Manipulation check `critical_periods.pilot_blur_hurts`: the permanently
-blurred arm ends significantly (p < alpha) and materially (by at least
-`min_drop`) less accurate than the clean arm of the same length. When it
-does not, every deficit conjecture returns an invalid-protocol verdict with
-the reason and what would fix it (a stronger deficit, a task whose high
-frequencies matter, more seeds): a deficit that never hurt cannot show a
-critical period, and "controls leave no lasting effect" would pass trivially.
-The Fisher conjecture does not depend on the deficit and is not gated.
-Until the engine has a verdict kind of its own, an invalid protocol is an
-"inconclusive" verdict with `protocol: invalid`, `reason` and `fix` in details.
+Manipulation check `blur_hurts` (also judged alone as
+`critical_periods.pilot_blur_hurts`): the permanently blurred arm ends
+significantly (p < alpha) and materially (by more than `min_drop`) less
+accurate than the clean arm of the same length: a test of
+H0: d = −min_drop for d = mean(blur always) − mean(clean), predicted below.
+Every deficit conjecture's plan lists it; when it fails, the verdict is
+`invalid_protocol` with the reason and what would fix it (`fix` in details: a
+stronger deficit, a task whose high frequencies matter, more seeds): a
+deficit that never hurt cannot show a critical period, and "controls leave
+no lasting effect" would pass trivially. The Fisher conjecture does not
+depend on the deficit and is not gated.
+
+Plans (`PLANS`): the four deficit conjectures are the Holm family
+`critical_periods`, the pilot check its own (`critical_periods.pilot`);
+alpha 0.05; trends need 10 trials (seeds as blocks: trials of one seed share
+their initialisation), comparisons 5 per arm (3 against 3 cannot reach
+p < 0.05 in a permutation test); effects of interest |rho| 0.5 and 0.02 of
+accuracy (two points). The Fisher sign test has no plan yet: a binomial
+test is not among the plan statistics, so its verdict is judged by p alone.
 
 Conjectures (final accuracy = `final/val_acc`, else the last `val/acc`):
 - `removal_hurts`: final accuracy decreases with N (blur removal trials plus
-  the clean N = 0 arm; Spearman, permutation p). details carry the
+  the clean N = 0 arm; Spearman within seeds, permutation p). details carry the
   shape: per-N means, the drop over the first and the second half of the N
   range, and least-squares R² of a line against a one-step fit.
 - `early_onset_most_sensitive`: sensitivity = mean clean accuracy (same run
   length) − final accuracy falls with t₀ (Spearman of sensitivity vs t₀ < 0).
 - `controls_no_lasting_effect`: each of vflip and label permutation, removed
   at N, ends within `margin` (default 0.02 = 2 accuracy points) of the clean
-  arm of the same budget: non-inferiority, one-sided permutation test of
-  H0: mean(control) − mean(clean) ≤ −margin with the (1 − 2 alpha) bootstrap
-  lower bound ≥ −margin; refuted when the upper bound is below −margin.
-  Supported only when both controls are. The margin is about three times
+  arm of the same budget: non-inferiority per control, a permutation test of
+  H0: mean(control) − mean(clean) = −margin, and one intersection–union
+  test over the controls: supported only when both are significantly above
+  −margin, refuted when either is significantly below. The margin is about three times
   the seed-to-seed spread of the clean arm at the shipped size and a sixth
   of the pilot's drop at N = 40 (0.895 → 0.770).
 - `noise_hurts_less_than_blur`: at the same N, noise-removal trials end more
@@ -63,18 +72,19 @@ Conjectures (final accuracy = `final/val_acc`, else the last `val/acc`):
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, replace
+from typing import Any, Mapping
 
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 from scipy import stats
 
+from sweeps.conjectures.plan import AnalysisPlan, Check
 from sweeps.conjectures.verdict import (ALPHA, N_BOOT, N_PERM, Verdict, compare_groups,
-                                        final_value, inconclusive, metric_frame, trend_test,
-                                        usable_runs)
-from sweeps.experiments import Experiment, Sources, register
+                                        final_value, inconclusive, intersection_union, judge,
+                                        metric_frame, trend_test, usable_runs)
+from sweeps.experiments import Experiment, Sources, own_plans, register
 from sweeps.report import DPI, has_metrics, mean_curve
 
 KIND, START, END, EPOCHS = ("data.deficit.kind", "data.deficit.start_epoch",
@@ -86,6 +96,44 @@ MIN_DROP = 0.01
 DROP, WINDOW = 0.2, 5          # Fisher: fall from the smoothed peak, smoothing width
 FIX = ("make the deficit bite before judging critical periods: a stronger blur, a model and "
        "task whose high frequencies carry the label, longer training, or more seeds")
+ACC = "final/val_acc"
+BLUR_HURTS = Check("blur_hurts", f"the permanently blurred arm ends more than {MIN_DROP:g} below "
+                                 "the clean arm of the same length, p < alpha")
+_GATED = dict(metric=ACC, exclusions=("unfinished",), family="critical_periods",
+              checks=(BLUR_HURTS,))
+_CHECK = {"min_drop": MIN_DROP}                    # the threshold of blur_hurts
+_TREND = dict(statistic="stratified_spearman", min_n=10, min_per_stratum=3,
+              effect_of_interest=0.5)
+_GROUPS = dict(min_n=10, min_per_stratum=5, effect_of_interest=0.02)
+PLANS = {
+    "critical_periods.pilot_blur_hurts": AnalysisPlan(
+        conjecture="critical_periods.pilot_blur_hurts", metric=ACC,
+        statistic="non_inferiority", predicted_sign=-1, exclusions=("unfinished",),
+        family="critical_periods.pilot", **_GROUPS, options={"min_drop": MIN_DROP},
+        statement=f"a permanent blur lowers final test accuracy by more than {MIN_DROP:g} "
+                  "against clean training of the same length (manipulation check)"),
+    "critical_periods.removal_hurts": AnalysisPlan(
+        conjecture="critical_periods.removal_hurts", **_GATED, **_TREND, predicted_sign=-1,
+        options=_CHECK,
+        statement="final test accuracy decreases with the epoch N at which the blur deficit "
+                  "is removed (fixed clean budget afterwards)"),
+    "critical_periods.early_onset_most_sensitive": AnalysisPlan(
+        conjecture="critical_periods.early_onset_most_sensitive", **_GATED, **_TREND,
+        predicted_sign=-1, options=_CHECK,
+        statement="sensitivity (clean − final accuracy) to a short blur window decreases with "
+                  "its onset epoch t0"),
+    "critical_periods.controls_no_lasting_effect": AnalysisPlan(
+        conjecture="critical_periods.controls_no_lasting_effect", **_GATED,
+        statistic="intersection_union", predicted_sign=+1, **_GROUPS,
+        options={**_CHECK, "margin": MARGIN, "controls": list(CONTROLS)},
+        statement=f"{' and '.join(CONTROLS)} deficits, once removed, leave final test accuracy "
+                  f"within {MARGIN:g} of clean training with the same budget"),
+    "critical_periods.noise_hurts_less_than_blur": AnalysisPlan(
+        conjecture="critical_periods.noise_hurts_less_than_blur", **_GATED,
+        statistic="difference_of_means", predicted_sign=+1, **_GROUPS, options=_CHECK,
+        statement="a noise deficit removed at epoch N leaves a higher final test accuracy than "
+                  "a blur deficit removed at the same N"),
+}
 
 
 # ------------------------------------------------------------------ arms
@@ -159,59 +207,59 @@ def _mode(values: pd.Series) -> int | None:
 
 
 # ------------------------------------------------------- manipulation check
-def blur_check(df: pd.DataFrame, *, alpha: float = ALPHA, min_drop: float = MIN_DROP,
-               n_perm: int = N_PERM, n_boot: int = N_BOOT, rng_seed: int = 0) -> Verdict:
-    """Does a permanent blur lower final accuracy against clean runs of the same length?"""
-    name = "critical_periods.pilot_blur_hurts"
-    statement = (f"a permanent blur lowers final test accuracy by at least {min_drop:g} "
-                 f"against clean training of the same length (manipulation check)")
+def blur_test(df: pd.DataFrame, *, alpha: float = ALPHA, min_drop: float = MIN_DROP,
+              n_perm: int = N_PERM, n_boot: int = N_BOOT, rng_seed: int = 0):
+    """(result, epochs, reason): does a permanent blur lower final accuracy by more than
+    `min_drop` against clean runs of the same length? result None without the arm."""
     perm = df[(df["sweep"] == "permanent") & (df["deficit"] == "blur")]
     epochs = _mode(perm["epochs"])
     if epochs is None:
-        return inconclusive(name, statement, "no permanently blurred arm in the sweep",
-                            fix="add a variant with data.deficit.kind: blur over the whole run")
+        return None, None, "no permanently blurred arm in the sweep"
     res = compare_groups(perm.loc[perm["epochs"] == epochs, "acc"], clean_acc(df, epochs),
-                         n_perm=n_perm, n_boot=n_boot, rng_seed=rng_seed, alpha=alpha)
-    base = {"epochs": epochs, "min_drop": min_drop, "groups": {"a": "blur always", "b": "clean"}}
-    if not np.isfinite(res.p_value):
-        return inconclusive(name, statement, res.details.get("reason", "no data"), res.n,
-                            **base, **res.details)
-    hurts = res.p_value < alpha and res.effect <= -min_drop
-    kind = "supported" if hurts else ("refuted" if res.p_value < alpha and res.effect > 0
-                                      else "inconclusive")
-    return Verdict(name, statement, kind, res.statistic, res.effect, res.ci_low, res.ci_high,
-                   res.p_value, res.n, {**res.details, **base, "alpha": alpha})
+                         n_perm=n_perm, n_boot=n_boot, rng_seed=rng_seed, alpha=alpha,
+                         shift=min_drop, alternative="two-sided")
+    return res, epochs, res.details.get("reason", "")
 
 
-def invalid_protocol(name: str, statement: str, check: Verdict) -> Verdict:
-    """The verdict of a conjecture whose manipulation check failed.
-
-    Kind "inconclusive" with `protocol: invalid` in details (the engine has
-    no invalid-protocol kind yet), the reason and the fix.
-    """
-    why = check.details.get("reason") or (
-        f"permanent blur changed final accuracy by {check.effect:+.4f} (p = {check.p_value:.3g}); "
-        f"it must drop by at least {check.details.get('min_drop', MIN_DROP):g} with p < alpha")
-    return Verdict(name, statement, "inconclusive", n=check.n,
-                   details={"reason": f"invalid protocol: the deficit does not hurt: {why}; "
-                                      f"to fix: {FIX}",
-                            "protocol": "invalid", "check": check.name,
-                            "check_verdict": check.verdict, "fix": FIX})
+def blur_check(df: pd.DataFrame, *, alpha: float = ALPHA, min_drop: float = MIN_DROP,
+               n_perm: int = N_PERM, n_boot: int = N_BOOT, rng_seed: int = 0) -> tuple[bool, str]:
+    """The manipulation check `blur_hurts` as (passed, one-line detail)."""
+    res, epochs, why = blur_test(df, alpha=alpha, min_drop=min_drop, n_perm=n_perm,
+                                 n_boot=n_boot, rng_seed=rng_seed)
+    if res is None or not np.isfinite(res.p_value):
+        return False, f"the deficit does not hurt: {why or 'no test'}; to fix: {FIX}"
+    passed = res.p_value < alpha and res.effect < -min_drop
+    return passed, (f"permanent blur changed final accuracy by {res.effect:+.4f} "
+                    f"(p = {res.p_value:.3g} against a drop of {min_drop:g}, {epochs} epochs)"
+                    + ("" if passed else f"; the deficit does not hurt; to fix: {FIX}"))
 
 
-def pilot_blur_hurts(table: Any, **options: Any) -> list[Verdict]:
+def pilot_blur_hurts(table: Any, plans: Mapping[str, AnalysisPlan] | None = None,
+                     **options: Any) -> list[Verdict]:
     """Manipulation check: the permanently blurred arm ends less accurate than the clean arm."""
+    name = "critical_periods.pilot_blur_hurts"
+    plan = own_plans(PLANS, name, plans)[name]
     df, excluded = arm_frame(table)
-    v = blur_check(df, **options)
-    return [Verdict(v.name, v.statement, v.verdict, v.statistic, v.effect, v.ci_low, v.ci_high,
-                    v.p_value, v.n, {**v.details, **excluded,
-                                     **({} if v.verdict == "supported" else {"fix": FIX})})]
+    res, epochs, why = blur_test(df, alpha=plan.alpha, min_drop=plan.options["min_drop"],
+                                 **options)
+    base = {**excluded, "epochs": epochs, "min_drop": plan.options["min_drop"],
+            "groups": {"a": "blur always", "b": "clean"}}
+    v = judge(plan, res, n=0, reason=why, **base)
+    return [v if v.verdict == "supported" else replace(v, details={**v.details, "fix": FIX})]
 
 
-def _gate(df: pd.DataFrame, alpha: float, min_drop: float, n_perm: int, n_boot: int,
-          rng_seed: int) -> Verdict:
-    return blur_check(df, alpha=alpha, min_drop=min_drop, n_perm=n_perm, n_boot=n_boot,
-                      rng_seed=rng_seed)
+def _gate(df: pd.DataFrame, plan: AnalysisPlan, n_perm: int, n_boot: int,
+          rng_seed: int) -> dict[str, tuple[bool, str]]:
+    """A deficit conjecture's manipulation check, at its plan's alpha and `min_drop`."""
+    return {BLUR_HURTS.name: blur_check(df, alpha=plan.alpha, min_drop=plan.options["min_drop"],
+                                        n_perm=n_perm, n_boot=n_boot, rng_seed=rng_seed)}
+
+
+def _failed(plan: AnalysisPlan, checks: dict[str, tuple[bool, str]], **details: Any) -> Verdict | None:
+    """The invalid-protocol verdict when a check failed (None when all passed)."""
+    if all(passed for passed, _ in checks.values()):
+        return None
+    return judge(plan, None, checks=checks, n=0, fix=FIX, **details)
 
 
 # ------------------------------------------------------------ removal sweep
@@ -252,34 +300,33 @@ def removal_shape(levels: np.ndarray, means: np.ndarray) -> dict[str, Any]:
 
 
 def removal_test(rem: pd.DataFrame, *, alpha: float, n_perm: int, n_boot: int, rng_seed: int):
-    """Statistics of `removal_hurts`: Spearman of final accuracy vs N (one stratum), permutation p."""
+    """Statistics of `removal_hurts`: Spearman of final accuracy vs N within seeds, permutation p."""
     return trend_test(rem["N"].to_numpy(float), rem["acc"].to_numpy(float), None,
-                      n_perm=n_perm, n_boot=n_boot, rng_seed=rng_seed, alpha=alpha)
+                      blocks=rem["seed"].astype(str).to_numpy(), n_perm=n_perm, n_boot=n_boot,
+                      rng_seed=rng_seed, alpha=alpha)
 
 
-def removal_hurts(table: Any, *, deficit: str = "blur", budget: int | None = None,
-                  alpha: float = ALPHA, n_perm: int = N_PERM, n_boot: int = N_BOOT,
-                  rng_seed: int = 0, min_trials: int = 4,
-                  min_drop: float = MIN_DROP) -> list[Verdict]:
+def removal_hurts(table: Any, plans: Mapping[str, AnalysisPlan] | None = None, *,
+                  deficit: str = "blur", budget: int | None = None, n_perm: int = N_PERM,
+                  n_boot: int = N_BOOT, rng_seed: int = 0) -> list[Verdict]:
     """Final accuracy decreases with the epoch N at which the deficit is removed."""
     name = "critical_periods.removal_hurts"
-    statement = (f"final test accuracy decreases with the epoch N at which the {deficit} "
-                 f"deficit is removed (fixed clean budget afterwards)")
+    plan = own_plans(PLANS, name, plans)[name]
     df, excluded = arm_frame(table)
-    check = _gate(df, alpha, min_drop, n_perm, n_boot, rng_seed)
-    if check.verdict != "supported":
-        return [invalid_protocol(name, statement, check)]
+    checks = _gate(df, plan, n_perm, n_boot, rng_seed)
+    if (bad := _failed(plan, checks, **excluded)) is not None:
+        return [bad]
     rem, budget = removal_frame(df, deficit, budget)
     base = {**excluded, "budget": budget, "deficit": deficit}
-    if len(rem) < min_trials or rem["N"].nunique() < 2:
-        return [inconclusive(name, statement, f"only {len(rem)} removal trials at "
-                             f"{rem['N'].nunique()} levels of N (need {min_trials}, 2)",
-                             len(rem), **base)]
-    res = removal_test(rem, alpha=alpha, n_perm=n_perm, n_boot=n_boot, rng_seed=rng_seed)
+    if len(rem) < 3 or rem["N"].nunique() < 2:
+        return [judge(plan, None, checks=checks, n=len(rem),
+                      reason=f"only {len(rem)} removal trials at {rem['N'].nunique()} levels of N",
+                      **base)]
+    res = removal_test(rem, alpha=plan.alpha, n_perm=n_perm, n_boot=n_boot, rng_seed=rng_seed)
     means = rem.groupby("N")["acc"].mean()
-    return [res.verdict(name, statement, -1, alpha, **base,
-                        mean_acc_by_N={int(k): float(v) for k, v in means.items()},
-                        **removal_shape(means.index.to_numpy(), means.to_numpy()))]
+    return [judge(plan, res, checks=checks, **base,
+                  mean_acc_by_N={int(k): float(v) for k, v in means.items()},
+                  **removal_shape(means.index.to_numpy(), means.to_numpy()))]
 
 
 # -------------------------------------------------------------- onset sweep
@@ -300,93 +347,71 @@ def onset_frame(df: pd.DataFrame, deficit: str = "blur", window: int | None = No
 
 
 def onset_test(win: pd.DataFrame, *, alpha: float, n_perm: int, n_boot: int, rng_seed: int):
-    """Statistics of `early_onset_most_sensitive`: Spearman of sensitivity vs t₀, permutation p."""
+    """Statistics of `early_onset_most_sensitive`: Spearman of sensitivity vs t₀ within seeds."""
     return trend_test(win["t0"].to_numpy(float), win["sensitivity"].to_numpy(float), None,
-                      n_perm=n_perm, n_boot=n_boot, rng_seed=rng_seed, alpha=alpha)
+                      blocks=win["seed"].astype(str).to_numpy(), n_perm=n_perm, n_boot=n_boot,
+                      rng_seed=rng_seed, alpha=alpha)
 
 
-def early_onset_most_sensitive(table: Any, *, deficit: str = "blur", window: int | None = None,
-                               epochs: int | None = None, alpha: float = ALPHA,
-                               n_perm: int = N_PERM, n_boot: int = N_BOOT, rng_seed: int = 0,
-                               min_trials: int = 4,
-                               min_drop: float = MIN_DROP) -> list[Verdict]:
+def early_onset_most_sensitive(table: Any, plans: Mapping[str, AnalysisPlan] | None = None, *,
+                               deficit: str = "blur", window: int | None = None,
+                               epochs: int | None = None, n_perm: int = N_PERM,
+                               n_boot: int = N_BOOT, rng_seed: int = 0) -> list[Verdict]:
     """Sensitivity to a short deficit window is largest when the window starts early."""
     name = "critical_periods.early_onset_most_sensitive"
-    statement = (f"sensitivity (clean − final accuracy) to a short {deficit} window "
-                 f"decreases with its onset epoch t0")
+    plan = own_plans(PLANS, name, plans)[name]
     df, excluded = arm_frame(table)
-    check = _gate(df, alpha, min_drop, n_perm, n_boot, rng_seed)
-    if check.verdict != "supported":
-        return [invalid_protocol(name, statement, check)]
+    checks = _gate(df, plan, n_perm, n_boot, rng_seed)
+    if (bad := _failed(plan, checks, **excluded)) is not None:
+        return [bad]
     win, base_mean, info = onset_frame(df, deficit, window, epochs)
     base = {**excluded, **info, "deficit": deficit}
     if not np.isfinite(base_mean):
-        return [inconclusive(name, statement, "no clean trials of the onset run length", **base)]
-    if len(win) < min_trials or win["t0"].nunique() < 2:
-        return [inconclusive(name, statement, f"only {len(win)} onset trials at "
-                             f"{win['t0'].nunique()} onsets (need {min_trials}, 2)",
-                             len(win), **base)]
-    res = onset_test(win, alpha=alpha, n_perm=n_perm, n_boot=n_boot, rng_seed=rng_seed)
+        return [judge(plan, None, checks=checks, n=len(win),
+                      reason="no clean trials of the onset run length", **base)]
+    if len(win) < 3 or win["t0"].nunique() < 2:
+        return [judge(plan, None, checks=checks, n=len(win),
+                      reason=f"only {len(win)} onset trials at {win['t0'].nunique()} onsets",
+                      **base)]
+    res = onset_test(win, alpha=plan.alpha, n_perm=n_perm, n_boot=n_boot, rng_seed=rng_seed)
     means = win.groupby("t0")["sensitivity"].mean()
-    return [res.verdict(name, statement, -1, alpha, **base,
-                        mean_sensitivity_by_t0={int(k): float(v) for k, v in means.items()})]
+    return [judge(plan, res, checks=checks, **base,
+                  mean_sensitivity_by_t0={int(k): float(v) for k, v in means.items()})]
 
 
 # ----------------------------------------------------------------- controls
 def noninferiority_test(a: pd.Series, b: pd.Series, margin: float, *, alpha: float,
                         n_perm: int, n_boot: int, rng_seed: int):
-    """Statistics of `controls_no_lasting_effect`: mean(a) − mean(b) > −margin, one-sided."""
+    """One control of `controls_no_lasting_effect`: H0 mean(a) − mean(b) = −margin, two-sided
+    (significantly above: within the margin; significantly below: a lasting effect)."""
     return compare_groups(a, b, n_perm=n_perm, n_boot=n_boot, rng_seed=rng_seed, alpha=alpha,
-                          shift=margin, alternative="greater")
+                          shift=margin, alternative="two-sided")
 
 
-def controls_no_lasting_effect(table: Any, *, controls: tuple[str, ...] = CONTROLS,
-                               margin: float = MARGIN, budget: int | None = None,
-                               alpha: float = ALPHA, n_perm: int = N_PERM, n_boot: int = N_BOOT,
-                               rng_seed: int = 0, min_drop: float = MIN_DROP) -> list[Verdict]:
+def controls_no_lasting_effect(table: Any, plans: Mapping[str, AnalysisPlan] | None = None, *,
+                               budget: int | None = None, n_perm: int = N_PERM,
+                               n_boot: int = N_BOOT, rng_seed: int = 0) -> list[Verdict]:
     """Flip and label-permutation deficits, once removed, end within `margin` of clean."""
     name = "critical_periods.controls_no_lasting_effect"
-    statement = (f"{' and '.join(controls)} deficits, once removed, leave final test accuracy "
-                 f"within {margin:g} of clean training with the same budget")
+    plan = own_plans(PLANS, name, plans)[name]
+    margin, controls = float(plan.options["margin"]), tuple(plan.options["controls"])
     df, excluded = arm_frame(table)
-    check = _gate(df, alpha, min_drop, n_perm, n_boot, rng_seed)
-    if check.verdict != "supported":
-        return [invalid_protocol(name, statement, check)]
-    per, results = {}, {}
+    checks = _gate(df, plan, n_perm, n_boot, rng_seed)
+    if (bad := _failed(plan, checks, **excluded)) is not None:
+        return [bad]
+    per, results = {}, []
     for c in controls:
         rem, b = removal_frame(df, c, budget)
         ctrl, clean = rem.loc[rem["N"] > 0], rem.loc[rem["N"] == 0, "acc"]
-        res = noninferiority_test(ctrl["acc"], clean, margin, alpha=alpha, n_perm=n_perm,
+        res = noninferiority_test(ctrl["acc"], clean, margin, alpha=plan.alpha, n_perm=n_perm,
                                   n_boot=n_boot, rng_seed=rng_seed)
-        results[c] = res
-        per[c] = {"verdict": noninferior(res, margin, alpha), "budget": b,
-                  "N": sorted(int(n) for n in ctrl["N"].unique()), "difference": res.effect,
-                  "ci": [res.ci_low, res.ci_high], "p_value": res.p_value,
-                  "n_control": int(len(ctrl)), "n_clean": int(len(clean)),
+        results.append(res)
+        per[c] = {"budget": b, "N": sorted(int(n) for n in ctrl["N"].unique()),
+                  "difference": res.effect, "ci": [res.ci_low, res.ci_high],
+                  "p_value": res.p_value, "n_control": int(len(ctrl)), "n_clean": int(len(clean)),
                   **{k: v for k, v in res.details.items() if k == "reason"}}
-    kinds = [v["verdict"] for v in per.values()]
-    kind = ("refuted" if "refuted" in kinds else
-            "supported" if all(k == "supported" for k in kinds) else "inconclusive")
-    finite = [r for r in results.values() if np.isfinite(r.p_value)]
-    worst = min(finite, key=lambda r: r.effect) if finite else next(iter(results.values()))
-    details = {**excluded, "margin": margin, "controls": per,
-               "test": "non-inferiority per control: one-sided permutation, "
-                       "H0 mean(control) − mean(clean) ≤ −margin; numbers of the worst control"}
-    if kind == "inconclusive":
-        details["reason"] = "not every control is within the margin with p < alpha"
-    return [Verdict(name, statement, kind, worst.statistic, worst.effect, worst.ci_low,
-                    worst.ci_high, worst.p_value, sum(v["n_control"] for v in per.values()),
-                    details)]
-
-
-def noninferior(res: Any, margin: float, alpha: float) -> str:
-    """Non-inferiority rule: supported when the one-sided lower bound is ≥ −margin
-    and p < alpha, refuted when the upper bound is < −margin, else inconclusive."""
-    if not np.isfinite(res.p_value):
-        return "inconclusive"
-    if res.ci_low >= -margin and res.p_value < alpha:
-        return "supported"
-    return "refuted" if res.ci_high < -margin else "inconclusive"
+    res = intersection_union(results, [+1] * len(results))
+    return [judge(plan, res, checks=checks, **excluded, margin=margin, controls=per)]
 
 
 def noise_test(noise: pd.Series, blur: pd.Series, *, alpha: float, n_perm: int, n_boot: int,
@@ -396,17 +421,16 @@ def noise_test(noise: pd.Series, blur: pd.Series, *, alpha: float, n_perm: int, 
                           alpha=alpha)
 
 
-def noise_hurts_less_than_blur(table: Any, *, budget: int | None = None, alpha: float = ALPHA,
-                               n_perm: int = N_PERM, n_boot: int = N_BOOT, rng_seed: int = 0,
-                               min_drop: float = MIN_DROP) -> list[Verdict]:
+def noise_hurts_less_than_blur(table: Any, plans: Mapping[str, AnalysisPlan] | None = None, *,
+                               budget: int | None = None, n_perm: int = N_PERM,
+                               n_boot: int = N_BOOT, rng_seed: int = 0) -> list[Verdict]:
     """Removed at the same N, a noise deficit ends more accurate than a blur deficit."""
     name = "critical_periods.noise_hurts_less_than_blur"
-    statement = ("a noise deficit removed at epoch N leaves a higher final test accuracy than "
-                 "a blur deficit removed at the same N")
+    plan = own_plans(PLANS, name, plans)[name]
     df, excluded = arm_frame(table)
-    check = _gate(df, alpha, min_drop, n_perm, n_boot, rng_seed)
-    if check.verdict != "supported":
-        return [invalid_protocol(name, statement, check)]
+    checks = _gate(df, plan, n_perm, n_boot, rng_seed)
+    if (bad := _failed(plan, checks, **excluded)) is not None:
+        return [bad]
     noise, b = removal_frame(df, "noise", budget)
     blur, _ = removal_frame(df, "blur", b)
     noise, blur = noise[noise["N"] > 0], blur[blur["N"] > 0]
@@ -414,14 +438,12 @@ def noise_hurts_less_than_blur(table: Any, *, budget: int | None = None, alpha: 
     base = {**excluded, "budget": b, "N": [int(n) for n in shared],
             "groups": {"a": "noise", "b": "blur"}}
     if not shared:
-        return [inconclusive(name, statement, "no N at which both noise and blur were removed",
-                             **base)]
-    res = noise_test(noise.loc[noise["N"].isin(shared), "acc"], blur.loc[blur["N"].isin(shared), "acc"],
-                     alpha=alpha, n_perm=n_perm, n_boot=n_boot, rng_seed=rng_seed)
-    if not np.isfinite(res.p_value):
-        return [inconclusive(name, statement, res.details.get("reason", "no data"), res.n,
-                             **base, **res.details)]
-    return [res.verdict(name, statement, +1, alpha, **base)]
+        return [judge(plan, None, checks=checks, n=0,
+                      reason="no N at which both noise and blur were removed", **base)]
+    res = noise_test(noise.loc[noise["N"].isin(shared), "acc"],
+                     blur.loc[blur["N"].isin(shared), "acc"],
+                     alpha=plan.alpha, n_perm=n_perm, n_boot=n_boot, rng_seed=rng_seed)
+    return [judge(plan, res, checks=checks, **base)]
 
 
 # ------------------------------------------------------------------ Fisher
@@ -583,4 +605,5 @@ EXPERIMENT = register(Experiment(
              "critical_periods_fisher.png": fig_fisher},
     tables={"critical_periods_arms.csv": arm_table},
     specs=("critical_periods.yaml", "critical_periods_pilot.yaml", "critical_periods-cluster.yaml"),
+    plans=PLANS,
 ))

@@ -10,23 +10,34 @@ Arms, told apart by their config (`lr_arm`):
 
 Conjecture `large_lr.anneal_crossover`: the small LR is better before
 annealing (test accuracy after the last epoch before the large arm's LR drop
-is higher for `small`) and worse after (final test accuracy lower). Supported
-when both differences are significant with the predicted sign; refuted when
-either is significant with the opposite sign. statistic = before-annealing
-difference (small − large), effect/CI = final difference (small − large),
-p = the larger of the two p-values (intersection–union test).
+is higher for `small`) and worse after (final test accuracy lower). One
+intersection–union test of the two differences (small − large, before: +,
+after: −): supported when both are significant with the predicted sign,
+refuted by a significant reversal of either; statistic = effect = the
+smaller signed difference, the parts with their CIs in details.
+
+Manipulation checks (the mechanism the paper explains the crossover by; a
+sweep without it did not test the claim): `small_fits_as_fast`, the small
+arm's mean train loss at the annealing epoch is at most the large arm's;
+`small_learns_patch`, its patch-only accuracy (`patch/acc`) is higher there.
+Either failing gives `invalid_protocol` with the numbers.
+
+Plan (`PLANS`): family `large_lr`, alpha 0.05, at least 5 trials per arm (the
+spec's 5 seeds: 3 against 3 cannot reach p < 0.05 in a permutation test),
+10 in all; effect of interest 0.02 (two accuracy points).
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from sweeps.conjectures.verdict import (ALPHA, N_BOOT, N_PERM, Verdict, compare_groups,
-                                        final_value, inconclusive, per_epoch)
-from sweeps.experiments import Experiment, Sources, register
+from sweeps.conjectures.plan import AnalysisPlan, Check
+from sweeps.conjectures.verdict import (N_BOOT, N_PERM, Verdict, compare_groups, final_value,
+                                        intersection_union, judge, per_epoch)
+from sweeps.experiments import Experiment, Sources, own_plans, register
 from sweeps.experiments.regimes import _as_tuple
 from sweeps.report import DPI, finished_runs, has_metrics, mean_curve
 
@@ -71,12 +82,45 @@ def value_at_epoch(series: pd.Series, epoch: int, epochs: int | None) -> float:
     return float(series.iloc[min(n - 1, offset + epoch - 1)])
 
 
-def anneal_crossover(table: Any, *, epoch: int | None = None, alpha: float = ALPHA,
-                     n_perm: int = N_PERM, n_boot: int = N_BOOT,
+NAME = "large_lr.anneal_crossover"
+PLANS = {NAME: AnalysisPlan(
+    conjecture=NAME,
+    statement="small LR reaches higher test accuracy before annealing and lower after",
+    metric="val/acc", statistic="intersection_union", predicted_sign=+1,
+    exclusions=("unfinished",), family="large_lr", alpha=0.05, min_n=10, min_per_stratum=5,
+    effect_of_interest=0.02,
+    checks=(Check("small_fits_as_fast", "at the annealing epoch the small arm's mean train/loss "
+                  "is at most the large arm's"),
+            Check("small_learns_patch", "at the annealing epoch the small arm's mean patch/acc "
+                  "is higher than the large arm's")))}
+
+
+def _at_anneal(table: Any, runs: pd.DataFrame, key: str, epoch: int) -> pd.Series:
+    """`key` of every run at the end of `epoch` (NaN where not logged)."""
+    out = {}
+    for rid, r in runs.iterrows():
+        epochs = int(r[EPOCHS]) if EPOCHS in r and pd.notna(r[EPOCHS]) else None
+        out[rid] = value_at_epoch(per_epoch(table, rid, key), epoch, epochs)
+    return pd.Series(out, dtype=float)
+
+
+def _checks(train_loss: tuple[float, float], patch: tuple[float, float]) -> dict[str, tuple]:
+    """Manipulation-check outcomes from (small, large) means at the annealing epoch."""
+    (ls, ll), (ps, pl) = train_loss, patch
+    fits = (bool(np.isfinite(ls) and np.isfinite(ll) and ls <= ll),
+            f"train/loss small {ls:.4g} vs large {ll:.4g}" if np.isfinite(ls + ll)
+            else "train/loss not logged in both arms")
+    learns = (bool(np.isfinite(ps) and np.isfinite(pl) and ps > pl),
+              f"patch/acc small {ps:.4g} vs large {pl:.4g}" if np.isfinite(ps + pl)
+              else "patch/acc not logged in both arms")
+    return {"small_fits_as_fast": fits, "small_learns_patch": learns}
+
+
+def anneal_crossover(table: Any, plans: Mapping[str, AnalysisPlan] | None = None, *,
+                     epoch: int | None = None, n_perm: int = N_PERM, n_boot: int = N_BOOT,
                      rng_seed: int = 0) -> list[Verdict]:
     """Small LR is better than large-then-anneal before annealing and worse after."""
-    name = "large_lr.anneal_crossover"
-    statement = "small LR reaches higher test accuracy before annealing and lower after"
+    plan = own_plans(PLANS, NAME, plans)[NAME]
     runs = table.runs.set_index("run_id", drop=False)
     status = runs["status"].astype(str)
     counts = {"excluded_diverged": int((status == "diverged").sum()),
@@ -86,39 +130,24 @@ def anneal_crossover(table: Any, *, epoch: int | None = None, alpha: float = ALP
     counts.update({f"n_{a}": int((arm == a).sum()) for a in ARMS})
     e_a = epoch if epoch is not None else anneal_epoch(runs)
     if e_a is None:
-        return [inconclusive(name, statement, "no large-anneal arm to date the annealing", **counts)]
-    before, after = {}, final_value(table, "final/val_acc", fallback="val/acc")
-    for rid, r in runs.iterrows():
-        epochs = int(r[EPOCHS]) if EPOCHS in r and pd.notna(r[EPOCHS]) else None
-        before[rid] = value_at_epoch(per_epoch(table, rid, "val/acc"), e_a, epochs)
-    before = pd.Series(before, dtype=float)
+        why = "no large-anneal arm to date the annealing"
+        return [judge(plan, None, checks={c.name: (False, why) for c in plan.checks}, n=0,
+                      reason=why, **counts)]
     pick = lambda s, a: s.reindex(arm.index[arm == a])  # noqa: E731
-    kw = dict(n_perm=n_perm, n_boot=n_boot, rng_seed=rng_seed, alpha=alpha)
+    means = lambda s: (float(pick(s, "small").mean()), float(pick(s, "large-anneal").mean()))  # noqa: E731
+    before = _at_anneal(table, runs, plan.metric, e_a)
+    after = final_value(table, "final/val_acc", fallback="val/acc")
+    checks = _checks(means(_at_anneal(table, runs, "train/loss", e_a)),
+                     means(_at_anneal(table, runs, "patch/acc", e_a)))
+    kw = dict(n_perm=n_perm, n_boot=n_boot, rng_seed=rng_seed, alpha=plan.alpha)
     pre = compare_groups(pick(before, "small"), pick(before, "large-anneal"), **kw)
     post = compare_groups(pick(after, "small"), pick(after, "large-anneal"), **kw)
     noise_post = compare_groups(pick(after, "small+noise"), pick(after, "large-anneal"), **kw)
-    details = {**counts, "anneal_epoch": e_a,
-               "before": {"diff_small_minus_large": pre.statistic, "ci": [pre.ci_low, pre.ci_high],
-                          "p_value": pre.p_value, **pre.details},
-               "after": {"diff_small_minus_large": post.statistic, "ci": [post.ci_low, post.ci_high],
-                         "p_value": post.p_value, **post.details},
-               "noise_after": {"diff_noise_minus_large": noise_post.statistic,
-                               "p_value": noise_post.p_value}}
-    if not (np.isfinite(pre.p_value) and np.isfinite(post.p_value)):
-        return [inconclusive(name, statement, "need >= 2 finished trials in both the small and "
-                             "the large-anneal arm", pre.n, **details)]
-
-    def sig(t, sign):
-        return t.p_value < alpha and np.sign(t.statistic) == sign
-
-    if sig(pre, -1) or sig(post, +1):
-        kind = "refuted"
-    elif sig(pre, +1) and sig(post, -1):
-        kind = "supported"
-    else:
-        kind = "inconclusive"
-    return [Verdict(name, statement, kind, pre.statistic, post.effect, post.ci_low, post.ci_high,
-                    max(pre.p_value, post.p_value), post.n, details)]
+    res = intersection_union([pre, post], [+1, -1])
+    return [judge(plan, res, checks=checks, **counts, anneal_epoch=e_a,
+                  before_minus=pre.statistic, after_minus=post.statistic,
+                  noise_after={"diff_noise_minus_large": noise_post.statistic,
+                               "p_value": noise_post.p_value})]
 
 
 # ------------------------------------------------------------------ figures
@@ -164,4 +193,5 @@ EXPERIMENT = register(Experiment(
     conjectures={"large_lr.anneal_crossover": anneal_crossover},
     figures={"large_lr_accuracy.png": fig_large_lr},
     specs=("large_lr.yaml",),
+    plans=PLANS,
 ))

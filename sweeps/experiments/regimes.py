@@ -17,27 +17,40 @@ Each trial is classified from its per-epoch training loss (`classify_regimes`):
   trial trains);
 - `unknown`: errored/running trials or fewer than 2 epochs logged.
 
-Conjectures:
-- `regimes.momentum`: in small-step trials momentum lowers the final train
-  loss (Spearman of μ vs final loss < 0 within each η), and in large-step
-  trials it does not (no significant decrease).
+Conjectures, each verdict under its plan (`PLANS`):
+- `regimes.momentum[small-step]`: in small-step trials momentum lowers the
+  final train loss (stratified Spearman of μ vs final loss within each η,
+  seeds as blocks, predicted −);
+  `regimes.momentum[large-step]`: in large-step trials it does not: the same
+  test, predicted +, so a significant decrease refutes; a null result is
+  inconclusive (no test shows an absence).
 - `regimes.large_step_generalizes`: final test accuracy of large-step trials
-  is higher than that of small-step trials.
-- `regimes.two_stage`: the two-stage schedule's final test accuracy matches
-  the 3-step schedule's within a tolerance, or beats it.
+  is higher than that of small-step trials (difference of means).
+These three are the Holm family `regimes` (one sweep, `two_regimes.yaml`).
+- `regimes.two_stage[T=<T>]`: for each stage-1 length T of the ablation, the
+  two-stage schedule's final test accuracy is not worse than the 3-step
+  schedule's by more than `tol` (0.01): non-inferiority, a permutation test
+  of H0: d = −tol for d = mean(two-stage) − mean(3-step), two-sided so that
+  a significant d < −tol refutes. The Ts are the Holm family
+  `regimes.two_stage` (its own sweep, `two_stage.yaml`), in place of a
+  Bonferroni over the Ts tried.
+Minimum n: 10 trials for a trend (3 per η stratum), 5 per arm for a
+comparison (3 against 3 cannot reach p < 0.05 in a permutation test).
+Effects of interest: |rho| 0.5; 0.02 of accuracy (two points).
 """
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from sweeps.conjectures.verdict import (ALPHA, N_BOOT, N_PERM, Verdict, compare_groups,
-                                        final_value, inconclusive, param, per_epoch, trend_test)
-from sweeps.experiments import Experiment, Sources, register
+from sweeps.conjectures.plan import AnalysisPlan
+from sweeps.conjectures.verdict import (N_BOOT, N_PERM, Verdict, compare_groups, final_value,
+                                        judge, param, per_epoch, trend_test)
+from sweeps.experiments import Experiment, Sources, own_plans, register
 from sweeps.report import DPI, finished_runs, has_metrics, lr_colors, mean_curve
 
 LR, MOM = "optim.lr", "optim.momentum"
@@ -47,6 +60,32 @@ REGIMES = ("diverged", "non-training", "large-step", "small-step", "unknown")
 NONTRAIN_FRAC = 0.9
 # classes of the classification datasets dynamics_core.data loads
 N_CLASSES = {"mnist1d": 10, "cifar10": 10, "mnist": 10, "fashion_mnist": 10}
+TOL = 0.01
+_TREND = dict(statistic="stratified_spearman", exclusions=("unfinished", "diverged", "non_training"),
+              family="regimes", min_n=10, min_per_stratum=3, effect_of_interest=0.5)
+PLANS = {
+    "regimes.momentum[small-step]": AnalysisPlan(
+        conjecture="regimes.momentum", **_TREND, metric="final/train_loss", predicted_sign=-1,
+        statement="momentum lowers the final train loss in the small-step regime",
+        options={"regime": "small-step"}),
+    "regimes.momentum[large-step]": AnalysisPlan(
+        conjecture="regimes.momentum", **_TREND, metric="final/train_loss", predicted_sign=+1,
+        statement="momentum does not lower the final train loss in the large-step regime "
+                  "(a significant decrease refutes)",
+        options={"regime": "large-step"}),
+    "regimes.large_step_generalizes": AnalysisPlan(
+        conjecture="regimes.large_step_generalizes", metric="final/val_acc",
+        statistic="difference_of_means", predicted_sign=+1,
+        exclusions=("unfinished", "diverged", "non_training"), family="regimes", min_n=10,
+        min_per_stratum=5, effect_of_interest=0.02,
+        statement="large-step trials reach a higher final test accuracy than small-step trials "
+                  "(diverged and non-training trials excluded)"),
+    "regimes.two_stage": AnalysisPlan(
+        conjecture="regimes.two_stage", metric="final/val_acc", statistic="non_inferiority",
+        predicted_sign=+1, exclusions=("unfinished",), family="regimes.two_stage", min_n=10,
+        min_per_stratum=5, effect_of_interest=0.02, options={"tol": TOL},
+        statement=f"the two-stage schedule matches (within {TOL}) or beats the 3-step schedule"),
+}
 
 
 def classify_loss_curve(losses: np.ndarray, min_decrease_frac: float = 0.9,
@@ -119,65 +158,44 @@ def _final_val_acc(table: Any) -> pd.Series:
 
 
 # -------------------------------------------------------------- momentum
-def momentum(table: Any, *, min_decrease_frac: float = 0.9,
-             nontrain_frac: float | None = NONTRAIN_FRAC, n_classes: int | None = None,
-             alpha: float = ALPHA, n_perm: int = N_PERM, n_boot: int = N_BOOT, rng_seed: int = 0,
-             min_trials: int = 4) -> list[Verdict]:
+def momentum(table: Any, plans: Mapping[str, AnalysisPlan] | None = None, *,
+             min_decrease_frac: float = 0.9, nontrain_frac: float | None = NONTRAIN_FRAC,
+             n_classes: int | None = None, n_perm: int = N_PERM, n_boot: int = N_BOOT,
+             rng_seed: int = 0) -> list[Verdict]:
     """Momentum lowers the final train loss in the small-step regime, not in the large-step one.
 
-    Rule: supported when the small-step trend (μ vs final loss, within η) is
-    significantly negative and the large-step one is not; refuted when the
-    small-step trend is significantly positive or the large-step trend is
-    significantly negative (momentum helps where it should not); otherwise
-    inconclusive. statistic / effect / CI / p are the small-step ones; the
-    large-step test is in details. Diverged and non-training trials are
+    One verdict per regime (see module docstring): μ vs final train loss
+    within each η, seeds as blocks. Diverged and non-training trials are
     excluded and counted.
     """
-    name = "regimes.momentum"
-    statement = ("momentum lowers the final train loss in the small-step regime "
-                 "and does not in the large-step regime")
     runs, counts = _with_regimes(table, min_decrease_frac, nontrain_frac, n_classes)
-    if MOM not in runs.columns:
-        return [inconclusive(name, statement, f"no column {MOM}", **counts)]
-    loss = _final_train_loss(table)
-    runs = runs.assign(final_loss=loss.reindex(runs.index))
-    tests = {}
-    for reg in ("small-step", "large-step"):
-        sub = runs[(runs["regime"] == reg) & np.isfinite(runs["final_loss"].astype(float))]
-        if len(sub) < min_trials:
-            tests[reg] = None
+    out = []
+    for key, plan in own_plans(PLANS, "regimes.momentum", plans).items():
+        reg = plan.options["regime"]
+        if MOM not in runs.columns:
+            out.append(judge(plan, None, name=key, n=0, reason=f"no column {MOM}", **counts))
+            continue
+        loss = final_value(table, plan.metric, fallback="train/loss")
+        sub = runs.assign(final_loss=loss.reindex(runs.index))
+        sub = sub[(sub["regime"] == reg) & np.isfinite(sub["final_loss"].astype(float))]
+        if len(sub) < 3:
+            out.append(judge(plan, None, name=key, n=len(sub),
+                             reason=f"only {len(sub)} {reg} trials", **counts))
             continue
         strata = param(sub, LR).astype(str).to_numpy() if LR in sub.columns else None
-        tests[reg] = trend_test(param(sub, MOM).to_numpy(float), sub["final_loss"].to_numpy(float),
-                                strata, n_perm=n_perm, n_boot=n_boot, rng_seed=rng_seed, alpha=alpha)
-    small, large = tests["small-step"], tests["large-step"]
-
-    def sig(t, sign):  # significant trend with this sign
-        return t is not None and np.isfinite(t.p_value) and t.p_value < alpha and np.sign(t.statistic) == sign
-
-    details = {**counts, "test": "stratified Spearman of momentum vs final train loss, within lr",
-               "large_step": None if large is None else {
-                   "rho": large.statistic, "effect": large.effect, "ci": [large.ci_low, large.ci_high],
-                   "p_value": large.p_value, "n": large.n}}
-    if small is None:
-        return [inconclusive(name, statement, f"fewer than {min_trials} small-step trials", **details)]
-    if sig(small, +1) or sig(large, -1):
-        kind = "refuted"
-    elif sig(small, -1) and large is not None and not sig(large, -1):
-        kind = "supported"
-    else:
-        kind = "inconclusive"
-    if large is None:
-        details["reason"] = f"fewer than {min_trials} large-step trials"
-    return [Verdict(name, statement, kind, small.statistic, small.effect, small.ci_low,
-                    small.ci_high, small.p_value, small.n, {**small.details, **details})]
+        res = trend_test(param(sub, MOM).to_numpy(float), sub["final_loss"].to_numpy(float),
+                         strata, blocks=sub["seed"].astype(str).to_numpy(), n_perm=n_perm,
+                         n_boot=n_boot, rng_seed=rng_seed, alpha=plan.alpha)
+        out.append(judge(plan, res, name=key, **counts, regime=reg))
+    return out
 
 
 # ------------------------------------------------------- generalization
-def large_step_generalizes(table: Any, *, min_decrease_frac: float = 0.9,
+def large_step_generalizes(table: Any, plans: Mapping[str, AnalysisPlan] | None = None, *,
+                           min_decrease_frac: float = 0.9,
                            nontrain_frac: float | None = NONTRAIN_FRAC,
                            n_classes: int | None = None,
-                           momentum_value: float | None = None, alpha: float = ALPHA,
+                           momentum_value: float | None = None,
                            n_perm: int = N_PERM, n_boot: int = N_BOOT,
                            rng_seed: int = 0) -> list[Verdict]:
     """Final test accuracy is higher in large-step trials than in small-step ones.
@@ -188,8 +206,7 @@ def large_step_generalizes(table: Any, *, min_decrease_frac: float = 0.9,
     a trial that never left chance level is not in the large-step regime.
     """
     name = "regimes.large_step_generalizes"
-    statement = ("large-step trials reach a higher final test accuracy than small-step trials "
-                 "(diverged and non-training trials excluded)")
+    plan = own_plans(PLANS, name, plans)[name]
     runs, counts = _with_regimes(table, min_decrease_frac, nontrain_frac, n_classes)
     if momentum_value is not None and MOM in runs.columns:
         runs = runs[np.isclose(param(runs, MOM).astype(float), momentum_value)]
@@ -197,12 +214,8 @@ def large_step_generalizes(table: Any, *, min_decrease_frac: float = 0.9,
     acc = _final_val_acc(table).reindex(runs.index)
     a = acc[runs["regime"] == "large-step"]
     b = acc[runs["regime"] == "small-step"]
-    res = compare_groups(a, b, n_perm=n_perm, n_boot=n_boot, rng_seed=rng_seed, alpha=alpha)
-    if not np.isfinite(res.p_value):
-        return [inconclusive(name, statement, res.details.get("reason", "no data"), res.n,
-                             **counts, **res.details)]
-    return [res.verdict(name, statement, +1, alpha, **counts,
-                        groups={"a": "large-step", "b": "small-step"})]
+    res = compare_groups(a, b, n_perm=n_perm, n_boot=n_boot, rng_seed=rng_seed, alpha=plan.alpha)
+    return [judge(plan, res, **counts, groups={"a": "large-step", "b": "small-step"})]
 
 
 # -------------------------------------------------------------- two-stage
@@ -223,21 +236,21 @@ def is_three_step(row: pd.Series) -> bool:
             and len(_as_tuple(row.get(MILESTONES, (0.5, 0.75)))) == 2)
 
 
-def two_stage(table: Any, *, tol: float = 0.01, stage1_epochs: int | None = None,
-              alpha: float = ALPHA, n_perm: int = N_PERM, n_boot: int = N_BOOT,
+def two_stage(table: Any, plans: Mapping[str, AnalysisPlan] | None = None, *,
+              stage1_epochs: int | None = None, n_perm: int = N_PERM, n_boot: int = N_BOOT,
               rng_seed: int = 0) -> list[Verdict]:
-    """Two-stage schedule's final test accuracy ≥ the 3-step schedule's − tol.
+    """Two-stage schedule's final test accuracy ≥ the 3-step schedule's − tol, per stage-1 T.
 
-    Non-inferiority test on d = mean acc(two-stage) − mean acc(3-step):
-    supported when the one-sided (1 − alpha) lower bound of d is ≥ −tol (and
-    the permutation p of H0: d ≤ −tol is < alpha); refuted when the upper bound
-    is < −tol (significantly worse by more than the margin). The two-stage arm
-    is the trials with `stage1_epochs` when given, else the ablation's best T
-    by mean accuracy, with p Bonferroni-corrected for the number of Ts tried.
-    Diverged trials are excluded and counted.
+    One verdict `regimes.two_stage[T=<T>]` per T of the ablation (only
+    `stage1_epochs` when given), all under the one plan; Holm over the Ts is
+    `finalize`'s (family `regimes.two_stage`). Non-inferiority: supported when
+    d = mean acc(two-stage) − mean acc(3-step) is significantly above −tol,
+    refuted when significantly below it. Diverged trials are excluded and
+    counted.
     """
     name = "regimes.two_stage"
-    statement = f"the two-stage schedule matches (within {tol}) or beats the 3-step schedule"
+    plan = own_plans(PLANS, name, plans)[name]
+    tol = float(plan.options["tol"])
     runs = table.runs.set_index("run_id", drop=False)
     status = runs["status"].astype(str)
     counts = {"excluded_diverged": int((status == "diverged").sum()),
@@ -246,7 +259,7 @@ def two_stage(table: Any, *, tol: float = 0.01, stage1_epochs: int | None = None
     runs = runs[status == "finished"]
     acc = _final_val_acc(table).reindex(runs.index)
     if KIND not in runs.columns:
-        return [inconclusive(name, statement, f"no column {KIND}", **counts)]
+        return [judge(plan, None, n=0, reason=f"no column {KIND}", **counts)]
     base_mask = runs.apply(is_three_step, axis=1) if len(runs) else pd.Series(dtype=bool)
     baseline = acc[base_mask.astype(bool)]
     two = runs[runs[KIND].astype(str) == "two_stage"]
@@ -254,27 +267,19 @@ def two_stage(table: Any, *, tol: float = 0.01, stage1_epochs: int | None = None
     by_t = {float(t): acc.reindex(g.index) for t, g in two.groupby(t_col.astype(float))}
     if stage1_epochs is not None:
         by_t = {t: v for t, v in by_t.items() if t == float(stage1_epochs)}
-    if not by_t or len(baseline) < 2:
-        return [inconclusive(name, statement, "need two-stage and 3-step trials", **counts,
-                             n_two_stage=int(len(two)), n_three_step=int(len(baseline)))]
+    if not by_t or baseline.empty:
+        return [judge(plan, None, n=int(len(two) + len(baseline)),
+                      reason="need two-stage and 3-step trials", **counts,
+                      n_two_stage=int(len(two)), n_three_step=int(len(baseline)))]
     means = {t: float(np.nanmean(v)) for t, v in by_t.items()}
-    best = max(means, key=means.get)
-    k = len(by_t) if stage1_epochs is None else 1
-    res = compare_groups(by_t[best], baseline, n_perm=n_perm, n_boot=n_boot, rng_seed=rng_seed,
-                         alpha=alpha / k, shift=tol, alternative="greater")
-    details = {**counts, **res.details, "stage1_epochs": best, "n_T_tried": k,
-               "mean_acc_by_T": means, "mean_acc_three_step": float(baseline.mean())}
-    if not np.isfinite(res.p_value):
-        return [inconclusive(name, statement, res.details.get("reason", "no data"), res.n, **details)]
-    p = min(1.0, res.p_value * k)
-    if res.ci_low >= -tol and p < alpha:
-        kind = "supported"
-    elif res.ci_high < -tol:
-        kind = "refuted"
-    else:
-        kind = "inconclusive"
-    return [Verdict(name, statement, kind, res.statistic, res.effect, res.ci_low, res.ci_high,
-                    p, res.n, details)]
+    out = []
+    for t, v in sorted(by_t.items()):
+        res = compare_groups(v, baseline, n_perm=n_perm, n_boot=n_boot, rng_seed=rng_seed,
+                             alpha=plan.alpha, shift=tol, alternative="two-sided")
+        out.append(judge(plan, res, name=f"{name}[T={t:g}]", **counts, stage1_epochs=t,
+                         n_T_tried=len(by_t), mean_acc_by_T=means,
+                         mean_acc_three_step=float(baseline.mean())))
+    return out
 
 
 # ------------------------------------------------------------------ figures
@@ -387,4 +392,5 @@ EXPERIMENT = register(Experiment(
              "regimes_fig2_heatmap.png": fig_accuracy_heatmap,
              "regimes_fig3_schedules.png": fig_schedules},
     specs=("two_regimes.yaml", "two_stage.yaml"),
+    plans=PLANS,
 ))

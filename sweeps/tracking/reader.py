@@ -104,6 +104,16 @@ def load_probe_arrays(store: Store, run_id: str, name: str) -> dict[int, np.ndar
     return dict(sorted(out.items()))
 
 
+def load_json_artifact(store: Store, run_id: str, path: str) -> Any:
+    """The JSON artifact `path` of a run (e.g. a sweep's `plans.json`), parsed; None if absent."""
+    folder = str(Path(path).parent) if "/" in path else None
+    if path not in {item.path for item in store.client.list_artifacts(run_id, folder)}:
+        return None
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    with tempfile.TemporaryDirectory() as tmp:
+        return json.loads(Path(store.client.download_artifacts(run_id, path, tmp)).read_text())
+
+
 def cast_param(text: str) -> Any:
     """Undo `str()` on a param value: int, float, bool, None, list/tuple/dict, else str."""
     if not isinstance(text, str):
