@@ -264,9 +264,7 @@ def run_sweep(spec: SweepSpec, *, storage: str | Path, tracking_uri: str, cache_
     parent = tracking.start_sweep(store, spec.name, spec.spec_hash(), git_sha(), spec.description,
                                   params={"n_trials": spec.n_trials()})
     if spec.conjectures:
-        from sweeps.judge import CONJECTURES_TAG, PLUGINS_TAG
-        store.set_tags(parent, {CONJECTURES_TAG: ",".join(spec.conjectures),
-                                PLUGINS_TAG: ",".join(spec.plugins)})
+        _register_plans(store, parent, spec)
     ctx = SweepContext(spec_name=spec.name, base=spec.base.model_dump(mode="json"),
                        tracking_uri=tracking_uri, artifact_root=store.artifact_root,
                        parent_run_id=parent, cache_dir=str(Path(cache_dir).resolve()),
@@ -280,6 +278,20 @@ def run_sweep(spec: SweepSpec, *, storage: str | Path, tracking_uri: str, cache_
                        tune_config=_tune_config(spec), run_config=_run_config(spec, storage, callbacks))
     results = tuner.fit()
     return _finish(spec, ctx, store, exp, results)
+
+
+def _register_plans(store: Store, parent: str, spec: SweepSpec) -> None:
+    """Before any trial runs: the conjectures the sweep will be judged on, the
+    plugins that define them, and their analysis plans (`plans.json` and the
+    param `plans_hash`) on the parent run. Judging reads the plans back."""
+    from sweeps import experiments
+    from sweeps.judge import CONJECTURES_TAG, PLANS_ARTIFACT, PLUGINS_TAG
+
+    plans = experiments.registered_plans(spec.conjectures)
+    store.set_tags(parent, {CONJECTURES_TAG: ",".join(spec.conjectures),
+                            PLUGINS_TAG: ",".join(spec.plugins)})
+    store.log_params(parent, {"plans_hash": experiments.plans_hash(plans)})
+    store.log_json(parent, plans, PLANS_ARTIFACT)
 
 
 def _check_fits(spec: SweepSpec, address: str | None) -> None:

@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from sweeps.conjectures.verdict import finalize
+
 from sweeps import experiments
 from sweeps.experiments import early_phase as ep
 from sweeps.spec import load_spec, smoke
@@ -98,14 +100,14 @@ def test_level_frame_rows():
 
 # ------------------------------------------------------------ conjectures
 def test_rewind_beats_init_at_high_lr_only():
-    vs = by_arm(ep.rewind_beats_init(table(), **FAST))
+    vs = by_arm(finalize(ep.rewind_beats_init(table(), **FAST), ep.PLANS.values()))   # Holm over the arms
     assert set(vs) == {"lr=0.1,k=200", "lr=0.01,k=200"}
     high, low = vs["lr=0.1,k=200"], vs["lr=0.01,k=200"]
     assert high.verdict == "supported" and high.effect == pytest.approx(0.10, abs=0.01)
     assert high.n == 14 and high.family == "early_phase.rewind_beats_init" and high.n_family == 2
     assert high.details["mean_by_k"][0] < high.details["mean_by_k"][20]
     assert low.verdict in ("inconclusive", "underpowered") and abs(low.effect) < 0.01
-    assert high.plan_hash == ep.PLANS["rewind_beats_init"].hash()
+    assert high.plan_hash == ep.PLANS["early_phase.rewind_beats_init"].hash()
 
 
 def test_rewind_worse_than_init_is_refuted():

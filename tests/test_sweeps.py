@@ -233,6 +233,11 @@ def test_smoke_breakeven_sweep_logs_verdicts_and_figures(tmp_path):
     assert {"verdicts.json", "verdicts.csv", "breakeven_steps.csv", "figures"} <= files
     figures = tracker.client.list_artifacts(verdict_run.info.run_id, "figures")
     assert any(f.path.endswith(".png") and f.file_size > 1000 for f in figures)
+    # the plans were registered on the parent run before the trials, and judged under
+    registered = tracker.client.get_run(parent).data.params["plans_hash"]
+    assert "plans.json" in {a.path for a in tracker.client.list_artifacts(parent)}
+    assert verdict_run.data.tags["dynsweep.registered_plans_hash"] == registered
+    assert verdict_run.data.tags["dynsweep.plans_hash"] == registered
     names = set(verdict_run.data.tags)
     assert {"verdict.breakeven.c1_lr.hessian/top", "verdict.breakeven.c2_batch.gradcov/trace"} <= names
     # the same verdicts again, as JSON, from the stored sweep
@@ -240,7 +245,8 @@ def test_smoke_breakeven_sweep_logs_verdicts_and_figures(tmp_path):
     assert again.returncode == 0, again.stderr[-2000:]
     import json
     verdicts = json.loads(again.stdout)
-    assert {v["verdict"] for v in verdicts} <= {"supported", "refuted", "inconclusive"}
+    assert {v["verdict"] for v in verdicts} <= {"supported", "refuted", "inconclusive", "underpowered",
+                                             "invalid_protocol"}
     assert {v["name"].split("[")[0] for v in verdicts} == {
         "breakeven.c1_lr", "breakeven.c1_batch", "breakeven.c2_lr", "breakeven.c2_batch"}
 

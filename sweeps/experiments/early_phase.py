@@ -57,7 +57,7 @@ magnitudes matter, and shuffled weights fail.
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 import pandas as pd
@@ -65,10 +65,10 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import NullFormatter
 
 from sweeps.conjectures.plan import AnalysisPlan, Check
-from sweeps.conjectures.verdict import (N_BOOT, N_PERM, Verdict, compare_groups, finalize,
+from sweeps.conjectures.verdict import (N_BOOT, N_PERM, Verdict, compare_groups,
                                         inconclusive, intersection_union, judge, metric_frame,
                                         param, usable_runs)
-from sweeps.experiments import Experiment, Sources, register
+from sweeps.experiments import Experiment, Sources, own_plans, register
 from sweeps.report import DPI, has_metrics, mean_curve
 
 LR, K, ABLATION = "optim.lr", "pruning.rewind_step", "pruning.ablation"
@@ -84,7 +84,7 @@ CHECKS = (Check("dense_learns", f"the dense level 0 reaches a mean test accuracy
                                 f"{MIN_DENSE_ACC:g} (chance 0.1) in the trials judged"),
           Check("high_sparsity_reached", f"every trial judged has a level at sparsity ≥ {HIGH:g}"))
 PLANS = {
-    "rewind_beats_init": AnalysisPlan(
+    "early_phase.rewind_beats_init": AnalysisPlan(
         conjecture="early_phase.rewind_beats_init",
         statement="rewinding the surviving weights to iteration k > 0 keeps more test accuracy "
                   "at high sparsity than rewinding them to the initialisation (k = 0)",
@@ -94,7 +94,7 @@ PLANS = {
         options={"unit": "trial", "pairing": "seed", "high": HIGH,
                  "summary": "mean test accuracy over IMP levels with sparsity >= high",
                  "groups": {"a": "k > 0", "b": "k = 0, same seed and lr"}}),
-    "signs_and_magnitudes_needed": AnalysisPlan(
+    "early_phase.signs_and_magnitudes_needed": AnalysisPlan(
         conjecture="early_phase.signs_and_magnitudes_needed",
         statement="randomising either the magnitudes (signs kept) or the signs (magnitudes "
                   "kept) of the weights at the rewind point loses test accuracy at high sparsity",
@@ -103,7 +103,7 @@ PLANS = {
         effect_of_interest=0.02, checks=CHECKS,
         options={"unit": "trial", "pairing": "seed (ablated and unablated levels of one trial)",
                  "high": HIGH, "parts": list(SIGNS), "part_sign": -1}),
-    "shuffling_fails": AnalysisPlan(
+    "early_phase.shuffling_fails": AnalysisPlan(
         conjecture="early_phase.shuffling_fails",
         statement="shuffling the surviving rewound weights within each layer or across the "
                   "network loses test accuracy at high sparsity",
@@ -170,14 +170,15 @@ def _arm(lr: float, k: int) -> str:
 
 
 # ------------------------------------------------------------ conjectures
-def rewind_beats_init(table: Any, *, k: int | None = None, high: float = HIGH,
+def rewind_beats_init(table: Any, plans: Mapping[str, AnalysisPlan] | None = None, *,
+                      k: int | None = None, high: float = HIGH,
                       min_dense_acc: float = MIN_DENSE_ACC, n_perm: int = N_PERM,
-                      n_boot: int = N_BOOT, rng_seed: int = 0,
-                      alpha: float | None = None) -> list[Verdict]:
+                      n_boot: int = N_BOOT, rng_seed: int = 0) -> list[Verdict]:
     """Per η arm: high-sparsity accuracy at the rewind step `k` (default: the
     arm's largest k) minus that at k = 0, paired by seed. Every k's mean is in
     details (`mean_by_k`)."""
-    plan = _plan("rewind_beats_init", alpha)
+    name = "early_phase.rewind_beats_init"
+    plan = own_plans(PLANS, name, plans)[name]
     df, excluded = level_frame(table)
     df = df[df["ablation"] == "none"]
     out = []
@@ -199,15 +200,15 @@ def rewind_beats_init(table: Any, *, k: int | None = None, high: float = HIGH,
     if not out:
         return [inconclusive(plan.conjecture, plan.statement, "no η arm with finished trials at "
                              "k = 0 and at some k > 0", **excluded)]
-    return finalize(out)
+    return out
 
 
-def _ablations_needed(key: str, parts: tuple[str, ...], table: Any, high: float,
-                      min_dense_acc: float, n_perm: int, n_boot: int, rng_seed: int,
-                      alpha: float | None) -> list[Verdict]:
+def _ablations_needed(name: str, parts: tuple[str, ...], table: Any,
+                      plans: Mapping[str, AnalysisPlan] | None, high: float,
+                      min_dense_acc: float, n_perm: int, n_boot: int, rng_seed: int) -> list[Verdict]:
     """One intersection-union verdict per (η, k) with ablation trials: every part's
     ablated levels end below the same trials' unablated levels (paired by seed)."""
-    plan = _plan(key, alpha)
+    plan = own_plans(PLANS, name, plans)[name]
     df, excluded = level_frame(table)
     df = df[df["ablation"].isin(parts)]
     out = []
@@ -228,29 +229,24 @@ def _ablations_needed(key: str, parts: tuple[str, ...], table: Any, high: float,
         return [inconclusive(plan.conjecture, plan.statement,
                              f"no finished trials with pruning.ablation in {list(parts)}",
                              **excluded)]
-    return finalize(out)
+    return out
 
 
-def signs_and_magnitudes_needed(table: Any, *, high: float = HIGH,
-                                min_dense_acc: float = MIN_DENSE_ACC, n_perm: int = N_PERM,
-                                n_boot: int = N_BOOT, rng_seed: int = 0,
-                                alpha: float | None = None) -> list[Verdict]:
+def signs_and_magnitudes_needed(table: Any, plans: Mapping[str, AnalysisPlan] | None = None, *,
+                                high: float = HIGH, min_dense_acc: float = MIN_DENSE_ACC,
+                                n_perm: int = N_PERM, n_boot: int = N_BOOT,
+                                rng_seed: int = 0) -> list[Verdict]:
     """Random magnitudes (signs kept) and random signs (magnitudes kept) each lose accuracy."""
-    return _ablations_needed("signs_and_magnitudes_needed", SIGNS, table, high, min_dense_acc,
-                             n_perm, n_boot, rng_seed, alpha)
+    return _ablations_needed("early_phase.signs_and_magnitudes_needed", SIGNS, table, plans, high,
+                             min_dense_acc, n_perm, n_boot, rng_seed)
 
 
-def shuffling_fails(table: Any, *, high: float = HIGH, min_dense_acc: float = MIN_DENSE_ACC,
-                    n_perm: int = N_PERM, n_boot: int = N_BOOT, rng_seed: int = 0,
-                    alpha: float | None = None) -> list[Verdict]:
+def shuffling_fails(table: Any, plans: Mapping[str, AnalysisPlan] | None = None, *,
+                    high: float = HIGH, min_dense_acc: float = MIN_DENSE_ACC,
+                    n_perm: int = N_PERM, n_boot: int = N_BOOT, rng_seed: int = 0) -> list[Verdict]:
     """Shuffling the rewound survivors within a layer or across the network loses accuracy."""
-    return _ablations_needed("shuffling_fails", SHUFFLES, table, high, min_dense_acc,
-                             n_perm, n_boot, rng_seed, alpha)
-
-
-def _plan(key: str, alpha: float | None) -> AnalysisPlan:
-    plan = PLANS[key]
-    return plan if alpha is None or alpha == plan.alpha else plan.with_overrides(alpha=alpha)
+    return _ablations_needed("early_phase.shuffling_fails", SHUFFLES, table, plans, high,
+                             min_dense_acc, n_perm, n_boot, rng_seed)
 
 
 # ------------------------------------------------------------------ tables
@@ -349,5 +345,6 @@ EXPERIMENT = register(Experiment(
              "early_phase_ablations.png": fig_ablations,
              "early_phase_timeline.png": fig_timeline},
     tables={"early_phase_levels.csv": level_table},
+    plans=PLANS,
     specs=("early_phase.yaml", "early_phase-cluster.yaml"),
 ))
