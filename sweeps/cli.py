@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -21,7 +23,7 @@ from sweeps.spec import SpecError, load_spec, smoke
 
 RUNS = Path("runs")
 out = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
-err = Console(stderr=True, highlight=False)
+err = Console(stderr=True, highlight=False, soft_wrap=True)   # one message, one line
 
 
 class InputError(Exception):
@@ -29,15 +31,18 @@ class InputError(Exception):
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Ctrl-C (SIGINT) exits 130 and SIGTERM 143; a stopped sweep says how to resume."""
     args = _parser().parse_args(argv)
     try:
         return args.func(args)
     except (SpecError, InputError) as exc:
         err.print(f"[red]error:[/red] {exc}")
         return 2
-    except KeyboardInterrupt:
-        err.print("interrupted: `dynsweep resume NAME` continues from the last checkpoints")
-        return 1
+    except KeyboardInterrupt as exc:
+        name = getattr(args, "sweep", None)
+        hint = f": `{_resume_command(args, name)}` continues from the last checkpoints" if name else ""
+        err.print(f"interrupted{hint}")
+        return 128 + getattr(exc, "signum", signal.SIGINT)
 
 
 # ---------------------------------------------------------------- commands
@@ -62,9 +67,17 @@ def cmd_run(args) -> int:
 
     uri = args.tracking_uri or default_tracking_uri(RUNS)
     err.print(f"sweep {spec.name}: {spec.n_trials()} trial(s) → MLflow {uri}")
-    outcome = runner.run_sweep(spec, storage=_storage(args), tracking_uri=uri, cache_dir=RUNS / "data",
-                               address=args.address, device=args.device,
-                               progress=runner.Progress(spec.n_trials()))
+    args.sweep = spec.name
+    try:
+        outcome = runner.run_sweep(spec, storage=_storage(args), tracking_uri=uri, cache_dir=RUNS / "data",
+                                   address=args.address, device=args.device, new=args.new,
+                                   progress=runner.Progress(spec.n_trials()), note=err.print)
+    except runner.SweepExists as exc:
+        again = _command(args, "run", args.spec, *(["--smoke"] if args.smoke else []), "--new")
+        raise InputError(f"{exc}: `{_resume_command(args, spec.name)}` continues it, "
+                         f"`{again}` starts a new one") from None
+    except runner.SweepBusy as exc:
+        raise InputError(f"sweep {spec.name} is running already: {exc}") from None
     _print_rows(outcome.rows)
     if spec.conjectures:
         _conjectures(spec.name, uri, outcome.parent_run_id, spec.conjectures, as_json=False)
@@ -75,11 +88,15 @@ def cmd_run(args) -> int:
 def cmd_resume(args) -> int:
     from sweeps import runner
 
+    args.sweep = args.name
     try:
         outcome = runner.resume_sweep(args.name, storage=_storage(args), tracking_uri=args.tracking_uri,
-                                      restart_errored=args.restart_errored, address=args.address)
+                                      restart_errored=args.restart_errored, address=args.address,
+                                      note=err.print)
     except FileNotFoundError as exc:
         raise InputError(str(exc)) from None
+    except runner.SweepBusy as exc:
+        raise InputError(f"sweep {args.name} is running already: {exc}") from None
     _print_rows(outcome.rows)
     return 1 if outcome.errors else 0
 
@@ -163,6 +180,19 @@ def _data_problems(spec) -> list[str]:
     return problems
 
 
+def _resume_command(args, name: str) -> str:
+    return _command(args, "resume", name)
+
+
+def _command(args, verb: str, target: str, *extra: str) -> str:
+    """`dynsweep VERB TARGET` with the storage, tracking URI and address as given."""
+    argv = ["dynsweep", verb, target]
+    for flag in ("storage", "tracking_uri", "address"):
+        if getattr(args, flag, None):
+            argv += [f"--{flag.replace('_', '-')}", getattr(args, flag)]
+    return shlex.join([*argv, *extra])
+
+
 def _storage(args) -> Path:
     return Path(args.storage) if args.storage else RUNS / "ray"
 
@@ -212,6 +242,8 @@ def _parser() -> argparse.ArgumentParser:
     c = command("run", cmd_run, "run a sweep", spec=True)
     c.add_argument("--address", help="Ray cluster address, e.g. ray://head:10001 (default $RAY_ADDRESS or local)")
     c.add_argument("--smoke", action="store_true", help="shrink the sweep to seconds")
+    c.add_argument("--new", action="store_true",
+                   help="start over when the storage holds this sweep (the old one is kept as NAME@<time>)")
     c.add_argument("--device", default="auto", help="auto | cpu | cuda")
     c = command("resume", cmd_resume, "continue a stopped sweep from its checkpoints", sweep=True)
     c.add_argument("--restart-errored", action="store_true", help="restart errored trials from scratch")

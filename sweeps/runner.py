@@ -12,8 +12,14 @@ shared-filesystem path, or a URI Tune understands (s3://, gs://).
 """
 from __future__ import annotations
 
+import contextlib
+import fnmatch
 import json
 import os
+import re
+import signal
+import socket
+import sys
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -145,11 +151,15 @@ def _tune_config(spec: SweepSpec) -> tune.TuneConfig:
 
 
 def _run_config(spec: SweepSpec, storage: str, callbacks: list) -> tune.RunConfig:
+    """Tune keeps every checkpoint (`num_to_keep=None`): with a limit it deletes
+    old ones at once, also the one its last saved experiment state still names,
+    and a driver killed before the next save could never resume that trial.
+    `PruneCheckpoints` deletes them instead, once nothing refers to them."""
     return tune.RunConfig(
         name=spec.name, storage_path=storage,
         failure_config=tune.FailureConfig(max_failures=spec.fault_tolerance.max_failures),
-        checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
-        callbacks=callbacks, verbose=0)
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=None),
+        callbacks=[*callbacks, PruneCheckpoints()], verbose=0)
 
 
 # ------------------------------------------------------------------ public
@@ -179,7 +189,26 @@ def init_ray(address: str | None, spec: SweepSpec) -> None:
 
 
 def run_sweep(spec: SweepSpec, *, storage: str | Path, tracking_uri: str, cache_dir: str | Path,
-              address: str | None = None, device: str = "auto", progress=None) -> SweepOutcome:
+              address: str | None = None, device: str = "auto", progress=None,
+              new: bool = False, note=None) -> SweepOutcome:
+    """Start the sweep in <storage>/<spec name>. Raises SweepBusy while another
+    driver runs it, SweepExists when the folder already holds it (unless `new`:
+    then the old sweep is set aside as <name>@<time>), Interrupted on
+    SIGINT/SIGTERM (the sweep stays resumable). `note` (default: stderr)
+    hears one line for each thing done on the way (a stale lock taken over)."""
+    note = note or _say
+    exp = _join(storage_location(storage), spec.name)
+    with _interruptible() as stop, _held(exp, note):
+        if _exists(_join(exp, MANIFEST)):
+            if not new:
+                raise SweepExists(f"{exp} already holds sweep {spec.name!r}")
+            note(f"the previous sweep {spec.name} is kept in {_set_aside(exp)}")
+        tracking.create_schema(tracking_uri)
+        return _run(spec, storage, tracking_uri, cache_dir, address, device, progress, stop)
+
+
+def _run(spec: SweepSpec, storage: str | Path, tracking_uri: str, cache_dir: str | Path,
+         address: str | None, device: str, progress, stop: _Stop) -> SweepOutcome:
     storage = storage_location(storage)
     store = Store(tracking_uri)
     parent = tracking.start_sweep(store, spec.name, spec.spec_hash(), git_sha(), spec.description,
@@ -200,23 +229,32 @@ def run_sweep(spec: SweepSpec, *, storage: str | Path, tracking_uri: str, cache_
     callbacks = [progress] if progress is not None else []
     tuner = tune.Tuner(_trainable(spec, ctx), param_space=param_space(spec),
                        tune_config=_tune_config(spec), run_config=_run_config(spec, storage, callbacks))
-    results = tuner.fit()
+    results = _fit(tuner, stop, exp)
     return _finish(spec, ctx, store, exp, results)
 
 
 def resume_sweep(name_or_path: str, *, storage: str | Path, tracking_uri: str | None = None,
-                 restart_errored: bool = False, address: str | None = None) -> SweepOutcome:
+                 restart_errored: bool = False, address: str | None = None,
+                 note=None) -> SweepOutcome:
     """Progress callbacks come back with Tune's pickled RunConfig. `tracking_uri`
-    overrides the recorded one (the store moved, e.g. to a tracking server)."""
+    overrides the recorded one (the store moved, e.g. to a tracking server).
+    A trial whose saved checkpoint is gone continues from an older one or
+    starts over; `note` hears one line for each. Raises SweepBusy and
+    Interrupted as `run_sweep` does."""
+    note = note or _say
     exp = experiment_path(name_or_path, storage)
     spec, ctx = read_manifest(exp, tracking_uri)
-    store = Store(ctx.tracking_uri, ctx.artifact_root)
-    init_ray(address, spec)
-    tuner = tune.Tuner.restore(exp, trainable=_trainable(spec, ctx),
-                               resume_unfinished=True, resume_errored=not restart_errored,
-                               restart_errored=restart_errored)
-    results = tuner.fit()
-    return _finish(spec, ctx, store, exp, results)
+    with _interruptible() as stop, _held(exp, note):
+        tracking.create_schema(ctx.tracking_uri)
+        store = Store(ctx.tracking_uri, ctx.artifact_root)
+        for line in repair_checkpoints(exp):
+            note(line)
+        init_ray(address, spec)
+        tuner = tune.Tuner.restore(exp, trainable=_trainable(spec, ctx),
+                                   resume_unfinished=True, resume_errored=not restart_errored,
+                                   restart_errored=restart_errored)
+        results = _fit(tuner, stop, exp)
+        return _finish(spec, ctx, store, exp, results)
 
 
 def _finish(spec: SweepSpec, ctx: SweepContext, store: Store, exp: str, results) -> SweepOutcome:
@@ -239,6 +277,151 @@ def _close_open_runs(store: Store, ctx: SweepContext, states: dict[str, str]) ->
             continue
         tracking.close_trial_run(store, run.run_id, errored=state == "ERROR",
                                  stopped_early="final/steps" not in run.metrics)
+
+
+# ------------------------------------------------- one driver, interruptions
+LOCK = "dynsweep.lock"
+
+
+class SweepBusy(RuntimeError):
+    """Another live driver runs this sweep."""
+
+
+class SweepExists(RuntimeError):
+    """The storage already holds this sweep; resume it or start a new one."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM stopped the sweep; Tune saved its state first, the
+    parent run stays RUNNING and `resume_sweep` continues it."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+class _Stop:
+    """The SIGINT/SIGTERM handler of a sweep. While Tune runs, the first signal
+    stops it the way Tune stops on Ctrl-C (trials stopped, experiment state
+    saved) and `_fit` raises Interrupted afterwards; outside `fit`, or on a
+    second signal, Interrupted is raised at once."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self):
+        self.got: list[int] = []
+        self.idle = signal.getsignal(signal.SIGUSR1)
+
+    def __call__(self, signum, frame):
+        tune_stop = signal.getsignal(signal.SIGUSR1)      # Tune's own, while fit runs
+        if self.got or tune_stop is self.idle or not callable(tune_stop):
+            raise Interrupted(signum)
+        self.got.append(signum)
+        tune_stop(signum, frame)
+
+    def install(self) -> None:
+        for s in self.SIGNALS:
+            signal.signal(s, self)
+
+
+@contextlib.contextmanager
+def _interruptible():
+    stop = _Stop()
+    before = {s: signal.getsignal(s) for s in stop.SIGNALS}
+    stop.install()
+    try:
+        yield stop
+    finally:
+        for s, handler in before.items():
+            signal.signal(s, handler)
+
+
+def _fit(tuner, stop: _Stop, exp: str):
+    """tuner.fit(), then only the checkpoints the saved state names are kept."""
+    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"      # ours forwards to Tune's
+    stop.install()                                       # again: ray.init sets its SIGTERM handler
+    usr1 = signal.getsignal(signal.SIGUSR1)
+    try:
+        results = tuner.fit()
+    finally:
+        signal.signal(signal.SIGUSR1, usr1)
+    prune_saved_checkpoints(exp)
+    if stop.got:
+        raise Interrupted(stop.got[0])
+    return results
+
+
+@contextlib.contextmanager
+def _held(exp: str, note):
+    """The sweep's lock file, <experiment>/dynsweep.lock: pid, host and start
+    of the driver that runs it. A lock whose process is gone (same host, pid
+    not alive) is stale and taken over; any other raises SweepBusy."""
+    lock, mine = _join(exp, LOCK), _holder_record()
+    for _ in range(2):
+        if _create_exclusive(lock, json.dumps(mine)):
+            break
+        try:
+            holder = json.loads(_read_text(lock))
+        except (OSError, ValueError):
+            holder = {}
+        if _alive(holder):
+            raise SweepBusy(f"pid {holder.get('pid')} on {holder.get('host')} runs this sweep "
+                            f"since {holder.get('started')} (lock {lock})")
+        note(f"taking over the stale lock of pid {holder.get('pid')} on {holder.get('host')} "
+             f"(that driver is gone)")
+        _delete(lock)
+    else:
+        raise SweepBusy(f"could not take the lock {lock}")
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError, ValueError):
+            if json.loads(_read_text(lock)) == mine:
+                _delete(lock)
+
+
+def _holder_record() -> dict[str, Any]:
+    return {"pid": os.getpid(), "host": socket.gethostname(), "proc_start": _proc_start(os.getpid()),
+            "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+
+
+def _alive(holder: dict[str, Any]) -> bool:
+    """Whether a lock's driver may still run (another host's: assumed so)."""
+    if holder.get("host") != socket.gethostname():
+        return bool(holder)
+    try:
+        os.kill(int(holder["pid"]), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    start = _proc_start(int(holder["pid"]))
+    return start is None or holder.get("proc_start") in (None, start)   # not a reused pid
+
+
+def _proc_start(pid: int) -> str | None:
+    """The process's start time in clock ticks since boot (Linux), else None."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def _set_aside(exp: str) -> str:
+    """Move a sweep's files (all but the lock) to <exp>@<time>; returns that folder."""
+    from pyarrow.fs import FileSelector
+
+    fs, path = _fs(exp)
+    aside = f"{path}@{time.strftime('%Y%m%d-%H%M%S')}"
+    fs.create_dir(aside, recursive=True)
+    for info in fs.get_file_info(FileSelector(path)):
+        if info.base_name != LOCK:
+            fs.move(info.path, f"{aside}/{info.base_name}")
+    return aside
+
+
+def _say(line: str) -> None:
+    print(line, file=sys.stderr)
 
 
 def experiment_path(name_or_path: str, storage: str | Path) -> str:
@@ -304,6 +487,28 @@ def _exists(location: str) -> bool:
     return fs.get_file_info(path).type == FileType.File
 
 
+def _create_exclusive(location: str, text: str) -> bool:
+    """Write a new file; False if it exists (atomic on local paths)."""
+    if "://" in location:
+        if _exists(location):
+            return False
+        _write_text(location, text)
+        return True
+    Path(location).parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(location, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+    except FileExistsError:
+        return False
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    return True
+
+
+def _delete(location: str) -> None:
+    fs, path = _fs(location)
+    fs.delete_file(path)
+
+
 def _write_text(location: str, text: str) -> None:
     fs, path = _fs(location)
     fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
@@ -315,6 +520,133 @@ def _read_text(location: str) -> str:
     fs, path = _fs(location)
     with fs.open_input_stream(path) as f:
         return f.read().decode()
+
+
+# ------------------------------------------------------------- checkpoints
+# A trial's checkpoints are <experiment>/<trial>/checkpoint_NNNNNN, numbered
+# in order. Restoring a sweep reads the newest experiment_state-*.json in the
+# experiment folder (saved every few seconds, not at every checkpoint); each
+# trial's entry there names the checkpoint it restores from.
+_CHECKPOINT = re.compile(r"checkpoint_(\d+)$")
+
+
+def _checkpoint_index(path: str | None) -> int | None:
+    match = _CHECKPOINT.search(path.rstrip("/")) if path else None
+    return int(match.group(1)) if match else None
+
+
+def _saved_state(exp: str, fs=None) -> tuple[str, dict[str, Any]] | None:
+    """(path, content) of the experiment state a restore would read, or None."""
+    from pyarrow.fs import FileSelector
+
+    if fs is None:
+        fs, exp = _fs(exp)
+    names = [i.base_name for i in fs.get_file_info(FileSelector(exp, allow_not_found=True))]
+    newest = max(fnmatch.filter(names, "experiment_state-*.json"), default=None)
+    if newest is None:
+        return None
+    path = f"{exp}/{newest}"
+    with fs.open_input_stream(path) as f:
+        return path, json.loads(f.read().decode())
+
+
+def _saved_metadata(entry: list[str]):
+    """A trial's run metadata (its checkpoint manager) from its experiment-state entry."""
+    from ray.tune.trainable.metadata import _TrainingRunMetadata
+    return _TrainingRunMetadata.from_json_state(entry[1])
+
+
+def _saved_checkpoint_index(exp: str, fs, trial_id: str) -> int | None:
+    """Index of the checkpoint the saved experiment state names for one trial."""
+    try:
+        saved = _saved_state(exp, fs)
+    except (OSError, ValueError):          # being written right now: keep everything
+        return None
+    for entry in (saved[1]["trial_data"] if saved else []):
+        if json.loads(entry[0]).get("trial_id") == trial_id:
+            latest = _saved_metadata(entry).checkpoint_manager.latest_checkpoint_result
+            return _checkpoint_index(latest.checkpoint.path) if latest else None
+    return None
+
+
+class PruneCheckpoints(tune.Callback):
+    """Deletes a trial's checkpoints older than both its latest one and the one
+    the saved experiment state names, so a restore always finds its checkpoint
+    and failed workers restart from the latest."""
+
+    def on_checkpoint(self, iteration, trials, trial, checkpoint, **info):
+        fs = trial.storage.storage_filesystem
+        keep_from = min(_checkpoint_index(trial.checkpoint.path) if trial.checkpoint else -1,
+                        _saved_checkpoint_index(trial.storage.experiment_fs_path, fs,
+                                                trial.trial_id) or -1)
+        removed = _delete_checkpoints_before(fs, trial.storage.trial_fs_path, keep_from)
+        manager = trial.run_metadata.checkpoint_manager
+        manager._checkpoint_results = [r for r in manager._checkpoint_results
+                                       if r.checkpoint.path.rstrip("/") not in removed]
+
+
+def prune_saved_checkpoints(exp: str) -> None:
+    """After `fit` saved the final experiment state: each trial keeps only the
+    checkpoint that state names."""
+    fs, path = _fs(exp)
+    saved = _saved_state(path, fs)
+    for entry in (saved[1]["trial_data"] if saved else []):
+        latest = _saved_metadata(entry).checkpoint_manager.latest_checkpoint_result
+        if latest is not None:
+            trial_dir = latest.checkpoint.path.rstrip("/").rsplit("/", 1)[0]
+            _delete_checkpoints_before(fs, trial_dir, _checkpoint_index(latest.checkpoint.path))
+
+
+def _delete_checkpoints_before(fs, trial_dir: str, keep_from: int | None) -> set[str]:
+    """Delete checkpoint_N folders of one trial with N < keep_from; returns their paths."""
+    from pyarrow.fs import FileSelector
+
+    removed: set[str] = set()
+    if not keep_from or keep_from <= 0:
+        return removed
+    for info in fs.get_file_info(FileSelector(trial_dir, allow_not_found=True)):
+        index = _checkpoint_index(info.path)
+        if index is not None and index < keep_from:
+            fs.delete_dir(info.path)
+            removed.add(info.path.rstrip("/"))
+    return removed
+
+
+def repair_checkpoints(exp: str) -> list[str]:
+    """Before a restore: a trial whose saved checkpoint is gone (deleted by an
+    older dynsweep, or by hand) falls back to its newest checkpoint that still
+    exists, or starts over. Returns one line per trial changed."""
+    fs, path = _fs(exp)
+    saved = _saved_state(path, fs)
+    if saved is None:
+        return []
+    state_path, state = saved
+    notes = []
+    for entry in state["trial_data"]:
+        metadata = _saved_metadata(entry)
+        manager = metadata.checkpoint_manager
+        latest = manager.latest_checkpoint_result if manager else None
+        if latest is None or _dir_exists(fs, latest.checkpoint.path):
+            continue
+        kept = [r for r in manager._checkpoint_results if _dir_exists(fs, r.checkpoint.path)]
+        manager._checkpoint_results = kept
+        manager._latest_checkpoint_result = kept[-1] if kept else None
+        metadata.invalidate_cache()
+        entry[1] = metadata.get_json_state()
+        name = json.loads(entry[0]).get("custom_dirname") or json.loads(entry[0])["trial_id"]
+        lost = latest.checkpoint.path.rsplit("/", 1)[-1]
+        notes.append(f"{name}: {lost} is gone; continuing from "
+                     f"{kept[-1].checkpoint.path.rsplit('/', 1)[-1]}" if kept else
+                     f"{name}: {lost} is gone and no older one is left; the trial starts over")
+    if notes:
+        with fs.open_output_stream(state_path) as f:
+            f.write(json.dumps(state).encode())
+    return notes
+
+
+def _dir_exists(fs, path: str) -> bool:
+    from pyarrow.fs import FileType
+    return fs.get_file_info(path).type == FileType.Directory
 
 
 def status_rows(exp: str, ctx: SweepContext) -> list[dict[str, Any]]:

@@ -74,6 +74,9 @@ def run_trial(config: dict[str, Any], ctx: SweepContext, session: Session,
     except SystemExit:      # the scheduler (e.g. ASHA) stopped the trial at a report:
         trial.flush()       # no error; the runner closes the run once Tune says TERMINATED
         raise
+    except KeyboardInterrupt:   # Ctrl-C reached the worker: the sweep resumes this run
+        trial.flush()
+        raise
     except BaseException:
         if trial.status == "running":
             trial.set_status("errored")
