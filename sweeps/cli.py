@@ -30,6 +30,18 @@ class InputError(Exception):
     """Bad input that is not a spec: a path, a sweep name, an option."""
 
 
+class Stopped(KeyboardInterrupt):
+    """SIGTERM, handled like Ctrl-C (exit 128 + the signal's number)."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _stop(signum, frame):
+    raise Stopped(signum)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Ctrl-C (SIGINT) exits 130 and SIGTERM 143; a stopped sweep says how to resume."""
     args = _parser().parse_args(argv)
@@ -57,9 +69,9 @@ def cmd_validate(args) -> int:
 
 def cmd_run(args) -> int:
     spec = load_spec(args.spec)
-    if args.smoke:
-        spec = smoke(spec)
-    problems = _data_problems(spec)
+    if args.smoke:                 # its own experiment and folder, never mixed with the real sweep
+        spec = smoke(spec).model_copy(update={"name": f"{spec.name}-smoke"})
+    problems = _data_problems(spec, _cache(args))
     if problems:
         raise InputError(f"{args.spec}: {problems[0]}")
     from sweeps import runner
@@ -69,9 +81,10 @@ def cmd_run(args) -> int:
     err.print(f"sweep {spec.name}: {spec.n_trials()} trial(s) → MLflow {uri}")
     args.sweep = spec.name
     try:
-        outcome = runner.run_sweep(spec, storage=_storage(args), tracking_uri=uri, cache_dir=RUNS / "data",
+        outcome = runner.run_sweep(spec, storage=_storage(args), tracking_uri=uri, cache_dir=_cache(args),
                                    address=args.address, device=args.device, new=args.new,
-                                   progress=runner.Progress(spec.n_trials()), note=err.print)
+                                   progress=runner.Progress(spec.n_trials(), spec.base.train.epochs),
+                                   note=err.print)
     except runner.SweepExists as exc:
         again = _command(args, "run", args.spec, *(["--smoke"] if args.smoke else []), "--new")
         raise InputError(f"{exc}: `{_resume_command(args, spec.name)}` continues it, "
@@ -81,7 +94,7 @@ def cmd_run(args) -> int:
     _print_rows(outcome.rows)
     if spec.conjectures:
         _conjectures(spec.name, uri, outcome.parent_run_id, spec.conjectures, as_json=False)
-    _print_ui_hint(uri, spec.name)
+    _print_ui_hint(uri, spec.name, outcome.parent_run_id)
     return 1 if outcome.errors else 0
 
 
@@ -129,14 +142,30 @@ def cmd_ui(args) -> int:
     uri = args.tracking_uri or default_tracking_uri(RUNS)
     argv = ui_command(uri, host=args.host, port=args.port)
     err.print(f"MLflow UI on http://{args.host}:{args.port} over {uri} (Ctrl-C stops it)")
-    return subprocess.call(argv)
+    signal.signal(signal.SIGTERM, _stop)
+    server = subprocess.Popen(argv, start_new_session=True)   # its own group: its workers too
+    try:
+        return server.wait()
+    finally:                       # Ctrl-C, SIGTERM or any error: the server goes with us
+        if server.poll() is None:
+            os.killpg(server.pid, signal.SIGTERM)
+            try:
+                server.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(server.pid, signal.SIGKILL)
+                server.wait()
 
 
 def cmd_conjectures(args) -> int:
     from sweeps.tracking import default_tracking_uri
 
+    from sweeps import conjectures
+
     uri = args.tracking_uri or default_tracking_uri(RUNS)
     names = args.only.split(",") if args.only else None
+    unknown = [n for n in names or [] if n not in conjectures.REGISTRY]
+    if unknown:
+        raise InputError(f"unknown conjecture {unknown[0]!r}; valid names: {', '.join(conjectures.names())}")
     return _conjectures(args.name, uri, None, names, as_json=args.json)
 
 
@@ -146,6 +175,8 @@ def _conjectures(name: str, uri: str, parent_run_id: str | None, names, as_json:
 
     try:
         result = judge(name, uri, parent_run_id=parent_run_id, names=names)
+    except KeyError as exc:                # an unknown name listed by the spec
+        raise InputError(exc.args[0]) from None
     except LookupError as exc:
         raise InputError(str(exc)) from None
     verdicts = result.verdicts
@@ -169,12 +200,12 @@ def _breakeven_rows(df) -> list[dict]:
             for row in df.to_dict("records")]
 
 
-def _data_problems(spec) -> list[str]:
+def _data_problems(spec, cache: Path = RUNS / "data") -> list[str]:
     from dynamics_core.data import check_available
 
     problems = []
     for cfg in {t.data for t in spec.trials()} if spec.search.kind == "grid" else {spec.base.data}:
-        problem = check_available(cfg, RUNS / "data")
+        problem = check_available(cfg, cache)
         if problem and problem not in problems:
             problems.append(problem)
     return problems
@@ -191,6 +222,16 @@ def _command(args, verb: str, target: str, *extra: str) -> str:
         if getattr(args, flag, None):
             argv += [f"--{flag.replace('_', '-')}", getattr(args, flag)]
     return shlex.join([*argv, *extra])
+
+
+def _cache(args) -> Path:
+    """Generated data sets: $DYNSWEEP_CACHE, else `data/` beside the storage root
+    (runs/data by default), never the current directory."""
+    if os.environ.get("DYNSWEEP_CACHE"):
+        return Path(os.environ["DYNSWEEP_CACHE"]).expanduser().resolve()
+    if args.storage and "://" in args.storage:
+        return RUNS.resolve() / "data"
+    return _storage(args).expanduser().resolve().parent / "data"
 
 
 def _storage(args) -> Path:
@@ -216,10 +257,15 @@ def _fmt(value) -> str:
     return escape(str(value))          # names like c1_lr[hessian/top] are not markup
 
 
-def _print_ui_hint(uri: str, name: str) -> None:
-    out.print(f"\nMLflow: experiment [bold]{name}[/bold] in {uri}\n"
-              f"  open the UI with `dynsweep ui` (or `mlflow ui --backend-store-uri {uri}`) "
-              f"and browse to http://127.0.0.1:5000")
+def _print_ui_hint(uri: str, name: str, parent_run_id: str) -> None:
+    """Where the results are: the store, the command serving its UI, and the
+    link to this sweep's runs table."""
+    from sweeps.tracking import Store, runs_page
+
+    link = runs_page(Store(uri), name, parent_run_id)
+    out.print(f"\nMLflow: experiment [bold]{escape(name)}[/bold] in {uri}\n"
+              f"  serve the UI:  {shlex.join(['dynsweep', 'ui', '--tracking-uri', uri])}\n"
+              f"  this sweep:    {link}", soft_wrap=True)
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -29,8 +29,9 @@ import ray
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
-from sweeps.spec import SweepSpec, parse_spec, trial_name
-from sweeps.trial import TRIAL_KEY, SweepContext, run_trial, trial_config
+from sweeps.spec import SweepSpec, parse_spec
+from sweeps.trial import (TRIAL_KEY, SweepContext, run_trial, trial_config, trial_label,
+                          trial_names)
 from sweeps import tracking
 from sweeps.tracking import Store, git_sha
 
@@ -126,13 +127,15 @@ def _distribution(d) -> Any:
 
 
 def _tune_config(spec: SweepSpec) -> tune.TuneConfig:
-    base = spec.base.model_dump(mode="json")
+    swept = spec.overrides() if spec.search.kind == "grid" else []
+    grid_names = {_values_key(o): n for o, n in zip(swept, trial_names(swept))}
 
     def name(trial) -> str:
-        """Grid: content hash + seed (deterministic). Optuna may sample a config
-        twice, so its names also carry Tune's trial id."""
-        readable = trial_name(trial_config(trial.config, base))
-        return readable if spec.search.kind == "grid" else f"{readable}-{trial.trial_id}"
+        """Grid: the swept values (deterministic: resume finds its folders by
+        them). Optuna may sample a config twice: its names end in Tune's trial id."""
+        if TRIAL_KEY in trial.config:
+            return grid_names[_values_key(trial.config[TRIAL_KEY])]
+        return f"{trial_label(trial.config)}-{trial.trial_id}"
 
     search_alg, num_samples = None, 1
     if spec.search.kind == "optuna":
@@ -148,6 +151,10 @@ def _tune_config(spec: SweepSpec) -> tune.TuneConfig:
                  if s.kind == "asha" else FIFOScheduler())
     return tune.TuneConfig(search_alg=search_alg, scheduler=scheduler, num_samples=num_samples,
                            reuse_actors=True, trial_name_creator=name, trial_dirname_creator=name)
+
+
+def _values_key(values: dict[str, Any]) -> str:
+    return json.dumps(values, sort_keys=True, default=str)
 
 
 def _run_config(spec: SweepSpec, storage: str, callbacks: list) -> tune.RunConfig:
@@ -674,32 +681,43 @@ def status_rows(exp: str, ctx: SweepContext) -> list[dict[str, Any]]:
 
 # ---------------------------------------------------------------- progress
 class Progress(tune.Callback):
-    """One line per change: trials done/running/failed, elapsed, ETA.
+    """One line per change: trials done/running/failed, trial-epochs done, and
+    an ETA from the trial-epochs finished per second in this session (not
+    from trials, which run in parallel and unevenly); the trial's epoch and
+    key metrics; a last `N/N done` line.
 
     Picklable (Tune stores callbacks with the experiment, so a resumed sweep
     reports progress too); the console is created lazily.
     """
 
-    def __init__(self, total: int | None, every_s: float = 10.0):
+    def __init__(self, total: int | None, epochs: int | None = None, every_s: float = 10.0):
         self.total = total
+        self.epochs = epochs
         self.every_s = every_s
         self._start = time.monotonic()
         self._last = 0.0
         self._console = None
+        self._epoch: dict[str, float] = {}        # trial -> epochs done
+        self._first: dict[str, float] = {}        # trial -> epochs done when first seen here
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"total": self.total, "every_s": self.every_s}
+        return {"total": self.total, "epochs": self.epochs, "every_s": self.every_s}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["total"], state["every_s"])
+        self.__init__(state["total"], state.get("epochs"), state["every_s"])
 
     def on_trial_start(self, iteration, trials, trial, **info):
         self._show(trials, f"started {trial}")
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
+        epoch = float(result.get("epoch", 0))
+        self._first.setdefault(str(trial), self._epoch.get(str(trial), epoch - 1 if epoch else 0))
+        self._epoch[str(trial)] = epoch
         if time.monotonic() - self._last >= self.every_s:
-            acc = result.get("val/acc")
-            note = f"{trial} epoch {result.get('epoch', 0):.0f}" + (f" val/acc {acc:.3f}" if acc is not None else "")
+            note = f"{trial} epoch {epoch:.0f}"
+            for key, label in (("val/acc", "val/acc"), ("hessian/top", "λ_H¹"), ("gradcov/top", "λ_K¹")):
+                if result.get(key) is not None:
+                    note += f" {label} {result[key]:.3g}"
             self._show(trials, note)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
@@ -708,19 +726,41 @@ class Progress(tune.Callback):
     def on_trial_error(self, iteration, trials, trial, **info):
         self._show(trials, f"[red]error in {trial}[/red] (retried up to max_failures)")
 
-    def _show(self, trials, note: str) -> None:
-        from rich.console import Console
+    def on_experiment_end(self, trials, **info):
+        states = [t.status for t in trials]
+        self._print(f"{states.count('TERMINATED')}/{self.total or len(trials)} done"
+                    f"{', %d failed' % states.count('ERROR') if 'ERROR' in states else ''} "
+                    f"in {_clock(time.monotonic() - self._start)}")
 
-        self._console = self._console or Console(stderr=True, highlight=False)
+    def _eta(self, trials) -> tuple[str, float]:
+        """(`k/K epochs`, seconds left) from this session's epochs per second."""
+        if not self.epochs:
+            return "", float("nan")
+        total = (self.total or len(trials)) * self.epochs
+        finished = {str(t) for t in trials if t.status in ("TERMINATED", "ERROR")}
+        # a trial that ended early (ASHA, divergence) needs no more epochs
+        total -= sum(self.epochs - self._epoch.get(t, self.epochs) for t in finished)
+        done = sum(self._epoch.values())
+        here = sum(e - self._first.get(t, e) for t, e in self._epoch.items())
+        rate = here / (time.monotonic() - self._start) if here else 0.0
+        eta = (total - done) / rate if rate else float("nan")
+        return f"{done:.0f}/{total:.0f} epochs, ", eta
+
+    def _show(self, trials, note: str) -> None:
         self._last = time.monotonic()
         states = [t.status for t in trials]
         done, running = states.count("TERMINATED"), states.count("RUNNING")
         failed = states.count("ERROR")
         total = self.total or len(trials)
-        elapsed = self._last - self._start
-        eta = elapsed / done * (total - done - failed) if done else float("nan")
-        self._console.print(f"[{done}/{total} done, {running} running, {failed} failed] "
-                            f"elapsed {_clock(elapsed)} ETA {_clock(eta)} — {note}")
+        epochs, eta = self._eta(trials)
+        self._print(f"[{done}/{total} done, {running} running, {failed} failed] {epochs}"
+                    f"elapsed {_clock(self._last - self._start)} ETA {_clock(eta)} — {note}")
+
+    def _print(self, line: str) -> None:
+        from rich.console import Console
+
+        self._console = self._console or Console(stderr=True, highlight=False, soft_wrap=True)
+        self._console.print(line)
 
 
 def _clock(seconds: float) -> str:
