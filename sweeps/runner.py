@@ -697,6 +697,7 @@ class Progress(tune.Callback):
         self._start = time.monotonic()
         self._last = 0.0
         self._console = None
+        self._begun: float | None = None           # the first trial's start: the rate's clock
         self._epoch: dict[str, float] = {}        # trial -> epochs done
         self._first: dict[str, float] = {}        # trial -> epochs done when first seen here
 
@@ -707,6 +708,7 @@ class Progress(tune.Callback):
         self.__init__(state["total"], state.get("epochs"), state["every_s"])
 
     def on_trial_start(self, iteration, trials, trial, **info):
+        self._begun = self._begun or time.monotonic()
         self._show(trials, f"started {trial}")
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
@@ -742,7 +744,7 @@ class Progress(tune.Callback):
         total -= sum(self.epochs - self._epoch.get(t, self.epochs) for t in finished)
         done = sum(self._epoch.values())
         here = sum(e - self._first.get(t, e) for t, e in self._epoch.items())
-        rate = here / (time.monotonic() - self._start) if here else 0.0
+        rate = here / (time.monotonic() - (self._begun or self._start)) if here else 0.0
         eta = (total - done) / rate if rate else float("nan")
         return f"{done:.0f}/{total:.0f} epochs, ", eta
 
