@@ -583,10 +583,14 @@ class PruneCheckpoints(tune.Callback):
 
     def on_checkpoint(self, iteration, trials, trial, checkpoint, **info):
         fs = trial.storage.storage_filesystem
-        keep_from = min(_checkpoint_index(trial.checkpoint.path) if trial.checkpoint else -1,
-                        _saved_checkpoint_index(trial.storage.experiment_fs_path, fs,
-                                                trial.trial_id) or -1)
-        removed = _delete_checkpoints_before(fs, trial.storage.trial_fs_path, keep_from)
+        try:
+            keep_from = min(_checkpoint_index(trial.checkpoint.path) if trial.checkpoint else -1,
+                            _saved_checkpoint_index(trial.storage.experiment_fs_path, fs,
+                                                    trial.trial_id) or -1)
+            removed = _delete_checkpoints_before(fs, trial.storage.trial_fs_path, keep_from)
+        except Exception as exc:        # pruning must never stop a sweep: keep them, try next time
+            print(f"could not prune the checkpoints of {trial}: {exc}", file=sys.stderr)
+            return
         manager = trial.run_metadata.checkpoint_manager
         manager._checkpoint_results = [r for r in manager._checkpoint_results
                                        if r.checkpoint.path.rstrip("/") not in removed]
