@@ -111,6 +111,7 @@ def cmd_resume(args) -> int:
     except runner.SweepBusy as exc:
         raise InputError(f"sweep {args.name} is running already: {exc}") from None
     _print_rows(outcome.rows)
+    _print_ui_hint(outcome.tracking_uri, outcome.name, outcome.parent_run_id)
     return 1 if outcome.errors else 0
 
 
@@ -157,9 +158,8 @@ def cmd_ui(args) -> int:
 
 
 def cmd_conjectures(args) -> int:
-    from sweeps.tracking import default_tracking_uri
-
     from sweeps import conjectures
+    from sweeps.tracking import default_tracking_uri
 
     uri = args.tracking_uri or default_tracking_uri(RUNS)
     names = args.only.split(",") if args.only else None

@@ -177,6 +177,7 @@ class SweepOutcome:
     parent_run_id: str
     rows: list[dict[str, Any]]
     errors: int
+    tracking_uri: str = ""
 
 
 def init_ray(address: str | None, spec: SweepSpec) -> None:
@@ -270,7 +271,7 @@ def _finish(spec: SweepSpec, ctx: SweepContext, store: Store, exp: str, results)
     errors = sum(1 for r in results if r.error is not None)
     if all(state in ("TERMINATED", "ERROR") for state in states.values()):
         tracking.end_sweep(store, ctx.parent_run_id, "FAILED" if errors else "FINISHED")
-    return SweepOutcome(spec.name, exp, ctx.parent_run_id, status_rows(exp, ctx), errors)
+    return SweepOutcome(spec.name, exp, ctx.parent_run_id, status_rows(exp, ctx), errors, ctx.tracking_uri)
 
 
 def _close_open_runs(store: Store, ctx: SweepContext, states: dict[str, str]) -> None:
