@@ -233,10 +233,15 @@ def _run(spec: SweepSpec, storage: str | Path, tracking_uri: str, cache_dir: str
     exp = _join(storage, spec.name)
     _write_text(_join(exp, MANIFEST), json.dumps({"spec": spec.model_dump(mode="json"),
                                                   "context": asdict(ctx)}, indent=2))
+    return _tune(spec, ctx, store, exp, address, progress, stop)
+
+
+def _tune(spec: SweepSpec, ctx: SweepContext, store: Store, exp: str, address: str | None,
+          progress, stop: _Stop) -> SweepOutcome:
     init_ray(address, spec)
     callbacks = [progress] if progress is not None else []
-    tuner = tune.Tuner(_trainable(spec, ctx), param_space=param_space(spec),
-                       tune_config=_tune_config(spec), run_config=_run_config(spec, storage, callbacks))
+    tuner = tune.Tuner(_trainable(spec, ctx), param_space=param_space(spec), tune_config=_tune_config(spec),
+                       run_config=_run_config(spec, ctx.storage, callbacks))
     results = _fit(tuner, stop, exp)
     return _finish(spec, ctx, store, exp, results)
 
@@ -248,13 +253,18 @@ def resume_sweep(name_or_path: str, *, storage: str | Path, tracking_uri: str | 
     overrides the recorded one (the store moved, e.g. to a tracking server).
     A trial whose saved checkpoint is gone continues from an older one or
     starts over; `note` hears one line for each. Raises SweepBusy and
-    Interrupted as `run_sweep` does."""
+    Interrupted as `run_sweep` does. A sweep stopped before Tune saved anything
+    starts over under its parent run."""
     note = note or _say
     exp = experiment_path(name_or_path, storage)
     spec, ctx = read_manifest(exp, tracking_uri)
     with _interruptible() as stop, _held(exp, note):
         tracking.create_schema(ctx.tracking_uri)
         store = Store(ctx.tracking_uri, ctx.artifact_root)
+        if not tune.Tuner.can_restore(exp):
+            note(f"sweep {spec.name} stopped before its first trial: it starts now")
+            return _tune(spec, ctx, store, exp, address,
+                         Progress(spec.n_trials(), spec.base.train.epochs), stop)
         for line in repair_checkpoints(exp):
             note(line)
         init_ray(address, spec)

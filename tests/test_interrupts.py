@@ -63,6 +63,7 @@ def assert_same_as_reference(cut: Path, reference: dict) -> None:
 
 
 KILL_POINTS = {
+    "before_tune": lambda exp: (exp / "dynsweep.json").exists(),       # Ray still starting
     "early": lambda exp: len(trial_folders(exp)) >= 1,                 # trials started, no checkpoint
     "right_after_a_checkpoint": lambda exp: newest_checkpoint(exp) >= 0,
     "late": lambda exp: newest_checkpoint(exp) >= 4,
