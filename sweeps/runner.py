@@ -7,8 +7,13 @@ sweep_status: one row per trial from Tune's experiment state + the MLflow run id
 
 Layout: <storage>/<spec name>/ is Tune's experiment folder, and
 dynsweep.json beside Tune's files records what resume needs (the spec, the
-MLflow parent run, the tracking URI, the data cache). <storage> is a local or
-shared-filesystem path, or a URI Tune understands (s3://, gs://).
+MLflow parent run, the tracking URI, the data cache); dynsweep.lock names the
+driver running the sweep. <storage> is a local or shared-filesystem path, or
+a URI Tune understands (s3://, gs://).
+
+Interruptions: SIGINT/SIGTERM stop Tune cleanly (Interrupted); a killed
+driver's sweep resumes from the checkpoints Tune's saved state names, which
+`PruneCheckpoints` never deletes.
 """
 from __future__ import annotations
 
