@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -22,14 +24,27 @@ from sweeps.spec import SpecError, load_spec, smoke
 
 RUNS = Path("runs")
 out = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
-err = Console(stderr=True, highlight=False)
+err = Console(stderr=True, highlight=False, soft_wrap=True)   # one message, one line
 
 
 class InputError(Exception):
     """Bad input that is not a spec: a path, a sweep name, an option."""
 
 
+class Stopped(KeyboardInterrupt):
+    """SIGTERM, handled like Ctrl-C (exit 128 + the signal's number)."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _stop(signum, frame):
+    raise Stopped(signum)
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Ctrl-C (SIGINT) exits 130 and SIGTERM 143; a stopped sweep says how to resume."""
     try:
         args, extra = _parser().parse_known_args(argv)
         if extra:
@@ -44,9 +59,11 @@ def main(argv: list[str] | None = None) -> int:
     except Unavailable as exc:          # cluster, tracking store or storage: one line, no run left open
         err.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)
         return 1
-    except KeyboardInterrupt:
-        err.print("interrupted: `dynsweep resume NAME` continues from the last checkpoints")
-        return 1
+    except KeyboardInterrupt as exc:
+        name = getattr(args, "sweep", None)
+        hint = f": `{_resume_command(args, name)}` continues from the last checkpoints" if name else ""
+        err.print(f"interrupted{hint}")
+        return 128 + getattr(exc, "signum", signal.SIGINT)
 
 
 # ---------------------------------------------------------------- commands
@@ -61,9 +78,9 @@ def cmd_validate(args) -> int:
 
 def cmd_run(args) -> int:
     spec = load_spec(args.spec)
-    if args.smoke:
-        spec = smoke(spec)
-    problems = _data_problems(spec)
+    if args.smoke:                 # its own experiment and folder, never mixed with the real sweep
+        spec = smoke(spec).model_copy(update={"name": f"{spec.name}-smoke"})
+    problems = _data_problems(spec, _cache(args))
     if problems:
         raise InputError(f"{args.spec}: {problems[0]}")
     from sweeps import runner
@@ -71,25 +88,39 @@ def cmd_run(args) -> int:
 
     uri = args.tracking_uri or default_tracking_uri(RUNS)
     err.print(f"sweep {spec.name}: {spec.n_trials()} trial(s) → MLflow {uri}")
-    outcome = runner.run_sweep(spec, storage=_storage(args), tracking_uri=uri, cache_dir=RUNS / "data",
-                               address=args.address, device=args.device,
-                               progress=runner.Progress(spec.n_trials()))
+    args.sweep = spec.name
+    try:
+        outcome = runner.run_sweep(spec, storage=_storage(args), tracking_uri=uri, cache_dir=_cache(args),
+                                   address=args.address, device=args.device, new=args.new,
+                                   progress=runner.Progress(spec.n_trials(), spec.base.train.epochs),
+                                   note=err.print)
+    except runner.SweepExists as exc:
+        again = _command(args, "run", args.spec, *(["--smoke"] if args.smoke else []), "--new")
+        raise InputError(f"{exc}: `{_resume_command(args, spec.name)}` continues it, "
+                         f"`{again}` starts a new one") from None
+    except runner.SweepBusy as exc:
+        raise InputError(f"sweep {spec.name} is running already: {exc}") from None
     _print_rows(outcome.rows)
     if spec.conjectures:
         _conjectures(spec.name, uri, outcome.parent_run_id, spec.conjectures, as_json=False)
-    _print_ui_hint(uri, spec.name)
+    _print_ui_hint(uri, spec.name, outcome.parent_run_id)
     return 1 if outcome.errors else 0
 
 
 def cmd_resume(args) -> int:
     from sweeps import runner
 
+    args.sweep = args.name
     try:
         outcome = runner.resume_sweep(args.name, storage=_storage(args), tracking_uri=args.tracking_uri,
-                                      restart_errored=args.restart_errored, address=args.address)
+                                      restart_errored=args.restart_errored, address=args.address,
+                                      note=err.print)
     except FileNotFoundError as exc:
         raise InputError(str(exc)) from None
+    except runner.SweepBusy as exc:
+        raise InputError(f"sweep {args.name} is running already: {exc}") from None
     _print_rows(outcome.rows)
+    _print_ui_hint(outcome.tracking_uri, outcome.name, outcome.parent_run_id)
     return 1 if outcome.errors else 0
 
 
@@ -121,15 +152,31 @@ def cmd_ui(args) -> int:
     uri = args.tracking_uri or default_tracking_uri(RUNS)
     argv = ui_command(uri, host=args.host, port=args.port)
     err.print(f"MLflow UI on http://{args.host}:{args.port} over {uri} (Ctrl-C stops it)")
-    return subprocess.call(argv)
+    signal.signal(signal.SIGTERM, _stop)
+    server = subprocess.Popen(argv, start_new_session=True)   # its own group: its workers too
+    try:
+        return server.wait()
+    finally:                       # Ctrl-C, SIGTERM or any error: the server goes with us
+        if server.poll() is None:
+            os.killpg(server.pid, signal.SIGTERM)
+            try:
+                server.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(server.pid, signal.SIGKILL)
+                server.wait()
 
 
 def cmd_conjectures(args) -> int:
+    from sweeps import experiments
     from sweeps.conjectures.plan import parse_window
     from sweeps.tracking import default_tracking_uri
 
     uri = args.tracking_uri or default_tracking_uri(RUNS)
     names = args.only.split(",") if args.only else None
+    unknown = [n for n in names or [] if n not in experiments.conjecture_names()]
+    if unknown:
+        raise InputError(f"unknown conjecture {unknown[0]!r}; valid names: "
+                         f"{', '.join(experiments.conjecture_names())}")
     if args.window:
         try:
             parse_window(args.window)
@@ -146,6 +193,8 @@ def _conjectures(name: str, uri: str, parent_run_id: str | None, names, as_json:
 
     try:
         result = judge(name, uri, parent_run_id=parent_run_id, names=names, overrides=overrides)
+    except KeyError as exc:                # an unknown name listed by the spec
+        raise InputError(exc.args[0]) from None
     except LookupError as exc:
         raise InputError(str(exc)) from None
     verdicts = result.verdicts
@@ -179,15 +228,38 @@ def _table_rows(df) -> list[dict]:
             for row in df.to_dict("records")]
 
 
-def _data_problems(spec) -> list[str]:
+def _data_problems(spec, cache: Path = RUNS / "data") -> list[str]:
     from dynamics_core.data import check_available
 
     problems = []
     for cfg in spec.data_configs():
-        problem = check_available(cfg, RUNS / "data")
+        problem = check_available(cfg, cache)
         if problem and problem not in problems:
             problems.append(problem)
     return problems
+
+
+def _resume_command(args, name: str) -> str:
+    return _command(args, "resume", name)
+
+
+def _command(args, verb: str, target: str, *extra: str) -> str:
+    """`dynsweep VERB TARGET` with the storage, tracking URI and address as given."""
+    argv = ["dynsweep", verb, target]
+    for flag in ("storage", "tracking_uri", "address"):
+        if getattr(args, flag, None):
+            argv += [f"--{flag.replace('_', '-')}", getattr(args, flag)]
+    return shlex.join([*argv, *extra])
+
+
+def _cache(args) -> Path:
+    """Generated data sets: $DYNSWEEP_CACHE, else `data/` beside the storage root
+    (runs/data by default), never the current directory."""
+    if os.environ.get("DYNSWEEP_CACHE"):
+        return Path(os.environ["DYNSWEEP_CACHE"]).expanduser().resolve()
+    if args.storage and "://" in args.storage:
+        return RUNS.resolve() / "data"
+    return Path(_storage(args)).expanduser().resolve().parent / "data"
 
 
 def _storage(args) -> str:
@@ -218,10 +290,15 @@ def _fmt(value) -> str:
     return escape(str(value))          # names like c1_lr[hessian/top] are not markup
 
 
-def _print_ui_hint(uri: str, name: str) -> None:
-    out.print(f"\nMLflow: experiment [bold]{name}[/bold] in {uri}\n"
-              f"  open the UI with `dynsweep ui` (or `mlflow ui --backend-store-uri {uri}`) "
-              f"and browse to http://127.0.0.1:5000")
+def _print_ui_hint(uri: str, name: str, parent_run_id: str) -> None:
+    """Where the results are: the store, the command serving its UI, and the
+    link to this sweep's runs table."""
+    from sweeps.tracking import Store, runs_page
+
+    link = runs_page(Store(uri), name, parent_run_id)
+    out.print(f"\nMLflow: experiment [bold]{escape(name)}[/bold] in {uri}\n"
+              f"  serve the UI:  {shlex.join(['dynsweep', 'ui', '--tracking-uri', uri])}\n"
+              f"  this sweep:    {link}", soft_wrap=True)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -263,6 +340,8 @@ def _parser() -> argparse.ArgumentParser:
     c = command("run", cmd_run, "run a sweep", spec=True, storage=True, tracking=True)
     c.add_argument("--address", help=address)
     c.add_argument("--smoke", action="store_true", help="shrink the sweep to seconds")
+    c.add_argument("--new", action="store_true",
+                   help="start over when the storage holds this sweep (the old one is kept as NAME@<time>)")
     c.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
                    help="where trials train (default auto: the spec's train.device, CUDA when there is one)")
     c = command("resume", cmd_resume, "continue a stopped sweep from its checkpoints", sweep=True,

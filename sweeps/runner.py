@@ -7,13 +7,24 @@ sweep_status: one row per trial from Tune's experiment state + the MLflow run id
 
 Layout: <storage>/<spec name>/ is Tune's experiment folder, and
 dynsweep.json beside Tune's files records what resume needs (the spec, the
-MLflow parent run, the tracking URI, the data cache). <storage> is a local or
-shared-filesystem path, or a URI Tune understands (s3://, gs://).
+MLflow parent run, the tracking URI, the data cache); dynsweep.lock names the
+driver running the sweep. <storage> is a local or shared-filesystem path, or
+a URI Tune understands (s3://, gs://).
+
+Interruptions: SIGINT/SIGTERM stop Tune cleanly (Interrupted); a killed
+driver's sweep resumes from the checkpoints Tune's saved state names, which
+`PruneCheckpoints` never deletes.
 """
 from __future__ import annotations
 
+import contextlib
+import fnmatch
 import json
 import os
+import re
+import signal
+import socket
+import sys
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -24,8 +35,9 @@ from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
 from sweeps.errors import Unavailable
-from sweeps.spec import SpecError, SweepSpec, check_resources, parse_spec, trial_name
-from sweeps.trial import TRIAL_KEY, SweepContext, run_trial, trial_config
+from sweeps.spec import SpecError, SweepSpec, check_resources, parse_spec
+from sweeps.trial import (TRIAL_KEY, SweepContext, run_trial, trial_config, trial_label,
+                          trial_names)
 from sweeps import tracking
 from sweeps.tracking import Store, git_sha
 
@@ -121,13 +133,15 @@ def _distribution(d) -> Any:
 
 
 def _tune_config(spec: SweepSpec) -> tune.TuneConfig:
-    base = spec.base.model_dump(mode="json")
+    swept = spec.overrides() if spec.search.kind == "grid" else []
+    grid_names = {_values_key(o): n for o, n in zip(swept, trial_names(swept))}
 
     def name(trial) -> str:
-        """Grid: content hash + seed (deterministic). Optuna may sample a config
-        twice, so its names also carry Tune's trial id."""
-        readable = trial_name(trial_config(trial.config, base))
-        return readable if spec.search.kind == "grid" else f"{readable}-{trial.trial_id}"
+        """Grid: the swept values (deterministic: resume finds its folders by
+        them). Optuna may sample a config twice: its names end in Tune's trial id."""
+        if TRIAL_KEY in trial.config:
+            return grid_names[_values_key(trial.config[TRIAL_KEY])]
+        return f"{trial_label(trial.config)}-{trial.trial_id}"
 
     search_alg, num_samples = None, 1
     if spec.search.kind == "optuna":
@@ -145,12 +159,20 @@ def _tune_config(spec: SweepSpec) -> tune.TuneConfig:
                            reuse_actors=True, trial_name_creator=name, trial_dirname_creator=name)
 
 
+def _values_key(values: dict[str, Any]) -> str:
+    return json.dumps(values, sort_keys=True, default=str)
+
+
 def _run_config(spec: SweepSpec, storage: str, callbacks: list) -> tune.RunConfig:
+    """Tune keeps every checkpoint (`num_to_keep=None`): with a limit it deletes
+    old ones at once, also the one its last saved experiment state still names,
+    and a driver killed before the next save could never resume that trial.
+    `PruneCheckpoints` deletes them instead, once nothing refers to them."""
     return tune.RunConfig(
         name=spec.name, storage_path=storage,
         failure_config=tune.FailureConfig(max_failures=spec.fault_tolerance.max_failures),
-        checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
-        callbacks=callbacks, verbose=0)
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=None),
+        callbacks=[*callbacks, PruneCheckpoints()], verbose=0)
 
 
 # ------------------------------------------------------------------ public
@@ -161,6 +183,7 @@ class SweepOutcome:
     parent_run_id: str
     rows: list[dict[str, Any]]
     errors: int
+    tracking_uri: str = ""
 
 
 def init_ray(address: str | None, spec: SweepSpec) -> None:
@@ -253,11 +276,29 @@ def _gcs_answers(address: str, with_token: bool, timeout_s: float = 10) -> bool:
 
 
 def run_sweep(spec: SweepSpec, *, storage: str | Path, tracking_uri: str, cache_dir: str | Path,
-              address: str | None = None, device: str = "auto", progress=None) -> SweepOutcome:
+              address: str | None = None, device: str = "auto", progress=None,
+              new: bool = False, note=None) -> SweepOutcome:
+    """Start the sweep in <storage>/<spec name>. Raises SweepBusy while another
+    driver runs it, SweepExists when the folder already holds it (unless `new`:
+    then the old sweep is set aside as <name>@<time>), Interrupted on
+    SIGINT/SIGTERM (the sweep stays resumable). `note` (default: stderr)
+    hears one line for each thing done on the way (a stale lock taken over)."""
+    note = note or _say
+    exp = _join(storage_location(storage), spec.name)
+    _check_writable(exp)                 # before the lock file goes there
+    with _interruptible() as stop, _held(exp, note):
+        if _exists(_join(exp, MANIFEST)):
+            if not new:
+                raise SweepExists(f"{exp} already holds sweep {spec.name!r}")
+            note(f"the previous sweep {spec.name} is kept in {_set_aside(exp)}")
+        return _run(spec, storage, tracking_uri, cache_dir, address, device, progress, stop)
+
+
+def _run(spec: SweepSpec, storage: str | Path, tracking_uri: str, cache_dir: str | Path,
+         address: str | None, device: str, progress, stop: _Stop) -> SweepOutcome:
     storage = storage_location(storage)
     exp = _join(storage, spec.name)
     # everything the sweep runs on answers before its parent run exists
-    _check_writable(exp)
     store = tracking.open_store(tracking_uri, experiment=spec.name)
     init_ray(address, spec)
     _check_fits(spec, address)
@@ -273,10 +314,17 @@ def run_sweep(spec: SweepSpec, *, storage: str | Path, tracking_uri: str, cache_
                        device=device, plugins=tuple(spec.plugins))
     _write_text(_join(exp, MANIFEST), json.dumps({"spec": spec.model_dump(mode="json"),
                                                   "context": asdict(ctx)}, indent=2))
+    return _tune(spec, ctx, store, exp, address, progress, stop)
+
+
+def _tune(spec: SweepSpec, ctx: SweepContext, store: Store, exp: str, address: str | None,
+          progress, stop: _Stop) -> SweepOutcome:
+    init_ray(address, spec)        # a no-op after _run; resume may come straight here
+    _check_fits(spec, address)
     callbacks = [progress] if progress is not None else []
-    tuner = tune.Tuner(_trainable(spec, ctx), param_space=param_space(spec),
-                       tune_config=_tune_config(spec), run_config=_run_config(spec, storage, callbacks))
-    results = tuner.fit()
+    tuner = tune.Tuner(_trainable(spec, ctx), param_space=param_space(spec), tune_config=_tune_config(spec),
+                       run_config=_run_config(spec, ctx.storage, callbacks))
+    results = _fit(tuner, stop, exp)
     return _finish(spec, ctx, store, exp, results)
 
 
@@ -308,20 +356,33 @@ def _check_fits(spec: SweepSpec, address: str | None) -> None:
 
 
 def resume_sweep(name_or_path: str, *, storage: str | Path, tracking_uri: str | None = None,
-                 restart_errored: bool = False, address: str | None = None) -> SweepOutcome:
+                 restart_errored: bool = False, address: str | None = None,
+                 note=None) -> SweepOutcome:
     """Progress callbacks come back with Tune's pickled RunConfig. `tracking_uri`
-    overrides the recorded one (the store moved, e.g. to a tracking server)."""
+    overrides the recorded one (the store moved, e.g. to a tracking server).
+    A trial whose saved checkpoint is gone continues from an older one or
+    starts over; `note` hears one line for each. Raises SweepBusy and
+    Interrupted as `run_sweep` does. A sweep stopped before Tune saved anything
+    starts over under its parent run."""
+    note = note or _say
     exp = experiment_path(name_or_path, storage)
     spec, ctx = read_manifest(exp, tracking_uri)
     _check_writable(exp)
-    store = tracking.open_store(ctx.tracking_uri, ctx.artifact_root, experiment=spec.name)
-    init_ray(address, spec)
-    _check_fits(spec, address)
-    tuner = tune.Tuner.restore(exp, trainable=_trainable(spec, ctx),
-                               resume_unfinished=True, resume_errored=not restart_errored,
-                               restart_errored=restart_errored)
-    results = tuner.fit()
-    return _finish(spec, ctx, store, exp, results)
+    with _interruptible() as stop, _held(exp, note):
+        store = tracking.open_store(ctx.tracking_uri, ctx.artifact_root, experiment=spec.name)
+        if not tune.Tuner.can_restore(exp):
+            note(f"sweep {spec.name} stopped before its first trial: it starts now")
+            return _tune(spec, ctx, store, exp, address,
+                         Progress(spec.n_trials(), spec.base.train.epochs), stop)
+        for line in repair_checkpoints(exp):
+            note(line)
+        init_ray(address, spec)
+        _check_fits(spec, address)
+        tuner = tune.Tuner.restore(exp, trainable=_trainable(spec, ctx),
+                                   resume_unfinished=True, resume_errored=not restart_errored,
+                                   restart_errored=restart_errored)
+        results = _fit(tuner, stop, exp)
+        return _finish(spec, ctx, store, exp, results)
 
 
 def _finish(spec: SweepSpec, ctx: SweepContext, store: Store, exp: str, results) -> SweepOutcome:
@@ -330,7 +391,7 @@ def _finish(spec: SweepSpec, ctx: SweepContext, store: Store, exp: str, results)
     errors = sum(1 for r in results if r.error is not None)
     if all(state in ("TERMINATED", "ERROR") for state in states.values()):
         tracking.end_sweep(store, ctx.parent_run_id, "FAILED" if errors else "FINISHED")
-    return SweepOutcome(spec.name, exp, ctx.parent_run_id, status_rows(exp, ctx), errors)
+    return SweepOutcome(spec.name, exp, ctx.parent_run_id, status_rows(exp, ctx), errors, ctx.tracking_uri)
 
 
 def _close_open_runs(store: Store, ctx: SweepContext, states: dict[str, str]) -> None:
@@ -344,6 +405,151 @@ def _close_open_runs(store: Store, ctx: SweepContext, states: dict[str, str]) ->
             continue
         tracking.close_trial_run(store, run.run_id, errored=state == "ERROR",
                                  stopped_early="final/steps" not in run.metrics)
+
+
+# ------------------------------------------------- one driver, interruptions
+LOCK = "dynsweep.lock"
+
+
+class SweepBusy(RuntimeError):
+    """Another live driver runs this sweep."""
+
+
+class SweepExists(RuntimeError):
+    """The storage already holds this sweep; resume it or start a new one."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM stopped the sweep; Tune saved its state first, the
+    parent run stays RUNNING and `resume_sweep` continues it."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+class _Stop:
+    """The SIGINT/SIGTERM handler of a sweep. While Tune runs, the first signal
+    stops it the way Tune stops on Ctrl-C (trials stopped, experiment state
+    saved) and `_fit` raises Interrupted afterwards; outside `fit`, or on a
+    second signal, Interrupted is raised at once."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self):
+        self.got: list[int] = []
+        self.idle = signal.getsignal(signal.SIGUSR1)
+
+    def __call__(self, signum, frame):
+        tune_stop = signal.getsignal(signal.SIGUSR1)      # Tune's own, while fit runs
+        if self.got or tune_stop is self.idle or not callable(tune_stop):
+            raise Interrupted(signum)
+        self.got.append(signum)
+        tune_stop(signum, frame)
+
+    def install(self) -> None:
+        for s in self.SIGNALS:
+            signal.signal(s, self)
+
+
+@contextlib.contextmanager
+def _interruptible():
+    stop = _Stop()
+    before = {s: signal.getsignal(s) for s in stop.SIGNALS}
+    stop.install()
+    try:
+        yield stop
+    finally:
+        for s, handler in before.items():
+            signal.signal(s, handler)
+
+
+def _fit(tuner, stop: _Stop, exp: str):
+    """tuner.fit(), then only the checkpoints the saved state names are kept."""
+    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"      # ours forwards to Tune's
+    stop.install()                                       # again: ray.init sets its SIGTERM handler
+    usr1 = signal.getsignal(signal.SIGUSR1)
+    try:
+        results = tuner.fit()
+    finally:
+        signal.signal(signal.SIGUSR1, usr1)
+    prune_saved_checkpoints(exp)
+    if stop.got:
+        raise Interrupted(stop.got[0])
+    return results
+
+
+@contextlib.contextmanager
+def _held(exp: str, note):
+    """The sweep's lock file, <experiment>/dynsweep.lock: pid, host and start
+    of the driver that runs it. A lock whose process is gone (same host, pid
+    not alive) is stale and taken over; any other raises SweepBusy."""
+    lock, mine = _join(exp, LOCK), _holder_record()
+    for _ in range(2):
+        if _create_exclusive(lock, json.dumps(mine)):
+            break
+        try:
+            holder = json.loads(_read_text(lock))
+        except (OSError, ValueError):
+            holder = {}
+        if _alive(holder):
+            raise SweepBusy(f"pid {holder.get('pid')} on {holder.get('host')} runs this sweep "
+                            f"since {holder.get('started')} (lock {lock})")
+        note(f"taking over the stale lock of pid {holder.get('pid')} on {holder.get('host')} "
+             f"(that driver is gone)")
+        _delete(lock)
+    else:
+        raise SweepBusy(f"could not take the lock {lock}")
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError, ValueError):
+            if json.loads(_read_text(lock)) == mine:
+                _delete(lock)
+
+
+def _holder_record() -> dict[str, Any]:
+    return {"pid": os.getpid(), "host": socket.gethostname(), "proc_start": _proc_start(os.getpid()),
+            "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+
+
+def _alive(holder: dict[str, Any]) -> bool:
+    """Whether a lock's driver may still run (another host's: assumed so)."""
+    if holder.get("host") != socket.gethostname():
+        return bool(holder)
+    try:
+        os.kill(int(holder["pid"]), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    start = _proc_start(int(holder["pid"]))
+    return start is None or holder.get("proc_start") in (None, start)   # not a reused pid
+
+
+def _proc_start(pid: int) -> str | None:
+    """The process's start time in clock ticks since boot (Linux), else None."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def _set_aside(exp: str) -> str:
+    """Move a sweep's files (all but the lock) to <exp>@<time>; returns that folder."""
+    from pyarrow.fs import FileSelector
+
+    fs, path = _fs(exp)
+    aside = f"{path}@{time.strftime('%Y%m%d-%H%M%S')}"
+    fs.create_dir(aside, recursive=True)
+    for info in fs.get_file_info(FileSelector(path)):
+        if info.base_name != LOCK:
+            fs.move(info.path, f"{aside}/{info.base_name}")
+    return aside
+
+
+def _say(line: str) -> None:
+    print(line, file=sys.stderr)
 
 
 def experiment_path(name_or_path: str, storage: str | Path) -> str:
@@ -409,6 +615,28 @@ def _exists(location: str) -> bool:
     return fs.get_file_info(path).type == FileType.File
 
 
+def _create_exclusive(location: str, text: str) -> bool:
+    """Write a new file; False if it exists (atomic on local paths)."""
+    if "://" in location:
+        if _exists(location):
+            return False
+        _write_text(location, text)
+        return True
+    Path(location).parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(location, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+    except FileExistsError:
+        return False
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    return True
+
+
+def _delete(location: str) -> None:
+    fs, path = _fs(location)
+    fs.delete_file(path)
+
+
 def _write_text(location: str, text: str) -> None:
     fs, path = _fs(location)
     fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
@@ -433,6 +661,137 @@ def _read_text(location: str) -> str:
     fs, path = _fs(location)
     with fs.open_input_stream(path) as f:
         return f.read().decode()
+
+
+# ------------------------------------------------------------- checkpoints
+# A trial's checkpoints are <experiment>/<trial>/checkpoint_NNNNNN, numbered
+# in order. Restoring a sweep reads the newest experiment_state-*.json in the
+# experiment folder (saved every few seconds, not at every checkpoint); each
+# trial's entry there names the checkpoint it restores from.
+_CHECKPOINT = re.compile(r"checkpoint_(\d+)$")
+
+
+def _checkpoint_index(path: str | None) -> int | None:
+    match = _CHECKPOINT.search(path.rstrip("/")) if path else None
+    return int(match.group(1)) if match else None
+
+
+def _saved_state(exp: str, fs=None) -> tuple[str, dict[str, Any]] | None:
+    """(path, content) of the experiment state a restore would read, or None."""
+    from pyarrow.fs import FileSelector
+
+    if fs is None:
+        fs, exp = _fs(exp)
+    names = [i.base_name for i in fs.get_file_info(FileSelector(exp, allow_not_found=True))]
+    newest = max(fnmatch.filter(names, "experiment_state-*.json"), default=None)
+    if newest is None:
+        return None
+    path = f"{exp}/{newest}"
+    with fs.open_input_stream(path) as f:
+        return path, json.loads(f.read().decode())
+
+
+def _saved_metadata(entry: list[str]):
+    """A trial's run metadata (its checkpoint manager) from its experiment-state entry."""
+    from ray.tune.trainable.metadata import _TrainingRunMetadata
+    return _TrainingRunMetadata.from_json_state(entry[1])
+
+
+def _saved_checkpoint_index(exp: str, fs, trial_id: str) -> int | None:
+    """Index of the checkpoint the saved experiment state names for one trial."""
+    try:
+        saved = _saved_state(exp, fs)
+    except (OSError, ValueError):          # being written right now: keep everything
+        return None
+    for entry in (saved[1]["trial_data"] if saved else []):
+        if json.loads(entry[0]).get("trial_id") == trial_id:
+            latest = _saved_metadata(entry).checkpoint_manager.latest_checkpoint_result
+            return _checkpoint_index(latest.checkpoint.path) if latest else None
+    return None
+
+
+class PruneCheckpoints(tune.Callback):
+    """Deletes a trial's checkpoints older than both its latest one and the one
+    the saved experiment state names, so a restore always finds its checkpoint
+    and failed workers restart from the latest."""
+
+    def on_checkpoint(self, iteration, trials, trial, checkpoint, **info):
+        fs = trial.storage.storage_filesystem
+        try:
+            keep_from = min(_checkpoint_index(trial.checkpoint.path) if trial.checkpoint else -1,
+                            _saved_checkpoint_index(trial.storage.experiment_fs_path, fs,
+                                                    trial.trial_id) or -1)
+            removed = _delete_checkpoints_before(fs, trial.storage.trial_fs_path, keep_from)
+        except Exception as exc:        # pruning must never stop a sweep: keep them, try next time
+            print(f"could not prune the checkpoints of {trial}: {exc}", file=sys.stderr)
+            return
+        manager = trial.run_metadata.checkpoint_manager
+        manager._checkpoint_results = [r for r in manager._checkpoint_results
+                                       if r.checkpoint.path.rstrip("/") not in removed]
+
+
+def prune_saved_checkpoints(exp: str) -> None:
+    """After `fit` saved the final experiment state: each trial keeps only the
+    checkpoint that state names."""
+    fs, path = _fs(exp)
+    saved = _saved_state(path, fs)
+    for entry in (saved[1]["trial_data"] if saved else []):
+        latest = _saved_metadata(entry).checkpoint_manager.latest_checkpoint_result
+        if latest is not None:
+            trial_dir = latest.checkpoint.path.rstrip("/").rsplit("/", 1)[0]
+            _delete_checkpoints_before(fs, trial_dir, _checkpoint_index(latest.checkpoint.path))
+
+
+def _delete_checkpoints_before(fs, trial_dir: str, keep_from: int | None) -> set[str]:
+    """Delete checkpoint_N folders of one trial with N < keep_from; returns their paths."""
+    from pyarrow.fs import FileSelector
+
+    removed: set[str] = set()
+    if not keep_from or keep_from <= 0:
+        return removed
+    for info in fs.get_file_info(FileSelector(trial_dir, allow_not_found=True)):
+        index = _checkpoint_index(info.path)
+        if index is not None and index < keep_from:
+            fs.delete_dir(info.path)
+            removed.add(info.path.rstrip("/"))
+    return removed
+
+
+def repair_checkpoints(exp: str) -> list[str]:
+    """Before a restore: a trial whose saved checkpoint is gone (deleted by an
+    older dynsweep, or by hand) falls back to its newest checkpoint that still
+    exists, or starts over. Returns one line per trial changed."""
+    fs, path = _fs(exp)
+    saved = _saved_state(path, fs)
+    if saved is None:
+        return []
+    state_path, state = saved
+    notes = []
+    for entry in state["trial_data"]:
+        metadata = _saved_metadata(entry)
+        manager = metadata.checkpoint_manager
+        latest = manager.latest_checkpoint_result if manager else None
+        if latest is None or _dir_exists(fs, latest.checkpoint.path):
+            continue
+        kept = [r for r in manager._checkpoint_results if _dir_exists(fs, r.checkpoint.path)]
+        manager._checkpoint_results = kept
+        manager._latest_checkpoint_result = kept[-1] if kept else None
+        metadata.invalidate_cache()
+        entry[1] = metadata.get_json_state()
+        name = json.loads(entry[0]).get("custom_dirname") or json.loads(entry[0])["trial_id"]
+        lost = latest.checkpoint.path.rsplit("/", 1)[-1]
+        notes.append(f"{name}: {lost} is gone; continuing from "
+                     f"{kept[-1].checkpoint.path.rsplit('/', 1)[-1]}" if kept else
+                     f"{name}: {lost} is gone and no older one is left; the trial starts over")
+    if notes:
+        with fs.open_output_stream(state_path) as f:
+            f.write(json.dumps(state).encode())
+    return notes
+
+
+def _dir_exists(fs, path: str) -> bool:
+    from pyarrow.fs import FileType
+    return fs.get_file_info(path).type == FileType.Directory
 
 
 def status_rows(exp: str, ctx: SweepContext) -> list[dict[str, Any]]:
@@ -460,32 +819,45 @@ def status_rows(exp: str, ctx: SweepContext) -> list[dict[str, Any]]:
 
 # ---------------------------------------------------------------- progress
 class Progress(tune.Callback):
-    """One line per change: trials done/running/failed, elapsed, ETA.
+    """One line per change: trials done/running/failed, trial-epochs done, and
+    an ETA from the trial-epochs finished per second in this session (not
+    from trials, which run in parallel and unevenly); the trial's epoch and
+    key metrics; a last `N/N done` line.
 
     Picklable (Tune stores callbacks with the experiment, so a resumed sweep
     reports progress too); the console is created lazily.
     """
 
-    def __init__(self, total: int | None, every_s: float = 10.0):
+    def __init__(self, total: int | None, epochs: int | None = None, every_s: float = 10.0):
         self.total = total
+        self.epochs = epochs
         self.every_s = every_s
         self._start = time.monotonic()
         self._last = 0.0
         self._console = None
+        self._begun: float | None = None           # the first trial's start: the rate's clock
+        self._epoch: dict[str, float] = {}        # trial -> epochs done
+        self._first: dict[str, float] = {}        # trial -> epochs done when first seen here
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"total": self.total, "every_s": self.every_s}
+        return {"total": self.total, "epochs": self.epochs, "every_s": self.every_s}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["total"], state["every_s"])
+        self.__init__(state["total"], state.get("epochs"), state["every_s"])
 
     def on_trial_start(self, iteration, trials, trial, **info):
+        self._begun = self._begun or time.monotonic()
         self._show(trials, f"started {trial}")
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
+        epoch = float(result.get("epoch", 0))
+        self._first.setdefault(str(trial), self._epoch.get(str(trial), epoch - 1 if epoch else 0))
+        self._epoch[str(trial)] = epoch
         if time.monotonic() - self._last >= self.every_s:
-            acc = result.get("val/acc")
-            note = f"{trial} epoch {result.get('epoch', 0):.0f}" + (f" val/acc {acc:.3f}" if acc is not None else "")
+            note = f"{trial} epoch {epoch:.0f}"
+            for key, label in (("val/acc", "val/acc"), ("hessian/top", "λ_H¹"), ("gradcov/top", "λ_K¹")):
+                if result.get(key) is not None:
+                    note += f" {label} {result[key]:.3g}"
             self._show(trials, note)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
@@ -494,19 +866,41 @@ class Progress(tune.Callback):
     def on_trial_error(self, iteration, trials, trial, **info):
         self._show(trials, f"[red]error in {trial}[/red] (retried up to max_failures)")
 
-    def _show(self, trials, note: str) -> None:
-        from rich.console import Console
+    def on_experiment_end(self, trials, **info):
+        states = [t.status for t in trials]
+        self._print(f"{states.count('TERMINATED')}/{self.total or len(trials)} done"
+                    f"{', %d failed' % states.count('ERROR') if 'ERROR' in states else ''} "
+                    f"in {_clock(time.monotonic() - self._start)}")
 
-        self._console = self._console or Console(stderr=True, highlight=False)
+    def _eta(self, trials) -> tuple[str, float]:
+        """(`k/K epochs`, seconds left) from this session's epochs per second."""
+        if not self.epochs:
+            return "", float("nan")
+        total = (self.total or len(trials)) * self.epochs
+        finished = {str(t) for t in trials if t.status in ("TERMINATED", "ERROR")}
+        # a trial that ended early (ASHA, divergence) needs no more epochs
+        total -= sum(self.epochs - self._epoch.get(t, self.epochs) for t in finished)
+        done = sum(self._epoch.values())
+        here = sum(e - self._first.get(t, e) for t, e in self._epoch.items())
+        rate = here / (time.monotonic() - (self._begun or self._start)) if here else 0.0
+        eta = (total - done) / rate if rate else float("nan")
+        return f"{done:.0f}/{total:.0f} epochs, ", eta
+
+    def _show(self, trials, note: str) -> None:
         self._last = time.monotonic()
         states = [t.status for t in trials]
         done, running = states.count("TERMINATED"), states.count("RUNNING")
         failed = states.count("ERROR")
         total = self.total or len(trials)
-        elapsed = self._last - self._start
-        eta = elapsed / done * (total - done - failed) if done else float("nan")
-        self._console.print(f"[{done}/{total} done, {running} running, {failed} failed] "
-                            f"elapsed {_clock(elapsed)} ETA {_clock(eta)} — {note}")
+        epochs, eta = self._eta(trials)
+        self._print(f"[{done}/{total} done, {running} running, {failed} failed] {epochs}"
+                    f"elapsed {_clock(self._last - self._start)} ETA {_clock(eta)} — {note}")
+
+    def _print(self, line: str) -> None:
+        from rich.console import Console
+
+        self._console = self._console or Console(stderr=True, highlight=False, soft_wrap=True)
+        self._console.print(line)
 
 
 def _clock(seconds: float) -> str:

@@ -8,7 +8,10 @@ drops any (metric, step) the run already holds, so no step is logged twice.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,6 +61,46 @@ def trial_config(config: dict[str, Any], base: dict[str, Any]) -> TrialConfig:
     return with_overrides(base, overrides)
 
 
+# Short names of often swept fields; any other field is named by its last part.
+ALIASES = {"optim.lr": "lr", "train.batch_size": "bs", "optim.momentum": "mom",
+           "optim.weight_decay": "wd", "train.epochs": "ep", "model.width": "width"}
+NAME_LIMIT = 100
+
+
+def trial_names(swept: list[dict[str, Any]]) -> list[str]:
+    """Each trial's name from its swept values, e.g. `lr=0.2,bs=32,s0`: also its
+    folder, MLflow run name and `trial_id` tag, so it is deterministic and
+    filesystem-safe. Where two would be equal, a short hash of the values
+    follows (`…,s0-3f2a1c`)."""
+    names = [trial_label(values) for values in swept]
+    return [f"{name}-{_values_hash(values)}" if names.count(name) > 1 else name
+            for name, values in zip(names, swept)]
+
+
+def trial_label(values: dict[str, Any]) -> str:
+    """`alias=value,…` over the swept values (the seed last, as `s<seed>`)."""
+    parts = [f"{ALIASES.get(path, path.rsplit('.', 1)[-1])}={_short(value)}"
+             for path, value in values.items() if path != "seed"]
+    if "seed" in values:
+        parts.append(f"s{values['seed']}")
+    name = re.sub(r"[^A-Za-z0-9._=+,-]", "_", ",".join(parts)) or "trial"
+    return name if len(name) <= NAME_LIMIT else f"{name[:NAME_LIMIT - 7]}-{_values_hash(values)}"
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, list) and len(value) <= 4 and not any(isinstance(v, (list, dict)) for v in value):
+        return "+".join(_short(v) for v in value)
+    if isinstance(value, (list, dict)):
+        return _values_hash(value)
+    return str(value)
+
+
+def _values_hash(values: Any) -> str:
+    return hashlib.sha1(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()[:6]
+
+
 def run_trial(config: dict[str, Any], ctx: SweepContext, session: Session,
               distributed: bool = False) -> RunResult:
     """Train one trial. With `distributed`, this process is one DDP rank of
@@ -81,24 +124,40 @@ def run_trial(config: dict[str, Any], ctx: SweepContext, session: Session,
     except SystemExit:      # the scheduler (e.g. ASHA) stopped the trial at a report:
         trial.flush()       # no error; the runner closes the run once Tune says TERMINATED
         raise
+    except KeyboardInterrupt:   # Ctrl-C reached the worker: the sweep resumes this run
+        trial.flush()
+        raise
     except BaseException:
         if trial.status == "running":
             trial.set_status("errored")
         raise
 
 
+PEAKED = ("hessian/top", "gradcov/top")     # summarised at the end: max, its step, break-even
+
+
 class TrialSink:
-    """The Sink of a trial: metrics to MLflow, progress and checkpoints to Tune."""
+    """The Sink of a trial: metrics to MLflow, progress and checkpoints to Tune.
+
+    At the end it logs, once, a summary for filtering and table columns:
+    `<key>_max`, `<key>_argmax_step` and `<key>_breakeven_step` (saturation
+    detector) for λ_H¹ and λ_K¹, from the whole series: a resumed trial's
+    earlier values come from its run's history.
+    """
 
     def __init__(self, trial: TrialRun, session: Session):
         self.trial = trial
         self.session = session
         self.latest: dict[str, float] = {}
+        self.series: dict[str, dict[int, float]] = {k: dict(trial.history.get(k, [])) for k in PEAKED}
         self._pending: str | None = None
         self._tmp: tempfile.TemporaryDirectory | None = None
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
         self.trial.log_metrics(metrics, step)
+        for key in PEAKED:
+            if metrics.get(key) is not None:
+                self.series[key][int(step)] = float(metrics[key])
         self.latest.update(metrics)
         self.latest["step"] = float(step)
         if "train/epoch" in metrics:
@@ -120,8 +179,25 @@ class TrialSink:
         self._report({"epoch": float(epoch), "step": float(step)})
 
     def finish(self, status: str, summary: dict[str, float]) -> None:
+        peaks = self.summary()
+        self.trial.log_metrics(peaks, int(self.latest.get("step", 0)))
         self.trial.set_status(status)
-        self._report({**summary, "status_" + status: 1.0})
+        self._report({**summary, **peaks, "status_" + status: 1.0})
+
+    def summary(self) -> dict[str, float]:
+        from dynamics_core.probes.breakeven import saturation_breakeven
+
+        out = {}
+        for key, series in self.series.items():
+            steps = sorted(s for s in series if series[s] == series[s])      # NaN: not a peak
+            if not steps:
+                continue
+            top = max(steps, key=lambda s: series[s])
+            out[f"{key}_max"], out[f"{key}_argmax_step"] = series[top], float(top)
+            step, reached = saturation_breakeven(steps, [series[s] for s in steps])
+            if reached and step is not None:
+                out[f"{key}_breakeven_step"] = float(step)
+        return out
 
     def _report(self, extra: dict[str, float]) -> None:
         metrics = {**self.latest, **extra}

@@ -224,7 +224,7 @@ def test_every_flag_of_every_command_has_help():
 
 
 # the flags each command uses; every other command must refuse them
-USES = {"validate": set(), "run": {"--storage", "--tracking-uri", "--address", "--smoke", "--device"},
+USES = {"validate": set(), "run": {"--storage", "--tracking-uri", "--address", "--smoke", "--device", "--new"},
         "resume": {"--storage", "--tracking-uri", "--address", "--restart-errored"},
         "status": {"--storage", "--tracking-uri"}, "list": {"--storage"},
         "ui": {"--tracking-uri", "--host", "--port"}, "conjectures": {"--tracking-uri", "--json", "--only", "--window", "--detector"}}

@@ -91,6 +91,26 @@ def test_grid_sweep_lands_finished_child_runs_with_probe_series(tmp_path):
         assert list(table.series(row["run_id"], "train/loss").index) == \
             [total // 3, 2 * total // 3, total]
     assert "grid4" in res.stdout and "finished" in res.stdout   # the summary table
+    # names carry the swept values: trial folders, MLflow run names and the table
+    assert sorted(r.trial_id for r in runs) == ["lr=0.05,bs=100,s0", "lr=0.05,bs=50,s0",
+                                                "lr=0.1,bs=100,s0", "lr=0.1,bs=50,s0"]
+    assert all(tracker.client.get_run(r.run_id).info.run_name == r.trial_id for r in runs)
+    assert (tmp_path / "ray" / "grid4" / "lr=0.1,bs=50,s0").is_dir() and "lr=0.1,bs=50,s0" in res.stdout
+    assert tracker.client.get_run(parent).info.run_name.startswith("grid4@")
+    # one summary per trial, from the series it logged
+    for run in runs:
+        for key in ("hessian/top", "gradcov/top"):
+            history = tracker.client.get_metric_history(run.run_id, key)
+            top = max(history, key=lambda m: m.value)
+            assert run.metrics[f"{key}_max"] == top.value
+            assert run.metrics[f"{key}_argmax_step"] == top.step
+            assert len(tracker.client.get_metric_history(run.run_id, f"{key}_max")) == 1
+    # the hint: the command serving the UI and a link to this sweep's runs table
+    assert f"dynsweep ui --tracking-uri {uri(tmp_path)}" in res.stdout
+    exp_id = tracker.client.get_experiment_by_name("grid4").experiment_id
+    assert f"http://127.0.0.1:5000/#/experiments/{exp_id}/runs?searchFilter=" in res.stdout
+    assert tracker.client.get_experiment(exp_id).tags["mlflow.experimentKind"] == "custom_model_development"
+    assert "4/4 done" in res.stderr
     # status and list read the same sweep back
     status = cli(["status", "grid4", "--storage", str(tmp_path / "ray")], tmp_path)
     assert status.returncode == 0 and status.stdout.count("TERMINATED") == 4
@@ -225,8 +245,10 @@ def test_smoke_breakeven_sweep_logs_verdicts_and_figures(tmp_path):
     assert res.returncode == 0, res.stderr[-3000:]
     assert "breakeven.c1_lr" in res.stdout          # the verdict table is printed
     tracker = Store(uri(tmp_path))
-    parent = tracking.find_sweep(tracker, "breakeven")
-    exp = tracker.client.get_experiment_by_name("breakeven").experiment_id
+    assert tracker.client.get_experiment_by_name("breakeven") is None, "smoke runs are kept apart"
+    assert (tmp_path / "ray" / "breakeven-smoke").is_dir()
+    parent = tracking.find_sweep(tracker, "breakeven-smoke")
+    exp = tracker.client.get_experiment_by_name("breakeven-smoke").experiment_id
     (verdict_run,) = tracker.client.search_runs(
         [exp], filter_string=f"tags.`dynsweep.kind` = 'conjectures' and tags.`mlflow.parentRunId` = '{parent}'")
     files = {a.path for a in tracker.client.list_artifacts(verdict_run.info.run_id)}
@@ -241,7 +263,7 @@ def test_smoke_breakeven_sweep_logs_verdicts_and_figures(tmp_path):
     names = set(verdict_run.data.tags)
     assert {"verdict.breakeven.c1_lr.hessian/top", "verdict.breakeven.c2_batch.gradcov/trace"} <= names
     # the same verdicts again, as JSON, from the stored sweep
-    again = cli(["conjectures", "breakeven", "--json", "--tracking-uri", uri(tmp_path)], tmp_path)
+    again = cli(["conjectures", "breakeven-smoke", "--json", "--tracking-uri", uri(tmp_path)], tmp_path)
     assert again.returncode == 0, again.stderr[-2000:]
     import json
     verdicts = json.loads(again.stdout)

@@ -88,7 +88,7 @@ def test_sweep_parent_and_child_runs(tracker, exp):
     assert prun.data.tags["dynsweep.kind"] == "sweep"
     assert prun.data.tags["spec_hash"] == "spec123"
     assert prun.data.tags["git_sha"] == "a" * 40
-    assert prun.data.tags["mlflow.runName"].startswith(f"{exp}-")
+    assert prun.data.tags["mlflow.runName"].startswith(f"{exp}@")
     assert prun.data.params == {"sweep.trials": "4"}
 
     trials = [tracking.open_trial(tracker, exp, parent, f"trial_{i}", f"hash{i}",

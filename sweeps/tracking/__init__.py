@@ -30,13 +30,13 @@ MLflow's process-global state, because trials run in Ray workers (other
 processes, other working directories). `Store` pickles as its URIs only.
 """
 from sweeps.tracking.reader import TrialRecord, cast_param, load_probe_arrays, load_table, trial_runs
-from sweeps.tracking.store import (Store, client_env, default_tracking_uri, git_sha, open_store,
-                                   ui_command)
+from sweeps.tracking.store import (Store, client_env, create_schema, default_tracking_uri, git_sha,
+                                   open_store, ui_command)
 from sweeps.tracking.sweep_runs import (close_trial_run, end_sweep, find_sweep, log_judgement,
-                                        start_sweep)
+                                        runs_page, start_sweep)
 from sweeps.tracking.trial_run import TrialRun, open_trial
 
 __all__ = ["Store", "TrialRecord", "TrialRun", "cast_param", "client_env", "close_trial_run",
-           "default_tracking_uri", "end_sweep", "find_sweep", "git_sha", "load_probe_arrays",
-           "load_table", "log_judgement", "open_store", "open_trial", "start_sweep", "trial_runs",
-           "ui_command"]
+           "create_schema", "default_tracking_uri", "end_sweep", "find_sweep", "git_sha",
+           "load_probe_arrays", "load_table", "log_judgement", "open_store", "open_trial", "runs_page",
+           "start_sweep", "trial_runs", "ui_command"]

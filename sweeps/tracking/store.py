@@ -86,6 +86,24 @@ def ui_command(tracking_uri: str, host: str = "127.0.0.1", port: int = 5000) -> 
             "--host", host, "--port", str(port)]
 
 
+def create_schema(tracking_uri: str) -> None:
+    """Create a sqlite store's tables once, under a file lock beside the file
+    (<db>.lock), before any trial opens it: MLflow's first-use migration is not
+    safe when two processes start it at once. Other stores: nothing to do."""
+    db = _sqlite_path(tracking_uri)
+    if db is None:
+        return
+    import fcntl
+
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with open(f"{db}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            MlflowClient(tracking_uri=tracking_uri).search_experiments(max_results=1)
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 def _absolute_sqlite(uri: str) -> str:
     """sqlite:///relative.db -> sqlite:////abs/relative.db; other URIs unchanged."""
     prefix = "sqlite:///"
@@ -126,6 +144,7 @@ def open_store(tracking_uri: str, artifact_root: str | None = None,
     one line naming the URI and what to check."""
     with _quick_http():
         try:
+            create_schema(tracking_uri)
             store = Store(tracking_uri, artifact_root)
             if experiment is None:
                 store.client.search_experiments(max_results=1)

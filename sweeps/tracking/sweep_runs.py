@@ -14,11 +14,18 @@ from sweeps.tracking.store import (GIT_COMMIT_TAG, KIND_TAG, NOTE_TAG, PARENT_TA
 JUDGEMENT_VERSION_TAG = "dynsweep.judgement_version"
 
 
+# The MLflow 3 UI opens an experiment of this kind on its training-runs table
+# (not the GenAI overview).
+EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
+
+
 def start_sweep(store: Store, name: str, spec_hash: str, git_sha: str | None,
                 description: str = "", params: dict[str, Any] | None = None) -> str:
-    """Create the parent run of one sweep execution; returns its run id."""
+    """Create the parent run of one sweep execution (named `<name>@<start time>`);
+    returns its run id."""
     exp_id = store.experiment_id(name)
-    run_name = f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    retry(lambda: store.client.set_experiment_tag(exp_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND))
+    run_name = f"{name}@{time.strftime('%Y%m%d-%H%M%S')}"
     tags = {KIND_TAG: "sweep", "spec_hash": spec_hash, RUN_NAME_TAG: run_name}
     if git_sha:
         tags["git_sha"] = git_sha
@@ -40,6 +47,18 @@ def find_sweep(store: Store, name: str) -> str | None:
         [exp_id], filter_string=f"tags.`{KIND_TAG}` = 'sweep'",
         max_results=1, order_by=["attributes.start_time DESC"])
     return runs[0].info.run_id if runs else None
+
+
+def runs_page(store: Store, name: str, parent_run_id: str, ui_url: str = "http://127.0.0.1:5000") -> str:
+    """The UI's runs table of one sweep: its trials (children of the parent
+    run), best validation accuracy first."""
+    from urllib.parse import urlencode
+
+    exp_id = store.experiment_id(name)
+    query = urlencode({"searchFilter": f"tags.`{PARENT_TAG}` = '{parent_run_id}'",
+                       "orderByKey": "metrics.`final/val_acc`", "orderByAsc": "false",
+                       "compareRunsMode": "TABLE"})
+    return f"{ui_url.rstrip('/')}/#/experiments/{exp_id}/runs?{query}"
 
 
 def end_sweep(store: Store, run_id: str, status: str = "FINISHED") -> None:

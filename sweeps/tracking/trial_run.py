@@ -52,9 +52,9 @@ def open_trial(store: Store, experiment_name: str, parent_run_id: str, trial_id:
     store.set_tags(rid, extra)
     if run.info.status != "RUNNING":
         retry(lambda: store.client.update_run(rid, status="RUNNING"))
-    seen = {(key, m.step) for key in run.data.metrics
-            for m in store.client.get_metric_history(rid, key)}
-    return TrialRun(store, rid, seen=seen)
+    history = {key: [(m.step, m.value) for m in store.client.get_metric_history(rid, key)]
+               for key in run.data.metrics}
+    return TrialRun(store, rid, history=history)
 
 
 def _existing_trial_run(store: Store, run_id: str | None, parent_run_id: str, trial_id: str):
@@ -89,14 +89,16 @@ class TrialRun:
     +-max float64 by SQL stores (the reader turns those back into +-inf).
     """
 
-    def __init__(self, store: Store, run_id: str, seen: set[tuple[str, int]] | None = None,
+    def __init__(self, store: Store, run_id: str, history: dict[str, list[tuple[int, float]]] | None = None,
                  flush_every: int = 500, flush_interval_s: float = 15.0) -> None:
         self.store = store
         self.run_id = run_id
+        self.history = history or {}          # key -> [(step, value)] the run held when opened
         self.flush_every = flush_every
         self.flush_interval_s = flush_interval_s
         self.status = "running"
-        self._seen: set[tuple[str, int]] = set(seen or ())
+        self._seen: set[tuple[str, int]] = {(k, int(step)) for k, pts in self.history.items()
+                                             for step, _ in pts}
         self._buffer: list[Metric] = []
         self._last_flush = time.monotonic()
 

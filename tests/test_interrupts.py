@@ -1,0 +1,198 @@
+"""Interruptions never lose work or lie: a driver killed at any point resumes
+to the uninterrupted result; Ctrl-C and SIGTERM stop cleanly and say how to
+resume; one driver per sweep; a missing checkpoint is survived.
+
+Real processes: the `dynsweep` CLI in subprocesses (its own local Ray), a real
+sqlite MLflow store; the reference is the same sweep run without interruption.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from sweeps import tracking
+from sweeps.tracking import Store
+from test_sweeps import (DYNSWEEP, _env, assert_no_step_logged_twice, checkpoints, cli, histories,
+                         slow_spec, uri, wait_for)
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory) -> dict:
+    """Histories of the uninterrupted two-trial sweep `ft`."""
+    ref = tmp_path_factory.mktemp("ref")
+    slow_spec(ref, "ft", seeds=[0, 1])
+    done = cli(["run", str(ref / "ft.yaml"), "--storage", str(ref / "ray"), "--tracking-uri", uri(ref)], ref)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return histories(Store(uri(ref)), "ft")
+
+
+def start(cut: Path, *extra: str) -> subprocess.Popen:
+    """`dynsweep run ft.yaml` in the background, in its own process group."""
+    return subprocess.Popen(DYNSWEEP + ["run", str(cut / "ft.yaml"), "--storage", str(cut / "ray"),
+                                        "--tracking-uri", uri(cut), *extra],
+                            cwd=cut, env=_env(cut), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+
+
+def trial_folders(exp: Path) -> list[Path]:
+    return [p for p in exp.glob("*") if p.is_dir()]
+
+
+def newest_checkpoint(exp: Path) -> int:
+    """The highest checkpoint number of any trial (older ones are pruned), -1 if none."""
+    return max((int(p.name.split("_")[1]) for p in checkpoints(exp)), default=-1)
+
+
+def resume(cut: Path) -> subprocess.CompletedProcess:
+    return cli(["resume", "ft", "--storage", str(cut / "ray"), "--tracking-uri", uri(cut)], cut)
+
+
+def assert_same_as_reference(cut: Path, reference: dict) -> None:
+    tracker = Store(uri(cut))
+    runs = tracking.trial_runs(tracker, "ft")
+    assert len(runs) == 2, "a resumed trial continues its own MLflow run"
+    assert {r.status for r in runs} == {"finished"}
+    assert_no_step_logged_twice(tracker, "ft")
+    assert histories(tracker, "ft") == reference
+
+
+KILL_POINTS = {
+    "before_tune": lambda exp: (exp / "dynsweep.json").exists(),       # Ray still starting
+    "early": lambda exp: len(trial_folders(exp)) >= 1,                 # trials started, no checkpoint
+    "right_after_a_checkpoint": lambda exp: newest_checkpoint(exp) >= 0,
+    "late": lambda exp: newest_checkpoint(exp) >= 4,
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("point", KILL_POINTS)
+def test_sigkilled_driver_resumes_to_the_uninterrupted_result(tmp_path, reference, point):
+    slow_spec(tmp_path, "ft", seeds=[0, 1])
+    proc = start(tmp_path)
+    try:
+        wait_for(lambda: KILL_POINTS[point](tmp_path / "ray" / "ft"), 240, point)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)          # the driver and everything it started
+        proc.communicate()
+    res = resume(tmp_path)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "taking over the stale lock" in res.stderr, "the killed driver's lock is stale"
+    assert_same_as_reference(tmp_path, reference)
+    assert not (tmp_path / "ray" / "ft" / "dynsweep.lock").exists(), "the lock goes with its driver"
+    for trial in trial_folders(tmp_path / "ray" / "ft"):
+        assert len(list(trial.glob("checkpoint_*"))) == 1, "only the checkpoint the state names is kept"
+
+
+@pytest.mark.slow
+def test_resume_survives_deleted_checkpoints(tmp_path, reference):
+    """The checkpoints the saved state names are deleted (by hand, or by an older
+    dynsweep's retention): resume continues from an older one or starts over."""
+    slow_spec(tmp_path, "ft", seeds=[0, 1])
+    proc = start(tmp_path)
+    try:
+        wait_for(lambda: newest_checkpoint(tmp_path / "ray" / "ft") >= 3, 240, "checkpoints")
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+    import shutil
+    for trial in trial_folders(tmp_path / "ray" / "ft"):
+        for ckpt in sorted(trial.glob("checkpoint_*"))[1:]:     # keep at most the oldest
+            shutil.rmtree(ckpt)
+    res = resume(tmp_path)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "is gone" in res.stderr or "starts over" in res.stderr, res.stderr[-2000:]
+    assert_same_as_reference(tmp_path, reference)
+
+
+@pytest.mark.slow
+def test_ctrl_c_and_sigterm_stop_cleanly_and_resume_completes(tmp_path):
+    spec = yaml.safe_load(slow_spec(tmp_path, "ft", seeds=[0]).read_text())
+    spec["base"]["train"]["epochs"] = 120                # long enough to stop it twice
+    (tmp_path / "ft.yaml").write_text(yaml.safe_dump(spec))
+    exp, tracker = tmp_path / "ray" / "ft", Store(uri(tmp_path))
+    proc = start(tmp_path)
+    try:
+        wait_for(lambda: newest_checkpoint(exp) >= 0, 240, "a checkpoint")
+        # a second driver on the same sweep is refused in one line while the first runs
+        second = cli(["run", str(tmp_path / "ft.yaml"), "--storage", str(tmp_path / "ray"),
+                      "--tracking-uri", uri(tmp_path)], tmp_path)
+        assert proc.poll() is None, "the first driver should still run"
+        assert second.returncode == 2
+        (line,) = [ln for ln in second.stderr.splitlines() if "error" in ln]
+        assert "running already" in line and f"pid {proc.pid}" in line, second.stderr
+        proc.send_signal(signal.SIGINT)              # Ctrl-C to the driver
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 130, err[-3000:]
+    assert (f"interrupted: `dynsweep resume ft --storage {tmp_path / 'ray'} "
+            f"--tracking-uri {uri(tmp_path)}`") in err, err[-2000:]
+    parent = tracking.find_sweep(tracker, "ft")
+    assert tracker.client.get_run(parent).info.status == "RUNNING", "an interrupted sweep is not FINISHED"
+    assert not (exp / "dynsweep.lock").exists()
+
+    # SIGTERM (a scheduler's preemption) stops a resume the same way: exit 143
+    reached = newest_checkpoint(exp)
+    again = subprocess.Popen(DYNSWEEP + ["resume", "ft", "--storage", str(tmp_path / "ray")],
+                             cwd=tmp_path, env=_env(tmp_path), stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        wait_for(lambda: newest_checkpoint(exp) > reached, 240, "a checkpoint after resuming")
+        again.send_signal(signal.SIGTERM)
+        _, err = again.communicate(timeout=120)
+    finally:
+        if again.poll() is None:
+            os.killpg(again.pid, signal.SIGKILL)
+    assert again.returncode == 143, err[-3000:]
+    assert f"interrupted: `dynsweep resume ft --storage {tmp_path / 'ray'}`" in err, err[-2000:]
+    assert tracker.client.get_run(parent).info.status == "RUNNING"
+
+    res = resume(tmp_path)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert tracker.client.get_run(parent).info.status == "FINISHED"
+    (run,) = tracking.trial_runs(tracker, "ft")
+    assert run.status == "finished" and run.metrics["train/epoch"] == 120
+    assert_no_step_logged_twice(tracker, "ft")
+
+
+@pytest.mark.slow
+def test_a_stored_sweep_is_not_shadowed_and_new_sets_it_aside(tmp_path):
+    from test_sweeps import write_spec
+
+    spec = write_spec(tmp_path, "again")
+    args = ["run", str(spec), "--storage", str(tmp_path / "ray"), "--tracking-uri", uri(tmp_path)]
+    assert cli(args, tmp_path).returncode == 0
+    refused = cli(args, tmp_path)
+    assert refused.returncode == 2
+    (line,) = [ln for ln in refused.stderr.splitlines() if "error" in ln]
+    assert "dynsweep resume again" in line and "--new" in line
+    fresh = cli(args + ["--new"], tmp_path)
+    assert fresh.returncode == 0, fresh.stderr[-3000:]
+    (aside,) = (tmp_path / "ray").glob("again@*")
+    assert (aside / "dynsweep.json").exists() and (tmp_path / "ray" / "again" / "dynsweep.json").exists()
+    tracker = Store(uri(tmp_path))
+    exp = tracker.client.get_experiment_by_name("again").experiment_id
+    parents = tracker.client.search_runs([exp], "tags.`dynsweep.kind` = 'sweep'")
+    assert len(parents) == 2 and {p.info.status for p in parents} == {"FINISHED"}
+
+
+def test_concurrent_first_use_of_a_sqlite_store(tmp_path):
+    """Two processes create the schema of a fresh sqlite file at once: both succeed."""
+    code = ("import sys; from sweeps import tracking; tracking.create_schema(sys.argv[1]); "
+            "tracking.Store(sys.argv[1]).experiment_id('x')")
+    env = _env(tmp_path)
+    for attempt in range(1):
+        db = f"sqlite:///{tmp_path / f'fresh{attempt}.db'}"
+        procs = [subprocess.Popen([DYNSWEEP[0], "-c", code, db], env=env, cwd=tmp_path,
+                                  stderr=subprocess.PIPE, text=True) for _ in range(3)]
+        for p in procs:
+            _, err = p.communicate(timeout=120)
+            assert p.returncode == 0, err[-2000:]
+        assert Store(db).experiment_or_none("x") is not None
