@@ -117,19 +117,22 @@ def test_a_plugin_module_registers_its_probe_on_import(clean_registry, mnist1d_c
 
 def test_the_probes_share_one_gradient_computation_per_step(mnist1d_cache, monkeypatch):
     calls = []
-    real = probes.per_example_gradients
 
-    def counting(model, loss_fn, inputs, targets, **kw):
-        calls.append(len(inputs))
-        return real(model, loss_fn, inputs, targets, **kw)
+    def counting(real):
+        def wrapped(model, loss_fn, inputs, targets, **kw):
+            calls.append((real.__name__, len(inputs)))
+            return real(model, loss_fn, inputs, targets, **kw)
+        return wrapped
 
-    monkeypatch.setattr(probes, "per_example_gradients", counting)
+    for name in ("per_example_gradients", "per_example_gram"):
+        monkeypatch.setattr(probes, name, counting(getattr(probes, name)))
     cfg = trial({"gradcov": True, "stiffness": True, "timeline": True})
     _, sink = run(cfg, mnist1d_cache)
     steps = [s for s, _ in sink.series("gradcov/top")]
     assert steps == list(range(0, TOTAL + 1, 2))
     assert len(sink.series("stiffness/train_val/cos")) == len(sink.series("timeline/grad_norm")) == len(steps)
-    assert calls == [16, 16] * len(steps)       # train and validation probe sets, once each per step
+    # one Gram over the train and validation probe sets (16 + 16) per step, for K, stiffness and timeline
+    assert calls == [("per_example_gram", 32)] * len(steps)
 
 
 def _data(cfg, cache):
