@@ -64,6 +64,17 @@ def test_per_example_gram_matches_loop(make, shape, chunk):
     torch.testing.assert_close(gram, g @ g.T, rtol=1e-12, atol=1e-14)
 
 
+def test_per_example_gram_blocked_symmetric_product_matches_loop():
+    # more examples than one block (128): the Gram of conv and BatchNorm columns
+    # is built from the blocks on and above the diagonal, mirrored
+    model = conv_bn()
+    x, y = data(150, (1, 8))
+    g = loop_grads(model, F.cross_entropy, x, y)
+    gram = per_example_gram(model, F.cross_entropy, x, y)
+    torch.testing.assert_close(gram, g @ g.T, rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(gram, gram.T, rtol=1e-13, atol=1e-15)
+
+
 def test_joint_gram_stiffness_between_sets_matches_double_loop():
     model = mlp()
     x, y = data(9, (4,), seed=3)

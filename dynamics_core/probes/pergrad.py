@@ -105,10 +105,25 @@ def per_example_gram(model: nn.Module, loss_fn: LossFn, inputs: torch.Tensor,
                     aa += 1.0
                 gram += (g64 @ g64.T) * aa
                 continue
+            a64, g64 = a.double(), g.double()      # the layer rule in float64: no float32 copy of G
             for name in own:
-                cols = _layer_grad(m, name, a, g).reshape(n, -1).double()
-                gram += cols @ cols.T
+                _add_gram(gram, _layer_grad(m, name, a64, g64).reshape(n, -1))
         return gram
+
+
+def _add_gram(gram: torch.Tensor, cols: torch.Tensor, block: int = 128) -> None:
+    """gram += cols colsᵀ, computing only the blocks on and above the diagonal
+    (a symmetric product done as a GEMM would compute every entry twice)."""
+    n = cols.shape[0]
+    if n <= block:
+        gram += cols @ cols.T
+        return
+    edges = list(range(0, n, block)) + [n]
+    for i in range(len(edges) - 1):
+        rows = cols[edges[i]:edges[i + 1]]
+        part = rows @ cols[edges[i]:].T                      # row block i against blocks i..end
+        gram[edges[i]:edges[i + 1], edges[i]:] += part
+        gram[edges[i + 1]:, edges[i]:edges[i + 1]] += part[:, edges[i + 1] - edges[i]:].T
 
 
 def _cat(rows: list[torch.Tensor]) -> torch.Tensor:
