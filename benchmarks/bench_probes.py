@@ -246,7 +246,8 @@ def bench_round(spec, repeats):
         ctx = StepContext(step=r, epoch=0, model=model, loss_fn=torch.nn.CrossEntropyLoss(),
                           data=data, lr=ARGS.lr, momentum=0.0, batch_size=32, init_params=init,
                           log_artifact=lambda name, value: None)
-        return timed(lambda: [hook(ctx) for hook in hooks])   # one ctx: one shared cache
+        # one ctx: one shared cache; the hooks' metrics merged into one dict
+        return timed(lambda: {k: v for hook in hooks for k, v in (hook(ctx) or {}).items()})
 
     rounds = [probe_round(r) for r in range(repeats + 1)]  # the first is cold (no warm start)
     cold, warm = rounds[0], rounds[1:]
