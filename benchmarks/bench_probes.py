@@ -305,7 +305,8 @@ def default_probe_round(model, data, lr, batch_size):
         ctx = StepContext(step=step, epoch=0, model=model, loss_fn=torch.nn.CrossEntropyLoss(),
                           data=data, lr=lr, momentum=0.0, batch_size=batch_size, init_params=init,
                           log_artifact=lambda name, value: None)
-        return [hook(ctx) for hook in hooks]          # one ctx: one shared cache
+        # one ctx: one shared cache; the hooks' metrics merged into one dict
+        return {k: v for hook in hooks for k, v in (hook(ctx) or {}).items()}
     return round_at
 
 

@@ -34,6 +34,9 @@ dropout, pre-activation noise, deficits, augmentation, patches, bf16, DDP,
 and checkpoints — a pack is restarted from scratch, never resumed.
 Probes run per member on an unstacked copy (`member_module`) at each
 member's own scheduled steps, so they cannot change training.
+
+A pack does not log the per-trial wall-clock metrics (`time/train_s`,
+`time/probe_s`): its members share every second.
 """
 from __future__ import annotations
 

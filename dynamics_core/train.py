@@ -27,16 +27,20 @@ generator seeded by (seed, e); augmentation and noise deficits are seeded by
 the step; the schedule is a pure function of the epoch. A checkpoint holds
 model, optimizer, level, step, epoch, every global RNG, each hook's and the
 plan's state, so resuming from any checkpoint reproduces an uninterrupted run
-bit for bit. Checkpoints hold only tensors and plain Python values: they load
-with `torch.load(..., weights_only=True)`. Process-wide torch settings a
-trial makes (deterministic algorithms, thread count, cuDNN flags) are set
-per trial and restored when `run` returns, so a reused worker starts clean.
+bit for bit, except the wall-clock seconds `time/train_s` and `time/probe_s`
+(at each epoch end; `final/time_train_s`, `final/time_probe_s` in the
+summary), which a checkpoint carries on (`reproducible` drops them).
+Checkpoints hold only tensors and plain Python values: they load with
+`torch.load(..., weights_only=True)`. Process-wide torch settings a trial
+makes (deterministic algorithms, thread count, cuDNN flags) are set per
+trial and restored when `run` returns, so a reused worker starts clean.
 """
 from __future__ import annotations
 
 import contextlib
 import math
 import random
+import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence, Union
 
@@ -128,11 +132,13 @@ def _run(cfg: TrialConfig, sink: Sink, env: RunEnv, hooks: HookSource,
     summary: dict[str, float] | None = None
     finals: dict[str, float] = {}           # level/<L>/final/... of the levels done
     stats = _EpochStats()
+    clock = _Clock()
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
     np.random.seed(cfg.seed % 2**32)
     if resume is not None:
         level, step, epoch, stats, finals = _restore(resume, cfg, model, opt, hooks, plan)
+        clock = _Clock(*resume.get("time", (0.0, 0.0)))
 
     def gstep() -> int:
         return level * (total + 1) + step
@@ -152,11 +158,16 @@ def _run(cfg: TrialConfig, sink: Sink, env: RunEnv, hooks: HookSource,
                     merge_metrics(metrics, hook(ctx), hook.name)
         return metrics
 
-    def call_watchers(ctx: StepContext, metrics: dict[str, float]) -> None:
-        for hook in watchers if rank == 0 else []:
-            if step in hook_steps[hook.name]:
-                with _isolated(model, device):
-                    merge_metrics(metrics, hook(ctx), hook.name)
+    def call_watchers(ctx: StepContext, metrics: dict[str, float], times: bool = False) -> None:
+        due = [h for h in watchers if step in hook_steps[h.name]] if rank == 0 else []
+        t0 = _synced_clock(device) if due else 0.0
+        for hook in due:
+            with _isolated(model, device):
+                merge_metrics(metrics, hook(ctx), hook.name)
+        if due:
+            clock.probe_s += _synced_clock(device) - t0
+        if times:
+            metrics.update(clock.metrics())
         if metrics:
             sink.log_metrics(metrics, gstep())
 
@@ -199,6 +210,7 @@ def _run(cfg: TrialConfig, sink: Sink, env: RunEnv, hooks: HookSource,
             for b in range(first, spe):
                 if step >= total:
                     break
+                t0 = time.perf_counter()
                 lr, mu = lr_momentum(cfg.optim, epoch, b / spe, cfg.train.epochs)
                 apply_lr_momentum(opt, lr, mu)
                 idx = order[b * cfg.train.batch_size:(b + 1) * cfg.train.batch_size][rank::world]
@@ -224,6 +236,7 @@ def _run(cfg: TrialConfig, sink: Sink, env: RunEnv, hooks: HookSource,
                 epoch_done = (b == spe - 1) or step == total
                 ctx = context(lr, mu, epoch + 1 if epoch_done else epoch)
                 changed = call_trainers(ctx)
+                clock.train_s += time.perf_counter() - t0
                 if cfg.train.log_every and step % cfg.train.log_every == 0:
                     batch = {"train/batch_loss": value} if epoch_done else {"train/batch_loss": value, "lr": lr}
                     sink.log_metrics(batch, gstep())   # at an epoch's end, lr comes with the epoch metrics
@@ -234,9 +247,9 @@ def _run(cfg: TrialConfig, sink: Sink, env: RunEnv, hooks: HookSource,
                     sink.log_metrics(metrics, gstep())
                     stats = _EpochStats()
                     epoch += 1
-                call_watchers(ctx, changed)
+                call_watchers(ctx, changed, times=epoch_done)
                 if step == total:   # before the last report, which a scheduler may answer with "stop"
-                    summary = _final_summary(model, data, loss_fn, step, world)
+                    summary = {**_final_summary(model, data, loss_fn, step, world), **clock.final()}
                     if plan is not None:
                         finals.update({f"level/{level}/{k}": v for k, v in summary.items()})
                         logged = {f"level/{level}/{k}": v for k, v in summary.items()}
@@ -245,7 +258,7 @@ def _run(cfg: TrialConfig, sink: Sink, env: RunEnv, hooks: HookSource,
                         sink.log_metrics(summary, gstep())
                 due_ckpt = (epoch_done and epoch % ckpt_epochs == 0) or step in ckpt_steps or step == total
                 if due_ckpt:
-                    sink.checkpoint(_state(cfg, level, step, epoch, model, opt, hooks, plan, stats, finals),
+                    sink.checkpoint(_state(cfg, level, step, epoch, model, opt, hooks, plan, stats, finals, clock),
                                     gstep(), epoch, "epoch" if epoch_done else "step")
                 if epoch_done:
                     sink.epoch_end(epoch, gstep())
@@ -255,11 +268,11 @@ def _run(cfg: TrialConfig, sink: Sink, env: RunEnv, hooks: HookSource,
             break
         level += 1
         start_level()
-        sink.checkpoint(_state(cfg, level, step, epoch, model, opt, hooks, plan, stats, finals),
+        sink.checkpoint(_state(cfg, level, step, epoch, model, opt, hooks, plan, stats, finals, clock),
                         gstep(), epoch, "level")
 
     if summary is None:             # resumed from the final checkpoint
-        summary = _final_summary(model, data, loss_fn, step, world)
+        summary = {**_final_summary(model, data, loss_fn, step, world), **clock.final()}
         sink.log_metrics(summary, gstep())
     summary = {**summary, **finals}
     sink.finish("finished", summary)
@@ -322,6 +335,44 @@ class _EpochStats:
         self.loss_sum += loss * n
         self.correct += correct
         self.count += n
+
+
+def is_wall_clock(key: str) -> bool:
+    """Metric keys holding wall-clock seconds (`time/*`, `[level/L/]final/time_*`)."""
+    return key.startswith("time/") or key.rpartition("/")[2].startswith("time_")
+
+
+def reproducible(obj):
+    """`obj` without its wall-clock parts, to compare runs bit for bit: a list
+    of (step, key, value) metrics, a metrics dict, or a checkpoint state."""
+    if isinstance(obj, dict):
+        return {k: v for k, v in obj.items() if k != "time" and not is_wall_clock(k)}
+    return [m for m in obj if not is_wall_clock(m[1])]
+
+
+def _synced_clock(device: torch.device) -> float:
+    """perf_counter after the device's queued work (CUDA runs asynchronously)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter()
+
+
+@dataclass
+class _Clock:
+    """Cumulative wall seconds of this trial: `train_s` around the optimizer
+    steps (batch, forward, backward, step, training hooks), `probe_s` around
+    the probe-hook calls (on CUDA, synchronised around them). Epoch
+    evaluation, checkpoints and logging are in neither. Environment, not result: in checkpoints (a resumed trial
+    continues the count) but never in a hash."""
+
+    train_s: float = 0.0
+    probe_s: float = 0.0
+
+    def metrics(self) -> dict[str, float]:
+        return {"time/train_s": self.train_s, "time/probe_s": self.probe_s}
+
+    def final(self) -> dict[str, float]:
+        return {"final/time_train_s": self.train_s, "final/time_probe_s": self.probe_s}
 
 
 def _epoch_order(n: int, seed: int, epoch: int, device: torch.device) -> torch.Tensor:
@@ -411,13 +462,15 @@ def _cpu(obj: Any) -> Any:
 
 
 def _state(cfg: TrialConfig, level: int, step: int, epoch: int, model, opt, hooks: Sequence[Hook],
-           plan: LevelPlan | None, stats: _EpochStats, finals: dict[str, float]) -> dict[str, Any]:
+           plan: LevelPlan | None, stats: _EpochStats, finals: dict[str, float],
+           clock: _Clock) -> dict[str, Any]:
     return _cpu({
         "version": CHECKPOINT_VERSION, "run_hash": cfg.run_hash(), "seed": cfg.seed,
         "level": level, "step": step, "epoch": epoch, "model": model.state_dict(),
         "optimizer": opt.state_dict(), "rng": rng_state(), "hooks": {h.name: hook_state(h) for h in hooks},
         "plan": hook_state(plan) if plan is not None else {}, "level_finals": dict(finals),
         "epoch_stats": [stats.loss_sum, stats.correct, stats.count],
+        "time": [clock.train_s, clock.probe_s],
     })
 
 

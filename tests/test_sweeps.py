@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from dynamics_core.hooks import log_spaced_steps
-from dynamics_core.train import steps_per_epoch
+from dynamics_core.train import is_wall_clock, steps_per_epoch
 from sweeps import tracking
 from sweeps.tracking import Store
 
@@ -59,7 +59,8 @@ def histories(tracker: Store, name: str, parent: str | None = None) -> dict[str,
     out = {}
     for run_id, trial_id in zip(table.runs["run_id"], table.runs["trial_id"]):
         m = table.metrics[table.metrics["run_id"] == run_id]
-        out[trial_id] = {k: list(zip(g["step"], g["value"])) for k, g in m.groupby("key")}
+        out[trial_id] = {k: list(zip(g["step"], g["value"])) for k, g in m.groupby("key")
+                         if not is_wall_clock(k)}     # wall seconds: the one thing a resume can't reproduce
     return out
 
 

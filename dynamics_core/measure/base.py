@@ -5,9 +5,12 @@ the training data (seeded, no augmentation, no deficit), with a validation
 probe set from the test data. `ProbeSet.at(ctx)` is the `ProbeRound` of one
 step: lazily computed quantities that several probes use, computed at most
 once per step and kept in `ctx.cache` (dropped after the step): the
-per-example gradients G (float32 and float64) on the probe set, their float64
-Gram GGᵀ (K centres it exactly, train-train stiffness uses it as is, the
-largest cost of a round on small models), and the validation set's G.
+float64 Gram GGᵀ of the per-example gradients of the probe set and the
+validation probe set together (`joint_gram`: K centres its train block
+exactly, stiffness reads its train-train, train-val and val-val blocks),
+built by `per_example_gram` from layer factors without forming G where it
+can; and, only for consumers that need them (the timeline's mean gradient,
+minibatch K, plugins), the per-example gradients G themselves.
 """
 from __future__ import annotations
 
@@ -62,16 +65,31 @@ class ProbeRound:
 
     @cached_property
     def grads64(self) -> torch.Tensor:
-        return self.grads.double()        # converted once for the Gram and the train-val products
-
-    @cached_property
-    def gram(self) -> torch.Tensor:
-        return P.gram_matrix(self.grads64)   # one n×n float64 product for K and stiffness
+        return self.grads.double()
 
     @cached_property
     def val_grads64(self) -> torch.Tensor:
         return P.per_example_gradients(self.ctx.model, self.ctx.loss_fn,
                                        self.probes.xv, self.probes.yv).double()
+
+    @cached_property
+    def joint_gram(self) -> torch.Tensor:
+        """The float64 Gram of the per-example gradients of the probe set,
+        stacked over those of the validation probe set when stiffness will
+        ask for the train-val and val-val pairs: one `per_example_gram` of
+        [x; x_val], (n + m)², whose blocks are train-train, train-val and
+        val-val. G itself is never formed for Linear layers."""
+        ps = self.probes
+        x, y = ps.x, ps.y
+        if ps.cfg.stiffness and ps.classification:
+            x, y = torch.cat([x, ps.xv]), torch.cat([y, ps.yv])
+        return P.per_example_gram(self.ctx.model, self.ctx.loss_fn, x, y)
+
+    @cached_property
+    def gram(self) -> torch.Tensor:
+        """GGᵀ of the probe set (n×n float64): K centres it, train-train stiffness uses it."""
+        n = len(self.probes.y)
+        return self.joint_gram[:n, :n]
 
 
 class ProbeFamily:

@@ -23,10 +23,11 @@ class Stiffness(ProbeFamily):
             return {}
         r = ps.at(ctx)
         c = ps.num_classes
+        n, joint = len(ps.y), r.joint_gram          # Gram of [train; val]: one product for all pairs
         pairs = {
-            "train_train": P.stiffness_from(ps.y, c, gram=r.gram),
-            "train_val": P.stiffness_from(ps.y, c, r.grads64, other_grads=r.val_grads64, other_targets=ps.yv),
-            "val_val": P.stiffness_from(ps.yv, c, r.val_grads64),
+            "train_train": P.stiffness_from(ps.y, c, gram=joint[:n, :n]),
+            "train_val": P.stiffness_from(ps.y, c, gram=joint, other_targets=ps.yv),
+            "val_val": P.stiffness_from(ps.yv, c, gram=joint[n:, n:]),
         }
         out = {}
         for pair, s in pairs.items():

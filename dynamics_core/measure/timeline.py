@@ -11,14 +11,16 @@ from dynamics_core.measure.registry import register_probe
 
 class Timeline(ProbeFamily):
     """Distance from and sign flips against the initial weights; the norm of
-    the mean gradient on the probe set (from the round's shared gradients)."""
+    the mean gradient on the probe set, ‖Σᵢ gᵢ‖/n = √(1ᵀ GGᵀ 1)/n from the
+    round's shared Gram (float64; G itself is not needed)."""
 
     flag = "timeline"
 
     def __call__(self, ctx: StepContext) -> dict[str, float]:
         params = [p.detach() for p in ctx.model.parameters()]
+        gram = self.probes.at(ctx).gram
         return {"timeline/dist_init": float(P.distance_from_init(params, ctx.init_params)),
-                "timeline/grad_norm": float(self.probes.at(ctx).grads.mean(0).norm()),
+                "timeline/grad_norm": float(gram.sum().clamp(min=0).sqrt()) / len(gram),
                 "timeline/sign_flips": float(P.sign_flip_fraction(params, ctx.init_params))}
 
 

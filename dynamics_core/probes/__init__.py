@@ -22,6 +22,9 @@ Per-example gradients (pergrad.py)
                           method="auto") -> (n, p)
         method: "layers" (analytic Linear/Conv/BatchNorm rules), "vmap"
         (torch.func), or "auto" (layers where every layer has a rule, else vmap)
+    per_example_gram(model, loss_fn, inputs, targets, *, chunk_size=None)
+        -> GGᵀ (n×n float64) without forming G where a layer allows (Linear:
+        (g gᵀ) ⊙ (a aᵀ + 1)); stack two sets' inputs for their joint Gram
 Gradient covariance K (covariance.py)
     gradient_covariance(model, loss_fn, inputs, targets, unit="example",
                         minibatch=128, grads=None, gram=None) -> dict top, trace,
@@ -34,10 +37,11 @@ Stiffness (stiffness.py)
     stiffness(model, loss_fn, inputs, targets, num_classes, other=None,
               grads=None, other_grads=None, gram=None) -> dict sign, cos,
         class_sign, class_cos, sign_within, sign_between, cos_within,
-        cos_between (gram: within one set only)
+        cos_between (gram: GGᵀ, or with other the Gram of the stacked sets)
     stiffness_from(targets, num_classes, grads=None, *, other_grads=None,
               other_targets=None, gram=None) -> the same dict, from precomputed
         gradients (within a set, or between it and another) or their Gram
+        (between sets: of [G; G_other], with other_targets)
     stiffness_by_distance(grads, inputs, grads_other=None, inputs_other=None,
               targets=None, targets_other=None, same_class_mask=None, bins=10)
 Fisher (fisher.py)
@@ -63,7 +67,7 @@ from .fisher import fisher_trace, sample_labels
 from .frequency import (default_grid, frequency_errors, gaussian_smooth, label_peaks,
                         low_high_errors, nudft, pc1_projection)
 from .modes import probe_mode
-from .pergrad import per_example_gradients
+from .pergrad import per_example_gradients, per_example_gram
 from .stiffness import critical_length, stiffness, stiffness_by_distance, stiffness_from
 from .timeline import distance_from_init, gradient_norm, sign_flip_fraction
 
@@ -72,7 +76,7 @@ __all__ = [
     "fisher_trace", "frequency_errors", "gaussian_smooth", "gradient_covariance",
     "gradient_norm", "gram_matrix", "hessian_hvp", "hessian_top_eigen", "hessian_trace",
     "label_peaks", "low_high_errors", "nudft", "pc1_projection",
-    "per_example_gradients", "probe_mode", "sample_labels",
+    "per_example_gradients", "per_example_gram", "probe_mode", "sample_labels",
     "saturation_breakeven", "sign_flip_fraction", "stability_breakeven",
     "stiffness", "stiffness_by_distance", "stiffness_from",
 ]

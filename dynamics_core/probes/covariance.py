@@ -10,8 +10,9 @@ rtol = 1000·n·eps(float64) (≈ 2e-10 for n = 1000), which is far above the
 float64 round-off of the Gram and its eigensolver (≈ n·eps·λ¹) and far below
 any genuine direction of a float32 gradient covariance.
 
-The probe round computes the uncentred Gram GGᵀ once (`gram_matrix`) and
-shares it with stiffness: `gram=` takes it, and the centred Gram is derived
+The probe round computes the uncentred Gram GGᵀ once (`per_example_gram`,
+which never forms G for Linear layers; `gram_matrix` from G) and shares it
+with stiffness: `gram=` takes it, and the centred Gram is derived
 exactly as GcGcᵀ = H GGᵀ H with H = I − 11ᵀ/n (`center_gram`). In float64
 this loses accuracy only when the mean gradient dwarfs the spread around it
 (absolute round-off ≈ eps·max‖g_i‖² per entry instead of eps·max‖g_i − ḡ‖²),

@@ -64,6 +64,68 @@ def per_example_gradients(model: nn.Module, loss_fn: LossFn, inputs: torch.Tenso
         return _cat([_by_vmap(model, loss_fn, x, y, params) for x, y in chunks])
 
 
+def per_example_gram(model: nn.Module, loss_fn: LossFn, inputs: torch.Tensor,
+                     targets: torch.Tensor, *, chunk_size: int | None = None,
+                     bn_mode: str = "eval") -> torch.Tensor:
+    """GGᵀ (n×n, float64) of the per-example gradients G of
+    `per_example_gradients`, without forming G where a layer's rule allows.
+
+    A Linear layer on (n, d_in) inputs has per-example weight gradient
+    g_i ⊗ a_i (g_i: gradient at its output, a_i: its input), so its share of
+    the Gram is (g gᵀ) ⊙ (a aᵀ + 1), the 1 for its bias: n²·(d_in + d_out)
+    products instead of n²·d_in·d_out. Every other layer (Conv, BatchNorm,
+    Linear over positions) adds the Gram of its own per-example gradient
+    columns. All products are float64 (from the float32 factors), so the
+    result equals `gram_matrix(per_example_gradients(...))` to the float32
+    rounding of G's entries. Models the layer rules do not cover (see the
+    module docstring), or with a layer called twice, fall back to exactly that.
+    `chunk_size` bounds the examples of one forward/backward."""
+    if bn_mode != "eval":
+        raise ValueError("per-example gradients need BatchNorm in eval mode (bn_mode='eval')")
+    from .covariance import gram_matrix
+    with probe_mode(model, bn_mode="eval"):
+        n, step = inputs.shape[0], chunk_size or inputs.shape[0]
+        parts = None
+        if _layers_supported(model) and any(p.requires_grad for p in model.parameters()):
+            parts = [_layer_calls(model, loss_fn, inputs[i:i + step], targets[i:i + step])
+                     for i in range(0, n, step)]
+        if parts is None or any(c is None for c in parts) or len({id(m) for m, _, _ in parts[0]}) < len(parts[0]):
+            return gram_matrix(per_example_gradients(model, loss_fn, inputs, targets, chunk_size=chunk_size))
+        device = inputs.device
+        gram = torch.zeros(n, n, dtype=torch.float64, device=device)
+        for k, (m, _, _) in enumerate(parts[0]):
+            a = _cat([c[k][1] for c in parts])
+            g = _cat([c[k][2] for c in parts])
+            own = [name for name in ("weight", "bias")
+                   if getattr(m, name) is not None and getattr(m, name).requires_grad]
+            if isinstance(m, nn.Linear) and a.dim() == 2 and "weight" in own:
+                g64 = g.double()
+                aa = a.double() @ a.double().T
+                if "bias" in own:
+                    aa += 1.0
+                gram += (g64 @ g64.T) * aa
+                continue
+            a64, g64 = a.double(), g.double()      # the layer rule in float64: no float32 copy of G
+            for name in own:
+                _add_gram(gram, _layer_grad(m, name, a64, g64).reshape(n, -1))
+        return gram
+
+
+def _add_gram(gram: torch.Tensor, cols: torch.Tensor, block: int = 128) -> None:
+    """gram += cols colsᵀ, computing only the blocks on and above the diagonal
+    (a symmetric product done as a GEMM would compute every entry twice)."""
+    n = cols.shape[0]
+    if n <= block:
+        gram += cols @ cols.T
+        return
+    edges = list(range(0, n, block)) + [n]
+    for i in range(len(edges) - 1):
+        rows = cols[edges[i]:edges[i + 1]]
+        part = rows @ cols[edges[i]:].T                      # row block i against blocks i..end
+        gram[edges[i]:edges[i + 1], edges[i]:] += part
+        gram[edges[i + 1]:, edges[i]:edges[i + 1]] += part[:, edges[i + 1] - edges[i]:].T
+
+
 def _cat(rows: list[torch.Tensor]) -> torch.Tensor:
     return rows[0] if len(rows) == 1 else torch.cat(rows)  # n·p floats: copy only if needed
 
@@ -102,8 +164,10 @@ def _layers_supported(model: nn.Module) -> bool:
     return True
 
 
-def _by_layers(model, loss_fn, inputs, targets) -> torch.Tensor | None:
-    """Rows from one batched forward/backward; None if the assumptions fail."""
+def _layer_calls(model, loss_fn, inputs, targets):
+    """[(layer, its input, gradient of Σᵢ lossᵢ w.r.t. its output)] for every
+    call of a layer with trainable parameters, from one batched forward and
+    backward; None if an output was modified in place or is not batch-first."""
     n = inputs.shape[0]
     calls: list[tuple[nn.Module, torch.Tensor, torch.Tensor, int]] = []
 
@@ -125,6 +189,16 @@ def _by_layers(model, loss_fn, inputs, targets) -> torch.Tensor | None:
     gouts = torch.autograd.grad(losses.sum(), outs, allow_unused=True)
     if any(o._version != v for _, _, o, v in calls):
         return None
+    return [(m, a, torch.zeros_like(o) if g is None else g.detach())
+            for (m, a, o, _), g in zip(calls, gouts)]
+
+
+def _by_layers(model, loss_fn, inputs, targets) -> torch.Tensor | None:
+    """Rows from one batched forward/backward; None if the assumptions fail."""
+    n = inputs.shape[0]
+    calls = _layer_calls(model, loss_fn, inputs, targets)
+    if calls is None:
+        return None
     # write each parameter's rows straight into its columns of the (n, p) result
     trainable = [p for p in model.parameters() if p.requires_grad]
     rows = torch.empty(n, sum(p.numel() for p in trainable), dtype=trainable[0].dtype,
@@ -134,8 +208,7 @@ def _by_layers(model, loss_fn, inputs, targets) -> torch.Tensor | None:
         slots[p] = rows[:, offset:offset + p.numel()].view(n, *p.shape)
         offset += p.numel()
     written: set[nn.Parameter] = set()
-    for (m, a, o, _), g in zip(calls, gouts):
-        g = torch.zeros_like(o) if g is None else g.detach()
+    for m, a, g in calls:
         for name in ("weight", "bias"):
             p = getattr(m, name)
             if p is None or not p.requires_grad:

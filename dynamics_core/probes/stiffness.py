@@ -7,9 +7,10 @@ pairs (x₁ ∈ A, x₂ ∈ B); C(a, b) has x₁ of class a in A and x₂ of cla
 
 A pair with a zero gradient has sign 0 and cosine 0. C(a, b) is NaN where no
 pair exists; within = mean of the diagonal of C, between = mean of its
-off-diagonal, both ignoring NaN. The products are taken in float64; within
-one set they can come precomputed as the Gram GGᵀ (`gram=`, shared with the
-gradient covariance in the probe round).
+off-diagonal, both ignoring NaN. The products are taken in float64; they can
+come precomputed as a Gram: GGᵀ within one set, or the Gram of the stacked
+gradients [G; G_other] between two (`gram=`; the probe round builds one
+Gram over train and validation gradients for K and all three pairs).
 """
 from __future__ import annotations
 
@@ -22,12 +23,17 @@ from .pergrad import LossFn, per_example_gradients
 
 
 def _pair_matrices(g1: torch.Tensor | None, g2: torch.Tensor | None,
-                   gram: torch.Tensor | None = None):
+                   gram: torch.Tensor | None = None, n1: int | None = None):
     """(cos, sign, pair_mask) as float64 numpy arrays, n1×n2; from the rows of
-    g1 and g2, or (within one set) from their Gram g1 g1ᵀ."""
+    g1 and g2, or from a Gram: within one set g1 g1ᵀ, or (with `n1`, the
+    rows of the first set) between the sets, the Gram of [g1; g2]."""
     if gram is not None:
-        dot = gram.double()
-        na = nb = dot.diagonal().clamp(min=0).sqrt()
+        gram = gram.double()
+        norms = gram.diagonal().clamp(min=0).sqrt()
+        if n1 is None:
+            dot, na, nb = gram, norms, norms
+        else:
+            dot, na, nb = gram[:n1, n1:], norms[:n1], norms[n1:]
     else:
         a = g1.double()
         b = a if g2 is None else g2.double()
@@ -37,7 +43,7 @@ def _pair_matrices(g1: torch.Tensor | None, g2: torch.Tensor | None,
     cos = torch.where(denom > 0, dot / torch.where(denom > 0, denom, 1.0), 0.0)
     cos, sign = to_numpy(cos), np.sign(to_numpy(dot))
     mask = np.ones(cos.shape, dtype=bool)
-    if g2 is None:  # one set (a Gram is always within one set)
+    if g2 is None and n1 is None:  # one set
         np.fill_diagonal(mask, False)
     return cos, sign, mask
 
@@ -71,13 +77,15 @@ def stiffness(model: nn.Module | None, loss_fn: LossFn | None, inputs, targets,
     `other=(inputs_b, targets_b)`. Returns floats `sign`, `cos`,
     `sign_within`, `sign_between`, `cos_within`, `cos_between` and the
     num_classes×num_classes arrays `class_sign`, `class_cos`. `gram`: the
-    precomputed Gram GGᵀ of the set's per-example gradients (within the set
-    only; `covariance.gram_matrix`), used instead of `grads`. With
-    precomputed gradients, `stiffness_from` says it shorter."""
+    precomputed Gram of the per-example gradients (`per_example_gram`,
+    `covariance.gram_matrix`) used instead of `grads`: GGᵀ of the set, or with
+    `other`, of the set stacked over the other set. With precomputed
+    gradients, `stiffness_from` says it shorter."""
     if gram is not None:
-        if other is not None or grads is not None or other_grads is not None:
-            raise ValueError("gram= is for pairs within one set, without grads=")
-        return stiffness_from(targets, num_classes, gram=gram)
+        if grads is not None or other_grads is not None:
+            raise ValueError("give gram= or grads=, not both")
+        return stiffness_from(targets, num_classes, gram=gram,
+                              other_targets=None if other is None else other[1])
     if grads is None:
         grads = per_example_gradients(model, loss_fn, inputs, targets, chunk_size=chunk_size)
     if other is not None:
@@ -96,12 +104,20 @@ def stiffness_from(targets, num_classes: int, grads: torch.Tensor | None = None,
                    gram: torch.Tensor | None = None) -> dict:
     """`stiffness` of precomputed per-example gradients: within one set
     (`grads`, or their Gram `gram`), or between it and another set
-    (`other_grads` with their labels `other_targets`)."""
+    (`other_grads` with their labels `other_targets`, or the Gram `gram` of
+    the stacked gradients [G; G_other] with `other_targets`)."""
     if gram is not None:
         if grads is not None or other_grads is not None:
-            raise ValueError("gram= is for pairs within one set, without grads=")
-        cos, sign, mask = _pair_matrices(None, None, gram)
-        return _summary(cos, sign, mask, targets, targets, num_classes)
+            raise ValueError("give gram= or grads=, not both")
+        if other_targets is None:
+            cos, sign, mask = _pair_matrices(None, None, gram)
+            return _summary(cos, sign, mask, targets, targets, num_classes)
+        n1 = len(targets)
+        if gram.shape[0] != n1 + len(other_targets):
+            raise ValueError(f"gram is {tuple(gram.shape)}, the stacked sets have "
+                             f"{n1} + {len(other_targets)} examples")
+        cos, sign, mask = _pair_matrices(None, None, gram, n1=n1)
+        return _summary(cos, sign, mask, targets, other_targets, num_classes)
     if grads is None:
         raise ValueError("stiffness_from needs grads or gram")
     if (other_grads is None) != (other_targets is None):
