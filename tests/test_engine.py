@@ -300,3 +300,74 @@ def test_intersection_union():
     reversed_ = intersection_union([before, after], [+1, +1])
     assert reversed_.statistic < 0 and reversed_.p_value == pytest.approx(2 * after.p_value)
     assert len(reversed_.details["parts"]) == 2
+
+
+# ------------------------------------------------- one-sample statistics
+def test_sign_flip_exact_p_equals_hand_enumeration():
+    from sweeps.conjectures.inference import sign_flip_test
+    d = np.r_[0.4, -0.1, 0.3, 0.2, 0.5]
+    null = [np.mean(np.array(s) * d) for s in itertools.product((1, -1), repeat=5)]
+    # |sum| >= 1.3 = 1.5 - 2 x 0.1: the flipped magnitudes must sum to <= 0.1, so none or
+    # only 0.1 is flipped, or the mirror of either: 4 of the 32 patterns
+    p = np.mean(np.abs(null) >= abs(d.mean()) - 1e-12)
+    assert p == pytest.approx(4 / 32)
+    r = sign_flip_test(d, n_boot=200)
+    assert r.p_method == "exact" and r.n_perm == 32 and r.details["n_arrangements"] == 32
+    assert r.p_value == pytest.approx(4 / 32) and r.statistic == pytest.approx(0.26)
+    assert r.ci_level == 0.95 and r.ci_low <= r.statistic <= r.ci_high and math.isnan(r.p_mc_se)
+    assert r.se == pytest.approx(d.std(ddof=1) / math.sqrt(5))
+    # all six positive: only the identity and its mirror reach |mean|: p = 2/64
+    six = sign_flip_test([0.1, 0.2, 0.3, 0.4, 0.5, 0.6], n_boot=50)
+    assert six.p_value == pytest.approx(2 / 64) and six.statistic == pytest.approx(0.35)
+    assert sign_flip_test([0.1, 0.2, 0.3, 0.4, 0.5, 0.6], alternative="greater",
+                          n_boot=50).p_value == pytest.approx(1 / 64)
+    assert sign_flip_test([1.0, np.nan]).details["reason"] == "fewer than 2 trials"
+
+
+def test_sign_flip_monte_carlo_above_the_exact_limit():
+    from sweeps.conjectures.inference import sign_flip_test
+    d = np.random.default_rng(3).normal(0.3, 1, 40)
+    r = sign_flip_test(d, n_perm=4000, n_boot=200)
+    exact = sign_flip_test(d[:12], n_boot=50)
+    assert exact.p_method == "exact"
+    assert r.p_method == "monte_carlo" and r.n_perm == 4000 and r.p_mc_se > 0
+    # the sign-flip null of the mean is close to normal with sd sqrt(sum d^2) / n
+    z = abs(d.mean()) / (math.sqrt((d ** 2).sum()) / len(d))
+    assert r.p_value == pytest.approx(2 * sps.norm.sf(z), abs=4 * r.p_mc_se + 0.01)
+
+
+def test_sign_test_exact_binomial_p_and_clopper_pearson():
+    from sweeps.conjectures.inference import sign_test
+    r = sign_test([True] * 9 + [False])
+    # P(K >= 9) + P(K <= 1) for K ~ Bin(10, 1/2): (1 + 10 + 10 + 1) / 1024
+    assert r.p_value == pytest.approx(22 / 1024) and r.p_method == "exact"
+    assert r.statistic == pytest.approx(0.9) and r.effect == pytest.approx(0.4)
+    assert r.tested_effect == pytest.approx(0.4) and r.null_value == 0.5
+    # Clopper–Pearson: the lower end solves P(K >= 9 | p) = 0.025
+    lo = sps.beta.ppf(0.025, 9, 2)
+    assert r.ci_low == pytest.approx(lo) and r.ci_high == pytest.approx(sps.beta.ppf(0.975, 10, 1))
+    assert sign_test([1, 1, 1, 1, 1, 1]).p_value == pytest.approx(2 / 64)
+    assert sign_test([True, None, float("nan"), False]).details["n_dropped_missing"] == 2
+    assert math.isnan(sign_test([]).p_value)
+
+
+def test_new_statistics_judged_under_their_plans():
+    from sweeps.conjectures.inference import magnitude, sign_flip_test, sign_test
+    flip = plan(statistic="paired_sign_flip", checks=(), effect_of_interest=0.1)
+    v = judge(flip, sign_flip_test([0.1, 0.2, 0.3, 0.4, 0.5, 0.6], n_boot=50))
+    assert v.verdict == "supported" and v.p_raw == pytest.approx(2 / 64)
+    bino = plan(statistic="sign_test", checks=(), min_n=10, effect_of_interest=0.25)
+    assert judge(bino, sign_test([False] * 10)).verdict == "refuted"
+    assert judge(bino, sign_test([True] * 6)).verdict == "underpowered"
+    with pytest.raises(ValueError, match="names sign_test"):
+        judge(bino, sign_flip_test([0.1, 0.2, 0.3], n_boot=20))
+    # magnitude: a significant fall reads as a change (supported), never refuted
+    x = np.repeat([1.0, 2.0, 3.0, 4.0], 3)
+    falls = trend_test(x, -x + np.arange(12) * 1e-3, n_boot=100)
+    m = magnitude(falls)
+    assert m.statistic == pytest.approx(abs(falls.statistic)) and m.p_value == falls.p_value
+    assert m.details["direction"] == -1 and m.ci_low >= 0 and m.ci_high <= 1
+    assert judge(plan(checks=()), m).verdict == "supported"
+    assert judge(plan(checks=()), falls).verdict == "refuted"
+    with pytest.raises(ValueError, match="two-sided"):
+        magnitude(compare_groups([1, 2, 3], [0, 1, 2], alternative="greater", n_boot=10))

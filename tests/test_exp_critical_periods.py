@@ -243,9 +243,10 @@ def test_fisher_keeps_rising_is_refuted():
 
 def test_fisher_clean_only_and_too_few():
     v = one(cp.fisher_rises_then_falls(table(), deficits=("none",)))
-    assert v.verdict == "supported" and v.n == 10
+    assert v.verdict == "supported" and v.n == 10 and v.p_raw == pytest.approx(2 / 1024)
+    # 4 trials: even 4/4 gives p = 2/16; n below the plan's minimum 10 is underpowered
     v = one(cp.fisher_rises_then_falls(table(seeds=range(2)), deficits=("none",)))
-    assert v.verdict == "inconclusive" and v.n == 4
+    assert v.verdict == "underpowered" and v.n == 4 and "n=4 < min 10" in v.reason
 
 
 def test_fisher_is_not_gated_by_the_blur_check():
@@ -276,7 +277,9 @@ def test_registered():
     assert [v.verdict for v in vs] == ["supported"] * 6
     # Holm over the four deficit conjectures; the pilot and the Fisher test stand alone
     assert [v.n_family for v in vs] == [1, 4, 4, 4, 4, 1]
-    assert set(exp.plans) == set(exp.conjectures) - {"critical_periods.fisher_rises_then_falls"}
+    assert vs[-1].family == "critical_periods.fisher"
+    assert set(exp.plans) == set(exp.conjectures)
+    assert all(v.plan_hash == exp.plans[v.name].hash() for v in vs)
 
 
 @pytest.mark.parametrize("name", experiments.get("critical_periods").specs)
@@ -300,7 +303,8 @@ def test_main_spec_arms():
 def test_fisher_trials_too_short_are_excluded_not_failures():
     short = [trial(arm(epochs=1), CLEAN, s) for s in range(6)]
     v = one(cp.fisher_rises_then_falls(make_table(short)))
-    assert v.verdict == "inconclusive" and v.details["excluded_fewer_than_3_measurements"] == 6
+    # nothing left to test: n = 0 < min 10 is underpowered (was inconclusive without a plan)
+    assert v.verdict == "underpowered" and v.details["excluded_fewer_than_3_measurements"] == 6
 
 
 def test_gate_takes_min_drop_from_the_plan():

@@ -33,7 +33,7 @@ def trial(seed: int, rates, arm: str = "mlp", rng=None) -> dict:
     return {"params": {"model.name": arm}, "seed": seed, "curves": curves}
 
 
-def sweep(order: str = "low_first", seeds=range(6), unreached_top: bool = False,
+def sweep(order: str = "low_first", seeds=range(8), unreached_top: bool = False,
           arms=("mlp",)) -> list[dict]:
     rng = np.random.default_rng(0)
     base = [30.0, 120.0, 400.0, 900.0]
@@ -48,8 +48,12 @@ def sweep(order: str = "low_first", seeds=range(6), unreached_top: bool = False,
     return out
 
 
-def low_first(table, **kw):
-    (v,) = experiments.conjecture("frequency.low_first")(table, **FAST, **kw)
+def low_first(table, **options):
+    """The one verdict, under the registered plan or (with `options`) an overridden one."""
+    plans, plan = None, F.PLANS["frequency.low_first"]
+    if {**plan.options, **options} != plan.options:
+        plans = {"frequency.low_first": plan.with_overrides(options={**plan.options, **options})}
+    (v,) = experiments.conjecture("frequency.low_first")(table, plans, **FAST)
     return v
 
 
@@ -57,7 +61,8 @@ def low_first(table, **kw):
 @pytest.mark.parametrize("order,expected", [("low_first", "supported"), ("high_first", "refuted")])
 def test_low_first(order, expected):
     v = low_first(make_table(sweep(order)))
-    assert v.verdict == expected and v.n == 6
+    assert v.verdict == expected and v.n == 8 and v.p_raw == pytest.approx(2 / 256)
+    assert v.plan_hash == F.PLANS["frequency.low_first"].hash() and not v.exploratory
     assert v.statistic == pytest.approx(1.0 if order == "low_first" else -1.0)
 
 
@@ -65,34 +70,44 @@ def test_low_first(order, expected):
 def test_unreached_thresholds_are_handled_and_counted(rule):
     v = low_first(make_table(sweep(unreached_top=True)), unreached=rule)
     assert v.verdict == "supported" and v.statistic == pytest.approx(1.0)
-    assert v.details["unreached_per_rank"] == {"k0": 0, "k1": 0, "k2": 0, "k3": 6}
+    assert v.details["unreached_per_rank"] == {"k0": 0, "k1": 0, "k2": 0, "k3": 8}
+    assert v.exploratory == (rule != "last")      # "last" is the registered rule
 
 
 def test_trials_where_nothing_converged_are_excluded_and_counted():
     never = [trial(s, [None] * 4) for s in range(3)]
     v = low_first(make_table(sweep() + never))
-    assert v.verdict == "supported" and v.n == 6 and v.details["excluded_tau_undefined"] == 3
+    assert v.verdict == "supported" and v.n == 8 and v.details["excluded_tau_undefined"] == 3
 
 
 def test_one_verdict_per_arm_and_arms_tracking_fewer_peaks():
-    three = [trial(s, [400.0, 120.0, 30.0], "sine") for s in range(6)]   # high first; no k3
+    three = [trial(s, [400.0, 120.0, 30.0], "sine") for s in range(8)]   # high first; no k3
     vs = experiments.conjecture("frequency.low_first")(make_table(sweep() + three), **FAST)
     assert [v.name for v in vs] == ["frequency.low_first[mlp]", "frequency.low_first[sine]"]
     assert [v.verdict for v in vs] == ["supported", "refuted"]
+    # the arms are the Holm family `frequency`: 2/256 each, adjusted to 2 x 2/256 < 0.05
+    fin = experiments.evaluate(["frequency.low_first"], make_table(sweep() + three),
+                               {"frequency.low_first": FAST})
+    assert [(v.verdict, v.family, v.n_family) for v in fin] == [
+        ("supported", "frequency", 2), ("refuted", "frequency", 2)]
+    assert fin[0].p_adjusted == pytest.approx(2 * 2 / 256)
     assert vs[1].details["unreached_per_rank"]["k3"] == 0 and vs[1].details["frequencies"] == 3
     assert isinstance(F.fig_heatmap(make_table(sweep() + three)), Figure)
     assert isinstance(F.fig_heatmap(make_table(sweep() + three)), Figure)
 
 
-def test_missing_metric_is_inconclusive_with_reason():
+def test_missing_metric_is_underpowered_with_reason():
+    # nothing to test: n = 0 is below the plan's minimum, and the reason says why
     t = make_table([{"params": {}, "seed": 0, "curves": {"train/loss": ([1, 2], [1.0, 0.5])}}])
     v = low_first(t)
-    assert v.verdict == "inconclusive" and "freq/delta_k" in v.details["reason"]
+    assert v.verdict == "underpowered" and "freq/delta_k" in v.details["reason"] and v.n == 0
 
 
-def test_too_few_trials_is_inconclusive():
-    v = low_first(make_table(sweep(seeds=[0, 1, 2, 3])))
-    assert v.verdict == "inconclusive" and "defined τ" in v.details["reason"]
+def test_too_few_trials_is_underpowered():
+    # 6 seeds: 6/6 positive gives p = 2/64, which Holm over the shipped specs' arms cannot pass
+    v = low_first(make_table(sweep(seeds=range(6))))
+    assert v.verdict == "underpowered" and "n=6 < min 7" in v.reason
+    assert v.p_raw == pytest.approx(2 / 64) and v.statistic == pytest.approx(1.0)
 
 
 # ------------------------------------------------------------ per trial
@@ -139,7 +154,7 @@ def test_figures_and_table():
                             "freq/e_high_w0": (STEPS, np.exp(-STEPS / 500))})
     assert isinstance(F.fig_low_high(make_table(lh)), Figure)
     df = F.convergence_table(t)
-    assert len(df) == 6 and {"step_k0", "step_k3", "n_unreached", "tau"} <= set(df)
+    assert len(df) == 8 and {"step_k0", "step_k3", "n_unreached", "tau"} <= set(df)
 
 
 @pytest.mark.parametrize("name", ["frequency.yaml", "frequency-cluster.yaml"])

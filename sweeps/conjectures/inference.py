@@ -10,12 +10,24 @@ quantity its p tests.
   the difference.
 - `intersection_union(parts, signs)`: "every part goes its predicted way" as
   one test, refuted by any significant reversal.
+- `sign_flip_test(d)` (plan statistic `paired_sign_flip`): is the mean of
+  per-trial contrasts (paired differences, or a per-trial statistic that is
+  symmetric about 0 under H0) nonzero? Sign-flip permutation p (exact over
+  all 2^n sign patterns when 2^n <= `MAX_EXACT`, else Monte Carlo with its
+  SE), bootstrap CI of the mean.
+- `sign_test(outcomes)` (plan statistic `sign_test`): is the share of trials
+  with an outcome different from p0 (1/2)? Exact binomial p, Clopper–Pearson
+  CI of the share.
+- `magnitude(result)`: a two-sided test read as "the quantity changes" (its
+  direction reported, not predicted): the tested effect becomes |effect|,
+  so no significant result can refute; judge it with predicted sign +1.
 
 The permutation, bootstrap and power machinery is `stats.py`; the verdict a
 result leads to is `verdict.judge` (with a plan) or `TestResult.verdict`.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Iterable, Sequence
@@ -23,8 +35,8 @@ from typing import TYPE_CHECKING, Any, Iterable, Sequence
 import numpy as np
 from scipy import stats
 
-from sweeps.conjectures.stats import (ALPHA, MAX_EXACT, N_BOOT, N_PERM, POWER, bootstrap, design,
-                                      minimum_detectable, percentile_ci, permutation_p,
+from sweeps.conjectures.stats import (ALPHA, MAX_EXACT, N_BOOT, N_PERM, POWER, _tail, bootstrap,
+                                      design, minimum_detectable, percentile_ci, permutation_p,
                                       spearman_n_eff)
 
 if TYPE_CHECKING:
@@ -309,3 +321,124 @@ def intersection_union(parts: Sequence[TestResult], signs: Sequence[int]) -> Tes
                       se=max((t.se for t in parts if np.isfinite(t.se)), default=math.nan),
                       min_stratum=min((t.min_stratum for t in parts if t.min_stratum is not None),
                                       default=None))
+
+
+def _level(alpha: float, sides: int, ci_level: float | None) -> float:
+    return (1 - alpha if sides == 2 else 1 - 2 * alpha) if ci_level is None else ci_level
+
+
+def sign_flip_test(d: Iterable[float], *, n_perm: int = N_PERM, n_boot: int = N_BOOT,
+                   rng_seed: int = 0, alpha: float = ALPHA, alternative: str = "two-sided",
+                   ci_level: float | None = None, max_exact: int = MAX_EXACT) -> TestResult:
+    """One-sample sign-flip permutation test of mean(d) = 0 (plan statistic `paired_sign_flip`).
+
+    `d` holds one contrast per trial (before − after, within − between, a
+    per-trial Kendall tau); non-finite values are dropped and counted. Under
+    H0 each d_i is symmetric about 0, so its sign is exchangeable.
+    statistic = effect = mean(d); p over the 2^n sign patterns, exact when
+    2^n <= `max_exact` (n <= 16 by default; the smallest two-sided p is then
+    2 / 2^n), else (1 + #{|T*| >= |T|}) / (1 + n_perm) from `n_perm` random
+    patterns, with its Monte-Carlo SE; `alternative` 'two-sided', 'greater'
+    or 'less'. CI: percentile bootstrap of mean(d) (trials resampled) at
+    `ci_level`, by default 1 - alpha two-sided, 1 - 2 alpha one-sided.
+    se = sd(d) / sqrt(n) gives the minimum detectable mean.
+    """
+    raw = np.asarray(list(d), dtype=float)
+    ok = np.isfinite(raw)
+    d = raw[ok]
+    n = len(d)
+    sides = 2 if alternative == "two-sided" else 1
+    level = _level(alpha, sides, ci_level)
+    test = f"paired sign-flip permutation ({alternative})"
+    details: dict[str, Any] = {"test": test, "n_dropped_nonfinite": int((~ok).sum())}
+    if n < 2:
+        return TestResult(math.nan, math.nan, math.nan, math.nan, math.nan, n,
+                          {**details, "reason": "fewer than 2 trials"}, ci_level=level,
+                          sides=sides)
+    obs = float(d.mean())
+    rng = np.random.default_rng(rng_seed)
+    space = 2 ** n
+    if space <= max_exact:
+        signs = 1.0 - 2.0 * ((np.arange(space)[:, None] >> np.arange(n)) & 1)
+        p = float(np.mean(_tail(signs @ d / n, obs, alternative)))
+        method, done, mc_se = "exact", space, math.nan
+    else:
+        hits, done = 0, 0
+        while done < n_perm:
+            k = min(5000, n_perm - done)
+            signs = rng.choice((1.0, -1.0), size=(k, n))
+            hits += int(_tail(signs @ d / n, obs, alternative).sum())
+            done += k
+        p = (1 + hits) / (1 + n_perm)
+        method, mc_se = "monte_carlo", math.sqrt(p * (1 - p) / n_perm)
+    lo, hi = percentile_ci(d[rng.integers(0, n, (n_boot, n))].mean(1), level)
+    details.update(n_positive=int((d > 0).sum()), n_negative=int((d < 0).sum()),
+                   n_zero=int((d == 0).sum()), n_arrangements=space,
+                   ci_method="percentile bootstrap, trials resampled")
+    return TestResult(obs, obs, lo, hi, p, n, details, p_method=method, n_perm=int(done),
+                      p_mc_se=mc_se, ci_level=level, se=float(d.std(ddof=1) / math.sqrt(n)),
+                      sides=sides)
+
+
+def sign_test(outcomes: Iterable[Any], *, p0: float = 0.5, alpha: float = ALPHA,
+              alternative: str = "two-sided", ci_level: float | None = None) -> TestResult:
+    """Exact binomial test of the share of successes against p0 (plan statistic `sign_test`).
+
+    `outcomes` holds one outcome per trial, True/1 a success; None and NaN are
+    dropped and counted. statistic = the share k/n, effect = share − p0 (the
+    tested effect; null_value = p0); p = exact binomial p (two-sided: the
+    summed probability of every count no more likely than k); CI =
+    Clopper–Pearson interval of the share at `ci_level`, by default 1 - alpha
+    two-sided, 1 - 2 alpha one-sided. The smallest two-sided p against 1/2 is
+    2 / 2^n. se = sqrt(p0 (1 − p0) / n), the share's null SE, gives the
+    minimum detectable departure.
+    """
+    raw = [None if o is None or (isinstance(o, float) and math.isnan(o)) else bool(o)
+           for o in outcomes]
+    kept = [o for o in raw if o is not None]
+    n, k = len(kept), int(sum(kept))
+    sides = 2 if alternative == "two-sided" else 1
+    level = _level(alpha, sides, ci_level)
+    details: dict[str, Any] = {"test": f"exact binomial sign test against {p0:g} ({alternative})",
+                               "n_successes": k, "p0": p0,
+                               "n_dropped_missing": len(raw) - n}
+    if n < 1:
+        return TestResult(math.nan, math.nan, math.nan, math.nan, math.nan, 0,
+                          {**details, "reason": "no trials"}, ci_level=level, null_value=p0,
+                          sides=sides)
+    res = stats.binomtest(k, n, p0, alternative=alternative)
+    ci = stats.binomtest(k, n, p0).proportion_ci(level, method="exact")
+    share = k / n
+    details["ci_method"] = "Clopper–Pearson (exact) interval of the share"
+    return TestResult(share, share - p0, float(ci.low), float(ci.high), float(res.pvalue), n,
+                      details, p_method="exact", ci_level=level, null_value=p0,
+                      se=math.sqrt(p0 * (1 - p0) / n), sides=sides)
+
+
+def magnitude(result: TestResult) -> TestResult:
+    """A two-sided test read as "the quantity changes", its direction reported, not predicted.
+
+    statistic = effect = |tested effect|, so a significant result in either
+    direction has the predicted sign +1 and none can refute; p is unchanged
+    (the two-sided p of effect = 0 is the p of |effect| = 0). The CI is the
+    image of the CI [lo, hi] of the signed effect under |.|: [min(|lo|, |hi|),
+    max(|lo|, |hi|)], from 0 when it holds 0; it covers |effect| at least as
+    often as [lo, hi] covers the effect. The signed statistic, its CI and the
+    direction found are kept in details (`signed_statistic`, `signed_ci`,
+    `direction`: +1, −1 or 0).
+    """
+    if result.sides != 2:
+        raise ValueError("only a two-sided test can be read without a predicted direction")
+    e = result.tested_effect
+    lo, hi = result.ci_low - result.null_value, result.ci_high - result.null_value
+    if np.isfinite(lo) and np.isfinite(hi):
+        lo_m = 0.0 if lo <= 0 <= hi else min(abs(lo), abs(hi))
+        ci = (lo_m, max(abs(lo), abs(hi)))
+    else:
+        ci = (math.nan, math.nan)
+    details = {**result.details, "signed_statistic": result.statistic,
+               "signed_ci": [result.ci_low, result.ci_high],
+               "direction": int(np.sign(e)) if np.isfinite(e) else 0,
+               "tested": "|effect|: the direction is reported, not predicted"}
+    return dataclasses.replace(result, statistic=abs(e), effect=abs(e), ci_low=ci[0],
+                               ci_high=ci[1], null_value=0.0, details=details)

@@ -6,6 +6,13 @@ which direction, at which alpha, in which multiplicity family, how many trials
 are enough, what effect is worth detecting, and which manipulation checks must
 pass for the experiment to have tested the claim at all.
 
+Statistics (`STATISTICS`, each one test of `inference.py`):
+`stratified_spearman` (`trend_test`), `difference_of_means` and
+`non_inferiority` (`compare_groups`, the latter with a margin),
+`intersection_union`, `paired_sign_flip` (`sign_flip_test`: one sample of
+per-trial contrasts, exact over the 2^n sign patterns up to 10^5, else Monte
+Carlo) and `sign_test` (`sign_test`: exact binomial share against p0).
+
 The engine only carries the window, detector and exclusions: the experiment
 applies them. It uses the rest to judge (`verdict.judge`, `verdict.finalize`).
 
@@ -33,7 +40,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Mapping
 
 STATISTICS: tuple[str, ...] = ("stratified_spearman", "difference_of_means", "non_inferiority",
-                               "intersection_union")
+                               "intersection_union", "paired_sign_flip", "sign_test")
 WINDOW_KINDS: tuple[str, ...] = ("whole_run", "after_breakeven", "until", "from")
 OPS: tuple[str, ...] = (">=", "<=", ">", "<")
 _NAME = re.compile(r"^[A-Za-z_][\w.\-/]*$")

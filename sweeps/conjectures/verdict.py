@@ -191,7 +191,8 @@ def param(runs: pd.DataFrame, name: str, default: Any = None) -> pd.Series:
 # ------------------------------------------------------- plans and families
 # what `details["test"]` of a TestResult says for each statistic a plan may name
 _TEST_OF = {"stratified_spearman": "Spearman", "difference_of_means": "difference of means",
-            "non_inferiority": "difference of means", "intersection_union": "intersection-union"}
+            "non_inferiority": "difference of means", "intersection_union": "intersection-union",
+            "paired_sign_flip": "sign-flip", "sign_test": "binomial sign test"}
 
 
 def _check_statistic(plan: AnalysisPlan, result: TestResult) -> None:

@@ -40,8 +40,15 @@ Plans (`PLANS`): the four deficit conjectures are the Holm family
 alpha 0.05; trends need 10 trials (seeds as blocks: trials of one seed share
 their initialisation), comparisons 5 per arm (3 against 3 cannot reach
 p < 0.05 in a permutation test); effects of interest |rho| 0.5 and 0.02 of
-accuracy (two points). The Fisher sign test has no plan yet: a binomial
-test is not among the plan statistics, so its verdict is judged by p alone.
+accuracy (two points). The Fisher conjecture is its own family
+(`critical_periods.fisher`): it is not gated by `blur_hurts`, reads another
+metric (Tr F, not final accuracy) over every arm, and adjusting it with the
+deficit tests would couple a claim about training dynamics to whether the
+deficit bit. Its statistic is `sign_test` (exact binomial, share against
+1/2); min n 10: the exact two-sided p cannot go below 2/2ⁿ (6 trials at the
+least, 6/6: p = 0.031), and at 10 one trial may miss (9/10: p = 0.021), as
+a Monte-Carlo Tr F on a flat run sometimes does; effect of interest a share
+of 3/4 (0.25 above 1/2).
 
 Conjectures (final accuracy = `final/val_acc`, else the last `val/acc`):
 - `removal_hurts`: final accuracy decreases with N (blur removal trials plus
@@ -65,7 +72,7 @@ Conjectures (final accuracy = `final/val_acc`, else the last `val/acc`):
   interior (after the first and before the last measurement) and the last
   value is at most (1 − `drop`) × the maximum; across trials (every arm by
   default, `deficits` to choose) an exact binomial (sign) test of the share
-  of such trials against 1/2. Tr F is a Monte-Carlo estimate: on 300 probe
+  of such trials against 1/2 (`inference.sign_test`). Tr F is a Monte-Carlo estimate: on 300 probe
   examples one measurement scattered by about 25 % on MNIST-1D in the pilot
   with one label sample, so about 18 % with the spec's 2 and 8 % smoothed;
   `drop` = 0.2 (≈ 2.5 × that) keeps noise on a plateau from passing for a fall.
@@ -78,11 +85,11 @@ from typing import Any, Mapping
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
-from scipy import stats
 
+from sweeps.conjectures.inference import sign_test
 from sweeps.conjectures.plan import AnalysisPlan, Check
 from sweeps.conjectures.verdict import (ALPHA, N_BOOT, N_PERM, Verdict, compare_groups,
-                                        final_value, inconclusive, intersection_union, judge,
+                                        final_value, intersection_union, judge,
                                         metric_frame, trend_test, usable_runs)
 from sweeps.experiments import Experiment, Sources, own_plans, register
 from sweeps.report import DPI, has_metrics, mean_curve
@@ -133,6 +140,16 @@ PLANS = {
         statistic="difference_of_means", predicted_sign=+1, **_GROUPS, options=_CHECK,
         statement="a noise deficit removed at epoch N leaves a higher final test accuracy than "
                   "a blur deficit removed at the same N"),
+    "critical_periods.fisher_rises_then_falls": AnalysisPlan(
+        conjecture="critical_periods.fisher_rises_then_falls", metric=FISHER,
+        statistic="sign_test", predicted_sign=+1,
+        exclusions=("unfinished", "fewer_than_3_measurements"),
+        family="critical_periods.fisher", min_n=10, min_per_stratum=1, effect_of_interest=0.25,
+        options={"drop": DROP, "smooth": WINDOW, "p0": 0.5,
+                 "outcome": "per trial: the smoothed Tr F peaks at an interior measurement and "
+                            "ends at most (1 - drop) x the peak"},
+        statement=f"the Fisher trace peaks after its first and before its last measurement, "
+                  f"then falls by at least {DROP:g} of the peak, in more than half of the trials"),
 }
 
 
@@ -467,48 +484,36 @@ def rises_then_falls(values: np.ndarray, drop: float = DROP, window: int = WINDO
     return 0 < i < v.size - 1 and v[-1] <= (1 - drop) * v[i]
 
 
-def sign_test(successes: int, n: int, *, alpha: float) -> tuple[float, float, float, float]:
-    """Statistics of `fisher_rises_then_falls`: share of successes, two-sided
-    exact binomial p against 1/2, Clopper–Pearson (1 − alpha) interval."""
-    res = stats.binomtest(successes, n, 0.5)
-    ci = res.proportion_ci(1 - alpha)
-    return successes / n, float(res.pvalue), float(ci.low), float(ci.high)
-
-
-def fisher_rises_then_falls(table: Any, *, drop: float = DROP, window: int = WINDOW,
-                            deficits: tuple[str, ...] | None = None, alpha: float = ALPHA,
-                            min_trials: int = 5, n_perm: int = N_PERM, n_boot: int = N_BOOT,
-                            rng_seed: int = 0) -> list[Verdict]:
+def fisher_rises_then_falls(table: Any, plans: Mapping[str, AnalysisPlan] | None = None, *,
+                            deficits: tuple[str, ...] | None = None, n_perm: int = N_PERM,
+                            n_boot: int = N_BOOT, rng_seed: int = 0) -> list[Verdict]:
     """In most trials Tr F peaks after its first measurement, then falls by `drop`.
 
-    The binomial test is exact: the resampling options every conjecture takes
-    (n_perm, n_boot, rng_seed) are accepted and unused.
+    `drop` and the smoothing width are the plan's options; `deficits` picks
+    the arms (default every arm). The sign test is exact: the resampling
+    options every conjecture takes (n_perm, n_boot, rng_seed) are accepted
+    and unused.
     """
     name = "critical_periods.fisher_rises_then_falls"
-    statement = (f"the Fisher trace peaks after its first and before its last measurement, "
-                 f"then falls by at least {drop:g} of the peak")
+    plan = own_plans(PLANS, name, plans)[name]
+    drop, window = float(plan.options["drop"]), int(plan.options["smooth"])
     df, excluded = arm_frame(table)
     if deficits is not None:
         df = df[df["deficit"].isin(deficits)]
-    m = metric_frame(table, FISHER)
+    m = metric_frame(table, plan.metric)
     m = m[m["run_id"].isin(df["run_id"]) & np.isfinite(m["value"].astype(float))]
     curves = {rid: g["value"].to_numpy(float) for rid, g in m.groupby("run_id")}
     shapes = {rid: rises_then_falls(v, drop, window) for rid, v in curves.items() if v.size >= 3}
     base = {**excluded, "drop": drop, "window": window,
             "deficits": list(deficits) if deficits else "all",
-            "excluded_fewer_than_3_measurements": len(curves) - len(shapes),
-            "test": "exact binomial (sign) test of the share against 1/2"}
-    n = len(shapes)
-    if n < min_trials:
-        return [inconclusive(name, statement, f"{FISHER} logged for {n} trials (< {min_trials})",
-                             n, **base)]
-    k = int(sum(shapes.values()))
-    share, p, lo, hi = sign_test(k, n, alpha=alpha)
+            "excluded_fewer_than_3_measurements": len(curves) - len(shapes)}
+    if not shapes:
+        return [judge(plan, None, n=0, **base,
+                      reason=f"{plan.metric} logged with >= 3 measurements for no trial")]
+    res = sign_test(list(shapes.values()), p0=float(plan.options["p0"]), alpha=plan.alpha)
     by_arm = df.assign(ok=df["run_id"].map(shapes)).dropna(subset=["ok"]).groupby("arm")["ok"]
-    kind = "inconclusive" if p >= alpha else ("supported" if share > 0.5 else "refuted")
-    return [Verdict(name, statement, kind, share, share - 0.5, lo, hi, p, n,
-                    {**base, "alpha": alpha, "n_rise_fall": k,
-                     "share_by_arm": {a: float(v.mean()) for a, v in by_arm}})]
+    return [judge(plan, res, **base, n_rise_fall=int(sum(shapes.values())),
+                  share_by_arm={a: float(v.astype(float).mean()) for a, v in by_arm})]
 
 
 # ------------------------------------------------------------------ tables

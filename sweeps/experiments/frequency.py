@@ -21,9 +21,17 @@ outputs along that projection, tracks the first `probes.frequencies` peaks of
   unreached ones) or dropped (`unreached="drop"`); either way the unreached
   ones are counted per rank in `details`. A trial whose τ is undefined (fewer
   than two distinct convergence steps, e.g. nothing converged) is excluded and
-  counted. The per-trial τ are judged by a sign-flip test of their mean
-  (predicted > 0), one verdict per arm (data set / model) when the sweep
-  has several: arms differ too much to pool.
+  counted. The per-trial τ are judged by the one-sample sign-flip test of
+  their mean (`paired_sign_flip`, predicted > 0), one verdict per arm (data
+  set / model) when the sweep has several: arms differ too much to pool.
+
+Plan (`PLANS`, one plan for every arm's verdict): the arms are the Holm
+family `frequency`; alpha 0.05; threshold, `hold` and `unreached` are plan
+options. `min_n` 7 per arm: the exact sign-flip p cannot go below 2/2ⁿ, and
+Holm's first rejection over the shipped specs' 3 (local) or 2 (cluster) arms
+needs p < 0.0167 or 0.025, so n ≥ 7 (2/128 = 0.0156); 6 seeds suffice only
+for a single arm. Effect of interest: mean τ 0.5, i.e. three quarters of
+the frequency pairs converging in the predicted order.
 
 Filter variant (e_low, e_high of Gaussian-smoothed labels): drawn when the
 probe logs `freq/e_low_w{j}` and `freq/e_high_w{j}` (kernel width j).
@@ -32,20 +40,32 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Any, Literal
+from typing import Any, Literal, Mapping
 
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from sweeps.conjectures.verdict import ALPHA, Verdict, inconclusive, usable_runs
-from sweeps.experiments import Experiment, Sources, register
-from sweeps.experiments.stiffness import sign_flip_test
+from sweeps.conjectures.inference import sign_flip_test
+from sweeps.conjectures.plan import AnalysisPlan
+from sweeps.conjectures.verdict import N_BOOT, N_PERM, Verdict, judge, usable_runs
+from sweeps.experiments import Experiment, Sources, own_plans, register
 from sweeps.report import DPI, finished_runs
 
 DELTA = re.compile(r"^freq/delta_k(\d+)$")
 E_LOW, E_HIGH = re.compile(r"^freq/e_low_w(\d+)$"), re.compile(r"^freq/e_high_w(\d+)$")
 THRESHOLD = 0.1
+PLANS = {
+    "frequency.low_first": AnalysisPlan(
+        conjecture="frequency.low_first", metric="freq/delta_k", statistic="paired_sign_flip",
+        predicted_sign=+1, family="frequency", exclusions=("unfinished", "tau_undefined"),
+        min_n=7, min_per_stratum=1, effect_of_interest=0.5,
+        options={"threshold": THRESHOLD, "hold": 3, "unreached": "last",
+                 "value": "per-trial Kendall tau_b between frequency rank and convergence step",
+                 "parts": "one verdict per arm (data.dataset/model.name)"},
+        statement="low frequencies converge first (per-trial Kendall τ between frequency rank "
+                  "and convergence step is > 0 on average)"),
+}
 
 
 def delta_keys(table: Any, pattern: re.Pattern = DELTA) -> list[str]:
@@ -119,23 +139,17 @@ def trial_convergence(table: Any, threshold: float = THRESHOLD,
 
 
 # ------------------------------------------------------------- conjecture
-def _tau_verdict(name: str, statement: str, tau: np.ndarray, min_trials: int, alpha: float,
-                 stats_opts: dict, **details: Any) -> Verdict:
-    """Predicted: mean per-trial τ > 0. The conjecture's one statistics call."""
-    tau = np.asarray(tau, dtype=float)
-    if np.isfinite(tau).sum() < min_trials:
-        return inconclusive(name, statement, f"only {int(np.isfinite(tau).sum())} trials with a "
-                            f"defined τ (< {min_trials})", n=int(np.isfinite(tau).sum()), **details)
-    return sign_flip_test(tau, alpha=alpha, **stats_opts).verdict(name, statement, +1, alpha, **details)
-
-
-def low_first(table: Any, threshold: float = THRESHOLD, unreached: Literal["last", "drop"] = "last",
-              hold: int | None = 3, min_trials: int = 6, alpha: float = ALPHA,
-              **stats_opts: Any) -> list[Verdict]:
+def low_first(table: Any, plans: Mapping[str, AnalysisPlan] | None = None, *,
+              n_perm: int = N_PERM, n_boot: int = N_BOOT, rng_seed: int = 0) -> list[Verdict]:
     """Low frequencies converge first: per-trial Kendall τ between frequency
     rank and its convergence step is positive on average, per arm.
-    `min_trials` 6: with fewer, the exact sign-flip p cannot fall below 0.05."""
+
+    The threshold, `hold` and the `unreached` rule are the plan's options
+    (change them with `plan.with_overrides(options=...)`: exploratory)."""
     name = "frequency.low_first"
+    plan = own_plans(PLANS, name, plans)[name]
+    threshold, unreached = float(plan.options["threshold"]), plan.options["unreached"]
+    hold = plan.options["hold"]
     held = "until the end" if hold is None else f"for {hold} probe steps"
     statement = (f"low frequencies converge first (Kendall τ between frequency rank and the step "
                  f"from which Δ_F(k) < {threshold:g} {held} is > 0; unreached: {unreached})")
@@ -144,8 +158,9 @@ def low_first(table: Any, threshold: float = THRESHOLD, unreached: Literal["last
     runs, excluded = usable_runs(table.runs)
     keys = delta_keys(table)
     if len(keys) < 2:
-        return [inconclusive(name, statement, f"fewer than 2 freq/delta_k* metrics were logged "
-                             f"({len(keys)}; switch on probes.frequency)", **excluded)]
+        return [judge(plan, None, statement=statement, n=0, **excluded,
+                      reason=f"fewer than 2 freq/delta_k* metrics were logged "
+                             f"({len(keys)}; switch on probes.frequency)")]
     conv = trial_convergence(table, threshold, unreached, hold).set_index("run_id")
     arms = _arms(runs.set_index("run_id"))
     out = []
@@ -158,8 +173,9 @@ def low_first(table: Any, threshold: float = THRESHOLD, unreached: Literal["last
                    "excluded_tau_undefined": int(c["tau"].isna().sum()),
                    "fraction_tau_positive": float((c["tau"] > 0).mean())}
         vname = name if arms.nunique() == 1 else f"{name}[{arm}]"
-        out.append(_tau_verdict(vname, statement, c["tau"].to_numpy(float), min_trials, alpha,
-                                stats_opts, **details))
+        res = sign_flip_test(c["tau"].to_numpy(float), n_perm=n_perm, n_boot=n_boot,
+                             rng_seed=rng_seed, alpha=plan.alpha)
+        out.append(judge(plan, res, name=vname, statement=statement, **details))
     return out
 
 
@@ -266,4 +282,5 @@ EXPERIMENT = register(Experiment(
              "frequency_low_high.png": fig_low_high},
     tables={"frequency_convergence.csv": convergence_table},
     specs=("frequency.yaml", "frequency-cluster.yaml"),
+    plans=PLANS,
 ))

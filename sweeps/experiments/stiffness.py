@@ -13,24 +13,34 @@ epoch ends). A trial whose validation loss is still at its minimum fewer than
 `window` epochs before the end never showed the onset and is excluded and
 counted (`excluded_no_onset`).
 
-- `stiffness.train_val_falls_after_onset`: per trial, the mean train–val sign
-  stiffness over the `window` epochs up to and including the onset (before)
-  and over the last `window` epochs of the run, all strictly after the onset
-  (after). Predicted: |before| − |after| > 0 (stiffness moves toward 0 once
-  the model overfits), judged by a paired sign-flip test on the per-trial
-  differences; one verdict for the mean over all pairs (`sign`, mostly
-  between-class pairs, negative early in training) and one for within-class
-  pairs (`sign_within`, the class-matrix diagonal).
-- `stiffness.within_exceeds_between`: per trial and pair set, the mean over
-  epoch ends of within-class minus between-class sign stiffness. Predicted > 0.
+Conjectures, each verdict under its plan (`PLANS`), all in the Holm family
+`stiffness` (one sweep asks them together: up to 6 tests):
+- `stiffness.train_val_falls_after_onset[<key>]`: per trial, the mean
+  train–val sign stiffness over the 3 epochs up to and including the onset
+  (before) and over the last 3 epochs of the run, all strictly after the
+  onset (after). Predicted: |before| − |after| > 0 (stiffness moves toward 0
+  once the model overfits), judged by the one-sample sign-flip test of the
+  per-trial differences (`paired_sign_flip`); one verdict for the mean over
+  all pairs (`sign`, mostly between-class pairs, negative early in training)
+  and one for within-class pairs (`sign_within`, the class-matrix diagonal).
+- `stiffness.within_exceeds_between[<pair>]`: per trial and pair set, the
+  mean over epoch ends of within-class minus between-class sign stiffness.
+  Predicted > 0 (`paired_sign_flip`); one verdict per pair set.
 - `stiffness.xi_vs_lr`: the critical length ξ (input distance 1 − cos(x₁, x₂)
   at which within-class stiffness crosses 0) against η. The paper's versions
-  disagree on its direction, so none is assumed: a two-sided trend test whose
-  verdict says whether ξ changes with η and reports the direction found.
-
-The statistics of each conjecture is one call in one small function
-(`_paired_verdict`, `_xi_verdict`), so each can move to a registered analysis
-plan unchanged.
+  disagree on its direction, so none is assumed: a two-sided stratified
+  Spearman trend in log η read by `inference.magnitude`, whose tested effect
+  is |ρ| (predicted > 0). A significant trend either way is supported ("ξ
+  changes with η", the direction in details["direction"]); nothing refutes.
+  Of the options (a predicted sign with a note, or a new "two-sided" mode
+  of the plan and the verdict rules) this one changes no rule of the engine
+  and tests exactly the claim.
+Numbers of the plans: alpha 0.05. `min_n` 8 for the sign-flip tests: the
+exact p cannot go below 2/2ⁿ, and Holm's first rejection among the family's
+6 tests needs p < 0.05/6 = 0.0083, so n ≥ 8 (2/256 = 0.0078). `min_n` 9 for
+ξ (3 η × 3 seeds, the shipped design: its exact p floor is 2/1680). Effects
+of interest: 0.1 of sign stiffness (a tenth of its [−1, 1] scale; the
+pilot's within-class fall after the onset, 0.97 → 0.87), |ρ| 0.5 for ξ.
 
 The stopper (`stiffness_stop_epoch`) stops a trial once train–val
 within-class sign stiffness, after having been above a threshold (absolute,
@@ -44,17 +54,18 @@ average, giving up 0.076 validation accuracy.
 """
 from __future__ import annotations
 
-import itertools
 import math
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from sweeps.conjectures.verdict import (ALPHA, N_BOOT, N_PERM, TestResult, Verdict, inconclusive,
-                                        param, per_epoch, trend_test, usable_runs)
-from sweeps.experiments import Experiment, Sources, register
+from sweeps.conjectures.inference import magnitude, sign_flip_test
+from sweeps.conjectures.plan import AnalysisPlan
+from sweeps.conjectures.verdict import (N_BOOT, N_PERM, Verdict, judge, param, per_epoch,
+                                        trend_test, usable_runs)
+from sweeps.experiments import Experiment, Sources, own_plans, register
 from sweeps.report import DPI, finished_runs, has_metrics, lr_colors
 
 LR = "optim.lr"
@@ -66,6 +77,7 @@ VAL_LOSS, VAL_ACC, TRAIN_LOSS = "val/loss", "val/acc", "train/loss"
 # distance-binned stiffness it is read from (artifact rows: centres, sign, cos).
 XI = "stiffness/train_train/xi"
 DISTANCE_ARTIFACT = "stiffness_distance"
+WINDOW = 3          # epoch ends averaged before and after the onset
 
 
 def within_key(pair: str, kind: str = "sign") -> str:
@@ -76,43 +88,38 @@ def between_key(pair: str, kind: str = "sign") -> str:
     return f"stiffness/{pair}/{kind}_between"
 
 
-# ----------------------------------------------------------------- statistics
-def sign_flip_test(d: Iterable[float], *, n_perm: int = N_PERM, n_boot: int = N_BOOT,
-                   rng_seed: int = 0, alpha: float = ALPHA) -> TestResult:
-    """Is the mean of paired differences d nonzero? statistic = effect = mean(d);
-    p = two-sided sign-flip permutation p (exact over all 2ⁿ sign patterns for
-    n ≤ 12, else `n_perm` random flips); CI = percentile bootstrap of the mean."""
-    d = np.asarray(list(d), dtype=float)
-    d = d[np.isfinite(d)]
-    n = len(d)
-    if n < 2:
-        return TestResult(math.nan, math.nan, math.nan, math.nan, math.nan, n,
-                          {"reason": "fewer than 2 trials"})
-    rng = np.random.default_rng(rng_seed)
-    if n <= 12:
-        signs = np.array(list(itertools.product((1.0, -1.0), repeat=n)))
-    else:
-        signs = rng.choice((1.0, -1.0), size=(n_perm, n))
-    null = (signs * d).mean(1)
-    obs = float(d.mean())
-    p = float(np.mean(np.abs(null) >= abs(obs) - 1e-12)) if n <= 12 else \
-        float((1 + np.sum(np.abs(null) >= abs(obs) - 1e-12)) / (1 + n_perm))
-    boot = d[rng.integers(0, n, (n_boot, n))].mean(1)
-    lo, hi = np.quantile(boot, [alpha / 2, 1 - alpha / 2])
-    return TestResult(obs, obs, float(lo), float(hi), p, n,
-                      {"test": "paired sign-flip permutation" + (" (exact)" if n <= 12 else ""),
-                       "n_positive": int((d > 0).sum()), "n_negative": int((d < 0).sum())})
-
-
-def _paired_verdict(name: str, statement: str, d: np.ndarray, min_trials: int, alpha: float,
-                    stats_opts: dict, **details: Any) -> Verdict:
-    """Predicted: mean(d) > 0. The conjectures' one statistics call."""
-    d = np.asarray(d, dtype=float)
-    if np.isfinite(d).sum() < min_trials:
-        return inconclusive(name, statement, f"only {int(np.isfinite(d).sum())} usable trials "
-                            f"(< {min_trials})", n=int(np.isfinite(d).sum()), **details)
-    res = sign_flip_test(d, alpha=alpha, **stats_opts)
-    return res.verdict(name, statement, +1, alpha, **details)
+_ONE_SAMPLE = dict(statistic="paired_sign_flip", predicted_sign=+1, family="stiffness",
+                   min_n=8, min_per_stratum=1, effect_of_interest=0.1)
+_ONSET = {"epochs": WINDOW, "onset": f"epoch end of the minimum of {VAL_LOSS}",
+          "before": f"mean over the {WINDOW} epoch ends up to and including the onset",
+          "after": f"mean over the last {WINDOW} epoch ends, all after the onset",
+          "contrast": "|before| - |after| per trial"}
+PLANS = {
+    **{f"stiffness.train_val_falls_after_onset[{key}]": AnalysisPlan(
+        conjecture="stiffness.train_val_falls_after_onset", metric=key, **_ONE_SAMPLE,
+        exclusions=("unfinished", "no_onset"), options=_ONSET,
+        statement=f"train–val sign stiffness ({key}) moves toward 0 after the onset of "
+                  f"overfitting (|mean over the {WINDOW} epochs up to the min of val/loss| − "
+                  f"|mean over the last {WINDOW} epochs| > 0)")
+       for key in (TV_SIGN, TV_SIGN_WITHIN)},
+    **{f"stiffness.within_exceeds_between[{pair}]": AnalysisPlan(
+        conjecture="stiffness.within_exceeds_between", metric=within_key(pair), **_ONE_SAMPLE,
+        exclusions=("unfinished",),
+        options={"pair": pair, "between": between_key(pair),
+                 "contrast": "per trial, mean over epoch ends of within − between"},
+        statement=f"{pair.replace('_', '–')} within-class sign stiffness exceeds between-class "
+                  "(mean over epoch ends of within − between > 0)")
+       for pair in PAIRS},
+    "stiffness.xi_vs_lr": AnalysisPlan(
+        conjecture="stiffness.xi_vs_lr", metric=XI, statistic="stratified_spearman",
+        predicted_sign=+1, family="stiffness", min_n=9, min_per_stratum=3,
+        effect_of_interest=0.5, exclusions=("unfinished", "no_xi"),
+        options={"x": LR, "log_x": True, "value": "final ξ per trial",
+                 "strata": "the other varied config fields",
+                 "direction": "reported, not predicted: a two-sided test read by magnitude(); "
+                              "the tested effect is |rho|, predicted > 0; nothing refutes"},
+        statement="the critical length ξ changes with η (direction reported, not predicted)"),
+}
 
 
 # ------------------------------------------------------------- per trial
@@ -176,90 +183,95 @@ def trial_summary(table: Any, window: int = 3, keys: Sequence[str] = (TV_SIGN, T
 
 
 # ------------------------------------------------------------- conjectures
-def train_val_falls_after_onset(table: Any, window: int = 3,
-                                keys: Sequence[str] = (TV_SIGN, TV_SIGN_WITHIN),
-                                min_trials: int = 6, alpha: float = ALPHA,
-                                **stats_opts: Any) -> list[Verdict]:
-    """Train–val sign stiffness is closer to 0 in the last `window` epochs than
-    in the `window` epochs up to the onset of overfitting (min validation
-    loss); one verdict per key. `min_trials` 6: with fewer, the exact
-    sign-flip p cannot fall below 0.05."""
+def _summary(table: Any, plan: AnalysisPlan, keys: Sequence[str] = (TV_SIGN, TV_SIGN_WITHIN)):
     runs, excluded = usable_runs(table.runs)
-    s = trial_summary(table, window, keys).set_index("run_id").loc[runs["run_id"]]
+    s = trial_summary(table, int(plan.options.get("epochs", WINDOW)), keys)
+    return runs, excluded, s.set_index("run_id").loc[runs["run_id"]]
+
+
+def train_val_falls_after_onset(table: Any, plans: Mapping[str, AnalysisPlan] | None = None, *,
+                                n_perm: int = N_PERM, n_boot: int = N_BOOT,
+                                rng_seed: int = 0) -> list[Verdict]:
+    """Train–val sign stiffness is closer to 0 in the last `epochs` epochs than
+    in the `epochs` epochs up to the onset of overfitting (min validation
+    loss); one verdict per planned metric (`plan.metric`, `plan.options["epochs"]`)."""
+    name = "stiffness.train_val_falls_after_onset"
+    mine = own_plans(PLANS, name, plans)
     out = []
-    for key in keys:
-        name = f"stiffness.train_val_falls_after_onset[{key}]"
-        statement = (f"train–val sign stiffness ({key}) moves toward 0 after the onset of "
-                     f"overfitting (|mean over the {window} epochs up to the min of val/loss| − "
-                     f"|mean over the last {window} epochs| > 0)")
-        if not has_metrics(table, key, VAL_LOSS):
-            out.append(inconclusive(name, statement, f"{key} or {VAL_LOSS} was not logged", **excluded))
+    for key, plan in mine.items():
+        metric, window = plan.metric, int(plan.options["epochs"])
+        runs, excluded, s = _summary(table, plan, (metric,))
+        if not has_metrics(table, metric, VAL_LOSS):
+            out.append(judge(plan, None, name=key, n=0,
+                             reason=f"{metric} or {VAL_LOSS} was not logged", **excluded))
             continue
-        short = f"tv_{key.rsplit('/', 1)[-1]}"
+        short = f"tv_{metric.rsplit('/', 1)[-1]}"
         before, after = s[f"{short}_before"].to_numpy(float), s[f"{short}_after"].to_numpy(float)
         details = {**excluded, "excluded_no_onset": int(s["onset_step"].isna().sum()),
-                   "window": window, "metric": key, "mean_before": _nanmean(before),
+                   "window": window, "metric": metric, "mean_before": _nanmean(before),
                    "mean_after": _nanmean(after),
                    "onset_epochs": [int(e) for e in s["onset_epoch"].dropna()]}
-        out.append(_paired_verdict(name, statement, np.abs(before) - np.abs(after), min_trials,
-                                   alpha, stats_opts, **details))
+        res = sign_flip_test(np.abs(before) - np.abs(after), n_perm=n_perm, n_boot=n_boot,
+                             rng_seed=rng_seed, alpha=plan.alpha)
+        out.append(judge(plan, res, name=key, **details))
     return out
 
 
-def within_exceeds_between(table: Any, pairs: Sequence[str] = PAIRS, min_trials: int = 6,
-                           alpha: float = ALPHA, **stats_opts: Any) -> list[Verdict]:
-    """Within-class sign stiffness exceeds between-class, on average over epochs,
-    for each pair set that was logged."""
-    runs, excluded = usable_runs(table.runs)
-    logged = [p for p in pairs if has_metrics(table, within_key(p), between_key(p))]
-    if not logged:
-        return [inconclusive("stiffness.within_exceeds_between",
-                             "within-class sign stiffness exceeds between-class",
-                             "no stiffness/*/sign_within and sign_between were logged", **excluded)]
-    s = trial_summary(table).set_index("run_id").loc[runs["run_id"]]
+def within_exceeds_between(table: Any, plans: Mapping[str, AnalysisPlan] | None = None, *,
+                           n_perm: int = N_PERM, n_boot: int = N_BOOT,
+                           rng_seed: int = 0) -> list[Verdict]:
+    """Within-class sign stiffness exceeds between-class, on average over epoch
+    ends, for each planned pair set (`plan.options["pair"]`)."""
+    name = "stiffness.within_exceeds_between"
     out = []
-    for pair in logged:
-        statement = (f"{pair.replace('_', '–')} within-class sign stiffness exceeds between-class "
-                     f"(mean over epoch ends of within − between > 0)")
-        out.append(_paired_verdict(f"stiffness.within_exceeds_between[{pair}]", statement,
-                                   s[f"within_minus_between_{pair}"].to_numpy(float), min_trials,
-                                   alpha, stats_opts, **excluded, pair=pair))
+    for key, plan in own_plans(PLANS, name, plans).items():
+        pair = plan.options["pair"]
+        runs, excluded = usable_runs(table.runs)
+        if not has_metrics(table, plan.metric, plan.options["between"]):
+            out.append(judge(plan, None, name=key, n=0, pair=pair, **excluded,
+                             reason=f"{plan.metric} and {plan.options['between']} were not logged"))
+            continue
+        s = trial_summary(table).set_index("run_id").loc[runs["run_id"]]
+        res = sign_flip_test(s[f"within_minus_between_{pair}"].to_numpy(float), n_perm=n_perm,
+                             n_boot=n_boot, rng_seed=rng_seed, alpha=plan.alpha)
+        out.append(judge(plan, res, name=key, **excluded, pair=pair))
     return out
 
 
-def _xi_verdict(name: str, statement: str, lr: np.ndarray, xi: np.ndarray, groups: Any,
-                alpha: float, stats_opts: dict, **details: Any) -> Verdict:
-    """Two-sided trend of ξ in η: significant -> supported with the direction
-    reported; otherwise inconclusive. Never refuted: no direction is predicted."""
-    res = trend_test(lr, xi, groups, alpha=alpha, log_x=True, **stats_opts)
-    if not (np.isfinite(res.p_value) and res.p_value < alpha and res.statistic != 0):
-        return res.verdict(name, statement, +1, alpha, **details, direction="none found")
-    direction = "increases" if res.statistic > 0 else "decreases"
-    return res.verdict(name, statement, int(np.sign(res.statistic)), alpha, **details,
-                       direction=f"ξ {direction} with η", predicted_sign_meaning="reported, not assumed")
+def xi_vs_lr(table: Any, plans: Mapping[str, AnalysisPlan] | None = None, *,
+             n_perm: int = N_PERM, n_boot: int = N_BOOT, rng_seed: int = 0) -> list[Verdict]:
+    """ξ (final value per trial) changes with η; its direction is reported, not predicted.
 
-
-def xi_vs_lr(table: Any, min_trials: int = 6, alpha: float = ALPHA,
-             **stats_opts: Any) -> list[Verdict]:
-    """ξ (final value per trial) changes with η; its direction is reported."""
+    A two-sided stratified Spearman trend of ξ in log η (strata: the other
+    varied config fields), read by `magnitude`: the tested effect is |ρ|, so
+    a significant trend either way is "ξ changes with η" (supported, the
+    direction in details["direction"], named where the raw p < alpha; the
+    verdict after Holm decides) and nothing refutes."""
     name = "stiffness.xi_vs_lr"
-    statement = "the critical length ξ changes with η (direction reported, not assumed)"
+    plan = own_plans(PLANS, name, plans)[name]
     runs, excluded = usable_runs(table.runs)
-    if not has_metrics(table, XI):
-        return [inconclusive(name, statement, f"{XI} was not logged (the stiffness probe does not "
-                             "compute stiffness against input distance yet)", **excluded)]
+    if not has_metrics(table, plan.metric):
+        return [judge(plan, None, n=0, **excluded, direction="none found",
+                      reason=f"{plan.metric} was not logged (the stiffness probe does not "
+                             "compute stiffness against input distance yet)")]
     s = trial_summary(table).set_index("run_id").loc[runs["run_id"]]
     s = s[np.isfinite(s["xi"].to_numpy(float))]
-    details = {**excluded, "excluded_no_xi": int(len(runs) - len(s)), "metric": XI}
-    if len(s) < min_trials or LR not in runs:
-        return [inconclusive(name, statement, f"only {len(s)} trials with ξ and η (< {min_trials})",
-                             n=len(s), **details)]
+    details = {**excluded, "excluded_no_xi": int(len(runs) - len(s)), "metric": plan.metric}
+    if LR not in runs or len(s) < 3:
+        return [judge(plan, None, n=len(s), **details, direction="none found",
+                      reason=f"only {len(s)} trials with ξ and η")]
     held = [c for c in runs.columns if "." in str(c) and "/" not in str(c) and c != LR
             and not str(c).endswith("seed") and runs[c].astype(str).nunique() > 1]
     groups = runs.set_index("run_id").loc[s.index, held].astype(str).agg("|".join, axis=1) \
         if held else None
-    return [_xi_verdict(name, statement, param(s, LR).to_numpy(float), s["xi"].to_numpy(float),
-                        groups, alpha, stats_opts, **details, strata=held)]
+    res = magnitude(trend_test(param(s, LR).to_numpy(float), s["xi"].to_numpy(float), groups,
+                               alpha=plan.alpha, log_x=True, n_perm=n_perm, n_boot=n_boot,
+                               rng_seed=rng_seed))
+    sign = res.details["direction"]
+    found = (f"ξ {'increases' if sign > 0 else 'decreases'} with η"
+             if np.isfinite(res.p_value) and res.p_value < plan.alpha and sign != 0
+             else "none found")
+    return [judge(plan, res, **details, strata=held, direction=found)]
 
 
 # ----------------------------------------------------------------- stopper
@@ -457,4 +469,5 @@ EXPERIMENT = register(Experiment(
              "stiffness_vs_distance.png": fig_distance},
     tables={"stiffness_onsets.csv": onsets_table},
     specs=("stiffness.yaml", "stiffness-cluster.yaml"),
+    plans=PLANS,
 ))
