@@ -281,7 +281,7 @@ def test_stiffness_and_frequency_outputs_each_probe_step(mnist1d_cache):
                  "frequency_widths": [1.0, 4.0]})
     _, sink = run(cfg, mnist1d_cache)
     steps = list(range(0, TOTAL + 1, 2))
-    for key in ("stiffness/train_train/xi", "freq/e_low_w0", "freq/e_high_w1", "freq/k0"):
+    for key in ("freq/e_low_w0", "freq/e_high_w1", "freq/k0"):
         assert [s for s, _ in sink.series(key)] == steps, key
     assert not sink.series("freq/e_low_w2")
     arts = {}
@@ -293,3 +293,7 @@ def test_stiffness_and_frequency_outputs_each_probe_step(mnist1d_cache):
     assert all(isinstance(a, np.ndarray) and a.shape == (2, 10, 10)
                for name, v in arts.items() if name != "stiffness_distance" for _, a in v)
     assert all(a.shape == (3, 4) for _, a in arts["stiffness_distance"])
+    # ξ at every step where the binned within-class sign stiffness reaches 0, only there
+    xi = dict(sink.series("stiffness/train_train/xi"))
+    assert all(np.isfinite(v) for v in xi.values())
+    assert sorted(xi) == [s for s, a in arts["stiffness_distance"] if (a[1] <= 0).any()]
