@@ -13,7 +13,7 @@ import hashlib
 import json
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, model_validator
 
 
 class _Frozen(BaseModel):
@@ -156,6 +156,11 @@ class ProbesConfig(_Frozen):
     gradcov_minibatch: int = Field(128, ge=1)
     fisher_samples: int = Field(1, ge=1)
     frequencies: int = Field(4, ge=1)        # how many label-spectrum peaks to track
+    # Gaussian kernel widths (std, input space) of the frequency filter variant
+    # (freq/e_low_w{j}, freq/e_high_w{j}) in units of the probe inputs' median
+    # nearest-neighbour distance; () turns it off (dynamics_core/measure/frequency.py)
+    frequency_widths: tuple[PositiveFloat, ...] = (0.5, 1.0, 2.0, 4.0, 8.0)
+    stiffness_bins: int = Field(10, ge=1)    # input-distance bins of stiffness_distance and ξ
     bn_mode: Literal["eval", "train"] = "eval"
 
 

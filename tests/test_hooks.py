@@ -269,3 +269,31 @@ def test_the_sweeps_trial_loads_checkpoints_weights_only(mnist1d_cache, tmp_path
     state, run_id = sweeps_trial._load_checkpoint(str(tmp_path))
     assert run_id == "abc" and seen == [{"weights_only": True}]
     assert state["step"] == sink.checkpoints[0][0]
+
+
+def test_stiffness_and_frequency_outputs_each_probe_step(mnist1d_cache):
+    """What the stiffness and frequency experiments read: ξ and the
+    distance-binned artifact (3, bins), the class matrices as (2, C, C)
+    arrays (stored as .npy), e_low/e_high per kernel width and the tracked
+    frequencies, at every probe step."""
+    import numpy as np
+    cfg = trial({"stiffness": True, "frequency": True, "stiffness_bins": 4,
+                 "frequency_widths": [1.0, 4.0]})
+    _, sink = run(cfg, mnist1d_cache)
+    steps = list(range(0, TOTAL + 1, 2))
+    for key in ("freq/e_low_w0", "freq/e_high_w1", "freq/k0"):
+        assert [s for s, _ in sink.series(key)] == steps, key
+    assert not sink.series("freq/e_low_w2")
+    arts = {}
+    for step, name, value in sink.artifacts:
+        arts.setdefault(name, []).append((step, value))
+    assert set(arts) == {"stiffness_train_train", "stiffness_train_val", "stiffness_val_val",
+                         "stiffness_distance"}
+    assert all([s for s, _ in v] == steps for v in arts.values())
+    assert all(isinstance(a, np.ndarray) and a.shape == (2, 10, 10)
+               for name, v in arts.items() if name != "stiffness_distance" for _, a in v)
+    assert all(a.shape == (3, 4) for _, a in arts["stiffness_distance"])
+    # ξ at every step where the binned within-class sign stiffness reaches 0, only there
+    xi = dict(sink.series("stiffness/train_train/xi"))
+    assert all(np.isfinite(v) for v in xi.values())
+    assert sorted(xi) == [s for s, a in arts["stiffness_distance"] if (a[1] <= 0).any()]

@@ -1,8 +1,28 @@
-"""stiffness/{train_train,train_val,val_val}/{sign,cos,sign_within,sign_between,cos_within,cos_between}.
+"""stiffness/{train_train,train_val,val_val}/{sign,cos,sign_within,sign_between,cos_within,cos_between},
+stiffness/train_train/xi.
 
-Classification only. Class matrices go out as artifacts `stiffness_<pair>`.
+Classification only, all from the round's joint Gram (no extra gradients).
+Artifacts per probe step (float64 arrays, stored as `.npy`):
+
+- `stiffness_<pair>` (pair train_train, train_val, val_val): shape (2, C, C),
+  [class sign matrix, class cos matrix]; C(a, b) is NaN where no pair exists.
+- `stiffness_distance`: shape (3, bins), rows [bin centres, mean sign, mean
+  cos] of the within-class train–train pairs (ordered, i ≠ j) binned by input
+  distance 1 − cos(x₁, x₂): `probes.stiffness_bins` equal-width bins over the
+  observed within-class distances (the probe inputs are fixed, so the bins
+  and the distances are computed once per trial). An empty bin is NaN.
+
+`stiffness/train_train/xi` is the critical length ξ: where the binned
+within-class sign stiffness first crosses 0, linearly interpolated between
+the centres of the last positive bin and the first non-positive one (the
+first centre when the first bin is already ≤ 0). Where it never crosses, ξ
+is undefined and the step logs no `xi` (rather than NaN: NaN ≠ NaN, so a
+resumed trial's history would no longer equal the uninterrupted one; readers
+take the last logged ξ, or none); `stiffness_distance` still shows the curve.
 """
 from __future__ import annotations
+
+from functools import cached_property
 
 import numpy as np
 
@@ -10,12 +30,19 @@ from dynamics_core import probes as P
 from dynamics_core.hooks import StepContext
 from dynamics_core.measure.base import ProbeFamily
 from dynamics_core.measure.registry import register_probe
+from dynamics_core.probes.stiffness import input_distances, stiffness_by_distance
 
 KEYS = ("sign", "cos", "sign_within", "sign_between", "cos_within", "cos_between")
+DISTANCE_ARTIFACT = "stiffness_distance"
 
 
 class Stiffness(ProbeFamily):
     flag = "stiffness"
+
+    @cached_property
+    def distances(self) -> np.ndarray:
+        """1 − cos(x₁, x₂) of the fixed train probe inputs, n×n (once per trial)."""
+        return input_distances(self.probes.x.detach().cpu())
 
     def __call__(self, ctx: StepContext) -> dict[str, float]:
         ps = self.probes
@@ -33,8 +60,13 @@ class Stiffness(ProbeFamily):
         for pair, s in pairs.items():
             for key in KEYS:
                 out[f"stiffness/{pair}/{key}"] = float(s[key])
-            ctx.log_artifact(f"stiffness_{pair}", {"class_sign": np.asarray(s["class_sign"]).tolist(),
-                                                   "class_cos": np.asarray(s["class_cos"]).tolist()})
+            ctx.log_artifact(f"stiffness_{pair}",
+                             np.stack([s["class_sign"], s["class_cos"]]).astype(np.float64))
+        by = stiffness_by_distance(gram=joint[:n, :n], distances=self.distances, targets=ps.y,
+                                   bins=self.cfg.stiffness_bins)
+        if np.isfinite(by["xi"]):
+            out["stiffness/train_train/xi"] = float(by["xi"])
+        ctx.log_artifact(DISTANCE_ARTIFACT, np.stack([by["centers"], by["sign"], by["cos"]]))
         return out
 
 

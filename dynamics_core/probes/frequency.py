@@ -108,18 +108,37 @@ def gaussian_smooth(values, inputs, width: float) -> np.ndarray:
     return _smoother(_sq_dists(inputs), width) @ _2d(values)
 
 
-def low_high_errors(outputs, targets, inputs, widths) -> dict[str, np.ndarray]:
+def nearest_neighbour_scale(inputs) -> float:
+    """The median over inputs of the distance to the nearest other input (flattened)."""
+    d2 = _sq_dists(inputs)
+    np.fill_diagonal(d2, np.inf)
+    return float(np.median(np.sqrt(d2.min(axis=1))))
+
+
+def gaussian_filters(inputs, widths) -> np.ndarray:
+    """The smoothing matrices of `gaussian_smooth`, one per width, (W, n, n):
+    `low_high_errors(..., filters=)` reuses them when the inputs are fixed."""
+    d2 = _sq_dists(inputs)
+    return np.stack([_smoother(d2, w) for w in _f64(widths).reshape(-1)])
+
+
+def low_high_errors(outputs, targets, inputs, widths, *,
+                    filters: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """Filter variant: for each kernel width δ (the Gaussian's standard
     deviation in input space; Xu et al. parametrise by the variance, pass
     √δ to match), low = Gaussian-smoothed, high = rest, for labels y and
     outputs T; e_low = ‖y_low − T_low‖/‖y_low‖, e_high likewise (Frobenius
-    norms over examples and output dims)."""
+    norms over examples and output dims). `filters`: `gaussian_filters(inputs,
+    widths)` computed before (then `inputs` is not read)."""
     out = _2d(outputs)
     y = _as_targets(targets, out.shape[1])
     widths = _f64(widths).reshape(-1)
-    d2, e_low, e_high = _sq_dists(inputs), [], []
-    for w in widths:
-        k = _smoother(d2, w)
+    if filters is None:
+        filters = gaussian_filters(inputs, widths)
+    elif len(filters) != len(widths):
+        raise ValueError(f"{len(filters)} filters for {len(widths)} widths")
+    e_low, e_high = [], []
+    for k in filters:
         y_low, t_low = k @ y, k @ out
         y_high, t_high = y - y_low, out - t_low
         e_low.append(np.linalg.norm(y_low - t_low) / np.linalg.norm(y_low))

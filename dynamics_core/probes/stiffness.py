@@ -136,12 +136,30 @@ def _summary(cos, sign, mask, labels1, labels2, num_classes) -> dict:
     return out
 
 
-def stiffness_by_distance(grads: torch.Tensor, inputs, grads_other=None, inputs_other=None,
-                          targets=None, targets_other=None, same_class_mask=None,
-                          bins=10, kind: str = "sign") -> dict:
+def input_distances(inputs, inputs_other=None) -> np.ndarray:
+    """d = 1 − cos(x₁, x₂) of the flattened inputs, float64 n1×n2 (within one
+    set when `inputs_other` is None). A zero input has cosine 0, so d = 1."""
+    x1 = torch.as_tensor(inputs)
+    x1 = x1.reshape(len(x1), -1)
+    x2 = None if inputs_other is None else torch.as_tensor(inputs_other)
+    x2 = None if x2 is None else x2.reshape(len(x2), -1)
+    return 1.0 - _pair_matrices(x1, x2)[0]
+
+
+def stiffness_by_distance(grads: torch.Tensor | None = None, inputs=None, grads_other=None,
+                          inputs_other=None, targets=None, targets_other=None,
+                          same_class_mask=None, bins=10, kind: str = "sign", *,
+                          gram: torch.Tensor | None = None,
+                          distances: np.ndarray | None = None) -> dict:
     """Within-class stiffness binned by input distance d = 1 − cos(x₁, x₂)
     (inputs flattened; same pair rule as `stiffness`). Same-class pairs come
     from `targets`/`targets_other` or an explicit n1×n2 `same_class_mask`.
+    The gradient products come from `grads` (and `grads_other`) or from their
+    Gram `gram` (GGᵀ within one set; between two sets the Gram of the stacked
+    [G; G_other], split after the rows of `targets` or of `distances`); the
+    distances from `inputs` (and `inputs_other`) or precomputed
+    (`distances`, n1×n2, `input_distances`: the probe inputs are fixed, so a
+    caller measuring every round computes them once).
     `bins`: a count (equal width over the observed within-class distances)
     or an array of edges. Returns `edges`, `centers`, `count`, `sign`, `cos`
     (per bin, NaN where empty) and `xi`, the critical length: the distance at
@@ -149,11 +167,27 @@ def stiffness_by_distance(grads: torch.Tensor, inputs, grads_other=None, inputs_
     interpolated between the centres of the last positive bin and the first
     non-positive one (the first centre if the first bin is already ≤ 0;
     NaN if it never crosses)."""
-    cos, sign, mask = _pair_matrices(torch.as_tensor(grads),
-                                     None if grads_other is None else torch.as_tensor(grads_other))
-    x1 = torch.as_tensor(inputs).reshape(cos.shape[0], -1)
-    x2 = None if inputs_other is None else torch.as_tensor(inputs_other).reshape(cos.shape[1], -1)
-    dist = 1.0 - _pair_matrices(x1, x2)[0]
+    between = grads_other is not None or inputs_other is not None or targets_other is not None
+    if gram is not None:
+        if grads is not None or grads_other is not None:
+            raise ValueError("give gram= or grads=, not both")
+        n1 = None
+        if between:
+            n1 = (len(targets) if targets is not None else
+                  len(distances) if distances is not None else len(inputs))
+        cos, sign, mask = _pair_matrices(None, None, torch.as_tensor(gram), n1=n1)
+    elif grads is not None:
+        cos, sign, mask = _pair_matrices(torch.as_tensor(grads),
+                                         None if grads_other is None else torch.as_tensor(grads_other))
+    else:
+        raise ValueError("stiffness_by_distance needs grads or gram")
+    if distances is None:
+        if inputs is None:
+            raise ValueError("give inputs or distances")
+        distances = input_distances(inputs, inputs_other)
+    dist = np.asarray(distances, dtype=np.float64)
+    if dist.shape != cos.shape:
+        raise ValueError(f"distances are {dist.shape}, the gradient pairs {cos.shape}")
     if same_class_mask is None:
         if targets is None:
             raise ValueError("give targets (and targets_other) or same_class_mask")
@@ -162,8 +196,11 @@ def stiffness_by_distance(grads: torch.Tensor, inputs, grads_other=None, inputs_
         same_class_mask = t1[:, None] == t2[None, :]
     sel = mask & np.asarray(same_class_mask, dtype=bool)
     d = dist[sel]
-    edges = (np.linspace(d.min(), d.max(), int(bins) + 1) if np.ndim(bins) == 0
-             else np.asarray(bins, dtype=np.float64))
+    if np.ndim(bins) == 0:
+        lo, hi = (d.min(), d.max()) if d.size else (0.0, 0.0)
+        edges = np.linspace(lo, hi, int(bins) + 1)
+    else:
+        edges = np.asarray(bins, dtype=np.float64)
     idx = np.clip(np.searchsorted(edges, d, side="right") - 1, 0, len(edges) - 2)
     inside = (d >= edges[0]) & (d <= edges[-1])
     nb = len(edges) - 1
