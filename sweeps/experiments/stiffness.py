@@ -73,7 +73,7 @@ PAIRS = ("train_train", "train_val", "val_val")
 TV_SIGN = "stiffness/train_val/sign"
 TV_SIGN_WITHIN = "stiffness/train_val/sign_within"
 VAL_LOSS, VAL_ACC, TRAIN_LOSS = "val/loss", "val/acc", "train/loss"
-# Not logged yet: ξ of within-class train–train sign stiffness, and the
+# ξ of within-class train–train sign stiffness (logged where it crosses 0), and the
 # distance-binned stiffness it is read from (artifact rows: centres, sign, cos).
 XI = "stiffness/train_train/xi"
 DISTANCE_ARTIFACT = "stiffness_distance"
@@ -252,8 +252,8 @@ def xi_vs_lr(table: Any, plans: Mapping[str, AnalysisPlan] | None = None, *,
     runs, excluded = usable_runs(table.runs)
     if not has_metrics(table, plan.metric):
         return [judge(plan, None, n=0, **excluded, direction="none found",
-                      reason=f"{plan.metric} was not logged (the stiffness probe does not "
-                             "compute stiffness against input distance yet)")]
+                      reason=f"{plan.metric} was not logged (within-class stiffness never "
+                             "crossed 0 with input distance, or the stiffness probe was off)")]
     s = trial_summary(table).set_index("run_id").loc[runs["run_id"]]
     s = s[np.isfinite(s["xi"].to_numpy(float))]
     details = {**excluded, "excluded_no_xi": int(len(runs) - len(s)), "metric": plan.metric}
