@@ -370,7 +370,7 @@ def resume_sweep(name_or_path: str, *, storage: str | Path, tracking_uri: str | 
     _check_writable(exp)
     with _interruptible() as stop, _held(exp, note):
         store = tracking.open_store(ctx.tracking_uri, ctx.artifact_root, experiment=spec.name)
-        if not tune.Tuner.can_restore(exp):
+        if not (tune.Tuner.can_restore(exp) and _saved_state(exp) is not None):
             note(f"sweep {spec.name} stopped before its first trial: it starts now")
             return _tune(spec, ctx, store, exp, address,
                          Progress(spec.n_trials(), spec.base.train.epochs), stop)
