@@ -43,7 +43,9 @@ Stiffness (stiffness.py)
         gradients (within a set, or between it and another) or their Gram
         (between sets: of [G; G_other], with other_targets)
     stiffness_by_distance(grads, inputs, grads_other=None, inputs_other=None,
-              targets=None, targets_other=None, same_class_mask=None, bins=10)
+              targets=None, targets_other=None, same_class_mask=None, bins=10,
+              kind="sign", *, gram=None, distances=None) -> binned stiffness
+        against input distance 1 − cos(x₁, x₂), from gradients or their Gram
 Fisher (fisher.py)
     fisher_trace(model, inputs, samples=1, generator=None, exact=False, grads=None)
     sample_labels(model, inputs, samples=1, generator=None)
@@ -52,7 +54,8 @@ Frequency principle (frequency.py)
     nudft(values, projections, frequencies) -> complex (m, d)
     label_peaks(targets_onehot, projections, num=4, grid=None)
     frequency_errors(outputs, targets, projections, frequencies, magnitude=False)
-    low_high_errors(outputs, targets, inputs, widths) -> dict widths, e_low, e_high
+    low_high_errors(outputs, targets, inputs, widths, *, filters=None)
+        -> dict widths, e_low, e_high (filters: precomputed Gaussian kernels)
 Break-even detectors (breakeven.py)
     stability_breakeven(steps, lam_h, lr, batch_size=None, n_train=None, s=None)
     saturation_breakeven(steps, values, window=3, eps=0.05) -> (step, reached)
