@@ -9,7 +9,7 @@ of each summary metric under its name (e.g. `breakeven/step`).
 `metrics` is long format: `run_id`, `key`, `step`, `value`, sorted by
 (`run_id`, `key`, `step`). `step` is the optimizer iteration.
 
-Pure pandas: no MLflow here (tracking.py builds it from the store).
+Pure pandas: no MLflow here (sweeps.tracking.reader builds it from the store).
 """
 from __future__ import annotations
 

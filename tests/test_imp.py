@@ -3,7 +3,6 @@ per level, pruned weights and their momentum exactly zero through training
 with momentum and weight decay, every level rewound to the step-k snapshot,
 each ablation applied at the rewind point on the unablated chain's masks,
 and a trial killed mid-level resumed bitwise equal to the uninterrupted one."""
-import io
 
 import numpy as np
 import pytest
@@ -17,6 +16,8 @@ from dynamics_core.imp import IMP, flat_masks, imp_plan, with_plan
 from dynamics_core.measure import default_hooks
 from dynamics_core.sink import MemorySink
 from dynamics_core.train import RunEnv, reproducible
+from test_levels import Killed, KillingSink
+from test_train import secure
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -36,28 +37,6 @@ def config(levels: int = 3, ablation: str = "none", rewind: int = REWIND) -> Tri
     })
 
 
-def secure(state: dict) -> dict:
-    buf = io.BytesIO()
-    torch.save(state, buf)
-    buf.seek(0)
-    return torch.load(buf, weights_only=True)
-
-
-class Killed(Exception):
-    pass
-
-
-class KillingSink(MemorySink):
-    """Dies (as a preempted worker would) when asked to log at step `at`."""
-
-    def __init__(self, at: int):
-        super().__init__()
-        self.at = at
-
-    def log_metrics(self, metrics, step):
-        if step >= self.at:
-            raise Killed(step)
-        super().log_metrics(metrics, step)
 
 
 def run(cfg, sink, cache, resume=None, env=None):

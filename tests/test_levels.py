@@ -2,7 +2,6 @@
 a toy 3-level plan (zero a fraction of the weights, rewind to the step-k
 weights, retrain) killed mid-level and resumed from its checkpoint, bitwise
 equal to the uninterrupted trial with every level's metrics present once."""
-import io
 
 import pytest
 import torch
@@ -13,6 +12,7 @@ from dynamics_core.hooks import LevelStart, Schedule
 from dynamics_core.measure import default_hooks
 from dynamics_core.sink import MemorySink
 from dynamics_core.train import RunEnv, reproducible
+from test_train import secure      # a checkpoint through torch.save / load(weights_only=True)
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -26,12 +26,6 @@ CFG = TrialConfig.model_validate({
 })
 SPE, TOTAL, LEVELS, REWIND = 4, 8, 3, 2
 
-
-def secure(state: dict) -> dict:
-    buf = io.BytesIO()
-    torch.save(state, buf)
-    buf.seek(0)
-    return torch.load(buf, weights_only=True)
 
 
 def weights(model) -> list[torch.nn.Parameter]:
