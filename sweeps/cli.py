@@ -125,23 +125,23 @@ def cmd_resume(args) -> int:
 
 
 def cmd_status(args) -> int:
-    from sweeps import runner
+    from sweeps import runner, storage
 
     try:
-        exp = runner.experiment_path(args.name, _storage(args))
+        exp = storage.experiment_path(args.name, _storage(args))
     except FileNotFoundError as exc:
         raise InputError(str(exc)) from None
-    _, ctx = runner.read_manifest(exp, args.tracking_uri)
+    _, ctx = storage.read_manifest(exp, args.tracking_uri)
     _print_rows(runner.status_rows(exp, ctx))
     return 0
 
 
 def cmd_list(args) -> int:
-    from sweeps import runner
+    from sweeps import storage
 
-    rows = runner.list_sweeps(_storage(args))
+    rows = storage.list_sweeps(_storage(args))
     if not rows:
-        out.print(f"no sweeps under {runner.storage_location(_storage(args))}")
+        out.print(f"no sweeps under {storage.storage_location(_storage(args))}")
     _print_rows(rows)
     return 0
 

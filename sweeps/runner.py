@@ -5,11 +5,9 @@ resume_sweep: Tuner.restore of a stopped sweep: unfinished (and errored) trials
               continue from their last checkpoints; finished ones are not re-run.
 sweep_status: one row per trial from Tune's experiment state + the MLflow run id.
 
-Layout: <storage>/<spec name>/ is Tune's experiment folder, and
-dynsweep.json beside Tune's files records what resume needs (the spec, the
-MLflow parent run, the tracking URI, the data cache); dynsweep.lock names the
-driver running the sweep. <storage> is a local or shared-filesystem path, or
-a URI Tune understands (s3://, gs://).
+Layout: <storage>/<spec name>/ is Tune's experiment folder; the manifest and
+the driver lock beside Tune's files are `sweeps.storage`'s. <storage> is a
+local or shared-filesystem path, or a URI Tune understands (s3://, gs://).
 
 Interruptions: SIGINT/SIGTERM stop Tune cleanly (Interrupted); a killed
 driver's sweep resumes from the checkpoints Tune's saved state names, which
@@ -23,10 +21,9 @@ import json
 import os
 import re
 import signal
-import socket
 import sys
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,14 +31,16 @@ import ray
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
+from sweeps import storage as files
 from sweeps.errors import Unavailable
-from sweeps.spec import SpecError, SweepSpec, check_resources, parse_spec
+from sweeps.storage import (MANIFEST, SweepBusy, SweepExists, experiment_path, read_manifest,  # noqa: F401
+                            storage_location)
+from sweeps.spec import SpecError, SweepSpec, check_resources
 from sweeps.trial import (TRIAL_KEY, SweepContext, run_trial, trial_config, trial_label,
                           trial_names)
 from sweeps import tracking
 from sweeps.tracking import Store, git_sha
 
-MANIFEST = "dynsweep.json"
 
 
 # ------------------------------------------------------------ the trainable
@@ -78,7 +77,7 @@ def _multi_worker(config: dict[str, Any], ctx: SweepContext, workers: int, use_g
         train_loop_config={"config": config, "ctx": asdict(ctx), "trial_name": name},
         scaling_config=ScalingConfig(num_workers=workers, use_gpu=use_gpu),
         run_config=TrainRunConfig(name=f"{ctx.spec_name}-{name}", callbacks=[TuneReportCallback()],
-                                  storage_path=_join(ctx.storage, "_ray_train")),
+                                  storage_path=files.join(ctx.storage, "_ray_train")),
     )
     trainer.fit()
 
@@ -284,20 +283,20 @@ def run_sweep(spec: SweepSpec, *, storage: str | Path, tracking_uri: str, cache_
     SIGINT/SIGTERM (the sweep stays resumable). `note` (default: stderr)
     hears one line for each thing done on the way (a stale lock taken over)."""
     note = note or _say
-    exp = _join(storage_location(storage), spec.name)
-    _check_writable(exp)                 # before the lock file goes there
-    with _interruptible() as stop, _held(exp, note):
-        if _exists(_join(exp, MANIFEST)):
+    exp = files.join(storage_location(storage), spec.name)
+    files.check_writable(exp)                 # before the lock file goes there
+    with _interruptible() as stop, files.held(exp, note):
+        if files.exists(files.join(exp, MANIFEST)):
             if not new:
                 raise SweepExists(f"{exp} already holds sweep {spec.name!r}")
-            note(f"the previous sweep {spec.name} is kept in {_set_aside(exp)}")
+            note(f"the previous sweep {spec.name} is kept in {files.set_aside(exp)}")
         return _run(spec, storage, tracking_uri, cache_dir, address, device, progress, stop)
 
 
 def _run(spec: SweepSpec, storage: str | Path, tracking_uri: str, cache_dir: str | Path,
          address: str | None, device: str, progress, stop: _Stop) -> SweepOutcome:
     storage = storage_location(storage)
-    exp = _join(storage, spec.name)
+    exp = files.join(storage, spec.name)
     # everything the sweep runs on answers before its parent run exists
     store = tracking.open_store(tracking_uri, experiment=spec.name)
     init_ray(address, spec)
@@ -312,7 +311,7 @@ def _run(spec: SweepSpec, storage: str | Path, tracking_uri: str, cache_dir: str
                        storage=storage,
                        checkpoint_every_epochs=spec.fault_tolerance.checkpoint_every_epochs,
                        device=device, plugins=tuple(spec.plugins))
-    _write_text(_join(exp, MANIFEST), json.dumps({"spec": spec.model_dump(mode="json"),
+    files.write_text(files.join(exp, MANIFEST), json.dumps({"spec": spec.model_dump(mode="json"),
                                                   "context": asdict(ctx)}, indent=2))
     return _tune(spec, ctx, store, exp, address, progress, stop)
 
@@ -367,8 +366,8 @@ def resume_sweep(name_or_path: str, *, storage: str | Path, tracking_uri: str | 
     note = note or _say
     exp = experiment_path(name_or_path, storage)
     spec, ctx = read_manifest(exp, tracking_uri)
-    _check_writable(exp)
-    with _interruptible() as stop, _held(exp, note):
+    files.check_writable(exp)
+    with _interruptible() as stop, files.held(exp, note):
         store = tracking.open_store(ctx.tracking_uri, ctx.artifact_root, experiment=spec.name)
         if not (tune.Tuner.can_restore(exp) and _saved_state(exp) is not None):
             note(f"sweep {spec.name} stopped before its first trial: it starts now")
@@ -407,16 +406,9 @@ def _close_open_runs(store: Store, ctx: SweepContext, states: dict[str, str]) ->
                                  stopped_early="final/steps" not in run.metrics)
 
 
-# ------------------------------------------------- one driver, interruptions
-LOCK = "dynsweep.lock"
-
-
-class SweepBusy(RuntimeError):
-    """Another live driver runs this sweep."""
-
-
-class SweepExists(RuntimeError):
-    """The storage already holds this sweep; resume it or start a new one."""
+# ------------------------------------------------------------ interruptions
+def _say(line: str) -> None:
+    print(line, file=sys.stderr)
 
 
 class Interrupted(KeyboardInterrupt):
@@ -479,190 +471,6 @@ def _fit(tuner, stop: _Stop, exp: str):
     return results
 
 
-@contextlib.contextmanager
-def _held(exp: str, note):
-    """The sweep's lock file, <experiment>/dynsweep.lock: pid, host and start
-    of the driver that runs it. A lock whose process is gone (same host, pid
-    not alive) is stale and taken over; any other raises SweepBusy."""
-    lock, mine = _join(exp, LOCK), _holder_record()
-    for _ in range(2):
-        if _create_exclusive(lock, json.dumps(mine)):
-            break
-        try:
-            holder = json.loads(_read_text(lock))
-        except (OSError, ValueError):
-            holder = {}
-        if _alive(holder):
-            raise SweepBusy(f"pid {holder.get('pid')} on {holder.get('host')} runs this sweep "
-                            f"since {holder.get('started')} (lock {lock})")
-        note(f"taking over the stale lock of pid {holder.get('pid')} on {holder.get('host')} "
-             f"(that driver is gone)")
-        _delete(lock)
-    else:
-        raise SweepBusy(f"could not take the lock {lock}")
-    try:
-        yield
-    finally:
-        with contextlib.suppress(OSError, ValueError):
-            if json.loads(_read_text(lock)) == mine:
-                _delete(lock)
-
-
-def _holder_record() -> dict[str, Any]:
-    return {"pid": os.getpid(), "host": socket.gethostname(), "proc_start": _proc_start(os.getpid()),
-            "started": time.strftime("%Y-%m-%d %H:%M:%S")}
-
-
-def _alive(holder: dict[str, Any]) -> bool:
-    """Whether a lock's driver may still run (another host's: assumed so)."""
-    if holder.get("host") != socket.gethostname():
-        return bool(holder)
-    try:
-        os.kill(int(holder["pid"]), 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    start = _proc_start(int(holder["pid"]))
-    return start is None or holder.get("proc_start") in (None, start)   # not a reused pid
-
-
-def _proc_start(pid: int) -> str | None:
-    """The process's start time in clock ticks since boot (Linux), else None."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
-        return None
-
-
-def _set_aside(exp: str) -> str:
-    """Move a sweep's files (all but the lock) to <exp>@<time>; returns that folder."""
-    from pyarrow.fs import FileSelector
-
-    fs, path = _fs(exp)
-    aside = f"{path}@{time.strftime('%Y%m%d-%H%M%S')}"
-    fs.create_dir(aside, recursive=True)
-    for info in fs.get_file_info(FileSelector(path)):
-        if info.base_name != LOCK:
-            fs.move(info.path, f"{aside}/{info.base_name}")
-    return aside
-
-
-def _say(line: str) -> None:
-    print(line, file=sys.stderr)
-
-
-def experiment_path(name_or_path: str, storage: str | Path) -> str:
-    """The experiment folder of a sweep given by name (under storage) or by its folder."""
-    for exp in (storage_location(name_or_path), _join(storage_location(storage), name_or_path)):
-        if _exists(_join(exp, MANIFEST)):
-            return exp
-    raise FileNotFoundError(f"no sweep {name_or_path!r} under {storage_location(storage)} "
-                            f"(no {MANIFEST} there); see `dynsweep list --storage ...`")
-
-
-def read_manifest(exp: str, tracking_uri: str | None = None) -> tuple[SweepSpec, SweepContext]:
-    blob = json.loads(_read_text(_join(exp, MANIFEST)))
-    ctx = SweepContext(**blob["context"])
-    if tracking_uri:
-        ctx = replace(ctx, tracking_uri=tracking_uri)
-    return parse_spec(blob["spec"], source=_join(exp, MANIFEST)), ctx
-
-
-def list_sweeps(storage: str | Path) -> list[dict[str, Any]]:
-    from pyarrow.fs import FileSelector, FileType
-
-    fs, root = _fs(storage_location(storage))
-    if fs.get_file_info(root).type != FileType.Directory:
-        return []
-    rows = []
-    for info in sorted(fs.get_file_info(FileSelector(root)), key=lambda i: i.base_name):
-        manifest = fs.get_file_info(f"{info.path}/{MANIFEST}")
-        if info.type != FileType.Directory or manifest.type != FileType.File:
-            continue
-        trials = [t for t in fs.get_file_info(FileSelector(info.path))
-                  if fs.get_file_info(f"{t.path}/params.json").type == FileType.File]
-        blob = json.loads(_read_text(_join(storage_location(storage), info.base_name, MANIFEST)))
-        rows.append({"name": info.base_name, "trials": len(trials),
-                     "modified": manifest.mtime.strftime("%Y-%m-%d %H:%M") if manifest.mtime else "-",
-                     "description": blob["spec"].get("description", "").strip()[:60]})
-    return rows
-
-
-# ----------------------------------------------------------------- storage
-def storage_location(location: str | Path) -> str:
-    """A URI as given, or a local path made absolute (workers run elsewhere)."""
-    text = str(location)
-    return text.rstrip("/") if "://" in text else str(Path(text).expanduser().resolve())
-
-
-def _join(location: str, *names: str) -> str:
-    return "/".join([location.rstrip("/"), *names])
-
-
-def _fs(location: str):
-    import pyarrow.fs
-
-    if "://" in location:
-        return pyarrow.fs.FileSystem.from_uri(location)
-    return pyarrow.fs.LocalFileSystem(), location
-
-
-def _exists(location: str) -> bool:
-    from pyarrow.fs import FileType
-
-    fs, path = _fs(location)
-    return fs.get_file_info(path).type == FileType.File
-
-
-def _create_exclusive(location: str, text: str) -> bool:
-    """Write a new file; False if it exists (atomic on local paths)."""
-    if "://" in location:
-        if _exists(location):
-            return False
-        _write_text(location, text)
-        return True
-    Path(location).parent.mkdir(parents=True, exist_ok=True)
-    try:
-        fd = os.open(location, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-    except FileExistsError:
-        return False
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    return True
-
-
-def _delete(location: str) -> None:
-    fs, path = _fs(location)
-    fs.delete_file(path)
-
-
-def _write_text(location: str, text: str) -> None:
-    fs, path = _fs(location)
-    fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
-    with fs.open_output_stream(path) as f:
-        f.write(text.encode())
-
-
-def _check_writable(location: str) -> None:
-    """Create `location` and a file in it, or say in one line that the storage cannot be written."""
-    probe = _join(location, ".dynsweep-write-check")
-    try:
-        _write_text(probe, "")
-        fs, path = _fs(probe)
-        fs.delete_file(path)
-    except Exception as exc:   # OSError locally, pyarrow's errors for s3:// and gs://
-        raise Unavailable(f"cannot write the sweep storage {location} ({type(exc).__name__}): "
-                          f"check that it exists and is writable (on a cluster: shared by every node)"
-                          ) from None
-
-
-def _read_text(location: str) -> str:
-    fs, path = _fs(location)
-    with fs.open_input_stream(path) as f:
-        return f.read().decode()
-
-
 # ------------------------------------------------------------- checkpoints
 # A trial's checkpoints are <experiment>/<trial>/checkpoint_NNNNNN, numbered
 # in order. Restoring a sweep reads the newest experiment_state-*.json in the
@@ -681,7 +489,7 @@ def _saved_state(exp: str, fs=None) -> tuple[str, dict[str, Any]] | None:
     from pyarrow.fs import FileSelector
 
     if fs is None:
-        fs, exp = _fs(exp)
+        fs, exp = files.filesystem(exp)
     names = [i.base_name for i in fs.get_file_info(FileSelector(exp, allow_not_found=True))]
     newest = max(fnmatch.filter(names, "experiment_state-*.json"), default=None)
     if newest is None:
@@ -733,7 +541,7 @@ class PruneCheckpoints(tune.Callback):
 def prune_saved_checkpoints(exp: str) -> None:
     """After `fit` saved the final experiment state: each trial keeps only the
     checkpoint that state names."""
-    fs, path = _fs(exp)
+    fs, path = files.filesystem(exp)
     saved = _saved_state(path, fs)
     for entry in (saved[1]["trial_data"] if saved else []):
         latest = _saved_metadata(entry).checkpoint_manager.latest_checkpoint_result
@@ -761,7 +569,7 @@ def repair_checkpoints(exp: str) -> list[str]:
     """Before a restore: a trial whose saved checkpoint is gone (deleted by an
     older dynsweep, or by hand) falls back to its newest checkpoint that still
     exists, or starts over. Returns one line per trial changed."""
-    fs, path = _fs(exp)
+    fs, path = files.filesystem(exp)
     saved = _saved_state(path, fs)
     if saved is None:
         return []
