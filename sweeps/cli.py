@@ -92,7 +92,8 @@ def cmd_run(args) -> int:
     try:
         outcome = runner.run_sweep(spec, storage=_storage(args), tracking_uri=uri, cache_dir=_cache(args),
                                    address=args.address, device=args.device, new=args.new,
-                                   progress=runner.Progress(spec.n_trials(), spec.base.train.epochs),
+                                   progress=runner.Progress(spec.n_trials(), spec.base.train.epochs,
+                                                            base=spec.base.model_dump(mode="json")),
                                    note=err.print)
     except runner.SweepExists as exc:
         again = _command(args, "run", args.spec, *(["--smoke"] if args.smoke else []), "--new")

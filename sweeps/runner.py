@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import fnmatch
 import json
+import math
 import os
 import re
 import signal
@@ -372,7 +373,8 @@ def resume_sweep(name_or_path: str, *, storage: str | Path, tracking_uri: str | 
         if not (tune.Tuner.can_restore(exp) and _saved_state(exp) is not None):
             note(f"sweep {spec.name} stopped before its first trial: it starts now")
             return _tune(spec, ctx, store, exp, address,
-                         Progress(spec.n_trials(), spec.base.train.epochs), stop)
+                         Progress(spec.n_trials(), spec.base.train.epochs,
+                                  base=spec.base.model_dump(mode="json")), stop)
         for line in repair_checkpoints(exp):
             note(line)
         init_ray(address, spec)
@@ -636,22 +638,25 @@ class Progress(tune.Callback):
     reports progress too); the console is created lazily.
     """
 
-    def __init__(self, total: int | None, epochs: int | None = None, every_s: float = 10.0):
+    def __init__(self, total: int | None, epochs: int | None = None, every_s: float = 10.0,
+                 base: dict[str, Any] | None = None):
         self.total = total
         self.epochs = epochs
         self.every_s = every_s
+        self.base = base                           # the spec's base config: each trial's own budget
         self._start = time.monotonic()
         self._last = 0.0
         self._console = None
         self._begun: float | None = None           # the first trial's start: the rate's clock
         self._epoch: dict[str, float] = {}        # trial -> epochs done
         self._first: dict[str, float] = {}        # trial -> epochs done when first seen here
+        self._planned: dict[str, float] = {}      # trial -> epochs it will run
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"total": self.total, "epochs": self.epochs, "every_s": self.every_s}
+        return {"total": self.total, "epochs": self.epochs, "every_s": self.every_s, "base": self.base}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["total"], state.get("epochs"), state["every_s"])
+        self.__init__(state["total"], state.get("epochs"), state["every_s"], state.get("base"))
 
     def on_trial_start(self, iteration, trials, trial, **info):
         self._begun = self._begun or time.monotonic()
@@ -661,6 +666,7 @@ class Progress(tune.Callback):
         epoch = float(result.get("epoch", 0))
         self._first.setdefault(str(trial), self._epoch.get(str(trial), epoch - 1 if epoch else 0))
         self._epoch[str(trial)] = epoch
+        self._plan(trial, epoch, float(result.get("step", 0)))
         if time.monotonic() - self._last >= self.every_s:
             note = f"{trial} epoch {epoch:.0f}"
             for key, label in (("val/acc", "val/acc"), ("hessian/top", "λ_H¹"), ("gradcov/top", "λ_K¹")):
@@ -680,14 +686,25 @@ class Progress(tune.Callback):
                     f"{', %d failed' % states.count('ERROR') if 'ERROR' in states else ''} "
                     f"in {_clock(time.monotonic() - self._start)}")
 
+    def _plan(self, trial, epoch: float, step: float) -> None:
+        """A trial's own epoch budget: its (swept) `train.epochs`, cut by
+        `train.max_steps` once its steps per epoch are known."""
+        if self.base is None or str(trial) in self._planned or not epoch or not step:
+            return
+        train = trial_config(trial.config, self.base).train
+        cut = math.ceil(train.max_steps / (step / epoch)) if train.max_steps else train.epochs
+        self._planned[str(trial)] = float(min(train.epochs, cut))
+
     def _eta(self, trials) -> tuple[str, float]:
         """(`k/K epochs`, seconds left) from this session's epochs per second."""
         if not self.epochs:
             return "", float("nan")
-        total = (self.total or len(trials)) * self.epochs
+        unseen = (self.total or len(trials)) - len(trials)
+        budget = {str(t): self._planned.get(str(t), self.epochs) for t in trials}
         finished = {str(t) for t in trials if t.status in ("TERMINATED", "ERROR")}
         # a trial that ended early (ASHA, divergence) needs no more epochs
-        total -= sum(self.epochs - self._epoch.get(t, self.epochs) for t in finished)
+        budget.update({t: self._epoch.get(t, budget[t]) for t in finished})
+        total = sum(budget.values()) + max(unseen, 0) * self.epochs
         done = sum(self._epoch.values())
         here = sum(e - self._first.get(t, e) for t, e in self._epoch.items())
         rate = here / (time.monotonic() - (self._begun or self._start)) if here else 0.0
