@@ -41,13 +41,16 @@ Effects of interest: |rho| 0.5; 0.02 of accuracy (two points).
 from __future__ import annotations
 
 import json
+import math
 from typing import Any, Mapping
 
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+from scipy import stats
 
 from sweeps.conjectures.plan import AnalysisPlan
+from sweeps.conjectures.stats import ALPHA, POWER
 from sweeps.conjectures.verdict import (N_BOOT, N_PERM, Verdict, compare_groups, final_value,
                                         judge, param, per_epoch, trend_test)
 from sweeps.experiments import Experiment, Sources, own_plans, register
@@ -83,8 +86,11 @@ PLANS = {
     "regimes.two_stage": AnalysisPlan(
         conjecture="regimes.two_stage", metric="final/val_acc", statistic="non_inferiority",
         predicted_sign=+1, exclusions=("unfinished",), family="regimes.two_stage", min_n=10,
-        min_per_stratum=5, effect_of_interest=0.02, options={"tol": TOL},
-        statement=f"the two-stage schedule matches (within {TOL}) or beats the 3-step schedule"),
+        min_per_stratum=5, effect_of_interest=TOL,
+        options={"tol": TOL, "baseline": "3-step at the best initial η of the sweep",
+                 "pairing": "seed"},
+        statement=f"the two-stage schedule matches (within {TOL}) or beats the tuned 3-step "
+                  "schedule"),
 }
 
 
@@ -236,6 +242,68 @@ def is_three_step(row: pd.Series) -> bool:
             and len(_as_tuple(row.get(MILESTONES, (0.5, 0.75)))) == 2)
 
 
+def three_step_baseline(runs: pd.DataFrame, acc: pd.Series) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """(the 3-step trials of the baseline, how it was chosen) among finished `runs`.
+
+    A sweep may hold the 3-step schedule at several initial η (a tuning
+    grid): the baseline is the η with the best mean final test accuracy over
+    its finished trials (the best of the grid); with one η (or none
+    recorded), every 3-step trial. The record gives the grid's means.
+    """
+    base = runs[runs.apply(is_three_step, axis=1).astype(bool)] if len(runs) else runs
+    if base.empty or LR not in base.columns or base[LR].isna().all():
+        return base, {"three_step_lr": None}
+    lr = param(base, LR).astype(float)
+    grid = acc.reindex(base.index).groupby(lr).mean()
+    best = float(grid.idxmax())
+    return base[np.isclose(lr, best)], {"three_step_lr": best,
+                                        "three_step_grid": {f"{k:g}": float(v)
+                                                            for k, v in grid.items()}}
+
+
+def paired_by_seed(a: pd.Series, seeds_a: pd.Series, b: pd.Series,
+                   seeds_b: pd.Series) -> tuple[pd.Series, pd.Series, list[str]]:
+    """`a` and `b` restricted to the seeds both hold (one trial per seed each), and those seeds."""
+    sa, sb = seeds_a.astype(str), seeds_b.astype(str)
+    common = sorted(set(sa[np.isfinite(a.astype(float))]) & set(sb[np.isfinite(b.astype(float))]))
+    pick = lambda v, s: v[s.isin(common)].groupby(s[s.isin(common)]).mean()   # noqa: E731
+    return pick(a, sa).reindex(common), pick(b, sb).reindex(common), common
+
+
+def seeds_for_margin(sd: float, tol: float, n_tests: int = 1, alpha: float = ALPHA,
+                     power: float = POWER) -> int:
+    """Seeds a paired non-inferiority test needs to reject d = −tol with `power` when d = 0.
+
+    n = ⌈((z_{1−α/(2m)} + z_power) · sd / tol)²⌉ with m = `n_tests` (the
+    Holm family: its smallest p must pass α/m), `sd` the per-seed standard
+    deviation of the paired difference; at least the n whose exact sign-flip
+    test can reach α/m at all (2 / 2^n < α/m).
+    """
+    if not (np.isfinite(sd) and tol > 0):
+        return 0
+    level = alpha / max(n_tests, 1)
+    z = stats.norm.ppf(1 - level / 2) + stats.norm.ppf(power)
+    floor = 1
+    while 2 / 2 ** floor >= level:
+        floor += 1
+    return max(int(np.ceil((z * sd / tol) ** 2)), floor)
+
+
+def _schedule_arms(table: Any) -> tuple[pd.DataFrame, pd.Series, pd.DataFrame, dict[str, Any],
+                                        dict[float, pd.DataFrame]]:
+    """(finished runs, their final test accuracy, the 3-step baseline, how it was chosen,
+    two-stage trials by T)."""
+    runs = table.runs.set_index("run_id", drop=False)
+    runs = runs[runs["status"].astype(str) == "finished"]
+    acc = _final_val_acc(table).reindex(runs.index)
+    if KIND not in runs.columns:
+        return runs, acc, runs.iloc[:0], {"three_step_lr": None}, {}
+    base, chosen = three_step_baseline(runs, acc)
+    two = runs[runs[KIND].astype(str) == "two_stage"]
+    t_col = param(two, STAGE1, 0).astype(float)
+    return runs, acc, base, chosen, {float(t): g for t, g in two.groupby(t_col)}
+
+
 def two_stage(table: Any, plans: Mapping[str, AnalysisPlan] | None = None, *,
               stage1_epochs: int | None = None, n_perm: int = N_PERM, n_boot: int = N_BOOT,
               rng_seed: int = 0) -> list[Verdict]:
@@ -243,43 +311,70 @@ def two_stage(table: Any, plans: Mapping[str, AnalysisPlan] | None = None, *,
 
     One verdict `regimes.two_stage[T=<T>]` per T of the ablation (only
     `stage1_epochs` when given), all under the one plan; Holm over the Ts is
-    `finalize`'s (family `regimes.two_stage`). Non-inferiority: supported when
-    d = mean acc(two-stage) − mean acc(3-step) is significantly above −tol,
+    `finalize`'s (family `regimes.two_stage`). The baseline is the 3-step
+    schedule at its best η of the sweep (`three_step_baseline`). Trials that
+    share a seed share their initialisation, so the design is paired: per
+    seed d = acc(two-stage) − acc(3-step), permutation within seeds.
+    Non-inferiority: supported when mean d is significantly above −tol,
     refuted when significantly below it. Diverged trials are excluded and
-    counted.
+    counted (a seed missing from either arm drops out of that comparison).
     """
     name = "regimes.two_stage"
     plan = own_plans(PLANS, name, plans)[name]
     tol = float(plan.options["tol"])
-    runs = table.runs.set_index("run_id", drop=False)
-    status = runs["status"].astype(str)
+    status = table.runs["status"].astype(str)
     counts = {"excluded_diverged": int((status == "diverged").sum()),
               "excluded_other": int(((status != "diverged") & (status != "finished")).sum()),
               "tol": tol}
-    runs = runs[status == "finished"]
-    acc = _final_val_acc(table).reindex(runs.index)
+    runs, acc, base, chosen, by_t = _schedule_arms(table)
     if KIND not in runs.columns:
         return [judge(plan, None, n=0, reason=f"no column {KIND}", **counts)]
-    base_mask = runs.apply(is_three_step, axis=1) if len(runs) else pd.Series(dtype=bool)
-    baseline = acc[base_mask.astype(bool)]
-    two = runs[runs[KIND].astype(str) == "two_stage"]
-    t_col = param(two, STAGE1, 0)
-    by_t = {float(t): acc.reindex(g.index) for t, g in two.groupby(t_col.astype(float))}
     if stage1_epochs is not None:
-        by_t = {t: v for t, v in by_t.items() if t == float(stage1_epochs)}
-    if not by_t or baseline.empty:
-        return [judge(plan, None, n=int(len(two) + len(baseline)),
-                      reason="need two-stage and 3-step trials", **counts,
-                      n_two_stage=int(len(two)), n_three_step=int(len(baseline)))]
-    means = {t: float(np.nanmean(v)) for t, v in by_t.items()}
+        by_t = {t: g for t, g in by_t.items() if t == float(stage1_epochs)}
+    n_two = int(sum(len(g) for g in by_t.values()))
+    if not by_t or base.empty:
+        return [judge(plan, None, n=n_two + len(base), reason="need two-stage and 3-step trials",
+                      **counts, n_two_stage=n_two, n_three_step=int(len(base)))]
+    b_acc = acc.reindex(base.index)
+    means = {t: float(acc.reindex(g.index).mean()) for t, g in by_t.items()}
     out = []
-    for t, v in sorted(by_t.items()):
-        res = compare_groups(v, baseline, n_perm=n_perm, n_boot=n_boot, rng_seed=rng_seed,
-                             alpha=plan.alpha, shift=tol, alternative="two-sided")
-        out.append(judge(plan, res, name=f"{name}[T={t:g}]", **counts, stage1_epochs=t,
-                         n_T_tried=len(by_t), mean_acc_by_T=means,
-                         mean_acc_three_step=float(baseline.mean())))
+    for t, g in sorted(by_t.items()):
+        a, b, seeds = paired_by_seed(acc.reindex(g.index), g["seed"], b_acc, base["seed"])
+        res = compare_groups(a, b, blocks_a=seeds, blocks_b=seeds, n_perm=n_perm, n_boot=n_boot,
+                             rng_seed=rng_seed, alpha=plan.alpha, shift=tol,
+                             alternative="two-sided")
+        d = (a - b).to_numpy(float)
+        sd = float(d.std(ddof=1)) if len(d) > 1 else math.nan
+        out.append(judge(plan, res, name=f"{name}[T={t:g}]", **counts, **chosen,
+                         stage1_epochs=t, n_T_tried=len(by_t), mean_acc_by_T=means,
+                         mean_acc_three_step=float(b_acc.mean()), n_seeds=len(seeds),
+                         sd_paired_diff=sd,
+                         seeds_needed=seeds_for_margin(sd, tol, len(by_t), plan.alpha)))
     return out
+
+
+def tab_two_stage_power(table: Any) -> pd.DataFrame | None:
+    """Per stage-1 T: paired difference two-stage − 3-step over seeds (mean, sd) and the
+    seeds the non-inferiority margin needs at 80 % power with Holm over the Ts
+    (`seeds_for_margin`); the 3-step grid's rows give each η's mean and which is the baseline."""
+    tol = float(PLANS["regimes.two_stage"].options["tol"])
+    runs, acc, base, chosen, by_t = _schedule_arms(table)
+    if base.empty and not by_t:
+        return None
+    rows = [{"arm": "3-step", "lr": float(k), "T": math.nan, "n_seeds": math.nan,
+             "mean_acc": v, "baseline": chosen["three_step_lr"] == float(k)}
+            for k, v in chosen.get("three_step_grid", {}).items()]
+    b_acc = acc.reindex(base.index)
+    for t, g in sorted(by_t.items()):
+        a, b, seeds = paired_by_seed(acc.reindex(g.index), g["seed"], b_acc, base["seed"])
+        d = (a - b).to_numpy(float)
+        sd = float(d.std(ddof=1)) if len(d) > 1 else math.nan
+        rows.append({"arm": "two-stage", "lr": float(param(g, LR).iloc[0]) if LR in g else math.nan,
+                     "T": t, "n_seeds": len(seeds), "mean_acc": float(a.mean()),
+                     "baseline": False, "mean_diff": float(d.mean()) if len(d) else math.nan,
+                     "sd_diff": sd, "tol": tol,
+                     "seeds_needed": seeds_for_margin(sd, tol, len(by_t))})
+    return pd.DataFrame(rows)
 
 
 # ------------------------------------------------------------------ figures
@@ -344,36 +439,34 @@ def fig_accuracy_heatmap(table: Any, sources: Sources | None = None) -> Figure |
 
 
 def fig_schedules(table: Any, sources: Sources | None = None) -> Figure | None:
-    """Paper Fig. 3: test accuracy over steps for the 3-step baseline and each
-    two-stage T (mean over seeds); final accuracy against T (the transition
-    ablation) with the 3-step mean ± sd as a band."""
-    runs = finished_runs(table)
-    if KIND not in runs or not has_metrics(table, "val/acc") or runs.empty:
+    """Paper Fig. 3: test accuracy over steps for the 3-step baseline (its best
+    η of the sweep) and each two-stage T (mean over seeds); final accuracy
+    against T (the transition ablation) with the 3-step mean ± sd as a band."""
+    if KIND not in table.runs or not has_metrics(table, "val/acc") or finished_runs(table).empty:
         return None
-    base = runs[runs.apply(is_three_step, axis=1).astype(bool)]
-    two = runs[runs[KIND].astype(str) == "two_stage"]
-    if base.empty and two.empty:
+    runs, acc, base, chosen, by_t = _schedule_arms(table)
+    if base.empty and not by_t:
         return None
-    acc = final_value(table, "final/val_acc", fallback="val/acc")
+    lr = chosen["three_step_lr"]
+    label = "3-step" + (f" η={lr:g}" if lr is not None else "")
     fig = Figure(figsize=(9, 3.4), dpi=DPI, layout="constrained")
     ax_c, ax_t = fig.subplots(1, 2)
     if len(base):
         c = mean_curve(table, base["run_id"], "val/acc")
-        ax_c.plot(c.index, c.to_numpy(), "k-", lw=1.5, label="3-step")
-    groups = list(two.groupby(STAGE1)) if STAGE1 in two else []
-    for i, (t, g) in enumerate(groups):
+        ax_c.plot(c.index, c.to_numpy(), "k-", lw=1.5, label=label)
+    for i, (t, g) in enumerate(sorted(by_t.items())):
         c = mean_curve(table, g["run_id"], "val/acc")
         ax_c.plot(c.index, c.to_numpy(), color=f"C{i}", lw=1, label=f"two-stage T={t:g}")
     ax_c.set(xlabel="step", ylabel="test accuracy", title="schedules")
     ax_c.legend(fontsize=6)
-    if groups:
-        ts = [float(t) for t, _ in groups]
-        means = [acc.reindex(g["run_id"]).mean() for _, g in groups]
-        sds = [acc.reindex(g["run_id"]).std() for _, g in groups]
+    if by_t:
+        ts = sorted(by_t)
+        means = [acc.reindex(by_t[t].index).mean() for t in ts]
+        sds = [acc.reindex(by_t[t].index).std() for t in ts]
         ax_t.errorbar(ts, means, yerr=np.nan_to_num(sds), fmt="o-", ms=4, label="two-stage")
     if len(base):
-        b = acc.reindex(base["run_id"])
-        ax_t.axhline(b.mean(), color="k", lw=1, label="3-step")
+        b = acc.reindex(base.index)
+        ax_t.axhline(b.mean(), color="k", lw=1, label=label)
         ax_t.axhspan(b.mean() - np.nan_to_num(b.std()), b.mean() + np.nan_to_num(b.std()),
                      color="k", alpha=0.1)
     ax_t.set(xlabel="T (stage-1 epochs)", ylabel="final test accuracy", title="transition ablation")
@@ -391,6 +484,7 @@ EXPERIMENT = register(Experiment(
     figures={"regimes_fig1_loss.png": fig_loss_trajectories,
              "regimes_fig2_heatmap.png": fig_accuracy_heatmap,
              "regimes_fig3_schedules.png": fig_schedules},
-    specs=("two_regimes.yaml", "two_stage.yaml"),
+    tables={"regimes_two_stage_power.csv": tab_two_stage_power},
+    specs=("two_regimes.yaml", "two_stage_pilot.yaml", "two_stage.yaml"),
     plans=PLANS,
 ))
