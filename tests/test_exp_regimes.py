@@ -5,6 +5,7 @@ grid, the seeds a non-inferiority margin needs, the power table; the specs
 run of each spec that finds its verdict run, figures and tables in MLflow."""
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from sweeps.conjectures.verdict import compare_groups
 from sweeps.experiments import regimes
 from sweeps.spec import load_spec, smoke
 
-from test_conjectures import EPOCH_STEPS, FAST, make_table
+from test_conjectures import EPOCH_STEPS, FAST, loss_curve, make_table, regime_trials
 
 SPECS = Path(__file__).parents[1] / "sweeps" / "specs"
 STEP = {"optim.schedule.kind": "step", "optim.schedule.milestones": "[0.5, 0.75]",
@@ -44,6 +45,35 @@ def seed_effect_trials(n_seeds: int = 10, shift: float = 0.0, pair_sd: float = 0
         out.append(trial({**STEP, "optim.lr": 0.1}, s, base))
         out.append(trial(two(5), s, base + shift + rng.normal(0, pair_sd)))
     return out
+
+
+# ------------------------------------------------- momentum: thin strata
+def boundary_trials() -> list[dict]:
+    """The paper's pattern plus an η at the small-step boundary: μ 0 is small-step on
+    every seed, μ 0.5 only on seed 0 (large-step on seeds 1 and 2)."""
+    out = regime_trials("paper")
+    for seed in range(3):
+        for mu in (0.0, 0.5):
+            regime = "small-step" if mu == 0.0 or seed == 0 else "large-step"
+            final = 0.45 - 0.3 * mu if regime == "small-step" else 0.3
+            out.append({"params": {"optim.lr": 0.1, "optim.momentum": mu}, "seed": seed,
+                        "curves": {"train/loss": (EPOCH_STEPS, loss_curve(final, regime)),
+                                   "val/acc": (EPOCH_STEPS, np.linspace(0.3, 0.7, 10))}})
+    return out
+
+
+def test_a_thin_boundary_stratum_is_excluded_and_counted():
+    table = make_table(boundary_trials())
+    small, _ = regimes.momentum(table, **FAST)
+    assert small.verdict == "supported", small.summary()
+    assert small.details["thin_strata"] == {"0.1": 4}      # seed 0's two trials + two lone μ = 0
+    assert small.n == 18 and small.details["n_strata"] == 2
+    # the same table under the plan without the exclusion: the one cell of 2 sinks the verdict
+    plan = regimes.PLANS["regimes.momentum[small-step]"]
+    strict = dataclasses.replace(plan, exclusions=tuple(e for e in plan.exclusions if e != "thin_strata"))
+    (old,) = [v for v in regimes.momentum(table, {"regimes.momentum[small-step]": strict}, **FAST)
+              if v.name.endswith("[small-step]")]
+    assert old.verdict == "underpowered" and "smallest stratum 2 < min 3" in old.reason, old.summary()
 
 
 # ------------------------------------------------------------ paired design
