@@ -139,7 +139,8 @@ def test_power_table_rows():
     grid = tab[tab["arm"] == "3-step"].set_index("lr")
     assert list(grid.index) == [0.03, 0.1] and list(grid["baseline"]) == [False, True]
     rows = tab[tab["arm"] == "two-stage"].set_index("T")
-    assert rows.loc[5.0, "mean_diff"] == pytest.approx(-0.02) and rows.loc[10.0, "mean_diff"] == pytest.approx(0)
+    assert rows.loc[5.0, "mean_diff"] == pytest.approx(-0.02)
+    assert rows.loc[10.0, "mean_diff"] == pytest.approx(0)
     sd = np.std([-0.02, 0.02, -0.02, 0.02], ddof=1)      # 0.0231: ((z_.9875 + z_.8) sd / 0.02)^2 = 12.7
     assert rows.loc[5.0, "sd_diff"] == pytest.approx(sd) and regimes.TOL == 0.02
     assert rows.loc[5.0, "seeds_needed"] == regimes.seeds_for_margin(sd, 0.02, n_tests=2) == 13
@@ -186,7 +187,8 @@ def test_smoke_run_logs_verdicts_figures_and_tables(name, tmp_path):
     parent = tracking.find_sweep(store, f"{name}-smoke")
     exp = store.client.get_experiment_by_name(f"{name}-smoke").experiment_id
     (run,) = store.client.search_runs(
-        [exp], filter_string=f"tags.`dynsweep.kind` = 'conjectures' and tags.`mlflow.parentRunId` = '{parent}'")
+        [exp], filter_string=("tags.`dynsweep.kind` = 'conjectures' and "
+                              f"tags.`mlflow.parentRunId` = '{parent}'"))
     files = {a.path for a in store.client.list_artifacts(run.info.run_id)}
     assert {"verdicts.json", "figures"} <= files
     assert any(f.path.endswith(".png") for f in store.client.list_artifacts(run.info.run_id, "figures"))

@@ -300,8 +300,12 @@ def paired_by_seed(a: pd.Series, seeds_a: pd.Series, b: pd.Series,
     """`a` and `b` restricted to the seeds both hold (one trial per seed each), and those seeds."""
     sa, sb = seeds_a.astype(str), seeds_b.astype(str)
     common = sorted(set(sa[np.isfinite(a.astype(float))]) & set(sb[np.isfinite(b.astype(float))]))
-    pick = lambda v, s: v[s.isin(common)].groupby(s[s.isin(common)]).mean()   # noqa: E731
-    return pick(a, sa).reindex(common), pick(b, sb).reindex(common), common
+
+    def per_seed(v: pd.Series, s: pd.Series) -> pd.Series:
+        keep = s.isin(common)
+        return v[keep].groupby(s[keep]).mean().reindex(common)
+
+    return per_seed(a, sa), per_seed(b, sb), common
 
 
 def seeds_for_margin(sd: float, tol: float, n_tests: int = 1, alpha: float = ALPHA,
