@@ -79,7 +79,8 @@ class ScheduleConfig(_Frozen):
 
     constant; step (x factor at each fraction in milestones, the classic 3-step
     schedule is milestones [0.5, 0.75], factor 0.1); exponential (x gamma per
-    epoch); two_stage (lr, momentum for stage1_epochs, then lr2, momentum2).
+    epoch); two_stage (lr, momentum for stage1_epochs, then lr2, momentum2;
+    with anneal_epoch, lr2 x factor from that epoch on: a final anneal).
     warmup_epochs ramps linearly from 0 in front of any of them.
     """
 
@@ -90,12 +91,15 @@ class ScheduleConfig(_Frozen):
     stage1_epochs: int = Field(0, ge=0)
     lr2: float | None = Field(None, gt=0.0)
     momentum2: float | None = Field(None, ge=0.0, lt=1.0)
+    anneal_epoch: int | None = Field(None, ge=1)      # two_stage: lr2 x factor from here on
     warmup_epochs: float = Field(0.0, ge=0.0)
     noise_off_epoch: int | None = Field(None, ge=0)   # switch preact noise off here
 
     def boundary_epochs(self) -> set[int]:
         """Epochs where the optimizer (or the noise) changes."""
         out = {self.stage1_epochs} if self.kind == "two_stage" else set()
+        if self.kind == "two_stage" and self.anneal_epoch is not None:
+            out.add(self.anneal_epoch)
         if self.noise_off_epoch is not None:
             out.add(self.noise_off_epoch)
         return out

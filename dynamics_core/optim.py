@@ -34,6 +34,8 @@ def lr_momentum(cfg: OptimConfig, epoch: int, frac: float, total_epochs: int) ->
     elif s.kind == "two_stage" and epoch >= s.stage1_epochs:
         lr = s.lr2 if s.lr2 is not None else cfg.lr
         mu = s.momentum2 if s.momentum2 is not None else cfg.momentum
+        if s.anneal_epoch is not None and epoch >= s.anneal_epoch:
+            lr *= s.factor
     if s.warmup_epochs > 0:
         lr *= min(1.0, (epoch + frac) / s.warmup_epochs)
     return lr, mu

@@ -376,13 +376,15 @@ def schedule_trials(two_stage_acc: dict[int, float], base_acc: float = 0.80, sd:
 
 
 def test_two_stage_verdicts():
-    """One non-inferiority verdict per stage-1 T; Holm over the Ts (family regimes.two_stage)."""
-    table = make_table(schedule_trials({2: 0.70, 5: 0.805}, diverged=2))
+    """One non-inferiority verdict per stage-1 T; Holm over the Ts (family regimes.two_stage).
+    Paired by seed: 8 seeds, so that the exact p (2/2^8) passes Holm over 2."""
+    table = make_table(schedule_trials({2: 0.70, 5: 0.805}, diverged=2, seeds=range(8)))
     t2, t5 = regimes.two_stage(table, **FAST)
     assert (t2.name, t5.name) == ("regimes.two_stage[T=2]", "regimes.two_stage[T=5]")
     assert t5.verdict == "supported" and t2.verdict == "refuted", (t5.summary(), t2.summary())
     assert t5.details["stage1_epochs"] == 5 and t5.details["n_T_tried"] == 2
-    assert t5.details["excluded_diverged"] == 2 and t5.n == 12 and t5.details["margin"] == 0.01
+    assert t5.details["excluded_diverged"] == 2 and t5.n == 16 and t5.details["margin"] == 0.02
+    assert t5.details["n_seeds"] == 8 and "within seed blocks" in t5.details["test"]
     adj = experiments.evaluate(["regimes.two_stage"], table, {"regimes.two_stage": FAST})
     assert [v.n_family for v in adj] == [2, 2] and adj[1].p_adjusted == pytest.approx(2 * t5.p_raw)
     assert [v.verdict for v in adj] == ["refuted", "supported"]

@@ -60,6 +60,19 @@ def test_two_stage_switches_lr_and_momentum():
     assert lrs(c, 4) == [(0.4, 0.5)] * 2 + [(0.1, 0.5)] * 2
 
 
+def test_two_stage_final_anneal_scales_the_second_stage_only():
+    c = optim(lr=1.0, momentum=0.0, schedule={"kind": "two_stage", "stage1_epochs": 2, "lr2": 0.03,
+                                             "momentum2": 0.9, "anneal_epoch": 4, "factor": 0.1})
+    got = lrs(c, 6)
+    assert [lr for lr, _ in got] == pytest.approx([1.0, 1.0, 0.03, 0.03, 0.003, 0.003], rel=1e-12)
+    assert [mu for _, mu in got] == [0.0, 0.0, 0.9, 0.9, 0.9, 0.9]
+    assert c.schedule.boundary_epochs() == {2, 4}         # both changes are resumable points
+    # an anneal epoch inside stage 1 anneals stage 2 from its first epoch, never stage 1
+    early = optim(lr=1.0, schedule={"kind": "two_stage", "stage1_epochs": 3, "lr2": 0.1,
+                                    "anneal_epoch": 1, "factor": 0.5})
+    assert [lr for lr, _ in lrs(early, 5)] == pytest.approx([1.0, 1.0, 1.0, 0.05, 0.05], rel=1e-12)
+
+
 def test_warmup_ramps_linearly_from_zero():
     c = optim(lr=0.1, schedule={"warmup_epochs": 2.0})
     assert lr_momentum(c, 0, 0.0, 10)[0] == 0.0

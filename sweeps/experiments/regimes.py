@@ -20,7 +20,9 @@ Each trial is classified from its per-epoch training loss (`classify_regimes`):
 Conjectures, each verdict under its plan (`PLANS`):
 - `regimes.momentum[small-step]`: in small-step trials momentum lowers the
   final train loss (stratified Spearman of μ vs final loss within each η,
-  seeds as blocks, predicted −);
+  seeds as blocks, predicted −); an η stratum whose informative cells hold
+  fewer than 3 trials (at a regime boundary: one seed with two μ in the
+  regime) is excluded and counted (`thin_strata`);
   `regimes.momentum[large-step]`: in large-step trials it does not: the same
   test, predicted +, so a significant decrease refutes; a null result is
   inconclusive (no test shows an absence).
@@ -28,26 +30,33 @@ Conjectures, each verdict under its plan (`PLANS`):
   is higher than that of small-step trials (difference of means).
 These three are the Holm family `regimes` (one sweep, `two_regimes.yaml`).
 - `regimes.two_stage[T=<T>]`: for each stage-1 length T of the ablation, the
-  two-stage schedule's final test accuracy is not worse than the 3-step
-  schedule's by more than `tol` (0.01): non-inferiority, a permutation test
-  of H0: d = −tol for d = mean(two-stage) − mean(3-step), two-sided so that
-  a significant d < −tol refutes. The Ts are the Holm family
-  `regimes.two_stage` (its own sweep, `two_stage.yaml`), in place of a
-  Bonferroni over the Ts tried.
+  two-stage schedule's final test accuracy is not worse than the tuned 3-step
+  schedule's (its best initial η in the sweep) by more than `tol` (0.02):
+  non-inferiority, paired by seed (trials that share a seed share their
+  initialisation), a permutation test of H0: d = −tol for d = mean over
+  seeds of acc(two-stage) − acc(3-step), two-sided so that a significant
+  d < −tol refutes. The Ts are the Holm family `regimes.two_stage` (its own
+  sweep, `two_stage.yaml`, sized by `two_stage_pilot.yaml`).
 Minimum n: 10 trials for a trend (3 per η stratum), 5 per arm for a
 comparison (3 against 3 cannot reach p < 0.05 in a permutation test).
-Effects of interest: |rho| 0.5; 0.02 of accuracy (two points).
+Effects of interest: |rho| 0.5; 0.02 of accuracy (two points), which for
+the two-stage schedule is its margin: the seeds it needs at 80 % power are
+`seeds_for_margin` of the pilot's spread of the paired difference (a margin
+of 0.01 would need about four times as many, beyond a 2-core budget).
 """
 from __future__ import annotations
 
 import json
+import math
 from typing import Any, Mapping
 
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+from scipy import stats
 
 from sweeps.conjectures.plan import AnalysisPlan
+from sweeps.conjectures.stats import ALPHA, POWER
 from sweeps.conjectures.verdict import (N_BOOT, N_PERM, Verdict, compare_groups, final_value,
                                         judge, param, per_epoch, trend_test)
 from sweeps.experiments import Experiment, Sources, own_plans, register
@@ -60,8 +69,9 @@ REGIMES = ("diverged", "non-training", "large-step", "small-step", "unknown")
 NONTRAIN_FRAC = 0.9
 # classes of the classification datasets dynamics_core.data loads
 N_CLASSES = {"mnist1d": 10, "cifar10": 10, "mnist": 10, "fashion_mnist": 10}
-TOL = 0.01
-_TREND = dict(statistic="stratified_spearman", exclusions=("unfinished", "diverged", "non_training"),
+TOL = 0.02
+_TREND = dict(statistic="stratified_spearman",
+              exclusions=("unfinished", "diverged", "non_training", "thin_strata"),
               family="regimes", min_n=10, min_per_stratum=3, effect_of_interest=0.5)
 PLANS = {
     "regimes.momentum[small-step]": AnalysisPlan(
@@ -83,8 +93,11 @@ PLANS = {
     "regimes.two_stage": AnalysisPlan(
         conjecture="regimes.two_stage", metric="final/val_acc", statistic="non_inferiority",
         predicted_sign=+1, exclusions=("unfinished",), family="regimes.two_stage", min_n=10,
-        min_per_stratum=5, effect_of_interest=0.02, options={"tol": TOL},
-        statement=f"the two-stage schedule matches (within {TOL}) or beats the 3-step schedule"),
+        min_per_stratum=5, effect_of_interest=TOL,
+        options={"tol": TOL, "baseline": "3-step at the best initial η of the sweep",
+                 "pairing": "seed"},
+        statement=f"the two-stage schedule matches (within {TOL}) or beats the tuned 3-step "
+                  "schedule"),
 }
 
 
@@ -182,12 +195,39 @@ def momentum(table: Any, plans: Mapping[str, AnalysisPlan] | None = None, *,
             out.append(judge(plan, None, name=key, n=len(sub),
                              reason=f"only {len(sub)} {reg} trials", **counts))
             continue
+        sub, thin = _drop_thin_strata(sub, plan)
+        if len(sub) < 3:
+            out.append(judge(plan, None, name=key, n=len(sub), reason=f"only {len(sub)} {reg} "
+                             "trials in strata of the minimum size", **counts, thin_strata=thin))
+            continue
         strata = param(sub, LR).astype(str).to_numpy() if LR in sub.columns else None
         res = trend_test(param(sub, MOM).to_numpy(float), sub["final_loss"].to_numpy(float),
                          strata, blocks=sub["seed"].astype(str).to_numpy(), n_perm=n_perm,
                          n_boot=n_boot, rng_seed=rng_seed, alpha=plan.alpha)
-        out.append(judge(plan, res, name=key, **counts, regime=reg))
+        out.append(judge(plan, res, name=key, **counts, regime=reg, thin_strata=thin))
     return out
+
+
+def _drop_thin_strata(sub: pd.DataFrame, plan: AnalysisPlan) -> tuple[pd.DataFrame, dict[str, int]]:
+    """With the plan's `thin_strata` exclusion: drop the η strata whose informative cells
+    hold fewer than `min_per_stratum` trials; {η: trials dropped} of those.
+
+    A cell is what `trend_test` keeps: the trials of one (η, seed) with at least
+    2 trials and 2 μ levels. At a regime boundary an η may hold one such cell of
+    2 (one seed has two μ in the regime, the others one): such a stratum is
+    dropped and counted rather than making the whole verdict underpowered.
+    """
+    if "thin_strata" not in plan.exclusions or LR not in sub.columns or sub.empty:
+        return sub, {}
+    lr, mu, seed = param(sub, LR).astype(float), param(sub, MOM).astype(float), sub["seed"].astype(str)
+    informative = pd.Series(False, index=sub.index)
+    for _, cell in sub.groupby([lr, seed]):
+        if len(cell) >= 2 and mu.reindex(cell.index).nunique() >= 2:
+            informative[cell.index] = True
+    size = informative.groupby(lr).sum()
+    thin = [v for v, k in size.items() if 0 < k < plan.min_per_stratum]
+    keep = ~lr.isin(thin)
+    return sub[keep], {f"{v:g}": int((lr == v).sum()) for v in thin}
 
 
 # ------------------------------------------------------- generalization
@@ -236,6 +276,72 @@ def is_three_step(row: pd.Series) -> bool:
             and len(_as_tuple(row.get(MILESTONES, (0.5, 0.75)))) == 2)
 
 
+def three_step_baseline(runs: pd.DataFrame, acc: pd.Series) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """(the 3-step trials of the baseline, how it was chosen) among finished `runs`.
+
+    A sweep may hold the 3-step schedule at several initial η (a tuning
+    grid): the baseline is the η with the best mean final test accuracy over
+    its finished trials (the best of the grid); with one η (or none
+    recorded), every 3-step trial. The record gives the grid's means.
+    """
+    base = runs[runs.apply(is_three_step, axis=1).astype(bool)] if len(runs) else runs
+    if base.empty or LR not in base.columns or base[LR].isna().all():
+        return base, {"three_step_lr": None}
+    lr = param(base, LR).astype(float)
+    grid = acc.reindex(base.index).groupby(lr).mean()
+    best = float(grid.idxmax())
+    return base[np.isclose(lr, best)], {"three_step_lr": best,
+                                        "three_step_grid": {f"{k:g}": float(v)
+                                                            for k, v in grid.items()}}
+
+
+def paired_by_seed(a: pd.Series, seeds_a: pd.Series, b: pd.Series,
+                   seeds_b: pd.Series) -> tuple[pd.Series, pd.Series, list[str]]:
+    """`a` and `b` restricted to the seeds both hold (one trial per seed each), and those seeds."""
+    sa, sb = seeds_a.astype(str), seeds_b.astype(str)
+    common = sorted(set(sa[np.isfinite(a.astype(float))]) & set(sb[np.isfinite(b.astype(float))]))
+
+    def per_seed(v: pd.Series, s: pd.Series) -> pd.Series:
+        keep = s.isin(common)
+        return v[keep].groupby(s[keep]).mean().reindex(common)
+
+    return per_seed(a, sa), per_seed(b, sb), common
+
+
+def seeds_for_margin(sd: float, tol: float, n_tests: int = 1, alpha: float = ALPHA,
+                     power: float = POWER) -> int:
+    """Seeds a paired non-inferiority test needs to reject d = −tol with `power` when d = 0.
+
+    n = ⌈((z_{1−α/(2m)} + z_power) · sd / tol)²⌉ with m = `n_tests` (the
+    Holm family: its smallest p must pass α/m), `sd` the per-seed standard
+    deviation of the paired difference; at least the n whose exact sign-flip
+    test can reach α/m at all (2 / 2^n < α/m).
+    """
+    if not (np.isfinite(sd) and tol > 0):
+        return 0
+    level = alpha / max(n_tests, 1)
+    z = stats.norm.ppf(1 - level / 2) + stats.norm.ppf(power)
+    floor = 1
+    while 2 / 2 ** floor >= level:
+        floor += 1
+    return max(int(np.ceil((z * sd / tol) ** 2)), floor)
+
+
+def _schedule_arms(table: Any) -> tuple[pd.DataFrame, pd.Series, pd.DataFrame, dict[str, Any],
+                                        dict[float, pd.DataFrame]]:
+    """(finished runs, their final test accuracy, the 3-step baseline, how it was chosen,
+    two-stage trials by T)."""
+    runs = table.runs.set_index("run_id", drop=False)
+    runs = runs[runs["status"].astype(str) == "finished"]
+    acc = _final_val_acc(table).reindex(runs.index)
+    if KIND not in runs.columns:
+        return runs, acc, runs.iloc[:0], {"three_step_lr": None}, {}
+    base, chosen = three_step_baseline(runs, acc)
+    two = runs[runs[KIND].astype(str) == "two_stage"]
+    t_col = param(two, STAGE1, 0).astype(float)
+    return runs, acc, base, chosen, {float(t): g for t, g in two.groupby(t_col)}
+
+
 def two_stage(table: Any, plans: Mapping[str, AnalysisPlan] | None = None, *,
               stage1_epochs: int | None = None, n_perm: int = N_PERM, n_boot: int = N_BOOT,
               rng_seed: int = 0) -> list[Verdict]:
@@ -243,43 +349,70 @@ def two_stage(table: Any, plans: Mapping[str, AnalysisPlan] | None = None, *,
 
     One verdict `regimes.two_stage[T=<T>]` per T of the ablation (only
     `stage1_epochs` when given), all under the one plan; Holm over the Ts is
-    `finalize`'s (family `regimes.two_stage`). Non-inferiority: supported when
-    d = mean acc(two-stage) − mean acc(3-step) is significantly above −tol,
+    `finalize`'s (family `regimes.two_stage`). The baseline is the 3-step
+    schedule at its best η of the sweep (`three_step_baseline`). Trials that
+    share a seed share their initialisation, so the design is paired: per
+    seed d = acc(two-stage) − acc(3-step), permutation within seeds.
+    Non-inferiority: supported when mean d is significantly above −tol,
     refuted when significantly below it. Diverged trials are excluded and
-    counted.
+    counted (a seed missing from either arm drops out of that comparison).
     """
     name = "regimes.two_stage"
     plan = own_plans(PLANS, name, plans)[name]
     tol = float(plan.options["tol"])
-    runs = table.runs.set_index("run_id", drop=False)
-    status = runs["status"].astype(str)
+    status = table.runs["status"].astype(str)
     counts = {"excluded_diverged": int((status == "diverged").sum()),
               "excluded_other": int(((status != "diverged") & (status != "finished")).sum()),
               "tol": tol}
-    runs = runs[status == "finished"]
-    acc = _final_val_acc(table).reindex(runs.index)
+    runs, acc, base, chosen, by_t = _schedule_arms(table)
     if KIND not in runs.columns:
         return [judge(plan, None, n=0, reason=f"no column {KIND}", **counts)]
-    base_mask = runs.apply(is_three_step, axis=1) if len(runs) else pd.Series(dtype=bool)
-    baseline = acc[base_mask.astype(bool)]
-    two = runs[runs[KIND].astype(str) == "two_stage"]
-    t_col = param(two, STAGE1, 0)
-    by_t = {float(t): acc.reindex(g.index) for t, g in two.groupby(t_col.astype(float))}
     if stage1_epochs is not None:
-        by_t = {t: v for t, v in by_t.items() if t == float(stage1_epochs)}
-    if not by_t or baseline.empty:
-        return [judge(plan, None, n=int(len(two) + len(baseline)),
-                      reason="need two-stage and 3-step trials", **counts,
-                      n_two_stage=int(len(two)), n_three_step=int(len(baseline)))]
-    means = {t: float(np.nanmean(v)) for t, v in by_t.items()}
+        by_t = {t: g for t, g in by_t.items() if t == float(stage1_epochs)}
+    n_two = int(sum(len(g) for g in by_t.values()))
+    if not by_t or base.empty:
+        return [judge(plan, None, n=n_two + len(base), reason="need two-stage and 3-step trials",
+                      **counts, n_two_stage=n_two, n_three_step=int(len(base)))]
+    b_acc = acc.reindex(base.index)
+    means = {t: float(acc.reindex(g.index).mean()) for t, g in by_t.items()}
     out = []
-    for t, v in sorted(by_t.items()):
-        res = compare_groups(v, baseline, n_perm=n_perm, n_boot=n_boot, rng_seed=rng_seed,
-                             alpha=plan.alpha, shift=tol, alternative="two-sided")
-        out.append(judge(plan, res, name=f"{name}[T={t:g}]", **counts, stage1_epochs=t,
-                         n_T_tried=len(by_t), mean_acc_by_T=means,
-                         mean_acc_three_step=float(baseline.mean())))
+    for t, g in sorted(by_t.items()):
+        a, b, seeds = paired_by_seed(acc.reindex(g.index), g["seed"], b_acc, base["seed"])
+        res = compare_groups(a, b, blocks_a=seeds, blocks_b=seeds, n_perm=n_perm, n_boot=n_boot,
+                             rng_seed=rng_seed, alpha=plan.alpha, shift=tol,
+                             alternative="two-sided")
+        d = (a - b).to_numpy(float)
+        sd = float(d.std(ddof=1)) if len(d) > 1 else math.nan
+        out.append(judge(plan, res, name=f"{name}[T={t:g}]", **counts, **chosen,
+                         stage1_epochs=t, n_T_tried=len(by_t), mean_acc_by_T=means,
+                         mean_acc_three_step=float(b_acc.mean()), n_seeds=len(seeds),
+                         sd_paired_diff=sd,
+                         seeds_needed=seeds_for_margin(sd, tol, len(by_t), plan.alpha)))
     return out
+
+
+def tab_two_stage_power(table: Any) -> pd.DataFrame | None:
+    """Per stage-1 T: paired difference two-stage − 3-step over seeds (mean, sd) and the
+    seeds the non-inferiority margin needs at 80 % power with Holm over the Ts
+    (`seeds_for_margin`); the 3-step grid's rows give each η's mean and which is the baseline."""
+    tol = float(PLANS["regimes.two_stage"].options["tol"])
+    runs, acc, base, chosen, by_t = _schedule_arms(table)
+    if base.empty and not by_t:
+        return None
+    rows = [{"arm": "3-step", "lr": float(k), "T": math.nan, "n_seeds": math.nan,
+             "mean_acc": v, "baseline": chosen["three_step_lr"] == float(k)}
+            for k, v in chosen.get("three_step_grid", {}).items()]
+    b_acc = acc.reindex(base.index)
+    for t, g in sorted(by_t.items()):
+        a, b, seeds = paired_by_seed(acc.reindex(g.index), g["seed"], b_acc, base["seed"])
+        d = (a - b).to_numpy(float)
+        sd = float(d.std(ddof=1)) if len(d) > 1 else math.nan
+        rows.append({"arm": "two-stage", "lr": float(param(g, LR).iloc[0]) if LR in g else math.nan,
+                     "T": t, "n_seeds": len(seeds), "mean_acc": float(a.mean()),
+                     "baseline": False, "mean_diff": float(d.mean()) if len(d) else math.nan,
+                     "sd_diff": sd, "tol": tol,
+                     "seeds_needed": seeds_for_margin(sd, tol, len(by_t))})
+    return pd.DataFrame(rows)
 
 
 # ------------------------------------------------------------------ figures
@@ -344,36 +477,34 @@ def fig_accuracy_heatmap(table: Any, sources: Sources | None = None) -> Figure |
 
 
 def fig_schedules(table: Any, sources: Sources | None = None) -> Figure | None:
-    """Paper Fig. 3: test accuracy over steps for the 3-step baseline and each
-    two-stage T (mean over seeds); final accuracy against T (the transition
-    ablation) with the 3-step mean ± sd as a band."""
-    runs = finished_runs(table)
-    if KIND not in runs or not has_metrics(table, "val/acc") or runs.empty:
+    """Paper Fig. 3: test accuracy over steps for the 3-step baseline (its best
+    η of the sweep) and each two-stage T (mean over seeds); final accuracy
+    against T (the transition ablation) with the 3-step mean ± sd as a band."""
+    if KIND not in table.runs or not has_metrics(table, "val/acc") or finished_runs(table).empty:
         return None
-    base = runs[runs.apply(is_three_step, axis=1).astype(bool)]
-    two = runs[runs[KIND].astype(str) == "two_stage"]
-    if base.empty and two.empty:
+    runs, acc, base, chosen, by_t = _schedule_arms(table)
+    if base.empty and not by_t:
         return None
-    acc = final_value(table, "final/val_acc", fallback="val/acc")
+    lr = chosen["three_step_lr"]
+    label = "3-step" + (f" η={lr:g}" if lr is not None else "")
     fig = Figure(figsize=(9, 3.4), dpi=DPI, layout="constrained")
     ax_c, ax_t = fig.subplots(1, 2)
     if len(base):
         c = mean_curve(table, base["run_id"], "val/acc")
-        ax_c.plot(c.index, c.to_numpy(), "k-", lw=1.5, label="3-step")
-    groups = list(two.groupby(STAGE1)) if STAGE1 in two else []
-    for i, (t, g) in enumerate(groups):
+        ax_c.plot(c.index, c.to_numpy(), "k-", lw=1.5, label=label)
+    for i, (t, g) in enumerate(sorted(by_t.items())):
         c = mean_curve(table, g["run_id"], "val/acc")
         ax_c.plot(c.index, c.to_numpy(), color=f"C{i}", lw=1, label=f"two-stage T={t:g}")
     ax_c.set(xlabel="step", ylabel="test accuracy", title="schedules")
     ax_c.legend(fontsize=6)
-    if groups:
-        ts = [float(t) for t, _ in groups]
-        means = [acc.reindex(g["run_id"]).mean() for _, g in groups]
-        sds = [acc.reindex(g["run_id"]).std() for _, g in groups]
+    if by_t:
+        ts = sorted(by_t)
+        means = [acc.reindex(by_t[t].index).mean() for t in ts]
+        sds = [acc.reindex(by_t[t].index).std() for t in ts]
         ax_t.errorbar(ts, means, yerr=np.nan_to_num(sds), fmt="o-", ms=4, label="two-stage")
     if len(base):
-        b = acc.reindex(base["run_id"])
-        ax_t.axhline(b.mean(), color="k", lw=1, label="3-step")
+        b = acc.reindex(base.index)
+        ax_t.axhline(b.mean(), color="k", lw=1, label=label)
         ax_t.axhspan(b.mean() - np.nan_to_num(b.std()), b.mean() + np.nan_to_num(b.std()),
                      color="k", alpha=0.1)
     ax_t.set(xlabel="T (stage-1 epochs)", ylabel="final test accuracy", title="transition ablation")
@@ -391,6 +522,7 @@ EXPERIMENT = register(Experiment(
     figures={"regimes_fig1_loss.png": fig_loss_trajectories,
              "regimes_fig2_heatmap.png": fig_accuracy_heatmap,
              "regimes_fig3_schedules.png": fig_schedules},
-    specs=("two_regimes.yaml", "two_stage.yaml"),
+    tables={"regimes_two_stage_power.csv": tab_two_stage_power},
+    specs=("two_regimes.yaml", "two_stage_pilot.yaml", "two_stage.yaml"),
     plans=PLANS,
 ))
