@@ -128,3 +128,22 @@ def test_a_stability_plan_says_whether_the_noise_term_was_on():
     trials[0]["curves"]["sgd_noise/s2"] = (STEPS, np.full(STEPS.size, 50.0))
     on = breakeven.c2_lr(make_table(trials), plans=plans, **FAST)
     assert all(v.details["noise_term"].startswith("on (sgd_noise/s2") and v.exploratory for v in on)
+
+
+# -------------------------------------------------------------------- figures
+def test_stability_figure_and_the_minibatch_row(tmp_path):
+    from sweeps import report
+
+    trials = with_minibatch_unit(breakeven_trials("paper", seeds=range(1)))
+    assert breakeven.fig_stability(make_table(trials)) is None          # no noise term logged
+    for t in trials:
+        lr = t["params"]["optim.lr"]
+        t["curves"]["hessian/lr_x_top"] = (STEPS, lr * t["curves"]["hessian/top"][1])
+        t["curves"]["sgd_noise/noise_term"] = (STEPS, np.linspace(0.0, 1.5, STEPS.size))
+    table = make_table(trials)
+    figs = report.make_figures(table, ["breakeven"])
+    assert {"breakeven_stability.png", "breakeven_max_vs_hparams.png"} <= set(figs)
+    assert len(figs["breakeven_stability.png"].axes) == 3                # S = 32, 128 and the colour bar
+    assert len(figs["breakeven_max_vs_hparams.png"].axes) == 6           # λ_H¹, λ_K¹, λ_K¹ (mini-batch) × 2
+    for p in report.save_figures(figs, tmp_path):
+        assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

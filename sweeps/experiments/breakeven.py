@@ -513,9 +513,10 @@ def fig_pca_trajectories(trajectories: Trajectories | None, max_runs: int = 4) -
 
 
 def fig_max_vs_hparams(table: Any, sources: Sources | None = None, peak_eps: float = 0.05) -> Figure | None:
-    """Max λ_H¹ and max λ_K¹ against η (one line per S) and against S (one line per η).
-    Filled markers: peak reached; hollow: not reached (not comparable)."""
-    keys = [k for k in ("hessian/top", "gradcov/top") if has_metrics(table, k)]
+    """Max λ_H¹ and max λ_K¹ (per example, and in the mini-batch unit when
+    logged) over the whole run against η (one line per S) and against S (one
+    line per η). Filled markers: peak reached; hollow: not reached (not comparable)."""
+    keys = [k for k in ("hessian/top", "gradcov/top", "gradcov_mb/top") if has_metrics(table, k)]
     runs = finished_runs(table)
     if not keys or LR not in runs or BATCH not in runs:
         return None
@@ -544,6 +545,36 @@ def fig_max_vs_hparams(table: Any, sources: Sources | None = None, peak_eps: flo
             ax.set(xscale="log", yscale="log", xlabel="η" if x == LR else "S",
                    ylabel=f"max {SYMBOL[key]} ({key})")
             ax.legend(fontsize=6)
+    return fig
+
+
+def fig_stability(table: Any, sources: Sources | None = None) -> Figure | None:
+    """How close each trial comes to the stability limit along e_H¹: ηλ_H¹ over
+    its limit 1 + √(1 − c), c = `sgd_noise/noise_term` (1 when c ≥ 1), against
+    the step, one panel per S, coloured by η; at or above 1 the stability
+    detector fires. Dotted: the full-batch ratio ηλ_H¹ / 2."""
+    if not has_metrics(table, "hessian/lr_x_top", "sgd_noise/noise_term"):
+        return None
+    runs = finished_runs(table)
+    if runs.empty or BATCH not in runs:
+        return None
+    sizes = sorted(runs[BATCH].dropna().unique())
+    color, sm = lr_colors(runs[LR] if LR in runs else [])
+    fig = Figure(figsize=(4.2 * len(sizes) + 1, 3.4), dpi=DPI, layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, len(sizes), sharey=True))
+    for ax, size in zip(axes, sizes):
+        for _, r in runs[runs[BATCH] == size].iterrows():
+            x = table.series(r["run_id"], "hessian/lr_x_top").sort_index()
+            c = table.series(r["run_id"], "sgd_noise/noise_term").reindex(x.index)
+            limit = 1 + np.sqrt(np.clip(1 - c.to_numpy(float), 0, None))
+            steps = x.index.to_numpy(float) + 1
+            col = color(r[LR]) if LR in r else None
+            ax.plot(steps, x.to_numpy(float) / limit, "-", lw=1, color=col, alpha=0.8)
+            ax.plot(steps, x.to_numpy(float) / 2, ":", lw=0.8, color=col, alpha=0.6)
+        ax.axhline(1, color="grey", lw=0.8)
+        ax.set(xscale="log", xlabel="step + 1", title=f"S = {size:g}")
+    axes[0].set_ylabel("ηλ_H¹ / stability limit")
+    fig.colorbar(sm, ax=list(axes), label="η")
     return fig
 
 
@@ -577,7 +608,8 @@ EXPERIMENT = register(Experiment(
                  "breakeven.c2_lr": c2_lr, "breakeven.c2_batch": c2_batch},
     figures={"breakeven_fig6_spectra.png": fig_spectra,
              "breakeven_max_vs_hparams.png": fig_max_vs_hparams,
-             "breakeven_fig7_pca.png": fig_pca},
+             "breakeven_fig7_pca.png": fig_pca,
+             "breakeven_stability.png": fig_stability},
     tables={BREAKEVEN_STEPS_CSV: breakeven_steps},
     specs=("breakeven.yaml", "breakeven-cifar.yaml"),
     plans=PLANS,
