@@ -144,6 +144,6 @@ def test_stability_figure_and_the_minibatch_row(tmp_path):
     figs = report.make_figures(table, ["breakeven"])
     assert {"breakeven_stability.png", "breakeven_max_vs_hparams.png"} <= set(figs)
     assert len(figs["breakeven_stability.png"].axes) == 3                # S = 32, 128 and the colour bar
-    assert len(figs["breakeven_max_vs_hparams.png"].axes) == 6           # λ_H¹, λ_K¹, λ_K¹ (mini-batch) × 2
+    assert len(figs["breakeven_max_vs_hparams.png"].axes) == 6  # λ_H¹, λ_K¹, λ_K¹ mini-batch × 2
     for p in report.save_figures(figs, tmp_path):
         assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
