@@ -92,7 +92,8 @@ def test_minibatch_covariance_needs_two_batches():
 def per_example_hessians(model, x, y):
     flat = flat_params(model)
     return torch.stack([torch.autograd.functional.hessian(
-        lambda w: loss_at(model, w, x[i:i + 1], y[i:i + 1]), flat) for i in range(len(x))])
+        lambda w: loss_at(model, w, x[i:i + 1], y[i:i + 1]), flat, vectorize=True)
+        for i in range(len(x))])
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))
@@ -107,7 +108,8 @@ def test_sgd_noise_matches_per_example_hessians(name):
     e = evecs[:, -1]                                             # top eigenvector of the mean loss
     flat = flat_params(model)
     g_i = torch.stack([torch.autograd.functional.jacobian(
-        lambda w: loss_at(model, w, x[i:i + 1], y[i:i + 1]), flat) for i in range(len(x))])
+        lambda w: loss_at(model, w, x[i:i + 1], y[i:i + 1]), flat, vectorize=True)
+        for i in range(len(x))])
     h = torch.einsum("p,npq,q->n", e, H_i, e)
     d1, d2 = directional_derivatives(model, F.cross_entropy, x, y, e)
     torch.testing.assert_close(d1, g_i @ e, rtol=1e-9, atol=1e-12)
