@@ -68,8 +68,8 @@ power without adding a claim. They are judged only where the sweep measured
 `gradcov_mb/top`.
 
 Conjecture 2's break-even step is the saturation detector on λ_K¹, not the
-stability detector with the noise term, for two reasons fixed before this
-sweep ran: the conjecture is about the spectrum after the early rise of λ_K¹
+stability detector with the noise term, for two reasons given before any
+sweep with the noise term ran: the conjecture is about the spectrum after the early rise of λ_K¹
 has stalled, which is what saturation detects on the measured trajectory,
 while the stability step is a quadratic model's prediction that depends on
 λ_H¹ of the probe loss reaching about 2/η (less with noise), which
