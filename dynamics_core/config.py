@@ -148,6 +148,8 @@ class ProbesConfig(_Frozen):
     frequency: bool = False     # freq/delta_k*
     timeline: bool = True       # timeline/dist_init, grad_norm, sign_flips
     snapshots: bool = False     # flattened weights at each probe step (artifact "weights")
+    gradcov_mb: bool = False    # gradcov_mb/top, trace, trace_over_top: K of mini-batch mean gradients
+    sgd_noise: bool = False     # sgd_noise/s2, curv_mean, grad_var, noise_term (needs hessian)
     extra: tuple[str, ...] = ()     # probes registered by plugins (measure.register_probe), by name
     schedule: ProbeScheduleConfig = ProbeScheduleConfig()
     probe_size: int = Field(256, ge=2)      # fixed probe set drawn from train data
@@ -158,6 +160,10 @@ class ProbesConfig(_Frozen):
     hutchinson_samples: int = Field(20, ge=1)
     gradcov_unit: Literal["example", "minibatch"] = "example"
     gradcov_minibatch: int = Field(128, ge=1)
+    # gradcov_mb: K in the mini-batch unit, from its own fixed subset of
+    # gradcov_mb_batches x gradcov_mb_size training examples (the paper: batch 128)
+    gradcov_mb_batches: int = Field(16, ge=2)
+    gradcov_mb_size: int = Field(128, ge=1)
     fisher_samples: int = Field(1, ge=1)
     frequencies: int = Field(4, ge=1)        # how many label-spectrum peaks to track
     # Gaussian kernel widths (std, input space) of the frequency filter variant
@@ -166,6 +172,13 @@ class ProbesConfig(_Frozen):
     frequency_widths: tuple[PositiveFloat, ...] = (0.5, 1.0, 2.0, 4.0, 8.0)
     stiffness_bins: int = Field(10, ge=1)    # input-distance bins of stiffness_distance and ξ
     bn_mode: Literal["eval", "train"] = "eval"
+
+    @model_validator(mode="after")
+    def _sgd_noise_needs_hessian(self) -> "ProbesConfig":
+        if self.sgd_noise and not self.hessian:
+            raise ValueError("sgd_noise is measured along the top Hessian eigenvector: "
+                             "it needs hessian: true")
+        return self
 
 
 # ------------------------------------------------------------------ pruning

@@ -449,7 +449,8 @@ def smoke(spec: SweepSpec) -> SweepSpec:
     flat = flatten(base)
     flat.update({"train.epochs": 1, "data.train_size": 500, "data.test_size": 200,
                  "probes.probe_size": 64, "probes.val_probe_size": 32,
-                 "probes.schedule.points": 4, "probes.gradcov_minibatch": 16})
+                 "probes.schedule.points": 4, "probes.gradcov_minibatch": 16,
+                 "probes.gradcov_mb_size": 16})
     if flat.get("optim.schedule.stage1_epochs"):
         flat["optim.schedule.stage1_epochs"] = 0
     if flat.get("optim.schedule.noise_off_epoch") is not None:

@@ -45,7 +45,7 @@ def clean_registry(monkeypatch):
 # ------------------------------------------------------------------ registry
 def test_every_flag_has_a_probe_and_a_true_flag_runs_it(mnist1d_cache):
     assert measure.flags() == ["hessian", "hessian_trace", "gradcov", "stiffness", "fisher",
-                               "frequency", "timeline", "snapshots"]
+                               "frequency", "timeline", "snapshots", "gradcov_mb", "sgd_noise"]
     assert set(measure.flags()) <= set(measure.names())
     cfg = trial({"timeline": True})
     assert [h.name for h in measure.default_hooks(cfg, _data(cfg, mnist1d_cache))] == \

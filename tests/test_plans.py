@@ -21,6 +21,7 @@ from sweeps.tracking import Store
 from test_conjectures import FAST, breakeven_trials, make_table
 
 C1 = ["breakeven.c1_lr[hessian/top]", "breakeven.c1_lr[gradcov/top]"]
+C1_MB = "breakeven.c1_lr[gradcov_mb/top]"       # registered too; judged where gradcov_mb was logged
 
 
 # ------------------------------------------------------------------ plans
@@ -38,7 +39,7 @@ def test_every_built_in_verdict_has_a_plan():
 def test_registered_plans_and_their_hash():
     names = ["breakeven.c1_lr", "large_lr.anneal_crossover"]
     reg = experiments.registered_plans(names)
-    assert list(reg) == sorted(C1) + ["large_lr.anneal_crossover"]
+    assert list(reg) == sorted(C1 + [C1_MB]) + ["large_lr.anneal_crossover"]
     assert reg[C1[0]]["window"] == "until_probe/acc>=0.65"
     back = json.loads(json.dumps(reg))                   # what plans.json holds
     assert experiments.plans_hash(back) == experiments.plans_hash(reg)

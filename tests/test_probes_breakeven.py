@@ -102,3 +102,18 @@ def test_gradient_norm_matches_autograd_and_leaves_grad():
     assert all(p.grad is None for p in model.parameters())
     assert gradient_norm(list(g)) == pytest.approx(expected, rel=1e-12)
     assert gradient_norm(torch.cat([t.reshape(-1) for t in g])) == pytest.approx(expected)
+
+
+def test_stability_rule_is_the_high_curvature_branch():
+    """With x = ηλ and c = s²η²(N−S)/(S(N−1)): fires iff x ≥ 1 + √(1 − c) for
+    c ≤ 1, and iff x ≥ 1 for c > 1 (noise alone unstable)."""
+    eta, S, N = 0.1, 8, 1001                       # (N − S)/(S(N − 1)) = 993/8000
+    factor = eta ** 2 * (N - S) / (S * (N - 1))
+    for c in (0.0, 0.05, 0.5, 0.99, 1.0, 1.5, 4.0):
+        s = math.sqrt(c / factor)
+        limit = 1 + math.sqrt(max(0.0, 1 - c))
+        for x in np.linspace(-1, 2.5, 36):
+            if abs(x - limit) < 1e-9 or abs(x - 1) < 1e-9:
+                continue                           # exactly on a boundary: rounding decides
+            fired = stability_breakeven([0], [x / eta], eta, batch_size=S, n_train=N, s=s) == 0
+            assert fired == (x >= limit if c <= 1 else x >= 1), (c, x)

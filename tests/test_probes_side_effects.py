@@ -41,6 +41,11 @@ PROBES = {
     "fisher_trace_exact": lambda m, x, y: P.fisher_trace(m, x, exact=True),
     "sample_labels": lambda m, x, y: P.sample_labels(m, x, samples=3),
     "gradient_norm": lambda m, x, y: P.gradient_norm(m, F.cross_entropy, x, y),
+    "minibatch_covariance": lambda m, x, y: P.minibatch_covariance(m, F.cross_entropy, x, y, 4),
+    "minibatch_covariance_bn_train": lambda m, x, y: P.minibatch_covariance(
+        m, F.cross_entropy, x, y, 4, bn_mode="train"),
+    "sgd_noise": lambda m, x, y: P.sgd_noise(
+        m, F.cross_entropy, x, y, torch.linspace(-1, 1, sum(p.numel() for p in m.parameters()))),
 }
 
 

@@ -16,6 +16,15 @@ formed). Metric names:
   hessian/trace                                Hutchinson                           [hessian_trace]
   gradcov/top, gradcov/trace, gradcov/smallest_nonzero,
   gradcov/trace_over_top, gradcov/smallest_over_top                                 [gradcov]
+                                               K per example (gradcov_unit: example, the
+                                               default) or of probe-set minibatch means
+  gradcov_mb/top, gradcov_mb/trace, gradcov_mb/trace_over_top
+                                               K of gradcov_mb_batches mini-batch mean
+                                               gradients of gradcov_mb_size examples  [gradcov_mb]
+  sgd_noise/s2, sgd_noise/curv_mean, sgd_noise/grad_var, sgd_noise/noise_term
+                                               per-example curvature variance s² along
+                                               e_H¹ (and mean), gradient variance along
+                                               e_H¹, s²η²(N−S)/(S(N−1))               [sgd_noise]
   stiffness/{train_train,train_val,val_val}/{sign,cos,sign_within,sign_between,cos_within,cos_between}
                                                (+ artifacts stiffness_<pair>)       [stiffness]
   fisher/trace                                                                      [fisher]
@@ -49,6 +58,7 @@ from dynamics_core.measure.base import ProbeFamily, ProbeRound, ProbeSet, probe_
 from dynamics_core.measure.registry import (ProbeFactory, default_hooks, enabled, flags, get, names,
                                             register_probe)
 from dynamics_core.measure import curvature, fisher, frequency, gradcov, stiffness, timeline  # noqa: F401  (register)
+from dynamics_core.measure import sgd_noise  # noqa: F401,E402  (register)
 
 __all__ = ["ProbeFactory", "ProbeFamily", "ProbeRound", "ProbeSet", "default_hooks", "enabled", "flags",
            "get", "names", "probe_schedule", "register_probe"]

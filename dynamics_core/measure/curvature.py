@@ -11,6 +11,9 @@ from dynamics_core.measure.base import ProbeFamily
 from dynamics_core.measure.registry import register_probe
 
 
+TOP_VECTOR = "hessian/top_vector"   # ctx.cache key: this step's top eigenvector
+
+
 class HessianTop(ProbeFamily):
     """λ_H¹ on the curvature batch, warm-started from the previous round's vector."""
 
@@ -31,6 +34,7 @@ class HessianTop(ProbeFamily):
         res = P.hessian_top_eigen(ctx.model, ctx.loss_fn, ps.xh, ps.yh, tol=self.cfg.hessian_tol,
                                   v0=self.v0, bn_mode=self.cfg.bn_mode)
         self.v0 = res.vector
+        ctx.cache[TOP_VECTOR] = res.vector      # for the probes along e_H¹ (sgd_noise)
         return {"hessian/top": res.value, "hessian/n_hvp": float(res.n_hvp),
                 "hessian/lr_x_top": ctx.lr * res.value}
 

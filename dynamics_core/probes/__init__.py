@@ -33,6 +33,18 @@ Gradient covariance K (covariance.py)
         -> the same dict, from precomputed gradients or their Gram
     gram_matrix(grads) -> GGᵀ (n×n float64, uncentred); pass it as `gram=` to
         gradient_covariance (unit="example": centred exactly) and stiffness
+Gradient covariance in the mini-batch unit (minibatch.py)
+    minibatch_gradients(model, loss_fn, inputs, targets, batch_size, bn_mode="eval")
+        -> (M, p) mean gradients of M consecutive mini-batches
+    minibatch_covariance(model, loss_fn, inputs, targets, batch_size=128,
+                         bn_mode="eval") -> the covariance_spectrum dict of
+        K_mb = (1/M) Σ_j (g_j − ḡ)(g_j − ḡ)ᵀ over those M gradients (M×M Gram)
+SGD noise along a direction (sgd_noise.py)
+    directional_derivatives(model, loss_fn, inputs, targets, vector)
+        -> (g_i·v, vᵀH_i v) per example, one nested forward-mode pass
+    sgd_noise(model, loss_fn, inputs, targets, vector) -> dict s2 (variance of
+        the per-example curvatures vᵀH_i v: the s² of stability_breakeven),
+        curv_mean, grad_var (variance of g_i·v)
 Stiffness (stiffness.py)
     stiffness(model, loss_fn, inputs, targets, num_classes, other=None,
               grads=None, other_grads=None, gram=None) -> dict sign, cos,
@@ -69,8 +81,10 @@ from .curvature import EigenResult, hessian_hvp, hessian_top_eigen, hessian_trac
 from .fisher import fisher_trace, sample_labels
 from .frequency import (default_grid, frequency_errors, gaussian_smooth, label_peaks,
                         low_high_errors, nudft, pc1_projection)
+from .minibatch import minibatch_covariance, minibatch_gradients
 from .modes import probe_mode
 from .pergrad import per_example_gradients, per_example_gram
+from .sgd_noise import directional_derivatives, sgd_noise
 from .stiffness import critical_length, stiffness, stiffness_by_distance, stiffness_from
 from .timeline import distance_from_init, gradient_norm, sign_flip_fraction
 
@@ -78,7 +92,8 @@ __all__ = [
     "EigenResult", "covariance_spectrum", "critical_length", "default_grid", "distance_from_init",
     "fisher_trace", "frequency_errors", "gaussian_smooth", "gradient_covariance",
     "gradient_norm", "gram_matrix", "hessian_hvp", "hessian_top_eigen", "hessian_trace",
-    "label_peaks", "low_high_errors", "nudft", "pc1_projection",
+    "label_peaks", "low_high_errors", "minibatch_covariance", "minibatch_gradients", "nudft",
+    "pc1_projection", "directional_derivatives", "sgd_noise",
     "per_example_gradients", "per_example_gram", "probe_mode", "sample_labels",
     "saturation_breakeven", "sign_flip_fraction", "stability_breakeven",
     "stiffness", "stiffness_by_distance", "stiffness_from",

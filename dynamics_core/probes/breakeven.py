@@ -3,8 +3,10 @@
 Stability: SGD with learning rate η and batch S out of N examples is unstable
 along the top Hessian direction once
     (1 − ηλ_H¹)² + s²η²(N − S)/(S(N − 1)) ≥ 1,
-where s² is the per-example gradient variance along that direction. Without
-the noise term (full batch, or s/S/N not given) this is λ_H¹ ≥ 2/η.
+where s² is the variance of the per-example curvatures h_i = eᵀH_i e along
+that direction e (`sgd_noise.py` says why it is the curvatures, not the
+gradients, and measures it). Without the noise term (full batch, or s/S/N
+not given) this is λ_H¹ ≥ 2/η.
 Only the high-curvature branch ηλ_H¹ ≥ 1 counts. With noise c > 0 the
 inequality (1 − x)² + c ≥ 1 (x = ηλ) also holds for small x ≤ 1 − √(1 − c),
 i.e. for nearly flat directions, where the noise alone makes the iterate
@@ -40,7 +42,13 @@ def _per_step(x, n: int) -> np.ndarray:
 def stability_breakeven(steps: Sequence[int], lam_h, lr, batch_size: int | None = None,
                         n_train: int | None = None, s=None) -> int | None:
     """First step satisfying the stability criterion, or None. `lr` and `s`
-    may be scalars or per-step sequences (schedules)."""
+    may be scalars or per-step sequences (schedules); `s` is the square root
+    of the per-example curvature variance s² (`sgd_noise`'s `s2`).
+
+    The rule, with x = ηλ_H¹ and c = s²η²(N − S)/(S(N − 1)): the step fires
+    when x ≥ 1 and (1 − x)² + c ≥ 1, i.e. x ≥ 1 + √(1 − c) for c ≤ 1 and
+    x ≥ 1 for c > 1 (noise alone unstable: the first step with ηλ_H¹ ≥ 1);
+    without s, S and N, x ≥ 2."""
     steps = list(steps)
     lam = _per_step(lam_h, len(steps))
     eta = _per_step(lr, len(steps))

@@ -45,10 +45,37 @@ are not `finished` (diverged, errored, running) are never compared.
 Both break-even detectors are `dynamics_core.probes.stability_breakeven` and
 `saturation_breakeven`: one rule, shared by the probes and the service. The
 stability detector gets S (`train.batch_size`) and N (`data.train_size`)
-from the config; its SGD-noise term also needs s, the per-example gradient
-spread along the top Hessian direction, which no probe logs yet, so it runs
-in its full-batch form λ_H¹ ≥ 2/η (a plan may name the metric that carries s
-in `options["noise_scale_key"]`).
+from the config and s² from the metric the plan names in
+`options["noise_s2_key"]` (`sgd_noise/s2`: the variance of the per-example
+curvatures along the top Hessian eigenvector, logged by the `sgd_noise`
+probe): SGD is unstable once ηλ_H¹ ≥ 1 and
+(1 − ηλ_H¹)² + s²η²(N − S)/(S(N − 1)) ≥ 1. A trial without s² or N falls
+back to the full-batch form λ_H¹ ≥ 2/η, and `details["noise_term"]` says
+how many trials did.
+
+Units of K. `gradcov/*` is K of per-example gradients on the 256-example
+probe set (`probes.gradcov_unit: example`); `gradcov_mb/*` is K of
+M = 16 mini-batch mean gradients of S_K = 128 examples
+(`probes.gradcov_mb`), the paper's unit, about the per-example one / S_K.
+Conjecture 1 on `gradcov/top` stays the primary test (in family
+`breakeven.c1`, as registered before the mini-batch unit existed); the
+mini-batch-unit maxima are a secondary family of their own,
+`breakeven.c1_mb` (2 tests, η and S, Holm within it): they test the same
+claim about the same matrix in another unit (a check that the verdict does
+not hinge on the unit), with a noisier top eigenvalue (16 vectors instead of
+256), so adding them to the primary family would cost the primary tests
+power without adding a claim. They are judged only where the sweep measured
+`gradcov_mb/top`.
+
+Conjecture 2's break-even step is the saturation detector on λ_K¹, not the
+stability detector with the noise term, for two reasons given before any
+sweep with the noise term ran: the conjecture is about the spectrum after the early rise of λ_K¹
+has stalled, which is what saturation detects on the measured trajectory,
+while the stability step is a quadratic model's prediction that depends on
+λ_H¹ of the probe loss reaching about 2/η (less with noise), which
+small-η trials may never do within the step budget, so its exclusions
+would fall unevenly along the tested η axis. The stability step with the
+noise term is still computed for every trial (`breakeven_steps.csv`).
 """
 from __future__ import annotations
 
@@ -67,13 +94,16 @@ from sweeps.experiments import Experiment, Sources, own_plans, register
 from sweeps.report import DPI, finished_runs, has_metrics, lr_colors
 
 LR, BATCH, TRAIN_SIZE = "optim.lr", "train.batch_size", "data.train_size"
+NOISE_S2 = "sgd_noise/s2"          # s² of the stability criterion (the sgd_noise probe)
 AXES = {"lr": (LR, "η"), "batch": (BATCH, "S")}
-SYMBOL = {"hessian/top": "λ_H¹", "gradcov/top": "λ_K¹", "gradcov/trace": "Tr(K)",
+SYMBOL = {"hessian/top": "λ_H¹", "gradcov/top": "λ_K¹", "gradcov_mb/top": "λ_K¹ (mini-batch unit)",
+          "gradcov/trace": "Tr(K)",
           "gradcov/trace_over_top": "Tr(K)/λ_K¹", "hessian/trace": "Tr(H)"}
 # predicted sign of d(max metric)/d(lr); along batch size it is the opposite.
 C1_SIGNS = {"hessian/top": -1, "gradcov/top": -1}
+C1_MB_SIGNS = {"gradcov_mb/top": -1}   # secondary family breakeven.c1_mb
 C2_SIGNS = {"gradcov/trace_over_top": +1, "gradcov/trace": -1, "hessian/trace": -1}
-C2_OPTIONAL = ("hessian/trace",)   # judged only when the sweep measured it
+OPTIONAL = ("hessian/trace", "gradcov_mb/top")   # judged only when the sweep measured it
 
 
 # ------------------------------------------------------------ trajectories
@@ -175,12 +205,15 @@ def saturation_steps(table: Any, key: str = "gradcov/top", eps: float = 0.05,
 
 
 def run_stability_step(table: Any, row: pd.Series | Mapping[str, Any],
-                       noise_scale_key: str | None = None) -> float:
+                       noise_scale_key: str | None = None, *,
+                       noise_s2_key: str | None = None) -> float:
     """Break-even step of one trial by the stability detector on its `hessian/top`.
 
     η is the logged `lr` interpolated at the probe steps (schedules), else the
     config's; S and N come from the config (`train.batch_size`,
-    `data.train_size`), s from `noise_scale_key` when a probe logs it.
+    `data.train_size`), s from the metric `noise_scale_key` or s = √s² from
+    `noise_s2_key` (e.g. `sgd_noise/s2`) when the trial logged it; without
+    s or N the criterion is the full-batch λ_H¹ ≥ 2/η.
     """
     rid = row["run_id"]
     h = table.series(rid, "hessian/top").sort_index()
@@ -190,18 +223,38 @@ def run_stability_step(table: Any, row: pd.Series | Mapping[str, Any],
     lr_log = table.series(rid, "lr").sort_index()
     eta = (np.interp(at, lr_log.index.to_numpy(float), lr_log.to_numpy(float)) if len(lr_log)
            else float(pd.to_numeric(row.get(LR, np.nan), errors="coerce")))
-    s_log = table.series(rid, noise_scale_key).sort_index() if noise_scale_key else h.iloc[:0]
-    s = np.interp(at, s_log.index.to_numpy(float), s_log.to_numpy(float)) if len(s_log) else None
+    key, root = (noise_scale_key, False) if noise_scale_key else (noise_s2_key, True)
+    log = table.series(rid, key).sort_index() if key else h.iloc[:0]
+    s = np.interp(at, log.index.to_numpy(float), log.to_numpy(float)) if len(log) else None
+    if s is not None and root:
+        s = np.sqrt(np.maximum(s, 0.0))
     num = lambda k: pd.to_numeric(row.get(k, np.nan), errors="coerce")  # noqa: E731
     return stability_step(h.index.to_numpy(), h.to_numpy(), eta, num(BATCH), num(TRAIN_SIZE), s)
+
+
+def noise_term_status(table: Any, runs: pd.DataFrame, noise_s2_key: str | None) -> str:
+    """How many of `runs` the stability detector judged with its SGD-noise term."""
+    if not noise_s2_key:
+        return "off: the plan names no s² metric"
+    have = set(metric_frame(table, noise_s2_key)["run_id"])
+    n = pd.to_numeric(runs.get(TRAIN_SIZE, pd.Series(np.nan, index=runs.index)), errors="coerce")
+    on = int((runs["run_id"].isin(have) & np.isfinite(n.to_numpy(float))).sum())
+    if on == 0:
+        return f"off: no trial logged {noise_s2_key} with {TRAIN_SIZE} set; full-batch λ_H¹ ≥ 2/η"
+    if on < len(runs):
+        return (f"on for {on} of {len(runs)} trials ({noise_s2_key}, S = {BATCH}, "
+                f"N = {TRAIN_SIZE}); the rest full-batch λ_H¹ ≥ 2/η")
+    return f"on ({noise_s2_key}, S = {BATCH}, N = {TRAIN_SIZE})"
 
 
 def breakeven_steps(table: Any, peak_eps: float = 0.05, window: int = 3) -> pd.DataFrame:
     """Per trial break-even step by both detectors, and whether each peak was reached.
 
     Columns: run_id, status, optim.lr, train.batch_size, seed, stability_step
-    (`run_stability_step`: λ_H¹ ≥ 2/η while s is not logged, η from the
-    logged `lr` when present), saturation_step_gradcov /
+    (`run_stability_step` with the SGD-noise term where the trial logged
+    `sgd_noise/s2` and the config gives N, η from the logged `lr` when
+    present), stability_step_full_batch (λ_H¹ ≥ 2/η, no noise term),
+    saturation_step_gradcov /
     saturation_step_hessian (running max of λ_K¹ / λ_H¹ grows < peak_eps over
     `window` measurements), peak_reached_gradcov / peak_reached_hessian (the
     trajectory passed its maximum: `peak_reached`).
@@ -211,7 +264,8 @@ def breakeven_steps(table: Any, peak_eps: float = 0.05, window: int = 3) -> pd.D
         rid = r["run_id"]
         row = {"run_id": rid, "status": r["status"], LR: r.get(LR, np.nan),
                BATCH: r.get(BATCH, np.nan), "seed": r["seed"],
-               "stability_step": run_stability_step(table, r)}
+               "stability_step": run_stability_step(table, r, noise_s2_key=NOISE_S2),
+               "stability_step_full_batch": run_stability_step(table, r)}
         for short, key in (("gradcov", "gradcov/top"), ("hessian", "hessian/top")):
             s = table.series(rid, key).sort_index()
             row[f"saturation_step_{short}"] = saturation_step(s.index.to_numpy(), s.to_numpy(),
@@ -223,7 +277,8 @@ def breakeven_steps(table: Any, peak_eps: float = 0.05, window: int = 3) -> pd.D
 
 # ------------------------------------------------------------------- plans
 C1_WINDOW = "until_probe/acc>=0.65"
-DETECTOR_OPTIONS = {"peak_eps": 0.05, "breakeven_key": "gradcov/top", "breakeven_window": 3}
+DETECTOR_OPTIONS = {"peak_eps": 0.05, "breakeven_key": "gradcov/top", "breakeven_window": 3,
+                    "noise_s2_key": NOISE_S2}
 
 
 def _plan(conjecture: str, key: str, sign_lr: int, axis: str, family: str, window: str,
@@ -250,6 +305,11 @@ def _plans() -> dict[str, AnalysisPlan]:
                       ("unfinished", "window_not_reached"),
                       "up to the first probe with train accuracy ≥ 0.65")
             out[f"{p.conjecture}[{key}]"] = p
+        for key, sign in C1_MB_SIGNS.items():
+            p = _plan(f"breakeven.c1_{axis}", key, sign, axis, "breakeven.c1_mb", C1_WINDOW, None,
+                      ("unfinished", "window_not_reached"),
+                      "up to the first probe with train accuracy ≥ 0.65")
+            out[f"{p.conjecture}[{key}]"] = p
         for key, sign in C2_SIGNS.items():
             p = _plan(f"breakeven.c2_{axis}", key, sign, axis, "breakeven.c2", "after_breakeven",
                       "saturation", ("unfinished", "no_breakeven", "peak_not_reached"),
@@ -269,7 +329,7 @@ def breakeven_step_of(table: Any, runs: pd.DataFrame, plan: AnalysisPlan) -> pd.
         be = saturation_steps(table, o["breakeven_key"], o["peak_eps"], o["breakeven_window"])
         return be.reindex(runs["run_id"])
     if plan.detector == "stability":
-        return pd.Series({r["run_id"]: run_stability_step(table, r, o.get("noise_scale_key"))
+        return pd.Series({r["run_id"]: run_stability_step(table, r, noise_s2_key=o.get("noise_s2_key"))
                           for _, r in runs.iterrows()}, dtype=float).reindex(runs["run_id"])
     raise ValueError(f"plan {plan.conjecture!r}: detector must be saturation or stability, "
                      f"got {plan.detector!r}")
@@ -320,8 +380,8 @@ def _judge_plan(table: Any, vname: str, plan: AnalysisPlan, *, n_perm: int, n_bo
     if unknown:
         raise ValueError(f"plan {vname!r}: unknown exclusions {sorted(unknown)}")
     key, col = plan.metric, plan.options["axis"]
-    if key in C2_OPTIONAL and _metric_rows(table, key).empty:
-        return None                                  # Tr(H) is judged only when measured
+    if key in OPTIONAL and _metric_rows(table, key).empty:
+        return None                          # Tr(H), K_mb: judged only when measured
     runs, excluded = usable_runs(table.runs)
     held = _strata_columns(runs, col, strata)
     bounds = window_bounds(table, runs, plan)
@@ -335,8 +395,7 @@ def _judge_plan(table: Any, vname: str, plan: AnalysisPlan, *, n_perm: int, n_bo
         base.update(breakeven_key=plan.options["breakeven_key"],
                     breakeven_window=plan.options["breakeven_window"])
     if plan.detector == "stability":
-        base["noise_term"] = ("on" if plan.options.get("noise_scale_key") else
-                              "off: s (gradient spread along the top direction) is not logged")
+        base["noise_term"] = noise_term_status(table, runs, plan.options.get("noise_s2_key"))
     if _metric_rows(table, key).empty or col not in runs.columns:
         why = f"{key} was not logged" if col in runs.columns else f"no column {col}"
         return judge(plan, None, name=vname, n=0, reason=why, **base)
@@ -454,9 +513,10 @@ def fig_pca_trajectories(trajectories: Trajectories | None, max_runs: int = 4) -
 
 
 def fig_max_vs_hparams(table: Any, sources: Sources | None = None, peak_eps: float = 0.05) -> Figure | None:
-    """Max λ_H¹ and max λ_K¹ against η (one line per S) and against S (one line per η).
-    Filled markers: peak reached; hollow: not reached (not comparable)."""
-    keys = [k for k in ("hessian/top", "gradcov/top") if has_metrics(table, k)]
+    """Max λ_H¹ and max λ_K¹ (per example, and in the mini-batch unit when
+    logged) over the whole run against η (one line per S) and against S (one
+    line per η). Filled markers: peak reached; hollow: not reached (not comparable)."""
+    keys = [k for k in ("hessian/top", "gradcov/top", "gradcov_mb/top") if has_metrics(table, k)]
     runs = finished_runs(table)
     if not keys or LR not in runs or BATCH not in runs:
         return None
@@ -485,6 +545,36 @@ def fig_max_vs_hparams(table: Any, sources: Sources | None = None, peak_eps: flo
             ax.set(xscale="log", yscale="log", xlabel="η" if x == LR else "S",
                    ylabel=f"max {SYMBOL[key]} ({key})")
             ax.legend(fontsize=6)
+    return fig
+
+
+def fig_stability(table: Any, sources: Sources | None = None) -> Figure | None:
+    """How close each trial comes to the stability limit along e_H¹: ηλ_H¹ over
+    its limit 1 + √(1 − c), c = `sgd_noise/noise_term` (1 when c ≥ 1), against
+    the step, one panel per S, coloured by η; at or above 1 the stability
+    detector fires. Dotted: the full-batch ratio ηλ_H¹ / 2."""
+    if not has_metrics(table, "hessian/lr_x_top", "sgd_noise/noise_term"):
+        return None
+    runs = finished_runs(table)
+    if runs.empty or BATCH not in runs:
+        return None
+    sizes = sorted(runs[BATCH].dropna().unique())
+    color, sm = lr_colors(runs[LR] if LR in runs else [])
+    fig = Figure(figsize=(4.2 * len(sizes) + 1, 3.4), dpi=DPI, layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, len(sizes), sharey=True))
+    for ax, size in zip(axes, sizes):
+        for _, r in runs[runs[BATCH] == size].iterrows():
+            x = table.series(r["run_id"], "hessian/lr_x_top").sort_index()
+            c = table.series(r["run_id"], "sgd_noise/noise_term").reindex(x.index)
+            limit = 1 + np.sqrt(np.clip(1 - c.to_numpy(float), 0, None))
+            steps = x.index.to_numpy(float) + 1
+            col = color(r[LR]) if LR in r else None
+            ax.plot(steps, x.to_numpy(float) / limit, "-", lw=1, color=col, alpha=0.8)
+            ax.plot(steps, x.to_numpy(float) / 2, ":", lw=0.8, color=col, alpha=0.6)
+        ax.axhline(1, color="grey", lw=0.8)
+        ax.set(xscale="log", xlabel="step + 1", title=f"S = {size:g}")
+    axes[0].set_ylabel("ηλ_H¹ / stability limit")
+    fig.colorbar(sm, ax=list(axes), label="η")
     return fig
 
 
@@ -518,7 +608,8 @@ EXPERIMENT = register(Experiment(
                  "breakeven.c2_lr": c2_lr, "breakeven.c2_batch": c2_batch},
     figures={"breakeven_fig6_spectra.png": fig_spectra,
              "breakeven_max_vs_hparams.png": fig_max_vs_hparams,
-             "breakeven_fig7_pca.png": fig_pca},
+             "breakeven_fig7_pca.png": fig_pca,
+             "breakeven_stability.png": fig_stability},
     tables={BREAKEVEN_STEPS_CSV: breakeven_steps},
     specs=("breakeven.yaml", "breakeven-cifar.yaml"),
     plans=PLANS,
