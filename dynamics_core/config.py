@@ -40,12 +40,14 @@ class DeficitConfig(_Frozen):
 
 
 class PatchConfig(_Frozen):
-    """Li/Wei/Ma patch data: a fraction of examples carry a class patch z ± zeta_c."""
+    """Li/Wei/Ma patch data: a fraction of examples carry a class patch z + zeta_c
+    (+ a per-example noise xi_i of norm about `noise`)."""
 
     fraction: float = Field(0.0, ge=0.0, le=1.0)
     scale: float = Field(0.5, gt=0.0)      # magnitude of the patch z
     zeta: float = Field(0.1, ge=0.0)       # class-dependent offset size
     size: int = Field(4, ge=1)             # patch length (1-D) or side (2-D)
+    noise: float = Field(0.0, ge=0.0)      # per-example Gaussian noise, expected norm ~ noise
 
 
 class DataConfig(_Frozen):

@@ -37,9 +37,12 @@ def add_patches(x: torch.Tensor, y: torch.Tensor, num_classes: int, cfg: PatchCo
     The patch overwrites the first `size` entries of a 1-D signal, or the
     top-left `size`×`size` corner of every channel of an image. z is one
     random vector of norm `scale`; zeta_c a random per-class vector of norm
-    `zeta`. Returns the patched inputs and, for measuring how much the model
-    relies on the patch, inputs that hold only the patch (zeros elsewhere)
-    for every training example (with its own class's patch).
+    `zeta`. With `noise` > 0 every example's patch also gets its own Gaussian
+    xi_i (std noise/sqrt(patch entries), so |xi_i| is about `noise`): a
+    pattern that is easy to fit but, as the noise swamps zeta, hard to
+    generalize. Returns the patched inputs and, for measuring how much the
+    model relies on the patch, inputs that hold only the patch (zeros
+    elsewhere) for every training example (its class's patch and its own xi_i).
     """
     g = torch.Generator().manual_seed(seed + 104729)
     shape = _patch_shape(x, cfg.size)
@@ -49,6 +52,9 @@ def add_patches(x: torch.Tensor, y: torch.Tensor, num_classes: int, cfg: PatchCo
     zeta = cfg.zeta * zeta / zeta.flatten(1).norm(dim=1).view(-1, *[1] * len(shape))
     patches = z.unsqueeze(0) + zeta[y]
     carry = torch.randperm(len(y), generator=g)[: int(round(cfg.fraction * len(y)))]
+    if cfg.noise > 0:
+        xi = torch.randn(patches.shape, generator=g)
+        patches = patches + cfg.noise / float(torch.tensor(shape).prod()) ** 0.5 * xi
     patched = x.clone()
     _paste(patched, carry, patches[carry])
     only = torch.zeros_like(x)
