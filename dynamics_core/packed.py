@@ -156,7 +156,7 @@ class Pack:
             row = self.alive.index(i)
             self.frozen[i] = {k: v[row].clone() for k, v in {**self.params, **self.buffers}.items()}
         keep = [r for r, i in enumerate(self.alive) if i not in members]
-        rows = torch.tensor(keep, device=self.device)
+        rows = torch.tensor(keep, dtype=torch.long, device=self.device)
         for k in self.params:
             self.params[k] = self.params[k].index_select(0, rows)
         for k in self.buffers:
@@ -296,7 +296,7 @@ def _run_packed(cfgs, sinks, env, hooks, resume, pack_sink) -> PackedRun:
                     results[k] = RunResult("diverged", step, epoch, summary)
             if gone:
                 rows = [r for r, k in enumerate(pack.alive) if k not in gone]
-                keep = torch.tensor(rows, device=device)
+                keep = torch.tensor(rows, dtype=torch.long, device=device)
                 grads = {n: g.index_select(0, keep) for n, g in grads.items()}
                 values, hits = [values[r] for r in rows], [hits[r] for r in rows]
                 pack.drop(gone)

@@ -135,6 +135,14 @@ def test_a_diverging_member_stops_at_its_step_and_the_others_finish_as_alone(mni
     assert set(out.pack.member_module(1).state_dict()) == set(out.pack.member_module(0).state_dict())
 
 
+def test_a_pack_whose_every_member_diverges_ends_with_their_records(mnist1d_cache):
+    cfgs = [trial(seed=3, lr=50.0)]
+    out, sinks = packed(cfgs, mnist1d_cache)
+    _, sink, _ = solo(cfgs[0], mnist1d_cache)
+    assert out.results[0].status == "diverged"
+    assert_same_run(sinks[0], sink)
+
+
 # ------------------------------------------------------------------- probes
 def test_members_run_their_own_probes_as_solo_runs_do(mnist1d_cache):
     probes = {**PROBES_OFF, "hessian": True, "timeline": True, "probe_size": 32,
