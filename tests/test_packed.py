@@ -2,8 +2,9 @@
 bit for bit for the MLP classifier on CPU, to float32 rounding for the 1-D
 CNN and for regression (MSE) — gets
 its own seed, learning rate and batch order wherever it sits in the pack,
-diverges at its own step while the others go on, runs its own probes, and
-`pack_compatible` names the field that keeps configs apart. Solo weights
+diverges at its own step while the others go on, runs its own probes, logs
+its own wall-clock seconds, resumes from the pack's checkpoint bit for bit,
+and `pack_compatible` names the field that keeps configs apart. Solo weights
 are read from the final checkpoint `train.run` hands its sink."""
 import pytest
 import torch
@@ -174,6 +175,7 @@ def test_pack_compatible_names_the_field_that_differs(other, field):
     ({"model": {"batchnorm": True}}, "model.batchnorm"),
     ({"model": {"dropout": 0.1}}, "model.dropout"),
     ({"data": {"deficit": {"kind": "blur", "start_epoch": 0, "end_epoch": 1}}}, "data.deficit"),
+    ({"pruning": {"levels": 1}}, "pruning.levels"),
 ])
 def test_pack_compatible_refuses_what_packs_do_not_support(over, field):
     why = pack_compatible([trial(**over), trial(seed=1, **over)])
