@@ -21,7 +21,10 @@ time as its own process on a fresh local Ray and sqlite MLflow store (the
 same work the user waits for: Ray start, Tune, MLflow, checkpoints), once
 unpacked — one trial per Tune trial, two at a time on two cores — and once
 per `resources.pack` K. Prints wall seconds, trials per hour and the
-speed-up over the unpacked sweep, with `uptime` before and after.
+speed-up over the unpacked sweep, with `uptime` before and after; and, from
+the MLflow store, the trials' training seconds summed (`final/time_train_s`:
+a pack's members' shares add up to its training time), which leaves out
+Ray's and MLflow's start, probes, evaluation and checkpoints.
 
     python benchmarks/bench_packed.py                      # device auto, 1 epoch, best of 2
     python benchmarks/bench_packed.py --device cuda --epochs 3 --packs 1 4 16 64
@@ -105,14 +108,25 @@ def sweep_main(args) -> None:
             wall = time.perf_counter() - t0
             if res.returncode != 0:
                 raise SystemExit(f"pack {k} failed ({res.returncode}):\n{res.stderr[-3000:]}")
-            rows.append((k, wall))
+            train = train_seconds(f"sqlite:///{tmp / f'mlflow{k}.db'}", f"bench-pack{k}")
+            rows.append((k, wall, train))
             print(f"  pack {k}: {wall:.1f} s", flush=True)
     print(f"uptime after:  {uptime()}")
-    print(f"{'resources.pack':<16}{'Tune trials':>12}{'wall s':>9}{'trials/h':>10}{'× unpacked':>12}")
-    base = rows[0][1]
-    for k, wall in rows:
+    print(f"{'resources.pack':<16}{'Tune trials':>12}{'wall s':>9}{'trials/h':>10}{'× unpacked':>12}"
+          f"{'train s (sum)':>15}{'× unpacked':>12}")
+    base, base_train = rows[0][1], rows[0][2]
+    for k, wall, train in rows:
         label = "1 (unpacked)" if k == 1 else str(k)
-        print(f"{label:<16}{math.ceil(16 / k):>12}{wall:>9.1f}{16 / wall * 3600:>10.0f}{base / wall:>11.2f}x")
+        print(f"{label:<16}{math.ceil(16 / k):>12}{wall:>9.1f}{16 / wall * 3600:>10.0f}{base / wall:>11.2f}x"
+              f"{train:>15.1f}{base_train / train:>11.2f}x")
+
+
+def train_seconds(uri: str, name: str) -> float:
+    """The trials' `final/time_train_s`, summed: a pack's members' shares add up to its training time."""
+    from sweeps import tracking
+    from sweeps.tracking import Store
+
+    return sum(r.metrics.get("final/time_train_s", 0.0) for r in tracking.trial_runs(Store(uri), name))
 
 
 def main() -> None:
