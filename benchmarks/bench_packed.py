@@ -14,15 +14,33 @@ shared machine's noise only ever adds time.
 A pack of K trains the first K of the configs, and its solo time is the sum
 of those K solo runs. Prints the table and the packed / solo speed-up.
 
+`--sweep` measures the service instead: one 16-trial MNIST-1D MLP grid
+(8 learning rates in [0.01, 0.2] × 2 seeds, width 128, batch 32, momentum
+0.9, 10 epochs, probes off unless `--probes`) through `dynsweep run`, each
+time as its own process on a fresh local Ray and sqlite MLflow store (the
+same work the user waits for: Ray start, Tune, MLflow, checkpoints), once
+unpacked — one trial per Tune trial, two at a time on two cores — and once
+per `resources.pack` K. Prints wall seconds, trials per hour and the
+speed-up over the unpacked sweep, with `uptime` before and after; and, from
+the MLflow store, the trials' training seconds summed (`final/time_train_s`:
+a pack's members' shares add up to its training time), which leaves out
+Ray's and MLflow's start, probes, evaluation and checkpoints.
+
     python benchmarks/bench_packed.py                      # device auto, 1 epoch, best of 2
     python benchmarks/bench_packed.py --device cuda --epochs 3 --packs 1 4 16 64
+    python benchmarks/bench_packed.py --sweep --packs 4 8 16
 """
 from __future__ import annotations
 
 import argparse
 import math
+import os
 import platform
+import subprocess
+import sys
+import tempfile
 import time
+from pathlib import Path
 
 import torch
 
@@ -52,16 +70,81 @@ def timed(fn) -> float:
     return time.perf_counter() - t0
 
 
+def sweep_spec(folder: Path, pack: int, epochs: int, probes: bool) -> Path:
+    import yaml
+
+    spec = {"name": f"bench-pack{pack}",
+            "base": {"data": {"dataset": "mnist1d"}, "model": MODELS["mlp"],
+                     "optim": {"name": "sgd", "lr": 0.1, "momentum": 0.9},
+                     "train": {"epochs": epochs, "batch_size": 32},
+                     "probes": {"schedule": {"kind": "log", "points": 12}} if probes else PROBES_OFF},
+            "grid": {"optim.lr": [round(x, 4) for x in torch.logspace(-2, math.log10(0.2), 8).tolist()]},
+            "seeds": [0, 1], "resources": {"cpus_per_trial": 1, "pack": pack}}
+    path = folder / f"bench-pack{pack}.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def sweep_main(args) -> None:
+    """16 trials through `dynsweep run`: unpacked, then packed by each K."""
+    def uptime() -> str:
+        return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+
+    root = Path(__file__).resolve().parents[1]
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "RAY_ADDRESS")}
+    print(f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}; 16-trial MNIST-1D MLP grid "
+          f"(8 lr × 2 seeds), {args.epochs} epochs, batch 32, probes {'default' if args.probes else 'off'}")
+    print(f"uptime before: {uptime()}")
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="bench-packed-") as tmp:
+        tmp = Path(tmp)
+        env.setdefault("DYNSWEEP_CACHE", str(tmp / "data"))
+        for k in [1, *[k for k in args.packs if k > 1]]:
+            spec = sweep_spec(tmp, k, args.epochs, args.probes)
+            argv = [sys.executable, "-m", "sweeps.cli", "run", str(spec), "--storage", str(tmp / f"ray{k}"),
+                    "--tracking-uri", f"sqlite:///{tmp / f'mlflow{k}.db'}"]
+            t0 = time.perf_counter()
+            res = subprocess.run(argv, cwd=root, env=env, capture_output=True, text=True)
+            wall = time.perf_counter() - t0
+            if res.returncode != 0:
+                raise SystemExit(f"pack {k} failed ({res.returncode}):\n{res.stderr[-3000:]}")
+            train = train_seconds(f"sqlite:///{tmp / f'mlflow{k}.db'}", f"bench-pack{k}")
+            rows.append((k, wall, train))
+            print(f"  pack {k}: {wall:.1f} s", flush=True)
+    print(f"uptime after:  {uptime()}")
+    print(f"{'resources.pack':<16}{'Tune trials':>12}{'wall s':>9}{'trials/h':>10}{'× unpacked':>12}"
+          f"{'train s (sum)':>15}{'× unpacked':>12}")
+    base, base_train = rows[0][1], rows[0][2]
+    for k, wall, train in rows:
+        label = "1 (unpacked)" if k == 1 else str(k)
+        print(f"{label:<16}{math.ceil(16 / k):>12}{wall:>9.1f}{16 / wall * 3600:>10.0f}{base / wall:>11.2f}x"
+              f"{train:>15.1f}{base_train / train:>11.2f}x")
+
+
+def train_seconds(uri: str, name: str) -> float:
+    """The trials' `final/time_train_s`, summed: a pack's members' shares add up to its training time."""
+    from sweeps import tracking
+    from sweeps.tracking import Store
+
+    return sum(r.metrics.get("final/time_train_s", 0.0) for r in tracking.trial_runs(Store(uri), name))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="auto", help="auto | cpu | cuda[:i]")
-    ap.add_argument("--epochs", type=int, default=1)
+    ap.add_argument("--epochs", type=int, default=None, help="default 1 (10 with --sweep)")
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--packs", type=int, nargs="+", default=[1, 4, 8, 16])
     ap.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--cache-dir", default="runs/data")
+    ap.add_argument("--sweep", action="store_true", help="16 trials through `dynsweep run`, by resources.pack")
+    ap.add_argument("--probes", action="store_true", help="--sweep: the default probe set, 12 log-spaced rounds")
     args = ap.parse_args()
+    args.epochs = args.epochs or (10 if args.sweep else 1)
+    if args.sweep:
+        sweep_main(args)
+        return
     device = str(resolve_device(args.device))
     if device == "cpu":
         torch.set_num_threads(1)

@@ -31,18 +31,31 @@ CUDA is unmeasured.
 
 Not supported (`pack_compatible` names the field): Adam, BatchNorm,
 dropout, pre-activation noise, deficits, augmentation, patches, bf16, DDP,
-and checkpoints — a pack is restarted from scratch, never resumed.
+IMP levels (`pruning.levels`).
 Probes run per member on an unstacked copy (`member_module`) at each
 member's own scheduled steps, so they cannot change training.
 
-A pack does not log the per-trial wall-clock metrics (`time/train_s`,
-`time/probe_s`): its members share every second.
+Checkpoints: given a `pack_sink`, the pack hands it one checkpoint for all
+members at the epoch ends `env.checkpoint_every_epochs` names (0: only the
+last), at the config's boundary epochs and after the last step — the
+stacked weights and momentum buffers of the members still training, the
+last weights and results of those that diverged, each member's hook
+states, epoch statistics and clock. `run_packed(..., resume=state)` goes on
+from it bit for bit (but for the wall-clock seconds); a member that
+diverged before the checkpoint is not trained or reported to again.
+
+Wall-clock seconds per member, as `train.run` logs them (`time/train_s`,
+`time/probe_s` at epoch ends, `final/time_*` in the summary): `probe_s` is
+the member's own probe time; `train_s` is its share of the pack's training
+time, each step's seconds split evenly over the members trained in it, so
+the members' `train_s` add up to the pack's.
 """
 from __future__ import annotations
 
 import copy
 import math
-from typing import NamedTuple, Sequence
+import time
+from typing import Any, NamedTuple, Protocol, Sequence
 
 import torch
 from torch.func import functional_call, grad, stack_module_state, vmap
@@ -50,13 +63,15 @@ from torch.func import functional_call, grad, stack_module_state, vmap
 from dynamics_core import models
 from dynamics_core.config import TrialConfig
 from dynamics_core.data import Dataset, load
-from dynamics_core.hooks import Hook, StepContext, merge_metrics
+from dynamics_core.hooks import Hook, StepContext, hook_state, load_hook_state, merge_metrics
 from dynamics_core.measure import default_hooks
 from dynamics_core.optim import lr_momentum
 from dynamics_core.sink import Sink
 from dynamics_core.stacked_sgd import StackedSGD
-from dynamics_core.train import (RunEnv, RunResult, _epoch_order, _isolated, loss_function, trial_settings,
-                                 resolve_device, steps_per_epoch)
+from dynamics_core.train import (RunEnv, RunResult, _cpu, _epoch_order, _isolated, _synced_clock, loss_function,
+                                 resolve_device, steps_per_epoch, trial_settings)
+
+PACK_CHECKPOINT_VERSION = 1
 
 # Fields in which the members of a pack may differ; every other field must match.
 MAY_DIFFER = frozenset({"seed", "model.init_seed", "optim.lr", "optim.momentum", "optim.weight_decay",
@@ -77,6 +92,7 @@ def pack_compatible(cfgs: Sequence[TrialConfig]) -> str | None:
         "data.augment": first.data.augment,
         "data.patch": first.data.patch.fraction > 0,
         "train.bf16": first.train.bf16,
+        "pruning.levels": first.pruning.levels > 0,
     }
     for path, refused in refusals.items():
         if refused:
@@ -140,7 +156,7 @@ class Pack:
             row = self.alive.index(i)
             self.frozen[i] = {k: v[row].clone() for k, v in {**self.params, **self.buffers}.items()}
         keep = [r for r, i in enumerate(self.alive) if i not in members]
-        rows = torch.tensor(keep, device=self.device)
+        rows = torch.tensor(keep, dtype=torch.long, device=self.device)
         for k in self.params:
             self.params[k] = self.params[k].index_select(0, rows)
         for k in self.buffers:
@@ -183,17 +199,30 @@ class PackedRun(NamedTuple):
     pack: Pack                     # the trained weights: pack.member_module(k)
 
 
+class PackSink(Protocol):
+    """Where a pack's own records go (its members' go to their sinks)."""
+
+    def checkpoint(self, state: dict[str, Any], step: int, epoch: int, reason: str) -> None:
+        """The whole pack's state at an epoch end (after its members' metrics)."""
+
+    def epoch_end(self, epoch: int, step: int) -> None:
+        """An epoch finished (after any checkpoint and every member's `epoch_end`)."""
+
+
 def run_packed(cfgs: Sequence[TrialConfig], sinks: Sequence[Sink], env: RunEnv = RunEnv(),
-               hooks: Sequence[Sequence[Hook]] | None = None) -> PackedRun:
+               hooks: Sequence[Sequence[Hook]] | None = None, resume: dict[str, Any] | None = None,
+               pack_sink: PackSink | None = None) -> PackedRun:
     """Train `cfgs` as one pack, member k reporting to `sinks[k]` (and running
     `hooks[k]`; None: each member's default probe round, `measure.default_hooks`).
-    `env.checkpoint_*` are ignored: a pack takes no checkpoints. Process-wide
-    torch settings are set for the pack and restored after it (`trial_settings`)."""
+    Checkpoints go to `pack_sink` (none without one) at the epoch ends
+    `env.checkpoint_every_epochs` names; `resume` is such a checkpoint.
+    Process-wide torch settings are set for the pack and restored after it
+    (`trial_settings`)."""
     with trial_settings(cfgs[0]):
-        return _run_packed(cfgs, sinks, env, hooks)
+        return _run_packed(cfgs, sinks, env, hooks, resume, pack_sink)
 
 
-def _run_packed(cfgs, sinks, env, hooks) -> PackedRun:
+def _run_packed(cfgs, sinks, env, hooks, resume, pack_sink) -> PackedRun:
     if len(sinks) != len(cfgs) or (hooks is not None and len(hooks) != len(cfgs)):
         raise ValueError("run_packed needs one sink (and one hook list) per trial config")
     why = pack_compatible(cfgs) or ("RunEnv.distributed: a pack trains in one process" if env.distributed else None)
@@ -209,10 +238,15 @@ def _run_packed(cfgs, sinks, env, hooks) -> PackedRun:
     spe = steps_per_epoch(data.n_train, tc.batch_size)
     total = spe * tc.epochs if tc.max_steps is None else min(spe * tc.epochs, tc.max_steps)
     hook_steps = [{h.name: h.schedule.resolve(total, spe) for h in hs} for hs in hooks]
+    ckpt_epochs = tc.epochs if env.checkpoint_every_epochs == 0 else env.checkpoint_every_epochs
+    ckpt_steps = {e * spe for e in first.boundary_epochs()}
     results: dict[int, RunResult] = {}
     summaries: dict[int, dict[str, float]] = {}
     stats = [[0.0, 0.0, 0] for _ in cfgs]           # loss·n, correct, n of the epoch so far
+    clocks = [[0.0, 0.0] for _ in cfgs]             # train_s, probe_s
     step, epoch = 0, 0
+    if resume is not None:
+        step, epoch = _restore(resume, cfgs, pack, hooks, results, stats, clocks)
 
     def schedule(k: int, frac: float) -> tuple[float, float]:   # (lr, momentum) as the solo loop sets them
         return lr_momentum(cfgs[k].optim, epoch, frac, tc.epochs)
@@ -221,28 +255,33 @@ def _run_packed(cfgs, sinks, env, hooks) -> PackedRun:
         opt = cfgs[k].optim
         return opt.momentum if opt.nesterov else sched[k][1]
 
-    def call_hooks(k: int, lr: float, mu: float) -> None:
+    def call_hooks(k: int, lr: float, mu: float, times: bool = False) -> None:
         due = [h for h in hooks[k] if step in hook_steps[k][h.name]]
-        if not due:
-            return
-        model = pack.member_module(k)
-        ctx = StepContext(step=step, epoch=epoch, model=model, loss_fn=pack.loss_fn, data=data, lr=lr,
-                          momentum=mu, batch_size=tc.batch_size, init_params=pack.init_params[k],
-                          log_artifact=lambda name, value: sinks[k].log_artifact(name, value, step))
         metrics: dict[str, float] = {}
-        for hook in due:
-            with _isolated(model, device):
-                merge_metrics(metrics, hook(ctx), hook.name)
+        if due:
+            t0 = _synced_clock(device)
+            model = pack.member_module(k)
+            ctx = StepContext(step=step, epoch=epoch, model=model, loss_fn=pack.loss_fn, data=data, lr=lr,
+                              momentum=mu, batch_size=tc.batch_size, init_params=pack.init_params[k],
+                              log_artifact=lambda name, value: sinks[k].log_artifact(name, value, step))
+            for hook in due:
+                with _isolated(model, device):
+                    merge_metrics(metrics, hook(ctx), hook.name)
+            clocks[k][1] += _synced_clock(device) - t0
+        if times:
+            metrics.update({"time/train_s": clocks[k][0], "time/probe_s": clocks[k][1]})
         if metrics:
             sinks[k].log_metrics(metrics, step)
 
-    for k in pack.alive:
-        call_hooks(k, *schedule(k, 0.0))
+    if resume is None:
+        for k in pack.alive:
+            call_hooks(k, *schedule(k, 0.0))
     while step < total and pack.alive:
         orders = {k: _epoch_order(data.n_train, cfgs[k].seed, epoch, device) for k in pack.alive}
-        for b in range(spe):
+        for b in range(step - epoch * spe, spe):
             if step >= total or not pack.alive:
                 break
+            t0 = time.perf_counter()
             sched = {k: schedule(k, b / spe) for k in pack.alive}
             idx = torch.stack([orders[k][b * tc.batch_size:(b + 1) * tc.batch_size] for k in pack.alive])
             grads, loss, correct = pack.gradients(data.x_train[idx], data.y_train[idx])
@@ -257,7 +296,7 @@ def _run_packed(cfgs, sinks, env, hooks) -> PackedRun:
                     results[k] = RunResult("diverged", step, epoch, summary)
             if gone:
                 rows = [r for r, k in enumerate(pack.alive) if k not in gone]
-                keep = torch.tensor(rows, device=device)
+                keep = torch.tensor(rows, dtype=torch.long, device=device)
                 grads = {n: g.index_select(0, keep) for n, g in grads.items()}
                 values, hits = [values[r] for r in rows], [hits[r] for r in rows]
                 pack.drop(gone)
@@ -270,6 +309,9 @@ def _run_packed(cfgs, sinks, env, hooks) -> PackedRun:
             for k, v, c in zip(pack.alive, values, hits):
                 s = stats[k]
                 s[0], s[1], s[2] = s[0] + v * n, s[1] + c, s[2] + n
+            share = (_synced_clock(device) - t0) / len(pack.alive)
+            for k in pack.alive:
+                clocks[k][0] += share
             epoch_done = (b == spe - 1) or step == total
             if tc.log_every and step % tc.log_every == 0:
                 for k, v in zip(pack.alive, values):
@@ -279,16 +321,24 @@ def _run_packed(cfgs, sinks, env, hooks) -> PackedRun:
                 _log_epoch(pack, sinks, stats, epoch, sched, step)
                 epoch += 1
             for k in pack.alive:
-                call_hooks(k, *sched[k])
+                call_hooks(k, *sched[k], times=epoch_done)
             if step == total:
-                summaries = _log_final(pack, sinks, step)
+                summaries = _log_final(pack, sinks, step, clocks)
+            due_ckpt = (epoch_done and epoch % ckpt_epochs == 0) or step in ckpt_steps or step == total
+            if pack_sink is not None and due_ckpt:
+                pack_sink.checkpoint(_state(cfgs, pack, hooks, step, epoch, results, stats, clocks),
+                                     step, epoch, "epoch" if epoch_done else "step")
             if epoch_done:
                 for k in pack.alive:
                     sinks[k].epoch_end(epoch, step)
+                if pack_sink is not None:
+                    pack_sink.epoch_end(epoch, step)
             if env.stop_after_step is not None and step >= env.stop_after_step:
                 for k in pack.alive:
                     results[k] = RunResult("stopped", step, epoch)
                 return PackedRun([results[k] for k in range(len(cfgs))], pack)
+    if pack.alive and not summaries:       # resumed from the last checkpoint
+        summaries = _log_final(pack, sinks, step, clocks)
     for k in pack.alive:
         sinks[k].finish("finished", summaries[k])
         results[k] = RunResult("finished", step, epoch, summaries[k])
@@ -308,13 +358,55 @@ def _log_epoch(pack: Pack, sinks: Sequence[Sink], stats: list[list[float]], epoc
         stats[k] = [0.0, 0.0, 0]
 
 
-def _log_final(pack: Pack, sinks: Sequence[Sink], step: int) -> dict[int, dict[str, float]]:
+def _log_final(pack: Pack, sinks: Sequence[Sink], step: int,
+               clocks: list[list[float]]) -> dict[int, dict[str, float]]:
     data = pack.data
     train = pack.evaluate(data.x_train, data.y_train)
     val = pack.evaluate(data.x_test, data.y_test)
     summaries = {}
     for k, (tl, ta), (vl, va) in zip(pack.alive, train, val):
         summaries[k] = {"final/train_loss": tl, "final/train_acc": ta, "final/val_loss": vl,
-                        "final/val_acc": va, "final/steps": float(step), "final/world_size": 1.0}
+                        "final/val_acc": va, "final/steps": float(step), "final/world_size": 1.0,
+                        "final/time_train_s": clocks[k][0], "final/time_probe_s": clocks[k][1]}
         sinks[k].log_metrics(summaries[k], step)
     return summaries
+
+
+# -------------------------------------------------------------- checkpoints
+def _state(cfgs: Sequence[TrialConfig], pack: Pack, hooks: Sequence[Sequence[Hook]], step: int, epoch: int,
+           results: dict[int, RunResult], stats: list[list[float]], clocks: list[list[float]]) -> dict[str, Any]:
+    """Tensors and plain values only (loads with `weights_only=True`)."""
+    return _cpu({
+        "version": PACK_CHECKPOINT_VERSION, "run_hashes": [c.run_hash() for c in cfgs],
+        "seeds": [c.seed for c in cfgs], "step": step, "epoch": epoch, "alive": list(pack.alive),
+        "params": dict(pack.params), "buffers": dict(pack.buffers),
+        "momentum": dict(pack.opt.buffers) if pack.opt.buffers is not None else None,
+        "frozen": [[k, dict(w)] for k, w in pack.frozen.items()],
+        "results": [[k, r.status, r.step, r.epoch, dict(r.summary)] for k, r in results.items()],
+        "hooks": [{h.name: hook_state(h) for h in hs} for hs in hooks],
+        "epoch_stats": [list(s) for s in stats], "time": [list(c) for c in clocks],
+    })
+
+
+def _restore(state: dict[str, Any], cfgs: Sequence[TrialConfig], pack: Pack, hooks: Sequence[Sequence[Hook]],
+             results: dict[int, RunResult], stats: list[list[float]], clocks: list[list[float]]) -> tuple[int, int]:
+    if state.get("version") != PACK_CHECKPOINT_VERSION:
+        raise ValueError(f"pack checkpoint version {state.get('version')} != {PACK_CHECKPOINT_VERSION}")
+    if state["run_hashes"] != [c.run_hash() for c in cfgs] or state["seeds"] != [c.seed for c in cfgs]:
+        raise ValueError("checkpoint belongs to another pack (its members' run_hash/seed differ)")
+    device = pack.device
+    pack.alive = list(state["alive"])
+    pack.params = {k: v.to(device) for k, v in state["params"].items()}
+    pack.buffers = {k: v.to(device) for k, v in state["buffers"].items()}
+    pack.opt.params = pack.params
+    pack.opt.buffers = (None if state["momentum"] is None
+                        else {k: v.to(device) for k, v in state["momentum"].items()})
+    pack.frozen = {k: {n: w.to(device) for n, w in weights.items()} for k, weights in state["frozen"]}
+    for k, status, step, epoch, summary in state["results"]:
+        results[k] = RunResult(status, step, epoch, dict(summary))
+    for hs, saved in zip(hooks, state["hooks"]):
+        for h in hs:
+            load_hook_state(h, saved.get(h.name, {}))
+    stats[:] = [list(s) for s in state["epoch_stats"]]
+    clocks[:] = [list(c) for c in state["time"]]
+    return state["step"], state["epoch"]

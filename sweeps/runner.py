@@ -32,6 +32,7 @@ import ray
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
+from sweeps import packs
 from sweeps import storage as files
 from sweeps.errors import Unavailable
 from sweeps.storage import (MANIFEST, SweepBusy, SweepExists, experiment_path, read_manifest,  # noqa: F401
@@ -102,8 +103,16 @@ def _train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     run_trial(loop_config["config"], ctx, TrainSession(), distributed=True)
 
 
+def _packed(config: dict[str, Any], ctx: SweepContext) -> None:
+    """A Tune trial that trains a pack of grid trials at once (`sweeps.packs`)."""
+    packs.run_pack(config, ctx, TuneSession())
+
+
 def _trainable(spec: SweepSpec, ctx: SweepContext):
     r = spec.resources
+    if r.pack > 1:
+        return tune.with_resources(tune.with_parameters(_packed, ctx=ctx),
+                                   {"cpu": r.cpus_per_trial, "gpu": r.gpus_per_trial})
     if r.workers_per_trial > 1:
         fn = tune.with_parameters(_multi_worker, ctx=ctx, workers=r.workers_per_trial,
                                   use_gpu=r.gpus_per_trial > 0)
@@ -119,6 +128,8 @@ def param_space(spec: SweepSpec) -> dict[str, Any]:
         space: dict[str, Any] = {path: _distribution(d) for path, d in spec.search.space.items()}
         space["seed"] = spec.seeds[0]
         return space
+    if spec.resources.pack > 1:
+        return {packs.PACK_KEY: tune.grid_search(packs.pack_values(spec))}
     return {TRIAL_KEY: tune.grid_search(spec.overrides())}
 
 
@@ -139,6 +150,8 @@ def _tune_config(spec: SweepSpec) -> tune.TuneConfig:
     def name(trial) -> str:
         """Grid: the swept values (deterministic: resume finds its folders by
         them). Optuna may sample a config twice: its names end in Tune's trial id."""
+        if packs.PACK_KEY in trial.config:
+            return trial.config[packs.PACK_KEY]["name"]
         if TRIAL_KEY in trial.config:
             return grid_names[_values_key(trial.config[TRIAL_KEY])]
         return f"{trial_label(trial.config)}-{trial.trial_id}"
@@ -322,6 +335,8 @@ def _tune(spec: SweepSpec, ctx: SweepContext, store: Store, exp: str, address: s
     init_ray(address, spec)        # a no-op after _run; resume may come straight here
     _check_fits(spec, address)
     callbacks = [progress] if progress is not None else []
+    if spec.resources.pack > 1 and isinstance(progress, Progress):
+        progress.total = len(packs.pack_values(spec))      # Tune runs (and counts) packs
     tuner = tune.Tuner(_trainable(spec, ctx), param_space=param_space(spec), tune_config=_tune_config(spec),
                        run_config=_run_config(spec, ctx.storage, callbacks))
     results = _fit(tuner, stop, exp)
@@ -387,7 +402,7 @@ def resume_sweep(name_or_path: str, *, storage: str | Path, tracking_uri: str | 
 
 
 def _finish(spec: SweepSpec, ctx: SweepContext, store: Store, exp: str, results) -> SweepOutcome:
-    states = {str(t): t.status for t in tune.ExperimentAnalysis(exp).trials}
+    states = packs.member_states({str(t): (t.status, t.config) for t in tune.ExperimentAnalysis(exp).trials})
     _close_open_runs(store, ctx, states)
     errors = sum(1 for r in results if r.error is not None)
     if all(state in ("TERMINATED", "ERROR") for state in states.values()):
@@ -608,21 +623,42 @@ def status_rows(exp: str, ctx: SweepContext) -> list[dict[str, Any]]:
     """One row per trial: name, Tune state, progress, key metrics, MLflow run id and status."""
     store = Store(ctx.tracking_uri, ctx.artifact_root)
     analysis = tune.ExperimentAnalysis(exp)
-    mlflow_runs = {}
+    mlflow_runs, last_metrics = {}, {}
     try:
         for r in tracking.trial_runs(store, ctx.spec_name, ctx.parent_run_id):
             mlflow_runs[r.trial_id] = (r.run_id, r.status)
+            last_metrics[r.trial_id] = r.metrics
     except LookupError:
         pass
     rows = []
     for trial in sorted(analysis.trials, key=lambda t: str(t)):
         last = trial.last_result or {}
+        if packs.PACK_KEY in trial.config:
+            rows += _member_rows(trial, ctx, mlflow_runs, last_metrics)
+            continue
         run_id, status = mlflow_runs.get(str(trial), (None, None))
         epochs = trial_config(trial.config, ctx.base).train.epochs
         rows.append({"trial": str(trial), "state": trial.status, "status": status,
                      "progress": f"{last.get('epoch', 0):.0f}/{epochs} epochs", "step": last.get("step"),
                      "train/loss": last.get("train/loss"), "val/acc": last.get("val/acc"),
                      "λ_H¹": last.get("hessian/top"), "λ_K¹": last.get("gradcov/top"),
+                     "mlflow run": run_id})
+    return sorted(rows, key=lambda row: row["trial"])    # a pack's members among the other trials
+
+
+def _member_rows(trial, ctx: SweepContext, mlflow_runs: dict[str, tuple],
+                 last_metrics: dict[str, dict[str, float]]) -> list[dict[str, Any]]:
+    """A pack's rows: one per member, its metrics from its MLflow run."""
+    rows, last = [], trial.last_result or {}
+    for member in trial.config[packs.PACK_KEY]["members"]:
+        run_id, status = mlflow_runs.get(member["name"], (None, None))
+        metrics = last_metrics.get(member["name"], {})
+        epochs = trial_config({TRIAL_KEY: member["overrides"]}, ctx.base).train.epochs
+        rows.append({"trial": member["name"], "state": trial.status, "status": status,
+                     "progress": f"{metrics.get('train/epoch', 0):.0f}/{epochs} epochs",
+                     "step": metrics.get("final/steps", last.get("step")),
+                     "train/loss": metrics.get("train/loss"), "val/acc": metrics.get("val/acc"),
+                     "λ_H¹": metrics.get("hessian/top"), "λ_K¹": metrics.get("gradcov/top"),
                      "mlflow run": run_id})
     return rows
 

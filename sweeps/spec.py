@@ -98,6 +98,7 @@ class ResourcesSpec(_Strict):
     cpus_per_trial: float = Field(1.0, gt=0.0)
     gpus_per_trial: float = Field(0.0, ge=0.0)   # fractional GPUs allowed
     workers_per_trial: int = Field(1, ge=1)      # >1: DDP through Ray Train
+    pack: int = Field(1, ge=1)                   # >1: up to `pack` grid trials trained at once (sweeps.packs)
 
 
 class FaultToleranceSpec(_Strict):
@@ -264,6 +265,7 @@ def parse_spec(raw: Any, source: str = "<spec>") -> SweepSpec:
     _check_size(spec, source)
     _check_grid(spec, source)
     _check_search(spec, source)
+    _check_pack(spec, source)
     _check_conjectures(spec, source)
     return spec
 
@@ -391,6 +393,32 @@ def _check_search(spec: SweepSpec, source: str) -> None:
         except ValidationError as exc:
             at = ", ".join(f"{p}={v!r}" for p, v in point.items())
             raise SpecError(f"{source}: search.space: {at}: {_describe(exc)}") from None
+
+
+def _check_pack(spec: SweepSpec, source: str) -> None:
+    """`resources.pack` > 1: what packed trials cannot do is refused here, in one
+    line naming the field; each grid value and variant is checked once."""
+    if spec.resources.pack == 1:
+        return
+    r = spec.resources
+    refused = [("search.kind", spec.search.kind, spec.search.kind != "grid", "packed trials need a grid search"),
+               ("scheduler.kind", spec.scheduler.kind, spec.scheduler.kind != "fifo",
+                "packed trials need the fifo scheduler (a pack's members end together)"),
+               ("resources.workers_per_trial", r.workers_per_trial, r.workers_per_trial > 1,
+                "a pack trains in one process")]
+    for path, value, refuse, why in refused:
+        if refuse:
+            raise SpecError(f"{source}: resources.pack: {path}: {value}: {why}")
+    from dynamics_core.packed import pack_compatible
+
+    base = spec.base.model_dump(mode="json")
+    where = [("base", {})] + [(f"variants[{i}]", v) for i, v in enumerate(spec.variants)]
+    where += [(f"grid.{p}[{i}]", {p: v}) for p, values in spec.grid.items() for i, v in enumerate(values)]
+    for name, overrides in where:
+        why = pack_compatible([with_overrides(base, overrides)])
+        if why is not None:
+            at = "" if name == "base" else f" (at {name})"
+            raise SpecError(f"{source}: resources.pack: {why}{at}")
 
 
 def _check_conjectures(spec: SweepSpec, source: str) -> None:

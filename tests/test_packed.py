@@ -2,8 +2,9 @@
 bit for bit for the MLP classifier on CPU, to float32 rounding for the 1-D
 CNN and for regression (MSE) — gets
 its own seed, learning rate and batch order wherever it sits in the pack,
-diverges at its own step while the others go on, runs its own probes, and
-`pack_compatible` names the field that keeps configs apart. Solo weights
+diverges at its own step while the others go on, runs its own probes, logs
+its own wall-clock seconds, resumes from the pack's checkpoint bit for bit,
+and `pack_compatible` names the field that keeps configs apart. Solo weights
 are read from the final checkpoint `train.run` hands its sink."""
 import pytest
 import torch
@@ -135,6 +136,14 @@ def test_a_diverging_member_stops_at_its_step_and_the_others_finish_as_alone(mni
     assert set(out.pack.member_module(1).state_dict()) == set(out.pack.member_module(0).state_dict())
 
 
+def test_a_pack_whose_every_member_diverges_ends_with_their_records(mnist1d_cache):
+    cfgs = [trial(seed=3, lr=50.0)]
+    out, sinks = packed(cfgs, mnist1d_cache)
+    _, sink, _ = solo(cfgs[0], mnist1d_cache)
+    assert out.results[0].status == "diverged"
+    assert_same_run(sinks[0], sink)
+
+
 # ------------------------------------------------------------------- probes
 def test_members_run_their_own_probes_as_solo_runs_do(mnist1d_cache):
     probes = {**PROBES_OFF, "hessian": True, "timeline": True, "probe_size": 32,
@@ -166,6 +175,7 @@ def test_pack_compatible_names_the_field_that_differs(other, field):
     ({"model": {"batchnorm": True}}, "model.batchnorm"),
     ({"model": {"dropout": 0.1}}, "model.dropout"),
     ({"data": {"deficit": {"kind": "blur", "start_epoch": 0, "end_epoch": 1}}}, "data.deficit"),
+    ({"pruning": {"levels": 1}}, "pruning.levels"),
 ])
 def test_pack_compatible_refuses_what_packs_do_not_support(over, field):
     why = pack_compatible([trial(**over), trial(seed=1, **over)])
@@ -183,3 +193,71 @@ def test_pack_compatible_accepts_seed_lr_momentum_weight_decay_and_probes():
 def test_run_packed_refuses_incompatible_configs(mnist1d_cache):
     with pytest.raises(ValueError, match="train.batch_size"):
         packed([trial(), trial(seed=1, train={"batch_size": 32})], mnist1d_cache)
+
+
+# ------------------------------------------------------ checkpoints, resume
+class PackMemory:
+    """A PackSink that keeps every checkpoint, saved and loaded as a trial's are."""
+
+    def __init__(self, tmp_path):
+        self.tmp_path, self.checkpoints, self.epochs = tmp_path, [], []
+
+    def checkpoint(self, state, step, epoch, reason):
+        path = self.tmp_path / f"pack_{step}.pt"
+        torch.save(state, path)
+        self.checkpoints.append((step, epoch, reason, torch.load(path, weights_only=True)))
+
+    def epoch_end(self, epoch, step):
+        self.epochs.append((epoch, step))
+
+
+def test_a_pack_resumes_from_its_checkpoint_bit_for_bit(mnist1d_cache, tmp_path):
+    """Stopped after epoch 1 (a member already diverged, momentum buffers and
+    the Lanczos warm start in the state), resumed from that checkpoint: every
+    member's records are the uninterrupted ones; the diverged member is not
+    reported to again. Resuming from the last checkpoint only finishes."""
+    probes = {**PROBES_OFF, "hessian": True, "probe_size": 32, "schedule": {"kind": "log", "points": 4}}
+    cfgs = [trial(seed=0, lr=0.05, momentum=0.9, probes=probes), trial(seed=3, lr=50.0),
+            trial(seed=1, lr=0.1, momentum=0.5, weight_decay=1e-3)]
+    whole, whole_sinks, whole_pack = *packed(cfgs, mnist1d_cache), PackMemory(tmp_path)
+    full = [MemorySink() for _ in cfgs]
+    run_packed(cfgs, full, RunEnv(cache_dir=mnist1d_cache), pack_sink=whole_pack)
+    assert [(s, e) for s, e, _, _ in whole_pack.checkpoints] == [(7, 1), (14, 2), (21, 3)]
+    assert whole_pack.epochs == [(1, 7), (2, 14), (3, 21)]
+    for a, b in zip(full, whole_sinks):       # checkpoints change nothing
+        assert_same_run(a, b)
+    assert whole.results[1].status == "diverged" and whole.results[1].step < 7
+
+    before, mem = [MemorySink() for _ in cfgs], PackMemory(tmp_path / "a")
+    (tmp_path / "a").mkdir()
+    stopped = run_packed(cfgs, before, RunEnv(cache_dir=mnist1d_cache, stop_after_step=7), pack_sink=mem)
+    assert [r.status for r in stopped.results] == ["stopped", "diverged", "stopped"]
+    state = mem.checkpoints[-1][3]
+    assert state["step"] == 7 and state["alive"] == [0, 2] and state["hooks"][0]["probes.hessian"]["v0"] is not None
+    after = [MemorySink() for _ in cfgs]
+    resumed = run_packed(cfgs, after, RunEnv(cache_dir=mnist1d_cache), resume=state)
+    assert [(r.status, r.step) for r in resumed.results] == [(r.status, r.step) for r in whole.results]
+    assert after[1].metrics == [] and after[1].status is None
+    for k in (0, 2):
+        assert reproducible(before[k].metrics + after[k].metrics) == reproducible(full[k].metrics)
+        assert (after[k].status, reproducible(after[k].summary)) == (full[k].status, reproducible(full[k].summary))
+        assert before[k].epochs + after[k].epochs == full[k].epochs
+        a, b = resumed.pack.member_module(k).state_dict(), whole.pack.member_module(k).state_dict()
+        assert all(torch.equal(a[n], b[n]) for n in a)
+    clock = [v for s, key, v in after[0].metrics if key == "time/train_s"]
+    assert clock[0] >= state["time"][0][0] > 0           # the clock goes on from the checkpoint
+
+    last = [MemorySink() for _ in cfgs]
+    run_packed(cfgs, last, RunEnv(cache_dir=mnist1d_cache), resume=whole_pack.checkpoints[-1][3])
+    assert last[0].status == "finished" and reproducible(last[0].summary) == reproducible(full[0].summary)
+    with pytest.raises(ValueError, match="another pack"):
+        run_packed(cfgs[::-1], [MemorySink() for _ in cfgs], RunEnv(cache_dir=mnist1d_cache), resume=state)
+
+
+def test_members_log_their_wall_clock_like_solo_runs(mnist1d_cache):
+    cfgs = [trial(**m) for m in MEMBERS]
+    _, sinks = packed(cfgs, mnist1d_cache)
+    _, alone, _ = solo(cfgs[0], mnist1d_cache)
+    keys = lambda s: [(step, k) for step, k, _ in s.metrics if k.startswith("time/")]
+    assert keys(sinks[0]) == keys(alone) and len(keys(alone)) == 2 * 3
+    assert sinks[0].summary["final/time_train_s"] > 0 and sinks[0].summary["final/time_probe_s"] == 0
