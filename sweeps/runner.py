@@ -727,7 +727,10 @@ class Progress(tune.Callback):
         `train.max_steps` once its steps per epoch are known."""
         if self.base is None or str(trial) in self._planned or not epoch or not step:
             return
-        train = trial_config(trial.config, self.base).train
+        config = trial.config                      # a pack's members share their train config
+        if packs.PACK_KEY in config:
+            config = {TRIAL_KEY: config[packs.PACK_KEY]["members"][0]["overrides"]}
+        train = trial_config(config, self.base).train
         cut = math.ceil(train.max_steps / (step / epoch)) if train.max_steps else train.epochs
         self._planned[str(trial)] = float(min(train.epochs, cut))
 

@@ -61,3 +61,13 @@ def test_progress_survives_pickling_with_its_base():
 
     p = pickle.loads(pickle.dumps(_progress()))
     assert p.base == BASE and p.total == 2 and p.epochs == 96
+
+
+def test_a_pack_counts_its_members_shared_budget():
+    from sweeps.packs import PACK_KEY
+
+    members = [{"name": f"lr={lr}", "overrides": {"optim.lr": lr, "train.batch_size": 128}} for lr in (0.1, 0.2)]
+    pack = FakeTrial("pack0-lr=0.1", {PACK_KEY: {"name": "pack0-lr=0.1", "members": members}})
+    p = _progress(total=1)
+    p.on_trial_result(0, [pack], pack, {"epoch": 1.0, "step": 32.0})
+    assert p._eta([pack])[0] == "1/94 epochs, "
