@@ -128,7 +128,7 @@ def lanczos_top(matvec: Callable, v0, tol: float = 1e-3, maxiter: int = 200, ncv
     q = q / norm
     size = max(1, min(ncv, dim, maxiter))
     # the Lanczos basis, one vector per row, grown by doubling (a few rows usually suffice)
-    Q = torch.empty(min(size, 16), dim, dtype=torch.float64, device=q.device)
+    Q = torch.empty(min(size, 4), dim, dtype=torch.float64, device=q.device)
     count = 0
     while True:
         Q[0], alpha, beta = q, [], []
