@@ -139,18 +139,31 @@ def _add_factored(gram: torch.Tensor, g: torch.Tensor, a: torch.Tensor, bias: bo
 
 
 def _add_gram(gram: torch.Tensor, cols: torch.Tensor, exact: int) -> None:
-    """gram += cols colsᵀ: float64 on the exact block, computing only its
-    row blocks on and above the diagonal (a symmetric product done as one GEMM
-    computes every entry twice); the rest in the columns' dtype."""
+    """gram += cols colsᵀ: float64 on the exact block, the columns' dtype
+    elsewhere; the two diagonal blocks from their row blocks on and above the
+    diagonal (a symmetric product done as one GEMM computes every entry twice)."""
     if exact:
-        c = cols[:exact].double()
-        edges = list(range(0, exact, _BLOCK)) + [exact]
-        for lo, hi in zip(edges[:-1], edges[1:]):
-            part = c[lo:hi] @ c[lo:].T                       # row block against itself and the blocks after it
-            gram[lo:hi, lo:exact] += part
-            gram[hi:exact, lo:hi] += part[:, hi - lo:].T
+        _add_symmetric(gram[:exact, :exact], cols[:exact].double())
     if exact < len(cols):
-        _add_rest(gram, cols @ cols[exact:].T, exact)
+        rest = cols[exact:]
+        if exact:
+            part = cols[:exact] @ rest.T
+            gram[:exact, exact:] += part
+            gram[exact:, :exact] += part.T
+        _add_symmetric(gram[exact:, exact:], rest)
+
+
+def _add_symmetric(block: torch.Tensor, c: torch.Tensor) -> None:
+    """block += c cᵀ in c's dtype, by row blocks of `_BLOCK` against
+    themselves and the rows after them, mirrored: exactly symmetric."""
+    m = len(c)
+    edges = list(range(0, m, _BLOCK)) + [m]
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        part = c[lo:hi] @ c[lo:].T
+        own = part[:, :hi - lo]
+        block[lo:hi, lo:hi] += own.triu() + own.triu(1).T
+        block[lo:hi, hi:] += part[:, hi - lo:]
+        block[hi:, lo:hi] += part[:, hi - lo:].T
 
 
 def _add_rest(gram: torch.Tensor, part: torch.Tensor, exact: int) -> None:
