@@ -75,6 +75,37 @@ def test_per_example_gram_blocked_symmetric_product_matches_loop():
     torch.testing.assert_close(gram, gram.T, rtol=1e-13, atol=1e-15)
 
 
+@pytest.mark.parametrize("make, shape", [(mlp, (4,)), (conv_bn, (1, 8)), (Twice, (4,)), (positions, (4,))])
+@pytest.mark.parametrize("exact", [0, 5])
+def test_per_example_gram_exact_rows_match_loop_in_float64(make, shape, exact):
+    # float64 models: every entry, float64-accumulated or not, is the loop's
+    model = make().double() if make is Twice else make()
+    x, y = data(13, shape)
+    g = loop_grads(model, F.cross_entropy, x, y)
+    gram = per_example_gram(model, F.cross_entropy, x, y, exact=exact)
+    torch.testing.assert_close(gram, g @ g.T, rtol=1e-12, atol=1e-14)
+
+
+def test_per_example_gram_accumulates_only_the_exact_block_in_float64():
+    """A float32 model: the exact×exact block is the float64 product of the
+    float32 gradients (as `gram_matrix` computes it); every other entry is a
+    float32 product, a float32 number within float32 rounding of it."""
+    torch.manual_seed(0)
+    model = Twice()                                    # float32, fallback: G is formed
+    x, y = data(13, (4,))
+    x = x.float()
+    g = per_example_gradients(model, F.cross_entropy, x, y)
+    ref = gram_matrix(g)
+    gram = per_example_gram(model, F.cross_entropy, x, y, exact=5)
+    torch.testing.assert_close(gram[:5, :5], ref[:5, :5], rtol=1e-12, atol=1e-15)
+    rest = torch.ones(13, 13, dtype=torch.bool)
+    rest[:5, :5] = False
+    scale = ref.diagonal().sqrt()
+    assert float(((gram - ref).abs() / (scale[:, None] * scale[None, :]))[rest].max()) < 1e-6
+    assert torch.equal(gram[rest].float().double(), gram[rest])
+    assert torch.equal(gram, gram.T)
+
+
 def test_joint_gram_stiffness_between_sets_matches_double_loop():
     model = mlp()
     x, y = data(9, (4,), seed=3)

@@ -6,10 +6,11 @@
 probe family the config switches on, built from the registry
 (`registry.py`), and the patch-only accuracy for patch data. The families
 share one `ProbeSet` (fixed probe data) and, at each step, one `ProbeRound`
-(`base.py`): one float64 Gram of the per-example gradients of the probe and
+(`base.py`): one Gram of the per-example gradients of the probe and
 validation probe sets, computed once for K, stiffness and the timeline
 (`probes.per_example_gram`: Linear layers from their factors, G never
-formed). Metric names:
+formed; float64-accumulated where K's eigen-solve or the timeline's sum
+reads it, float32 products for the cosines only stiffness reads). Metric names:
 
   probe/loss, probe/acc, probe/delta_loss      loss on the probe set, ΔL since last round
   hessian/top, hessian/n_hvp, hessian/lr_x_top λ_H¹ (Lanczos), its HVP count, η·λ_H¹  [hessian]

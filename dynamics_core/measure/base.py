@@ -4,13 +4,15 @@
 the training data (seeded, no augmentation, no deficit), with a validation
 probe set from the test data. `ProbeSet.at(ctx)` is the `ProbeRound` of one
 step: lazily computed quantities that several probes use, computed at most
-once per step and kept in `ctx.cache` (dropped after the step): the
-float64 Gram GGᵀ of the per-example gradients of the probe set and the
-validation probe set together (`joint_gram`: K centres its train block
-exactly, stiffness reads its train-train, train-val and val-val blocks),
-built by `per_example_gram` from layer factors without forming G where it
-can; and, only for consumers that need them (the timeline's mean gradient,
-minibatch K, plugins), the per-example gradients G themselves.
+once per step and kept in `ctx.cache` (dropped after the step): the Gram
+GGᵀ of the per-example gradients of the probe set and the validation probe
+set together (`joint_gram`: K centres its train block exactly, stiffness
+reads its train-train, train-val and val-val blocks), built by
+`per_example_gram` from layer factors without forming G where it can, with
+float64 accumulation only where an eigen-solve or a sum needs it (the
+train-train block, when K or the timeline is on); and, only for consumers
+that need them (minibatch K, plugins), the per-example gradients G
+themselves.
 """
 from __future__ import annotations
 
@@ -73,23 +75,39 @@ class ProbeRound:
                                        self.probes.xv, self.probes.yv).double()
 
     @cached_property
+    def exact(self) -> int:
+        """Rows of the joint Gram whose block among themselves is float64-
+        accumulated: the probe set's when K (per example) or the timeline
+        reads it (an eigen-solve and a norm of a sum), else none: cosines
+        alone (stiffness) are exact to float32 rounding from float32 products."""
+        cfg = self.probes.cfg
+        need = (cfg.gradcov and cfg.gradcov_unit == "example") or cfg.timeline
+        return len(self.probes.y) if need else 0
+
+    @cached_property
     def joint_gram(self) -> torch.Tensor:
-        """The float64 Gram of the per-example gradients of the probe set,
-        stacked over those of the validation probe set when stiffness will
-        ask for the train-val and val-val pairs: one `per_example_gram` of
+        """The Gram of the per-example gradients of the probe set, stacked
+        over those of the validation probe set when stiffness will ask for
+        the train-val and val-val pairs: one `per_example_gram` of
         [x; x_val], (n + m)², whose blocks are train-train, train-val and
-        val-val. G itself is never formed for Linear layers."""
+        val-val. G itself is never formed for Linear layers. The train-train
+        block is float64-accumulated when `exact` says so; the blocks that only
+        stiffness reads are float32 products."""
         ps = self.probes
         x, y = ps.x, ps.y
         if ps.cfg.stiffness and ps.classification:
             x, y = torch.cat([x, ps.xv]), torch.cat([y, ps.yv])
-        return P.per_example_gram(self.ctx.model, self.ctx.loss_fn, x, y)
+        return P.per_example_gram(self.ctx.model, self.ctx.loss_fn, x, y, exact=self.exact)
 
     @cached_property
     def gram(self) -> torch.Tensor:
-        """GGᵀ of the probe set (n×n float64): K centres it, train-train stiffness uses it."""
+        """GGᵀ of the probe set (n×n, float64-accumulated): K centres it, the
+        timeline sums it. The train-train block of `joint_gram` when that is
+        exact, else its own product."""
         n = len(self.probes.y)
-        return self.joint_gram[:n, :n]
+        if self.exact == n:
+            return self.joint_gram[:n, :n]
+        return P.per_example_gram(self.ctx.model, self.ctx.loss_fn, self.probes.x, self.probes.y)
 
 
 class ProbeFamily:

@@ -15,6 +15,7 @@ Curvature (curvature.py)
         eigenvalue by our own Lanczos (full reorthogonalisation), stopping
         after the first HVP whose relative Ritz residual is ≤ tol
     lanczos_top(matvec, v0, tol=1e-3, maxiter=200, ncv=50) -> (θ, x, n, converged)
+        (numpy vectors, or torch tensors: then in torch on v0's device)
     hessian_trace(model, loss_fn, inputs, targets, samples=20, generator=None)
     hessian_hvp(model, loss_fn, inputs, targets, vector)
 Per-example gradients (pergrad.py)
@@ -22,9 +23,11 @@ Per-example gradients (pergrad.py)
                           method="auto") -> (n, p)
         method: "layers" (analytic Linear/Conv/BatchNorm rules), "vmap"
         (torch.func), or "auto" (layers where every layer has a rule, else vmap)
-    per_example_gram(model, loss_fn, inputs, targets, *, chunk_size=None)
+    per_example_gram(model, loss_fn, inputs, targets, *, chunk_size=None, exact=None)
         -> GGᵀ (n×n float64) without forming G where a layer allows (Linear:
-        (g gᵀ) ⊙ (a aᵀ + 1)); stack two sets' inputs for their joint Gram
+        (g gᵀ) ⊙ (a aᵀ + 1)); stack two sets' inputs for their joint Gram;
+        float64-accumulated for the first `exact` rows among themselves (all
+        when None), float32 products elsewhere
 Gradient covariance K (covariance.py)
     gradient_covariance(model, loss_fn, inputs, targets, unit="example",
                         minibatch=128, grads=None, gram=None) -> dict top, trace,

@@ -66,7 +66,7 @@ def per_example_gradients(model: nn.Module, loss_fn: LossFn, inputs: torch.Tenso
 
 def per_example_gram(model: nn.Module, loss_fn: LossFn, inputs: torch.Tensor,
                      targets: torch.Tensor, *, chunk_size: int | None = None,
-                     bn_mode: str = "eval") -> torch.Tensor:
+                     bn_mode: str = "eval", exact: int | None = None) -> torch.Tensor:
     """GGᵀ (n×n, float64) of the per-example gradients G of
     `per_example_gradients`, without forming G where a layer's rule allows.
 
@@ -75,55 +75,106 @@ def per_example_gram(model: nn.Module, loss_fn: LossFn, inputs: torch.Tensor,
     the Gram is (g gᵀ) ⊙ (a aᵀ + 1), the 1 for its bias: n²·(d_in + d_out)
     products instead of n²·d_in·d_out. Every other layer (Conv, BatchNorm,
     Linear over positions) adds the Gram of its own per-example gradient
-    columns. All products are float64 (from the float32 factors), so the
-    result equals `gram_matrix(per_example_gradients(...))` to the float32
-    rounding of G's entries. Models the layer rules do not cover (see the
-    module docstring), or with a layer called twice, fall back to exactly that.
-    `chunk_size` bounds the examples of one forward/backward."""
+    columns, computed in the parameters' dtype as `per_example_gradients`
+    computes them. Models the layer rules do not cover (see the module
+    docstring), or with a layer called twice, fall back to the Gram of
+    `per_example_gradients`. `chunk_size` bounds the examples of one
+    forward/backward.
+
+    `exact`: the leading examples whose Gram among themselves (the
+    exact×exact block) is accumulated in float64, from the gradients' own
+    entries: an eigen-solve of that block (K's smallest nonzero eigenvalue)
+    needs it, since a float32 accumulation adds rounding of ≈ 1e-7 of the
+    largest entries, not positive semidefinite. Every other entry (the
+    products that only cosines read) is a product in the parameters' dtype,
+    rounded to it, at half the cost or less. None (default): all n, so the
+    whole Gram equals `gram_matrix(per_example_gradients(...))` to the
+    rounding of G's entries."""
     if bn_mode != "eval":
         raise ValueError("per-example gradients need BatchNorm in eval mode (bn_mode='eval')")
-    from .covariance import gram_matrix
     with probe_mode(model, bn_mode="eval"):
         n, step = inputs.shape[0], chunk_size or inputs.shape[0]
+        exact = n if exact is None else max(0, min(int(exact), n))
+        gram = torch.zeros(n, n, dtype=torch.float64, device=inputs.device)
         parts = None
         if _layers_supported(model) and any(p.requires_grad for p in model.parameters()):
             parts = [_layer_calls(model, loss_fn, inputs[i:i + step], targets[i:i + step])
                      for i in range(0, n, step)]
         if parts is None or any(c is None for c in parts) or len({id(m) for m, _, _ in parts[0]}) < len(parts[0]):
-            return gram_matrix(per_example_gradients(model, loss_fn, inputs, targets, chunk_size=chunk_size))
-        device = inputs.device
-        gram = torch.zeros(n, n, dtype=torch.float64, device=device)
+            g = per_example_gradients(model, loss_fn, inputs, targets, chunk_size=chunk_size)
+            for j in range(0, g.shape[1], _COLS):
+                _add_gram(gram, g[:, j:j + _COLS], exact)
+            return gram
         for k, (m, _, _) in enumerate(parts[0]):
             a = _cat([c[k][1] for c in parts])
             g = _cat([c[k][2] for c in parts])
             own = [name for name in ("weight", "bias")
                    if getattr(m, name) is not None and getattr(m, name).requires_grad]
             if isinstance(m, nn.Linear) and a.dim() == 2 and "weight" in own:
-                g64 = g.double()
-                aa = a.double() @ a.double().T
-                if "bias" in own:
-                    aa += 1.0
-                gram += (g64 @ g64.T) * aa
+                _add_factored(gram, g, a, "bias" in own, exact)
                 continue
-            a64, g64 = a.double(), g.double()      # the layer rule in float64: no float32 copy of G
             for name in own:
-                _add_gram(gram, _layer_grad(m, name, a64, g64).reshape(n, -1))
+                _add_gram(gram, _layer_grad(m, name, a, g).reshape(n, -1), exact)
         return gram
 
 
-def _add_gram(gram: torch.Tensor, cols: torch.Tensor, block: int = 128) -> None:
-    """gram += cols colsᵀ, computing only the blocks on and above the diagonal
-    (a symmetric product done as a GEMM would compute every entry twice)."""
-    n = cols.shape[0]
-    if n <= block:
-        gram += cols @ cols.T
-        return
-    edges = list(range(0, n, block)) + [n]
-    for i in range(len(edges) - 1):
-        rows = cols[edges[i]:edges[i + 1]]
-        part = rows @ cols[edges[i]:].T                      # row block i against blocks i..end
-        gram[edges[i]:edges[i + 1], edges[i]:] += part
-        gram[edges[i + 1]:, edges[i]:edges[i + 1]] += part[:, edges[i + 1] - edges[i]:].T
+_COLS = 1 << 14   # columns of G per product in the fallback (bounds the float64 copy)
+_BLOCK = 64       # row block of the symmetric float64 product
+
+
+def _add_factored(gram: torch.Tensor, g: torch.Tensor, a: torch.Tensor, bias: bool, exact: int) -> None:
+    """gram += (g gᵀ) ⊙ (a aᵀ + bias): a Linear layer's share, float64 on the
+    exact block, the inputs' dtype elsewhere."""
+    if exact:
+        g64, a64 = g[:exact].double(), a[:exact].double()
+        aa = a64 @ a64.T
+        if bias:
+            aa += 1.0
+        gram[:exact, :exact] += (g64 @ g64.T) * aa
+    if exact < len(g):
+        aa = a @ a[exact:].T
+        if bias:
+            aa += 1.0
+        _add_rest(gram, (g @ g[exact:].T) * aa, exact)
+
+
+def _add_gram(gram: torch.Tensor, cols: torch.Tensor, exact: int) -> None:
+    """gram += cols colsᵀ: float64 on the exact block, the columns' dtype
+    elsewhere; the two diagonal blocks from their row blocks on and above the
+    diagonal (a symmetric product done as one GEMM computes every entry twice)."""
+    if exact:
+        _add_symmetric(gram[:exact, :exact], cols[:exact].double())
+    if exact < len(cols):
+        rest = cols[exact:]
+        if exact:
+            part = cols[:exact] @ rest.T
+            gram[:exact, exact:] += part
+            gram[exact:, :exact] += part.T
+        _add_symmetric(gram[exact:, exact:], rest)
+
+
+def _add_symmetric(block: torch.Tensor, c: torch.Tensor) -> None:
+    """block += c cᵀ in c's dtype, by row blocks of `_BLOCK` against
+    themselves and the rows after them, mirrored: exactly symmetric."""
+    m = len(c)
+    edges = list(range(0, m, _BLOCK)) + [m]
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        part = c[lo:hi] @ c[lo:].T
+        own = part[:, :hi - lo]
+        block[lo:hi, lo:hi] += own.triu() + own.triu(1).T
+        block[lo:hi, hi:] += part[:, hi - lo:]
+        block[hi:, lo:hi] += part[:, hi - lo:].T
+
+
+def _add_rest(gram: torch.Tensor, part: torch.Tensor, exact: int) -> None:
+    """Add the columns after `exact` (part: all rows × those columns) and
+    their mirror, the rows after `exact` against the exact ones; the block of
+    those rows among themselves from its upper triangle, so that the Gram
+    stays exactly symmetric."""
+    rest = part[exact:]
+    gram[:exact, exact:] += part[:exact]
+    gram[exact:, :exact] += part[:exact].T
+    gram[exact:, exact:] += rest.triu() + rest.triu(1).T
 
 
 def _cat(rows: list[torch.Tensor]) -> torch.Tensor:

@@ -39,9 +39,10 @@ def _pair_matrices(g1: torch.Tensor | None, g2: torch.Tensor | None,
         b = a if g2 is None else g2.double()
         dot = a @ b.T
         na, nb = a.norm(dim=1), b.norm(dim=1)
-    denom = na[:, None] * nb[None, :]
-    cos = torch.where(denom > 0, dot / torch.where(denom > 0, denom, 1.0), 0.0)
-    cos, sign = to_numpy(cos), np.sign(to_numpy(dot))
+    inv_a = torch.where(na > 0, 1.0 / torch.where(na > 0, na, 1.0), 0.0)
+    inv_b = torch.where(nb > 0, 1.0 / torch.where(nb > 0, nb, 1.0), 0.0)
+    cos = to_numpy(dot * inv_a[:, None] * inv_b[None, :])     # 0 where a gradient is zero
+    sign = np.sign(to_numpy(dot))
     mask = np.ones(cos.shape, dtype=bool)
     if g2 is None and n1 is None:  # one set
         np.fill_diagonal(mask, False)
@@ -56,12 +57,18 @@ def _nanmean(x: np.ndarray) -> float:
 def class_matrix(values: np.ndarray, mask: np.ndarray, labels1, labels2,
                  num_classes: int) -> np.ndarray:
     """C(a, b) = mean of values over masked pairs with x₁ ∈ a, x₂ ∈ b (NaN if none)."""
+    return _class_means(values[None], mask, labels1, labels2, num_classes)[0][0]
+
+
+def _class_means(values: np.ndarray, mask: np.ndarray, labels1, labels2, num_classes: int):
+    """class_matrix of each of the stacked (k, n1, n2) `values` over one
+    mask, with the class sums (k, C, C) and pair counts (C, C) it divides."""
     y1 = np.eye(num_classes)[to_numpy(labels1).astype(int)]
     y2 = np.eye(num_classes)[to_numpy(labels2).astype(int)]
     w = mask.astype(np.float64)
     total, count = y1.T @ (values * w) @ y2, y1.T @ w @ y2
     with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(count > 0, total / np.where(count > 0, count, 1), np.nan)
+        return np.where(count > 0, total / np.where(count > 0, count, 1), np.nan), total, count
 
 
 def within_between(c: np.ndarray) -> tuple[float, float]:
@@ -128,9 +135,11 @@ def stiffness_from(targets, num_classes: int, grads: torch.Tensor | None = None,
 
 
 def _summary(cos, sign, mask, labels1, labels2, num_classes) -> dict:
-    out = {"sign": float(sign[mask].mean()), "cos": float(cos[mask].mean())}
-    for name, values in (("sign", sign), ("cos", cos)):
-        c = class_matrix(values, mask, labels1, labels2, num_classes)
+    """The pair means and class matrices of sign and cosine: one pass over
+    the pairs for both (class sums and counts; the overall mean is their sum)."""
+    means, total, count = _class_means(np.stack([sign, cos]), mask, labels1, labels2, num_classes)
+    out = {"sign": float(total[0].sum() / count.sum()), "cos": float(total[1].sum() / count.sum())}
+    for name, c in (("sign", means[0]), ("cos", means[1])):
         out[f"class_{name}"] = c
         out[f"{name}_within"], out[f"{name}_between"] = within_between(c)
     return out
