@@ -458,6 +458,6 @@ EXPERIMENT = register(Experiment(
              "stiffness_class_matrices.png": fig_class_matrices,
              "stiffness_vs_distance.png": fig_distance},
     tables={"stiffness_onsets.csv": onsets_table},
-    specs=("stiffness.yaml", "stiffness-cluster.yaml"),
+    specs=("stiffness.yaml", "stiffness-cluster.yaml", "stiffness_heldout.yaml", "stiffness_stopper.yaml"),
     plans=PLANS,
 ))
