@@ -14,6 +14,7 @@ from sweeps import stoppers, tracking
 from sweeps.experiments import stiffness as S
 from sweeps.spec import SpecError, parse_spec
 from sweeps.tracking import Store
+from test_sweeps import cli, uri       # the real `dynsweep` CLI in a subprocess, its sqlite store
 
 EPOCH_PROBES = {"probes": {"stiffness": True, "schedule": {"kind": "epoch"}}}
 
@@ -162,8 +163,6 @@ NEVER = {"kind": "stiffness", "threshold": -1.0}     # no stiffness is below -1
 
 @pytest.mark.slow
 def test_sweep_stops_trials_at_the_epoch_the_offline_rule_computes(tmp_path):
-    from tests.test_sweeps import cli, uri
-
     store = Store(uri(tmp_path))
     for name, stopper, seeds in (("fires", FIRES, [0, 1]), ("never", NEVER, [0])):
         (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump(
