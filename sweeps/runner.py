@@ -4,6 +4,7 @@ run_sweep:    spec -> Tuner (grid or Optuna, FIFO or ASHA) -> fit, with live pro
 resume_sweep: Tuner.restore of a stopped sweep: unfinished (and errored) trials
               continue from their last checkpoints; finished ones are not re-run.
 sweep_status: one row per trial from Tune's experiment state + the MLflow run id.
+SpecStopper:  the spec's stopper (sweeps.stoppers) as a Tune stopper.
 
 Layout: <storage>/<spec name>/ is Tune's experiment folder; the manifest and
 the driver lock beside Tune's files are `sweeps.storage`'s. <storage> is a

@@ -192,3 +192,60 @@ def test_sweep_stops_trials_at_the_epoch_the_offline_rule_computes(tmp_path):
     (never,) = tracking.trial_runs(store, "never")
     assert "stopper/epoch" not in never.tags and "stopped_early" not in never.tags
     assert never.status == "finished" and never.metrics["final/steps"] == 6 * 8
+
+
+@pytest.mark.slow
+def test_a_killed_driver_resumes_the_stopper_where_it_was(tmp_path):
+    """The driver is killed once the stopper has seen 3 epochs of the trial
+    and not stopped it. Relative bar 0.97, patience 2 on cos_within stops
+    seed 0 later (epoch 6 here: its peak at epoch 4, two lower values after
+    it); the resumed stopper reads the series back and stops it exactly
+    where the offline rule does on everything the trial logged."""
+    import json
+    import os
+    import signal
+    import subprocess
+
+    from test_sweeps import DYNSWEEP, _env, wait_for
+
+    rule = {"kind": "stiffness", "metric": "stiffness/train_val/cos_within", "threshold": 0.97,
+            "relative": True, "patience": 2}
+    base = {**TINY, "train": {"epochs": 8, "batch_size": 50}}
+    (tmp_path / "rs.yaml").write_text(yaml.safe_dump({"name": "rs", "base": base, "seeds": [0],
+                                                      "stopper": rule}))
+    folder = tmp_path / "ray" / "rs" / "stopper"
+
+    def reported(n):
+        for f in folder.glob("*.json"):
+            try:
+                record = json.loads(f.read_text())
+            except ValueError:
+                continue
+            if len(record["series"]) >= n and "stop" not in record:
+                return True
+        return False
+
+    proc = subprocess.Popen(DYNSWEEP + ["run", "rs.yaml", "--storage", str(tmp_path / "ray"),
+                                        "--tracking-uri", uri(tmp_path)], cwd=tmp_path, env=_env(tmp_path),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        wait_for(lambda: reported(3), 240, "three epochs seen by the stopper")
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    res = cli(["resume", "rs", "--storage", str(tmp_path / "ray")], tmp_path)
+    assert res.returncode == 0, res.stderr[-3000:]
+
+    store = Store(uri(tmp_path))
+    (record,) = tracking.trial_runs(store, "rs")
+    table = tracking.load_table(store, "rs")
+    run_id = table.runs["run_id"].item()
+    val = S.per_epoch(table, run_id, "val/loss")
+    offline = stoppers.parse(rule).stop_index(
+        S.per_epoch(table, run_id, rule["metric"]).reindex(val.index).to_numpy(float))
+    assert offline is not None and 3 < offline + 1 < 8
+    assert record.tags["stopper/epoch"] == str(offline + 1) and record.tags["stopped_early"] == "true"
+    assert table.series(run_id, "train/epoch").iloc[-1] == offline + 1
+    (saved,) = folder.glob("*.json")
+    assert sorted(e for e, _ in json.loads(saved.read_text())["series"].values()) == \
+        [float(e) for e in range(1, offline + 2)]
