@@ -392,7 +392,8 @@ def _finish(spec: SweepSpec, ctx: SweepContext, store: Store, exp: str, results)
     trials = tune.ExperimentAnalysis(exp).trials
     states = {str(t): t.status for t in trials}
     _close_open_runs(store, ctx, states)
-    _record_stops(store, ctx, exp, {t.trial_id: str(t) for t in trials})
+    if spec.stopper is not None:
+        _record_stops(store, ctx, exp, {t.trial_id: str(t) for t in trials})
     errors = sum(1 for r in results if r.error is not None)
     if all(state in ("TERMINATED", "ERROR") for state in states.values()):
         tracking.end_sweep(store, ctx.parent_run_id, "FAILED" if errors else "FINISHED")
