@@ -83,8 +83,9 @@ class StiffnessStopper(Stopper):
     after having been above the bar, stays below it for `patience`
     consecutive epoch ends (`stiffness_stop_epoch`). The defaults are the
     rule chosen on seeds 0–2 of `stiffness.yaml` (absolute bar 0.97,
-    patience 3). Stiffness lies in [−1, 1]: an absolute bar outside it, or
-    a relative one outside (0, 1), could never fire and is refused."""
+    patience 3). Stiffness lies in [−1, 1], so an absolute bar outside it,
+    or a relative one outside (0, 1), is refused as a slip; a bar of −1
+    never fires (a way to log what the stopper would see without it)."""
 
     kind: Literal["stiffness"] = "stiffness"
     metric: str = "stiffness/train_val/sign_within"
