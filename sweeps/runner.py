@@ -4,6 +4,7 @@ run_sweep:    spec -> Tuner (grid or Optuna, FIFO or ASHA) -> fit, with live pro
 resume_sweep: Tuner.restore of a stopped sweep: unfinished (and errored) trials
               continue from their last checkpoints; finished ones are not re-run.
 sweep_status: one row per trial from Tune's experiment state + the MLflow run id.
+SpecStopper:  the spec's stopper (sweeps.stoppers) as a Tune stopper.
 
 Layout: <storage>/<spec name>/ is Tune's experiment folder; the manifest and
 the driver lock beside Tune's files are `sweeps.storage`'s. <storage> is a
@@ -38,6 +39,7 @@ from sweeps.errors import Unavailable
 from sweeps.storage import (MANIFEST, SweepBusy, SweepExists, experiment_path, read_manifest,  # noqa: F401
                             storage_location)
 from sweeps.spec import SpecError, SweepSpec, check_resources
+from sweeps.stoppers import Stopper
 from sweeps.trial import (TRIAL_KEY, SweepContext, run_trial, trial_config, trial_label,
                           trial_names)
 from sweeps import tracking
@@ -181,8 +183,9 @@ def _run_config(spec: SweepSpec, storage: str, callbacks: list) -> tune.RunConfi
     old ones at once, also the one its last saved experiment state still names,
     and a driver killed before the next save could never resume that trial.
     `PruneCheckpoints` deletes them instead, once nothing refers to them."""
+    stop = SpecStopper(spec.stopper, files.join(storage, spec.name)) if spec.stopper else None
     return tune.RunConfig(
-        name=spec.name, storage_path=storage,
+        name=spec.name, storage_path=storage, stop=stop,
         failure_config=tune.FailureConfig(max_failures=spec.fault_tolerance.max_failures),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=None),
         callbacks=[*callbacks, PruneCheckpoints()], verbose=0)
@@ -402,8 +405,11 @@ def resume_sweep(name_or_path: str, *, storage: str | Path, tracking_uri: str | 
 
 
 def _finish(spec: SweepSpec, ctx: SweepContext, store: Store, exp: str, results) -> SweepOutcome:
-    states = packs.member_states({str(t): (t.status, t.config) for t in tune.ExperimentAnalysis(exp).trials})
+    trials = tune.ExperimentAnalysis(exp).trials
+    states = packs.member_states({str(t): (t.status, t.config) for t in trials})
     _close_open_runs(store, ctx, states)
+    if spec.stopper is not None:
+        _record_stops(store, ctx, exp, {t.trial_id: str(t) for t in trials})
     errors = sum(1 for r in results if r.error is not None)
     if all(state in ("TERMINATED", "ERROR") for state in states.values()):
         tracking.end_sweep(store, ctx.parent_run_id, "FAILED" if errors else "FINISHED")
@@ -421,6 +427,89 @@ def _close_open_runs(store: Store, ctx: SweepContext, states: dict[str, str]) ->
             continue
         tracking.close_trial_run(store, run.run_id, errored=state == "ERROR",
                                  stopped_early="final/steps" not in run.metrics)
+
+
+# ------------------------------------------------------------------ stopper
+STOPPER_DIR = "stopper"       # <experiment>/stopper/<Tune trial id>.json
+
+
+class SpecStopper(tune.Stopper):
+    """The spec's stopper (`sweeps.stoppers`) in Tune. At each epoch-end
+    report of a trial, its value of the stopper's metric joins the trial's
+    series (keyed by step, with the epoch) and the pure rule reads the series
+    up to that step; the trial stops when the rule fires. The final report
+    (`status_*`, the last epoch's values again) adds nothing.
+
+    The series of each trial is saved in <experiment>/stopper/<trial id>.json
+    after each value and read back the first time a trial reports to a new
+    driver, so a resumed sweep's stopper goes on from everything its trials
+    reported before (a trial that resumes from an older checkpoint reports
+    the same values at the same steps again; only the steps up to the one
+    reported count). A stopped trial's file records its stop epoch and step,
+    which `_record_stops` tags on its MLflow run (`stopper/epoch`)."""
+
+    def __init__(self, rule: Stopper, exp: str):
+        self.rule, self.exp = rule, exp
+        self._series: dict[str, dict[str, Any]] = {}
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"rule": self.rule, "exp": self.exp}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["rule"], state["exp"])
+
+    def __call__(self, trial_id: str, result: dict[str, Any]) -> bool:
+        if "step" not in result or any(str(k).startswith("status_") for k in result):
+            return False
+        record = self._series.get(trial_id) or _read_stopper(self.exp, trial_id)
+        self._series[trial_id] = record
+        step = int(result["step"])
+        value = result.get(self.rule.metric)
+        record["series"][str(step)] = [float(result.get("epoch", math.nan)),
+                                       math.nan if value is None else float(value)]
+        upto = sorted((int(s), e, v) for s, (e, v) in record["series"].items() if int(s) <= step)
+        stop = self.rule.stop_index([v for _, _, v in upto])
+        if stop is not None:
+            record["stop"] = {"epoch": upto[stop][1], "step": upto[stop][0]}
+        _write_stopper(self.exp, trial_id, record)
+        return stop is not None
+
+    def stop_all(self) -> bool:
+        return False
+
+
+def _stopper_file(exp: str, trial_id: str) -> str:
+    return files.join(exp, STOPPER_DIR, f"{trial_id}.json")
+
+
+def _read_stopper(exp: str, trial_id: str) -> dict[str, Any]:
+    path = _stopper_file(exp, trial_id)
+    return json.loads(files.read_text(path)) if files.exists(path) else {"series": {}}
+
+
+def _write_stopper(exp: str, trial_id: str, record: dict[str, Any]) -> None:
+    """Whole or not at all: written beside, then moved over the old one."""
+    path = _stopper_file(exp, trial_id)
+    files.write_text(path + ".tmp", json.dumps(record))
+    fs, local = files.filesystem(path)
+    fs.move(local + ".tmp", local)
+
+
+def _record_stops(store: Store, ctx: SweepContext, exp: str, names: dict[str, str]) -> None:
+    """Tag each trial the stopper stopped with the epoch and step it stopped at
+    (`stopper/epoch`, `stopper/step`)."""
+    runs = None
+    for trial_id, name in names.items():
+        path = _stopper_file(exp, trial_id)
+        if not files.exists(path):
+            continue
+        stop = json.loads(files.read_text(path)).get("stop")
+        if stop is None:
+            continue
+        if runs is None:
+            runs = {r.trial_id: r.run_id for r in tracking.trial_runs(store, ctx.spec_name, ctx.parent_run_id)}
+        if name in runs:
+            store.set_tags(runs[name], {"stopper/epoch": f"{stop['epoch']:g}", "stopper/step": str(stop["step"])})
 
 
 # ------------------------------------------------------------ interruptions

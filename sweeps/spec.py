@@ -26,9 +26,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, field_validator,
+                      model_validator)
 
 from dynamics_core.config import DataConfig, TrialConfig, flatten, unflatten
+from sweeps import stoppers
 
 
 class SpecError(ValueError):
@@ -117,6 +119,9 @@ class SweepSpec(_Strict):
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
     search: SearchSpec = SearchSpec()
     scheduler: SchedulerSpec = SchedulerSpec()
+    # stops a trial early by a rule on its per-epoch reports (sweeps/stoppers.py):
+    # {kind: stiffness, threshold: 0.97, patience: 3, relative: false, metric: ...}
+    stopper: SerializeAsAny[stoppers.Stopper] | None = None
     resources: ResourcesSpec = ResourcesSpec()
     fault_tolerance: FaultToleranceSpec = FaultToleranceSpec()
     conjectures: list[str] = []
@@ -124,6 +129,11 @@ class SweepSpec(_Strict):
     # modules imported before the spec is validated, on the driver and in every
     # trial: they register experiments (sweeps.experiments.register) and probes
     plugins: list[str] = []
+
+    @field_validator("stopper", mode="before")
+    @classmethod
+    def _stopper_kind(cls, value: Any) -> stoppers.Stopper | None:
+        return stoppers.parse(value)
 
     @field_validator("grid")
     @classmethod
@@ -171,7 +181,9 @@ class SweepSpec(_Strict):
 
     def spec_hash(self) -> str:
         """Content hash of what the sweep computes (`max_trials` only guards it)."""
-        blob = json.dumps(self.model_dump(mode="json", exclude={"max_trials"}), sort_keys=True, default=str)
+        # a spec without a stopper hashes as it did before the field existed
+        exclude = {"max_trials"} | ({"stopper"} if self.stopper is None else set())
+        blob = json.dumps(self.model_dump(mode="json", exclude=exclude), sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -267,6 +279,7 @@ def parse_spec(raw: Any, source: str = "<spec>") -> SweepSpec:
     _check_search(spec, source)
     _check_pack(spec, source)
     _check_conjectures(spec, source)
+    _check_stopper(spec, source)
     return spec
 
 
@@ -405,7 +418,9 @@ def _check_pack(spec: SweepSpec, source: str) -> None:
                ("scheduler.kind", spec.scheduler.kind, spec.scheduler.kind != "fifo",
                 "packed trials need the fifo scheduler (a pack's members end together)"),
                ("resources.workers_per_trial", r.workers_per_trial, r.workers_per_trial > 1,
-                "a pack trains in one process")]
+                "a pack trains in one process"),
+               ("stopper.kind", spec.stopper and spec.stopper.kind, spec.stopper is not None,
+                "a stopper stops one trial, and a pack's members end together")]
     for path, value, refuse, why in refused:
         if refuse:
             raise SpecError(f"{source}: resources.pack: {path}: {value}: {why}")
@@ -431,6 +446,27 @@ def _check_conjectures(spec: SweepSpec, source: str) -> None:
         if name not in valid:
             raise SpecError(f"{source}: conjectures[{i}]: unknown conjecture {name!r}; "
                             f"valid: {', '.join(valid)}")
+
+
+def _check_stopper(spec: SweepSpec, source: str) -> None:
+    """The stopper's metric must be reported at every epoch end: checked on the
+    base config and on each grid value, variant and search bound that sets a
+    `probes.*` field (the only ones that switch the metric on or off)."""
+    if spec.stopper is None:
+        return
+    base = spec.base.model_dump(mode="json")
+    configs = [("base.", spec.base)]
+    configs += [(f"grid.{p}[{i}]: ", with_overrides(base, {p: v}))
+                for p, values in spec.grid.items() if p.startswith("probes.") for i, v in enumerate(values)]
+    configs += [(f"variants[{i}]: ", with_overrides(base, v)) for i, v in enumerate(spec.variants)
+                if any(p.startswith("probes.") for p in v)]
+    configs += [(f"search.space.{p}.{n}: ", with_overrides(base, {p: v}))
+                for p, d in spec.search.space.items() if p.startswith("probes.") for n, v in d.samples()]
+    for where, cfg in configs:
+        problem = spec.stopper.requires(cfg)
+        if problem:
+            field, why = problem
+            raise SpecError(f"{source}: {where}{field}: {why} (stopper.kind: {spec.stopper.kind})")
 
 
 def check_resources(spec: SweepSpec, available: dict[str, float]) -> str | None:

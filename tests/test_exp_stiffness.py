@@ -234,8 +234,19 @@ def test_figures_and_table():
     assert S.fig_dynamics(bare) is None and S.onsets_table(bare) is None
 
 
-@pytest.mark.parametrize("name", ["stiffness.yaml", "stiffness-cluster.yaml"])
+@pytest.mark.parametrize("name", experiments.get("stiffness").specs)
 def test_specs_validate(name):
     spec = load_spec(SPECS / name)
     assert set(spec.conjectures) <= set(experiments.get("stiffness").conjectures)
     assert spec.base.probes.stiffness and spec.base.probes.schedule.kind == "epoch"
+
+
+def test_held_out_specs_are_the_shipped_design_on_other_seeds():
+    """The stopper is measured on seeds it was not chosen on, with the rule
+    `evaluate_stopper` scored offline, against the same trials un-stopped."""
+    chosen, held, stopped = (load_spec(SPECS / f"{n}.yaml") for n in
+                             ("stiffness", "stiffness_heldout", "stiffness_stopper"))
+    assert not set(chosen.seeds) & set(held.seeds) and held.seeds == stopped.seeds
+    for spec in (held, stopped):
+        assert spec.base == chosen.base and spec.grid == chosen.grid
+    assert held.stopper is None and stopped.stopper == S.StiffnessStopper(threshold=0.97, patience=3)

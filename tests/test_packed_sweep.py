@@ -56,6 +56,8 @@ def test_late_momentum_members_get_their_own_packs():
     ({"grid": {"model.dropout": [0.0, 0.1]}}, "resources.pack: model.dropout: .* \\(at grid.model.dropout\\[1\\]\\)"),
     ({"base": {**TINY_BASE, "pruning": {"levels": 2}}}, "resources.pack: pruning.levels"),
     ({"variants": [{"model.batchnorm": True}]}, "resources.pack: model.batchnorm: .* \\(at variants\\[0\\]\\)"),
+    ({"base": {**TINY_BASE, "probes": {"stiffness": True, "schedule": {"kind": "epoch"}}},
+      "stopper": {"kind": "stiffness"}}, "resources.pack: stopper.kind: stiffness"),
 ])
 def test_a_spec_that_cannot_be_packed_is_refused_in_one_line_naming_the_field(fields, field):
     raw = {"name": "p", "base": TINY_BASE, "resources": {"pack": 4}, **fields}

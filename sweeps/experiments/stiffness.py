@@ -42,15 +42,19 @@ exact p cannot go below 2/2ⁿ, and Holm's first rejection among the family's
 of interest: 0.1 of sign stiffness (a tenth of its [−1, 1] scale; the
 pilot's within-class fall after the onset, 0.97 → 0.87), |ρ| 0.5 for ξ.
 
-The stopper (`stiffness_stop_epoch`) stops a trial once train–val
-within-class sign stiffness, after having been above a threshold (absolute,
-or a fraction of its running maximum), stays below it for `patience`
-consecutive epochs; `evaluate_stopper` scores it on held-out trials against
-the true onset. In a pilot (MNIST-1D, 1-D CNN, 500 examples, η ∈ {0.1, 0.2}
-× 3 seeds, 60 epochs) within-class train–val sign stiffness fell from 0.97
-to 0.87 after the onset but never near 0: the default bar 0.5 never fired,
-an absolute 0.95 stopped all six trials 12.5 epochs from the onset on
-average, giving up 0.076 validation accuracy.
+The stopper (`sweeps.stoppers.StiffnessStopper`, its rule
+`stiffness_stop_epoch`) stops a trial once train–val within-class sign
+stiffness, after having been above a threshold (absolute, or a fraction of
+its running maximum), stays below it for `patience` consecutive epochs; a
+spec's `stopper: {kind: stiffness}` runs it in Tune, and `evaluate_stopper`
+scores it on held-out trials against the true onset, from the logged series
+(offline) or from the stop epochs the Tune stopper recorded (online). In a
+pilot (MNIST-1D, 1-D CNN, 500 examples, η ∈ {0.1, 0.2} × 3 seeds, 60
+epochs) within-class train–val sign stiffness fell from 0.97 to 0.87 after
+the onset but never near 0: a bar of 0.5 never fired, an absolute 0.95
+stopped all six trials 12.5 epochs from the onset on average, giving up
+0.076 validation accuracy. The stopper's defaults (absolute 0.97, patience
+3) were chosen on seeds 0–2 of `stiffness.yaml`.
 """
 from __future__ import annotations
 
@@ -67,6 +71,7 @@ from sweeps.conjectures.verdict import (N_BOOT, N_PERM, Verdict, judge, param, p
                                         trend_test, usable_runs)
 from sweeps.experiments import Experiment, Sources, own_plans, register
 from sweeps.report import DPI, finished_runs, has_metrics, lr_colors
+from sweeps.stoppers import StiffnessStopper, stiffness_stop_epoch  # noqa: F401  (the rule lives there)
 
 LR = "optim.lr"
 PAIRS = ("train_train", "train_val", "val_val")
@@ -148,12 +153,13 @@ def before_after(series: pd.Series, onset_step: Any, window: int = 3) -> tuple[f
 
 
 def trial_summary(table: Any, window: int = 3, keys: Sequence[str] = (TV_SIGN, TV_SIGN_WITHIN),
-                  threshold: float = 0.5, patience: int = 3) -> pd.DataFrame:
+                  stopper: StiffnessStopper | None = None) -> pd.DataFrame:
     """One row per trial: onset step and epoch (min val loss), each train–val
     key's mean before and after the onset (`<short>_before`, `<short>_after`,
     short = the key's last part), mean within − between class sign stiffness
-    per pair set, final ξ, and the stopper's epoch on within-class train–val
-    sign stiffness."""
+    per pair set, final ξ, and the epoch `stopper` (default: the stiffness
+    stopper's defaults) stops at on the logged series."""
+    stopper = stopper or StiffnessStopper()
     rows = []
     for _, r in table.runs.iterrows():
         rid = r["run_id"]
@@ -174,9 +180,8 @@ def trial_summary(table: Any, window: int = 3, keys: Sequence[str] = (TV_SIGN, T
                                                    if len(both) else np.nan)
         xi = table.series(rid, XI).dropna()
         row["xi"] = float(xi.sort_index().iloc[-1]) if len(xi) else np.nan
-        tv = per_epoch(table, rid, TV_SIGN_WITHIN)
-        stop = stiffness_stop_epoch(tv.reindex(val.index).to_numpy(float), threshold, patience) \
-            if len(tv) and len(val) else None
+        tv = per_epoch(table, rid, stopper.metric)
+        stop = stopper.stop_index(tv.reindex(val.index).to_numpy(float)) if len(tv) and len(val) else None
         row["stop_epoch"] = stop + 1 if stop is not None else np.nan
         rows.append(row)
     return pd.DataFrame(rows)
@@ -275,45 +280,25 @@ def xi_vs_lr(table: Any, plans: Mapping[str, AnalysisPlan] | None = None, *,
 
 
 # ----------------------------------------------------------------- stopper
-def stiffness_stop_epoch(series: Sequence[float], threshold: float = 0.5, patience: int = 3,
-                         relative: bool = False) -> int | None:
-    """Index of the epoch at which to stop, or None.
-
-    `series` is the train–val (within-class) sign stiffness at successive
-    epoch ends. The rule arms once a value is above the bar; armed, it stops
-    at the `patience`-th consecutive value below the bar. The bar is
-    `threshold`, or with `relative` `threshold` × the running maximum of the
-    series (so a stiffness that falls to a fraction of its peak stops it).
-    NaN values neither arm nor count, and break a run of low values.
-    """
-    armed, low, peak = False, 0, -math.inf
-    for i, v in enumerate(np.asarray(series, dtype=float)):
-        if not np.isfinite(v):
-            low = 0
-            continue
-        peak = max(peak, v)
-        bar = threshold * peak if relative else threshold
-        if v > bar:
-            armed, low = True, 0
-        elif armed and v < bar:
-            low += 1
-            if low >= patience:
-                return i
-        else:
-            low = 0
-    return None
-
-
 def evaluate_stopper(table: Any, threshold: float = 0.5, patience: int = 3,
                      relative: bool = False, run_ids: Iterable[str] | None = None,
-                     key: str = TV_SIGN_WITHIN) -> tuple[pd.DataFrame, dict[str, float]]:
+                     key: str = TV_SIGN_WITHIN, *, stopper: StiffnessStopper | None = None,
+                     stops: Mapping[str, float | None] | None = None
+                     ) -> tuple[pd.DataFrame, dict[str, float]]:
     """Score the stopper on (held-out) trials against the true onset.
 
+    The rule is `stopper` (default: one built from `threshold`, `patience`,
+    `relative` and `key`), applied to each trial's logged series; `stops`
+    gives instead the stop epochs measured online (1-based, by run id of
+    `table`, None where the trial was not stopped: the Tune stopper's
+    `stopper/epoch` tags), scored against the same un-stopped trials.
     Per trial: the onset epoch (min val loss, 1-based), the stop epoch, their
     absolute difference in epochs, val/acc at the stop and its best value, and
     the accuracy given up (best − at stop). Summary: mean absolute error and
     mean accuracy given up over trials that stopped, and how many never did.
     Trials that are not finished, or have no val/loss, are left out."""
+    stopper = stopper or StiffnessStopper(threshold=threshold, patience=patience,
+                                          relative=relative, metric=key)
     runs, _ = usable_runs(table.runs)
     chosen = runs["run_id"] if run_ids is None else [r for r in runs["run_id"] if r in set(run_ids)]
     rows = []
@@ -322,9 +307,12 @@ def evaluate_stopper(table: Any, threshold: float = 0.5, patience: int = 3,
         if val.empty:
             continue
         acc = per_epoch(table, rid, VAL_ACC).reindex(val.index).to_numpy(float)
-        tv = per_epoch(table, rid, key).reindex(val.index).to_numpy(float)
+        if stops is None:
+            stop = stopper.stop_index(per_epoch(table, rid, stopper.metric).reindex(val.index).to_numpy(float))
+        else:
+            online = stops.get(rid)
+            stop = None if online is None or not np.isfinite(online) else int(online) - 1
         true = int(np.argmin(val.to_numpy(float)))
-        stop = stiffness_stop_epoch(tv, threshold, patience, relative)
         row = {"run_id": rid, "onset_epoch": true + 1,
                "stop_epoch": np.nan if stop is None else stop + 1,
                "abs_error_epochs": np.nan if stop is None else abs(stop - true),
@@ -340,7 +328,9 @@ def evaluate_stopper(table: Any, threshold: float = 0.5, patience: int = 3,
                "n_never_stopped": int((~stopped).sum()),
                "mean_abs_error_epochs": _nanmean(df["abs_error_epochs"]),
                "mean_acc_given_up": _nanmean(df["acc_given_up"]),
-               "threshold": threshold, "patience": patience, "relative": relative, "metric": key}
+               "threshold": stopper.threshold, "patience": stopper.patience,
+               "relative": stopper.relative, "metric": stopper.metric,
+               "measured": "offline" if stops is None else "online"}
     return df, summary
 
 
@@ -468,6 +458,6 @@ EXPERIMENT = register(Experiment(
              "stiffness_class_matrices.png": fig_class_matrices,
              "stiffness_vs_distance.png": fig_distance},
     tables={"stiffness_onsets.csv": onsets_table},
-    specs=("stiffness.yaml", "stiffness-cluster.yaml"),
+    specs=("stiffness.yaml", "stiffness-cluster.yaml", "stiffness_heldout.yaml", "stiffness_stopper.yaml"),
     plans=PLANS,
 ))
