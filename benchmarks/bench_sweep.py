@@ -45,6 +45,7 @@ them alike; the plain loop runs from the last tree.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import platform
@@ -81,7 +82,8 @@ WARM = "import sys; from dynamics_core.data import load; from dynamics_core.conf
        "load(DataConfig(dataset='mnist1d'), 'cpu', sys.argv[1])"
 
 
-def write_spec(folder: Path, name: str, epochs: int, seeds: int, probes: bool) -> Path:
+def write_spec(folder: Path, name: str, epochs: int, seeds: int, probes: bool,
+               checkpoint_every: int | None = None) -> Path:
     spec = {
         "name": name,
         "base": {
@@ -96,6 +98,8 @@ def write_spec(folder: Path, name: str, epochs: int, seeds: int, probes: bool) -
         "seeds": list(range(seeds)),
         "resources": {"cpus_per_trial": 1},
     }
+    if checkpoint_every is not None:
+        spec["fault_tolerance"] = {"checkpoint_every_epochs": checkpoint_every}
     path = folder / f"{name}.yaml"
     path.write_text(yaml.safe_dump(spec))
     return path
@@ -143,6 +147,8 @@ def main() -> None:
     ap.add_argument("--src", nargs="+", default=[str(ROOT)],
                     help="source trees to run dynsweep from (directories holding sweeps/)")
     ap.add_argument("--repeats", type=int, default=1)
+    ap.add_argument("--checkpoint-every", type=int, nargs="+", default=[None], metavar="EPOCHS",
+                    help="fault_tolerance.checkpoint_every_epochs of the dynsweep runs (default: the spec default)")
     args = ap.parse_args()
     srcs = [Path(s).resolve() for s in args.src]
     names = [s.name or str(s) for s in srcs]
@@ -164,7 +170,10 @@ def main() -> None:
                 rows.setdefault((probes, "plain"), []).append(plain)
                 print(f"repeat {r} probes {probes:3s} plain {wall:7.1f} s (imports {plain['imports']:.1f} s, "
                       f"compute {plain['compute']:.1f} s)", flush=True)
-                for tree, src in zip(names, srcs):
+                for (tree, src), every in itertools.product(zip(names, srcs), args.checkpoint_every):
+                    if every is not None:
+                        spec = write_spec(tmp, name, args.epochs, args.seeds, probes == "on", every)
+                        tree = f"{tree} ckpt {every}"
                     folder = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=tmp))
                     uri = f"sqlite:///{folder / 'mlflow.db'}"
                     start, wall, _ = timed([sys.executable, "-m", "sweeps.cli", "run", str(spec), "--storage",
@@ -178,9 +187,8 @@ def main() -> None:
     print("| probes | tree | plain s | dynsweep s | ratio (median, range) | probe share | start | launch | "
           "trials | compute | in trial | between | end |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
-    for probes in args.probes:
-        for tree in names:
-            rs = rows[(probes, tree)]
+    for (probes, tree), rs in rows.items():
+        if tree != "plain":
             ratios = [x["wall"] / x["plain"] for x in rs]
             med = {k: statistics.median(x[k] for x in rs) for k in rs[0]}
             share = med["probe_s"] / (med["train_s"] + med["probe_s"]) if med["train_s"] + med["probe_s"] else 0

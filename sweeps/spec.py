@@ -102,7 +102,9 @@ class ResourcesSpec(_Strict):
 
 class FaultToleranceSpec(_Strict):
     max_failures: int = Field(2, ge=0)
-    checkpoint_every_epochs: int = Field(1, ge=1)
+    # a checkpoint costs about an epoch of a small trial (save, Tune's copy and report); resume is
+    # bitwise from any of them, so the cadence only bounds the work a crash loses
+    checkpoint_every_epochs: int = Field(5, ge=1)
 
 
 class SweepSpec(_Strict):
