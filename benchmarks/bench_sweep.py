@@ -6,7 +6,9 @@ that imports and start-up count:
 
   plain:    one Python process that builds every trial config from the spec and
             calls `dynamics_core.train.run` on each in turn, with a memory sink
-            (no Ray, no MLflow, no checkpoints on disk; torch's default threads);
+            (no Ray, no MLflow, no checkpoints on disk), one torch thread as a
+            trial worker has (`--plain-threads 0`: torch's default; on a loaded
+            2-core machine two threads spin and made the loop many times slower);
   dynsweep: `dynsweep run SPEC` on a fresh local Ray and a fresh sqlite MLflow
             store (Tune, trial actors, MLflow runs, checkpoints, progress, the
             result table at the end).
@@ -63,6 +65,9 @@ ROOT = Path(__file__).resolve().parents[1]
 PLAIN = r"""
 import json, sys, time
 t0 = time.perf_counter()
+import torch
+if int(sys.argv[3]):
+    torch.set_num_threads(int(sys.argv[3]))
 from dynamics_core.sink import MemorySink
 from dynamics_core.measure import default_hooks
 from dynamics_core.train import RunEnv, run
@@ -147,6 +152,7 @@ def main() -> None:
     ap.add_argument("--src", nargs="+", default=[str(ROOT)],
                     help="source trees to run dynsweep from (directories holding sweeps/)")
     ap.add_argument("--repeats", type=int, default=1)
+    ap.add_argument("--plain-threads", type=int, default=1, help="torch threads of the plain loop (0: torch's default)")
     ap.add_argument("--checkpoint-every", type=int, nargs="+", default=[None], metavar="EPOCHS",
                     help="fault_tolerance.checkpoint_every_epochs of the dynsweep runs (default: the spec default)")
     args = ap.parse_args()
@@ -165,7 +171,8 @@ def main() -> None:
             for probes in args.probes:
                 name = f"bench-probes-{probes}"
                 spec = write_spec(tmp, name, args.epochs, args.seeds, probes == "on")
-                _, wall, out = timed([sys.executable, "-c", PLAIN, str(spec), str(cache)], tmp, srcs[-1], cache)
+                _, wall, out = timed([sys.executable, "-c", PLAIN, str(spec), str(cache), str(args.plain_threads)],
+                                    tmp, srcs[-1], cache)
                 plain = {"wall": wall, **json.loads(out.strip().splitlines()[-1])}
                 rows.setdefault((probes, "plain"), []).append(plain)
                 print(f"repeat {r} probes {probes:3s} plain {wall:7.1f} s (imports {plain['imports']:.1f} s, "
