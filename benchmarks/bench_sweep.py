@@ -4,25 +4,54 @@ The same trial configs — a 16-trial MNIST-1D MLP grid (η × S × 2 seeds,
 10 epochs by default) — are trained twice, each way as its own process so
 that imports and start-up count:
 
-  plain:   one Python process that builds every trial config from the spec and
-           calls `dynamics_core.train.run` on each in turn, with a memory sink
-           (no Ray, no MLflow, no checkpoints on disk);
+  plain:    one Python process that builds every trial config from the spec and
+            calls `dynamics_core.train.run` on each in turn, with a memory sink
+            (no Ray, no MLflow, no checkpoints on disk), one torch thread as a
+            trial worker has (`--plain-threads 0`: torch's default; on a loaded
+            2-core machine two threads spin and made the loop many times slower);
   dynsweep: `dynsweep run SPEC` on a fresh local Ray and a fresh sqlite MLflow
-           store (Tune, trial actors, MLflow runs, checkpoints, progress).
+            store (Tune, trial actors, MLflow runs, checkpoints, progress, the
+            result table at the end).
 
-Both with probes off and with the default probe set. Prints wall seconds and
-the ratio dynsweep / plain (target ≤ 1.0 on 2 cores), and, from the MLflow
-store, the share of trial time spent probing (`time/probe_s` over
-`time/train_s + time/probe_s`) where the trials log it.
+Both with probes off and with the default probe set (at 12 log-spaced
+points). Both read the same data cache, generated before anything is timed
+(`DYNSWEEP_CACHE`), as a sweep on a machine that has run one before does.
+Prints wall seconds and the ratio dynsweep / plain (target ≤ 1.0 on 2 cores),
+the share of trial time spent probing (`time/probe_s` over `time/train_s +
+time/probe_s`, from MLflow), and where a dynsweep run's wall time went, from
+the MLflow store's timestamps:
 
-    python benchmarks/bench_sweep.py                 # 16 trials, 10 epochs
-    python benchmarks/bench_sweep.py --epochs 3 --seeds 1
+  start     process start → the sweep's parent run exists (imports, the MLflow
+            store, Ray's start)
+  launch    parent run → the first trial's run exists (Tune's set-up, trial
+            actors started, their imports)
+  trials    first trial run → last trial run ended, split into
+              compute: Σ trials' time/train_s + time/probe_s, over the slots
+              in trial: Σ (run end − run start) − compute (data, model, epoch
+                        evaluation, checkpoints, MLflow writes, reports)
+              between:  slots × span − Σ run durations (a slot without a
+                        trial's run: Tune's scheduling, actor reuse, a
+                        trial opening its run)
+  end       last trial run ended → process exit (Tune's end, the result
+            table, Ray's shutdown)
+
+`--src A B` runs `dynsweep` from several source trees (each a directory
+holding `sweeps/` and `dynamics_core/`, e.g. an older commit exported with
+`git archive`), in turn within every repeat, so that background load hits
+them alike; the plain loop runs from the last tree.
+
+    python benchmarks/bench_sweep.py                          # 16 trials, 10 epochs
+    python benchmarks/bench_sweep.py --epochs 3 --seeds 1 --probes off
+    python benchmarks/bench_sweep.py --src /tmp/old . --repeats 2
 """
 from __future__ import annotations
 
 import argparse
+import itertools
+import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -34,21 +63,32 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 
 PLAIN = r"""
-import sys, time
+import json, sys, time
 t0 = time.perf_counter()
+import torch
+if int(sys.argv[3]):
+    torch.set_num_threads(int(sys.argv[3]))
 from dynamics_core.sink import MemorySink
 from dynamics_core.measure import default_hooks
 from dynamics_core.train import RunEnv, run
 from sweeps.spec import load_spec
+imports = time.perf_counter() - t0
 spec = load_spec(sys.argv[1])
 env = RunEnv(cache_dir=sys.argv[2], checkpoint_every_epochs=0)
+compute = 0.0
 for cfg in spec.trials():
-    run(cfg, MemorySink(), env, hooks=default_hooks)
-print(f"plain-inner {time.perf_counter() - t0:.2f}")
+    sink = MemorySink()
+    run(cfg, sink, env, hooks=default_hooks)
+    compute += sink.summary["final/time_train_s"] + sink.summary["final/time_probe_s"]
+print(json.dumps({"imports": imports, "compute": compute, "inner": time.perf_counter() - t0}))
 """
 
+WARM = "import sys; from dynamics_core.data import load; from dynamics_core.config import DataConfig; " \
+       "load(DataConfig(dataset='mnist1d'), 'cpu', sys.argv[1])"
 
-def write_spec(folder: Path, name: str, epochs: int, seeds: int, probes: bool) -> Path:
+
+def write_spec(folder: Path, name: str, epochs: int, seeds: int, probes: bool,
+               checkpoint_every: int | None = None) -> Path:
     spec = {
         "name": name,
         "base": {
@@ -63,56 +103,106 @@ def write_spec(folder: Path, name: str, epochs: int, seeds: int, probes: bool) -
         "seeds": list(range(seeds)),
         "resources": {"cpus_per_trial": 1},
     }
+    if checkpoint_every is not None:
+        spec["fault_tolerance"] = {"checkpoint_every_epochs": checkpoint_every}
     path = folder / f"{name}.yaml"
     path.write_text(yaml.safe_dump(spec))
     return path
 
 
-def timed(argv: list[str], cwd: Path) -> float:
+def timed(argv: list[str], cwd: Path, src: Path, cache: Path) -> tuple[float, float, str]:
+    """(start as epoch seconds, wall seconds, stdout) of one process."""
     env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "RAY_ADDRESS")}
-    t0 = time.perf_counter()
+    env.update(PYTHONPATH=str(src), DYNSWEEP_CACHE=str(cache))
+    start, t0 = time.time(), time.perf_counter()
     res = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True)
     wall = time.perf_counter() - t0
     if res.returncode != 0:
         raise SystemExit(f"{' '.join(argv[:4])}… failed ({res.returncode}):\n{res.stderr[-3000:]}")
-    return wall
+    return start, wall, res.stdout
 
 
-def probe_share(uri: str, name: str) -> float | None:
-    from sweeps import tracking
-    from sweeps.tracking import Store
+def breakdown(uri: str, name: str, start: float, wall: float, slots: int) -> dict[str, float]:
+    """Where one dynsweep run's wall time went, from its MLflow store (see the docstring)."""
+    from mlflow.tracking import MlflowClient
 
-    train = probe = 0.0
-    for run in tracking.trial_runs(Store(uri), name):
-        train += run.metrics.get("time/train_s", 0.0)
-        probe += run.metrics.get("time/probe_s", 0.0)
-    return probe / (train + probe) if train + probe > 0 else None
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name(name)
+    runs = client.search_runs([exp.experiment_id], max_results=1000)
+    parent = [r for r in runs if r.data.tags.get("dynsweep.kind") == "sweep"][0]
+    trials = [r for r in runs if r.data.tags.get("dynsweep.kind") == "trial"]
+    begin = [r.info.start_time / 1e3 for r in trials]
+    end = [r.info.end_time / 1e3 for r in trials]
+    in_runs = sum(e - b for b, e in zip(begin, end))
+    compute = sum(r.data.metrics.get("final/time_train_s", 0.0) + r.data.metrics.get("final/time_probe_s", 0.0)
+                  for r in trials)
+    span = max(end) - min(begin)
+    return {"start": parent.info.start_time / 1e3 - start, "launch": min(begin) - parent.info.start_time / 1e3,
+            "trials": span, "compute": compute / slots, "in trial": (in_runs - compute) / slots,
+            "between": span - in_runs / slots, "end": start + wall - max(end),
+            "train_s": sum(r.data.metrics.get("final/time_train_s", 0.0) for r in trials),
+            "probe_s": sum(r.data.metrics.get("final/time_probe_s", 0.0) for r in trials)}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--epochs", type=int, default=10)
     ap.add_argument("--seeds", type=int, default=2)
+    ap.add_argument("--probes", nargs="+", choices=("off", "on"), default=["off", "on"])
+    ap.add_argument("--src", nargs="+", default=[str(ROOT)],
+                    help="source trees to run dynsweep from (directories holding sweeps/)")
+    ap.add_argument("--repeats", type=int, default=1)
+    ap.add_argument("--plain-threads", type=int, default=1, help="torch threads of the plain loop (0: torch's default)")
+    ap.add_argument("--checkpoint-every", type=int, nargs="+", default=[None], metavar="EPOCHS",
+                    help="fault_tolerance.checkpoint_every_epochs of the dynsweep runs (default: the spec default)")
     args = ap.parse_args()
-    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
-    rows = []
+    srcs = [Path(s).resolve() for s in args.src]
+    names = [s.name or str(s) for s in srcs]
+    slots = os.cpu_count() or 1
+    print(f"machine: {platform.machine()}, {slots} cores, Python {platform.python_version()}, "
+          f"load average {' '.join(f'{x:.1f}' for x in os.getloadavg())}", flush=True)
+    rows: dict[tuple[str, str], list[dict]] = {}
     with tempfile.TemporaryDirectory(prefix="bench-sweep-") as tmp:
         tmp = Path(tmp)
         cache = tmp / "data"
-        for probes in (False, True):
-            name = f"bench-{'probes' if probes else 'plain'}"
-            spec = write_spec(tmp, name, args.epochs, args.seeds, probes)
-            plain = timed([sys.executable, "-c", PLAIN, str(spec), str(cache)], ROOT)
-            uri = f"sqlite:///{tmp / name / 'mlflow.db'}"
-            (tmp / name).mkdir()
-            service = timed([sys.executable, "-m", "sweeps.cli", "run", str(spec), "--storage",
-                             str(tmp / name / "ray"), "--tracking-uri", uri], tmp / name)
-            rows.append((name, plain, service, probe_share(uri, name)))
-    print(f"{'probes':<8} {'plain s':>8} {'dynsweep s':>10} {'ratio':>6} {'probe share':>12}")
-    for name, plain, service, share in rows:
-        share_txt = "-" if share is None else f"{share:.0%}"
-        print(f"{'on' if 'probes' in name else 'off':<8} {plain:8.1f} {service:10.1f} "
-              f"{service / plain:6.2f} {share_txt:>12}")
+        subprocess.run([sys.executable, "-c", WARM, str(cache)], env={**os.environ, "PYTHONPATH": str(srcs[-1])},
+                       check=True)
+        for r in range(args.repeats):
+            for probes in args.probes:
+                name = f"bench-probes-{probes}"
+                spec = write_spec(tmp, name, args.epochs, args.seeds, probes == "on")
+                _, wall, out = timed([sys.executable, "-c", PLAIN, str(spec), str(cache), str(args.plain_threads)],
+                                    tmp, srcs[-1], cache)
+                plain = {"wall": wall, **json.loads(out.strip().splitlines()[-1])}
+                rows.setdefault((probes, "plain"), []).append(plain)
+                print(f"repeat {r} probes {probes:3s} plain {wall:7.1f} s (imports {plain['imports']:.1f} s, "
+                      f"compute {plain['compute']:.1f} s)", flush=True)
+                for (tree, src), every in itertools.product(zip(names, srcs), args.checkpoint_every):
+                    if every is not None:
+                        spec = write_spec(tmp, name, args.epochs, args.seeds, probes == "on", every)
+                        tree = f"{tree} ckpt {every}"
+                    folder = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=tmp))
+                    uri = f"sqlite:///{folder / 'mlflow.db'}"
+                    start, wall, _ = timed([sys.executable, "-m", "sweeps.cli", "run", str(spec), "--storage",
+                                            str(folder / "ray"), "--tracking-uri", uri], folder, src, cache)
+                    parts = {"wall": wall, "plain": plain["wall"], **breakdown(uri, name, start, wall, slots)}
+                    rows.setdefault((probes, tree), []).append(parts)
+                    print(f"repeat {r} probes {probes:3s} {tree:12s} {wall:7.1f} s  ratio {wall / plain['wall']:.2f}  "
+                          + "  ".join(f"{k} {parts[k]:.1f}" for k in ("start", "launch", "trials", "compute",
+                                                                        "in trial", "between", "end")), flush=True)
+    print(f"load average at the end {' '.join(f'{x:.1f}' for x in os.getloadavg())}\n")
+    print("| probes | tree | plain s | dynsweep s | ratio (median, range) | probe share | start | launch | "
+          "trials | compute | in trial | between | end |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for (probes, tree), rs in rows.items():
+        if tree != "plain":
+            ratios = [x["wall"] / x["plain"] for x in rs]
+            med = {k: statistics.median(x[k] for x in rs) for k in rs[0]}
+            share = med["probe_s"] / (med["train_s"] + med["probe_s"]) if med["train_s"] + med["probe_s"] else 0
+            print(f"| {probes} | {tree} | {med['plain']:.1f} | {med['wall']:.1f} | {statistics.median(ratios):.2f} "
+                  f"({min(ratios):.2f}–{max(ratios):.2f}) | {share:.0%} | "
+                  + " | ".join(f"{med[k]:.1f}" for k in ("start", "launch", "trials", "compute", "in trial",
+                                                           "between", "end")) + " |")
 
 
 if __name__ == "__main__":

@@ -182,13 +182,16 @@ def _run_config(spec: SweepSpec, storage: str, callbacks: list) -> tune.RunConfi
     """Tune keeps every checkpoint (`num_to_keep=None`): with a limit it deletes
     old ones at once, also the one its last saved experiment state still names,
     and a driver killed before the next save could never resume that trial.
-    `PruneCheckpoints` deletes them instead, once nothing refers to them."""
+    `PruneCheckpoints` deletes them instead, once nothing refers to them.
+    Of Tune's result loggers only the JSON one (`init_ray` turns off the others)."""
+    from ray.tune.logger import JsonLoggerCallback
+
     stop = SpecStopper(spec.stopper, files.join(storage, spec.name)) if spec.stopper else None
     return tune.RunConfig(
         name=spec.name, storage_path=storage, stop=stop,
         failure_config=tune.FailureConfig(max_failures=spec.fault_tolerance.max_failures),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=None),
-        callbacks=[*callbacks, PruneCheckpoints()], verbose=0)
+        callbacks=[*callbacks, JsonLoggerCallback(), PruneCheckpoints()], verbose=0)
 
 
 # ------------------------------------------------------------------ public
@@ -211,6 +214,8 @@ def init_ray(address: str | None, spec: SweepSpec) -> None:
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")   # our Progress lines replace Tune's tables
     # short trials checkpoint every epoch by design: no warning about snapshot frequency
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    # Tune's result files: only result.json (ExperimentAnalysis reads it), no CSV or TensorBoard copies
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     if ray.is_initialized():
         return
     address = address or os.environ.get("RAY_ADDRESS")

@@ -23,9 +23,9 @@ from dynamics_core.config import TrialConfig
 from dynamics_core.imp import imp_plan, with_plan
 from dynamics_core.measure import default_hooks
 from dynamics_core.train import RunEnv, RunResult, run
-from sweeps.experiments import load_plugins
 from sweeps.spec import with_overrides
-from sweeps.tracking import Store, TrialRun, open_trial
+from sweeps.tracking.store import Store
+from sweeps.tracking.trial_run import TrialRun, open_trial
 
 STATE_FILE = "state.pt"
 RUN_ID_FILE = "mlflow_run_id"
@@ -106,7 +106,9 @@ def run_trial(config: dict[str, Any], ctx: SweepContext, session: Session,
     """Train one trial. With `distributed`, this process is one DDP rank of
     several: rank 0 records to MLflow and checkpoints, the others only train
     and take part in the per-epoch reports."""
-    load_plugins(ctx.plugins)
+    if ctx.plugins:         # the registry imports every experiment's analysis: only when asked
+        from sweeps.experiments import load_plugins
+        load_plugins(ctx.plugins)
     cfg = trial_config(config, ctx.base)
     env = RunEnv(device=ctx.device, cache_dir=ctx.cache_dir,
                  checkpoint_every_epochs=ctx.checkpoint_every_epochs, distributed=distributed)

@@ -28,15 +28,38 @@ One module per job:
 Everything goes through an explicit `MlflowClient(tracking_uri)`; nothing sets
 MLflow's process-global state, because trials run in Ray workers (other
 processes, other working directories). `Store` pickles as its URIs only.
-"""
-from sweeps.tracking.reader import TrialRecord, cast_param, load_probe_arrays, load_table, trial_runs
-from sweeps.tracking.store import (Store, client_env, create_schema, default_tracking_uri, git_sha,
-                                   open_store, ui_command)
-from sweeps.tracking.sweep_runs import (close_trial_run, end_sweep, find_sweep, log_judgement,
-                                        runs_page, start_sweep)
-from sweeps.tracking.trial_run import TrialRun, open_trial
 
-__all__ = ["Store", "TrialRecord", "TrialRun", "cast_param", "client_env", "close_trial_run",
-           "create_schema", "default_tracking_uri", "end_sweep", "find_sweep", "git_sha",
-           "load_probe_arrays", "load_table", "log_judgement", "open_store", "open_trial", "runs_page",
-           "start_sweep", "trial_runs", "ui_command"]
+The names below are imported from their module on first use, so a trial
+worker, which needs only `store` and `trial_run`, never imports the reader's
+pandas and the driver's helpers.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_MODULES = {
+    "reader": ("TrialRecord", "cast_param", "load_probe_arrays", "load_table", "trial_runs"),
+    "store": ("Store", "client_env", "create_schema", "default_tracking_uri", "git_sha", "open_store",
+              "ui_command"),
+    "sweep_runs": ("close_trial_run", "end_sweep", "find_sweep", "log_judgement", "runs_page", "start_sweep"),
+    "trial_run": ("TrialRun", "open_trial"),
+}
+_WHERE = {name: module for module, names in _MODULES.items() for name in names}
+
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _WHERE:
+        value = getattr(importlib.import_module(f"{__name__}.{_WHERE[name]}"), name)
+    elif name in _MODULES:
+        value = importlib.import_module(f"{__name__}.{name}")
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_WHERE])

@@ -28,11 +28,12 @@ def open_trial(store: Store, experiment_name: str, parent_run_id: str, trial_id:
                tags: dict[str, Any] | None = None) -> TrialRun:
     """The child run of one trial: re-opened by `run_id` (from a checkpoint) or by
     `trial_id` under this parent (a trial that crashed before checkpointing), else
-    created. Params already on the run are not logged again."""
-    run = _existing_trial_run(store, run_id, parent_run_id, trial_id)
+    created (in the parent's experiment). Params already on the run are not logged again."""
+    parent = store.client.get_run(parent_run_id)
+    run = _existing_trial_run(store, run_id, parent, trial_id)
     if run is None:
-        exp_id = store.experiment_id(experiment_name)
-        ptags = store.tags(parent_run_id)
+        exp_id = parent.info.experiment_id
+        ptags = parent.data.tags
         all_tags = {k: ptags[k] for k in ("spec_hash", "git_sha", GIT_COMMIT_TAG) if k in ptags}
         all_tags.update({str(k): str(v) for k, v in (tags or {}).items()})
         all_tags.update({PARENT_TAG: parent_run_id, KIND_TAG: "trial", "trial_id": trial_id,
@@ -57,7 +58,7 @@ def open_trial(store: Store, experiment_name: str, parent_run_id: str, trial_id:
     return TrialRun(store, rid, history=history)
 
 
-def _existing_trial_run(store: Store, run_id: str | None, parent_run_id: str, trial_id: str):
+def _existing_trial_run(store: Store, run_id: str | None, parent, trial_id: str):
     if run_id is not None:
         try:
             run = store.client.get_run(run_id)
@@ -70,10 +71,9 @@ def _existing_trial_run(store: Store, run_id: str | None, parent_run_id: str, tr
             if run.info.lifecycle_stage == "active":
                 return run
             log.warning("run %s was deleted; looking up trial %s", run_id, trial_id)
-    parent = store.client.get_run(parent_run_id)
     found = store.client.search_runs(
         [parent.info.experiment_id],
-        filter_string=(f"tags.`{PARENT_TAG}` = '{parent_run_id}' "
+        filter_string=(f"tags.`{PARENT_TAG}` = '{parent.info.run_id}' "
                        f"and tags.trial_id = '{quote(trial_id)}'"),
         max_results=1, order_by=["attributes.start_time DESC"])
     return found[0] if found else None
