@@ -154,7 +154,8 @@ def cmd_ui(args) -> int:
     argv = ui_command(uri, host=args.host, port=args.port)
     err.print(f"MLflow UI on http://{args.host}:{args.port} over {uri} (Ctrl-C stops it)")
     signal.signal(signal.SIGTERM, _stop)
-    server = subprocess.Popen(argv, start_new_session=True)   # its own group: its workers too
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # also when started in the background,
+    server = subprocess.Popen(argv, start_new_session=True)   # where SIGINT comes ignored; its own group
     try:
         return server.wait()
     finally:                       # Ctrl-C, SIGTERM or any error: the server goes with us

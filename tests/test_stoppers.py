@@ -210,9 +210,13 @@ def test_a_killed_driver_resumes_the_stopper_where_it_was(tmp_path):
 
     rule = {"kind": "stiffness", "metric": "stiffness/train_val/cos_within", "threshold": 0.97,
             "relative": True, "patience": 2}
-    base = {**TINY, "train": {"epochs": 8, "batch_size": 50}}
+    # Hutchinson's trace over many vectors only slows each epoch (probes never change training or
+    # the stiffness series), so that the kill can land between epochs 3 and 6
+    base = {**TINY, "train": {"epochs": 8, "batch_size": 50},
+            "probes": {**TINY["probes"], "hessian_trace": True, "hutchinson_samples": 1000}}
     (tmp_path / "rs.yaml").write_text(yaml.safe_dump({"name": "rs", "base": base, "seeds": [0],
-                                                      "stopper": rule}))
+                                                      "stopper": rule,
+                                                      "fault_tolerance": {"checkpoint_every_epochs": 1}}))
     folder = tmp_path / "ray" / "rs" / "stopper"
 
     def reported(n):
