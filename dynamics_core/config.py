@@ -160,6 +160,8 @@ class ProbesConfig(_Frozen):
     hessian_size: int | None = Field(None, ge=2)   # batch for curvature (None: probe_size)
     hessian_tol: float = Field(3e-3, gt=0.0)   # Lanczos residual; λ_H¹ error ≲ 2e-5 (benchmarks/)
     hutchinson_samples: int = Field(20, ge=1)
+    # gradcov/*: per example, or "minibatch": means of gradcov_minibatch probe examples, so only
+    # probe_size / gradcov_minibatch vectors; for the paper's unit with enough batches use gradcov_mb
     gradcov_unit: Literal["example", "minibatch"] = "example"
     gradcov_minibatch: int = Field(128, ge=1)
     # gradcov_mb: K in the mini-batch unit, from its own fixed subset of
