@@ -36,7 +36,6 @@ import torch
 from dynamics_core.config import TrialConfig
 from dynamics_core.packed import MAY_DIFFER, run_packed
 from dynamics_core.train import RunEnv, RunResult
-from sweeps.experiments import load_plugins
 from sweeps.spec import SweepSpec, with_overrides
 from sweeps.trial import STATE_FILE, Session, SweepContext, TrialSink, trial_names
 from sweeps.tracking import Store, TrialRun, open_trial
@@ -152,7 +151,9 @@ class PackTuneSink:
 
 def run_pack(config: dict[str, Any], ctx: SweepContext, session: Session) -> list[RunResult]:
     """Train the pack in `config[PACK_KEY]`, each member reporting to its own trial run."""
-    load_plugins(ctx.plugins)
+    if ctx.plugins:         # the registry imports every experiment's analysis: only when asked
+        from sweeps.experiments import load_plugins
+        load_plugins(ctx.plugins)
     pack = config[PACK_KEY]
     names = [m["name"] for m in pack["members"]]
     cfgs = [with_overrides(ctx.base, m["overrides"]) for m in pack["members"]]
