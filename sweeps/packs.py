@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +36,7 @@ from dynamics_core.config import TrialConfig
 from dynamics_core.packed import MAY_DIFFER, run_packed
 from dynamics_core.train import RunEnv, RunResult
 from sweeps.spec import SweepSpec, with_overrides
-from sweeps.trial import STATE_FILE, Session, SweepContext, TrialSink, trial_names
+from sweeps.trial import STATE_FILE, CheckpointOutbox, Session, SweepContext, TrialSink, trial_names
 from sweeps.tracking import Store, TrialRun, open_trial
 
 PACK_KEY = "__pack__"              # Tune config: {"name": …, "members": [{"name": …, "overrides": …}]}
@@ -116,18 +115,12 @@ class PackTuneSink:
     def __init__(self, session: Session, runs: dict[str, TrialRun]):
         self.session, self.runs = session, runs
         self.alive = len(runs)
-        self._pending: str | None = None
-        self._tmp: tempfile.TemporaryDirectory | None = None
+        self.outbox = CheckpointOutbox("dynsweep-pack-")
 
     def checkpoint(self, state: dict[str, Any], step: int, epoch: int, reason: str) -> None:
         for run in self.runs.values():
             run.flush()
-        self._cleanup()
-        self._tmp = tempfile.TemporaryDirectory(prefix="dynsweep-pack-")
-        path = Path(self._tmp.name)
-        torch.save(state, path / STATE_FILE)
-        (path / RUN_IDS_FILE).write_text(json.dumps({n: r.run_id for n, r in self.runs.items()}))
-        self._pending = str(path)
+        self.outbox.put(state, {RUN_IDS_FILE: json.dumps({n: r.run_id for n, r in self.runs.items()})})
         self.alive = len(state["alive"])
 
     def epoch_end(self, epoch: int, step: int) -> None:
@@ -139,14 +132,7 @@ class PackTuneSink:
                       **{f"members_{s}": float(statuses.count(s)) for s in ("finished", "diverged")}})
 
     def _report(self, metrics: dict[str, float]) -> None:
-        self.session.report(metrics, self._pending)
-        self._pending = None
-        self._cleanup()
-
-    def _cleanup(self) -> None:
-        if self._tmp is not None:
-            self._tmp.cleanup()
-            self._tmp = None
+        self.outbox.report(self.session, metrics)
 
 
 def run_pack(config: dict[str, Any], ctx: SweepContext, session: Session) -> list[RunResult]:

@@ -152,8 +152,7 @@ class TrialSink:
         self.session = session
         self.latest: dict[str, float] = {}
         self.series: dict[str, dict[int, float]] = {k: dict(trial.history.get(k, [])) for k in PEAKED}
-        self._pending: str | None = None
-        self._tmp: tempfile.TemporaryDirectory | None = None
+        self.outbox = CheckpointOutbox("dynsweep-ckpt-")
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
         self.trial.log_metrics(metrics, step)
@@ -170,12 +169,7 @@ class TrialSink:
 
     def checkpoint(self, state: dict[str, Any], step: int, epoch: int, reason: str) -> None:
         self.trial.flush()           # metrics up to here are stored before the checkpoint exists
-        self._cleanup()
-        self._tmp = tempfile.TemporaryDirectory(prefix="dynsweep-ckpt-")
-        path = Path(self._tmp.name)
-        torch.save(state, path / STATE_FILE)
-        (path / RUN_ID_FILE).write_text(self.trial.run_id)
-        self._pending = str(path)
+        self.outbox.put(state, {RUN_ID_FILE: self.trial.run_id})
 
     def epoch_end(self, epoch: int, step: int) -> None:
         self._report({"epoch": float(epoch), "step": float(step)})
@@ -203,11 +197,33 @@ class TrialSink:
 
     def _report(self, extra: dict[str, float]) -> None:
         metrics = {**self.latest, **extra}
-        self.session.report(metrics, self._pending)
-        self._pending = None
-        self._cleanup()
+        self.outbox.report(self.session, metrics)
 
-    def _cleanup(self) -> None:
+
+class CheckpointOutbox:
+    """A checkpoint folder (the state plus small text files) waiting for the
+    next report to Tune, which takes a copy; the folder is deleted after it."""
+
+    def __init__(self, prefix: str):
+        self.prefix = prefix
+        self._tmp: tempfile.TemporaryDirectory | None = None
+        self._pending: str | None = None
+
+    def put(self, state: dict[str, Any], texts: dict[str, str]) -> None:
+        self.clear()
+        self._tmp = tempfile.TemporaryDirectory(prefix=self.prefix)
+        path = Path(self._tmp.name)
+        torch.save(state, path / STATE_FILE)
+        for name, text in texts.items():
+            (path / name).write_text(text)
+        self._pending = str(path)
+
+    def report(self, session: Session, metrics: dict[str, float]) -> None:
+        session.report(metrics, self._pending)
+        self._pending = None
+        self.clear()
+
+    def clear(self) -> None:
         if self._tmp is not None:
             self._tmp.cleanup()
             self._tmp = None
