@@ -17,7 +17,7 @@ demo: setup
 	$(VENV)/bin/dynsweep run sweeps/specs/quickstart.yaml
 
 test: setup
-	$(PY) -m pytest -q --durations=25
+	$(PY) -m pytest -q -n 2 --dist loadfile --durations=25   # two test files at once: most of them wait on Ray
 
 test-fast: setup
 	$(PY) -m pytest -q -m "not slow"

@@ -332,7 +332,8 @@ def _run(spec: SweepSpec, storage: str | Path, tracking_uri: str, cache_dir: str
                        parent_run_id=parent, cache_dir=str(Path(cache_dir).resolve()),
                        storage=storage,
                        checkpoint_every_epochs=spec.fault_tolerance.checkpoint_every_epochs,
-                       device=device, plugins=tuple(spec.plugins))
+                       device=device, plugins=tuple(spec.plugins),
+                       flush_each_report=spec.scheduler.kind != "fifo" or spec.stopper is not None)
     files.write_text(files.join(exp, MANIFEST), json.dumps({"spec": spec.model_dump(mode="json"),
                                                   "context": asdict(ctx)}, indent=2))
     return _tune(spec, ctx, store, exp, address, progress, stop)

@@ -46,6 +46,9 @@ class SweepContext:
     checkpoint_every_epochs: int = 1
     device: str = "auto"
     plugins: tuple[str, ...] = ()      # the spec's plugin modules, imported before the config
+    # a scheduler or stopper may end a trial at any report (ASHA, a spec's stopper): its
+    # metrics are stored before each report, since Tune may end the worker before it flushes
+    flush_each_report: bool = False
 
 
 class Session(Protocol):
@@ -120,7 +123,7 @@ def run_trial(config: dict[str, Any], ctx: SweepContext, session: Session,
     store = Store(ctx.tracking_uri, ctx.artifact_root)
     trial = open_trial(store, ctx.spec_name, ctx.parent_run_id, session.trial_name(), cfg.run_hash(),
                        cfg.flat(), run_id=run_id, tags={"seed": cfg.seed})
-    sink = TrialSink(trial, session)
+    sink = TrialSink(trial, session, flush_each_report=ctx.flush_each_report)
     try:
         return run(cfg, sink, env, hooks=hooks, resume=state, plan=plan)
     except SystemExit:      # the scheduler (e.g. ASHA) stopped the trial at a report:
@@ -147,9 +150,10 @@ class TrialSink:
     earlier values come from its run's history.
     """
 
-    def __init__(self, trial: TrialRun, session: Session):
+    def __init__(self, trial: TrialRun, session: Session, flush_each_report: bool = False):
         self.trial = trial
         self.session = session
+        self.flush_each_report = flush_each_report
         self.latest: dict[str, float] = {}
         self.series: dict[str, dict[int, float]] = {k: dict(trial.history.get(k, [])) for k in PEAKED}
         self.outbox = CheckpointOutbox("dynsweep-ckpt-")
@@ -172,6 +176,8 @@ class TrialSink:
         self.outbox.put(state, {RUN_ID_FILE: self.trial.run_id})
 
     def epoch_end(self, epoch: int, step: int) -> None:
+        if self.flush_each_report:
+            self.trial.flush()
         self._report({"epoch": float(epoch), "step": float(step)})
 
     def finish(self, status: str, summary: dict[str, float]) -> None:

@@ -375,3 +375,43 @@ def test_judge_logs_breakeven_steps_csv(tracker, exp):
         "regimes.momentum[small-step]", "regimes.momentum[large-step]"]
     tags = tracker.client.get_run(other.run_id).data.tags
     assert tags["dynsweep.judgement_version"] == "2" and "verdict.regimes.momentum.small-step" in tags
+
+
+@pytest.mark.parametrize("flush_each_report", [True, False])
+def test_a_trial_that_may_be_stopped_stores_its_metrics_before_each_report(tracker, exp, tmp_path,
+                                                                          flush_each_report):
+    """Under ASHA or a stopper Tune may end the worker right after a report,
+    before the trial flushes: each report then finds its epoch in the store.
+    Without the flag (FIFO) the epochs are stored with the next checkpoint."""
+    from sweeps.trial import SweepContext, run_trial
+
+    parent = tracking.start_sweep(tracker, exp, "s", None)
+    base = TrialConfig(train=TrainConfig(epochs=3, batch_size=50))
+    base = base.model_copy(update={"data": base.data.model_copy(update={"train_size": 200, "test_size": 100}),
+                                   "probes": base.probes.model_copy(update={
+                                       "hessian": False, "gradcov": False, "stiffness": False,
+                                       "timeline": False})})
+    ctx = SweepContext(spec_name=exp, base=base.model_dump(mode="json"), tracking_uri=tracker.tracking_uri,
+                       artifact_root=tracker.artifact_root, parent_run_id=parent,
+                       cache_dir=str(tmp_path / "data"), storage=str(tmp_path / "ray"),
+                       checkpoint_every_epochs=5, flush_each_report=flush_each_report)
+    seen = []
+
+    class Session:
+        def report(self, metrics, checkpoint_dir):
+            if "epoch" in metrics and "status_finished" not in metrics:
+                (run,) = tracking.trial_runs(tracker, exp, parent)
+                history = tracker.client.get_metric_history(run.run_id, "train/epoch")
+                seen.append(sorted(m.value for m in history))
+
+        def checkpoint_dir(self):
+            return None
+
+        def trial_name(self):
+            return "trial_0"
+
+    run_trial({}, ctx, Session())
+    if flush_each_report:
+        assert seen == [[1.0], [1.0, 2.0], [1.0, 2.0, 3.0]]
+    else:
+        assert seen[0] == [], "FIFO trials keep buffering until the next checkpoint"
