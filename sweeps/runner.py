@@ -25,6 +25,7 @@ import re
 import signal
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -319,9 +320,12 @@ def _run(spec: SweepSpec, storage: str | Path, tracking_uri: str, cache_dir: str
          address: str | None, device: str, progress, stop: _Stop) -> SweepOutcome:
     storage = storage_location(storage)
     exp = files.join(storage, spec.name)
-    # everything the sweep runs on answers before its parent run exists
-    store = tracking.open_store(tracking_uri, experiment=spec.name)
-    init_ray(address, spec)
+    # everything the sweep runs on answers before its parent run exists; the store
+    # (a new sqlite file: MLflow's schema, about 2 s) opens while Ray starts
+    with ThreadPoolExecutor(1, thread_name_prefix="dynsweep-store") as pool:
+        opening = pool.submit(tracking.open_store, tracking_uri, experiment=spec.name)
+        init_ray(address, spec)
+        store = opening.result()
     _check_fits(spec, address)
     parent = tracking.start_sweep(store, spec.name, spec.spec_hash(), git_sha(), spec.description,
                                   params={"n_trials": spec.n_trials()})

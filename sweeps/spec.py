@@ -286,10 +286,12 @@ def parse_spec(raw: Any, source: str = "<spec>") -> SweepSpec:
 
 
 def _load_plugins(modules: Any, source: str) -> None:
-    from sweeps.experiments import load_plugins
-
     if not isinstance(modules, list) or not all(isinstance(m, str) for m in modules):
         raise SpecError(f"{source}: plugins: a list of module names")
+    if not modules:
+        return                     # the registry (scipy.stats, every experiment) only when asked
+    from sweeps.experiments import load_plugins
+
     for i, module in enumerate(modules):
         try:
             load_plugins([module])
