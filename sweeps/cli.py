@@ -73,7 +73,7 @@ def cmd_validate(args) -> int:
     spec = load_spec(args.spec)
     for warning in _data_problems(spec):
         err.print(f"[yellow]warning:[/yellow] {args.spec}: {warning}")
-    out.print(f"{args.spec}: valid — {spec.n_trials()} trial(s), search={spec.search.kind}, "
+    out.print(f"{args.spec}: valid — {_trials(spec)}, search={spec.search.kind}, "
               f"scheduler={spec.scheduler.kind}")
     return 0
 
@@ -89,7 +89,7 @@ def cmd_run(args) -> int:
     from sweeps.tracking import default_tracking_uri
 
     uri = args.tracking_uri or default_tracking_uri(RUNS)
-    err.print(f"sweep {spec.name}: {spec.n_trials()} trial(s) → MLflow {uri}")
+    err.print(f"sweep {spec.name}: {_trials(spec)} → MLflow {uri}")
     args.sweep = spec.name
     try:
         outcome = runner.run_sweep(spec, storage=_storage(args), tracking_uri=uri, cache_dir=_cache(args),
@@ -241,6 +241,15 @@ def _data_problems(spec, cache: Path = RUNS / "data") -> list[str]:
         if problem and problem not in problems:
             problems.append(problem)
     return problems
+
+
+def _trials(spec) -> str:
+    """"16 trial(s)", or with `resources.pack` "16 trial(s) in 2 pack(s) of up to 8"."""
+    if spec.resources.pack == 1:
+        return f"{spec.n_trials()} trial(s)"
+    from sweeps.packs import pack_values
+
+    return f"{spec.n_trials()} trial(s) in {len(pack_values(spec))} pack(s) of up to {spec.resources.pack}"
 
 
 def _resume_command(args, name: str) -> str:

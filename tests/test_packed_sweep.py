@@ -73,6 +73,17 @@ def test_pack_one_is_an_unpacked_sweep_and_packs_allow_any_probe():
     assert spec(base={**TINY_BASE, "probes": probes}).resources.pack == 4
 
 
+def test_validate_counts_trials_and_packs(tmp_path, capsys):
+    from sweeps import cli as dynsweep
+
+    path = tmp_path / "p.yaml"
+    path.write_text(yaml.safe_dump({"name": "p", "base": TINY_BASE, "resources": {"pack": 3},
+                                    "grid": {"optim.lr": [0.05, 0.1], "train.batch_size": [50, 100]},
+                                    "seeds": [0, 1]}))
+    assert dynsweep.main(["validate", str(path)]) == 0
+    assert "8 trial(s) in 4 pack(s) of up to 3" in capsys.readouterr().out
+
+
 # ------------------------------------------------------ through real Ray
 def run(dir, name, **fields):
     path = dir / f"{name}.yaml"
