@@ -153,7 +153,7 @@ def run_pack(config: dict[str, Any], ctx: SweepContext, session: Session) -> lis
         if k in ended:
             sinks.append(_Ended())
             continue
-        runs[name] = open_trial(store, ctx.spec_name, ctx.parent_run_id, name, cfg.run_hash(), cfg.flat(),
+        runs[name] = open_trial(store, ctx.parent_run_id, name, cfg.run_hash(), cfg.flat(),
                                 run_id=run_ids.get(name), tags={"seed": cfg.seed, "pack": pack["name"]})
         sinks.append(TrialSink(runs[name], _MemberSession(name)))
     pack_sink = PackTuneSink(session, runs)

@@ -121,7 +121,7 @@ def run_trial(config: dict[str, Any], ctx: SweepContext, session: Session,
     if distributed and not _is_rank_zero():
         return run(cfg, ReportOnlySink(session), env, hooks=hooks, resume=state, plan=plan)
     store = Store(ctx.tracking_uri, ctx.artifact_root)
-    trial = open_trial(store, ctx.spec_name, ctx.parent_run_id, session.trial_name(), cfg.run_hash(),
+    trial = open_trial(store, ctx.parent_run_id, session.trial_name(), cfg.run_hash(),
                        cfg.flat(), run_id=run_id, tags={"seed": cfg.seed})
     sink = TrialSink(trial, session, flush_each_report=ctx.flush_each_report)
     try:

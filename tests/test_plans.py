@@ -112,7 +112,7 @@ def _sweep(tracker: Store, exp: str, plans: dict | None) -> str:
     rise = [1.0, 1.0, 1.0, 1.0, 2.0, 4.0, 8.0, 8.1, 8.1, 6.0, 5.0]
     for i, (lr, seed) in enumerate([(0.1, 0), (0.1, 1), (0.2, 0), (0.2, 1)]):
         cfg = TrialConfig(seed=seed, optim=OptimConfig(lr=lr))
-        run = tracking.open_trial(tracker, exp, parent, f"t{i}", cfg.run_hash(), cfg.flat())
+        run = tracking.open_trial(tracker, parent, f"t{i}", cfg.run_hash(), cfg.flat())
         for s, v, acc in zip(steps, rise, np.linspace(0.1, 0.9, len(steps))):
             run.log_metrics({"hessian/top": 3 * v / lr, "gradcov/top": v / lr,
                              "probe/acc": float(acc)}, step=s)

@@ -91,7 +91,7 @@ def test_sweep_parent_and_child_runs(tracker, exp):
     assert prun.data.tags["mlflow.runName"].startswith(f"{exp}@")
     assert prun.data.params == {"sweep.trials": "4"}
 
-    trials = [tracking.open_trial(tracker, exp, parent, f"trial_{i}", f"hash{i}",
+    trials = [tracking.open_trial(tracker, parent, f"trial_{i}", f"hash{i}",
                                  TrialConfig(seed=i).flat()) for i in range(4)]
     assert len({t.run_id for t in trials}) == 4
     exp_id = tracker.experiment_id(exp)
@@ -126,7 +126,7 @@ def test_load_table_casts_params_back(tracker, exp):
                                                                       milestones=(0.3, 0.6, 0.9)))),
         TrialConfig(seed=8, train=TrainConfig(batch_size=32, max_steps=40)),
     ]
-    runs = [tracking.open_trial(tracker, exp, parent, f"t{i}", cfg.run_hash(), cfg.flat())
+    runs = [tracking.open_trial(tracker, parent, f"t{i}", cfg.run_hash(), cfg.flat())
             for i, cfg in enumerate(configs)]
     for i, run in enumerate(runs):
         run.log_metrics({"train/loss": 1.0 + i, "breakeven/step": 10.0 * (i + 1)}, step=5)
@@ -157,7 +157,7 @@ def test_load_table_casts_params_back(tracker, exp):
 # ------------------------------------------------------------ metrics
 def test_metrics_are_buffered_then_flushed_at_their_steps(tracker, exp):
     parent = tracking.start_sweep(tracker, exp, "s", None)
-    run = tracking.open_trial(tracker, exp, parent, "t0", "h", {"seed": 0})
+    run = tracking.open_trial(tracker, parent, "t0", "h", {"seed": 0})
     run.flush_every, run.flush_interval_s = 10, 1e9
     history = lambda key: [(m.step, m.value) for m in tracker.client.get_metric_history(run.run_id, key)]
 
@@ -186,7 +186,7 @@ def test_metrics_are_buffered_then_flushed_at_their_steps(tracker, exp):
 
 def test_nonfinite_values_are_kept_as_data(tracker, exp):
     parent = tracking.start_sweep(tracker, exp, "s", None)
-    run = tracking.open_trial(tracker, exp, parent, "t0", "h", {"seed": 0})
+    run = tracking.open_trial(tracker, parent, "t0", "h", {"seed": 0})
     run.log_metrics({"train/loss": 1.0}, step=0)
     run.log_metrics({"train/loss": float("inf"), "val/loss": float("nan")}, step=3)
     run.log_metrics({"train/loss": float("-inf")}, step=4)
@@ -203,14 +203,14 @@ def test_nonfinite_values_are_kept_as_data(tracker, exp):
 def test_resumed_run_never_logs_a_step_twice(tracker, exp):
     parent = tracking.start_sweep(tracker, exp, "s", None)
     params = TrialConfig(seed=3).flat()
-    run = tracking.open_trial(tracker, exp, parent, "t0", "h", params)
+    run = tracking.open_trial(tracker, parent, "t0", "h", params)
     for step in range(10):
         run.log_metrics({"train/loss": float(step), "hessian/top": 10.0 + step}, step=step)
     run.set_status("errored")                               # the worker died
     assert tracker.client.get_run(run.run_id).info.status == "FAILED"
 
     # Resume from a checkpoint taken at step 5: the run id travels in it.
-    again = tracking.open_trial(tracker, exp, parent, "t0", "h", {**params, "optim.lr": 0.2},
+    again = tracking.open_trial(tracker, parent, "t0", "h", {**params, "optim.lr": 0.2},
                                run_id=run.run_id)
     assert again.run_id == run.run_id
     info = tracker.client.get_run(run.run_id)
@@ -231,20 +231,20 @@ def test_resumed_run_never_logs_a_step_twice(tracker, exp):
 
 def test_open_trial_is_idempotent_on_trial_id(tracker, exp):
     parent = tracking.start_sweep(tracker, exp, "s", None)
-    first = tracking.open_trial(tracker, exp, parent, "t0", "h", {"seed": 0, "optim.lr": 0.1})
+    first = tracking.open_trial(tracker, parent, "t0", "h", {"seed": 0, "optim.lr": 0.1})
     first.log_metrics({"train/loss": 1.0}, step=0)
     first.flush()                                          # crashed before any checkpoint
-    second = tracking.open_trial(tracker, exp, parent, "t0", "h", {"seed": 0, "optim.lr": 0.1})
+    second = tracking.open_trial(tracker, parent, "t0", "h", {"seed": 0, "optim.lr": 0.1})
     assert second.run_id == first.run_id
     assert second.logged("train/loss", 0)
-    other = tracking.open_trial(tracker, exp, parent, "t1", "h", {"seed": 1})
+    other = tracking.open_trial(tracker, parent, "t1", "h", {"seed": 1})
     assert other.run_id != first.run_id
     # A run id unknown to this store (e.g. a checkpoint from elsewhere) falls back to trial_id.
-    third = tracking.open_trial(tracker, exp, parent, "t0", "h", {"seed": 0}, run_id="0" * 32)
+    third = tracking.open_trial(tracker, parent, "t0", "h", {"seed": 0}, run_id="0" * 32)
     assert third.run_id == first.run_id
     # Another sweep execution gets its own child run for the same trial id.
     parent2 = tracking.start_sweep(tracker, exp, "s", None)
-    assert tracking.open_trial(tracker, exp, parent2, "t0", "h", {"seed": 0}).run_id != first.run_id
+    assert tracking.open_trial(tracker, parent2, "t0", "h", {"seed": 0}).run_id != first.run_id
     exp_id = tracker.experiment_id(exp)
     assert len(tracker.client.search_runs([exp_id], "tags.trial_id = 't0'")) == 2
 
@@ -254,13 +254,13 @@ def test_status_tags_and_run_end_states(tracker, exp):
     expected = {"finished": "FINISHED", "diverged": "FINISHED", "errored": "FAILED"}
     runs = {}
     for status in expected:
-        runs[status] = run = tracking.open_trial(tracker, exp, parent, status, "h", {"seed": 0})
+        runs[status] = run = tracking.open_trial(tracker, parent, status, "h", {"seed": 0})
         run.set_status(status)
         assert run.status == status
     with pytest.raises(ValueError, match="status must be one of"):
         runs["finished"].set_status("done")
     with pytest.raises(RuntimeError):
-        with tracking.open_trial(tracker, exp, parent, "crash", "h", {"seed": 0}) as crashing:
+        with tracking.open_trial(tracker, parent, "crash", "h", {"seed": 0}) as crashing:
             crashing.log_metrics({"train/loss": 2.0}, step=1)
             raise RuntimeError("boom")
     runs["crash"] = crashing
@@ -283,7 +283,7 @@ def test_status_tags_and_run_end_states(tracker, exp):
 def test_long_params_are_truncated_not_rejected(tracker, exp):
     parent = tracking.start_sweep(tracker, exp, "s", None)
     steps = list(range(400))                                # str() is ~2000 chars
-    run = tracking.open_trial(tracker, exp, parent, "t0", "h", {"probes.schedule.steps": steps, "seed": 1})
+    run = tracking.open_trial(tracker, parent, "t0", "h", {"probes.schedule.steps": steps, "seed": 1})
     value = tracker.client.get_run(run.run_id).data.params["probes.schedule.steps"]
     assert len(value) == PARAM_VALUE_LIMIT and value.endswith("truncated>")
     row = tracking.load_table(tracker, exp).runs.iloc[0]
@@ -294,7 +294,7 @@ def test_long_params_are_truncated_not_rejected(tracker, exp):
 def test_artifacts_are_files_under_the_artifact_root(tracker, store, exp, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)                             # a Ray worker's cwd is elsewhere
     parent = tracking.start_sweep(tracker, exp, "s", None)
-    run = tracking.open_trial(tracker, exp, parent, "t0", "h", {"seed": 0})
+    run = tracking.open_trial(tracker, parent, "t0", "h", {"seed": 0})
     matrix = np.arange(12, dtype=np.float32).reshape(3, 4)
     run.log_artifact("stiffness/class_matrix", matrix, step=40)
     run.log_artifact("fisher/summary", {"trace": np.float64(1.5), "top": [1, 2]}, step=7)
@@ -348,7 +348,7 @@ def test_judge_logs_breakeven_steps_csv(tracker, exp):
     steps = [0, 1, 2, 3, 5, 8, 13, 21, 34, 55, 89]
     for i, (lr, seed) in enumerate([(0.1, 0), (0.1, 1), (0.2, 0), (0.2, 1)]):
         cfg = TrialConfig(seed=seed, optim=OptimConfig(lr=lr))
-        run = tracking.open_trial(tracker, exp, parent, f"t{i}", cfg.run_hash(), cfg.flat())
+        run = tracking.open_trial(tracker, parent, f"t{i}", cfg.run_hash(), cfg.flat())
         rise = [1.0, 1.0, 1.0, 1.0, 2.0, 4.0, 8.0, 8.1, 8.1, 6.0, 5.0]
         for s, v in zip(steps, rise):
             run.log_metrics({"hessian/top": 3 * v, "gradcov/top": v,

@@ -23,7 +23,7 @@ _MLFLOW_STATUS = {"running": "RUNNING", "finished": "FINISHED",
                   "diverged": "FINISHED", "errored": "FAILED"}
 
 
-def open_trial(store: Store, experiment_name: str, parent_run_id: str, trial_id: str,
+def open_trial(store: Store, parent_run_id: str, trial_id: str,
                run_hash: str, params: dict[str, Any], run_id: str | None = None,
                tags: dict[str, Any] | None = None) -> TrialRun:
     """The child run of one trial: re-opened by `run_id` (from a checkpoint) or by
