@@ -231,8 +231,10 @@ def init_ray(address: str | None, spec: SweepSpec) -> None:
     _token_auth(None)
     r = spec.resources
     need = max(r.cpus_per_trial, 1 + r.workers_per_trial if r.workers_per_trial > 1 else 0)
-    ray.init(num_cpus=max(os.cpu_count() or 1, int(need + 0.999)), include_dashboard=False,
-             log_to_driver=False, configure_logging=False)
+    # "local": a Ray of our own even where `ray start` left one running on this machine,
+    # which ray.init would otherwise join (and refuse num_cpus for); --address auto joins it
+    ray.init(address="local", num_cpus=max(os.cpu_count() or 1, int(need + 0.999)),
+             include_dashboard=False, log_to_driver=False, configure_logging=False)
 
 
 def _worker_env() -> dict[str, Any] | None:

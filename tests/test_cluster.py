@@ -109,13 +109,15 @@ class Head:
         self.home.mkdir(parents=True, exist_ok=True)
         self.temp = tempfile.mkdtemp(prefix="dsr", dir="/tmp")   # short: Ray's socket paths
         self.port, self.dashboard = free_port(), free_port()
-        self.env = env_for(self.home, RAY_AUTH_MODE=auth_mode,
+        # its temp dir through RAY_TMPDIR: a driver with the same RAY_TMPDIR finds it
+        # as this machine's running Ray (<temp>/ray/ray_current_cluster), others do not
+        self.env = env_for(self.home, RAY_AUTH_MODE=auth_mode, RAY_TMPDIR=self.temp,
                            AUTOSCALER_METRIC_PORT=str(free_port()), DASHBOARD_METRIC_PORT=str(free_port()))
         if auth_mode == "token":
             subprocess.run([RAY, "get-auth-token", "--generate"], env=self.env, check=True,
                            capture_output=True, timeout=120)
         self.proc = subprocess.Popen(
-            [RAY, "start", "--head", "--block", "--temp-dir", self.temp, "--port", str(self.port),
+            [RAY, "start", "--head", "--block", "--port", str(self.port),
              "--node-ip-address", "127.0.0.1", "--dashboard-host", "127.0.0.1",
              "--dashboard-port", str(self.dashboard), "--include-dashboard", "true",
              "--ray-client-server-port", str(free_port()),      # Ray starts one anyway; not 10001
@@ -191,6 +193,30 @@ def test_run_joins_a_token_head_by_its_address(token_head, tmp_path):
     assert "InvalidAuthToken" not in res.stderr and "Token authentication is" not in res.stderr
     trials = tracking.trial_runs(Store(uri), "tiny")
     assert [t.status for t in trials] == ["finished"]
+
+
+def test_run_without_an_address_starts_its_own_ray_beside_a_running_one(token_head, tmp_path):
+    """`ray.init()` without an address joins the Ray that `ray start` left
+    running on this machine, and refuses `num_cpus` there (a traceback before
+    this was fixed); `dynsweep run` without --address or RAY_ADDRESS starts its
+    own local Ray, as documented, and leaves the running one alone."""
+    spec = write_spec(tmp_path)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    env = env_for(token_head.home, RAY_TMPDIR=token_head.temp)
+    assert (Path(token_head.temp) / "ray" / "ray_current_cluster").exists(), "the driver can see the head"
+    before = head_jobs(token_head)
+    res = dynsweep(["run", str(spec), "--storage", str(tmp_path / "ray"), "--tracking-uri", uri], tmp_path, env)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "Traceback" not in res.stderr
+    assert [t.status for t in tracking.trial_runs(Store(uri), "tiny")] == ["finished"]
+    assert head_jobs(token_head) == before, "no driver joined the head"
+
+
+def head_jobs(head: Head) -> list[str]:
+    res = subprocess.run([RAY, "list", "jobs", "--address", f"http://127.0.0.1:{head.dashboard}",
+                          "--format", "json"], env=head.env, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr[-2000:]
+    return sorted(job["job_id"] for job in json.loads(res.stdout))
 
 
 @pytest.mark.slow
