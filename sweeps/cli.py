@@ -380,13 +380,13 @@ def _parser() -> argparse.ArgumentParser:
 
 def entry() -> None:
     """The `dynsweep` command: `main`, then a quick exit. What a normal exit
-    does that matters (waiting for threads, atexit: Ray's shutdown, temporary
-    folders, log handlers) runs as usual; the interpreter's teardown of the
-    modules loaded (torch, Ray, MLflow: 1-2 s after a sweep) is skipped."""
+    does that matters runs as the interpreter runs it — `threading._shutdown`
+    (thread pools told to stop, other threads joined), then the atexit
+    handlers (Ray's shutdown, temporary folders, log handlers) — and the
+    interpreter's teardown of the modules loaded (torch, Ray, MLflow: 1-2 s
+    after a sweep) is skipped."""
     code = main()
-    for thread in threading.enumerate():
-        if thread is not threading.main_thread() and not thread.daemon:
-            thread.join()
+    threading._shutdown()
     atexit._run_exitfuncs()
     sys.stdout.flush()
     sys.stderr.flush()

@@ -271,3 +271,31 @@ def test_storage_that_is_a_file_is_bad_input(tmp_path, capsys):
 def test_help_exits_0(capsys):
     assert cli.main(["run", "--help"]) == 0
     assert "--device {auto,cpu,cuda}" in capsys.readouterr().out
+
+
+ENTRY = """
+import atexit, concurrent.futures, sys, threading, time
+from sweeps import cli
+pool = concurrent.futures.ThreadPoolExecutor(1)      # idle worker left open, as MLflow's are
+pool.submit(time.sleep, 0).result()
+worker = threading.Thread(target=time.sleep, args=(1,))  # a thread still at work
+worker.start()
+atexit.register(lambda: print("atexit ran", flush=True))
+cli.main = lambda argv=None: 3
+cli.entry()
+"""
+
+
+def test_the_command_exits_with_mains_code_after_threads_and_exit_handlers(tmp_path):
+    """`dynsweep` (`cli.entry`) skips the interpreter's teardown but not what a
+    normal exit does: an idle thread pool is told to stop (joining it blindly
+    hung `dynsweep conjectures`), a working thread is waited for, atexit runs."""
+    import subprocess
+    import sys
+
+    start = time.monotonic()
+    res = subprocess.run([sys.executable, "-c", ENTRY], cwd=tmp_path, capture_output=True, text=True,
+                         timeout=120, env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])})
+    assert res.returncode == 3, res.stderr[-2000:]
+    assert res.stdout.strip() == "atexit ran"
+    assert time.monotonic() - start >= 1.0, "the working thread was waited for"
