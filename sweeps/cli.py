@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 from rich.console import Console
@@ -161,13 +162,27 @@ def cmd_ui(args) -> int:
     try:
         return server.wait()
     finally:                       # Ctrl-C, SIGTERM or any error: the server goes with us
-        if server.poll() is None:
-            os.killpg(server.pid, signal.SIGTERM)
+        _end_group(server)
+
+
+def _end_group(server: subprocess.Popen) -> None:
+    """SIGTERM to the server's process group (MLflow's uvicorn and job runners),
+    SIGKILL to what is left after 10 s; returns once the group is gone (or 5 s
+    after the SIGKILL), so that the port is free when the command ends."""
+    for sig, grace in ((signal.SIGTERM, 10.0), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(server.pid, sig)
+        except ProcessLookupError:
+            break
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline:
+            server.poll()                       # reap the leader, or the group never empties
             try:
-                server.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(server.pid, signal.SIGKILL)
-                server.wait()
+                os.killpg(server.pid, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.1)
+    server.poll()
 
 
 def cmd_conjectures(args) -> int:

@@ -29,7 +29,10 @@ def serving(port: int) -> bool:
 
 
 def port_free(port: int) -> bool:
+    """Nothing listens on the port. SO_REUSEADDR: a connection of the stopped
+    server left in TIME_WAIT (60 s on Linux) does not count."""
     with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind(("127.0.0.1", port))
         except OSError:
