@@ -35,6 +35,10 @@ the MLflow store's timestamps:
   end       last trial run ended → process exit (Tune's end, the result
             table, Ray's shutdown)
 
+`--ray-head` also runs every tree joined to one local Ray head started before
+the runs (`ray start --head`, `dynsweep run --address auto`; rows "+ head"),
+which pays Ray's start and shutdown once instead of per sweep.
+
 `--src A B` runs `dynsweep` from several source trees (each a directory
 holding `sweeps/` and `dynamics_core/`, e.g. an older commit exported with
 `git archive`), in turn within every repeat, so that background load hits
@@ -43,14 +47,19 @@ them alike; the plain loop runs from the last tree.
     python benchmarks/bench_sweep.py                          # 16 trials, 10 epochs
     python benchmarks/bench_sweep.py --epochs 3 --seeds 1 --probes off
     python benchmarks/bench_sweep.py --src /tmp/old . --repeats 2
+    python benchmarks/bench_sweep.py --probes off --ray-head --repeats 2
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import json
 import os
 import platform
+import shutil
+import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -110,16 +119,61 @@ def write_spec(folder: Path, name: str, epochs: int, seeds: int, probes: bool,
     return path
 
 
-def timed(argv: list[str], cwd: Path, src: Path, cache: Path) -> tuple[float, float, str]:
+def timed(argv: list[str], cwd: Path, src: Path, cache: Path,
+          extra_env: dict[str, str] | None = None) -> tuple[float, float, str]:
     """(start as epoch seconds, wall seconds, stdout) of one process."""
     env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "RAY_ADDRESS")}
-    env.update(PYTHONPATH=str(src), DYNSWEEP_CACHE=str(cache))
+    env.update(PYTHONPATH=str(src), DYNSWEEP_CACHE=str(cache), **(extra_env or {}))
     start, t0 = time.time(), time.perf_counter()
     res = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True)
     wall = time.perf_counter() - t0
     if res.returncode != 0:
         raise SystemExit(f"{' '.join(argv[:4])}… failed ({res.returncode}):\n{res.stderr[-3000:]}")
     return start, wall, res.stdout
+
+
+class RayHead:
+    """`ray start --head --block` started once, in its own process group and
+    temp dir: `dynsweep run --address auto` with the same RAY_TMPDIR (`env`)
+    joins it, and nothing else on the machine sees it."""
+
+    def __init__(self, cpus: int):
+        self.tmpdir = tempfile.mkdtemp(prefix="bsr", dir="/tmp")     # short: Ray's socket paths
+        self.env = {"RAY_TMPDIR": self.tmpdir}
+        ports = {k: str(free_port()) for k in ("port", "client", "agent", "metrics1", "metrics2")}
+        env = {**os.environ, **self.env, "AUTOSCALER_METRIC_PORT": ports["metrics1"],
+               "DASHBOARD_METRIC_PORT": ports["metrics2"]}
+        env.pop("RAY_ADDRESS", None)
+        self.proc = subprocess.Popen(
+            [str(Path(sys.executable).parent / "ray"), "start", "--head", "--block", "--num-cpus", str(cpus),
+             "--port", ports["port"], "--ray-client-server-port", ports["client"],
+             "--dashboard-agent-listen-port", ports["agent"], "--include-dashboard", "false",
+             "--disable-usage-stats"],
+            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        ready = Path(self.tmpdir) / "ray" / "ray_current_cluster"
+        deadline = time.monotonic() + 180
+        while not ready.exists():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise SystemExit("ray start --head did not come up")
+            time.sleep(0.5)
+        time.sleep(2)                                              # its raylet registers after the file
+
+    def stop(self) -> None:
+        try:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            self.proc.wait(timeout=60)
+        except ProcessLookupError:
+            pass
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        shutil.rmtree(self.tmpdir, ignore_errors=True)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def breakdown(uri: str, name: str, start: float, wall: float, slots: int) -> dict[str, float]:
@@ -155,6 +209,10 @@ def main() -> None:
     ap.add_argument("--plain-threads", type=int, default=1, help="torch threads of the plain loop (0: torch's default)")
     ap.add_argument("--checkpoint-every", type=int, nargs="+", default=[None], metavar="EPOCHS",
                     help="fault_tolerance.checkpoint_every_epochs of the dynsweep runs (default: the spec default)")
+    ap.add_argument("--ray-head", action="store_true",
+                    help="also run every tree joined to a local Ray head started once before the runs "
+                         "(`ray start --head`, then `dynsweep run --address auto`): Ray's start and "
+                         "shutdown paid once, not per sweep")
     args = ap.parse_args()
     srcs = [Path(s).resolve() for s in args.src]
     names = [s.name or str(s) for s in srcs]
@@ -162,7 +220,11 @@ def main() -> None:
     print(f"machine: {platform.machine()}, {slots} cores, Python {platform.python_version()}, "
           f"load average {' '.join(f'{x:.1f}' for x in os.getloadavg())}", flush=True)
     rows: dict[tuple[str, str], list[dict]] = {}
-    with tempfile.TemporaryDirectory(prefix="bench-sweep-") as tmp:
+    head = RayHead(slots) if args.ray_head else None
+    joins = [("", [])] + ([(" + head", ["--address", "auto"])] if head else [])
+    with contextlib.ExitStack() as stack, tempfile.TemporaryDirectory(prefix="bench-sweep-") as tmp:
+        if head is not None:
+            stack.callback(head.stop)
         tmp = Path(tmp)
         cache = tmp / "data"
         subprocess.run([sys.executable, "-c", WARM, str(cache)], env={**os.environ, "PYTHONPATH": str(srcs[-1])},
@@ -177,14 +239,17 @@ def main() -> None:
                 rows.setdefault((probes, "plain"), []).append(plain)
                 print(f"repeat {r} probes {probes:3s} plain {wall:7.1f} s (imports {plain['imports']:.1f} s, "
                       f"compute {plain['compute']:.1f} s)", flush=True)
-                for (tree, src), every in itertools.product(zip(names, srcs), args.checkpoint_every):
+                for (tree, src), every, (joined, address) in itertools.product(
+                        zip(names, srcs), args.checkpoint_every, joins):
                     if every is not None:
                         spec = write_spec(tmp, name, args.epochs, args.seeds, probes == "on", every)
                         tree = f"{tree} ckpt {every}"
+                    tree += joined
                     folder = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=tmp))
                     uri = f"sqlite:///{folder / 'mlflow.db'}"
                     start, wall, _ = timed([sys.executable, "-m", "sweeps.cli", "run", str(spec), "--storage",
-                                            str(folder / "ray"), "--tracking-uri", uri], folder, src, cache)
+                                            str(folder / "ray"), "--tracking-uri", uri, *address], folder, src,
+                                           cache, head.env if address else None)
                     parts = {"wall": wall, "plain": plain["wall"], **breakdown(uri, name, start, wall, slots)}
                     rows.setdefault((probes, tree), []).append(parts)
                     print(f"repeat {r} probes {probes:3s} {tree:12s} {wall:7.1f} s  ratio {wall / plain['wall']:.2f}  "
