@@ -14,7 +14,7 @@ import torch
 
 from dynamics_core.config import PatchConfig
 from dynamics_core.data.transforms import add_patches
-from sweeps import experiments, tracking
+from sweeps import experiments
 from sweeps.experiments import large_lr
 from sweeps.spec import load_spec, smoke
 from sweeps.tracking import Store
@@ -243,16 +243,13 @@ def test_main_spec_arms_are_paired_and_use_the_calibrated_pair():
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["large_lr_calibration", "large_lr"])
 def test_smoke_run_logs_verdicts_figures_and_tables(name, tmp_path):
-    from test_sweeps import cli, uri
+    from test_sweeps import cli, judged_run, uri
 
     res = cli(["run", str(SPECS / f"{name}.yaml"), "--smoke", "--storage", str(tmp_path / "ray"),
                "--tracking-uri", uri(tmp_path)], tmp_path, timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
     tracker = Store(uri(tmp_path))
-    parent = tracking.find_sweep(tracker, f"{name}-smoke")
-    exp = tracker.client.get_experiment_by_name(f"{name}-smoke").experiment_id
-    (run,) = tracker.client.search_runs(
-        [exp], filter_string=f"tags.`dynsweep.kind` = 'conjectures' and tags.`mlflow.parentRunId` = '{parent}'")
+    _, run = judged_run(tracker, f"{name}-smoke")
     files = {a.path for a in tracker.client.list_artifacts(run.info.run_id)}
     assert {"verdicts.json", "verdicts.csv", "figures"} <= files
     figures = {a.path for a in tracker.client.list_artifacts(run.info.run_id, "figures")}

@@ -176,19 +176,14 @@ def test_two_stage_specs_share_the_two_regimes_model_and_hold_disjoint_seeds():
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["two_regimes", "two_stage_pilot", "two_stage"])
 def test_smoke_run_logs_verdicts_figures_and_tables(name, tmp_path):
-    from test_sweeps import cli, uri
-    from sweeps import tracking
+    from test_sweeps import cli, judged_run, uri
     from sweeps.tracking import Store
 
     res = cli(["run", str(SPECS / f"{name}.yaml"), "--smoke", "--storage", str(tmp_path / "ray"),
                "--tracking-uri", uri(tmp_path)], tmp_path, timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
     store = Store(uri(tmp_path))
-    parent = tracking.find_sweep(store, f"{name}-smoke")
-    exp = store.client.get_experiment_by_name(f"{name}-smoke").experiment_id
-    (run,) = store.client.search_runs(
-        [exp], filter_string=("tags.`dynsweep.kind` = 'conjectures' and "
-                              f"tags.`mlflow.parentRunId` = '{parent}'"))
+    _, run = judged_run(store, f"{name}-smoke")
     files = {a.path for a in store.client.list_artifacts(run.info.run_id)}
     assert {"verdicts.json", "figures"} <= files
     assert any(f.path.endswith(".png") for f in store.client.list_artifacts(run.info.run_id, "figures"))

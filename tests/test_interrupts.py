@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -38,6 +37,17 @@ def start(cut: Path, *extra: str) -> subprocess.Popen:
                                         "--tracking-uri", uri(cut), *extra],
                             cwd=cut, env=_env(cut), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, start_new_session=True)
+
+
+def kill_driver_when(cut: Path, ready, what: str) -> None:
+    """`start` the sweep, wait (240 s at most) until `ready()`, then SIGKILL the
+    driver and everything it started."""
+    proc = start(cut)
+    try:
+        wait_for(ready, 240, what)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
 
 
 def trial_folders(exp: Path) -> list[Path]:
@@ -74,12 +84,7 @@ KILL_POINTS = {
 @pytest.mark.parametrize("point", KILL_POINTS)
 def test_sigkilled_driver_resumes_to_the_uninterrupted_result(tmp_path, reference, point):
     slow_spec(tmp_path, "ft", seeds=[0, 1])
-    proc = start(tmp_path)
-    try:
-        wait_for(lambda: KILL_POINTS[point](tmp_path / "ray" / "ft"), 240, point)
-    finally:
-        os.killpg(proc.pid, signal.SIGKILL)          # the driver and everything it started
-        proc.communicate()
+    kill_driver_when(tmp_path, lambda: KILL_POINTS[point](tmp_path / "ray" / "ft"), point)
     res = resume(tmp_path)
     assert res.returncode == 0, res.stderr[-3000:]
     assert "taking over the stale lock" in res.stderr, "the killed driver's lock is stale"
@@ -94,12 +99,7 @@ def test_resume_survives_deleted_checkpoints(tmp_path, reference):
     """The checkpoints the saved state names are deleted (by hand, or by an older
     dynsweep's retention): resume continues from an older one or starts over."""
     slow_spec(tmp_path, "ft", seeds=[0, 1])
-    proc = start(tmp_path)
-    try:
-        wait_for(lambda: newest_checkpoint(tmp_path / "ray" / "ft") >= 3, 240, "checkpoints")
-    finally:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.communicate()
+    kill_driver_when(tmp_path, lambda: newest_checkpoint(tmp_path / "ray" / "ft") >= 3, "checkpoints")
     import shutil
     for trial in trial_folders(tmp_path / "ray" / "ft"):
         for ckpt in sorted(trial.glob("checkpoint_*"))[1:]:     # keep at most the oldest

@@ -6,9 +6,6 @@ diverges recorded as data, and a packed sweep killed mid-way resuming to the
 unpacked result."""
 from __future__ import annotations
 
-import os
-import signal
-
 import pytest
 import yaml
 
@@ -17,8 +14,9 @@ from sweeps.packs import pack_values
 from sweeps.spec import SpecError, parse_spec
 from sweeps.tracking import Store
 from sweeps.trial import trial_names
-from test_interrupts import assert_same_as_reference, newest_checkpoint, reference, resume, start  # noqa: F401
-from test_sweeps import TINY_BASE, cli, histories, slow_spec, uri, wait_for
+from test_interrupts import (assert_same_as_reference, kill_driver_when, newest_checkpoint,  # noqa: F401
+                             reference, resume)
+from test_sweeps import TINY_BASE, cli, histories, slow_spec, uri
 
 
 def spec(pack=4, **fields):
@@ -131,12 +129,7 @@ def test_a_killed_packed_sweep_resumes_to_the_unpacked_result(tmp_path, referenc
     slow_spec(tmp_path, "ft", seeds=[0, 1])
     raw = yaml.safe_load((tmp_path / "ft.yaml").read_text())
     (tmp_path / "ft.yaml").write_text(yaml.safe_dump({**raw, "resources": {"pack": 2}}))
-    proc = start(tmp_path)
-    try:
-        wait_for(lambda: newest_checkpoint(tmp_path / "ray" / "ft") >= 1, 240, "two checkpoints")
-    finally:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.communicate()
+    kill_driver_when(tmp_path, lambda: newest_checkpoint(tmp_path / "ray" / "ft") >= 1, "two checkpoints")
     runs = tracking.trial_runs(Store(uri(tmp_path)), "ft")
     assert any(r.status == "running" for r in runs), "the kill should interrupt the pack"
     res = resume(tmp_path)

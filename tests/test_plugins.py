@@ -13,7 +13,7 @@ import pytest
 
 from sweeps import tracking
 from sweeps.tracking import Store
-from test_sweeps import DYNSWEEP, _env, uri, write_spec
+from test_sweeps import DYNSWEEP, _env, judged_run, uri, write_spec
 
 pytestmark = pytest.mark.slow
 PLUGINS = Path(__file__).parent / "plugins"
@@ -44,10 +44,7 @@ def test_toy_probe_and_experiment_run_in_a_sweep_and_in_conjectures(tmp_path):
     both = table.metrics[table.metrics["key"].isin(["toy/grad_norm", "timeline/grad_norm"])]
     pivot = both.pivot_table(index=["run_id", "step"], columns="key", values="value")
     assert np.allclose(pivot["toy/grad_norm"], pivot["timeline/grad_norm"], rtol=1e-5, atol=0)
-    parent = tracking.find_sweep(store, "toy")
-    exp = store.client.get_experiment_by_name("toy").experiment_id
-    (judged,) = store.client.search_runs(
-        [exp], f"tags.`dynsweep.kind` = 'conjectures' and tags.`mlflow.parentRunId` = '{parent}'")
+    _, judged = judged_run(store, "toy")
     files = {a.path for a in store.client.list_artifacts(judged.info.run_id)}
     assert {"toy_first_last.csv", "verdicts.json", "figures"} <= files
     assert judged.data.tags["verdict.toy.loss_falls"] == "supported"
@@ -56,8 +53,7 @@ def test_toy_probe_and_experiment_run_in_a_sweep_and_in_conjectures(tmp_path):
     again = cli(["conjectures", "toy", "--json", "--tracking-uri", uri(tmp_path)], tmp_path)
     assert again.returncode == 0, again.stderr[-2000:]
     assert [v["name"] for v in json.loads(again.stdout)] == ["toy.loss_falls"]
-    (judged,) = store.client.search_runs(
-        [exp], f"tags.`dynsweep.kind` = 'conjectures' and tags.`mlflow.parentRunId` = '{parent}'")
+    _, judged = judged_run(store, "toy")
     assert judged.data.tags["dynsweep.judgement_version"] == "2"
 
 

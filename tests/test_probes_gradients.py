@@ -16,14 +16,14 @@ def mlp(seed=0, d=4, h=5, c=3):
     return nn.Sequential(nn.Linear(d, h), nn.Tanh(), nn.Linear(h, c)).double()
 
 
-def conv_bn(seed=1):
+def conv_bn(seed=1, act=nn.ReLU, train=False):
     torch.manual_seed(seed)
-    model = nn.Sequential(nn.Conv1d(1, 2, 3), nn.BatchNorm1d(2), nn.ReLU(),
+    model = nn.Sequential(nn.Conv1d(1, 2, 3), nn.BatchNorm1d(2), act(),
                           nn.Flatten(), nn.Linear(2 * 6, 3)).double()
     with torch.no_grad():
         model[1].running_mean.copy_(torch.tensor([0.3, -0.2]))
         model[1].running_var.copy_(torch.tensor([1.5, 0.7]))
-    return model.eval()
+    return model.train(train)
 
 
 def loop_grads(model, loss_fn, x, y):

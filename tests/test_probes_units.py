@@ -15,21 +15,13 @@ from dynamics_core.probes import (directional_derivatives, hessian_top_eigen, mi
                                   minibatch_gradients, sgd_noise)
 from dynamics_core.sink import MemorySink
 from dynamics_core.train import RunEnv
-
-
-def mlp(seed=0, d=4, h=5, c=3):
-    torch.manual_seed(seed)
-    return nn.Sequential(nn.Linear(d, h), nn.Tanh(), nn.Linear(h, c)).double()
+from test_probes_gradients import conv_bn as _conv_bn, mlp
 
 
 def conv_bn(seed=1):
-    torch.manual_seed(seed)
-    model = nn.Sequential(nn.Conv1d(1, 2, 3), nn.BatchNorm1d(2), nn.Tanh(),
-                          nn.Flatten(), nn.Linear(2 * 6, 3)).double()
-    with torch.no_grad():
-        model[1].running_mean.copy_(torch.tensor([0.3, -0.2]))
-        model[1].running_var.copy_(torch.tensor([1.5, 0.7]))
-    return model.train()          # the probes must measure in eval mode anyway
+    # Tanh: curvature through the activation (ReLU's is 0); train mode: the
+    # probes must measure in eval mode anyway
+    return _conv_bn(seed, act=nn.Tanh, train=True)
 
 
 def data(n, shape, c=3, seed=2):

@@ -54,6 +54,15 @@ def uri(dir: Path) -> str:
     return f"sqlite:///{dir / 'mlflow.db'}"
 
 
+def judged_run(store: Store, name: str) -> tuple[str, object]:
+    """(parent run id, the one `conjectures` run under it) of experiment `name`'s latest sweep."""
+    parent = tracking.find_sweep(store, name)
+    exp = store.client.get_experiment_by_name(name).experiment_id
+    (run,) = store.client.search_runs(
+        [exp], filter_string=f"tags.`dynsweep.kind` = 'conjectures' and tags.`mlflow.parentRunId` = '{parent}'")
+    return parent, run
+
+
 def histories(tracker: Store, name: str, parent: str | None = None) -> dict[str, dict[str, list]]:
     table = tracking.load_table(tracker, name, parent)
     out = {}
@@ -248,10 +257,7 @@ def test_smoke_breakeven_sweep_logs_verdicts_and_figures(tmp_path):
     tracker = Store(uri(tmp_path))
     assert tracker.client.get_experiment_by_name("breakeven") is None, "smoke runs are kept apart"
     assert (tmp_path / "ray" / "breakeven-smoke").is_dir()
-    parent = tracking.find_sweep(tracker, "breakeven-smoke")
-    exp = tracker.client.get_experiment_by_name("breakeven-smoke").experiment_id
-    (verdict_run,) = tracker.client.search_runs(
-        [exp], filter_string=f"tags.`dynsweep.kind` = 'conjectures' and tags.`mlflow.parentRunId` = '{parent}'")
+    parent, verdict_run = judged_run(tracker, "breakeven-smoke")
     files = {a.path for a in tracker.client.list_artifacts(verdict_run.info.run_id)}
     assert {"verdicts.json", "verdicts.csv", "breakeven_steps.csv", "figures"} <= files
     figures = tracker.client.list_artifacts(verdict_run.info.run_id, "figures")
