@@ -89,6 +89,10 @@ def cmd_run(args) -> int:
     from sweeps import runner
     from sweeps.tracking import default_tracking_uri
 
+    try:                       # before runs/, the store, the storage folder
+        runner.check_fits(spec, args.address)
+    except runner.NoFit as exc:
+        raise SpecError(f"{args.spec}: {exc.problem}") from None
     uri = args.tracking_uri or default_tracking_uri(RUNS)
     err.print(f"sweep {spec.name}: {_trials(spec)} → MLflow {uri}")
     args.sweep = spec.name
@@ -104,6 +108,8 @@ def cmd_run(args) -> int:
                          f"`{again}` starts a new one") from None
     except runner.SweepBusy as exc:
         raise InputError(f"sweep {spec.name} is running already: {exc}") from None
+    except runner.NoFit as exc:            # a cluster that shrank since `check_fits`
+        raise SpecError(f"{args.spec}: {exc.problem}") from None
     _print_rows(outcome.rows)
     if spec.conjectures:
         _conjectures(spec.name, uri, outcome.parent_run_id, spec.conjectures, as_json=False)

@@ -473,12 +473,14 @@ def _check_stopper(spec: SweepSpec, source: str) -> None:
             raise SpecError(f"{source}: {where}{field}: {why} (stopper.kind: {spec.stopper.kind})")
 
 
-def check_resources(spec: SweepSpec, available: dict[str, float]) -> str | None:
+def check_resources(spec: SweepSpec, available: dict[str, float],
+                    where: str = "the Ray cluster") -> str | None:
     """Which per-trial request (naming its field) exceeds what the Ray cluster
-    offers, or None. `available` is `ray.cluster_resources()` ("CPU", "GPU").
+    offers, or None. `available` is `ray.cluster_resources()` ("CPU", "GPU"),
+    or what a local Ray would have (`where` names what offers it).
 
-    Tune waits forever for a trial that cannot fit, so this runs after Ray
-    starts and before anything else does. A multi-worker trial needs one CPU
+    Tune waits forever for a trial that cannot fit, so this runs before
+    anything of the sweep exists (`runner.check_fits`). A multi-worker trial needs one CPU
     for its Tune coordinator plus cpus_per_trial and gpus_per_trial per
     worker. An autoscaling cluster may offer more than it has now: ask only a
     local or fixed-size Ray.
@@ -487,7 +489,7 @@ def check_resources(spec: SweepSpec, available: dict[str, float]) -> str | None:
     w = r.workers_per_trial
 
     def has(n: float) -> str:
-        return f"the Ray cluster has {n:g}" if n else "the Ray cluster has none"
+        return f"{where} has {n:g}" if n else f"{where} has none"
 
     if w == 1:
         if r.gpus_per_trial > gpus:

@@ -208,6 +208,33 @@ def test_check_resources_accepts_what_fits(resources, available):
     assert check_resources(spec_with(**resources), available) is None
 
 
+@pytest.mark.parametrize("resources, says", [
+    ("{gpus_per_trial: 1}", "resources.gpus_per_trial: 1 GPU per trial, but this machine has none"),
+    ("{gpus_per_trial: 0.5, workers_per_trial: 2}", "resources.workers_per_trial: 2 workers × 0.5 GPU"),
+])
+@pytest.mark.parametrize("where", ["given", "default"])
+def test_gpus_this_machine_lacks_are_refused_before_anything_exists(tmp_path, capsys, monkeypatch,
+                                                                     resources, says, where):
+    """A local run counts the GPUs as a local Ray would, without starting it:
+    no runs/, storage folder, lock, MLflow store or Ray is made for a sweep
+    that cannot run. CUDA_VISIBLE_DEVICES="" hides any GPU this machine has."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    for var in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI"):
+        monkeypatch.delenv(var, raising=False)
+    path = tmp_path / "gpu.yaml"
+    path.write_text(f"name: gpu\nresources: {resources}\n")
+    before = set(tmp_path.iterdir())
+    flags = ["--storage", str(tmp_path / "ray"), "--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}"]
+    assert cli.main(["run", str(path), *(flags if where == "given" else [])]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith(f"error: {path}: {says}"), line
+    assert set(tmp_path.iterdir()) == before, "no runs/, Ray storage or MLflow store"
+    import ray
+
+    assert not ray.is_initialized()
+
+
 # ---------------------------------------------------------------- the parser
 def _commands() -> dict[str, argparse.ArgumentParser]:
     (sub,) = [a for a in cli._parser()._actions if isinstance(a, argparse._SubParsersAction)]
