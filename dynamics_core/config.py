@@ -2,7 +2,9 @@
 
 Every field has a default; unknown keys are errors (pydantic `extra=forbid`),
 so a typo in a spec names its field path, and so are non-finite floats
-(`allow_inf_nan=False`: `lr: .inf` is a typo, not a setting). `TrialConfig.run_hash()` is the
+(`allow_inf_nan=False`: `lr: .inf` is a typo, not a setting), and so is
+anything but a number where a number goes (`Int`, `Float`: `epochs: yes`
+is a YAML boolean, not 1 epoch). `TrialConfig.run_hash()` is the
 content address of a trial: the hash of the canonical *non-default* fields,
 with the seed and the environment-only fields (paths, device) left out, so
 adding a new field with a default never changes old hashes.
@@ -11,9 +13,31 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic_core import PydanticCustomError
+
+
+def _number(value: Any) -> Any:
+    """Where a number goes, a YAML boolean (`yes`, `true`, `on`) is not 1 and a
+    quoted "0.1" is not 0.1: both are refused, naming the field. Numbers (ints
+    also for floats) and None (optional fields) pass to pydantic's own checks."""
+    if isinstance(value, bool):
+        raise PydanticCustomError("number_type", f"Input should be a number, not the boolean "
+                                  f"{str(value).lower()} (YAML reads yes/no/on/off as booleans too)")
+    if isinstance(value, (str, bytes)):
+        raise PydanticCustomError("number_type", f"Input should be a number, not the string "
+                                  f"{value!r} (write numbers unquoted)")
+    return value
+
+
+# Numeric field types: pydantic's int and float, less their bool and string inputs.
+_NUMBER = BeforeValidator(_number)
+Int = Annotated[int, _NUMBER]
+Float = Annotated[float, _NUMBER]
+OptInt = Annotated[int | None, _NUMBER]
+OptFloat = Annotated[float | None, _NUMBER]
 
 
 class _Frozen(BaseModel):
@@ -25,8 +49,8 @@ class DeficitConfig(_Frozen):
     """A training-data deficit active for epochs in [start_epoch, end_epoch)."""
 
     kind: Literal["none", "blur", "vflip", "label_permutation", "noise"] = "none"
-    start_epoch: int = Field(0, ge=0)
-    end_epoch: int = Field(0, ge=0)
+    start_epoch: Int = Field(0, ge=0)
+    end_epoch: Int = Field(0, ge=0)
 
     @model_validator(mode="after")
     def _window(self) -> "DeficitConfig":
@@ -43,36 +67,36 @@ class PatchConfig(_Frozen):
     """Li/Wei/Ma patch data: a fraction of examples carry a class patch z + zeta_c
     (+ a per-example noise xi_i of norm about `noise`)."""
 
-    fraction: float = Field(0.0, ge=0.0, le=1.0)
-    scale: float = Field(0.5, gt=0.0)      # magnitude of the patch z
-    zeta: float = Field(0.1, ge=0.0)       # class-dependent offset size
-    size: int = Field(4, ge=1)             # patch length (1-D) or side (2-D)
-    noise: float = Field(0.0, ge=0.0)      # per-example Gaussian noise, expected norm ~ noise
+    fraction: Float = Field(0.0, ge=0.0, le=1.0)
+    scale: Float = Field(0.5, gt=0.0)      # magnitude of the patch z
+    zeta: Float = Field(0.1, ge=0.0)       # class-dependent offset size
+    size: Int = Field(4, ge=1)             # patch length (1-D) or side (2-D)
+    noise: Float = Field(0.0, ge=0.0)      # per-example Gaussian noise, expected norm ~ noise
 
 
 class DataConfig(_Frozen):
     dataset: Literal["mnist1d", "cifar10", "mnist", "fashion_mnist", "sine1d"] = "mnist1d"
     root: str | None = None        # environment: where torchvision sets / caches live
     download: bool = False         # environment: allowed only with internet
-    train_size: int | None = Field(None, ge=10)   # class-balanced subset
-    test_size: int | None = Field(None, ge=10)
-    label_noise: float = Field(0.0, ge=0.0, le=1.0)
+    train_size: OptInt = Field(None, ge=10)   # class-balanced subset
+    test_size: OptInt = Field(None, ge=10)
+    label_noise: Float = Field(0.0, ge=0.0, le=1.0)
     deficit: DeficitConfig = DeficitConfig()
     patch: PatchConfig = PatchConfig()
     augment: bool = False          # random crop + flip for image sets
-    data_seed: int = 0             # mnist1d generation, subsets, label noise
+    data_seed: Int = 0             # mnist1d generation, subsets, label noise
 
 
 # -------------------------------------------------------------------- model
 class ModelConfig(_Frozen):
     name: Literal["mlp", "cnn1d", "simple_cnn", "resnet20", "allcnn"] = "mlp"
-    width: int = Field(128, ge=1)           # hidden units (mlp) / channels (cnn1d); others fixed
-    depth: int = Field(2, ge=1)             # hidden layers (mlp)
+    width: Int = Field(128, ge=1)           # hidden units (mlp) / channels (cnn1d); others fixed
+    depth: Int = Field(2, ge=1)             # hidden layers (mlp)
     activation: Literal["relu", "tanh", "gelu"] = "relu"
     batchnorm: bool = False                 # mlp, cnn1d, simple_cnn, allcnn (resnet20 always BN)
-    dropout: float = Field(0.0, ge=0.0, lt=1.0)
-    preact_noise: float = Field(0.0, ge=0.0)   # Gaussian noise std before activations
-    init_seed: int | None = None            # None: derived from the trial seed
+    dropout: Float = Field(0.0, ge=0.0, lt=1.0)
+    preact_noise: Float = Field(0.0, ge=0.0)   # Gaussian noise std before activations
+    init_seed: OptInt = None                # None: derived from the trial seed
 
 
 # ---------------------------------------------------------------- optimizer
@@ -87,15 +111,15 @@ class ScheduleConfig(_Frozen):
     """
 
     kind: Literal["constant", "step", "exponential", "two_stage"] = "constant"
-    milestones: tuple[float, ...] = (0.5, 0.75)
-    factor: float = Field(0.1, gt=0.0)
-    gamma: float = Field(0.97, gt=0.0)
-    stage1_epochs: int = Field(0, ge=0)
-    lr2: float | None = Field(None, gt=0.0)
-    momentum2: float | None = Field(None, ge=0.0, lt=1.0)
-    anneal_epoch: int | None = Field(None, ge=1)      # two_stage: lr2 x factor from here on
-    warmup_epochs: float = Field(0.0, ge=0.0)
-    noise_off_epoch: int | None = Field(None, ge=0)   # switch preact noise off here
+    milestones: tuple[Float, ...] = (0.5, 0.75)
+    factor: Float = Field(0.1, gt=0.0)
+    gamma: Float = Field(0.97, gt=0.0)
+    stage1_epochs: Int = Field(0, ge=0)
+    lr2: OptFloat = Field(None, gt=0.0)
+    momentum2: OptFloat = Field(None, ge=0.0, lt=1.0)
+    anneal_epoch: OptInt = Field(None, ge=1)          # two_stage: lr2 x factor from here on
+    warmup_epochs: Float = Field(0.0, ge=0.0)
+    noise_off_epoch: OptInt = Field(None, ge=0)       # switch preact noise off here
 
     def boundary_epochs(self) -> set[int]:
         """Epochs where the optimizer (or the noise) changes."""
@@ -109,21 +133,21 @@ class ScheduleConfig(_Frozen):
 
 class OptimConfig(_Frozen):
     name: Literal["sgd", "adam"] = "sgd"
-    lr: float = Field(0.1, gt=0.0)
-    momentum: float = Field(0.0, ge=0.0, lt=1.0)
+    lr: Float = Field(0.1, gt=0.0)
+    momentum: Float = Field(0.0, ge=0.0, lt=1.0)
     nesterov: bool = False
-    weight_decay: float = Field(0.0, ge=0.0)
-    betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: Float = Field(0.0, ge=0.0)
+    betas: tuple[Float, Float] = (0.9, 0.999)
     schedule: ScheduleConfig = ScheduleConfig()
 
 
 # ----------------------------------------------------------------- training
 class TrainConfig(_Frozen):
-    epochs: int = Field(5, ge=1)
-    batch_size: int = Field(100, ge=1)
-    max_steps: int | None = Field(None, ge=1)     # stop early at this step
-    divergence_loss: float = Field(1e3, gt=0.0)   # loss above this = diverged
-    log_every: int = Field(0, ge=0)               # train/loss cadence (0: every epoch)
+    epochs: Int = Field(5, ge=1)
+    batch_size: Int = Field(100, ge=1)
+    max_steps: OptInt = Field(None, ge=1)         # stop early at this step
+    divergence_loss: Float = Field(1e3, gt=0.0)   # loss above this = diverged
+    log_every: Int = Field(0, ge=0)               # train/loss cadence (0: every epoch)
     bf16: bool = False                            # autocast on CUDA only
     device: str = "auto"                          # environment: auto | cpu | cuda[:i]
     deterministic: bool = True
@@ -134,9 +158,9 @@ class ProbeScheduleConfig(_Frozen):
     """When expensive probes run: log-spaced steps, every n, or listed steps."""
 
     kind: Literal["log", "every", "steps", "epoch"] = "log"
-    points: int = Field(12, ge=1)       # log: how many log-spaced steps
-    every: int = Field(100, ge=1)       # every: period in steps
-    steps: tuple[int, ...] = ()         # steps: explicit optimizer steps
+    points: Int = Field(12, ge=1)       # log: how many log-spaced steps
+    every: Int = Field(100, ge=1)       # every: period in steps
+    steps: tuple[Int, ...] = ()         # steps: explicit optimizer steps
 
 
 class ProbesConfig(_Frozen):
@@ -154,27 +178,27 @@ class ProbesConfig(_Frozen):
     sgd_noise: bool = False     # sgd_noise/s2, curv_mean, grad_var, noise_term (needs hessian)
     extra: tuple[str, ...] = ()     # probes registered by plugins (measure.register_probe), by name
     schedule: ProbeScheduleConfig = ProbeScheduleConfig()
-    probe_size: int = Field(256, ge=2)      # fixed probe set drawn from train data
-    val_probe_size: int = Field(128, ge=2)  # for train-val stiffness
-    probe_seed: int = 0
-    hessian_size: int | None = Field(None, ge=2)   # batch for curvature (None: probe_size)
-    hessian_tol: float = Field(3e-3, gt=0.0)   # Lanczos residual; λ_H¹ error ≲ 2e-5 (benchmarks/)
-    hutchinson_samples: int = Field(20, ge=1)
+    probe_size: Int = Field(256, ge=2)      # fixed probe set drawn from train data
+    val_probe_size: Int = Field(128, ge=2)  # for train-val stiffness
+    probe_seed: Int = 0
+    hessian_size: OptInt = Field(None, ge=2)   # batch for curvature (None: probe_size)
+    hessian_tol: Float = Field(3e-3, gt=0.0)   # Lanczos residual; λ_H¹ error ≲ 2e-5 (benchmarks/)
+    hutchinson_samples: Int = Field(20, ge=1)
     # gradcov/*: per example, or "minibatch": means of gradcov_minibatch probe examples, so only
     # probe_size / gradcov_minibatch vectors; for the paper's unit with enough batches use gradcov_mb
     gradcov_unit: Literal["example", "minibatch"] = "example"
-    gradcov_minibatch: int = Field(128, ge=1)
+    gradcov_minibatch: Int = Field(128, ge=1)
     # gradcov_mb: K in the mini-batch unit, from its own fixed subset of
     # gradcov_mb_batches x gradcov_mb_size training examples (the paper: batch 128)
-    gradcov_mb_batches: int = Field(16, ge=2)
-    gradcov_mb_size: int = Field(128, ge=1)
-    fisher_samples: int = Field(1, ge=1)
-    frequencies: int = Field(4, ge=1)        # how many label-spectrum peaks to track
+    gradcov_mb_batches: Int = Field(16, ge=2)
+    gradcov_mb_size: Int = Field(128, ge=1)
+    fisher_samples: Int = Field(1, ge=1)
+    frequencies: Int = Field(4, ge=1)        # how many label-spectrum peaks to track
     # Gaussian kernel widths (std, input space) of the frequency filter variant
     # (freq/e_low_w{j}, freq/e_high_w{j}) in units of the probe inputs' median
     # nearest-neighbour distance; () turns it off (dynamics_core/measure/frequency.py)
-    frequency_widths: tuple[PositiveFloat, ...] = (0.5, 1.0, 2.0, 4.0, 8.0)
-    stiffness_bins: int = Field(10, ge=1)    # input-distance bins of stiffness_distance and ξ
+    frequency_widths: tuple[Annotated[Float, Field(gt=0)], ...] = (0.5, 1.0, 2.0, 4.0, 8.0)
+    stiffness_bins: Int = Field(10, ge=1)    # input-distance bins of stiffness_distance and ξ
     bn_mode: Literal["eval", "train"] = "eval"
 
     @model_validator(mode="after")
@@ -200,11 +224,11 @@ class PruningConfig(_Frozen):
     spares the output layer of its CIFAR ResNets: `fc.weight` here).
     """
 
-    levels: int = Field(0, ge=0)
-    rate: float = Field(0.2, gt=0.0, lt=1.0)
-    rewind_step: int = Field(0, ge=0)     # optimizer steps taken; 0 = initialisation
+    levels: Int = Field(0, ge=0)
+    rate: Float = Field(0.2, gt=0.0, lt=1.0)
+    rewind_step: Int = Field(0, ge=0)     # optimizer steps taken; 0 = initialisation
     ablation: Ablation = "none"
-    ablation_seed: int | None = None       # None: derived from the trial seed
+    ablation_seed: OptInt = None           # None: derived from the trial seed
     exclude: tuple[str, ...] = ()
 
     @model_validator(mode="after")
@@ -221,7 +245,7 @@ class TrialConfig(_Frozen):
     train: TrainConfig = TrainConfig()
     probes: ProbesConfig = ProbesConfig()
     pruning: PruningConfig = PruningConfig()
-    seed: int = 0
+    seed: Int = 0
 
     def boundary_epochs(self) -> set[int]:
         """Epochs where the training problem changes: always resumable points."""

@@ -89,6 +89,10 @@ def cmd_run(args) -> int:
     from sweeps import runner
     from sweeps.tracking import default_tracking_uri
 
+    try:                       # before runs/, the store, the storage folder
+        runner.check_fits(spec, args.address)
+    except runner.NoFit as exc:
+        raise SpecError(f"{args.spec}: {exc.problem}") from None
     uri = args.tracking_uri or default_tracking_uri(RUNS)
     err.print(f"sweep {spec.name}: {_trials(spec)} → MLflow {uri}")
     args.sweep = spec.name
@@ -104,6 +108,8 @@ def cmd_run(args) -> int:
                          f"`{again}` starts a new one") from None
     except runner.SweepBusy as exc:
         raise InputError(f"sweep {spec.name} is running already: {exc}") from None
+    except runner.NoFit as exc:            # a cluster that shrank since `check_fits`
+        raise SpecError(f"{args.spec}: {exc.problem}") from None
     _print_rows(outcome.rows)
     if spec.conjectures:
         _conjectures(spec.name, uri, outcome.parent_run_id, spec.conjectures, as_json=False)
@@ -157,18 +163,58 @@ def cmd_ui(args) -> int:
     argv = ui_command(uri, host=args.host, port=args.port)
     err.print(f"MLflow UI on http://{args.host}:{args.port} over {uri} (Ctrl-C stops it)")
     signal.signal(signal.SIGTERM, _stop)
-    signal.signal(signal.SIGINT, signal.default_int_handler)  # also when started in the background,
-    server = subprocess.Popen(argv, start_new_session=True)   # where SIGINT comes ignored; its own group
+    # Ctrl-C also when started in the background, where SIGINT comes ignored
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    # the server in a process group of its own, so that a Ctrl-C reaches us only
+    # and we stop it; in our session, so that the watchdog can join that group
+    server = subprocess.Popen(argv, process_group=0)
+    watchdog = _watch(server)
     try:
         return server.wait()
     finally:                       # Ctrl-C, SIGTERM or any error: the server goes with us
-        _end_group(server)
+        _end_group(server, watchdog)
 
 
-def _end_group(server: subprocess.Popen) -> None:
-    """SIGTERM to the server's process group (MLflow's uvicorn and job runners),
-    SIGKILL to what is left after 10 s; returns once the group is gone (or 5 s
-    after the SIGKILL), so that the port is free when the command ends."""
+# Runs in the server's process group and ends that group when `dynsweep ui`
+# is gone without a word (SIGKILL, OOM): the server's parent-death signal
+# would reach only MLflow's own process, not uvicorn's workers or its job
+# runners. Our end shows as a new parent (orphans are adopted), never as a
+# pid that may be reused. SIGTERM first, as a stop does; SIGKILL what is
+# left after 5 s, itself last.
+WATCHDOG = """
+import os, signal, sys, time
+parent = int(sys.argv[1])
+while os.getppid() == parent:
+    time.sleep(0.2)
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+os.killpg(0, signal.SIGTERM)
+leader, deadline = os.getpgrp(), time.monotonic() + 5
+while time.monotonic() < deadline:
+    try:
+        os.kill(leader, 0)
+    except ProcessLookupError:
+        break
+    time.sleep(0.1)
+os.killpg(0, signal.SIGKILL)
+"""
+
+
+def _watch(server: subprocess.Popen) -> subprocess.Popen | None:
+    """The watchdog, started in the server's group (`_end_group` ends it with the
+    server); None when the server ended before it could join the group."""
+    try:
+        return subprocess.Popen([sys.executable, "-c", WATCHDOG, str(os.getpid())],
+                                process_group=server.pid, stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def _end_group(server: subprocess.Popen, watchdog: subprocess.Popen | None = None) -> None:
+    """SIGTERM to the server's process group (MLflow's uvicorn and job runners,
+    the watchdog), SIGKILL to what is left after 10 s; returns once the group
+    is gone (or 5 s after the SIGKILL), so that the port is free when the
+    command ends."""
+    ours = [p for p in (server, watchdog) if p is not None]
     for sig, grace in ((signal.SIGTERM, 10.0), (signal.SIGKILL, 5.0)):
         try:
             os.killpg(server.pid, sig)
@@ -176,13 +222,15 @@ def _end_group(server: subprocess.Popen) -> None:
             break
         deadline = time.monotonic() + grace
         while time.monotonic() < deadline:
-            server.poll()                       # reap the leader, or the group never empties
+            for p in ours:                      # reap our children, or the group never empties
+                p.poll()
             try:
                 os.killpg(server.pid, 0)
             except ProcessLookupError:
                 return
             time.sleep(0.1)
-    server.poll()
+    for p in ours:
+        p.poll()
 
 
 def cmd_conjectures(args) -> int:

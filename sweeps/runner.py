@@ -229,12 +229,32 @@ def init_ray(address: str | None, spec: SweepSpec) -> None:
                               f"{str(exc).splitlines()[0][:160]}") from None
         return
     _token_auth(None)
-    r = spec.resources
-    need = max(r.cpus_per_trial, 1 + r.workers_per_trial if r.workers_per_trial > 1 else 0)
     # "local": a Ray of our own even where `ray start` left one running on this machine,
     # which ray.init would otherwise join (and refuse num_cpus for); --address auto joins it
-    ray.init(address="local", num_cpus=max(os.cpu_count() or 1, int(need + 0.999)),
+    ray.init(address="local", num_cpus=_local_cpus(spec),
              include_dashboard=False, log_to_driver=False, configure_logging=False)
+
+
+def _local_cpus(spec: SweepSpec) -> int:
+    """The CPUs a local Ray is started with: the machine's, or what one trial needs."""
+    r = spec.resources
+    need = max(r.cpus_per_trial, 1 + r.workers_per_trial if r.workers_per_trial > 1 else 0)
+    return max(os.cpu_count() or 1, int(need + 0.999))
+
+
+def _local_gpus() -> int | None:
+    """The GPUs a local Ray would find, counted as Ray counts them (the NVIDIA
+    driver's, less what CUDA_VISIBLE_DEVICES hides) without starting it; None
+    where this Ray's detection cannot be called."""
+    try:
+        from ray._private.accelerators import get_accelerator_manager_for_resource
+
+        manager = get_accelerator_manager_for_resource("GPU")
+        n = manager.get_current_node_num_accelerators()
+        visible = manager.get_current_process_visible_accelerator_ids()
+    except Exception:          # a private API: a Ray that moved it is checked once it runs
+        return None
+    return n if visible is None else min(n, len(visible))
 
 
 def _worker_env() -> dict[str, Any] | None:
@@ -302,12 +322,14 @@ def _gcs_answers(address: str, with_token: bool, timeout_s: float = 10) -> bool:
 def run_sweep(spec: SweepSpec, *, storage: str | Path, tracking_uri: str, cache_dir: str | Path,
               address: str | None = None, device: str = "auto", progress=None,
               new: bool = False, note=None) -> SweepOutcome:
-    """Start the sweep in <storage>/<spec name>. Raises SweepBusy while another
+    """Start the sweep in <storage>/<spec name>. Raises NoFit (before anything
+    of the sweep exists) when its trials cannot fit, SweepBusy while another
     driver runs it, SweepExists when the folder already holds it (unless `new`:
     then the old sweep is set aside as <name>@<time>), Interrupted on
     SIGINT/SIGTERM (the sweep stays resumable). `note` (default: stderr)
     hears one line for each thing done on the way (a stale lock taken over)."""
     note = note or _say
+    check_fits(spec, address)                 # a sweep that cannot run leaves nothing behind
     exp = files.join(storage_location(storage), spec.name)
     files.check_writable(exp)                 # before the lock file goes there
     with _interruptible() as stop, files.held(exp, note):
@@ -372,6 +394,32 @@ def _register_plans(store: Store, parent: str, spec: SweepSpec) -> None:
     store.log_json(parent, plans, PLANS_ARTIFACT)
 
 
+class NoFit(SpecError):
+    """A sweep whose trials the machine or cluster cannot hold; `problem` names the field."""
+
+    def __init__(self, name: str, problem: str):
+        super().__init__(f"{name}: {problem}")
+        self.problem = problem
+
+
+def check_fits(spec: SweepSpec, address: str | None) -> None:
+    """`_check_fits` before anything of the sweep exists (its storage folder,
+    lock, MLflow experiment): a local Ray's resources are known without
+    starting it; a cluster is joined for them (`init_ray`, which the sweep
+    then uses)."""
+    if address or os.environ.get("RAY_ADDRESS") or ray.is_initialized():
+        init_ray(address, spec)
+        _check_fits(spec, address)
+        return
+    gpus = _local_gpus()
+    if gpus is None:
+        return                                # checked once the local Ray runs (`_run`)
+    problem = check_resources(spec, {"CPU": _local_cpus(spec), "GPU": gpus}, where="this machine")
+    if problem:
+        raise NoFit(spec.name, f"{problem} (as a local Ray counts them, CUDA_VISIBLE_DEVICES "
+                               f"included; --address runs the sweep on a Ray cluster)")
+
+
 def _check_fits(spec: SweepSpec, address: str | None) -> None:
     """Refuse a sweep whose trials cannot fit on the cluster (Tune would wait
     forever). An autoscaling cluster may grow: DYNSWEEP_AUTOSCALING=1 skips the
@@ -382,7 +430,7 @@ def _check_fits(spec: SweepSpec, address: str | None) -> None:
     if problem:
         hint = "" if not (address or os.environ.get("RAY_ADDRESS")) else \
             " (a cluster that autoscales: set DYNSWEEP_AUTOSCALING=1)"
-        raise SpecError(f"{spec.name}: {problem}{hint}")
+        raise NoFit(spec.name, f"{problem}{hint}")
 
 
 def resume_sweep(name_or_path: str, *, storage: str | Path, tracking_uri: str | None = None,

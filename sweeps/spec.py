@@ -1,8 +1,8 @@
 """Sweep specs: YAML -> validated `SweepSpec` -> the trials it stands for.
 
 Validation happens here, once, at the edge: a file that cannot be read or is
-not UTF-8, YAML errors and duplicate keys, unknown keys, wrong types,
-non-finite numbers, values out of range, grid paths that do not exist, grid
+not UTF-8, YAML errors and duplicate keys, unknown keys, wrong types (a YAML
+boolean or a quoted number where a number goes), non-finite numbers, values out of range, grid paths that do not exist, grid
 values and search ranges that make an invalid trial, and sweeps larger than
 `max_trials` are all `SpecError`s whose one-line message names the file and
 the field path (e.g. `breakeven.yaml: grid.optim.lr[1]: Input should be
@@ -29,7 +29,7 @@ import yaml
 from pydantic import (BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, field_validator,
                       model_validator)
 
-from dynamics_core.config import DataConfig, TrialConfig, flatten, unflatten
+from dynamics_core.config import DataConfig, Float, Int, OptFloat, TrialConfig, flatten, unflatten
 from sweeps import stoppers
 
 
@@ -45,8 +45,8 @@ class Distribution(_Strict):
     """One Optuna search dimension."""
 
     kind: Literal["loguniform", "uniform", "int", "choice"]
-    low: float | None = None
-    high: float | None = None
+    low: OptFloat = None
+    high: OptFloat = None
     values: list[Any] | None = None
 
     @model_validator(mode="after")
@@ -81,33 +81,33 @@ EpochMetric = Literal["val/acc", "val/loss", "train/loss", "train/acc"]
 
 class SearchSpec(_Strict):
     kind: Literal["grid", "optuna"] = "grid"
-    num_samples: int = Field(8, ge=1)
+    num_samples: Int = Field(8, ge=1)
     metric: EpochMetric = "val/acc"    # Optuna scores a trial by its last value
     mode: Literal["min", "max"] = "max"
     space: dict[str, Distribution] = {}
-    seed: int = 0                      # Optuna sampler seed
+    seed: Int = 0                      # Optuna sampler seed
 
 
 class SchedulerSpec(_Strict):
     kind: Literal["fifo", "asha"] = "fifo"
     metric: EpochMetric = "val/acc"
     mode: Literal["min", "max"] = "max"
-    grace_period: int = Field(1, ge=1)          # epochs
-    reduction_factor: float = Field(3.0, gt=1.0)
+    grace_period: Int = Field(1, ge=1)          # epochs
+    reduction_factor: Float = Field(3.0, gt=1.0)
 
 
 class ResourcesSpec(_Strict):
-    cpus_per_trial: float = Field(1.0, gt=0.0)
-    gpus_per_trial: float = Field(0.0, ge=0.0)   # fractional GPUs allowed
-    workers_per_trial: int = Field(1, ge=1)      # >1: DDP through Ray Train
-    pack: int = Field(1, ge=1)                   # >1: up to `pack` grid trials trained at once (sweeps.packs)
+    cpus_per_trial: Float = Field(1.0, gt=0.0)
+    gpus_per_trial: Float = Field(0.0, ge=0.0)   # fractional GPUs allowed
+    workers_per_trial: Int = Field(1, ge=1)      # >1: DDP through Ray Train
+    pack: Int = Field(1, ge=1)                   # >1: up to `pack` grid trials trained at once (sweeps.packs)
 
 
 class FaultToleranceSpec(_Strict):
-    max_failures: int = Field(2, ge=0)
+    max_failures: Int = Field(2, ge=0)
     # each checkpoint flushes the trial's MLflow buffer, saves, and Tune copies it (benchmarks/README.md:
     # ~0.1 s, a fifth of a small MLP's epoch); resume is bitwise from any, so this only bounds lost work
-    checkpoint_every_epochs: int = Field(5, ge=1)
+    checkpoint_every_epochs: Int = Field(5, ge=1)
 
 
 class SweepSpec(_Strict):
@@ -118,7 +118,7 @@ class SweepSpec(_Strict):
     # arms that differ in several fields at once (e.g. a 3-step baseline beside
     # two-stage schedules): each a mapping of dotted overrides, crossed with the grid
     variants: list[dict[str, Any]] = []
-    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    seeds: list[Int] = Field(default_factory=lambda: [0], min_length=1)
     search: SearchSpec = SearchSpec()
     scheduler: SchedulerSpec = SchedulerSpec()
     # stops a trial early by a rule on its per-epoch reports (sweeps/stoppers.py):
@@ -127,7 +127,7 @@ class SweepSpec(_Strict):
     resources: ResourcesSpec = ResourcesSpec()
     fault_tolerance: FaultToleranceSpec = FaultToleranceSpec()
     conjectures: list[str] = []
-    max_trials: int = Field(10_000, ge=1)   # a bigger sweep is refused (typo guard)
+    max_trials: Int = Field(10_000, ge=1)   # a bigger sweep is refused (typo guard)
     # modules imported before the spec is validated, on the driver and in every
     # trial: they register experiments (sweeps.experiments.register) and probes
     plugins: list[str] = []
@@ -473,12 +473,14 @@ def _check_stopper(spec: SweepSpec, source: str) -> None:
             raise SpecError(f"{source}: {where}{field}: {why} (stopper.kind: {spec.stopper.kind})")
 
 
-def check_resources(spec: SweepSpec, available: dict[str, float]) -> str | None:
+def check_resources(spec: SweepSpec, available: dict[str, float],
+                    where: str = "the Ray cluster") -> str | None:
     """Which per-trial request (naming its field) exceeds what the Ray cluster
-    offers, or None. `available` is `ray.cluster_resources()` ("CPU", "GPU").
+    offers, or None. `available` is `ray.cluster_resources()` ("CPU", "GPU"),
+    or what a local Ray would have (`where` names what offers it).
 
-    Tune waits forever for a trial that cannot fit, so this runs after Ray
-    starts and before anything else does. A multi-worker trial needs one CPU
+    Tune waits forever for a trial that cannot fit, so this runs before
+    anything of the sweep exists (`runner.check_fits`). A multi-worker trial needs one CPU
     for its Tune coordinator plus cpus_per_trial and gpus_per_trial per
     worker. An autoscaling cluster may offer more than it has now: ask only a
     local or fixed-size Ray.
@@ -487,7 +489,7 @@ def check_resources(spec: SweepSpec, available: dict[str, float]) -> str | None:
     w = r.workers_per_trial
 
     def has(n: float) -> str:
-        return f"the Ray cluster has {n:g}" if n else "the Ray cluster has none"
+        return f"{where} has {n:g}" if n else f"{where} has none"
 
     if w == 1:
         if r.gpus_per_trial > gpus:

@@ -24,7 +24,7 @@ from typing import Any, Literal, Sequence
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from dynamics_core.config import TrialConfig
+from dynamics_core.config import Float, Int, TrialConfig
 
 
 class Stopper(BaseModel):
@@ -89,8 +89,8 @@ class StiffnessStopper(Stopper):
 
     kind: Literal["stiffness"] = "stiffness"
     metric: str = "stiffness/train_val/sign_within"
-    threshold: float = 0.97
-    patience: int = Field(3, ge=1)
+    threshold: Float = 0.97
+    patience: Int = Field(3, ge=1)
     relative: bool = False    # the bar is threshold × the running maximum of the metric
 
     @field_validator("metric")

@@ -14,6 +14,8 @@ from sweeps.spec import SpecError, check_resources, load_spec, parse_spec
 
 OPTUNA = "name: x\nsearch: {kind: optuna, space: {%s}}\n"
 BLUR = "name: x\nbase: {data: {deficit: {kind: blur, start_epoch: 0, end_epoch: 4}}}\n"
+BOOL = "Input should be a number, not the boolean true"
+STR = "Input should be a number, not the string"
 
 # case -> (file content: text, bytes or None for "no file", the field the message names)
 CORPUS: dict[str, tuple[str | bytes | None, str]] = {
@@ -57,6 +59,30 @@ CORPUS: dict[str, tuple[str | bytes | None, str]] = {
                              "search.space.optim.momentum.low"),
     "search_choice_nan": (OPTUNA % "optim.lr: {kind: choice, values: [0.1, .nan]}",
                           "search.space.optim.lr.values[1]"),
+    # a number is a number: no YAML booleans (yes, true, on), no quoted numbers, no
+    # fractions for whole numbers; one case per kind of numeric field
+    "int_yes": ("name: x\nbase: {train: {epochs: yes}}", f"base.train.epochs: {BOOL}"),
+    "int_fractional": ("name: x\nbase: {train: {epochs: 2.5}}",
+                       "base.train.epochs: Input should be a valid integer"),
+    "int_quoted": ("name: x\nbase: {train: {batch_size: '64'}}", f"base.train.batch_size: {STR}"),
+    "float_true": ("name: x\nbase: {optim: {lr: true}}", f"base.optim.lr: {BOOL}"),
+    "float_quoted": ("name: x\nbase: {optim: {lr: '0.1'}}", f"base.optim.lr: {STR}"),
+    "optional_int_on": ("name: x\nbase: {train: {max_steps: on}}", f"base.train.max_steps: {BOOL}"),
+    "optional_float_yes": ("name: x\nbase: {optim: {schedule: {kind: two_stage, lr2: yes}}}",
+                           f"base.optim.schedule.lr2: {BOOL}"),
+    "tuple_element_true": ("name: x\nbase: {optim: {betas: [0.9, true]}}", f"base.optim.betas.1: {BOOL}"),
+    "seed_true": ("name: x\nseeds: [0, true]", f"seeds.1: {BOOL}"),
+    "grid_value_yes": ("name: x\ngrid: {optim.lr: [0.1, yes]}", f"grid.optim.lr[1]: optim.lr: {BOOL}"),
+    "grid_value_fractional": ("name: x\ngrid: {train.epochs: [2, 2.5]}", "grid.train.epochs[1]"),
+    "variant_value_true": ("name: x\nvariants: [{train.epochs: true}]", f"variants[0]: train.epochs: {BOOL}"),
+    "resources_yes": ("name: x\nresources: {gpus_per_trial: yes}", f"resources.gpus_per_trial: {BOOL}"),
+    "resources_quoted": ("name: x\nresources: {pack: '2'}", f"resources.pack: {STR}"),
+    "search_bound_true": (OPTUNA % "optim.lr: {kind: uniform, low: true, high: 0.5}",
+                          f"search.space.optim.lr.low: {BOOL}"),
+    "search_choice_on": (OPTUNA % "optim.lr: {kind: choice, values: [0.1, on]}",
+                         f"search.space.optim.lr.values[1]: optim.lr: {BOOL}"),
+    "stopper_patience_yes": ("name: x\nstopper: {kind: stiffness, patience: yes}", f"stopper.patience: {BOOL}"),
+    "max_trials_true": ("name: x\nmax_trials: true", f"max_trials: {BOOL}"),
     # search spaces outside the field's limits
     "loguniform_above_limit": (OPTUNA % "optim.momentum: {kind: loguniform, low: 0.5, high: 2}",
                                "search.space.optim.momentum.high"),
@@ -135,7 +161,7 @@ def test_bad_input_exits_2_with_a_short_message_naming_file_and_field(case, tmp_
 
 
 @pytest.mark.parametrize("case", ["lr_inf", "uniform_below_limit", "grid_10_million", "duplicate_nested_key",
-                                  "latin1", "directory", "coupled_grid_values", "missing_file"])
+                                  "latin1", "directory", "coupled_grid_values", "missing_file", "int_yes"])
 def test_run_of_bad_input_starts_nothing(case, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     path = _write(tmp_path, case, monkeypatch)
@@ -206,6 +232,33 @@ def test_check_resources_names_the_request_the_cluster_cannot_meet(resources, av
 ])
 def test_check_resources_accepts_what_fits(resources, available):
     assert check_resources(spec_with(**resources), available) is None
+
+
+@pytest.mark.parametrize("resources, says", [
+    ("{gpus_per_trial: 1}", "resources.gpus_per_trial: 1 GPU per trial, but this machine has none"),
+    ("{gpus_per_trial: 0.5, workers_per_trial: 2}", "resources.workers_per_trial: 2 workers × 0.5 GPU"),
+])
+@pytest.mark.parametrize("where", ["given", "default"])
+def test_gpus_this_machine_lacks_are_refused_before_anything_exists(tmp_path, capsys, monkeypatch,
+                                                                     resources, says, where):
+    """A local run counts the GPUs as a local Ray would, without starting it:
+    no runs/, storage folder, lock, MLflow store or Ray is made for a sweep
+    that cannot run. CUDA_VISIBLE_DEVICES="" hides any GPU this machine has."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    for var in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI"):
+        monkeypatch.delenv(var, raising=False)
+    path = tmp_path / "gpu.yaml"
+    path.write_text(f"name: gpu\nresources: {resources}\n")
+    before = set(tmp_path.iterdir())
+    flags = ["--storage", str(tmp_path / "ray"), "--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}"]
+    assert cli.main(["run", str(path), *(flags if where == "given" else [])]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith(f"error: {path}: {says}"), line
+    assert set(tmp_path.iterdir()) == before, "no runs/, Ray storage or MLflow store"
+    import ray
+
+    assert not ray.is_initialized()
 
 
 # ---------------------------------------------------------------- the parser

@@ -235,6 +235,22 @@ def test_job_submit_runs_a_sweep_on_the_head(token_head, tmp_path):
 
 
 @pytest.mark.slow
+def test_gpus_the_cluster_lacks_are_refused_before_anything_exists(token_head, tmp_path):
+    """A CPU-only head and gpus_per_trial: 1: exit 2 in one line naming the spec
+    file and the field, with no storage folder and no MLflow store made."""
+    spec = tmp_path / "gpu.yaml"
+    spec.write_text(yaml.safe_dump({**TINY, "resources": {"gpus_per_trial": 1}}))
+    res = dynsweep(["run", str(spec), "--address", token_head.address, "--storage", str(tmp_path / "ray"),
+                    "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"], tmp_path,
+                   env_for(token_head.home))
+    assert res.returncode == 2, res.stderr[-3000:]
+    [line] = error_lines(res.stderr)
+    assert line.startswith(f"error: {spec}: resources.gpus_per_trial: 1 GPU per trial, "
+                           f"but the Ray cluster has none"), line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["gpu.yaml"]
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("token", [None, "not-the-heads-token"])
 def test_a_head_that_wants_a_token_we_lack_is_one_line(token_head, tmp_path, token):
     spec = write_spec(tmp_path)

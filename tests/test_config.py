@@ -2,8 +2,10 @@
 content-addressed run hashes (golden values), flat()/unflatten round trip."""
 import hashlib
 
+from typing import get_args, get_origin
+
 import pytest
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from dynamics_core.config import (HASH_EXCLUDED, DeficitConfig, TrialConfig, flatten,
                                   non_default_fields, unflatten)
@@ -41,6 +43,43 @@ def test_bad_value_names_its_field(tree, loc):
     with pytest.raises(ValidationError) as err:
         TrialConfig.model_validate(tree)
     assert [e["loc"] for e in err.value.errors()] == [loc]
+
+
+def _leaves(model, prefix: str = ""):
+    for name, field in model.model_fields.items():
+        if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
+            yield from _leaves(field.annotation, f"{prefix}{name}.")
+        else:
+            yield f"{prefix}{name}", field.annotation
+
+
+def _numeric(annotation) -> bool:
+    return annotation in (int, float) or any(_numeric(a) for a in get_args(annotation))
+
+
+def test_every_numeric_field_refuses_booleans_and_strings():
+    """No number field takes a bool (YAML's yes/true/on) or a string ("0.1"),
+    whatever its kind: int, float, optional, tuple element; found by type, so
+    a new field declared `int` instead of `Int` fails here."""
+    numeric = {path: ann for path, ann in _leaves(TrialConfig) if _numeric(ann)}
+    assert {"train.epochs", "optim.lr", "train.max_steps", "optim.schedule.lr2", "optim.betas",
+            "probes.frequency_widths", "probes.schedule.steps", "seed"} <= set(numeric)
+    for path, annotation in numeric.items():
+        for bad in (True, "1"):
+            value = [bad] * len(get_args(annotation)) if get_origin(annotation) is tuple else bad
+            with pytest.raises(ValidationError, match="Input should be a number, not the") as err:
+                TrialConfig.model_validate(unflatten({path: value}))
+            assert ".".join(map(str, err.value.errors()[0]["loc"])).startswith(path), path
+
+
+def test_numbers_still_come_as_numbers_of_any_kind():
+    """Ints where floats go (kept as floats, so hashes do not change), whole
+    numbers from numpy (Tune's samplers), None for optional fields."""
+    import numpy as np
+
+    c = cfg(optim={"lr": 1, "schedule": {"lr2": None}}, train={"epochs": np.int64(3)}, seed=np.int64(2))
+    assert c.optim.lr == 1.0 and isinstance(c.optim.lr, float) and c.train.epochs == 3 and c.seed == 2
+    assert cfg(optim={"lr": 1}).run_hash() == cfg(optim={"lr": 1.0}).run_hash()
 
 
 def test_deficit_window_must_be_nonempty():
