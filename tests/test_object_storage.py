@@ -6,8 +6,10 @@ the standard AWS_* environment (AWS_ENDPOINT_URL), or pyarrow's URI query
 A driver SIGKILLed mid-sweep resumes from the bucket to the uninterrupted
 result; `list` and `status` read the bucket; racing contenders for a sweep's
 lock (which has no atomic create there) admit exactly one, and a dead
-driver's lock is taken over. Real processes: the `dynsweep` CLI in
-subprocesses (its own local Ray), a real sqlite MLflow store.
+driver's lock is taken over; `run --new` sets a stored sweep aside. Real
+processes: the `dynsweep` CLI in subprocesses (its own local Ray), a real
+sqlite MLflow store; moto's server is one process for the module, killed at
+its end.
 """
 from __future__ import annotations
 
@@ -19,12 +21,12 @@ import subprocess
 import sys
 import time
 import urllib.request
-from pathlib import Path
 
 import pytest
 from pyarrow.fs import FileSelector, FileType, S3FileSystem
 
-from sweeps import storage
+from sweeps import storage, tracking
+from sweeps.tracking import Store
 from test_interrupts import assert_same_as_reference, reference  # noqa: F401 (a fixture)
 from test_sweeps import DYNSWEEP, _env, cli, slow_spec, uri, wait_for, write_spec
 
@@ -166,7 +168,24 @@ def test_a_dead_drivers_lock_on_s3_is_taken_over_and_a_live_one_refuses(aws_env,
     assert aws_env.keys(f"{tmp_path.name}/ft") == ["dynsweep.locks/00000000000000000001-other.json"]
 
 
+def test_a_lock_on_local_disk_is_one_file_written_whole(tmp_path):
+    exp = str(tmp_path / "ft")
+    with storage.held(exp, print):
+        assert json.loads((tmp_path / "ft" / storage.LOCK).read_text())["pid"] == os.getpid()
+        with pytest.raises(storage.SweepBusy, match=f"pid {os.getpid()}"):
+            with storage.held(exp, print):
+                pass
+    assert list((tmp_path / "ft").iterdir()) == [], "neither the lock nor its draft is left"
+
+
 # ------------------------------------------------------------ settings and paths
+def test_a_bucket_that_is_not_there_is_one_line(aws_env):
+    from sweeps.errors import Unavailable
+
+    with pytest.raises(Unavailable, match=r"^cannot write the sweep storage s3://no-such-bucket/ft \(OSError\)"):
+        storage.check_writable("s3://no-such-bucket/ft")
+
+
 def test_paths_below_a_uri_keep_its_query():
     root = "s3://b/sweeps?endpoint_override=127.0.0.1:9000&scheme=http"
     assert storage.join(root, "ft", "dynsweep.json") == \
@@ -188,16 +207,30 @@ def test_trials_on_a_cluster_get_the_object_storage_settings(monkeypatch):
 
 
 # ------------------------------------------------------------------- sweeps
+def test_a_stored_sweep_on_s3_is_set_aside_folders_and_all(aws_env, tmp_path):
+    """`run --new`: S3 moves objects only, so a trial folder is copied, then deleted."""
+    exp = f"s3://{BUCKET}/{tmp_path.name}/again"
+    for key in ("dynsweep.json", "trial/checkpoint_000001/state.pt", "trial/result.json"):
+        storage.write_text(storage.join(exp, key), key)
+    with storage.held(exp, print):
+        aside = storage.set_aside(exp)
+        assert [k.split("/")[0] for k in aws_env.keys(f"{tmp_path.name}/again")] == [storage.LOCKS]
+    assert aside.startswith(f"{exp}@")
+    moved = aws_env.keys(aside.removeprefix(f"s3://{BUCKET}/"))
+    assert moved == ["dynsweep.json", "trial/checkpoint_000001/state.pt", "trial/result.json"]
+    assert storage.read_text(storage.join(aside, "trial/checkpoint_000001/state.pt")) == \
+        "trial/checkpoint_000001/state.pt"
+
+
+# ------------------------------------------------------------------- sweeps
 @pytest.mark.slow
-def test_racing_drivers_on_s3_one_runs_and_list_status_and_new_read_the_bucket(s3, tmp_path):
-    """The endpoint in the URI's query instead of the environment. Two `run`s of
-    one sweep at once: one runs it, the other is refused in one line; `list`
-    and `status` read it back; `run --new` sets the stored one aside."""
-    root = f"s3://{BUCKET}/{tmp_path.name}?endpoint_override=127.0.0.1:{s3.port}&scheme=http"
+def test_racing_drivers_on_s3_one_runs_and_list_and_status_read_the_bucket(aws_env, tmp_path):
+    """Two `run`s of one sweep at once: one runs it, the other is refused in one
+    line; `list` and `status` read it back from the bucket."""
+    root = f"s3://{BUCKET}/{tmp_path.name}"
     spec = write_spec(tmp_path, "tiny", grid={"optim.lr": [0.05, 0.1]})
     args = ["run", str(spec), "--storage", root, "--tracking-uri", uri(tmp_path)]
-    env = {**_env(tmp_path), **{k: v for k, v in s3.env.items() if k != "AWS_ENDPOINT_URL"}}
-    procs = [subprocess.Popen(DYNSWEEP + args, cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+    procs = [subprocess.Popen(DYNSWEEP + args, cwd=tmp_path, env=_env(tmp_path), stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True, start_new_session=True) for _ in range(2)]
     try:
         results = [(p.returncode, out, err) for p in procs for out, err in [p.communicate(timeout=300)]]
@@ -209,27 +242,17 @@ def test_racing_drivers_on_s3_one_runs_and_list_status_and_new_read_the_bucket(s
     (refused,) = [err for code, _, err in results if code == 2]
     (line,) = [ln for ln in refused.splitlines() if "error" in ln]
     assert "sweep tiny is running already: pid" in line and "dynsweep.locks/" in line, refused
-    keys = s3.keys(f"{tmp_path.name}/tiny")
+    keys = aws_env.keys(f"{tmp_path.name}/tiny")
     assert "dynsweep.json" in keys and not any(k.startswith("dynsweep.locks/") for k in keys)
     assert sum(k.endswith("/params.json") for k in keys) == 2
 
-    def run(*argv: str) -> subprocess.CompletedProcess:
-        return subprocess.run(DYNSWEEP + list(argv), cwd=tmp_path, env=env, capture_output=True,
-                              text=True, timeout=300)
-
-    listing = run("list", "--storage", root)
+    listing = cli(["list", "--storage", root], tmp_path)
     assert listing.returncode == 0, listing.stderr[-2000:]
     (row,) = [ln for ln in listing.stdout.splitlines() if " tiny " in ln]
     assert " 2 " in row, listing.stdout
-    status = run("status", "tiny", "--storage", root, "--tracking-uri", uri(tmp_path))
+    status = cli(["status", "tiny", "--storage", root], tmp_path)
     assert status.returncode == 0, status.stderr[-2000:]
     assert status.stdout.count("TERMINATED") == 2 and status.stdout.count("finished") == 2
-    fresh = run(*args, "--new")
-    assert fresh.returncode == 0, fresh.stderr[-3000:]
-    assert f"is kept in s3://{BUCKET}/{tmp_path.name}/tiny@" in fresh.stderr
-    aside = {k.split("/", 1)[0] for k in s3.keys(tmp_path.name) if k.startswith("tiny@")}
-    (folder,) = aside
-    assert set(s3.keys(f"{tmp_path.name}/{folder}")) >= {k for k in keys if "checkpoint_" in k}
 
 
 def newest_checkpoint(s3: S3, prefix: str) -> int:
@@ -240,12 +263,15 @@ def newest_checkpoint(s3: S3, prefix: str) -> int:
 
 
 @pytest.mark.slow
-def test_sigkilled_driver_on_s3_resumes_to_the_uninterrupted_result(aws_env, tmp_path, reference):  # noqa: F811
-    """The reference ran on local disk; this one lives in the bucket, its driver
-    (and its Ray) is SIGKILLed after a few checkpoints, and `resume` takes over
-    the dead driver's lock and finishes it: the same histories, bit for bit."""
+def test_sigkilled_driver_on_s3_resumes_to_the_uninterrupted_result(aws_env, monkeypatch, tmp_path,
+                                                                    reference):  # noqa: F811
+    """The endpoint in the URI's query this time, not in the environment. The
+    reference ran on local disk; this sweep lives in the bucket, its driver (and
+    its Ray) is SIGKILLed mid-run, and `resume` takes over the dead driver's
+    lock and finishes it: the same histories, bit for bit."""
+    monkeypatch.delenv("AWS_ENDPOINT_URL")
     slow_spec(tmp_path, "ft", seeds=[0, 1])
-    root = f"s3://{BUCKET}/{tmp_path.name}"
+    root = f"s3://{BUCKET}/{tmp_path.name}?endpoint_override=127.0.0.1:{aws_env.port}&scheme=http"
     proc = subprocess.Popen(DYNSWEEP + ["run", str(tmp_path / "ft.yaml"), "--storage", root,
                                         "--tracking-uri", uri(tmp_path)],
                             cwd=tmp_path, env=_env(tmp_path), stdout=subprocess.DEVNULL,
@@ -255,6 +281,8 @@ def test_sigkilled_driver_on_s3_resumes_to_the_uninterrupted_result(aws_env, tmp
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
+    assert any(r.status == "running" for r in tracking.trial_runs(Store(uri(tmp_path)), "ft")), \
+        "the kill should interrupt at least one trial"
     assert any(k.startswith("dynsweep.locks/") for k in aws_env.keys(f"{tmp_path.name}/ft")), \
         "the killed driver left its lock"
     res = cli(["resume", "ft", "--storage", root, "--tracking-uri", uri(tmp_path)], tmp_path)
@@ -263,10 +291,10 @@ def test_sigkilled_driver_on_s3_resumes_to_the_uninterrupted_result(aws_env, tmp
     assert_same_as_reference(tmp_path, reference)
     keys = aws_env.keys(f"{tmp_path.name}/ft")
     assert not any(k.startswith("dynsweep.locks/") for k in keys), "the lock goes with its driver"
-    for trial in ("s0", "s1"):
+    trials = {k.split("/")[0] for k in keys if "/checkpoint_" in k}
+    assert len(trials) == 2
+    for trial in trials:
         kept = {k.split("/")[1] for k in keys if k.startswith(trial + "/checkpoint_")}
         assert len(kept) == 1, f"{trial}: only the checkpoint the state names is kept ({kept})"
-    status = cli(["status", "ft", "--storage", root], tmp_path)
-    assert status.returncode == 0 and status.stdout.count("TERMINATED") == 2, status.stderr[-2000:]
     listing = cli(["list", "--storage", root], tmp_path)
     assert listing.returncode == 0 and " ft " in listing.stdout, listing.stderr[-2000:]
