@@ -12,7 +12,7 @@ AWS_ENDPOINT_URL for an S3-compatible server), or pyarrow's URI query
 path below the root. `client_env` is what trials on other machines need.
 
 The lock. On a local or shared filesystem it is one file, dynsweep.lock,
-created with O_EXCL. An object store has no atomic create that pyarrow can
+created atomically (`create_exclusive`). An object store has no atomic create that pyarrow can
 ask for (S3's `If-None-Match: *` is not exposed), so there each contender
 writes its own record under dynsweep.locks/ and then lists that folder: it
 holds the sweep only if that listing shows no other live record. Two drivers
@@ -80,8 +80,8 @@ def exists(location: str) -> bool:
 
 def create_exclusive(path: str, text: str) -> bool:
     """Write a new local file whole; False if it exists. Written beside, then
-    hard-linked to its name (atomic, fails if the name exists): no reader ever
-    sees it half written."""
+    hard-linked to its name (atomic, fails if the name exists), so no reader
+    sees it half written; O_EXCL where the filesystem has no hard links."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     draft = f"{path}.{os.getpid()}-{uuid.uuid4().hex[:8]}"
     Path(draft).write_text(text)
@@ -89,6 +89,13 @@ def create_exclusive(path: str, text: str) -> bool:
         os.link(draft, path)
     except FileExistsError:
         return False
+    except OSError:                  # e.g. a FUSE mount: create it in place
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            return False
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
     finally:
         os.unlink(draft)
     return True
