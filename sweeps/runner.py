@@ -211,7 +211,7 @@ def init_ray(address: str | None, spec: SweepSpec) -> None:
     Ray. Either way with Ray token auth as the cluster has it (`_token_auth`);
     a cluster that does not answer or refuses us is `Unavailable`, one line.
     A cluster's workers do not inherit our environment: they get the MLflow
-    client settings (credentials) through the job's runtime env."""
+    and object-storage client settings (credentials) through the job's runtime env."""
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")   # our Progress lines replace Tune's tables
     # short trials checkpoint every epoch by design: no warning about snapshot frequency
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
@@ -258,10 +258,11 @@ def _local_gpus() -> int | None:
 
 
 def _worker_env() -> dict[str, Any] | None:
-    """A runtime env with our MLflow client settings, less those that a submitted
-    job's own runtime env already sets (Ray refuses the same key twice)."""
+    """A runtime env with our MLflow and object-storage (AWS_*) client settings, less
+    those that a submitted job's own runtime env already sets (Ray refuses the same key twice)."""
     job = json.loads(os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR", "{}")).get("runtime_env") or {}
-    env = {k: v for k, v in tracking.client_env().items() if k not in (job.get("env_vars") or {})}
+    ours = {**tracking.client_env(), **files.client_env()}
+    env = {k: v for k, v in ours.items() if k not in (job.get("env_vars") or {})}
     return {"env_vars": env} if env else None
 
 
