@@ -41,8 +41,8 @@ from sweeps.storage import (MANIFEST, SweepBusy, SweepExists, experiment_path, r
                             storage_location)
 from sweeps.spec import SpecError, SweepSpec, check_resources
 from sweeps.stoppers import Stopper
-from sweeps.trial import (TRIAL_KEY, SweepContext, run_trial, trial_config, trial_label,
-                          trial_names)
+from sweeps.trial import (REPORTED_FILE, TRIAL_KEY, SweepContext, run_trial, trial_config,
+                          trial_label, trial_names)
 from sweeps import tracking
 from sweeps.tracking import Store, git_sha
 
@@ -454,7 +454,10 @@ def resume_sweep(name_or_path: str, *, storage: str | Path, tracking_uri: str | 
             return _tune(spec, ctx, store, exp, address,
                          Progress(spec.n_trials(), spec.base.train.epochs,
                                   base=spec.base.model_dump(mode="json")), stop)
-        for line in repair_checkpoints(exp):
+        # a searcher (Optuna) learns a trial's result only from Tune: there, Tune runs it again
+        ended = {r.trial_id for r in tracking.trial_runs(store, spec.name, ctx.parent_run_id)
+                 if r.status in ENDED} if spec.search.kind == "grid" else set()
+        for line in settle_ended_trials(exp, ended) + repair_checkpoints(exp):
             note(line)
         init_ray(address, spec)
         _check_fits(spec, address)
@@ -732,6 +735,68 @@ def _delete_checkpoints_before(fs, trial_dir: str, keep_from: int | None) -> set
     return removed
 
 
+ENDED = ("finished", "diverged")        # MLflow status tags a trial sets once it is over
+
+
+def settle_ended_trials(exp: str, ended: set[str]) -> list[str]:
+    """Before a restore: Tune saves its experiment state every ten seconds or
+    so, and a driver killed right after a trial ended leaves a state in which
+    that trial still runs, from an older checkpoint; restored, Tune would train
+    it again. A trial whose MLflow run has ended (a pack: every member's run;
+    `ended`: their trial names) is marked TERMINATED there, with its newest
+    checkpoint (a trial saves its final one before it ends its run) and the
+    result reported with that checkpoint. Returns one line per trial."""
+    fs, path = files.filesystem(exp)
+    saved = _saved_state(path, fs)
+    if saved is None:
+        return []
+    state_path, state = saved
+    notes = []
+    for entry in state["trial_data"]:
+        trial = json.loads(entry[0])
+        name = trial.get("custom_trial_name") or trial["trial_id"]
+        if (trial["status"] not in ("RUNNING", "PENDING", "PAUSED")
+                or not set(packs.member_names(trial["config"]) or [name]) <= ended):
+            continue
+        metadata = _saved_metadata(entry)
+        newest = _newest_checkpoint(fs, f"{path}/{trial['relative_logdir']}")
+        named = metadata.checkpoint_manager.latest_checkpoint_result
+        if newest is not None and (named is None or _checkpoint_index(newest) > _checkpoint_index(
+                named.checkpoint.path)):
+            from ray.train._internal.session import _TrainingResult
+            with fs.open_input_stream(f"{newest}/{REPORTED_FILE}") as f:
+                reported = json.loads(f.read().decode())
+            metadata.checkpoint_manager.register_checkpoint(
+                _TrainingResult(tune.Checkpoint(newest, filesystem=fs), reported))
+        latest = metadata.checkpoint_manager.latest_checkpoint_result
+        if latest is not None:         # what `status` shows: the trial's last epoch, not an older one
+            metadata.last_result = {**metadata.last_result, **latest.metrics, "done": True}
+        trial["status"] = "TERMINATED"
+        entry[0] = json.dumps(trial)
+        metadata.invalidate_cache()
+        entry[1] = metadata.get_json_state()
+        notes.append(f"{name}: ended before the driver stopped; not run again")
+    if notes:
+        with fs.open_output_stream(state_path) as f:
+            f.write(json.dumps(state).encode())
+    return notes
+
+
+def _newest_checkpoint(fs, trial_dir: str) -> str | None:
+    """The path of a trial's highest-numbered checkpoint that holds its reported result."""
+    from pyarrow.fs import FileSelector
+
+    found = [(_checkpoint_index(i.path), i.path.rstrip("/"))
+             for i in fs.get_file_info(FileSelector(trial_dir, allow_not_found=True))]
+    found = [(n, p) for n, p in found if n is not None and _file_exists(fs, f"{p}/{REPORTED_FILE}")]
+    return max(found)[1] if found else None
+
+
+def _file_exists(fs, path: str) -> bool:
+    from pyarrow.fs import FileType
+    return fs.get_file_info(path).type == FileType.File
+
+
 def repair_checkpoints(exp: str) -> list[str]:
     """Before a restore: a trial whose saved checkpoint is gone (deleted by an
     older dynsweep, or by hand) falls back to its newest checkpoint that still
@@ -863,6 +928,17 @@ class Progress(tune.Callback):
     def on_trial_complete(self, iteration, trials, trial, **info):
         self._show(trials, f"finished {trial}")
 
+    def on_trial_recover(self, iteration, trials, trial, **info):
+        """A failed trial Tune runs again: why, from where, which retry."""
+        from rich.markup import escape
+
+        exc = _trial_error(trial)
+        failures, limit = trial.run_metadata.num_failures, trial.max_failures
+        count = (f"retry {failures} of {limit}" if limit >= 0 else f"retry {failures}") \
+            if not getattr(exc, "preempted", False) else "its node was preempted: not counted"
+        self._show(trials, f"[yellow]{escape(str(trial))} {escape(_failure(exc))}; retrying from "
+                           f"{_restart_point(trial)} ({count})[/yellow]")
+
     def on_trial_error(self, iteration, trials, trial, **info):
         self._show(trials, f"[red]error in {trial}[/red] (retried up to max_failures)")
 
@@ -915,6 +991,63 @@ class Progress(tune.Callback):
 
         self._console = self._console or Console(stderr=True, highlight=False, soft_wrap=True)
         self._console.print(line)
+
+
+def _trial_error(trial) -> BaseException | None:
+    """The exception a trial failed with (Tune pickles it beside the trial)."""
+    import cloudpickle
+
+    try:
+        with open(trial.pickled_error_file, "rb") as f:
+            return cloudpickle.load(f)
+    except Exception:             # no file (None), or one that does not unpickle here
+        return None
+
+
+def _failure(exc: BaseException | None) -> str:
+    """What happened, in a few words: its node lost, its worker process lost, or the error."""
+    if exc is None:
+        return "failed"
+    cause = exc.as_instanceof_cause() if isinstance(exc, ray.exceptions.RayTaskError) else exc
+    lines = [ln.strip() for ln in str(cause).splitlines() if ln.strip()] or [""]
+    if isinstance(cause, ray.exceptions.RayActorError):
+        where = "its node" if _node_lost(cause.actor_id) else "its worker process"
+        return f"lost {where} ({type(cause).__name__}: {_clip(lines[0])})"
+    return f"failed ({type(cause).__name__}: {_clip(lines[-1])})"
+
+
+def _node_lost(actor_id) -> bool:
+    """Whether the node the actor ran on is gone: dead to the GCS, or its raylet
+    no longer answers (the GCS declares a node dead only after a few missed
+    health checks, seconds after its worker connections dropped)."""
+    import socket
+    from ray._private import state
+
+    try:
+        node = state.actors(actor_id.hex() if isinstance(actor_id, bytes) else actor_id)["Address"]["NodeID"]
+        (info,) = [n for n in ray.nodes() if n["NodeID"] == node]
+    except Exception:               # an actor or node the GCS no longer knows: nothing to tell
+        return False
+    if not info["Alive"]:
+        return True
+    try:
+        socket.create_connection((info["NodeManagerAddress"], info["NodeManagerPort"]), timeout=2).close()
+    except OSError:
+        return True
+    return False
+
+
+def _restart_point(trial) -> str:
+    latest = trial.run_metadata.checkpoint_manager.latest_checkpoint_result
+    if latest is None:
+        return "its start (no checkpoint yet)"
+    epoch = latest.metrics.get("epoch")
+    name = latest.checkpoint.path.rstrip("/").rsplit("/", 1)[-1]
+    return f"{name}" + (f" (epoch {epoch:.0f})" if isinstance(epoch, (int, float)) else "")
+
+
+def _clip(text: str, limit: int = 120) -> str:
+    return text if len(text) <= limit else text[:limit - 1] + "…"
 
 
 def _clock(seconds: float) -> str:

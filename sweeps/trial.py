@@ -29,6 +29,7 @@ from sweeps.tracking.trial_run import TrialRun, open_trial
 
 STATE_FILE = "state.pt"
 RUN_ID_FILE = "mlflow_run_id"
+REPORTED_FILE = "reported.json"    # in each checkpoint: the metrics reported with it
 TRIAL_KEY = "__trial__"            # grid search: one Tune value holding all overrides
 
 
@@ -208,7 +209,10 @@ class TrialSink:
 
 class CheckpointOutbox:
     """A checkpoint folder (the state plus small text files) waiting for the
-    next report to Tune, which takes a copy; the folder is deleted after it."""
+    next report to Tune, which takes a copy; the folder is deleted after it.
+    The metrics of that report go into the folder too (`REPORTED_FILE`): a
+    resume that finds a checkpoint Tune's saved state does not name (the
+    driver died first) knows the result it came with."""
 
     def __init__(self, prefix: str):
         self.prefix = prefix
@@ -225,6 +229,8 @@ class CheckpointOutbox:
         self._pending = str(path)
 
     def report(self, session: Session, metrics: dict[str, float]) -> None:
+        if self._pending is not None:
+            (Path(self._pending) / REPORTED_FILE).write_text(json.dumps(metrics))
         session.report(metrics, self._pending)
         self._pending = None
         self.clear()

@@ -104,7 +104,7 @@ class Head:
     """`ray start --head --block` in its own session; stop() ends it and every
     process it started, by id."""
 
-    def __init__(self, root: Path, auth_mode: str):
+    def __init__(self, root: Path, auth_mode: str, num_cpus: int = 2, **extra_env: str):
         self.home = root / "home"
         self.home.mkdir(parents=True, exist_ok=True)
         self.temp = tempfile.mkdtemp(prefix="dsr", dir="/tmp")   # short: Ray's socket paths
@@ -112,7 +112,8 @@ class Head:
         # its temp dir through RAY_TMPDIR: a driver with the same RAY_TMPDIR finds it
         # as this machine's running Ray (<temp>/ray/ray_current_cluster), others do not
         self.env = env_for(self.home, RAY_AUTH_MODE=auth_mode, RAY_TMPDIR=self.temp,
-                           AUTOSCALER_METRIC_PORT=str(free_port()), DASHBOARD_METRIC_PORT=str(free_port()))
+                           AUTOSCALER_METRIC_PORT=str(free_port()), DASHBOARD_METRIC_PORT=str(free_port()),
+                           **extra_env)
         if auth_mode == "token":
             subprocess.run([RAY, "get-auth-token", "--generate"], env=self.env, check=True,
                            capture_output=True, timeout=120)
@@ -122,7 +123,7 @@ class Head:
              "--dashboard-port", str(self.dashboard), "--include-dashboard", "true",
              "--ray-client-server-port", str(free_port()),      # Ray starts one anyway; not 10001
              "--dashboard-agent-listen-port", str(free_port()),
-             "--num-cpus", "2", "--disable-usage-stats"],
+             "--num-cpus", str(num_cpus), "--disable-usage-stats"],
             env=self.env, cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             start_new_session=True)
         self.address = f"127.0.0.1:{self.port}"
@@ -150,12 +151,50 @@ class Head:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait(timeout=30)
-        for pid in [p for p in pids if Path(f"/proc/{p}").exists()]:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        kill_all(pids)
         shutil.rmtree(self.temp, ignore_errors=True)
+
+
+class Node:
+    """A second Ray node on this machine joined to `head` (`ray start --address
+    --block` in its own session, the head's temp dir and HOME). `lose()` kills
+    its raylet, workers and agents at once, as a machine that goes away would
+    leave them: only the processes this `ray start` started, found by id."""
+
+    def __init__(self, head: Head, num_cpus: int):
+        self.proc = subprocess.Popen(
+            [RAY, "start", "--address", head.address, "--block", "--node-ip-address", "127.0.0.1",
+             "--num-cpus", str(num_cpus), "--disable-usage-stats",
+             "--dashboard-agent-listen-port", str(free_port()), "--metrics-export-port", str(free_port()),
+             "--runtime-env-agent-port", str(free_port())],
+            env=head.env, cwd=head.home, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            start_new_session=True)
+
+    def processes(self) -> list[int]:
+        return descendants(self.proc.pid)
+
+    def lose(self) -> None:
+        kill_all([*self.processes(), self.proc.pid])      # the whole tree first: no orphan is missed
+        self.proc.wait(timeout=30)
+
+
+def kill_all(pids: list[int]) -> None:
+    for pid in [p for p in pids if Path(f"/proc/{p}").exists()]:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def alive_nodes(head: Head) -> int:
+    """How many nodes the head's GCS counts alive (no dashboard needed)."""
+    import grpc
+    from ray.core.generated import gcs_pb2, gcs_service_pb2, gcs_service_pb2_grpc
+
+    with grpc.insecure_channel(head.address) as channel:
+        reply = gcs_service_pb2_grpc.NodeInfoGcsServiceStub(channel).GetAllNodeInfo(
+            gcs_service_pb2.GetAllNodeInfoRequest(), timeout=10)
+    return sum(n.state == gcs_pb2.GcsNodeInfo.ALIVE for n in reply.node_info_list)
 
 
 @pytest.fixture(scope="module")

@@ -7,9 +7,11 @@ sqlite MLflow store; the reference is the same sweep run without interruption.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -54,9 +56,10 @@ def trial_folders(exp: Path) -> list[Path]:
     return [p for p in exp.glob("*") if p.is_dir()]
 
 
-def newest_checkpoint(exp: Path) -> int:
-    """The highest checkpoint number of any trial (older ones are pruned), -1 if none."""
-    return max((int(p.name.split("_")[1]) for p in checkpoints(exp)), default=-1)
+def newest_checkpoint(exp: Path, trial: str = "*") -> int:
+    """The highest checkpoint number of any trial, or of the one named (older ones
+    are pruned), -1 if none."""
+    return max((int(p.name.split("_")[1]) for p in exp.glob(f"{trial}/checkpoint_*")), default=-1)
 
 
 def resume(cut: Path) -> subprocess.CompletedProcess:
@@ -196,3 +199,172 @@ def test_concurrent_first_use_of_a_sqlite_store(tmp_path):
             _, err = p.communicate(timeout=120)
             assert p.returncode == 0, err[-2000:]
         assert Store(db).experiment_or_none("x") is not None
+
+
+# ------------------------------------------------- nothing re-done after a resume
+UNEVEN = "uneven"        # two trials, 2 and 6 epochs: one finishes while the other trains
+
+
+def uneven_spec(dir: Path) -> Path:
+    spec = yaml.safe_load(slow_spec(dir, UNEVEN, seeds=[0]).read_text())
+    spec["grid"] = {"train.epochs": [2, 6]}
+    path = dir / f"{UNEVEN}.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def finished_runs(dir: Path) -> list[str]:
+    """Trial names whose MLflow run is FINISHED (read straight from the sqlite file)."""
+    import sqlite3
+
+    if not (dir / "mlflow.db").exists():
+        return []
+    try:
+        with sqlite3.connect(f"file:{dir / 'mlflow.db'}?mode=ro", uri=True, timeout=1) as db:
+            return [name for (name,) in db.execute(
+                "select t.value from runs r join tags t on t.run_uuid = r.run_uuid "
+                "where t.key = 'trial_id' and r.status = 'FINISHED'")]
+    except sqlite3.Error:          # being written right now
+        return []
+
+
+def saved_status(exp: Path, trial: str) -> str:
+    """A trial's status in the experiment state a restore reads."""
+    import json
+
+    state = json.loads(max(exp.glob("experiment_state-*.json")).read_text())
+    (status,) = [json.loads(t)["status"] for t, _ in state["trial_data"]
+                 if json.loads(t)["custom_trial_name"] == trial]
+    return status
+
+
+def result_rows(trial: Path) -> list[str]:
+    path = trial / "result.json"
+    return path.read_text().splitlines() if path.exists() else []
+
+
+@pytest.mark.slow
+def test_a_finished_trial_is_not_trained_again_after_driver_kills(tmp_path):
+    """Tune saves its experiment state every 10 s or so: a driver killed right
+    after a trial finished leaves a state in which that trial still runs from
+    an older checkpoint. However often the driver is killed, resume leaves a
+    finished trial alone (no Tune result row, checkpoint or MLflow write more)
+    and the sweep ends as an undisturbed one does."""
+    ref, cut = tmp_path / "ref", tmp_path / "cut"
+    ref.mkdir(), cut.mkdir()
+    done = cli(["run", str(uneven_spec(ref)), "--storage", str(ref / "ray"), "--tracking-uri", uri(ref)], ref)
+    assert done.returncode == 0, done.stderr[-3000:]
+    reference = histories(Store(uri(ref)), UNEVEN)
+
+    uneven_spec(cut)
+    exp = cut / "ray" / UNEVEN
+    short, long = exp / "ep=2,s0", exp / "ep=6,s0"
+    proc = subprocess.Popen(DYNSWEEP + ["run", str(cut / f"{UNEVEN}.yaml"), "--storage", str(cut / "ray"),
+                                        "--tracking-uri", uri(cut)], cwd=cut, env=_env(cut),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:                                          # kill 1: right after the short trial finished
+        wait_for(lambda: "ep=2,s0" in finished_runs(cut), 240, "the short trial's run to finish")
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert "ep=6,s0" not in finished_runs(cut), "the long trial should still have been training"
+    # the case in point, unless Tune happened to save its state between the trial's end and the kill
+    stale = saved_status(exp, "ep=2,s0") != "TERMINATED"
+    tracker = Store(uri(cut))
+    (run,) = [r for r in tracking.trial_runs(tracker, UNEVEN) if r.trial_id == "ep=2,s0"]
+    ended = tracker.client.get_run(run.run_id).info.end_time
+    rows = result_rows(short)
+    final = max(short.glob("checkpoint_*"))
+    final_mtime = (final / "state.pt").stat().st_mtime_ns
+
+    long_rows = len(result_rows(long))            # kill 2: shortly after a resume started
+    again = subprocess.Popen(DYNSWEEP + ["resume", UNEVEN, "--storage", str(cut / "ray"),
+                                         "--tracking-uri", uri(cut)], cwd=cut, env=_env(cut),
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                             start_new_session=True)
+    try:
+        wait_for(lambda: len(result_rows(long)) > long_rows, 240, "the resumed sweep's first result")
+    finally:
+        os.killpg(again.pid, signal.SIGKILL)
+        _, err = again.communicate()
+    assert not stale or "ep=2,s0: ended before the driver stopped; not run again" in err, err[-3000:]
+
+    res = cli(["resume", UNEVEN, "--storage", str(cut / "ray"), "--tracking-uri", uri(cut)], cut)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert result_rows(short) == rows, "no Tune result of the finished trial after the kills"
+    assert [p.name for p in short.glob("checkpoint_*")] == [final.name]
+    assert (final / "state.pt").stat().st_mtime_ns == final_mtime, "its final checkpoint is untouched"
+    assert tracker.client.get_run(run.run_id).info.end_time == ended, "its MLflow run was not reopened"
+    assert {r.status for r in tracking.trial_runs(tracker, UNEVEN)} == {"finished"}
+    assert_no_step_logged_twice(tracker, UNEVEN)
+    assert histories(tracker, UNEVEN) == reference
+
+
+# ------------------------------------------------------------ a node lost mid-sweep
+def cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_text().replace("\0", " ")
+    except OSError:
+        return ""
+
+
+@pytest.mark.slow
+def test_a_lost_nodes_trial_is_retried_from_its_checkpoint(tmp_path, reference):
+    """A Ray cluster on this machine: a head and a second node, one CPU each, so
+    each of the sweep's two trials runs on its own node. While a trial trains
+    on the second node, with epochs left, that node is lost (its raylet,
+    workers and agents killed). Tune retries the trial (max_failures 2) from
+    its last checkpoint on the head, the progress line says which trial, why,
+    from where and which retry, and the sweep ends as the undisturbed one."""
+    from test_cluster import Head, Node, alive_nodes, env_for
+
+    slow_spec(tmp_path, "ft", seeds=[0, 1])
+    exp = tmp_path / "ray" / "ft"
+    # the head declares a silent node dead within seconds (Ray's default: about 30 s)
+    head = Head(tmp_path / "head", auth_mode="disabled", num_cpus=1, RAY_health_check_period_ms="1000",
+                RAY_health_check_timeout_ms="1000", RAY_health_check_failure_threshold="3")
+    node = None
+    try:
+        head.wait_ready()
+        node = Node(head, num_cpus=1)
+        wait_for(lambda: alive_nodes(head) == 2, 120, "the second node to join")
+        proc = subprocess.Popen(DYNSWEEP + ["run", str(tmp_path / "ft.yaml"), "--address", head.address,
+                                            "--storage", str(tmp_path / "ray"), "--tracking-uri", uri(tmp_path)],
+                                cwd=tmp_path, env=env_for(head.home, RAY_AUTH_MODE="disabled"),
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                start_new_session=True)
+        try:
+            def on_the_node() -> tuple[int, str] | None:
+                """(pid, trial) of the trial worker on the second node (its cwd is the trial's)."""
+                for pid in node.processes():
+                    if "ray::ImplicitFunc" in cmdline(pid):
+                        with contextlib.suppress(OSError):
+                            return pid, Path(os.readlink(f"/proc/{pid}/cwd")).name
+                return None
+
+            wait_for(lambda: on_the_node() and newest_checkpoint(exp, on_the_node()[1]) >= 1, 300,
+                     "a trial with a checkpoint on the second node")
+            pid, lost = on_the_node()
+            os.kill(pid, signal.SIGSTOP)          # no further epoch while we look
+            assert newest_checkpoint(exp, lost) < 5, "the trial should have epochs left"
+            time.sleep(1)                         # the driver takes in the results sent before
+            node.lose()
+            _, err = proc.communicate(timeout=500)
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+    finally:
+        if node is not None:
+            node.lose()
+        head.stop()
+    assert proc.returncode == 0, err[-3000:]
+    import re
+    retried = re.findall(r"(s[01]) lost its node \((\w+): [^\n]*\); retrying from "
+                         r"checkpoint_(\d+) \(epoch (\d+)\) \(retry 1 of 2\)", err)
+    assert len(retried) == 1, err[-3000:]
+    (name, error, index, epoch), = retried
+    assert name == lost and int(index) >= 0 and int(epoch) == int(index) + 1, "its last checkpoint, at an epoch's end"
+    from ray.tune import ExperimentAnalysis
+    failures = {str(t): t.run_metadata.num_failures for t in ExperimentAnalysis(str(exp)).trials}
+    assert failures == {name: 1, ({"s0", "s1"} - {name}).pop(): 0}
+    assert_same_as_reference(tmp_path, reference)

@@ -71,3 +71,33 @@ def test_a_pack_counts_its_members_shared_budget():
     p = _progress(total=1)
     p.on_trial_result(0, [pack], pack, {"epoch": 1.0, "step": 32.0})
     assert p._eta([pack])[0] == "1/94 epochs, "
+
+
+def _failed_trial(tmp_path, error: BaseException, checkpoint: str | None, epoch: float | None = None):
+    """A trial as Tune hands it to `on_trial_recover`: its error pickled beside it."""
+    import cloudpickle
+    from types import SimpleNamespace
+
+    (tmp_path / "error.pkl").write_bytes(cloudpickle.dumps(error))
+    latest = None if checkpoint is None else SimpleNamespace(
+        checkpoint=SimpleNamespace(path=f"/runs/ray/sw/s0/{checkpoint}"), metrics={"epoch": epoch})
+    trial = FakeTrial("s0")
+    trial.pickled_error_file = str(tmp_path / "error.pkl")
+    trial.max_failures = 2
+    trial.run_metadata = SimpleNamespace(num_failures=1,
+                                         checkpoint_manager=SimpleNamespace(latest_checkpoint_result=latest))
+    return trial
+
+
+def test_a_retried_trial_says_why_from_where_and_which_retry(tmp_path):
+    lines = []
+    p = _progress(total=1)
+    p._print = lines.append
+    trial = _failed_trial(tmp_path, ValueError("Traceback …\nloss is nan at [step 3]"), "checkpoint_000002", 3.0)
+    p.on_trial_recover(0, [trial], trial)
+    # the message's last line, escaped: rich prints `[step 3]` and takes it for no markup
+    assert lines[-1].endswith("s0 failed (ValueError: loss is nan at \\[step 3]); retrying from "
+                              "checkpoint_000002 (epoch 3) (retry 1 of 2)[/yellow]")
+    fresh = _failed_trial(tmp_path, RuntimeError("boom"), None)
+    p.on_trial_recover(0, [fresh], fresh)
+    assert "retrying from its start (no checkpoint yet) (retry 1 of 2)" in lines[-1]
