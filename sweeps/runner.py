@@ -322,6 +322,7 @@ def _run(spec: SweepSpec, storage: str | Path, tracking_uri: str, cache_dir: str
          address: str | None, device: str, progress, stop: _Stop) -> SweepOutcome:
     storage = storage_location(storage)
     exp = files.join(storage, spec.name)
+    tracking.outage_bound()                   # a bad DYNSWEEP_TRACKING_OUTAGE_S: exit 2 before anything starts
     # everything the sweep runs on answers before its parent run exists; the store
     # (a new sqlite file: MLflow's schema, about 2 s) opens while Ray starts
     with ThreadPoolExecutor(1, thread_name_prefix="dynsweep-store") as pool:

@@ -92,6 +92,11 @@ class Postgres:
     def uri(self, db: str) -> str:
         return f"postgresql://mlflow:{self.password}@127.0.0.1:{self.port}/{db}"
 
+    def store(self) -> Store:
+        """The MLflow store read straight from PostgreSQL: what the server wrote, without
+        a password check per request (hundreds of metric histories)."""
+        return Store(self.uri("mlflow").replace("postgresql://", "postgresql+psycopg://"))
+
     def sql(self, query: str, db: str = "mlflow") -> list[tuple]:
         import psycopg
 
@@ -197,7 +202,7 @@ def test_a_sweep_through_postgresql_survives_a_server_restart(postgres, server, 
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
     assert proc.returncode == 0, err[-3000:]
-    store = Store(server.url)
+    store = postgres.store()
     runs = assert_equal_to_reference(store, "pgft", reference)
     for run in runs:      # each trial logged before the kill and after the restart: it was mid-trial
         stamps = [m.timestamp / 1000 for m in store.client.get_metric_history(run.run_id, "train/loss")]
@@ -217,6 +222,7 @@ def test_a_sweep_through_postgresql_survives_a_server_restart(postgres, server, 
     (users,), = postgres.sql("SELECT count(*) FROM users WHERE username = 'admin'", db="mlflow_auth")
     assert users == 1
     # artifacts went through the server into its folder: the plans on the parent, the verdicts
+    store = Store(server.url)
     _, judged = judged_run(store, "pgft")
     assert {"verdicts.json", "verdicts.csv"} <= {a.path for a in store.client.list_artifacts(judged.info.run_id)}
     assert "plans.json" in {a.path for a in store.client.list_artifacts(parent)}
@@ -224,7 +230,8 @@ def test_a_sweep_through_postgresql_survives_a_server_restart(postgres, server, 
     assert {"verdicts.json", "plans.json"} <= stored
 
 
-def test_a_long_outage_fails_in_one_line_and_resume_completes(server, credentials, tmp_path, reference):
+def test_a_long_outage_fails_in_one_line_and_resume_completes(postgres, server, credentials, tmp_path,
+                                                              reference):
     """The server stays down past DYNSWEEP_TRACKING_OUTAGE_S: exit 1 and one line
     naming it and the resume command, soon after the bound; back up, the resume ends
     equal to the reference."""
@@ -255,6 +262,6 @@ def test_a_long_outage_fails_in_one_line_and_resume_completes(server, credential
                          cwd=tmp_path, env=env_for(tmp_path, **credentials), capture_output=True, text=True,
                          timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
-    store = Store(server.url)
+    store = postgres.store()
     assert_equal_to_reference(store, "pgdown", reference)
     assert store.client.get_run(tracking.find_sweep(store, "pgdown")).info.status == "FINISHED"

@@ -173,6 +173,33 @@ def test_a_tracking_server_that_does_not_answer_fails_in_seconds(tmp_path):
     assert elapsed < 60, elapsed          # was 252 s with MLflow's default retries; mostly imports now
 
 
+def test_a_store_that_stays_down_is_given_up_after_the_bound(monkeypatch):
+    """Every call waits out an outage up to DYNSWEEP_TRACKING_OUTAGE_S, then one line
+    naming the store; a later call that finds it still down gives up at once."""
+    monkeypatch.setenv("DYNSWEEP_TRACKING_OUTAGE_S", "2")
+    url = f"http://127.0.0.1:{free_port()}"
+    store = Store(url)
+    start = time.monotonic()
+    with pytest.raises(tracking.TrackingDown) as down:
+        store.client.search_experiments(max_results=1)
+    assert 2 <= time.monotonic() - start < 10
+    assert str(down.value).startswith(f"MLflow at {url} has not answered for 2 s") and "\n" not in str(down.value)
+    start = time.monotonic()
+    with pytest.raises(tracking.TrackingDown):
+        store.client.get_run("0" * 32)
+    assert time.monotonic() - start < 2
+
+
+def test_a_bad_outage_bound_is_one_line_before_anything_starts(tmp_path):
+    res, elapsed = dynsweep(["run", str(write_spec(tmp_path)), "--storage", str(tmp_path / "ray"),
+                             "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"], tmp_path,
+                            DYNSWEEP_TRACKING_OUTAGE_S="soon")
+    assert res.returncode == 2
+    [line] = error_lines(res.stderr)
+    assert "DYNSWEEP_TRACKING_OUTAGE_S='soon'" in line
+    assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "ray" / "tiny" / "dynsweep.json").exists()
+
+
 def test_an_unwritable_tracking_store_is_one_line(tmp_path):
     blocker = tmp_path / "a-file"
     blocker.write_text("")
