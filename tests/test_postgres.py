@@ -202,6 +202,9 @@ def test_a_sweep_through_postgresql_survives_a_server_restart(postgres, server, 
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
     assert proc.returncode == 0, err[-3000:]
+    from ray.tune import ExperimentAnalysis
+    trials = ExperimentAnalysis(str(tmp_path / "ray" / "pgft")).trials
+    assert [t.run_metadata.num_failures for t in trials] == [0, 0], "the trials wait the outage out"
     store = postgres.store()
     runs = assert_equal_to_reference(store, "pgft", reference)
     for run in runs:      # each trial logged before the kill and after the restart: it was mid-trial
