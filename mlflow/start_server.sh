@@ -9,7 +9,9 @@
 #
 # Settings (environment): HOST, PORT, BACKEND_URI, ARTIFACTS, WORKERS (MLflow's
 # default 4), STATE_DIR (default runs/: the sqlite store, artifacts and the
-# files below), PY (default .venv/bin/python).
+# files below), AUTH_DB_URI (AUTH=1's user database; default sqlite in
+# STATE_DIR, or a PostgreSQL URI like BACKEND_URI), PY (default .venv/bin/python).
+# A PostgreSQL URI is used with psycopg (3), the driver of the [postgres] extra.
 #
 # With AUTH=1 nothing secret is committed; on first start the script makes,
 # each a random string in a mode-600 file under STATE_DIR that later starts reuse:
@@ -45,9 +47,28 @@ secret() {
   cat "$1"
 }
 
-if [[ "$BACKEND_URI" == postgresql* ]] && ! "$PY" -c 'import psycopg2' 2>/dev/null; then
-  fail "a PostgreSQL backend needs psycopg2: pip install -e '.[postgres]'"
-fi
+# pg_uri URI: a PostgreSQL URI with its driver named. SQLAlchemy's default
+# driver for postgresql:// depends on its version (psycopg2 before 2.1, psycopg 3
+# since), so postgresql:// and postgres:// become postgresql+psycopg://, the
+# driver the [postgres] extra installs; a URI naming another driver keeps it.
+# Fails in one line when the driver does not import.
+pg_uri() {
+  local uri=$1 module
+  case "$uri" in
+    postgresql://*|postgres://*) uri="postgresql+psycopg://${uri#*://}" ;;
+    postgresql+*://*) ;;
+    *) echo "$uri"; return ;;
+  esac
+  module=${uri#postgresql+}; module=${module%%://*}
+  "$PY" -c "import $module" 2>/dev/null \
+    || fail "a PostgreSQL store ($(shown "$uri")) needs the $module driver: pip install -e '.[postgres]'"
+  echo "$uri"
+}
+# the URI as logs may show it: no password
+shown() { sed -E 's#^([a-z0-9+]+://[^:/@]*):[^@/]*@#\1:***@#' <<<"$1"; }
+
+BACKEND_URI=$(pg_uri "$BACKEND_URI")
+AUTH_DB_URI=$(pg_uri "${AUTH_DB_URI:-sqlite:///$STATE_DIR/mlflow-auth.db}")
 
 args=(server --host "$HOST" --port "$PORT" --backend-store-uri "$BACKEND_URI"
       --artifacts-destination "$ARTIFACTS" --serve-artifacts)
@@ -62,7 +83,7 @@ if [[ "${AUTH:-0}" == "1" ]]; then
   (umask 077 && cat > "$MLFLOW_AUTH_CONFIG_PATH" <<INI
 [mlflow]
 default_permission = READ
-database_uri = ${AUTH_DB_URI:-sqlite:///$STATE_DIR/mlflow-auth.db}
+database_uri = $AUTH_DB_URI
 authorization_function = mlflow.server.auth:authenticate_request_basic_auth
 INI
 )
@@ -72,5 +93,5 @@ INI
 elif [[ "$HOST" != 127.0.0.1 && "$HOST" != localhost ]]; then
   echo "warning: $HOST:$PORT without AUTH=1: anyone who reaches it can read and write every run" >&2
 fi
-echo "MLflow server on http://$HOST:$PORT  backend=$BACKEND_URI  artifacts=$ARTIFACTS" >&2
+echo "MLflow server on http://$HOST:$PORT  backend=$(shown "$BACKEND_URI")  artifacts=$ARTIFACTS" >&2
 exec "$PY" -m mlflow "${args[@]}"

@@ -60,7 +60,9 @@ def main(argv: list[str] | None = None) -> int:
         err.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)
         return 2
     except Unavailable as exc:          # cluster, tracking store or storage: one line, no run left open
-        err.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)
+        name = getattr(args, "sweep", None) if getattr(exc, "resumable", False) else None
+        hint = f"; then `{_resume_command(args, name)}` continues it" if name else ""
+        err.print(f"[red]error:[/red] {escape(str(exc) + hint)}", soft_wrap=True)
         return 1
     except KeyboardInterrupt as exc:
         name = getattr(args, "sweep", None)

@@ -345,6 +345,7 @@ def _run(spec: SweepSpec, storage: str | Path, tracking_uri: str, cache_dir: str
          address: str | None, device: str, progress, stop: _Stop) -> SweepOutcome:
     storage = storage_location(storage)
     exp = files.join(storage, spec.name)
+    tracking.outage_bound()                   # a bad DYNSWEEP_TRACKING_OUTAGE_S: exit 2 before anything starts
     # everything the sweep runs on answers before its parent run exists; the store
     # (a new sqlite file: MLflow's schema, about 2 s) opens while Ray starts
     with ThreadPoolExecutor(1, thread_name_prefix="dynsweep-store") as pool:
@@ -377,7 +378,7 @@ def _tune(spec: SweepSpec, ctx: SweepContext, store: Store, exp: str, address: s
         progress.total = len(packs.pack_values(spec))      # Tune runs (and counts) packs
     tuner = tune.Tuner(_trainable(spec, ctx), param_space=param_space(spec), tune_config=_tune_config(spec),
                        run_config=_run_config(spec, ctx.storage, callbacks))
-    results = _fit(tuner, stop, exp)
+    results = _fit(tuner, stop, exp, store)
     return _finish(spec, ctx, store, exp, results)
 
 
@@ -464,7 +465,7 @@ def resume_sweep(name_or_path: str, *, storage: str | Path, tracking_uri: str | 
         tuner = tune.Tuner.restore(exp, trainable=_trainable(spec, ctx),
                                    resume_unfinished=True, resume_errored=not restart_errored,
                                    restart_errored=restart_errored)
-        results = _fit(tuner, stop, exp)
+        results = _fit(tuner, stop, exp, store)
         return _finish(spec, ctx, store, exp, results)
 
 
@@ -626,18 +627,28 @@ def _interruptible():
             signal.signal(s, handler)
 
 
-def _fit(tuner, stop: _Stop, exp: str):
-    """tuner.fit(), then only the checkpoints the saved state names are kept."""
+def _fit(tuner, stop: _Stop, exp: str, store: Store):
+    """tuner.fit(), then only the checkpoints the saved state names are kept. A
+    tracking store that stops answering for its outage bound stops Tune as Ctrl-C
+    does (Tune's SIGUSR1 handler), then TrackingDown is raised: resumable."""
     os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"      # ours forwards to Tune's
     stop.install()                                       # again: ray.init sets its SIGTERM handler
     usr1 = signal.getsignal(signal.SIGUSR1)
+
+    def stop_tune() -> bool:
+        if signal.getsignal(signal.SIGUSR1) is usr1:      # fit has not installed Tune's yet
+            return False
+        os.kill(os.getpid(), signal.SIGUSR1)
+        return True
     try:
-        results = tuner.fit()
+        with store.watch(stop_tune) as watch:
+            results = tuner.fit()
     finally:
         signal.signal(signal.SIGUSR1, usr1)
     prune_saved_checkpoints(exp)
     if stop.got:
         raise Interrupted(stop.got[0])
+    watch.check()
     return results
 
 

@@ -1,9 +1,11 @@
 """The tracking store as a user meets it: `mlflow/start_server.sh` with basic
 auth (a real server on 127.0.0.1, free port, its own state dir) refuses
 anonymous requests, takes a sweep logged with credentials and says in one
-line which variables to set when they are missing; a tracking server that
-does not answer, an unwritable store and an unwritable storage path each
-fail in seconds with one line and leave no RUNNING run behind.
+line which variables to set when they are missing; a PostgreSQL URI whose
+driver does not import is one line (tests/test_postgres.py runs the server on
+a real PostgreSQL); a tracking server that does not answer, an unwritable
+store and an unwritable storage path each fail in seconds with one line and
+leave no RUNNING run behind.
 """
 from __future__ import annotations
 
@@ -47,14 +49,21 @@ def get(url: str, user: str | None = None, password: str | None = None) -> int:
 
 
 class AuthServer:
-    def __init__(self, state: Path):
+    """`AUTH=1 mlflow/start_server.sh` on a free loopback port with its own state
+    dir; `env` adds settings (BACKEND_URI, AUTH_DB_URI, ...)."""
+
+    def __init__(self, state: Path, **env: str):
         self.state = state
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        env = env_for(state, AUTH="1", PORT=str(self.port), WORKERS="1", STATE_DIR=str(state),
-                      PY=sys.executable)
-        self.log = open(state / "server.log", "w")
-        self.proc = subprocess.Popen(["bash", str(ROOT / "mlflow" / "start_server.sh")], env=env,
+        self.env = env_for(state, AUTH="1", PORT=str(self.port), WORKERS="1", STATE_DIR=str(state),
+                           PY=sys.executable, **env)
+        self.log = open(state / "server.log", "a")
+        self.start()
+
+    def start(self) -> None:
+        """Start the server (again: on the same port, with the same state)."""
+        self.proc = subprocess.Popen(["bash", str(ROOT / "mlflow" / "start_server.sh")], env=self.env,
                                      stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
 
     def wait_ready(self, timeout: float = 240) -> None:
@@ -65,20 +74,31 @@ class AuthServer:
                 get(self.url + "/health")
                 return
             except OSError:
-                time.sleep(1)
+                time.sleep(0.5)
         raise TimeoutError("the MLflow server did not come up")
 
     @property
     def password(self) -> str:
         return (self.state / "mlflow-admin-password").read_text().strip()
 
+    def kill(self) -> None:
+        """SIGKILL the server and every process it started: a crash."""
+        os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(timeout=30)
+        self._wait_group_gone()
+
     def stop(self) -> None:
-        os.killpg(self.proc.pid, signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(timeout=30)
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=30)
+        self._wait_group_gone()
+        self.log.close()
+
+    def _wait_group_gone(self) -> None:
         try:   # its job consumers outlive it by a few seconds
             for _ in range(60):
                 os.killpg(self.proc.pid, 0)
@@ -86,7 +106,6 @@ class AuthServer:
             os.killpg(self.proc.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
-        self.log.close()
 
 
 @pytest.fixture(scope="module")
@@ -154,6 +173,33 @@ def test_a_tracking_server_that_does_not_answer_fails_in_seconds(tmp_path):
     assert elapsed < 60, elapsed          # was 252 s with MLflow's default retries; mostly imports now
 
 
+def test_a_store_that_stays_down_is_given_up_after_the_bound(monkeypatch):
+    """Every call waits out an outage up to DYNSWEEP_TRACKING_OUTAGE_S, then one line
+    naming the store; a later call that finds it still down gives up at once."""
+    monkeypatch.setenv("DYNSWEEP_TRACKING_OUTAGE_S", "2")
+    url = f"http://127.0.0.1:{free_port()}"
+    store = Store(url)
+    start = time.monotonic()
+    with pytest.raises(tracking.TrackingDown) as down:
+        store.client.search_experiments(max_results=1)
+    assert 2 <= time.monotonic() - start < 10
+    assert str(down.value).startswith(f"MLflow at {url} has not answered for 2 s") and "\n" not in str(down.value)
+    start = time.monotonic()
+    with pytest.raises(tracking.TrackingDown):
+        store.client.get_run("0" * 32)
+    assert time.monotonic() - start < 2
+
+
+def test_a_bad_outage_bound_is_one_line_before_anything_starts(tmp_path):
+    res, elapsed = dynsweep(["run", str(write_spec(tmp_path)), "--storage", str(tmp_path / "ray"),
+                             "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"], tmp_path,
+                            DYNSWEEP_TRACKING_OUTAGE_S="soon")
+    assert res.returncode == 2
+    [line] = error_lines(res.stderr)
+    assert "DYNSWEEP_TRACKING_OUTAGE_S='soon'" in line
+    assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "ray" / "tiny" / "dynsweep.json").exists()
+
+
 def test_an_unwritable_tracking_store_is_one_line(tmp_path):
     blocker = tmp_path / "a-file"
     blocker.write_text("")
@@ -202,10 +248,13 @@ def test_trials_on_a_cluster_log_with_the_drivers_credentials(server, credential
 
 
 def test_a_postgresql_backend_without_its_driver_is_one_line(tmp_path):
-    if subprocess.run([sys.executable, "-c", "import psycopg2"], capture_output=True).returncode == 0:
-        pytest.skip("psycopg2 is installed: the script would go on to connect")
+    """The interpreter the script runs, without site-packages: psycopg does not import."""
+    bare = tmp_path / "python-without-site"
+    bare.write_text(f"#!/bin/sh\nexec {sys.executable} -S \"$@\"\n")
+    bare.chmod(0o755)
     res = subprocess.run(["bash", str(ROOT / "mlflow" / "start_server.sh")], capture_output=True, text=True,
-                         timeout=60, env=env_for(tmp_path, STATE_DIR=str(tmp_path), PY=sys.executable,
-                                                 BACKEND_URI="postgresql://u:p@127.0.0.1:1/mlflow"))
+                         timeout=60, env=env_for(tmp_path, STATE_DIR=str(tmp_path), PY=str(bare),
+                                                 BACKEND_URI="postgresql://u:secret@127.0.0.1:1/mlflow"))
     assert res.returncode == 1
-    assert res.stderr.strip() == "error: a PostgreSQL backend needs psycopg2: pip install -e '.[postgres]'"
+    assert res.stderr.strip() == ("error: a PostgreSQL store (postgresql+psycopg://u:***@127.0.0.1:1/mlflow) "
+                                  "needs the psycopg driver: pip install -e '.[postgres]'")

@@ -23,6 +23,8 @@ One module per job:
                   experiments, generic writes
     sweep_runs.py the driver's side: parent runs, closing trial runs, the conjectures run
     trial_run.py  a worker's side: one trial's run, buffered metrics and artifacts
+    outage.py     a store that stops answering: every call waits it out for a
+                  bound, the driver's watch stops the sweep past it
     reader.py     reading a sweep back: trial runs as plain records, the tidy table
 
 Everything goes through an explicit `MlflowClient(tracking_uri)`; nothing sets
@@ -39,6 +41,7 @@ import importlib
 from typing import Any
 
 _MODULES = {
+    "outage": ("OUTAGE_ENV", "TrackingDown", "outage_bound"),
     "reader": ("TrialRecord", "cast_param", "load_probe_arrays", "load_table", "trial_runs"),
     "store": ("Store", "client_env", "create_schema", "default_tracking_uri", "git_sha", "open_store",
               "ui_command"),

@@ -23,6 +23,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from sweeps.errors import Unavailable
+from sweeps.tracking.outage import OUTAGE_ENV, Patience, PatientClient, outage_bound, watch
 
 log = logging.getLogger(__name__)
 
@@ -64,9 +65,11 @@ def default_tracking_uri(base_dir: str | Path = "runs") -> str:
 
 def client_env() -> dict[str, str]:
     """This process's MLflow client settings (MLFLOW_TRACKING_USERNAME / _PASSWORD /
-    _TOKEN, TLS, ...) that trials on other machines need to reach the same store."""
+    _TOKEN, TLS, ..., and the outage bound) that trials on other machines need to
+    reach the same store the same way."""
     return {k: v for k, v in os.environ.items()
-            if k.startswith("MLFLOW_TRACKING_") and k != "MLFLOW_TRACKING_URI"}
+            if (k.startswith("MLFLOW_TRACKING_") and k != "MLFLOW_TRACKING_URI")
+            or k in (OUTAGE_ENV, "MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT")}
 
 
 def git_sha(cwd: str | Path | None = None) -> str | None:
@@ -141,17 +144,20 @@ def open_store(tracking_uri: str, artifact_root: str | None = None,
     """A Store that has answered: reachable, credentials accepted and, with
     `experiment`, that experiment found or created (a write). One try with a
     short timeout, so a wrong URI fails in seconds; raises `Unavailable` with
-    one line naming the URI and what to check."""
+    one line naming the URI and what to check. The store returned waits out
+    later outages (`outage.Patience`)."""
+    patience = outage_bound()
     with _quick_http():
         try:
             create_schema(tracking_uri)
-            store = Store(tracking_uri, artifact_root)
+            store = Store(tracking_uri, artifact_root, patience_s=None)
             if experiment is None:
                 store.client.search_experiments(max_results=1)
             else:
                 store.experiment_id(experiment)
         except Exception as exc:   # MlflowException, OSError, sqlalchemy errors: all one line
             raise Unavailable(_why_unusable(tracking_uri, exc)) from None
+    store.patience.seconds = patience
     return store
 
 
@@ -197,16 +203,21 @@ class Store:
 
     With a sqlite store and no `artifact_root`, artifacts live next to the
     database (`mlflow-artifacts/`), never relative to a worker's cwd.
+    `client` waits out a store that does not answer for up to `patience_s`
+    seconds (default: the outage bound; None: one try).
     """
 
-    def __init__(self, tracking_uri: str, artifact_root: str | None = None) -> None:
+    def __init__(self, tracking_uri: str, artifact_root: str | None = None,
+                 patience_s: float | None | str = "bound") -> None:
         self.tracking_uri = tracking_uri
         if artifact_root is None:
             db = _sqlite_path(tracking_uri)
             if db is not None:
                 artifact_root = (db.parent / "mlflow-artifacts").resolve().as_uri()
         self.artifact_root = artifact_root
-        self.client = MlflowClient(tracking_uri=tracking_uri)
+        self._raw = MlflowClient(tracking_uri=tracking_uri)
+        self.patience = Patience(tracking_uri, outage_bound() if patience_s == "bound" else patience_s)
+        self.client = PatientClient(self._raw, self.patience)
 
     # Ray ships objects by pickle: send the addresses, rebuild the client there.
     def __getstate__(self) -> dict[str, Any]:
@@ -217,6 +228,12 @@ class Store:
 
     def __repr__(self) -> str:
         return f"Store({self.tracking_uri!r}, artifact_root={self.artifact_root!r})"
+
+    def watch(self, stop: Callable[[], bool]):
+        """While the block runs, stop the sweep with `stop()` once the store has
+        not answered for the outage bound (`outage.watch`); `.check()` afterwards
+        raises TrackingDown if it did."""
+        return watch(self.tracking_uri, lambda: self._raw.search_experiments(max_results=1), stop)
 
     # ------------------------------------------------------------ experiments
     def experiment_id(self, name: str) -> str:

@@ -12,6 +12,7 @@ import numpy as np
 from mlflow.entities import Metric
 from mlflow.exceptions import MlflowException
 
+from sweeps.tracking.outage import WORKER_GRACE_S, outage_bound
 from sweeps.tracking.store import (KIND_TAG, MAX_METRICS_PER_BATCH, PARENT_TAG, RUN_NAME_TAG,
                                    GIT_COMMIT_TAG, Store, chunks, is_missing, json_default,
                                    now_ms, param_value, quote, retry, safe_relpath)
@@ -28,7 +29,10 @@ def open_trial(store: Store, parent_run_id: str, trial_id: str,
                tags: dict[str, Any] | None = None) -> TrialRun:
     """The child run of one trial: re-opened by `run_id` (from a checkpoint) or by
     `trial_id` under this parent (a trial that crashed before checkpointing), else
-    created (in the parent's experiment). Params already on the run are not logged again."""
+    created (in the parent's experiment). Params already on the run are not logged again.
+    The trial waits out an outage WORKER_GRACE_S longer than the driver, which stops
+    the sweep first when the store is down for everyone."""
+    store.patience.seconds = outage_bound() + WORKER_GRACE_S
     parent = store.client.get_run(parent_run_id)
     run = _existing_trial_run(store, run_id, parent, trial_id)
     if run is None:
