@@ -134,13 +134,16 @@ class Head:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             assert self.proc.poll() is None, "ray start --head exited"
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{self.dashboard}/api/version", timeout=2)
-                return
-            except urllib.error.HTTPError:
-                return            # it answers (401 without a token is an answer)
-            except OSError:
-                time.sleep(1)
+            # `ray start` writes the address file a few seconds after the dashboard answers
+            if (Path(self.temp) / "ray" / "ray_current_cluster").exists():
+                try:
+                    urllib.request.urlopen(f"http://127.0.0.1:{self.dashboard}/api/version", timeout=2)
+                    return
+                except urllib.error.HTTPError:
+                    return            # it answers (401 without a token is an answer)
+                except OSError:
+                    pass
+            time.sleep(1)
         raise TimeoutError("the Ray head did not come up")
 
     def stop(self) -> None:
@@ -255,6 +258,8 @@ def head_jobs(head: Head) -> list[str]:
     res = subprocess.run([RAY, "list", "jobs", "--address", f"http://127.0.0.1:{head.dashboard}",
                           "--format", "json"], env=head.env, capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr[-2000:]
+    if res.stdout.strip() == "No resource in the cluster":     # what `ray list` prints for none
+        return []
     return sorted(job["job_id"] for job in json.loads(res.stdout))
 
 
