@@ -143,8 +143,9 @@ def test_ci_is_of_the_tested_rho_at_its_stated_level():
 # ------------------------------------------------------------ multiplicity
 def test_holm_textbook_example():
     assert holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    # a registered test that could not be computed counts in m as p = 1
     out = holm([0.02, float("nan"), 0.5])
-    assert out[0] == pytest.approx(0.04) and math.isnan(out[1]) and out[2] == pytest.approx(0.5)
+    assert out[0] == pytest.approx(0.06) and math.isnan(out[1]) and out[2] == pytest.approx(1.0)
     assert holm([0.3, 0.4]) == pytest.approx([0.6, 0.6])      # made non-decreasing
     assert holm([0.9, 0.8]) == pytest.approx([1.0, 1.0])      # capped at 1
 
@@ -248,6 +249,7 @@ def test_every_kind_reachable_with_a_reason():
     rng = np.random.default_rng(1)
     x = np.repeat([1.0, 2, 3, 4], 30)
     cases = {"supported": (x, x + rng.normal(0, 1, 120), {}),
+             "negligible": (x, 0.3 * x + rng.normal(0, 1, 120), {}),
              "refuted": (x, -x + rng.normal(0, 1, 120), {}),
              "inconclusive": (x, rng.normal(0, 1, 120), {}),
              "underpowered": (x[::10], rng.normal(0, 1, 12), {"min_n": 6}),
