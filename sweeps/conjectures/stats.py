@@ -213,13 +213,14 @@ def gehan_scores(time: Any, censored: Any) -> np.ndarray:
     or at i's time with i censored there (a censored time is a lower bound).
     Two censored times, or two events at one time, are not ordered (0). Without
     censoring the score is 2 · midrank − (n + 1): the centred rank, doubled.
+    Leading axes hold separate samples (scores along the last axis).
     """
     t = np.asarray(time, dtype=float)
     c = np.asarray(censored, dtype=bool)
-    event = ~c
-    # outlasts[i, j]: i surely outlasts j
-    outlasts = event[None, :] & ((t[None, :] < t[:, None]) | ((t[None, :] == t[:, None]) & c[:, None]))
-    return outlasts.sum(1).astype(float) - outlasts.sum(0).astype(float)
+    ti, tj = t[..., :, None], t[..., None, :]
+    # outlasts[..., i, j]: i surely outlasts j (rows along the leading axes are separate samples)
+    outlasts = ~c[..., None, :] & ((tj < ti) | ((tj == ti) & c[..., :, None]))
+    return outlasts.sum(-1).astype(float) - outlasts.sum(-2).astype(float)
 
 
 # ------------------------------------------------------------- multiplicity
