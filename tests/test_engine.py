@@ -446,6 +446,28 @@ def test_gehan_scores_and_the_censored_trend_by_hand():
     assert "censored at the budget per level: 1: 0, 2: 1, 3: 0, 4: 1, 5: 0" in v.reason
 
 
+def test_the_censored_trend_interval_is_over_seed_blocks():
+    # 2 strata x 3 seeds x 3 levels; seed 2 runs long in both strata, so its times are
+    # censored at the budget (6) there: its two cells move together
+    x = np.tile([1.0, 2, 3], 6)
+    stratum = np.repeat([0, 1], 9)
+    seed = np.tile(np.repeat([0, 1, 2], 3), 2)
+    t = np.r_[1, 2, 3, 2, 1, 3, 5, 6, 6, 1, 3, 2, 1, 2, 3, 4, 6, 6.0]
+    c = t >= 6
+    r = trend_test(x, t, stratum, blocks=seed, censored=c)
+    rho = np.array(r.details["rho_per_cell"])                  # cells: stratum-major
+    cell_seed = np.tile([0, 1, 2], 2)
+    v = np.array([rho[cell_seed == b].mean() for b in range(3)])   # cells of equal size
+    mean, se = v.mean(), v.std(ddof=1) / math.sqrt(3)
+    half = sps.t.ppf(0.975, 2) * se / (1 - mean ** 2)          # on Fisher's z
+    assert r.statistic == pytest.approx(mean)
+    assert (r.ci_low, r.ci_high) == pytest.approx(
+        (math.tanh(math.atanh(mean) - half), math.tanh(math.atanh(mean) + half)))
+    assert r.details["ci_method"] == "t interval over the 3 seed blocks, on Fisher's z"
+    # not censored: the cells are independent units (a common shift leaves the ranks alone)
+    assert "over the 6 cells" in trend_test(x, t, stratum, blocks=seed).details["ci_method"]
+
+
 def test_no_interval_of_zero_width_is_ever_printed():
     # cells of 2 all rising: the mean rho is 1 in every resample, yet the interval is honest
     x = np.tile([0.0, 1.0], 8)

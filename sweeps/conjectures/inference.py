@@ -6,7 +6,9 @@ quantity its p tests.
   strata (within (stratum, seed) cells in a paired design), permutation p
   within cells, CI of the same mean rho (t over cells, Clopper–Pearson when
   every cell is at ±1, Fisher z without blocks). With `censored` (plan
-  statistic `censored_trend`): right-censored times, Gehan scores within cells.
+  statistic `censored_trend`): right-censored times, Gehan scores within
+  cells, CI a t over seed blocks (a seed moves the share censored in all its
+  cells).
 - `compare_groups(a, b)`: difference of means, optionally paired by seed
   blocks or against a non-inferiority margin; permutation p, t CI of the
   difference (Welch; paired: over the within-block differences).
@@ -166,6 +168,26 @@ def _cells_ci(rho: np.ndarray, sizes: np.ndarray, level: float) -> tuple[tuple[f
     return _bounded_t(rho, sizes, level), f"t interval over the {rho.size} cells, on Fisher's z"
 
 
+def _seed_blocks_ci(rho: np.ndarray, sizes: np.ndarray, block: np.ndarray,
+                    level: float) -> tuple[tuple[float, float], str]:
+    """(interval, method) of the size-weighted mean rho when cells of one seed block are
+    not independent: a t interval over the blocks, on Fisher's z.
+
+    Each block's value is the size-weighted mean of its cells (one per stratum)
+    and weighs its trials; the blocks (seeds) are the independent units, the
+    strata are the fixed design. Used by the censored trend: a seed's effect on
+    the times moves the share censored in every stratum it runs in, so its
+    cells' scores move together and a t over cells is too narrow. Every cell
+    at ±1, or fewer than 2 blocks: the cells' rule (`_cells_ci`).
+    """
+    labels = np.unique(block)
+    if labels.size < 2 or np.all(np.abs(rho) == 1):
+        return _cells_ci(rho, sizes, level)
+    w = np.array([sizes[block == b].sum() for b in labels])
+    v = np.array([sizes[block == b] @ rho[block == b] for b in labels]) / w
+    return _bounded_t(v, w, level), f"t interval over the {labels.size} seed blocks, on Fisher's z"
+
+
 def _strata_ci(rho: np.ndarray, sizes: np.ndarray, level: float) -> tuple[tuple[float, float], str]:
     """(interval, method) of the trend within strata of independent trials.
 
@@ -210,7 +232,8 @@ def trend_test(x: Iterable[float], y: Iterable[float], strata: Any = None, *,
     (benchmarks/calibrate_engine.py): with blocks, cells are independent units
     (`_cells_ci`: a t interval over cells, or Clopper–Pearson when every cell
     is at ±1, e.g. cells of 2); without blocks, Fisher z per stratum
-    (`_strata_ci`). None (NaN) where no interval of positive width is honest.
+    (`_strata_ci`); censored with blocks, t over the seed blocks
+    (`_seed_blocks_ci`). None (NaN) where no interval of positive width is honest.
     `n_boot` is accepted for callers and not used.
 
     Censored times (`censored`, plan statistic `censored_trend`): y is the
@@ -222,7 +245,10 @@ def trend_test(x: Iterable[float], y: Iterable[float], strata: Any = None, *,
     the ranks of x with those scores; without censoring this is Spearman's
     rho exactly. The p is the same permutation p (the scores move with their
     trials within cells), details["censored_per_level"] counts the censored
-    trials at each level of x. E.g. the break-even step against lr, paired
+    trials at each level of x. With blocks the CI is a t interval over the
+    seed blocks, not the cells (`_seed_blocks_ci`): a seed that shifts the
+    times moves the share censored in every stratum, so its cells are not
+    independent. E.g. the break-even step against lr, paired
     by seed, with trials that never broke even censored at the step budget::
 
         never = np.isnan(step)
@@ -297,7 +323,10 @@ def trend_test(x: Iterable[float], y: Iterable[float], strata: Any = None, *,
     perm = permutation_p(x, y, [[c] for c in cells], lambda s, rows: weights[s] * _rank_corr_rows(
         np.broadcast_to(x[cells[s]], rows.shape), rows, not scored), max_exact=max_exact,
         n_mc=n_perm, rng=rng)
-    if blocks is not None:
+    if blocks is not None and scored:
+        block = np.array([b_all[c[0]] for c in cells], dtype=object).astype(str)
+        (lo, hi), ci_method = _seed_blocks_ci(rho, sizes, block, level)
+    elif blocks is not None:
         (lo, hi), ci_method = _cells_ci(rho, sizes, level)
     else:
         (lo, hi), ci_method = _strata_ci(rho, sizes, level)
