@@ -12,7 +12,10 @@ type-I error; at the plan's effect of interest it is the power.
 The true value of a rank statistic (the size-weighted mean Spearman rho of a
 cell, or its Gehan-score analogue under censoring) is its expectation over
 cells, computed once by simulating `N_TRUTH` cells; for means it is the
-model's parameter. `calibrate` returns one row per design and scenario;
+model's parameter. Strata (the config values held fixed) are the fixed design
+and seeds a sample: where a stratum's effect changes the expected statistic
+(the censored trend, through the share censored) the true value is the mean
+over the table's own strata, seeds integrated out. `calibrate` returns one row per design and scenario;
 benchmarks/calibrate_engine.py prints the table, tests/test_calibration.py
 runs a small version and checks the bands.
 """
@@ -42,19 +45,25 @@ class Design:
 
     name: str
     used_by: str
-    draw: Callable[[np.random.Generator, float, int], TestResult]   # (rng, effect, n_perm)
+    # (rng, effect, n_perm) -> result, or (result, true value) where the true value
+    # depends on the table drawn (the censored trend: its strata's effects)
+    draw: Callable[[np.random.Generator, float, int], TestResult | tuple[TestResult, float]]
     truth: Callable[[float], float]          # true value of the CI's quantity at `effect`
     null: float                              # effect under H0 (a margin's boundary)
     alternative: float                       # effect at the plan's effect of interest
     predicted: int = 0                       # 0: two-sided; ±1: reject only in that direction
+    # the CI is an exact interval of a discrete statistic (Clopper–Pearson): at small n it
+    # cannot sit at its level and covers more by construction, never less
+    discrete_ci: bool = False
 
 
 # ------------------------------------------------------------ trend designs
 def _trend_cell(levels: np.ndarray, beta: float, rows: int, rng: np.random.Generator,
-                censor: float | None, shift_sd: float) -> np.ndarray:
-    """The cell statistic of `rows` simulated cells: y = beta·x + shift + N(0, 1), the shift
-    (stratum + seed effect) common to a cell; y a log time censored at `censor` if given."""
-    y = (beta * levels[None, :] + rng.normal(size=(rows, levels.size))
+                censor: float | None, shift_sd: float, offset: float = 0.0) -> np.ndarray:
+    """The cell statistic of `rows` simulated cells: y = beta·x + offset + shift + N(0, 1),
+    the shift (stratum + seed effect, or the seed's alone when `offset` is a stratum's)
+    common to a cell; y a log time censored at `censor` if given."""
+    y = (beta * levels[None, :] + rng.normal(size=(rows, levels.size)) + offset
          + shift_sd * rng.normal(size=(rows, 1)))
     x = np.broadcast_to(levels, y.shape)
     if censor is None:
@@ -62,24 +71,52 @@ def _trend_cell(levels: np.ndarray, beta: float, rows: int, rng: np.random.Gener
     return _rank_corr_rows(x, gehan_scores(np.minimum(y, censor), y > censor), rank_y=False)
 
 
-def _cell_truth(levels: np.ndarray, censor: float | None,
-                shift_sd: float) -> Callable[[float], float]:
-    """beta -> E[cell statistic], from `N_TRUTH` cells (common random numbers: monotone)."""
+def _cell_truth(levels: np.ndarray, censor: float | None, shift_sd: float,
+                cells: int = N_TRUTH) -> Callable[[float], float]:
+    """beta -> E[cell statistic], from `cells` cells (common random numbers: monotone)."""
     cache: dict[float, float] = {}
 
     def truth(beta: float) -> float:
         if beta not in cache:
             rng = np.random.default_rng(12345)
-            cache[beta] = float(np.mean(_trend_cell(levels, beta, N_TRUTH, rng, censor,
+            cache[beta] = float(np.mean(_trend_cell(levels, beta, cells, rng, censor,
                                                     shift_sd)))
         return cache[beta]
     return truth
 
 
+def _cell_truth_given_stratum(levels: np.ndarray, censor: float, seed_sd: float,
+                              stratum_sd: float) -> Callable[[float, np.ndarray], np.ndarray]:
+    """(beta, stratum shifts) -> E[cell statistic | each stratum's shift], the seed shift and
+    noise integrated out: a grid of shifts over ±4 sd, `N_TRUTH` / 10 cells each (common
+    random numbers), interpolated. Under the null it is 0 whatever the shift (x is
+    exchangeable within a cell)."""
+    grid = np.linspace(-4 * stratum_sd, 4 * stratum_sd, 33)
+    cache: dict[float, np.ndarray] = {}
+
+    def truth(beta: float, shifts: np.ndarray) -> np.ndarray:
+        if beta == 0:
+            return np.zeros(len(shifts))
+        if beta not in cache:
+            cache[beta] = np.array([float(np.mean(_trend_cell(
+                levels, beta, N_TRUTH // 10, np.random.default_rng(12345), censor,
+                seed_sd, offset=u))) for u in grid])
+        return np.interp(shifts, grid, cache[beta])
+    return truth
+
+
 def _beta_for(truth: Callable[[float], float], target: float) -> float:
-    """The slope whose true cell statistic is `target` (bisection)."""
-    lo, hi = 0.0, 10.0
-    for _ in range(30):
+    """The smallest slope whose true cell statistic reaches `target`: doubling up to a
+    bracket, then bisection to 1 / 2^16 of it. Under censoring the statistic is not
+    monotone in the slope (a steep one censors every trial above the lowest level, and
+    the scores saturate), so the first crossing is the one wanted."""
+    hi = 0.125
+    while truth(hi) < target:
+        hi *= 2
+        if hi > 64:
+            raise ValueError(f"no slope reaches a cell statistic of {target}")
+    lo = hi / 2 if hi > 0.125 else 0.0
+    for _ in range(16):
         mid = (lo + hi) / 2
         lo, hi = (mid, hi) if truth(mid) < target else (lo, mid)
     return (lo + hi) / 2
@@ -88,34 +125,49 @@ def _beta_for(truth: Callable[[float], float], target: float) -> float:
 def trend_design(name: str, used_by: str, n_levels: int, n_strata: int, n_seeds: int, *,
                  blocked: bool = True, censored: bool = False) -> Design:
     """Stratified trend: n_levels of x in each of n_strata strata, per seed (a block when
-    `blocked`, else replicates of one stratum). Stratum and seed effects of sd 2 on y
-    (0.5 each when y is a log time censored at the budget: they then move the share
-    censored, and the true value integrates over them)."""
+    `blocked`, else replicates of one stratum). Stratum and seed effects of sd 2 on y.
+
+    Censored: y is a log time censored at the budget, with stratum effects of sd 0.5
+    and seed effects of sd 1, which move the share censored of a cell, and with it
+    its expected statistic. The strata are the fixed design (config values held
+    fixed, not a sample of them), so the CI's true value is the mean over the
+    table's own strata of E[cell statistic | that stratum's effect], the seed
+    integrated out; the effect of interest is set on the mean over strata.
+    """
     levels = np.arange(n_levels, dtype=float)
     censor = float(np.quantile(np.random.default_rng(0).normal(size=100_000),
                                1 - CENSORED_SHARE)) if censored else None
-    sd = 0.5 if censored else 2.0
+    sd_stratum, sd_seed = (0.5, 1.0) if censored else (2.0, 2.0)
     cell = levels if blocked else np.tile(levels, n_seeds)
-    truth_beta = _cell_truth(cell, censor, math.sqrt(2) * sd if blocked else sd)
-    beta_alt = _beta_for(truth_beta, EFFECT_RHO)
+    shift_sd = math.hypot(sd_stratum, sd_seed) if blocked else sd_stratum
+    truth_beta = _cell_truth(cell, censor, shift_sd)
+    # the slope of the effect of interest from a tenth of the cells (it sets the power
+    # scenario; the CI's true value at that slope is then computed from all of them)
+    beta_alt = _beta_for(_cell_truth(cell, censor, shift_sd, N_TRUTH // 10), EFFECT_RHO)
+    given = (_cell_truth_given_stratum(cell, censor, sd_seed, sd_stratum)
+             if censor is not None else None)
 
-    def draw(rng: np.random.Generator, effect: float, n_perm: int) -> TestResult:
+    def draw(rng: np.random.Generator, effect: float,
+             n_perm: int) -> TestResult | tuple[TestResult, float]:
         beta = beta_alt if effect else 0.0
         x = np.tile(levels, n_strata * n_seeds)
         stratum = np.repeat(np.arange(n_strata), n_seeds * n_levels)
         seed = np.tile(np.repeat(np.arange(n_seeds), n_levels), n_strata)
-        y = beta * x + rng.normal(size=x.size) + sd * rng.normal(size=n_strata)[stratum]
+        stratum_fx = sd_stratum * rng.normal(size=n_strata)
+        y = beta * x + rng.normal(size=x.size) + stratum_fx[stratum]
         if blocked:
-            y = y + sd * rng.normal(size=n_seeds)[seed]
+            y = y + sd_seed * rng.normal(size=n_seeds)[seed]
         kw = dict(blocks=seed if blocked else None, n_perm=n_perm,
                   rng_seed=int(rng.integers(2 ** 31)))
         strata = stratum if n_strata > 1 else None
-        if censor is None:
+        if given is None:
             return trend_test(x, y, strata, **kw)
-        return trend_test(x, np.minimum(y, censor), strata, censored=y > censor, **kw)
+        r = trend_test(x, np.minimum(y, censor), strata, censored=y > censor, **kw)
+        return r, float(np.mean(given(beta, stratum_fx)))    # strata of equal size
 
+    # cells of 2 hold rho = ±1 only: Clopper–Pearson on the share of rising cells
     return Design(name, used_by, draw, lambda e: truth_beta(beta_alt if e else 0.0),
-                  0.0, EFFECT_RHO)
+                  0.0, EFFECT_RHO, discrete_ci=n_levels == 2 and blocked and not censored)
 
 
 # ------------------------------------------------------- difference designs
@@ -171,7 +223,7 @@ def sign_test_design(name: str, used_by: str, n: int) -> Design:
     """Share of successes against 1/2 (exact binomial, Clopper–Pearson); effect = share − 1/2."""
     def draw(rng: np.random.Generator, effect: float, n_perm: int) -> TestResult:
         return sign_test(rng.random(n) < 0.5 + effect)
-    return Design(name, used_by, draw, lambda e: 0.5 + e, 0.0, 0.25)
+    return Design(name, used_by, draw, lambda e: 0.5 + e, 0.0, 0.25, discrete_ci=True)
 
 
 DESIGNS: tuple[Design, ...] = (
@@ -212,16 +264,18 @@ def simulate(design: Design, effect: float, n_sims: int, *, n_perm: int = 999, s
     rng = np.random.default_rng(seed)
     truth = design.truth(effect)
     rejected = covered = with_ci = 0
-    level = math.nan
+    level, truths = math.nan, []
     t0 = time.perf_counter()
     for _ in range(n_sims):
         r = design.draw(rng, effect, n_perm)
+        r, truth_r = r if isinstance(r, tuple) else (r, truth)
+        truths.append(truth_r)
         rejected += _rejects(r, design.predicted, alpha)
         level = r.ci_level if np.isfinite(r.ci_level) else level
         if np.isfinite(r.ci_low) and np.isfinite(r.ci_high):
             assert r.ci_high > r.ci_low, "an interval of zero width was printed"
             with_ci += 1
-            covered += r.ci_low <= truth <= r.ci_high
+            covered += r.ci_low <= truth_r <= r.ci_high
     rate = rejected / n_sims
     cov = covered / with_ci if with_ci else math.nan
     return {"design": design.name, "used_by": design.used_by,
@@ -230,7 +284,8 @@ def simulate(design: Design, effect: float, n_sims: int, *, n_perm: int = 999, s
             if rate not in (0, 1) else math.sqrt(alpha * (1 - alpha) / n_sims),
             "ci_level": level, "coverage": cov,
             "coverage_se": math.sqrt(level * (1 - level) / with_ci) if with_ci else math.nan,
-            "no_ci": 1 - with_ci / n_sims, "truth": truth,
+            "no_ci": 1 - with_ci / n_sims, "discrete_ci": design.discrete_ci,
+            "seed": seed, "truth": float(np.mean(truths)),
             "seconds": time.perf_counter() - t0}
 
 
