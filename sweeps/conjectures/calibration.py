@@ -15,9 +15,9 @@ cells, computed once by simulating `N_TRUTH` cells; for means it is the
 model's parameter. Strata (the config values held fixed) are the fixed design
 and seeds a sample: where a stratum's effect changes the expected statistic
 (the censored trend, through the share censored) the true value is the mean
-over the table's own strata, seeds integrated out. `calibrate` returns one row per design and scenario;
-benchmarks/calibrate_engine.py prints the table, tests/test_calibration.py
-runs a small version and checks the bands.
+over the table's own strata, seeds integrated out. `calibrate` returns one
+row per design and scenario; benchmarks/calibrate_engine.py prints the
+table, tests/test_calibration.py runs a small version and checks the bands.
 """
 from __future__ import annotations
 
