@@ -284,7 +284,7 @@ def _conjectures(name: str, uri: str, parent_run_id: str | None, names, as_json:
 
 def _ci(v) -> str:
     """'95% CI [lo, hi]' at the verdict's own level; '-' where there is none."""
-    if v.ci_level != v.ci_level:
+    if v.ci_level != v.ci_level or v.ci_low != v.ci_low or v.ci_high != v.ci_high:
         return "-"
     return f"{v.ci_level:.0%} CI [{_fmt(v.ci_low)}, {_fmt(v.ci_high)}]"
 

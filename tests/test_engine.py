@@ -3,6 +3,7 @@ exact permutation p, Monte-Carlo p against a closed form, seed blocks,
 the CI of the tested rho, Holm, analysis plans and every verdict kind."""
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import math
@@ -12,7 +13,9 @@ import pytest
 from scipy import stats as sps
 
 from sweeps.conjectures.plan import AnalysisPlan, Check, parse_window
-from sweeps.conjectures.stats import holm, n_arrangements, design, spearman_mde, spearman_n_eff
+from sweeps.conjectures.inference import sign_flip_test
+from sweeps.conjectures.stats import (design, gehan_scores, holm, n_arrangements, spearman_mde,
+                                      spearman_n_eff)
 from sweeps.conjectures.verdict import (VERDICTS, TestResult, Verdict, compare_groups, decide,
                                         decide_with_reason, finalize, intersection_union, judge,
                                         trend_test)
@@ -143,8 +146,9 @@ def test_ci_is_of_the_tested_rho_at_its_stated_level():
 # ------------------------------------------------------------ multiplicity
 def test_holm_textbook_example():
     assert holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    # a registered test that could not be computed counts in m as p = 1
     out = holm([0.02, float("nan"), 0.5])
-    assert out[0] == pytest.approx(0.04) and math.isnan(out[1]) and out[2] == pytest.approx(0.5)
+    assert out[0] == pytest.approx(0.06) and math.isnan(out[1]) and out[2] == pytest.approx(1.0)
     assert holm([0.3, 0.4]) == pytest.approx([0.6, 0.6])      # made non-decreasing
     assert holm([0.9, 0.8]) == pytest.approx([1.0, 1.0])      # capped at 1
 
@@ -248,6 +252,7 @@ def test_every_kind_reachable_with_a_reason():
     rng = np.random.default_rng(1)
     x = np.repeat([1.0, 2, 3, 4], 30)
     cases = {"supported": (x, x + rng.normal(0, 1, 120), {}),
+             "negligible": (x, 0.3 * x + rng.normal(0, 1, 120), {}),
              "refuted": (x, -x + rng.normal(0, 1, 120), {}),
              "inconclusive": (x, rng.normal(0, 1, 120), {}),
              "underpowered": (x[::10], rng.normal(0, 1, 12), {"min_n": 6}),
@@ -371,3 +376,128 @@ def test_new_statistics_judged_under_their_plans():
     assert judge(plan(checks=()), falls).verdict == "refuted"
     with pytest.raises(ValueError, match="two-sided"):
         magnitude(compare_groups([1, 2, 3], [0, 1, 2], alternative="greater", n_boot=10))
+
+
+# ------------------------------------------- effect of interest, Holm's m, CIs
+def test_significant_but_below_the_effect_of_interest_is_negligible():
+    # 16 contrasts all near +0.04: the exact sign-flip p is 2 / 2^16, the CI about [0.035, 0.045]
+    d = 0.04 + np.linspace(-0.01, 0.01, 16)
+    r = sign_flip_test(d)
+    assert r.p_value == pytest.approx(2 / 2 ** 16) and 0.03 < r.ci_low < r.ci_high < 0.05
+    small = plan(statistic="paired_sign_flip", effect_of_interest=0.1, checks=())
+    v = judge(small, r)
+    assert v.verdict == "negligible" and "of interest" in v.reason, v.summary()
+    assert judge(plan(statistic="paired_sign_flip", effect_of_interest=0.03, checks=()),
+                 r).verdict == "supported"
+    # the predicted side only: the same effect against a predicted fall is refuted
+    assert judge(dataclasses.replace(small, predicted_sign=-1), r).verdict == "refuted"
+    # a margin is the effect of interest of a non-inferiority test: exempt
+    ni = compare_groups(d, np.zeros(16), blocks_a=range(16), blocks_b=range(16), shift=0.02,
+                        alternative="greater")
+    assert judge(plan(statistic="non_inferiority", effect_of_interest=0.1, checks=()),
+                 ni).verdict == "supported"
+
+
+def test_intersection_union_is_negligible_when_one_part_cannot_reach():
+    seeds = np.arange(12)
+    big = compare_groups(np.linspace(1.0, 1.2, 12), np.zeros(12), blocks_a=seeds, blocks_b=seeds)
+    tiny = compare_groups(-np.linspace(0.01, 0.02, 12), np.zeros(12), blocks_a=seeds,
+                          blocks_b=seeds)
+    iu = intersection_union([big, tiny], [+1, -1])
+    p = plan(statistic="intersection_union", effect_of_interest=0.5, checks=())
+    assert iu.p_value < 0.05 and judge(p, iu).verdict == "negligible"
+    assert judge(dataclasses.replace(p, effect_of_interest=0.01), iu).verdict == "supported"
+
+
+def test_a_test_that_cannot_be_computed_keeps_its_place_in_holm():
+    pl = {k: plan(conjecture=f"demo.{k}", family="demo", checks=()) for k in "abc"}
+    vs = [judge(pl["a"], result(0.9, 0.01)), judge(pl["b"], result(0.9, 0.02)),
+          judge(pl["c"], None, n=12, reason="the metric was never logged")]
+    out = finalize(vs, pl.values())
+    assert [v.n_family for v in out] == [3, 3, 3]
+    assert out[0].p_adjusted == pytest.approx(0.03) and out[1].p_adjusted == pytest.approx(0.04)
+    assert math.isnan(out[2].p_adjusted) and out[2].verdict == "inconclusive"
+    assert out[2].reason == ("the metric was never logged; counted as p = 1 in Holm's "
+                             "family of 3")
+    assert [v.reason for v in finalize(out)] == [v.reason for v in out]     # idempotent
+
+
+def test_gehan_scores_and_the_censored_trend_by_hand():
+    t = np.r_[1.0, 3, 4, 4, 6]
+    c = np.r_[False, True, False, True, False]
+    # i outlasts j surely when j's event came first (or at i's censoring time):
+    # 1: outlasted by all four -> -4; 3+: outlasts 1 -> +1; 4: outlasts 1, outlasted by 4+ and 6
+    # -> -1; 4+: outlasts 1 and 4 -> +2; 6: outlasts 1 and 4 -> +2
+    assert gehan_scores(t, c).tolist() == [-4, 1, -1, 2, 2]
+    assert gehan_scores(t, np.zeros(5, bool)).tolist() == [-4, -2, 1, 1, 4]   # 2·midrank − 6
+    x = np.arange(1.0, 6)
+    r = trend_test(x, t, censored=c)
+    assert r.statistic == pytest.approx(13 / math.sqrt(260))      # ranks of x · scores
+    assert trend_test(x, t).statistic == pytest.approx(9.5 / math.sqrt(95))   # Spearman
+    null = [np.corrcoef(x, np.r_[-4, 1, -1, 2, 2][list(q)])[0, 1]
+            for q in itertools.permutations(range(5))]
+    assert r.p_method == "exact" and r.p_value == pytest.approx(
+        np.mean(np.abs(null) >= 13 / math.sqrt(260) - 1e-12))
+    # nothing censored: exactly Spearman's test
+    same = trend_test(x, t, censored=np.zeros(5, bool))
+    assert same.statistic == pytest.approx(9.5 / math.sqrt(95))
+    assert r.details["censored_per_level"] == {"1": 0, "2": 1, "3": 0, "4": 1, "5": 0}
+    v = judge(plan(statistic="censored_trend", min_n=5, checks=()), r)
+    assert "censored at the budget per level: 1: 0, 2: 1, 3: 0, 4: 1, 5: 0" in v.reason
+
+
+def test_the_censored_trend_interval_is_over_seed_blocks():
+    # 2 strata x 3 seeds x 3 levels; seed 2 runs long in both strata, so its times are
+    # censored at the budget (6) there: its two cells move together
+    x = np.tile([1.0, 2, 3], 6)
+    stratum = np.repeat([0, 1], 9)
+    seed = np.tile(np.repeat([0, 1, 2], 3), 2)
+    t = np.r_[1, 2, 3, 2, 1, 3, 5, 6, 6, 1, 3, 2, 1, 2, 3, 4, 6, 6.0]
+    c = t >= 6
+    r = trend_test(x, t, stratum, blocks=seed, censored=c)
+    rho = np.array(r.details["rho_per_cell"])                  # cells: stratum-major
+    cell_seed = np.tile([0, 1, 2], 2)
+    v = np.array([rho[cell_seed == b].mean() for b in range(3)])   # cells of equal size
+    mean, se = v.mean(), v.std(ddof=1) / math.sqrt(3)
+    half = sps.t.ppf(0.975, 2) * se / (1 - mean ** 2)          # on Fisher's z
+    assert r.statistic == pytest.approx(mean)
+    assert (r.ci_low, r.ci_high) == pytest.approx(
+        (math.tanh(math.atanh(mean) - half), math.tanh(math.atanh(mean) + half)))
+    assert r.details["ci_method"] == "t interval over the 3 seed blocks, on Fisher's z"
+    # not censored: the cells are independent units (a common shift leaves the ranks alone)
+    assert "over the 6 cells" in trend_test(x, t, stratum, blocks=seed).details["ci_method"]
+
+
+def test_no_interval_of_zero_width_is_ever_printed():
+    # cells of 2 all rising: the mean rho is 1 in every resample, yet the interval is honest
+    x = np.tile([0.0, 1.0], 8)
+    seeds = np.repeat(np.arange(8), 2)
+    r = trend_test(x, x + seeds, blocks=seeds)
+    lo8 = sps.beta.ppf(0.025, 8, 1)                        # Clopper–Pearson of 8 of 8
+    assert r.ci_high == 1 and r.ci_low == pytest.approx(2 * lo8 - 1) and r.ci_low < 1
+    # every contrast equal, or constant groups: no interval at all
+    flat = sign_flip_test(np.full(8, 0.5))
+    assert math.isnan(flat.ci_low) and math.isnan(flat.ci_high)
+    same = compare_groups([1.0, 1.0, 1.0], [0.0, 0.0, 0.0])
+    assert math.isnan(same.ci_low)
+    v = judge(plan(statistic="paired_sign_flip", min_n=2, checks=()), flat)
+    assert "[no CI]" in v.summary() and "nan" not in v.summary().split("(")[0]
+    for res in (r, trend_test(x, x, blocks=seeds), sign_flip_test(np.r_[1.0, 1.0, 2.0])):
+        assert not (np.isfinite(res.ci_low) and res.ci_low == res.ci_high)
+
+
+def test_strata_below_the_plan_minimum_are_excluded_before_the_test():
+    rng = np.random.default_rng(4)
+    x = np.r_[np.tile([1.0, 2, 3, 4], 3), 1.0, 2.0]
+    strata = np.array(["a"] * 4 + ["b"] * 4 + ["c"] * 4 + ["thin"] * 2)
+    y = x + rng.normal(0, 0.1, x.size)
+    r = trend_test(x, y, strata)
+    assert r.min_stratum == 4 and r.details["n_dropped_small_strata"] == 2   # < 3: no info
+    x2 = np.r_[x, 3.0]
+    y2, s2 = np.r_[y, 3.1], np.append(strata, "thin")
+    raw = trend_test(x2, y2, s2)
+    assert raw.min_stratum == 3
+    v = judge(plan(min_per_stratum=4, checks=()), raw)
+    assert v.n == 12 and v.details["excluded_strata"] == {"thin": 3}
+    assert "1 strata (3 trials) below the plan's minimum of 4 per stratum excluded" in v.reason
+    assert v.verdict == "supported", v.summary()

@@ -68,12 +68,14 @@ def test_a_thin_boundary_stratum_is_excluded_and_counted():
     assert small.verdict == "supported", small.summary()
     assert small.details["thin_strata"] == {"0.1": 4}      # seed 0's two trials + two lone μ = 0
     assert small.n == 18 and small.details["n_strata"] == 2
-    # the same table under the plan without the exclusion: the one cell of 2 sinks the verdict
+    # the same table under the plan without the experiment's exclusion
     plan = regimes.PLANS["regimes.momentum[small-step]"]
     strict = dataclasses.replace(plan, exclusions=tuple(e for e in plan.exclusions if e != "thin_strata"))
     (old,) = [v for v in regimes.momentum(table, {"regimes.momentum[small-step]": strict}, **FAST)
               if v.name.endswith("[small-step]")]
-    assert old.verdict == "underpowered" and "smallest stratum 2 < min 3" in old.reason, old.summary()
+    # without the experiment's own exclusion the engine excludes the thin stratum before the test
+    assert old.verdict == "supported" and old.details["excluded_strata"], old.summary()
+    assert "(2 trials) below the plan's minimum of 3 per stratum excluded" in old.reason
 
 
 # ------------------------------------------------------------ paired design

@@ -274,8 +274,8 @@ def test_smoke_breakeven_sweep_logs_verdicts_and_figures(tmp_path):
     assert again.returncode == 0, again.stderr[-2000:]
     import json
     verdicts = json.loads(again.stdout)
-    assert {v["verdict"] for v in verdicts} <= {"supported", "refuted", "inconclusive", "underpowered",
-                                             "invalid_protocol"}
+    assert {v["verdict"] for v in verdicts} <= {"supported", "negligible", "refuted", "inconclusive",
+                                             "underpowered", "invalid_protocol"}
     assert {v["name"].split("[")[0] for v in verdicts} == {
         "breakeven.c1_lr", "breakeven.c1_batch", "breakeven.c2_lr", "breakeven.c2_batch"}
 

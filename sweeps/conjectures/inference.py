@@ -4,17 +4,21 @@ quantity its p tests.
 - `trend_test(x, y, strata, blocks=seed)`: does y rise or fall with x,
   holding the other factors fixed? Size-weighted mean Spearman rho within
   strata (within (stratum, seed) cells in a paired design), permutation p
-  within cells, bootstrap CI of the same mean rho.
+  within cells, CI of the same mean rho (t over cells, Clopper–Pearson when
+  every cell is at ±1, Fisher z without blocks). With `censored` (plan
+  statistic `censored_trend`): right-censored times, Gehan scores within
+  cells, CI a t over seed blocks (a seed moves the share censored in all its
+  cells).
 - `compare_groups(a, b)`: difference of means, optionally paired by seed
-  blocks or against a non-inferiority margin; permutation p, bootstrap CI of
-  the difference.
+  blocks or against a non-inferiority margin; permutation p, t CI of the
+  difference (Welch; paired: over the within-block differences).
 - `intersection_union(parts, signs)`: "every part goes its predicted way" as
   one test, refuted by any significant reversal.
 - `sign_flip_test(d)` (plan statistic `paired_sign_flip`): is the mean of
   per-trial contrasts (paired differences, or a per-trial statistic that is
   symmetric about 0 under H0) nonzero? Sign-flip permutation p (exact over
   all 2^n sign patterns when 2^n <= `MAX_EXACT`, else Monte Carlo with its
-  SE), bootstrap CI of the mean.
+  SE), t CI of the mean.
 - `sign_test(outcomes)` (plan statistic `sign_test`): is the share of trials
   with an outcome different from p0 (1/2)? Exact binomial p, Clopper–Pearson
   CI of the share.
@@ -22,22 +26,29 @@ quantity its p tests.
   direction reported, not predicted): the tested effect becomes |effect|,
   so no significant result can refute; judge it with predicted sign +1.
 
-The permutation, bootstrap and power machinery is `stats.py`; the verdict a
+No interval of zero width is ever returned: where the data cannot show any
+spread (every cell the same, one trial per group) the CI is NaN, printed as
+"-". The coverage of every interval, and the type-I error and power of every
+test, are measured by benchmarks/calibrate_engine.py (docs/science.md).
+
+The permutation, interval and power machinery is `stats.py`; the verdict a
 result leads to is `verdict.judge` (with a plan) or `TestResult.verdict`.
 """
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
 import numpy as np
 from scipy import stats
 
-from sweeps.conjectures.stats import (ALPHA, MAX_EXACT, N_BOOT, N_PERM, POWER, _tail, bootstrap,
-                                      design, minimum_detectable, percentile_ci, permutation_p,
-                                      spearman_n_eff)
+from sweeps.conjectures.stats import (ALPHA, MAX_EXACT, N_BOOT, N_PERM, NO_CI, POWER, _tail,
+                                      design, fisher_interval, gehan_scores, honest,
+                                      minimum_detectable, permutation_p, share_interval,
+                                      spearman_n_eff, t_interval)
 
 if TYPE_CHECKING:
     from sweeps.conjectures.verdict import Verdict
@@ -45,7 +56,7 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class TestResult:
-    """A tested statistic with its permutation p and a bootstrap CI of the same quantity.
+    """A tested statistic with its permutation p and a CI of the same quantity.
 
     The tested effect is `statistic - null_value` (0 except against a
     non-inferiority margin). `n_eff` (Spearman) or `se` (differences) give
@@ -69,6 +80,8 @@ class TestResult:
     se: float = math.nan
     sides: int = 2
     min_stratum: int | None = None
+    # the same test again with other keyword arguments (e.g. `min_per_stratum`); not data
+    rerun: Callable[..., "TestResult"] | None = field(default=None, repr=False, compare=False)
 
     __test__ = False    # not a pytest class
 
@@ -99,10 +112,12 @@ def _perm_fields(perm: Any) -> dict[str, Any]:
             "p_mc_se": perm.mc_se if perm.method == "monte_carlo" else math.nan}
 
 
-def _spearman_rows(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Spearman rho along the last axis (rows are independent samples); 0 where undefined."""
+def _rank_corr_rows(x: np.ndarray, y: np.ndarray, rank_y: bool = True) -> np.ndarray:
+    """Pearson correlation of the ranks of x with the ranks of y (Spearman rho), or with y
+    itself when `rank_y` is False (y already scores), along the last axis; 0 where undefined."""
     rx = stats.rankdata(x, axis=-1) - (x.shape[-1] + 1) / 2
-    ry = stats.rankdata(y, axis=-1) - (y.shape[-1] + 1) / 2
+    ry = (stats.rankdata(y, axis=-1) - (y.shape[-1] + 1) / 2 if rank_y
+          else y - y.mean(-1, keepdims=True))
     num = (rx * ry).sum(-1)
     den = np.sqrt((rx * rx).sum(-1) * (ry * ry).sum(-1))
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -110,13 +125,93 @@ def _spearman_rows(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return rho
 
 
+def _spearman_rows(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Spearman rho along the last axis (rows are independent samples); 0 where undefined."""
+    return _rank_corr_rows(x, y)
+
+
 def _extreme_diff(x: np.ndarray, y: np.ndarray) -> float:
     """Mean y at the largest x minus mean y at the smallest x."""
     return float(y[x == x.max()].mean() - y[x == x.min()].mean())
 
 
+def _bounded_t(rho: np.ndarray, sizes: np.ndarray, level: float) -> tuple[float, float]:
+    """t interval of the weighted mean rho, built on z = atanh(mean) and mapped back.
+
+    A mean of bounded cell rho is skewed near ±1 and its spread shrinks with
+    it, so a symmetric t interval misses the true value from the far side;
+    on Fisher's scale (SE_z = SE / (1 − mean²), the delta method) the
+    interval bends away from the bound (calibrated: benchmarks/calibrate_engine.py).
+    """
+    lo, hi = t_interval(rho, level, sizes)
+    if not np.isfinite(lo):
+        return NO_CI
+    mean, half = (lo + hi) / 2, (hi - lo) / 2
+    if not abs(mean) < 1:
+        return NO_CI
+    z, half_z = math.atanh(mean), half / (1 - mean ** 2)
+    return honest((math.tanh(z - half_z), math.tanh(z + half_z)))
+
+
+def _cells_ci(rho: np.ndarray, sizes: np.ndarray, level: float) -> tuple[tuple[float, float], str]:
+    """(interval, method) of the size-weighted mean rho over independent cells.
+
+    Every cell at ±1 (cells of 2 trials can hold nothing else): the mean is
+    2q − 1 for q the share of rising cells, so the Clopper–Pearson interval of
+    q maps onto it (exact; when cells are larger the ±1 values are the bounds
+    of rho and the interval stays valid, conservatively). Otherwise a t
+    interval over the cells (k − 1 degrees of freedom).
+    """
+    if np.all(np.abs(rho) == 1):
+        lo, hi = share_interval(int((rho > 0).sum()), rho.size, level)
+        return honest((2 * lo - 1, 2 * hi - 1)), "Clopper–Pearson on the share of rising cells"
+    return _bounded_t(rho, sizes, level), f"t interval over the {rho.size} cells, on Fisher's z"
+
+
+def _seed_blocks_ci(rho: np.ndarray, sizes: np.ndarray, block: np.ndarray,
+                    level: float) -> tuple[tuple[float, float], str]:
+    """(interval, method) of the size-weighted mean rho when cells of one seed block are
+    not independent: a t interval over the blocks, on Fisher's z.
+
+    Each block's value is the size-weighted mean of its cells (one per stratum)
+    and weighs its trials; the blocks (seeds) are the independent units, the
+    strata are the fixed design. Used by the censored trend: a seed's effect on
+    the times moves the share censored in every stratum it runs in, so its
+    cells' scores move together and a t over cells is too narrow. Every cell
+    at ±1, or fewer than 2 blocks: the cells' rule (`_cells_ci`).
+    """
+    labels = np.unique(block)
+    if labels.size < 2 or np.all(np.abs(rho) == 1):
+        return _cells_ci(rho, sizes, level)
+    w = np.array([sizes[block == b].sum() for b in labels])
+    v = np.array([sizes[block == b] @ rho[block == b] for b in labels]) / w
+    return _bounded_t(v, w, level), f"t interval over the {labels.size} seed blocks, on Fisher's z"
+
+
+def _strata_ci(rho: np.ndarray, sizes: np.ndarray, level: float) -> tuple[tuple[float, float], str]:
+    """(interval, method) of the trend within strata of independent trials.
+
+    Fisher's z of each stratum's rho with Bonett & Wright's variance
+    (1 + rho²/2) / (n − 3), pooled with weights n − 3 and mapped back by tanh;
+    it needs every stratum > 3 trials and |rho| < 1. Else the cells' rule.
+    """
+    if np.all(sizes > 3) and np.all(np.abs(rho) < 1):
+        if rho.size == 1:
+            return fisher_interval(float(rho[0]), int(sizes[0]), level), "Fisher z (Bonett–Wright)"
+        w = sizes - 3
+        z = float(w @ np.arctanh(rho) / w.sum())
+        half = float(stats.norm.ppf((1 + level) / 2)) * math.sqrt(
+            float(w @ (1 + rho ** 2 / 2)) / w.sum() ** 2)
+        return (honest((math.tanh(z - half), math.tanh(z + half))),
+                f"Fisher z (Bonett–Wright) pooled over {rho.size} strata")
+    if rho.size >= 2:
+        return _cells_ci(rho, sizes, level)
+    return NO_CI, "none: one stratum of <= 3 trials or with rho = ±1"
+
+
 def trend_test(x: Iterable[float], y: Iterable[float], strata: Any = None, *,
-               blocks: Any = None, n_perm: int = N_PERM, n_boot: int = N_BOOT,
+               blocks: Any = None, censored: Any = None, min_per_stratum: int | None = None,
+               n_perm: int = N_PERM, n_boot: int = N_BOOT,
                rng_seed: int = 0, alpha: float = ALPHA, log_x: bool = False,
                ci_level: float | None = None, max_exact: int = MAX_EXACT) -> TestResult:
     """Monotone trend of y in x within strata (e.g. lr within each batch size).
@@ -125,81 +220,130 @@ def trend_test(x: Iterable[float], y: Iterable[float], strata: Any = None, *,
     the (stratum, block) pairs. statistic = effect = mean of the per-cell
     Spearman rho weighted by cell size; p = two-sided permutation p with y
     permuted within cells (exact up to `max_exact` arrangements, else
-    `n_perm` Monte-Carlo draws); CI = percentile bootstrap of the same mean
-    rho at `ci_level` (default 1 - alpha): trials resampled within strata, or
-    with blocks whole blocks resampled within strata. A cell carries no
-    information and is dropped (counted) with a single x level, or fewer than
-    3 trials (2 within a block). details["effect_units"] = mean over strata of
-    mean(y | max x) - mean(y | min x), a description, not tested.
+    `n_perm` Monte-Carlo draws). A cell carries no information and is dropped
+    (counted) with a single x level, or fewer than 3 trials (2 within a
+    block). With `min_per_stratum` (the plan's registered minimum; `judge`
+    applies it) a stratum with fewer informative trials is excluded before
+    the test and counted (`n_excluded_small_strata`, `excluded_strata`).
+    details["effect_units"] = mean over strata of mean(y | max x) −
+    mean(y | min x), a description, not tested.
+
+    CI at `ci_level` (default 1 - alpha), analytic and calibrated
+    (benchmarks/calibrate_engine.py): with blocks, cells are independent units
+    (`_cells_ci`: a t interval over cells, or Clopper–Pearson when every cell
+    is at ±1, e.g. cells of 2); without blocks, Fisher z per stratum
+    (`_strata_ci`); censored with blocks, t over the seed blocks
+    (`_seed_blocks_ci`). None (NaN) where no interval of positive width is honest.
+    `n_boot` is accepted for callers and not used.
+
+    Censored times (`censored`, plan statistic `censored_trend`): y is the
+    time of an event (a break-even step, a crossing, a stop) and
+    `censored[i]` says trial i's event never occurred within its budget, y[i]
+    being that budget. The rank of y is then replaced by Gehan's score within
+    the cell (`stats.gehan_scores`: the trials it surely outlasts minus those
+    that surely outlast it) and the cell's statistic is the correlation of
+    the ranks of x with those scores; without censoring this is Spearman's
+    rho exactly. The p is the same permutation p (the scores move with their
+    trials within cells), details["censored_per_level"] counts the censored
+    trials at each level of x. With blocks the CI is a t interval over the
+    seed blocks, not the cells (`_seed_blocks_ci`): a seed that shifts the
+    times moves the share censored in every stratum, so its cells are not
+    independent. E.g. the break-even step against lr, paired
+    by seed, with trials that never broke even censored at the step budget::
+
+        never = np.isnan(step)
+        res = trend_test(lr, np.where(never, budget, step), batch, blocks=seed,
+                         censored=never, log_x=True)
     """
-    x = np.asarray(list(x), dtype=float)
-    y = np.asarray(list(y), dtype=float)
+    x_in, y_in = list(x), list(y)
+    x = np.asarray(x_in, dtype=float)
+    y = np.asarray(y_in, dtype=float)
+    cens = (np.zeros(len(x), bool) if censored is None
+            else np.asarray(list(censored), dtype=bool))
     if log_x:
         x = np.log(x)
     ok = np.isfinite(x) & np.isfinite(y)
     s_all = np.asarray(strata, dtype=object)[ok] if strata is not None else None
     b_all = np.asarray(blocks, dtype=object)[ok] if blocks is not None else None
-    x, y = x[ok], y[ok]
+    x, y, cens = x[ok], y[ok], cens[ok]
     level = 1 - alpha if ci_level is None else ci_level
     min_size = 3 if blocks is None else 2
     strata_cells = [[c for c in blocks_ if len(c) >= min_size and np.unique(x[c]).size >= 2]
                     for blocks_ in design(len(x), s_all, b_all)]
     strata_cells = [cs for cs in strata_cells if cs]
+    excluded: dict[str, int] = {}
+    if min_per_stratum:
+        keep = []
+        for cs in strata_cells:
+            size = int(sum(len(c) for c in cs))
+            if size >= min_per_stratum:
+                keep.append(cs)
+            else:
+                label = str(s_all[cs[0][0]]) if s_all is not None else "all"
+                excluded[label] = size
+        strata_cells = keep
     cells = [c for cs in strata_cells for c in cs]
     n_used = int(sum(len(c) for c in cells))
     unit = "stratum" if blocks is None else "(stratum, block) cell"
+    rerun = functools.partial(trend_test, x_in, y_in, strata, blocks=blocks, censored=censored,
+                              n_perm=n_perm, n_boot=n_boot, rng_seed=rng_seed, alpha=alpha,
+                              log_x=log_x, ci_level=ci_level, max_exact=max_exact)
     details: dict[str, Any] = {"n_strata": len(strata_cells), "n_cells": len(cells),
                                "n_dropped_nonfinite": int((~ok).sum()),
                                "n_dropped_small_strata": int(len(x) - n_used),
-                               "test": "stratified Spearman, permutation"
+                               "test": ("censored trend (Gehan scores), permutation"
+                                        if censored is not None else
+                                        "stratified Spearman, permutation")
                                        + (" within seed blocks" if blocks is not None else "")}
+    if min_per_stratum:
+        details.update(min_per_stratum=int(min_per_stratum),
+                       n_excluded_small_strata=len(excluded), excluded_strata=excluded)
+    if censored is not None:
+        details["censored_per_level"] = {
+            f"{v:g}": int(cens[np.concatenate(cells)][x[np.concatenate(cells)] == v].sum())
+            for v in np.unique(x[np.concatenate(cells)])} if cells else {}
+        details["n_censored"] = int(sum(details["censored_per_level"].values()))
     if not cells:
         return TestResult(math.nan, math.nan, math.nan, math.nan, math.nan, 0,
                           {**details, "reason": f"no {unit} with >= {min_size} trials "
-                                                "and >= 2 levels"}, ci_level=level)
+                                                "and >= 2 levels"
+                                                + (f" (and >= {min_per_stratum} per stratum)"
+                                                   if min_per_stratum else "")},
+                          ci_level=level, rerun=rerun)
+    scored = censored is not None
+    if scored:           # Gehan scores within each cell replace the ranks of y
+        y = y.copy()
+        for c in cells:
+            y[c] = gehan_scores(y[c], cens[c])
     sizes = np.array([len(c) for c in cells], dtype=float)
     weights = sizes / sizes.sum()
-    rho = np.array([_spearman_rows(x[c], y[c]) for c in cells])
+    rho = np.array([_rank_corr_rows(x[c], y[c], not scored) for c in cells])
     stat = float(weights @ rho)
     rng = np.random.default_rng(rng_seed)
-    perm = permutation_p(x, y, [[c] for c in cells], lambda s, rows: weights[s] * _spearman_rows(
-        np.broadcast_to(x[cells[s]], rows.shape), rows), max_exact=max_exact, n_mc=n_perm, rng=rng)
-    if blocks is None:
-        def rho_rows(s: int, idx: np.ndarray) -> np.ndarray:
-            bx = x[idx]
-            return np.where(bx.min(1) == bx.max(1), np.nan, _spearman_rows(bx, y[idx]))
-
-        terms = bootstrap([[c] for c in cells], rho_rows, n_boot, rng, blocked=False)
-        w = np.where(np.isfinite(terms), weights[:, None], 0.0)
-        with np.errstate(invalid="ignore"):
-            draws = np.nansum(terms * w, axis=0) / w.sum(0)   # defined strata, reweighted
-    else:                   # whole blocks drawn within strata: their cells' rho come along
-        def nested(picks: list[np.ndarray]) -> np.ndarray:
-            out, first = 0.0, 0
-            for cs, pick in zip(strata_cells, picks):
-                r, n_c = rho[first:first + len(cs)], sizes[first:first + len(cs)]
-                share = n_c.sum() / sizes.sum()
-                out = out + share * (n_c[pick] * r[pick]).sum(1) / n_c[pick].sum(1)
-                first += len(cs)
-            return out
-
-        stat = float(nested([np.arange(len(cs))[None, :] for cs in strata_cells])[0])
-        draws = nested([rng.integers(0, len(cs), (n_boot, len(cs))) for cs in strata_cells])
-    lo, hi = percentile_ci(draws, level)
+    perm = permutation_p(x, y, [[c] for c in cells], lambda s, rows: weights[s] * _rank_corr_rows(
+        np.broadcast_to(x[cells[s]], rows.shape), rows, not scored), max_exact=max_exact,
+        n_mc=n_perm, rng=rng)
+    if blocks is not None and scored:
+        block = np.array([b_all[c[0]] for c in cells], dtype=object).astype(str)
+        (lo, hi), ci_method = _seed_blocks_ci(rho, sizes, block, level)
+    elif blocks is not None:
+        (lo, hi), ci_method = _cells_ci(rho, sizes, level)
+    else:
+        (lo, hi), ci_method = _strata_ci(rho, sizes, level)
     by_stratum = [np.concatenate(cs) for cs in strata_cells]
     per_level = [int(m) for c in cells for m in np.unique(x[c], return_counts=True)[1]]
-    resampled = "seed blocks" if blocks is not None else "trials"
+    y_desc = np.asarray(y_in, dtype=float)[ok]
     details.update(rho_per_cell=[float(r) for r in rho],
-                   effect_units=float(np.mean([_extreme_diff(x[g], y[g]) for g in by_stratum])),
+                   effect_units=float(np.mean([_extreme_diff(x[g], y_desc[g])
+                                               for g in by_stratum])),
                    n_arrangements=perm.space,
                    min_per_level=min(per_level),
-                   n_boot_undefined=int((~np.isfinite(draws)).sum()),
-                   ci_method=f"percentile bootstrap, {resampled} resampled within strata")
+                   ci_method=ci_method)
     if blocks is None:
         details["rho_per_stratum"] = details["rho_per_cell"]
     return TestResult(stat, stat, lo, hi, perm.p_value, n_used, details, **_perm_fields(perm),
                       ci_level=level, n_eff=spearman_n_eff(sizes),
-                      min_stratum=int(min(len(g) for g in by_stratum)))
+                      min_stratum=int(min(len(g) for g in by_stratum)), rerun=rerun)
 
 
 def compare_groups(a: Iterable[float], b: Iterable[float], *, blocks_a: Any = None,
@@ -207,16 +351,18 @@ def compare_groups(a: Iterable[float], b: Iterable[float], *, blocks_a: Any = No
                    rng_seed: int = 0, alpha: float = ALPHA, shift: float = 0.0,
                    alternative: str = "two-sided", ci_level: float | None = None,
                    max_exact: int = MAX_EXACT) -> TestResult:
-    """mean(a) - mean(b): permutation p-value and bootstrap CI of the difference.
+    """mean(a) - mean(b): permutation p-value and t CI of the difference.
 
     `shift` tests H0: mean(a) - mean(b) = -shift (a non-inferiority margin;
     the tested effect is then the difference + shift); `alternative` is
     'two-sided', 'greater' (a - b + shift > 0) or 'less'. With `blocks_a` and
     `blocks_b` (e.g. the seeds of a and of b) the design is paired: group
-    labels are permuted only within a block, and blocks are resampled whole.
-    statistic = effect = mean(a) - mean(b); CI at `ci_level`, by default
-    1 - alpha two-sided, 1 - 2 alpha for a one-sided test (so its lower/upper
-    end is the one-sided 1 - alpha bound).
+    labels are permuted only within a block. statistic = effect = mean(a) -
+    mean(b); CI at `ci_level`, by default 1 - alpha two-sided, 1 - 2 alpha
+    for a one-sided test (so its lower/upper end is the one-sided 1 - alpha
+    bound): Welch's t interval, or paired a t interval over the blocks'
+    within-block differences (mean(a) − mean(b) in each block holding both).
+    `n_boot` is accepted for callers and not used.
     """
     a_raw, b_raw = np.asarray(list(a), dtype=float), np.asarray(list(b), dtype=float)
     fa, fb = np.isfinite(a_raw), np.isfinite(b_raw)
@@ -248,32 +394,25 @@ def compare_groups(a: Iterable[float], b: Iterable[float], *, blocks_a: Any = No
                          max_exact=max_exact, n_mc=n_perm, rng=rng)
     diff = float(a.mean() - b.mean())
     raw = np.r_[a, b]
-
-    def mean_rows(_s: int, idx: np.ndarray) -> np.ndarray:
-        return raw[idx].mean(1)
-
-    def paired_rows(_s: int, idx: np.ndarray) -> np.ndarray:
-        la, v = label[idx], raw[idx]
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return (v * la).sum(1) / la.sum(1) - (v * (1 - la)).sum(1) / (1 - la).sum(1)
-
-    if paired:
-        draws = bootstrap(cells, paired_rows, n_boot, rng, blocked=True)[0]
+    if paired:          # one contrast per block holding both groups: independent units
+        d = np.array([raw[c][label[c] == 1].mean() - raw[c][label[c] == 0].mean()
+                      for c in cells[0] if 0 < label[c].sum() < len(c)])
+        (lo, hi), se = t_interval(d, level), math.nan
+        if d.size >= 2:
+            se = float(d.std(ddof=1) / math.sqrt(d.size))
+        ci_method = f"t interval over the {d.size} within-block differences"
     else:
-        groups = [[np.flatnonzero(label == 1)], [np.flatnonzero(label == 0)]]
-        means = bootstrap(groups, mean_rows, n_boot, rng, blocked=False)
-        draws = means[0] - means[1]
-    lo, hi = percentile_ci(draws, level)
-    se = math.sqrt(a.var(ddof=1) / len(a) + b.var(ddof=1) / len(b))
-    if paired and all(len(c) == 2 and label[c].sum() == 1 for c in cells[0]):
-        d = np.array([raw[c[label[c] == 1]][0] - raw[c[label[c] == 0]][0] for c in cells[0]])
-        se = float(d.std(ddof=1) / math.sqrt(len(d)))
+        va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
+        se = math.sqrt(va + vb)
+        df = (va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1)) if se > 0 else 1
+        half = float(stats.t.ppf((1 + level) / 2, df)) * se
+        lo, hi = honest((diff - half, diff + half))
+        ci_method = "Welch t interval"
     details = {"n_a": len(a), "n_b": len(b), "mean_a": float(a.mean()), "mean_b": float(b.mean()),
                "n_arrangements": perm.space,
                "test": f"difference of means, permutation ({alternative})"
                        + (" within seed blocks" if paired else ""),
-               "ci_method": "percentile bootstrap, " + ("seed blocks resampled" if paired
-                                                        else "trials resampled within groups")}
+               "ci_method": ci_method}
     if shift:
         details["margin"] = shift
     return TestResult(diff, diff, lo, hi, perm.p_value, n, details, **_perm_fields(perm),
@@ -302,7 +441,7 @@ def intersection_union(parts: Sequence[TestResult], signs: Sequence[int]) -> Tes
     details = {"test": "intersection-union", "parts": [
         {"statistic": t.statistic, "effect": t.effect, "ci": [t.ci_low, t.ci_high],
          "ci_level": t.ci_level, "p_value": t.p_value, "p_method": t.p_method, "n": t.n,
-         "predicted_sign": int(np.sign(s)), **t.details} for t, s in zip(parts, signs)]}
+         "null_value": t.null_value, "predicted_sign": int(np.sign(s)), **t.details} for t, s in zip(parts, signs)]}
     if not np.all(np.isfinite(signed) & np.isfinite(ps)):
         stat, p = math.nan, math.nan
         details["reason"] = "a part could not be tested"
@@ -339,8 +478,9 @@ def sign_flip_test(d: Iterable[float], *, n_perm: int = N_PERM, n_boot: int = N_
     2^n <= `max_exact` (n <= 16 by default; the smallest two-sided p is then
     2 / 2^n), else (1 + #{|T*| >= |T|}) / (1 + n_perm) from `n_perm` random
     patterns, with its Monte-Carlo SE; `alternative` 'two-sided', 'greater'
-    or 'less'. CI: percentile bootstrap of mean(d) (trials resampled) at
-    `ci_level`, by default 1 - alpha two-sided, 1 - 2 alpha one-sided.
+    or 'less'. CI: t interval of mean(d) at `ci_level`, by default 1 - alpha
+    two-sided, 1 - 2 alpha one-sided (none when every d is equal). `n_boot`
+    is accepted for callers and not used.
     se = sd(d) / sqrt(n) gives the minimum detectable mean.
     """
     raw = np.asarray(list(d), dtype=float)
@@ -371,10 +511,10 @@ def sign_flip_test(d: Iterable[float], *, n_perm: int = N_PERM, n_boot: int = N_
             done += k
         p = (1 + hits) / (1 + n_perm)
         method, mc_se = "monte_carlo", math.sqrt(p * (1 - p) / n_perm)
-    lo, hi = percentile_ci(d[rng.integers(0, n, (n_boot, n))].mean(1), level)
+    lo, hi = t_interval(d, level)
     details.update(n_positive=int((d > 0).sum()), n_negative=int((d < 0).sum()),
                    n_zero=int((d == 0).sum()), n_arrangements=space,
-                   ci_method="percentile bootstrap, trials resampled")
+                   ci_method="t interval of the mean")
     return TestResult(obs, obs, lo, hi, p, n, details, p_method=method, n_perm=int(done),
                       p_mc_se=mc_se, ci_level=level, se=float(d.std(ddof=1) / math.sqrt(n)),
                       sides=sides)
@@ -440,5 +580,7 @@ def magnitude(result: TestResult) -> TestResult:
                "signed_ci": [result.ci_low, result.ci_high],
                "direction": int(np.sign(e)) if np.isfinite(e) else 0,
                "tested": "|effect|: the direction is reported, not predicted"}
+    rerun = (None if result.rerun is None
+             else lambda **kw: magnitude(result.rerun(**kw)))    # the rerun reads the same way
     return dataclasses.replace(result, statistic=abs(e), effect=abs(e), ci_low=ci[0],
-                               ci_high=ci[1], null_value=0.0, details=details)
+                               ci_high=ci[1], null_value=0.0, details=details, rerun=rerun)

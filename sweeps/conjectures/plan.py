@@ -11,7 +11,9 @@ Statistics (`STATISTICS`, each one test of `inference.py`):
 `non_inferiority` (`compare_groups`, the latter with a margin),
 `intersection_union`, `paired_sign_flip` (`sign_flip_test`: one sample of
 per-trial contrasts, exact over the 2^n sign patterns up to 10^5, else Monte
-Carlo) and `sign_test` (`sign_test`: exact binomial share against p0).
+Carlo), `sign_test` (`sign_test`: exact binomial share against p0) and
+`censored_trend` (`trend_test(..., censored=mask)`: times to an event that
+may not occur within the budget, censored there; Gehan scores within cells).
 
 The engine only carries the window, detector and exclusions: the experiment
 applies them. It uses the rest to judge (`verdict.judge`, `verdict.finalize`).
@@ -40,7 +42,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Mapping
 
 STATISTICS: tuple[str, ...] = ("stratified_spearman", "difference_of_means", "non_inferiority",
-                               "intersection_union", "paired_sign_flip", "sign_test")
+                               "intersection_union", "paired_sign_flip", "sign_test",
+                               "censored_trend")
 WINDOW_KINDS: tuple[str, ...] = ("whole_run", "after_breakeven", "until", "from")
 OPS: tuple[str, ...] = (">=", "<=", ">", "<")
 _NAME = re.compile(r"^[A-Za-z_][\w.\-/]*$")

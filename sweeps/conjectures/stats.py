@@ -1,4 +1,4 @@
-"""Permutation p-values, bootstrap intervals, Holm's adjustment and power.
+"""Permutation p-values, confidence intervals, Holm's adjustment and power.
 
 The design of a comparison is a list of strata, each a list of blocks, each
 an array of trial indices (`design`). Under the null hypothesis the outcomes
@@ -13,9 +13,11 @@ initialisation) are permuted among themselves, never across.
   swapped between trials at the same level leave the statistic unchanged);
   otherwise it is a Monte-Carlo p from `n_mc` random arrangements,
   (1 + #{|T*| >= |T|}) / (1 + n_mc), with its Monte-Carlo standard error.
-- `bootstrap`: resamples whole blocks with replacement within each stratum
-  (trials, when there are no blocks) and returns each stratum's term per resample;
-  `percentile_ci` turns it into an interval at a stated level.
+- `t_interval`, `share_interval`, `fisher_interval`: the analytic intervals
+  the tests print (a t interval over independent units, Clopper–Pearson for
+  a share, Fisher z with the Bonett–Wright variance for one Spearman rho);
+  `honest` turns an interval of zero width into none (NaN, NaN).
+- `gehan_scores`: Gehan's rank scores of right-censored times.
 - `holm`: Holm–Bonferroni adjusted p-values of one family of tests.
 - `spearman_mde`, `difference_mde`: the smallest effect the design detects
   with the given power at a two-sided level alpha (normal approximations:
@@ -37,7 +39,7 @@ ALPHA = 0.05
 MAX_EXACT = 100_000
 N_MC = 20_000
 N_PERM = N_MC          # Monte-Carlo permutations when exact enumeration is too large
-N_BOOT = 2000
+N_BOOT = 2000          # kept for callers: every interval is analytic now
 POWER = 0.8
 SPEARMAN_VAR = 1.06     # var(atanh rho_s) ≈ 1.06 / (n - 3) (Fieller, Hartley & Pearson 1957)
 
@@ -157,54 +159,87 @@ def permutation_p(x: np.ndarray, y: np.ndarray, cells: Design, term: StratumStat
     return PermutationP(float(p), "monte_carlo", n_mc, space, float(math.sqrt(p * (1 - p) / n_mc)))
 
 
-# ---------------------------------------------------------------- bootstrap
-def bootstrap(cells: Design, term: StratumStat, n_boot: int, rng: np.random.Generator,
-              blocked: bool) -> np.ndarray:
-    """`term(s, resampled index rows of stratum s)` per stratum and resample: (strata, n_boot).
+# ---------------------------------------------------------------- intervals
+NO_CI = (math.nan, math.nan)
 
-    Blocked: each stratum's blocks are drawn with replacement (a block keeps
-    all its trials); otherwise each stratum's trials are drawn with replacement.
-    Strata are resampled independently. `term` returns NaN where undefined.
+
+def honest(ci: tuple[float, float]) -> tuple[float, float]:
+    """`ci`, or none (NaN, NaN) when it has no width: a resample or a sample that
+    cannot vary says nothing about the uncertainty, so no interval is printed."""
+    lo, hi = ci
+    return (float(lo), float(hi)) if np.isfinite(lo) and np.isfinite(hi) and hi > lo else NO_CI
+
+
+def t_interval(values: Any, level: float, weights: Any = None) -> tuple[float, float]:
+    """Weighted mean of independent units ± t_{k-1} · SE at `level` (two-sided).
+
+    SE² = k / (k - 1) · sum_i w_i² (v_i - v̄)² with weights normalised to 1
+    (s² / k for equal weights). None with fewer than 2 units or no spread.
     """
-    out = np.full((len(cells), n_boot), np.nan)
-    for s, blocks in enumerate(cells):
-        units = blocks if blocked else [np.array([i]) for i in np.concatenate(blocks)]
-        choice = rng.integers(0, len(units), (n_boot, len(units)))
-        if len({len(u) for u in units}) == 1:       # equal blocks: one index matrix
-            out[s] = term(s, np.stack(units)[choice].reshape(n_boot, -1))
-            continue
-        rows = [np.concatenate([units[i] for i in c]) for c in choice]
-        for length in {len(r) for r in rows}:
-            pick = [b for b, r in enumerate(rows) if len(r) == length]
-            out[s, pick] = term(s, np.stack([rows[b] for b in pick]))
-    return out
+    v = np.asarray(values, dtype=float)
+    k = v.size
+    if k < 2:
+        return NO_CI
+    w = np.full(k, 1 / k) if weights is None else np.asarray(weights, float) / np.sum(weights)
+    mean = float(w @ v)
+    se = math.sqrt(k / (k - 1) * float(np.sum(w ** 2 * (v - mean) ** 2)))
+    half = float(stats.t.ppf((1 + level) / 2, k - 1)) * se
+    return honest((mean - half, mean + half))
 
 
-def percentile_ci(draws: np.ndarray, level: float) -> tuple[float, float]:
-    """Two-sided percentile interval at `level` of the finite draws (NaNs if none)."""
-    d = draws[np.isfinite(draws)]
-    if d.size == 0:
-        return math.nan, math.nan
-    lo, hi = np.quantile(d, [(1 - level) / 2, (1 + level) / 2])
-    return float(lo), float(hi)
+def share_interval(k: int, n: int, level: float) -> tuple[float, float]:
+    """Clopper–Pearson interval of a share k / n at `level` (exact, conservative)."""
+    if n < 1:
+        return NO_CI
+    ci = stats.binomtest(int(k), int(n)).proportion_ci(level, method="exact")
+    return float(ci.low), float(ci.high)
+
+
+def fisher_interval(rho: float, n: int, level: float) -> tuple[float, float]:
+    """Fisher-z interval of one Spearman rho of n trials, with Bonett & Wright's (2000)
+    variance (1 + rho²/2) / (n - 3); none for n <= 3 or |rho| = 1 (z is infinite)."""
+    if n <= 3 or not abs(rho) < 1:
+        return NO_CI
+    half = float(stats.norm.ppf((1 + level) / 2)) * math.sqrt((1 + rho ** 2 / 2) / (n - 3))
+    z = math.atanh(rho)
+    return honest((math.tanh(z - half), math.tanh(z + half)))
+
+
+def gehan_scores(time: Any, censored: Any) -> np.ndarray:
+    """Gehan's score of each of n right-censored times: #{j it surely outlasts} − #{j that
+    surely outlast it}.
+
+    i surely outlasts j when j's event was seen (not censored) before i's time,
+    or at i's time with i censored there (a censored time is a lower bound).
+    Two censored times, or two events at one time, are not ordered (0). Without
+    censoring the score is 2 · midrank − (n + 1): the centred rank, doubled.
+    Leading axes hold separate samples (scores along the last axis).
+    """
+    t = np.asarray(time, dtype=float)
+    c = np.asarray(censored, dtype=bool)
+    ti, tj = t[..., :, None], t[..., None, :]
+    # outlasts[..., i, j]: i surely outlasts j (rows along the leading axes are separate samples)
+    outlasts = ~c[..., None, :] & ((tj < ti) | ((tj == ti) & c[..., :, None]))
+    return outlasts.sum(-1).astype(float) - outlasts.sum(-2).astype(float)
 
 
 # ------------------------------------------------------------- multiplicity
 def holm(p_values: Sequence[float]) -> np.ndarray:
     """Holm–Bonferroni adjusted p-values, in the input order.
 
-    NaNs stay NaN and do not count in the family size m. The i-th smallest p
-    is multiplied by m - i + 1, made non-decreasing, and capped at 1.
+    m is the number of tests given, whether or not each could be computed: a
+    NaN (a registered test that could not run) counts as p = 1, so the family
+    size never depends on the outcome, and its adjusted p stays NaN. The i-th
+    smallest p is multiplied by m - i + 1, made non-decreasing, capped at 1.
     """
     p = np.asarray(p_values, dtype=float)
+    filled = np.where(np.isfinite(p), p, 1.0)
+    m = p.size
     out = np.full(p.shape, np.nan)
-    ok = np.flatnonzero(np.isfinite(p))
-    m = ok.size
-    order = ok[np.argsort(p[ok], kind="stable")]
     running = 0.0
-    for i, j in enumerate(order):
-        running = max(running, min(1.0, (m - i) * p[j]))
-        out[j] = running
+    for i, j in enumerate(np.argsort(filled, kind="stable")):
+        running = max(running, min(1.0, (m - i) * filled[j]))
+        out[j] = running if np.isfinite(p[j]) else math.nan
     return out
 
 

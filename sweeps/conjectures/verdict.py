@@ -9,16 +9,31 @@ the shared tests of `inference.py` (`trend_test`, `compare_groups`,
 - `finalize(verdicts)`: Holm's adjustment over each multiplicity family,
   then the final verdict of every test from its adjusted p.
 
-Verdict kinds (`decide_with_reason`, in this order):
-- invalid_protocol: a manipulation check of the plan failed (or was not
-  evaluated): the experiment did not produce the conditions the claim needs;
-- underpowered: n below the plan's minimum, or the smallest stratum below its
-  minimum per stratum; or the test is not significant and its minimum
-  detectable effect at 80% power exceeds the plan's effect of interest;
-- supported / refuted: adjusted p < alpha and the tested effect has the
-  predicted / the opposite sign;
-- inconclusive: no effect detected at adequate power (or no test possible).
-Without a plan (`decide`, `TestResult.verdict`) only the last two rules apply.
+Verdict kinds (`decide_with_reason`; the first rule that applies decides):
+
+| kind             | when                                                              |
+|------------------|-------------------------------------------------------------------|
+| invalid_protocol | a manipulation check of the plan failed (or was not evaluated)    |
+| underpowered     | n < the plan's min_n, or a stratum below min_per_stratum entered  |
+|                  | the test; or not significant and the minimum detectable effect    |
+|                  | (80 % power, level alpha / m) exceeds the effect of interest      |
+| supported        | adjusted p < alpha, the predicted sign, and the CI reaches the    |
+|                  | effect of interest (on the predicted side)                        |
+| negligible       | adjusted p < alpha, the predicted sign, but the CI lies entirely  |
+|                  | below the effect of interest: real, and too small to matter       |
+| refuted          | adjusted p < alpha and the opposite sign                          |
+| inconclusive     | no effect detected at adequate power (or no test possible)        |
+
+The effect-of-interest rule reads the CI of the tested effect times the
+predicted sign: its upper end must reach `effect_of_interest`. An
+intersection-union test reaches it when every part's CI does; a part or a
+plan with a margin (`non_inferiority`) is exempt, the margin being its
+effect of interest; a test without a CI is judged by its point effect.
+Strata below the plan's `min_per_stratum` are excluded before a trend test
+(`judge` runs it again with the plan's minimum) and counted in the reason.
+Holm's m is the number of tests registered in the family: a test that could
+not be computed counts as p = 1 and its reason says so.
+Without a plan (`decide`, `TestResult.verdict`) only the sign and p rules apply.
 
 Every random draw uses `numpy.random.default_rng(rng_seed)`: the same table
 gives the same verdict. Trials that are not `finished` (diverged, errored,
@@ -39,8 +54,9 @@ from sweeps.conjectures.inference import (TestResult, compare_groups, intersecti
 from sweeps.conjectures.plan import AnalysisPlan
 from sweeps.conjectures.stats import ALPHA, N_BOOT, N_PERM, POWER, holm, minimum_detectable
 
-VerdictKind = Literal["supported", "refuted", "inconclusive", "underpowered", "invalid_protocol"]
-VERDICTS: tuple[str, ...] = ("supported", "refuted", "inconclusive", "underpowered",
+VerdictKind = Literal["supported", "negligible", "refuted", "inconclusive", "underpowered",
+                      "invalid_protocol"]
+VERDICTS: tuple[str, ...] = ("supported", "negligible", "refuted", "inconclusive", "underpowered",
                              "invalid_protocol")
 Checks = Mapping[str, tuple[bool, str]]   # manipulation check name -> (passed, one-line detail)
 __all__ = ["ALPHA", "N_BOOT", "N_PERM", "VERDICTS", "AnalysisPlan", "Checks", "TestResult",
@@ -102,15 +118,17 @@ class Verdict:
         """One line: name, verdict, statistic, effect [CI at its level], p, n, reason."""
         level = f" {self.ci_level:.0%}" if np.isfinite(self.ci_level) else ""
         tag = " EXPLORATORY" if self.exploratory else ""
+        ci = (f"[{_fmt(self.ci_low)}, {_fmt(self.ci_high)}]{level}"
+              if np.isfinite(self.ci_low) and np.isfinite(self.ci_high) else "[no CI]")
         return (f"{self.name}: {self.verdict.upper()}{tag}  stat={_fmt(self.statistic)} "
-                f"effect={_fmt(self.effect)} [{_fmt(self.ci_low)}, {_fmt(self.ci_high)}]{level} "
+                f"effect={_fmt(self.effect)} {ci} "
                 f"p={_fmt(self.p_value)} n={self.n}  ({self.reason})")
 
 
 def _default_reason(v: Verdict) -> str:
     if not np.isfinite(v.p_value):
         return "no test could be computed"
-    cmp = "<" if v.verdict in ("supported", "refuted") else "≥"
+    cmp = "<" if v.verdict in ("supported", "negligible", "refuted") else "≥"
     return f"p={_fmt(v.p_value)} {cmp} {_fmt(v.details.get('alpha', ALPHA))}"
 
 
@@ -125,13 +143,17 @@ def decide_with_reason(p_value: float, effect: float, predicted_sign: int, alpha
                        n_tests: int = 1, n: int | None = None, min_n: int = 0,
                        min_stratum: int | None = None, min_per_stratum: int = 0,
                        mde: float = math.nan, effect_of_interest: float = math.nan,
+                       reach: float | None = None,
                        failed_check: str | None = None) -> tuple[VerdictKind, str]:
     """(kind, one-line reason) by the rules of the module docstring, in their order.
 
     `p_value` is the p to judge by (Holm-adjusted over `n_tests` when > 1);
     `effect` is the tested effect (the statistic minus its null value), whose
     sign decides supported vs refuted; `mde` is the minimum detectable |effect|
-    at 80% power. Without `effect_of_interest` there is no power rule.
+    at 80% power. `reach` is the largest effect on the predicted side the CI
+    admits (its end times the predicted sign; NaN without a CI, then the
+    point effect stands in); None, or no `effect_of_interest`, skips the
+    effect-of-interest rule. Without `effect_of_interest` there is no power rule.
     """
     if failed_check:
         return "invalid_protocol", failed_check
@@ -145,9 +167,18 @@ def decide_with_reason(p_value: float, effect: float, predicted_sign: int, alpha
     holm_txt = f" (Holm over {n_tests})" if n_tests > 1 else ""
     if p_value < alpha and np.isfinite(effect) and effect != 0:
         agree = np.sign(effect) == np.sign(predicted_sign)
-        return (("supported" if agree else "refuted"),
-                f"{label} < {_fmt(alpha)}{holm_txt}, effect {_fmt(effect)} has the "
+        head = (f"{label} < {_fmt(alpha)}{holm_txt}, effect {_fmt(effect)} has the "
                 f"{'predicted' if agree else 'opposite'} sign")
+        if not agree:
+            return "refuted", head
+        if reach is None or not np.isfinite(effect_of_interest):
+            return "supported", head
+        bound, what = ((reach, "its CI reaches") if np.isfinite(reach)
+                       else (abs(effect), "no CI; the effect is"))
+        if bound < effect_of_interest:
+            return ("negligible", f"{head}, but {what} only {_fmt(bound)} < "
+                    f"{_fmt(effect_of_interest)} of interest")
+        return "supported", f"{head}; {what} {_fmt(bound)} ≥ {_fmt(effect_of_interest)} of interest"
     why = f"{label} ≥ {_fmt(alpha)}{holm_txt}" if p_value >= alpha else f"{label}, effect 0"
     if np.isfinite(effect_of_interest):
         if not (mde <= effect_of_interest):
@@ -192,7 +223,8 @@ def param(runs: pd.DataFrame, name: str, default: Any = None) -> pd.Series:
 # what `details["test"]` of a TestResult says for each statistic a plan may name
 _TEST_OF = {"stratified_spearman": "Spearman", "difference_of_means": "difference of means",
             "non_inferiority": "difference of means", "intersection_union": "intersection-union",
-            "paired_sign_flip": "sign-flip", "sign_test": "binomial sign test"}
+            "paired_sign_flip": "sign-flip", "sign_test": "binomial sign test",
+            "censored_trend": "censored trend"}
 
 
 def _check_statistic(plan: AnalysisPlan, result: TestResult) -> None:
@@ -238,13 +270,17 @@ def judge(plan: AnalysisPlan, result: TestResult | None, *, checks: Checks | Non
     failed, outcomes = _check_outcome(plan, checks)
     if result is not None:
         _check_statistic(plan, result)
+        if (result.rerun is not None and result.min_stratum is not None
+                and result.min_stratum < plan.min_per_stratum):
+            result = result.rerun(min_per_stratum=plan.min_per_stratum)   # exclude, then test
     r = result if result is not None else TestResult(math.nan, math.nan, math.nan, math.nan,
                                                      math.nan, int(n or 0))
     rule = {"effect": r.tested_effect, "predicted_sign": plan.predicted_sign, "alpha": plan.alpha,
             "n": int(r.n if result is not None else (n or 0)), "min_n": plan.min_n,
             "min_stratum": r.min_stratum, "min_per_stratum": plan.min_per_stratum,
             "n_eff": r.n_eff, "se": r.se, "sides": r.sides,
-            "effect_of_interest": plan.effect_of_interest, "failed_check": failed}
+            "effect_of_interest": plan.effect_of_interest, "reach": _reach(plan, r),
+            "notes": _notes(r), "failed_check": failed}
     kind, why = _apply(rule, r.p_value, 1)
     extra = reason if result is None else r.details.get("reason")
     if not np.isfinite(r.p_value) and extra and kind != "invalid_protocol":
@@ -259,27 +295,78 @@ def judge(plan: AnalysisPlan, result: TestResult | None, *, checks: Checks | Non
                    exploratory=plan.exploratory)
 
 
+def _signed_reach(t: Any, sign: int) -> float:
+    """The largest tested effect on the predicted side that a CI admits; NaN without a CI."""
+    lo, hi = t.ci_low - t.null_value, t.ci_high - t.null_value
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        return math.nan
+    return float(max(sign * lo, sign * hi))
+
+
+def _reach(plan: AnalysisPlan, r: TestResult) -> float | None:
+    """`reach` of `decide_with_reason` for a result under its plan (None: rule exempt).
+
+    A margin is itself the effect of interest (non-inferiority): exempt. An
+    intersection-union effect is the smallest signed part, so it reaches the
+    effect of interest when every part does: the smallest part reach (a part
+    without a CI stands in with its point effect; a part with a margin is exempt).
+    """
+    if plan.statistic == "non_inferiority" or "margin" in r.details:
+        return None
+    parts = r.details.get("parts")
+    if plan.statistic == "intersection_union" and parts:
+        reaches = []
+        for part in parts:
+            if "margin" in part:
+                continue
+            s = part["predicted_sign"]
+            lo, hi = (c - part.get("null_value", 0.0) for c in part["ci"])
+            effect = s * (part["effect"] - part.get("null_value", 0.0))
+            reaches.append(max(s * lo, s * hi) if np.isfinite(lo) and np.isfinite(hi) else effect)
+        return float(min(reaches)) if reaches else None
+    return _signed_reach(r, plan.predicted_sign)
+
+
+def _notes(r: TestResult) -> str:
+    """What the reason line adds about the data: strata excluded, times censored."""
+    d, out = r.details, []
+    if d.get("excluded_strata"):
+        ex = d["excluded_strata"]
+        out.append(f"{len(ex)} strata ({sum(ex.values())} trials) below the plan's minimum of "
+                   f"{d['min_per_stratum']} per stratum excluded before the test")
+    if "censored_per_level" in d:
+        per = ", ".join(f"{k}: {v}" for k, v in d["censored_per_level"].items())
+        out.append(f"censored at the budget per level: {per or 'none'}")
+    return "; ".join(out)
+
+
 def _apply(rule: dict[str, Any], p: float, m: int) -> tuple[VerdictKind, str]:
     """The rules on one test's recorded inputs; power judged at the Bonferroni level alpha / m."""
     mde = minimum_detectable(rule["n_eff"], rule["se"], rule["alpha"] / max(m, 1), rule["sides"])
     rule["mde"] = mde
-    return decide_with_reason(p, rule["effect"], rule["predicted_sign"], rule["alpha"],
-                              n_tests=m, n=rule["n"], min_n=rule["min_n"],
-                              min_stratum=rule["min_stratum"],
-                              min_per_stratum=rule["min_per_stratum"], mde=mde,
-                              effect_of_interest=rule["effect_of_interest"],
-                              failed_check=rule["failed_check"])
+    kind, why = decide_with_reason(p, rule["effect"], rule["predicted_sign"], rule["alpha"],
+                                   n_tests=m, n=rule["n"], min_n=rule["min_n"],
+                                   min_stratum=rule["min_stratum"],
+                                   min_per_stratum=rule["min_per_stratum"], mde=mde,
+                                   effect_of_interest=rule["effect_of_interest"],
+                                   reach=rule.get("reach"), failed_check=rule["failed_check"])
+    notes = rule.get("notes")
+    return kind, (f"{why}; {notes}" if notes and kind != "invalid_protocol" else why)
 
 
 def finalize(verdicts: Iterable[Verdict],
              plans: Iterable[AnalysisPlan] | None = None) -> list[Verdict]:
     """Holm over each family, then every planned verdict decided again from its adjusted p.
 
-    A family's size m is the number of its verdicts with a finite raw p (a
-    test that could not run cannot be rejected). The power rule is judged at
-    alpha / m, the level the family's smallest p must pass. Verdicts made
-    without a plan pass through unchanged. With `plans`, every planned
-    verdict must have been judged under one of them (same hash).
+    A family's size m is the number of its planned verdicts: every registered
+    test the experiments attempted, computed or not. A test that could not be
+    computed counts as p = 1 (it cannot be rejected, and m does not depend on
+    the outcome) and its reason says so. (A test is left out of m only when
+    it is never attempted, which must be decided before the results: the
+    conjectures not asked for, a metric the spec did not measure.) The power rule is judged at alpha / m, the level the
+    family's smallest p must pass. Verdicts made without a plan pass through
+    unchanged. With `plans`, every planned verdict must have been judged
+    under one of them (same hash).
     """
     verdicts = list(verdicts)
     if plans is not None:
@@ -294,18 +381,22 @@ def finalize(verdicts: Iterable[Verdict],
             families.setdefault(v.family, []).append(i)
     out = list(verdicts)
     for idx in families.values():
+        m = len(idx)
         adjusted = holm([verdicts[i].p_raw for i in idx])
-        m = int(np.isfinite(adjusted).sum())
         for i, p_adj in zip(idx, adjusted):
             v = verdicts[i]
             rule = dict(v.details["rule"])
             kind, why = _apply(rule, p_adj, m)
-            if not np.isfinite(v.p_raw) and kind == "inconclusive":
-                why = v.reason
+            if not np.isfinite(v.p_raw):
+                own = v.reason.split(_AS_P1)[0]        # idempotent: the judged reason
+                why = (own if kind == "inconclusive" else why) + f"{_AS_P1}{m}"
             out[i] = replace(v, verdict=kind, reason=why, p_value=float(p_adj),
-                             p_adjusted=float(p_adj), n_family=max(m, 1),
+                             p_adjusted=float(p_adj), n_family=m,
                              details={**v.details, "rule": rule})
     return out
+
+_AS_P1 = "; counted as p = 1 in Holm's family of "
+
 
 # ------------------------------------------------------------------ helpers
 def _fmt(v: float) -> str:
