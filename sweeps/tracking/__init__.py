@@ -24,6 +24,7 @@ One module per job:
     sweep_runs.py the driver's side: parent runs, closing trial runs, the conjectures run
     trial_run.py  a worker's side: one trial's run, buffered metrics and artifacts
     reader.py     reading a sweep back: trial runs as plain records, the tidy table
+    registrations.py  which sweeps registered plans for a conjecture, when, on which seeds
 
 Everything goes through an explicit `MlflowClient(tracking_uri)`; nothing sets
 MLflow's process-global state, because trials run in Ray workers (other
@@ -39,6 +40,7 @@ import importlib
 from typing import Any
 
 _MODULES = {
+    "registrations": ("SweepRegistration", "sweep_registration", "sweeps_registering", "trial_seeds"),
     "reader": ("TrialRecord", "cast_param", "load_probe_arrays", "load_table", "trial_runs"),
     "store": ("Store", "client_env", "create_schema", "default_tracking_uri", "git_sha", "open_store",
               "ui_command"),
