@@ -103,8 +103,7 @@ def judge(name: str, tracking_uri: str, parent_run_id: str | None = None,
     this = tracking.sweep_registration(store, parent)
     registered_at = this.registered_at if registered is not None else ""
     verdicts = with_history(verdicts, names, this, registered_at,
-                            {n: tracking.sweeps_registering(store, n, this.started_ms, [parent])
-                             for n in names})
+                            tracking.registrations_of(store, names, this.started_ms, [parent]))
     used = {k: p for n in names for k, p in experiments.plans_for(n, overrides, registered).items()}
     hashes = {PLANS_HASH_TAG: experiments.plans_hash(used),
               REGISTERED_HASH_TAG: experiments.plans_hash(registered) if registered else "none"}

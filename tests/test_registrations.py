@@ -78,6 +78,8 @@ def test_sweeps_registering_finds_earlier_sweeps_of_the_exact_conjecture(store):
     assert [r.run_id for r in tracking.sweeps_registering(store, "demo.one", exclude=[a])] == [b]
     assert [r.run_id for r in tracking.sweeps_registering(store, "demo.three")] == [pilot]
     assert tracking.sweeps_registering(store, "demo") == []
+    both = tracking.registrations_of(store, ["demo.one", "demo.two"])
+    assert both["demo.two"] == [first] and both["demo.two"][0] is both["demo.one"][0]   # read once
     this = tracking.sweep_registration(store, pilot)
     assert this.seeds == {5} and this.plans is None and this.experiment == "reg-pilot"
 

@@ -40,7 +40,7 @@ import importlib
 from typing import Any
 
 _MODULES = {
-    "registrations": ("SweepRegistration", "sweep_registration", "sweeps_registering", "trial_seeds"),
+    "registrations": ("SweepRegistration", "registrations_of", "sweep_registration", "sweeps_registering"),
     "reader": ("TrialRecord", "cast_param", "load_probe_arrays", "load_table", "trial_runs"),
     "store": ("Store", "client_env", "create_schema", "default_tracking_uri", "git_sha", "open_store",
               "ui_command"),

@@ -60,19 +60,33 @@ def sweeps_registering(store: Store, conjecture: str, before_ms: int | None = No
     """Every sweep in the store that registered `conjecture` (the exact name),
     oldest first; with `before_ms`, only those started before then; the parent
     runs in `exclude` left out."""
+    return registrations_of(store, [conjecture], before_ms, exclude)[conjecture]
+
+
+def registrations_of(store: Store, conjectures: Iterable[str], before_ms: int | None = None,
+                     exclude: Iterable[str] = ()) -> dict[str, list[SweepRegistration]]:
+    """`sweeps_registering` for several conjectures at once, each sweep read once
+    (the conjectures of one experiment are usually registered together)."""
     exp_names = {e.experiment_id: e.name for e in _experiments(store)}
-    flt = (f"tags.`{KIND_TAG}` = 'sweep' and "
-           f"tags.`{CONJECTURES_TAG}` LIKE '%{quote(conjecture)}%'")
     skip = set(exclude)
-    out = []
-    for ids in chunks(sorted(exp_names), _EXPERIMENTS_PER_SEARCH):
-        for run in _search(store, ids, flt):
-            listed = run.data.tags.get(CONJECTURES_TAG, "").split(",")
-            if (conjecture not in listed or run.info.run_id in skip
-                    or (before_ms is not None and run.info.start_time >= before_ms)):
-                continue
-            out.append(_registration(store, run, exp_names[run.info.experiment_id]))
-    return sorted(out, key=lambda r: (r.started_ms, r.run_id))
+    read: dict[str, SweepRegistration] = {}
+    out: dict[str, list[SweepRegistration]] = {}
+    for conjecture in dict.fromkeys(conjectures):
+        flt = (f"tags.`{KIND_TAG}` = 'sweep' and "
+               f"tags.`{CONJECTURES_TAG}` LIKE '%{quote(conjecture)}%'")
+        found = []
+        for ids in chunks(sorted(exp_names), _EXPERIMENTS_PER_SEARCH):
+            for run in _search(store, ids, flt):
+                rid = run.info.run_id
+                listed = run.data.tags.get(CONJECTURES_TAG, "").split(",")
+                if (conjecture not in listed or rid in skip
+                        or (before_ms is not None and run.info.start_time >= before_ms)):
+                    continue
+                if rid not in read:
+                    read[rid] = _registration(store, run, exp_names[run.info.experiment_id])
+                found.append(read[rid])
+        out[conjecture] = sorted(found, key=lambda r: (r.started_ms, r.run_id))
+    return out
 
 
 def trial_seeds(store: Store, parent_run_id: str, experiment_id: str) -> frozenset[int]:
