@@ -258,6 +258,7 @@ def cmd_conjectures(args) -> int:
 # ----------------------------------------------------------------- helpers
 def _conjectures(name: str, uri: str, parent_run_id: str | None, names, as_json: bool,
                  overrides: dict | None = None) -> int:
+    from sweeps.conjectures.verdict import PLAN_CHANGED, SEEDS_SEEN
     from sweeps.judge import judge, verdict_label
 
     try:
@@ -274,11 +275,17 @@ def _conjectures(name: str, uri: str, parent_run_id: str | None, names, as_json:
             _print_rows(_table_rows(frame), title=f"{fname} (- = none)")
         _print_rows([{"conjecture": v.name, "verdict": verdict_label(v), "statistic": v.statistic,
                       "effect": v.effect, "CI": _ci(v), "p raw": v.p_raw, "p adj": v.p_adjusted,
-                      "n": v.n, "reason": v.reason} for v in verdicts], title="conjectures")
-        registered = result.registered_plans_hash or "none registered"
+                      "n": v.n, "reason": v.reason, "plan": v.registered_hash or None,
+                      "registered": v.registered_at or None, "history": v.history}
+                     for v in verdicts], title="conjectures")
+        registered = (f"{result.registered_plans_hash} at {result.registered_at}"
+                      if result.registered_plans_hash else "none registered")
+        why = {r for v in verdicts if v.exploratory for r in v.exploratory_reason.split("; ")}
         out.print(f"plans {result.plans_hash} (registered: {registered})"
                   + ("; exploratory verdicts were judged under plans that differ from the "
-                     "registered ones" if any(v.exploratory for v in verdicts) else ""))
+                     "registered ones" if PLAN_CHANGED in why else "")
+                  + ("; 'seeds seen': an earlier sweep of the same conjecture trained on "
+                     "these seeds (only fresh seeds confirm)" if SEEDS_SEEN in why else ""))
     return 0
 
 

@@ -58,6 +58,7 @@ VerdictKind = Literal["supported", "negligible", "refuted", "inconclusive", "und
                       "invalid_protocol"]
 VERDICTS: tuple[str, ...] = ("supported", "negligible", "refuted", "inconclusive", "underpowered",
                              "invalid_protocol")
+PLAN_CHANGED, SEEDS_SEEN = "plan changed", "seeds seen"      # why a verdict is exploratory
 Checks = Mapping[str, tuple[bool, str]]   # manipulation check name -> (passed, one-line detail)
 __all__ = ["ALPHA", "N_BOOT", "N_PERM", "VERDICTS", "AnalysisPlan", "Checks", "TestResult",
            "Verdict", "compare_groups", "decide", "decide_with_reason", "final_value", "finalize",
@@ -73,7 +74,13 @@ class Verdict:
     `finalize`, equal to `p_raw` before. `ci_low`/`ci_high` bound the tested
     effect at `ci_level`. `plan_hash` is the plan the test ran under,
     `registered_hash` the plan registered before the results were seen; they
-    differ only for an `exploratory` verdict.
+    differ only for an `exploratory` verdict. `registered_at` (when the plan
+    was registered: the sweep's start, UTC) and `history` (`first`, or what
+    an earlier sweep of the same conjecture registered and whether it saw
+    these seeds) are filled in when a stored sweep is judged (`sweeps.judge`).
+    `exploratory_reason` says why a verdict is exploratory: `plan changed`
+    (its plan differs from the registered one), `seeds seen` (an earlier
+    sweep of the conjecture trained on its seeds), or both.
     """
 
     name: str
@@ -98,6 +105,9 @@ class Verdict:
     plan_hash: str = ""
     registered_hash: str = ""
     exploratory: bool = False
+    registered_at: str = ""
+    history: str = ""
+    exploratory_reason: str = ""
 
     def __post_init__(self) -> None:
         if self.verdict not in VERDICTS:
@@ -109,6 +119,8 @@ class Verdict:
             set_("p_adjusted", self.p_value)
         if not self.reason:
             set_("reason", str(self.details.get("reason") or _default_reason(self)))
+        if self.exploratory and not self.exploratory_reason:
+            set_("exploratory_reason", PLAN_CHANGED)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe plain dict of every field (numpy scalars and arrays converted)."""

@@ -26,6 +26,7 @@ One module per job:
     outage.py     a store that stops answering: every call waits it out for a
                   bound, the driver's watch stops the sweep past it
     reader.py     reading a sweep back: trial runs as plain records, the tidy table
+    registrations.py  which sweeps registered plans for a conjecture, when, on which seeds
 
 Everything goes through an explicit `MlflowClient(tracking_uri)`; nothing sets
 MLflow's process-global state, because trials run in Ray workers (other
@@ -42,6 +43,7 @@ from typing import Any
 
 _MODULES = {
     "outage": ("OUTAGE_ENV", "TrackingDown", "outage_bound"),
+    "registrations": ("SweepRegistration", "registrations_of", "sweep_registration", "sweeps_registering"),
     "reader": ("TrialRecord", "cast_param", "load_probe_arrays", "load_table", "trial_runs"),
     "store": ("Store", "client_env", "create_schema", "default_tracking_uri", "git_sha", "open_store",
               "ui_command"),
