@@ -51,6 +51,21 @@ _THRESHOLD = re.compile(r"^(until|from)_([A-Za-z_][\w./\-]*?)(>=|<=|>|<)"
                         r"([-+]?[0-9.]+(?:[eE][-+]?\d+)?)$")
 # fields that say where a plan came from, not what it analyses: outside the hash
 _BOOKKEEPING = ("exploratory", "registered_hash")
+# a subgroup (stratum) variable must be fixed by the design: a config param path
+# such as `optim.lr`, or `calibration:<name>` (a registered map from design values
+# to groups); never a logged metric, which the treatment itself may move
+_DESIGN_VARIABLE = re.compile(r"^(?:[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)+|seed|calibration:[\w.\-]+)$")
+_METRIC_PREFIXES = ("train/", "val/", "final/", "probe/", "level/")
+
+
+class _FromPlan:
+    """Default of a conjecture's keyword that the plan's `options` decide."""
+
+    def __repr__(self) -> str:
+        return "FROM_PLAN"
+
+
+FROM_PLAN: Any = _FromPlan()
 
 
 # ------------------------------------------------------------------ windows
@@ -156,6 +171,7 @@ class AnalysisPlan:
         if not (math.isfinite(self.effect_of_interest) and self.effect_of_interest > 0):
             raise ValueError(f"effect_of_interest must be > 0, got {self.effect_of_interest!r}")
         json.dumps(self.options)                    # options must be JSON: fail at definition
+        check_subgroups(self.options.get("subgroups_from"), self.conjecture)
 
     @property
     def parsed_window(self) -> Window:
@@ -190,9 +206,32 @@ class AnalysisPlan:
         return dataclasses.replace(self, **changes, exploratory=True,
                                    registered_hash=self.registered_hash or self.hash())
 
+    def with_options(self, **given: Any) -> "AnalysisPlan":
+        """The plan with `given` options (FROM_PLAN ones skipped), exploratory where they
+        change it: a conjecture's keyword that overrides its plan is a changed plan."""
+        changed = {k: v for k, v in given.items()
+                   if v is not FROM_PLAN and (k not in self.options or self.options[k] != v)}
+        return self.with_overrides(options={**self.options, **changed}) if changed else self
+
     def check(self, name: str) -> Check:
         """The planned manipulation check called `name`; KeyError if none."""
         for c in self.checks:
             if c.name == name:
                 return c
         raise KeyError(f"plan {self.conjecture!r} has no manipulation check {name!r}")
+
+
+def check_subgroups(source: Any, conjecture: str = "") -> None:
+    """Refuse a subgroup source that is not a design variable (post-treatment subgroups).
+
+    Grouping trials by something the treatment can move (their own loss curve,
+    a final accuracy) makes the groups an outcome: a test within them compares
+    trials selected on the result. `None` (no subgroups) passes.
+    """
+    if source is None:
+        return
+    text = str(source)
+    if text.startswith(_METRIC_PREFIXES) or "/" in text or not _DESIGN_VARIABLE.match(text):
+        raise ValueError(f"plan {conjecture!r}: subgroups_from={text!r} is not a design variable "
+                         "(a config param path such as optim.lr, or calibration:<name>); "
+                         "subgroups read from a logged metric are post-treatment")

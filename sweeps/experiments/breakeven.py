@@ -86,7 +86,7 @@ import pandas as pd
 from matplotlib import colors
 from matplotlib.figure import Figure
 
-from sweeps.conjectures.plan import AnalysisPlan
+from sweeps.conjectures.plan import FROM_PLAN, AnalysisPlan
 from sweeps.conjectures.verdict import (N_BOOT, N_PERM, Verdict, judge, metric_frame, param,
                                         trend_test, usable_runs)
 
@@ -294,7 +294,9 @@ def _plan(conjecture: str, key: str, sign_lr: int, axis: str, family: str, windo
         conjecture=conjecture, statement=statement, metric=key,
         statistic="stratified_spearman", predicted_sign=sign, window=window, detector=detector,
         exclusions=exclusions, family=family, alpha=0.05, min_n=10, min_per_stratum=3,
-        effect_of_interest=0.5, options={**DETECTOR_OPTIONS, "axis": col})
+        effect_of_interest=0.5, options={**DETECTOR_OPTIONS, "axis": col, "strata": None})
+# strata: the config fields held fixed; null: every varying dotted field except
+# the axis and seeds (`_strata_columns`)
 
 
 def _plans() -> dict[str, AnalysisPlan]:
@@ -324,12 +326,12 @@ PLANS = _plans()
 # ------------------------------------------------------------------ windows
 def breakeven_step_of(table: Any, runs: pd.DataFrame, plan: AnalysisPlan) -> pd.Series:
     """Break-even step per run_id by the plan's detector (NaN: none)."""
-    o = {**DETECTOR_OPTIONS, **plan.options}
+    o = plan.options
     if plan.detector == "saturation":
         be = saturation_steps(table, o["breakeven_key"], o["peak_eps"], o["breakeven_window"])
         return be.reindex(runs["run_id"])
     if plan.detector == "stability":
-        return pd.Series({r["run_id"]: run_stability_step(table, r, noise_s2_key=o.get("noise_s2_key"))
+        return pd.Series({r["run_id"]: run_stability_step(table, r, noise_s2_key=o["noise_s2_key"])
                           for _, r in runs.iterrows()}, dtype=float).reindex(runs["run_id"])
     raise ValueError(f"plan {plan.conjecture!r}: detector must be saturation or stability, "
                      f"got {plan.detector!r}")
@@ -374,12 +376,14 @@ EXCLUSIONS = ("unfinished", "window_not_reached", "no_breakeven", "peak_not_reac
 
 
 def _judge_plan(table: Any, vname: str, plan: AnalysisPlan, *, n_perm: int, n_boot: int,
-                rng_seed: int, strata: list[str] | None) -> Verdict | None:
+                rng_seed: int, strata: Any = FROM_PLAN) -> Verdict | None:
     """One verdict: the trend of the window maximum of `plan.metric` along the plan's axis."""
     unknown = set(plan.exclusions) - set(EXCLUSIONS)
     if unknown:
         raise ValueError(f"plan {vname!r}: unknown exclusions {sorted(unknown)}")
+    plan = plan.with_options(strata=list(strata) if isinstance(strata, tuple) else strata)
     key, col = plan.metric, plan.options["axis"]
+    strata = plan.options["strata"]
     if key in OPTIONAL and _metric_rows(table, key).empty:
         return None                          # Tr(H), K_mb: judged only when measured
     runs, excluded = usable_runs(table.runs)
@@ -395,7 +399,7 @@ def _judge_plan(table: Any, vname: str, plan: AnalysisPlan, *, n_perm: int, n_bo
         base.update(breakeven_key=plan.options["breakeven_key"],
                     breakeven_window=plan.options["breakeven_window"])
     if plan.detector == "stability":
-        base["noise_term"] = noise_term_status(table, runs, plan.options.get("noise_s2_key"))
+        base["noise_term"] = noise_term_status(table, runs, plan.options["noise_s2_key"])
     if _metric_rows(table, key).empty or col not in runs.columns:
         why = f"{key} was not logged" if col in runs.columns else f"no column {col}"
         return judge(plan, None, name=vname, n=0, reason=why, **base)
@@ -422,7 +426,7 @@ def _judge_plan(table: Any, vname: str, plan: AnalysisPlan, *, n_perm: int, n_bo
 
 def _judge_axis(table: Any, name: str, plans: Mapping[str, AnalysisPlan] | None, *,
                 n_perm: int = N_PERM, n_boot: int = N_BOOT, rng_seed: int = 0,
-                strata: list[str] | None = None) -> list[Verdict]:
+                strata: Any = FROM_PLAN) -> list[Verdict]:
     plans = own_plans(PLANS, name, plans)
     out = [_judge_plan(table, vname, plan, n_perm=n_perm, n_boot=n_boot, rng_seed=rng_seed,
                        strata=strata) for vname, plan in plans.items()]

@@ -87,7 +87,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from sweeps.conjectures.inference import sign_test
-from sweeps.conjectures.plan import AnalysisPlan, Check
+from sweeps.conjectures.plan import FROM_PLAN, AnalysisPlan, Check
 from sweeps.conjectures.verdict import (ALPHA, N_BOOT, N_PERM, Verdict, compare_groups,
                                         final_value, intersection_union, judge,
                                         metric_frame, trend_test, usable_runs)
@@ -121,12 +121,12 @@ PLANS = {
                   "against clean training of the same length (manipulation check)"),
     "critical_periods.removal_hurts": AnalysisPlan(
         conjecture="critical_periods.removal_hurts", **_GATED, **_TREND, predicted_sign=-1,
-        options=_CHECK,
+        options={**_CHECK, "deficit": "blur"},
         statement="final test accuracy decreases with the epoch N at which the blur deficit "
                   "is removed (fixed clean budget afterwards)"),
     "critical_periods.early_onset_most_sensitive": AnalysisPlan(
         conjecture="critical_periods.early_onset_most_sensitive", **_GATED, **_TREND,
-        predicted_sign=-1, options=_CHECK,
+        predicted_sign=-1, options={**_CHECK, "deficit": "blur"},
         statement="sensitivity (clean − final accuracy) to a short blur window decreases with "
                   "its onset epoch t0"),
     "critical_periods.controls_no_lasting_effect": AnalysisPlan(
@@ -145,7 +145,7 @@ PLANS = {
         statistic="sign_test", predicted_sign=+1,
         exclusions=("unfinished", "fewer_than_3_measurements"),
         family="critical_periods.fisher", min_n=10, min_per_stratum=1, effect_of_interest=0.25,
-        options={"drop": DROP, "smooth": WINDOW, "p0": 0.5,
+        options={"drop": DROP, "smooth": WINDOW, "p0": 0.5, "deficits": None,
                  "outcome": "per trial: the smoothed Tr F peaks at an interior measurement and "
                             "ends at most (1 - drop) x the peak"},
         statement=f"the Fisher trace peaks after its first and before its last measurement, "
@@ -324,11 +324,12 @@ def removal_test(rem: pd.DataFrame, *, alpha: float, n_perm: int, n_boot: int, r
 
 
 def removal_hurts(table: Any, plans: Mapping[str, AnalysisPlan] | None = None, *,
-                  deficit: str = "blur", budget: int | None = None, n_perm: int = N_PERM,
+                  deficit: Any = FROM_PLAN, budget: int | None = None, n_perm: int = N_PERM,
                   n_boot: int = N_BOOT, rng_seed: int = 0) -> list[Verdict]:
-    """Final accuracy decreases with the epoch N at which the deficit is removed."""
+    """Final accuracy decreases with the epoch N at which the plan's `deficit` is removed."""
     name = "critical_periods.removal_hurts"
-    plan = own_plans(PLANS, name, plans)[name]
+    plan = own_plans(PLANS, name, plans)[name].with_options(deficit=deficit)
+    deficit = plan.options["deficit"]
     df, excluded = arm_frame(table)
     checks = _gate(df, plan, n_perm, n_boot, rng_seed)
     if (bad := _failed(plan, checks, **excluded)) is not None:
@@ -371,12 +372,13 @@ def onset_test(win: pd.DataFrame, *, alpha: float, n_perm: int, n_boot: int, rng
 
 
 def early_onset_most_sensitive(table: Any, plans: Mapping[str, AnalysisPlan] | None = None, *,
-                               deficit: str = "blur", window: int | None = None,
+                               deficit: Any = FROM_PLAN, window: int | None = None,
                                epochs: int | None = None, n_perm: int = N_PERM,
                                n_boot: int = N_BOOT, rng_seed: int = 0) -> list[Verdict]:
-    """Sensitivity to a short deficit window is largest when the window starts early."""
+    """Sensitivity to a short window of the plan's `deficit` is largest when it starts early."""
     name = "critical_periods.early_onset_most_sensitive"
-    plan = own_plans(PLANS, name, plans)[name]
+    plan = own_plans(PLANS, name, plans)[name].with_options(deficit=deficit)
+    deficit = plan.options["deficit"]
     df, excluded = arm_frame(table)
     checks = _gate(df, plan, n_perm, n_boot, rng_seed)
     if (bad := _failed(plan, checks, **excluded)) is not None:
@@ -485,18 +487,20 @@ def rises_then_falls(values: np.ndarray, drop: float = DROP, window: int = WINDO
 
 
 def fisher_rises_then_falls(table: Any, plans: Mapping[str, AnalysisPlan] | None = None, *,
-                            deficits: tuple[str, ...] | None = None, n_perm: int = N_PERM,
+                            deficits: Any = FROM_PLAN, n_perm: int = N_PERM,
                             n_boot: int = N_BOOT, rng_seed: int = 0) -> list[Verdict]:
     """In most trials Tr F peaks after its first measurement, then falls by `drop`.
 
-    `drop` and the smoothing width are the plan's options; `deficits` picks
-    the arms (default every arm). The sign test is exact: the resampling
+    `drop`, the smoothing width and `deficits` (the arms judged; null: every
+    arm) are the plan's options. The sign test is exact: the resampling
     options every conjecture takes (n_perm, n_boot, rng_seed) are accepted
     and unused.
     """
     name = "critical_periods.fisher_rises_then_falls"
-    plan = own_plans(PLANS, name, plans)[name]
+    plan = own_plans(PLANS, name, plans)[name].with_options(
+        deficits=list(deficits) if isinstance(deficits, tuple) else deficits)
     drop, window = float(plan.options["drop"]), int(plan.options["smooth"])
+    deficits = plan.options["deficits"]
     df, excluded = arm_frame(table)
     if deficits is not None:
         df = df[df["deficit"].isin(deficits)]

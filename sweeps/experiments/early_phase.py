@@ -64,7 +64,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import NullFormatter
 
-from sweeps.conjectures.plan import AnalysisPlan, Check
+from sweeps.conjectures.plan import FROM_PLAN, AnalysisPlan, Check
 from sweeps.conjectures.verdict import (N_BOOT, N_PERM, Verdict, compare_groups,
                                         inconclusive, intersection_union, judge, metric_frame,
                                         param, usable_runs)
@@ -73,7 +73,9 @@ from sweeps.report import DPI, has_metrics, mean_curve
 
 LR, K, ABLATION = "optim.lr", "pruning.rewind_step", "pruning.ablation"
 HIGH = 0.75                # "high sparsity": at least this fraction pruned
-MIN_DENSE_ACC = 0.5
+MIN_DENSE_ACC = 0.5        # the dense level must have learned (chance 0.1)
+# what every plan here carries: the plans decide, these only define them
+_RULE = {"high": HIGH, "min_dense_acc": MIN_DENSE_ACC}
 SIGNS = ("random_magnitudes_kept_signs", "kept_magnitudes_random_signs")
 SHUFFLES = ("shuffle_layer", "shuffle_network")
 ABLATIONS_RUN = ("none", *SIGNS, *SHUFFLES, "reinit")   # what the specs run (reinit: figure only)
@@ -91,7 +93,8 @@ PLANS = {
         metric="level/final/val_acc", statistic="difference_of_means", predicted_sign=+1,
         family="early_phase.rewind_beats_init", min_n=10, min_per_stratum=5,
         effect_of_interest=0.02, checks=CHECKS,
-        options={"unit": "trial", "pairing": "seed", "high": HIGH,
+        options={"unit": "trial", "pairing": "seed", **_RULE,
+                 "k": None, "k_rule": "k: the rewind step judged; null: the arm's largest k > 0",
                  "summary": "mean test accuracy over IMP levels with sparsity >= high",
                  "groups": {"a": "k > 0", "b": "k = 0, same seed and lr"}}),
     "early_phase.signs_and_magnitudes_needed": AnalysisPlan(
@@ -102,7 +105,7 @@ PLANS = {
         family="early_phase.signs_and_magnitudes_needed", min_n=10, min_per_stratum=5,
         effect_of_interest=0.02, checks=CHECKS,
         options={"unit": "trial", "pairing": "seed (ablated and unablated levels of one trial)",
-                 "high": HIGH, "parts": list(SIGNS), "part_sign": -1}),
+                 **_RULE, "parts": list(SIGNS), "part_sign": -1}),
     "early_phase.shuffling_fails": AnalysisPlan(
         conjecture="early_phase.shuffling_fails",
         statement="shuffling the surviving rewound weights within each layer or across the "
@@ -111,7 +114,7 @@ PLANS = {
         family="early_phase.shuffling_fails", min_n=10, min_per_stratum=5,
         effect_of_interest=0.02, checks=CHECKS,
         options={"unit": "trial", "pairing": "seed (ablated and unablated levels of one trial)",
-                 "high": HIGH, "parts": list(SHUFFLES), "part_sign": -1}),
+                 **_RULE, "parts": list(SHUFFLES), "part_sign": -1}),
 }
 
 
@@ -171,14 +174,18 @@ def _arm(lr: float, k: int) -> str:
 
 # ------------------------------------------------------------ conjectures
 def rewind_beats_init(table: Any, plans: Mapping[str, AnalysisPlan] | None = None, *,
-                      k: int | None = None, high: float = HIGH,
-                      min_dense_acc: float = MIN_DENSE_ACC, n_perm: int = N_PERM,
+                      k: Any = FROM_PLAN, high: Any = FROM_PLAN,
+                      min_dense_acc: Any = FROM_PLAN, n_perm: int = N_PERM,
                       n_boot: int = N_BOOT, rng_seed: int = 0) -> list[Verdict]:
     """Per η arm: high-sparsity accuracy at the rewind step `k` (default: the
     arm's largest k) minus that at k = 0, paired by seed. Every k's mean is in
-    details (`mean_by_k`)."""
+    details (`mean_by_k`). `k`, `high`, `min_dense_acc` are the plan's options
+    (given here, they change the plan: exploratory)."""
     name = "early_phase.rewind_beats_init"
-    plan = own_plans(PLANS, name, plans)[name]
+    plan = own_plans(PLANS, name, plans)[name].with_options(k=k, high=high,
+                                                            min_dense_acc=min_dense_acc)
+    k, high = plan.options["k"], float(plan.options["high"])
+    min_dense_acc = float(plan.options["min_dense_acc"])
     df, excluded = level_frame(table)
     df = df[df["ablation"] == "none"]
     out = []
@@ -203,12 +210,16 @@ def rewind_beats_init(table: Any, plans: Mapping[str, AnalysisPlan] | None = Non
     return out
 
 
-def _ablations_needed(name: str, parts: tuple[str, ...], table: Any,
-                      plans: Mapping[str, AnalysisPlan] | None, high: float,
-                      min_dense_acc: float, n_perm: int, n_boot: int, rng_seed: int) -> list[Verdict]:
+def _ablations_needed(name: str, table: Any, plans: Mapping[str, AnalysisPlan] | None,
+                      high: Any, min_dense_acc: Any, n_perm: int, n_boot: int,
+                      rng_seed: int) -> list[Verdict]:
     """One intersection-union verdict per (η, k) with ablation trials: every part's
-    ablated levels end below the same trials' unablated levels (paired by seed)."""
-    plan = own_plans(PLANS, name, plans)[name]
+    ablated levels end below the same trials' unablated levels (paired by seed).
+    The parts, their predicted sign, `high` and `min_dense_acc` are the plan's."""
+    plan = own_plans(PLANS, name, plans)[name].with_options(high=high,
+                                                            min_dense_acc=min_dense_acc)
+    parts = tuple(plan.options["parts"])
+    high, min_dense_acc = float(plan.options["high"]), float(plan.options["min_dense_acc"])
     df, excluded = level_frame(table)
     df = df[df["ablation"].isin(parts)]
     out = []
@@ -221,7 +232,7 @@ def _ablations_needed(name: str, parts: tuple[str, ...], table: Any,
             results.append(compare_groups(a["acc"], b["acc"], blocks_a=a["seed"], blocks_b=b["seed"],
                                           n_perm=n_perm, n_boot=n_boot, rng_seed=rng_seed,
                                           alpha=plan.alpha))
-        res = intersection_union(results, [-1] * len(parts))
+        res = intersection_union(results, [int(plan.options["part_sign"])] * len(parts))
         out.append(judge(plan, res, checks=_checks(df, rows["run_id"].unique(), high, min_dense_acc),
                          name=f"{plan.conjecture}[{_arm(lr, k)}]", lr=float(lr), k=int(k),
                          high=high, ablations=list(parts), **excluded))
@@ -233,19 +244,19 @@ def _ablations_needed(name: str, parts: tuple[str, ...], table: Any,
 
 
 def signs_and_magnitudes_needed(table: Any, plans: Mapping[str, AnalysisPlan] | None = None, *,
-                                high: float = HIGH, min_dense_acc: float = MIN_DENSE_ACC,
+                                high: Any = FROM_PLAN, min_dense_acc: Any = FROM_PLAN,
                                 n_perm: int = N_PERM, n_boot: int = N_BOOT,
                                 rng_seed: int = 0) -> list[Verdict]:
     """Random magnitudes (signs kept) and random signs (magnitudes kept) each lose accuracy."""
-    return _ablations_needed("early_phase.signs_and_magnitudes_needed", SIGNS, table, plans, high,
+    return _ablations_needed("early_phase.signs_and_magnitudes_needed", table, plans, high,
                              min_dense_acc, n_perm, n_boot, rng_seed)
 
 
 def shuffling_fails(table: Any, plans: Mapping[str, AnalysisPlan] | None = None, *,
-                    high: float = HIGH, min_dense_acc: float = MIN_DENSE_ACC,
+                    high: Any = FROM_PLAN, min_dense_acc: Any = FROM_PLAN,
                     n_perm: int = N_PERM, n_boot: int = N_BOOT, rng_seed: int = 0) -> list[Verdict]:
     """Shuffling the rewound survivors within a layer or across the network loses accuracy."""
-    return _ablations_needed("early_phase.shuffling_fails", SHUFFLES, table, plans, high,
+    return _ablations_needed("early_phase.shuffling_fails", table, plans, high,
                              min_dense_acc, n_perm, n_boot, rng_seed)
 
 

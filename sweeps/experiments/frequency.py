@@ -62,7 +62,8 @@ PLANS = {
         min_n=7, min_per_stratum=1, effect_of_interest=0.5,
         options={"threshold": THRESHOLD, "hold": 3, "unreached": "last",
                  "value": "per-trial Kendall tau_b between frequency rank and convergence step",
-                 "parts": "one verdict per arm (data.dataset/model.name)"},
+                 "parts": "one verdict per arm (data.dataset/model.name)",
+                 "arm_fields": ["data.dataset", "model.name"]},
         statement="low frequencies converge first (per-trial Kendall τ between frequency rank "
                   "and convergence step is > 0 on average)"),
 }
@@ -162,7 +163,7 @@ def low_first(table: Any, plans: Mapping[str, AnalysisPlan] | None = None, *,
                       reason=f"fewer than 2 freq/delta_k* metrics were logged "
                              f"({len(keys)}; switch on probes.frequency)")]
     conv = trial_convergence(table, threshold, unreached, hold).set_index("run_id")
-    arms = _arms(runs.set_index("run_id"))
+    arms = _arms(runs.set_index("run_id"), plan.options["arm_fields"])
     out = []
     for arm in sorted(arms.unique()):
         c = conv.loc[arms.index[arms == arm]]
@@ -180,12 +181,12 @@ def low_first(table: Any, plans: Mapping[str, AnalysisPlan] | None = None, *,
 
 
 # ------------------------------------------------------------------ figures
-ARM_FIELDS = ("data.dataset", "model.name")
+ARM_FIELDS = tuple(PLANS["frequency.low_first"].options["arm_fields"])
 
 
-def _arms(runs: pd.DataFrame) -> pd.Series:
+def _arms(runs: pd.DataFrame, fields: Any = ARM_FIELDS) -> pd.Series:
     """An arm label per trial, `<data set>/<model>` from the columns present ("all" if none)."""
-    cols = [c for c in ARM_FIELDS if c in runs.columns]
+    cols = [c for c in fields if c in runs.columns]
     if not cols:
         return pd.Series("all", index=runs.index)
     return runs[cols].astype(str).agg("/".join, axis=1)

@@ -66,7 +66,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from sweeps.conjectures.plan import AnalysisPlan, Check
+from sweeps.conjectures.plan import FROM_PLAN, AnalysisPlan, Check
 from sweeps.conjectures.inference import sign_flip_test
 from sweeps.conjectures.verdict import (N_BOOT, N_PERM, Verdict, compare_groups, final_value,
                                         intersection_union, judge, per_epoch)
@@ -156,14 +156,17 @@ PLANS = {
         metric="val/acc", statistic="intersection_union", predicted_sign=+1,
         exclusions=("unfinished", "no_patch"), family="large_lr", alpha=0.05, min_n=14,
         min_per_stratum=7, effect_of_interest=0.02, checks=(FITS, LEARNS),
-        options={"before_epochs": 3}),
+        options={"before_epochs": 3, "anneal_epoch": None, "part_signs": [+1, -1],
+                 "parts": "val/acc before annealing (small − large), final test accuracy"}),
     CONTROL: AnalysisPlan(
         conjecture=CONTROL,
         statement="the patch lowers the small LR's final test accuracy more than the large LR's",
         metric="final/val_acc", statistic="paired_sign_flip", predicted_sign=-1,
         exclusions=("unfinished", "incomplete_seed"), family="large_lr", alpha=0.05, min_n=7,
         min_per_stratum=1, effect_of_interest=0.02, checks=(LEARNS,),
-        options={"before_epochs": 3})}
+        options={"before_epochs": 3, "anneal_epoch": None})}
+# anneal_epoch: the epoch after which the large arm's η drops; null: its first
+# milestone × its epochs (`anneal_epoch()`)
 
 
 # -------------------------------------------------------------- calibration
@@ -318,10 +321,11 @@ def _paired(a: pd.Series, b: pd.Series, **kw: Any):
 
 
 def anneal_crossover(table: Any, plans: Mapping[str, AnalysisPlan] | None = None, *,
-                     epoch: int | None = None, n_perm: int = N_PERM, n_boot: int = N_BOOT,
+                     epoch: Any = FROM_PLAN, n_perm: int = N_PERM, n_boot: int = N_BOOT,
                      rng_seed: int = 0) -> list[Verdict]:
     """Small LR is better than large-then-anneal before annealing and worse after (patch data)."""
-    plan = own_plans(PLANS, NAME, plans)[NAME]
+    plan = own_plans(PLANS, NAME, plans)[NAME].with_options(anneal_epoch=epoch)
+    epoch = plan.options["anneal_epoch"]
     runs, arm, patch, counts = _arms(table)
     counts["excluded_no_patch"] = int((~patch).sum()) if len(patch) else 0
     width = int(plan.options["before_epochs"])
@@ -338,7 +342,7 @@ def anneal_crossover(table: Any, plans: Mapping[str, AnalysisPlan] | None = None
     kw = dict(n_perm=n_perm, n_boot=n_boot, rng_seed=rng_seed, alpha=plan.alpha)
     pre = _paired(_by_seed(before, runs, small), _by_seed(before, runs, large), **kw)
     post = _paired(_by_seed(after, runs, small), _by_seed(after, runs, large), **kw)
-    res = intersection_union([pre, post], [+1, -1])
+    res = intersection_union([pre, post], [int(x) for x in plan.options["part_signs"]])
     control = {}
     c_small, c_large = ~patch & (arm == "small"), ~patch & (arm == "large-anneal")
     if c_small.any() and c_large.any():
@@ -350,10 +354,11 @@ def anneal_crossover(table: Any, plans: Mapping[str, AnalysisPlan] | None = None
 
 
 def patch_hurts_small(table: Any, plans: Mapping[str, AnalysisPlan] | None = None, *,
-                      epoch: int | None = None, n_perm: int = N_PERM, n_boot: int = N_BOOT,
+                      epoch: Any = FROM_PLAN, n_perm: int = N_PERM, n_boot: int = N_BOOT,
                       rng_seed: int = 0) -> list[Verdict]:
     """The patch costs the small LR more final test accuracy than the large LR (per-seed contrast)."""
-    plan = own_plans(PLANS, CONTROL, plans)[CONTROL]
+    plan = own_plans(PLANS, CONTROL, plans)[CONTROL].with_options(anneal_epoch=epoch)
+    epoch = plan.options["anneal_epoch"]
     runs, arm, patch, counts = _arms(table)
     e_a = epoch if epoch is not None else anneal_epoch(runs[patch] if len(runs) else runs)
     if e_a is None:

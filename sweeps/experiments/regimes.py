@@ -55,7 +55,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from scipy import stats
 
-from sweeps.conjectures.plan import AnalysisPlan
+from sweeps.conjectures.plan import FROM_PLAN, AnalysisPlan
 from sweeps.conjectures.stats import ALPHA, POWER
 from sweeps.conjectures.verdict import (N_BOOT, N_PERM, Verdict, compare_groups, final_value,
                                         judge, param, per_epoch, trend_test)
@@ -66,9 +66,10 @@ LR, MOM = "optim.lr", "optim.momentum"
 KIND, STAGE1 = "optim.schedule.kind", "optim.schedule.stage1_epochs"
 MILESTONES, FACTOR = "optim.schedule.milestones", "optim.schedule.factor"
 REGIMES = ("diverged", "non-training", "large-step", "small-step", "unknown")
-NONTRAIN_FRAC = 0.9
 # classes of the classification datasets dynamics_core.data loads
 N_CLASSES = {"mnist1d": 10, "cifar10": 10, "mnist": 10, "fashion_mnist": 10}
+# the regime rule: part of every plan that reads regimes (see the module docstring)
+_RULE = {"min_decrease_frac": 0.9, "nontrain_frac": 0.9}
 TOL = 0.02
 _TREND = dict(statistic="stratified_spearman",
               exclusions=("unfinished", "diverged", "non_training", "thin_strata"),
@@ -77,17 +78,17 @@ PLANS = {
     "regimes.momentum[small-step]": AnalysisPlan(
         conjecture="regimes.momentum", **_TREND, metric="final/train_loss", predicted_sign=-1,
         statement="momentum lowers the final train loss in the small-step regime",
-        options={"regime": "small-step"}),
+        options={"regime": "small-step", **_RULE}),
     "regimes.momentum[large-step]": AnalysisPlan(
         conjecture="regimes.momentum", **_TREND, metric="final/train_loss", predicted_sign=+1,
         statement="momentum does not lower the final train loss in the large-step regime "
                   "(a significant decrease refutes)",
-        options={"regime": "large-step"}),
+        options={"regime": "large-step", **_RULE}),
     "regimes.large_step_generalizes": AnalysisPlan(
         conjecture="regimes.large_step_generalizes", metric="final/val_acc",
         statistic="difference_of_means", predicted_sign=+1,
         exclusions=("unfinished", "diverged", "non_training"), family="regimes", min_n=10,
-        min_per_stratum=5, effect_of_interest=0.02,
+        min_per_stratum=5, effect_of_interest=0.02, options=dict(_RULE),
         statement="large-step trials reach a higher final test accuracy than small-step trials "
                   "(diverged and non-training trials excluded)"),
     "regimes.two_stage": AnalysisPlan(
@@ -101,9 +102,10 @@ PLANS = {
 }
 
 
-def classify_loss_curve(losses: np.ndarray, min_decrease_frac: float = 0.9,
+def classify_loss_curve(losses: np.ndarray,
+                        min_decrease_frac: float = _RULE["min_decrease_frac"],
                         chance_loss: float | None = None,
-                        nontrain_frac: float | None = NONTRAIN_FRAC) -> str:
+                        nontrain_frac: float | None = _RULE["nontrain_frac"]) -> str:
     """Regime of one per-epoch loss curve (see module docstring).
 
     `chance_loss` is ln C; without it (or with `nontrain_frac=None`) no curve
@@ -129,8 +131,8 @@ def chance_loss(row: pd.Series | dict, n_classes: int | None = None) -> float | 
     return float(np.log(c)) if c is not None and c >= 2 else None
 
 
-def classify_regimes(table: Any, min_decrease_frac: float = 0.9,
-                     nontrain_frac: float | None = NONTRAIN_FRAC,
+def classify_regimes(table: Any, min_decrease_frac: float = _RULE["min_decrease_frac"],
+                     nontrain_frac: float | None = _RULE["nontrain_frac"],
                      n_classes: int | None = None) -> pd.Series:
     """Regime per run_id, from status and the per-epoch `train/loss`."""
     out = {}
@@ -147,8 +149,11 @@ def classify_regimes(table: Any, min_decrease_frac: float = 0.9,
     return pd.Series(out, name="regime", dtype=object)
 
 
-def _with_regimes(table: Any, min_decrease_frac: float, nontrain_frac: float | None = NONTRAIN_FRAC,
+def _with_regimes(table: Any, plan: AnalysisPlan,
                   n_classes: int | None = None) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Runs with their regime under the plan's rule (`min_decrease_frac`, `nontrain_frac`)."""
+    min_decrease_frac = float(plan.options["min_decrease_frac"])
+    nontrain_frac = plan.options["nontrain_frac"]
     runs = table.runs.set_index("run_id", drop=False)
     reg = classify_regimes(table, min_decrease_frac, nontrain_frac, n_classes)
     runs = runs.assign(regime=reg.reindex(runs.index))
@@ -172,18 +177,20 @@ def _final_val_acc(table: Any) -> pd.Series:
 
 # -------------------------------------------------------------- momentum
 def momentum(table: Any, plans: Mapping[str, AnalysisPlan] | None = None, *,
-             min_decrease_frac: float = 0.9, nontrain_frac: float | None = NONTRAIN_FRAC,
+             min_decrease_frac: Any = FROM_PLAN, nontrain_frac: Any = FROM_PLAN,
              n_classes: int | None = None, n_perm: int = N_PERM, n_boot: int = N_BOOT,
              rng_seed: int = 0) -> list[Verdict]:
     """Momentum lowers the final train loss in the small-step regime, not in the large-step one.
 
     One verdict per regime (see module docstring): μ vs final train loss
     within each η, seeds as blocks. Diverged and non-training trials are
-    excluded and counted.
+    excluded and counted. `min_decrease_frac`/`nontrain_frac` given here override
+    the plan's (an exploratory verdict).
     """
-    runs, counts = _with_regimes(table, min_decrease_frac, nontrain_frac, n_classes)
     out = []
     for key, plan in own_plans(PLANS, "regimes.momentum", plans).items():
+        plan = plan.with_options(min_decrease_frac=min_decrease_frac, nontrain_frac=nontrain_frac)
+        runs, counts = _with_regimes(table, plan, n_classes)
         reg = plan.options["regime"]
         if MOM not in runs.columns:
             out.append(judge(plan, None, name=key, n=0, reason=f"no column {MOM}", **counts))
@@ -232,8 +239,8 @@ def _drop_thin_strata(sub: pd.DataFrame, plan: AnalysisPlan) -> tuple[pd.DataFra
 
 # ------------------------------------------------------- generalization
 def large_step_generalizes(table: Any, plans: Mapping[str, AnalysisPlan] | None = None, *,
-                           min_decrease_frac: float = 0.9,
-                           nontrain_frac: float | None = NONTRAIN_FRAC,
+                           min_decrease_frac: Any = FROM_PLAN,
+                           nontrain_frac: Any = FROM_PLAN,
                            n_classes: int | None = None,
                            momentum_value: float | None = None,
                            n_perm: int = N_PERM, n_boot: int = N_BOOT,
@@ -246,8 +253,9 @@ def large_step_generalizes(table: Any, plans: Mapping[str, AnalysisPlan] | None 
     a trial that never left chance level is not in the large-step regime.
     """
     name = "regimes.large_step_generalizes"
-    plan = own_plans(PLANS, name, plans)[name]
-    runs, counts = _with_regimes(table, min_decrease_frac, nontrain_frac, n_classes)
+    plan = own_plans(PLANS, name, plans)[name].with_options(
+        min_decrease_frac=min_decrease_frac, nontrain_frac=nontrain_frac)
+    runs, counts = _with_regimes(table, plan, n_classes)
     if momentum_value is not None and MOM in runs.columns:
         runs = runs[np.isclose(param(runs, MOM).astype(float), momentum_value)]
         counts["momentum"] = momentum_value

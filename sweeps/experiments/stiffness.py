@@ -190,7 +190,7 @@ def trial_summary(table: Any, window: int = 3, keys: Sequence[str] = (TV_SIGN, T
 # ------------------------------------------------------------- conjectures
 def _summary(table: Any, plan: AnalysisPlan, keys: Sequence[str] = (TV_SIGN, TV_SIGN_WITHIN)):
     runs, excluded = usable_runs(table.runs)
-    s = trial_summary(table, int(plan.options.get("epochs", WINDOW)), keys)
+    s = trial_summary(table, int(plan.options["epochs"]), keys)
     return runs, excluded, s.set_index("run_id").loc[runs["run_id"]]
 
 
@@ -262,15 +262,16 @@ def xi_vs_lr(table: Any, plans: Mapping[str, AnalysisPlan] | None = None, *,
     s = trial_summary(table).set_index("run_id").loc[runs["run_id"]]
     s = s[np.isfinite(s["xi"].to_numpy(float))]
     details = {**excluded, "excluded_no_xi": int(len(runs) - len(s)), "metric": plan.metric}
-    if LR not in runs or len(s) < 3:
+    x, log_x = plan.options["x"], bool(plan.options["log_x"])
+    if x not in runs or len(s) < 3:
         return [judge(plan, None, n=len(s), **details, direction="none found",
                       reason=f"only {len(s)} trials with ξ and η")]
-    held = [c for c in runs.columns if "." in str(c) and "/" not in str(c) and c != LR
+    held = [c for c in runs.columns if "." in str(c) and "/" not in str(c) and c != x
             and not str(c).endswith("seed") and runs[c].astype(str).nunique() > 1]
     groups = runs.set_index("run_id").loc[s.index, held].astype(str).agg("|".join, axis=1) \
         if held else None
-    res = magnitude(trend_test(param(s, LR).to_numpy(float), s["xi"].to_numpy(float), groups,
-                               alpha=plan.alpha, log_x=True, n_perm=n_perm, n_boot=n_boot,
+    res = magnitude(trend_test(param(s, x).to_numpy(float), s["xi"].to_numpy(float), groups,
+                               alpha=plan.alpha, log_x=log_x, n_perm=n_perm, n_boot=n_boot,
                                rng_seed=rng_seed))
     sign = res.details["direction"]
     found = (f"ξ {'increases' if sign > 0 else 'decreases'} with η"
