@@ -294,7 +294,9 @@ def _plan(conjecture: str, key: str, sign_lr: int, axis: str, family: str, windo
         conjecture=conjecture, statement=statement, metric=key,
         statistic="stratified_spearman", predicted_sign=sign, window=window, detector=detector,
         exclusions=exclusions, family=family, alpha=0.05, min_n=10, min_per_stratum=3,
-        effect_of_interest=0.5, options={**DETECTOR_OPTIONS, "axis": col, "strata": None})
+        effect_of_interest=0.5, options={**(DETECTOR_OPTIONS if detector else
+                                            {"peak_eps": DETECTOR_OPTIONS["peak_eps"]}),
+                                         "axis": col, "strata": None})
 # strata: the config fields held fixed; null: every varying dotted field except
 # the axis and seeds (`_strata_columns`)
 
