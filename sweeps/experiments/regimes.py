@@ -3,9 +3,9 @@
 Each trial is classified from its per-epoch training loss (`classify_regimes`):
 - `diverged`: status is diverged, or the loss curve has a non-finite value;
 - `small-step`: the loss decreases consistently, i.e. at least
-  `min_decrease_frac` (default 0.9) of the epoch-to-epoch changes are negative;
+  `min_decrease_frac` (a plan option, 0.9) of the epoch-to-epoch changes are negative;
 - `non-training`: the loss does not decrease consistently *and* the last
-  per-epoch train loss is still at least `nontrain_frac` (default 0.9) of the
+  per-epoch train loss is still at least `nontrain_frac` (a plan option, 0.9) of the
   chance-level loss ln C (C classes): the trial neither diverged nor learned
   (it sits at, or has fallen back to, chance). Like diverged trials these are
   excluded from every comparison and counted in details (`n_non-training`).
@@ -16,6 +16,11 @@ Each trial is classified from its per-epoch training loss (`classify_regimes`):
 - `large-step`: otherwise (the loss does not decrease consistently, but the
   trial trains);
 - `unknown`: errored/running trials or fewer than 2 epochs logged.
+The regime is a post-treatment subgroup: it comes from the curve whose outcome
+is then tested, which `AnalysisPlan`'s `subgroups_from` rule refuses for any
+plan that declares it. These plans predate a calibrated regime map; their
+verdicts are exploratory in that sense (docs/science.md, "A plan is the whole
+analysis").
 
 Conjectures, each verdict under its plan (`PLANS`):
 - `regimes.momentum[small-step]`: in small-step trials momentum lowers the
