@@ -112,6 +112,8 @@ _CHECK = {"min_drop": MIN_DROP}                    # the threshold of blur_hurts
 _TREND = dict(statistic="stratified_spearman", min_n=10, min_per_stratum=3,
               effect_of_interest=0.5)
 _GROUPS = dict(min_n=10, min_per_stratum=5, effect_of_interest=0.02)
+# options budget, window, epochs pick the arms compared (clean epochs after the
+# deficit, deficit length, run length); null: the sweep's most common one
 PLANS = {
     "critical_periods.pilot_blur_hurts": AnalysisPlan(
         conjecture="critical_periods.pilot_blur_hurts", metric=ACC,
@@ -121,23 +123,24 @@ PLANS = {
                   "against clean training of the same length (manipulation check)"),
     "critical_periods.removal_hurts": AnalysisPlan(
         conjecture="critical_periods.removal_hurts", **_GATED, **_TREND, predicted_sign=-1,
-        options={**_CHECK, "deficit": "blur"},
+        options={**_CHECK, "deficit": "blur", "budget": None},
         statement="final test accuracy decreases with the epoch N at which the blur deficit "
                   "is removed (fixed clean budget afterwards)"),
     "critical_periods.early_onset_most_sensitive": AnalysisPlan(
         conjecture="critical_periods.early_onset_most_sensitive", **_GATED, **_TREND,
-        predicted_sign=-1, options={**_CHECK, "deficit": "blur"},
+        predicted_sign=-1, options={**_CHECK, "deficit": "blur", "window": None, "epochs": None},
         statement="sensitivity (clean − final accuracy) to a short blur window decreases with "
                   "its onset epoch t0"),
     "critical_periods.controls_no_lasting_effect": AnalysisPlan(
         conjecture="critical_periods.controls_no_lasting_effect", **_GATED,
         statistic="intersection_union", predicted_sign=+1, **_GROUPS,
-        options={**_CHECK, "margin": MARGIN, "controls": list(CONTROLS)},
+        options={**_CHECK, "margin": MARGIN, "controls": list(CONTROLS), "budget": None},
         statement=f"{' and '.join(CONTROLS)} deficits, once removed, leave final test accuracy "
                   f"within {MARGIN:g} of clean training with the same budget"),
     "critical_periods.noise_hurts_less_than_blur": AnalysisPlan(
         conjecture="critical_periods.noise_hurts_less_than_blur", **_GATED,
-        statistic="difference_of_means", predicted_sign=+1, **_GROUPS, options=_CHECK,
+        statistic="difference_of_means", predicted_sign=+1, **_GROUPS,
+        options={**_CHECK, "budget": None},
         statement="a noise deficit removed at epoch N leaves a higher final test accuracy than "
                   "a blur deficit removed at the same N"),
     "critical_periods.fisher_rises_then_falls": AnalysisPlan(
@@ -324,12 +327,12 @@ def removal_test(rem: pd.DataFrame, *, alpha: float, n_perm: int, n_boot: int, r
 
 
 def removal_hurts(table: Any, plans: Mapping[str, AnalysisPlan] | None = None, *,
-                  deficit: Any = FROM_PLAN, budget: int | None = None, n_perm: int = N_PERM,
+                  deficit: Any = FROM_PLAN, budget: Any = FROM_PLAN, n_perm: int = N_PERM,
                   n_boot: int = N_BOOT, rng_seed: int = 0) -> list[Verdict]:
     """Final accuracy decreases with the epoch N at which the plan's `deficit` is removed."""
     name = "critical_periods.removal_hurts"
-    plan = own_plans(PLANS, name, plans)[name].with_options(deficit=deficit)
-    deficit = plan.options["deficit"]
+    plan = own_plans(PLANS, name, plans)[name].with_options(deficit=deficit, budget=budget)
+    deficit, budget = plan.options["deficit"], plan.options["budget"]
     df, excluded = arm_frame(table)
     checks = _gate(df, plan, n_perm, n_boot, rng_seed)
     if (bad := _failed(plan, checks, **excluded)) is not None:
@@ -372,13 +375,14 @@ def onset_test(win: pd.DataFrame, *, alpha: float, n_perm: int, n_boot: int, rng
 
 
 def early_onset_most_sensitive(table: Any, plans: Mapping[str, AnalysisPlan] | None = None, *,
-                               deficit: Any = FROM_PLAN, window: int | None = None,
-                               epochs: int | None = None, n_perm: int = N_PERM,
+                               deficit: Any = FROM_PLAN, window: Any = FROM_PLAN,
+                               epochs: Any = FROM_PLAN, n_perm: int = N_PERM,
                                n_boot: int = N_BOOT, rng_seed: int = 0) -> list[Verdict]:
     """Sensitivity to a short window of the plan's `deficit` is largest when it starts early."""
     name = "critical_periods.early_onset_most_sensitive"
-    plan = own_plans(PLANS, name, plans)[name].with_options(deficit=deficit)
-    deficit = plan.options["deficit"]
+    plan = own_plans(PLANS, name, plans)[name].with_options(deficit=deficit, window=window,
+                                                            epochs=epochs)
+    deficit, window, epochs = (plan.options[k] for k in ("deficit", "window", "epochs"))
     df, excluded = arm_frame(table)
     checks = _gate(df, plan, n_perm, n_boot, rng_seed)
     if (bad := _failed(plan, checks, **excluded)) is not None:
@@ -408,11 +412,12 @@ def noninferiority_test(a: pd.Series, b: pd.Series, margin: float, *, alpha: flo
 
 
 def controls_no_lasting_effect(table: Any, plans: Mapping[str, AnalysisPlan] | None = None, *,
-                               budget: int | None = None, n_perm: int = N_PERM,
+                               budget: Any = FROM_PLAN, n_perm: int = N_PERM,
                                n_boot: int = N_BOOT, rng_seed: int = 0) -> list[Verdict]:
     """Flip and label-permutation deficits, once removed, end within `margin` of clean."""
     name = "critical_periods.controls_no_lasting_effect"
-    plan = own_plans(PLANS, name, plans)[name]
+    plan = own_plans(PLANS, name, plans)[name].with_options(budget=budget)
+    budget = plan.options["budget"]
     margin, controls = float(plan.options["margin"]), tuple(plan.options["controls"])
     df, excluded = arm_frame(table)
     checks = _gate(df, plan, n_perm, n_boot, rng_seed)
@@ -441,11 +446,12 @@ def noise_test(noise: pd.Series, blur: pd.Series, *, alpha: float, n_perm: int, 
 
 
 def noise_hurts_less_than_blur(table: Any, plans: Mapping[str, AnalysisPlan] | None = None, *,
-                               budget: int | None = None, n_perm: int = N_PERM,
+                               budget: Any = FROM_PLAN, n_perm: int = N_PERM,
                                n_boot: int = N_BOOT, rng_seed: int = 0) -> list[Verdict]:
     """Removed at the same N, a noise deficit ends more accurate than a blur deficit."""
     name = "critical_periods.noise_hurts_less_than_blur"
-    plan = own_plans(PLANS, name, plans)[name]
+    plan = own_plans(PLANS, name, plans)[name].with_options(budget=budget)
+    budget = plan.options["budget"]
     df, excluded = arm_frame(table)
     checks = _gate(df, plan, n_perm, n_boot, rng_seed)
     if (bad := _failed(plan, checks, **excluded)) is not None:
