@@ -38,7 +38,10 @@ def test_the_minibatch_unit_is_registered_as_a_secondary_family():
     assert sum(p.family == "breakeven.c1" for p in plans.values()) == 4       # the primary family as before
     c2 = [p for k, p in plans.items() if k.startswith("breakeven.c2")]
     assert c2 and all(p.detector == "saturation" for p in c2)
-    assert all(p.options["noise_s2_key"] == "sgd_noise/s2" for p in plans.values())
+    assert all(p.options["noise_s2_key"] == "sgd_noise/s2" for p in c2)
+    # a plan without a detector carries no detector settings (its options are what it reads)
+    c1 = [p for k, p in plans.items() if k.startswith("breakeven.c1")]
+    assert all(p.detector is None and "noise_s2_key" not in p.options for p in c1)
 
 
 def test_minibatch_unit_judged_in_its_own_family():
