@@ -84,9 +84,8 @@ def _with_trace(trials: list[dict]) -> list[dict]:
 
 
 def _table_for(conjecture: str) -> Any:
-    key = next(k for k in TABLES if conjecture == k or conjecture.startswith(k + ".")
-               or k == conjecture.split(".")[0])
-    return TABLES[key]()
+    """The conjecture's own table where it has one, else its experiment's."""
+    return TABLES.get(conjecture, TABLES[conjecture.split(".")[0]])()
 
 
 def _reads(conjecture: str) -> dict[str, set[str]]:
@@ -212,3 +211,13 @@ def test_a_regime_plan_that_reads_the_outcome_curve_is_refused(source):
     with pytest.raises(ValueError, match="subgroups_from"):
         AnalysisPlan.from_dict({**plan.to_dict(),
                                 "options": {**plan.options, "subgroups_from": source}})
+
+
+def test_the_tracking_sees_an_option_no_code_reads():
+    """The check above can fail: an option the analysis ignores is not recorded as read."""
+    plan = experiments.plans_of("frequency.low_first")["frequency.low_first"]
+    extra = tracked(dataclasses.replace(plan, options={**plan.options, "dead_threshold": 0.3}))
+    experiments.conjecture("frequency.low_first")(make_table(t_freq.sweep()),
+                                                  {"frequency.low_first": extra}, **FAST)
+    reads = extra.options.__dict__["reads"]
+    assert "threshold" in reads and "dead_threshold" not in reads

@@ -18,6 +18,14 @@ may not occur within the budget, censored there; Gehan scores within cells).
 The engine only carries the window, detector and exclusions: the experiment
 applies them. It uses the rest to judge (`verdict.judge`, `verdict.finalize`).
 
+`options` holds every other threshold, rule and setting the experiment's
+analysis reads (a plan is the whole analysis: no module constant decides a
+verdict). A conjecture keyword that sets one (`with_options`; default
+`FROM_PLAN`) changes the plan, so its verdict is exploratory.
+`options["subgroups_from"]`, when a plan groups trials, must name a design
+variable (`check_subgroups`): a config param path, `seed` or
+`calibration:<name>`, never a logged metric (a post-treatment subgroup).
+
 `plan.hash()` is a short content hash of the plan's canonical JSON. A plan
 changed after the results were seen (`with_overrides`, e.g. a CLI `--window`)
 is marked `exploratory`, keeps the registered plan's hash as
