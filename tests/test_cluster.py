@@ -11,6 +11,7 @@ every Ray on the machine).
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -50,6 +51,15 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def refusing_port():
+    """A loopback port that refuses connections for the block: bound, never
+    listening, so no server of a test running beside this one can take it."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        yield s.getsockname()[1]
 
 
 def env_for(home: Path, **extra: str) -> dict[str, str]:
@@ -316,8 +326,9 @@ def test_an_address_where_no_cluster_runs_is_one_line(tmp_path):
     spec = write_spec(tmp_path)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     start = time.monotonic()
-    res = dynsweep(["run", str(spec), "--address", f"127.0.0.1:{free_port()}", "--storage",
-                    str(tmp_path / "ray"), "--tracking-uri", uri], tmp_path, env_for(tmp_path / "home"))
+    with refusing_port() as port:
+        res = dynsweep(["run", str(spec), "--address", f"127.0.0.1:{port}", "--storage",
+                        str(tmp_path / "ray"), "--tracking-uri", uri], tmp_path, env_for(tmp_path / "home"))
     elapsed = time.monotonic() - start
     assert res.returncode == 1
     [line] = error_lines(res.stderr)

@@ -31,7 +31,7 @@ from sweeps import tracking
 from sweeps.tracking import Store
 from test_cluster import env_for, error_lines, free_port
 from test_interrupts import newest_checkpoint, trial_folders
-from test_server import AuthServer, get
+from test_server import AuthServer, credentials, get  # noqa: F401  (credentials: a fixture, on this module's server)
 from test_sweeps import (DYNSWEEP, assert_no_step_logged_twice, cli, histories, judged_run, slow_spec, uri,
                          wait_for)
 
@@ -129,13 +129,6 @@ def server(postgres, tmp_path_factory):
         yield srv
     finally:
         srv.stop()
-
-
-@pytest.fixture
-def credentials(server, monkeypatch):
-    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "admin")
-    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", server.password)
-    return {"MLFLOW_TRACKING_USERNAME": "admin", "MLFLOW_TRACKING_PASSWORD": server.password}
 
 
 # ------------------------------------------------------------------ sweeps

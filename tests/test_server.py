@@ -24,7 +24,7 @@ import pytest
 
 from sweeps import tracking
 from sweeps.tracking import Store
-from test_cluster import ROOT, env_for, error_lines, free_port, runs_in, write_spec
+from test_cluster import ROOT, env_for, error_lines, free_port, refusing_port, runs_in, write_spec
 
 pytestmark = pytest.mark.slow
 
@@ -164,9 +164,10 @@ def test_a_sweep_without_credentials_is_one_line_naming_the_variables(server, cr
 
 
 def test_a_tracking_server_that_does_not_answer_fails_in_seconds(tmp_path):
-    uri = f"http://127.0.0.1:{free_port()}"
-    res, elapsed = dynsweep(["run", str(write_spec(tmp_path)), "--storage", str(tmp_path / "ray"),
-                             "--tracking-uri", uri], tmp_path)
+    with refusing_port() as port:
+        uri = f"http://127.0.0.1:{port}"
+        res, elapsed = dynsweep(["run", str(write_spec(tmp_path)), "--storage", str(tmp_path / "ray"),
+                                 "--tracking-uri", uri], tmp_path)
     assert res.returncode == 1
     [line] = error_lines(res.stderr)
     assert uri in line and "mlflow/start_server.sh" in line
@@ -177,17 +178,18 @@ def test_a_store_that_stays_down_is_given_up_after_the_bound(monkeypatch):
     """Every call waits out an outage up to DYNSWEEP_TRACKING_OUTAGE_S, then one line
     naming the store; a later call that finds it still down gives up at once."""
     monkeypatch.setenv("DYNSWEEP_TRACKING_OUTAGE_S", "2")
-    url = f"http://127.0.0.1:{free_port()}"
-    store = Store(url)
-    start = time.monotonic()
-    with pytest.raises(tracking.TrackingDown) as down:
-        store.client.search_experiments(max_results=1)
-    assert 2 <= time.monotonic() - start < 10
-    assert str(down.value).startswith(f"MLflow at {url} has not answered for 2 s") and "\n" not in str(down.value)
-    start = time.monotonic()
-    with pytest.raises(tracking.TrackingDown):
-        store.client.get_run("0" * 32)
-    assert time.monotonic() - start < 2
+    with refusing_port() as port:
+        url = f"http://127.0.0.1:{port}"
+        store = Store(url)
+        start = time.monotonic()
+        with pytest.raises(tracking.TrackingDown) as down:
+            store.client.search_experiments(max_results=1)
+        assert 2 <= time.monotonic() - start < 10
+        assert str(down.value).startswith(f"MLflow at {url} has not answered for 2 s") and "\n" not in str(down.value)
+        start = time.monotonic()
+        with pytest.raises(tracking.TrackingDown):
+            store.client.get_run("0" * 32)
+        assert time.monotonic() - start < 2
 
 
 def test_a_bad_outage_bound_is_one_line_before_anything_starts(tmp_path):
