@@ -114,8 +114,10 @@ def write_text(location: str, text: str) -> None:
 
 
 def check_writable(location: str) -> None:
-    """Create `location` and a file in it, or say in one line that the storage cannot be written."""
-    probe = join(location, ".dynsweep-write-check")
+    """Create `location` and a file in it, or say in one line that the storage
+    cannot be written. The file's name is this process's own: two drivers
+    checking at once must not delete each other's."""
+    probe = join(location, f".dynsweep-write-check-{os.getpid()}-{uuid.uuid4().hex[:8]}")
     try:
         write_text(probe, "")
         fs, path = filesystem(probe)

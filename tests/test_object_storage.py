@@ -186,6 +186,25 @@ def test_a_bucket_that_is_not_there_is_one_line(aws_env):
         storage.check_writable("s3://no-such-bucket/ft")
 
 
+def test_two_drivers_checking_the_storage_at_once_both_pass(aws_env, monkeypatch, tmp_path):
+    """The write check of one driver runs whole between the other's write and
+    delete of its probe (the interleaving that made a racing `run` exit 1):
+    each deletes only its own probe, and neither is left behind."""
+    location = f"s3://{BUCKET}/{tmp_path.name}/ft"
+    write = storage.write_text
+    nested = []
+
+    def write_then_let_the_other_check(where, text):
+        write(where, text)
+        if not nested:
+            nested.append(where)
+            storage.check_writable(location)
+
+    monkeypatch.setattr(storage, "write_text", write_then_let_the_other_check)
+    storage.check_writable(location)
+    assert nested and aws_env.keys(f"{tmp_path.name}/ft") == []
+
+
 def test_paths_below_a_uri_keep_its_query():
     root = "s3://b/sweeps?endpoint_override=127.0.0.1:9000&scheme=http"
     assert storage.join(root, "ft", "dynsweep.json") == \
