@@ -269,7 +269,7 @@ def _conjectures(name: str, uri: str, parent_run_id: str | None, names, as_json:
         raise InputError(str(exc)) from None
     verdicts = result.verdicts
     if as_json:
-        print(json.dumps([v.to_dict() for v in verdicts], indent=2))
+        print(json.dumps({"sweep": name, **result.to_dict()}, indent=2))
     else:
         for fname, frame in result.tables.items():
             _print_rows(_table_rows(frame), title=f"{fname} (- = none)")
@@ -439,7 +439,8 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--host", default="127.0.0.1", help="interface to serve on (default 127.0.0.1)")
     c.add_argument("--port", type=_port, default=5000, help="port to serve on (default 5000)")
     c = command("conjectures", cmd_conjectures, "judge a sweep's conjectures", sweep=True, tracking=True)
-    c.add_argument("--json", action="store_true", help="print the verdicts as JSON")
+    c.add_argument("--json", action="store_true", help="print the judgement as JSON: the sweep, what it ran on "
+                   "(commit, torch, threads), its plans and every verdict")
     c.add_argument("--only", help="comma-separated conjecture names (default: the spec's)")
     c.add_argument("--window", help="exploratory: judge the plans of the conjectures judged "
                                     "(pick them with --only) over this window: whole_run, "

@@ -36,7 +36,8 @@ from dynamics_core.config import TrialConfig
 from dynamics_core.packed import MAY_DIFFER, run_packed
 from dynamics_core.train import RunEnv, RunResult
 from sweeps.spec import SweepSpec, with_overrides
-from sweeps.trial import STATE_FILE, CheckpointOutbox, Session, SweepContext, TrialSink, trial_names
+from sweeps.trial import (STATE_FILE, CheckpointOutbox, Session, SweepContext, TrialSink, trial_names,
+                          trial_tags)
 from sweeps.tracking import Store, TrialRun, open_trial
 
 PACK_KEY = "__pack__"              # Tune config: {"name": …, "members": [{"name": …, "overrides": …}]}
@@ -154,7 +155,7 @@ def run_pack(config: dict[str, Any], ctx: SweepContext, session: Session) -> lis
             sinks.append(_Ended())
             continue
         runs[name] = open_trial(store, ctx.parent_run_id, name, cfg.run_hash(), cfg.flat(),
-                                run_id=run_ids.get(name), tags={"seed": cfg.seed, "pack": pack["name"]})
+                                run_id=run_ids.get(name), tags=trial_tags(cfg, pack=pack["name"]))
         sinks.append(TrialSink(runs[name], _MemberSession(name)))
     pack_sink = PackTuneSink(session, runs)
     try:

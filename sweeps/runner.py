@@ -46,6 +46,7 @@ from sweeps.trial import (REPORTED_FILE, TRIAL_KEY, SweepContext, run_trial, tri
 from sweeps import tracking
 from sweeps.tracking import Store, git_sha
 
+CODE = Path(__file__).resolve().parent      # the sweep records this checkout's commit, wherever it runs from
 
 
 # ------------------------------------------------------------ the trainable
@@ -353,7 +354,7 @@ def _run(spec: SweepSpec, storage: str | Path, tracking_uri: str, cache_dir: str
         init_ray(address, spec)
         store = opening.result()
     _check_fits(spec, address)
-    parent = tracking.start_sweep(store, spec.name, spec.spec_hash(), git_sha(), spec.description,
+    parent = tracking.start_sweep(store, spec.name, spec.spec_hash(), git_sha(CODE), spec.description,
                                   params={"n_trials": spec.n_trials()})
     if spec.conjectures:
         _register_plans(store, parent, spec)

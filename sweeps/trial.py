@@ -24,7 +24,7 @@ from dynamics_core.imp import imp_plan, with_plan
 from dynamics_core.measure import default_hooks
 from dynamics_core.train import RunEnv, RunResult, run
 from sweeps.spec import with_overrides
-from sweeps.tracking.store import Store
+from sweeps.tracking.store import THREADS_TAG, TORCH_TAG, Store
 from sweeps.tracking.trial_run import TrialRun, open_trial
 
 STATE_FILE = "state.pt"
@@ -105,6 +105,12 @@ def _values_hash(values: Any) -> str:
     return hashlib.sha1(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()[:6]
 
 
+def trial_tags(cfg: TrialConfig, **extra: Any) -> dict[str, Any]:
+    """A trial run's tags: its seed, and what its numerics ran on (torch's
+    version and this process's thread count), which a judgement reports."""
+    return {"seed": cfg.seed, TORCH_TAG: torch.__version__, THREADS_TAG: torch.get_num_threads(), **extra}
+
+
 def run_trial(config: dict[str, Any], ctx: SweepContext, session: Session,
               distributed: bool = False) -> RunResult:
     """Train one trial. With `distributed`, this process is one DDP rank of
@@ -123,7 +129,7 @@ def run_trial(config: dict[str, Any], ctx: SweepContext, session: Session,
         return run(cfg, ReportOnlySink(session), env, hooks=hooks, resume=state, plan=plan)
     store = Store(ctx.tracking_uri, ctx.artifact_root)
     trial = open_trial(store, ctx.parent_run_id, session.trial_name(), cfg.run_hash(),
-                       cfg.flat(), run_id=run_id, tags={"seed": cfg.seed})
+                       cfg.flat(), run_id=run_id, tags=trial_tags(cfg))
     sink = TrialSink(trial, session, flush_each_report=ctx.flush_each_report)
     try:
         return run(cfg, sink, env, hooks=hooks, resume=state, plan=plan)

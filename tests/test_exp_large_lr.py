@@ -258,6 +258,6 @@ def test_smoke_run_logs_verdicts_figures_and_tables(name, tmp_path):
     if name == "large_lr_calibration":
         assert "large_lr_calibration.csv" in files
     verdicts = json.loads(cli(["conjectures", f"{name}-smoke", "--json", "--tracking-uri",
-                               uri(tmp_path)], tmp_path).stdout)
+                               uri(tmp_path)], tmp_path).stdout)["verdicts"]
     assert {v["name"] for v in verdicts} == set(load_spec(SPECS / f"{name}.yaml").conjectures)
     assert all(v["reason"] for v in verdicts)

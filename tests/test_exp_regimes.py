@@ -194,5 +194,5 @@ def test_smoke_run_logs_verdicts_figures_and_tables(name, tmp_path):
     assert run.data.tags["dynsweep.plans_hash"] == run.data.tags["dynsweep.registered_plans_hash"]
     again = cli(["conjectures", f"{name}-smoke", "--json", "--tracking-uri", uri(tmp_path)], tmp_path)
     assert again.returncode == 0, again.stderr[-2000:]
-    assert {v["name"].split("[")[0] for v in json.loads(again.stdout)} == set(
+    assert {v["name"].split("[")[0] for v in json.loads(again.stdout)["verdicts"]} == set(
         load_spec(SPECS / f"{name}.yaml").conjectures)

@@ -158,7 +158,7 @@ def test_cli_override_is_exploratory(tracker, capsys):
     text = capsys.readouterr().out
     assert "(exploratory)" in text and "95% CI" in text and "p adj" in text and "reason" in text
     assert cli.main(argv + ["--window", "whole_run", "--json"]) == 0
-    rows = json.loads(capsys.readouterr().out)
+    rows = json.loads(capsys.readouterr().out)["verdicts"]
     assert {r["name"] for r in rows} == set(C1)
     assert all(r["exploratory"] and r["details"]["window"] == "whole_run"
                and r["plan_hash"] != r["registered_hash"] for r in rows)

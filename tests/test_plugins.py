@@ -52,7 +52,7 @@ def test_toy_probe_and_experiment_run_in_a_sweep_and_in_conjectures(tmp_path):
     # a fresh process judges it again: the plugin is loaded from the parent run's tags
     again = cli(["conjectures", "toy", "--json", "--tracking-uri", uri(tmp_path)], tmp_path)
     assert again.returncode == 0, again.stderr[-2000:]
-    assert [v["name"] for v in json.loads(again.stdout)] == ["toy.loss_falls"]
+    assert [v["name"] for v in json.loads(again.stdout)["verdicts"]] == ["toy.loss_falls"]
     _, judged = judged_run(store, "toy")
     assert judged.data.tags["dynsweep.judgement_version"] == "2"
 

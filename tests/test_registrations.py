@@ -141,7 +141,7 @@ def test_history_in_the_verdicts_json_table_and_tags(store, capsys):
     b = _sweep(store, "hist-b", [2, 3], C1, reg)
     argv = ["conjectures", "hist-b", "--tracking-uri", store.tracking_uri, "--only", C1]
     assert cli.main(argv + ["--json"]) == 0
-    rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
+    rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)["verdicts"]}
     a_name = tracking.sweep_registration(store, a).sweep
     old_hash = AnalysisPlan.from_dict(old[HESS]).hash()
     assert rows[HESS]["history"] == f"replaces {old_hash} after {a_name}; fresh seeds"

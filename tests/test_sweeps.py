@@ -273,7 +273,12 @@ def test_smoke_breakeven_sweep_logs_verdicts_and_figures(tmp_path):
     again = cli(["conjectures", "breakeven-smoke", "--json", "--tracking-uri", uri(tmp_path)], tmp_path)
     assert again.returncode == 0, again.stderr[-2000:]
     import json
-    verdicts = json.loads(again.stdout)
+
+    import torch
+    judged = json.loads(again.stdout)
+    assert judged["sweep"] == "breakeven-smoke" and judged["ran_on"]["torch"] == [torch.__version__]
+    assert judged["ran_on"]["threads"] == [1] and judged["ran_on"]["commit"]   # one CPU per trial
+    verdicts = judged["verdicts"]
     assert {v["verdict"] for v in verdicts} <= {"supported", "negligible", "refuted", "inconclusive",
                                              "underpowered", "invalid_protocol"}
     assert {v["name"].split("[")[0] for v in verdicts} == {

@@ -21,7 +21,7 @@ import pandas as pd
 from mlflow.entities import ViewType
 
 from sweeps.table import METRIC_COLUMNS, RUN_COLUMNS, SweepTable
-from sweeps.tracking.store import KIND_TAG, PARENT_TAG, Store, safe_relpath
+from sweeps.tracking.store import KIND_TAG, PARENT_TAG, THREADS_TAG, TORCH_TAG, Store, safe_relpath
 from sweeps.tracking.sweep_runs import find_sweep
 
 _FROM_MLFLOW_STATUS = {"RUNNING": "running", "SCHEDULED": "running",
@@ -45,6 +45,16 @@ class TrialRecord:
 def trial_runs(store: Store, experiment_name: str, parent_run_id: str | None = None) -> list[TrialRecord]:
     """The child (trial) runs of the latest, or the given, sweep parent."""
     return [_record(r) for r in _search_trials(store, experiment_name, parent_run_id)]
+
+
+def ran_on(store: Store, experiment_name: str, parent_run_id: str) -> dict[str, Any]:
+    """What a sweep's numerics ran on: the commit of its parent run, and the torch
+    versions and thread counts its trial runs recorded (sorted lists: one entry
+    when every trial agreed; empty for runs from before these tags existed)."""
+    tags = [r.tags for r in trial_runs(store, experiment_name, parent_run_id)]
+    return {"commit": store.tags(parent_run_id).get("git_sha"),
+            "torch": sorted({t[TORCH_TAG] for t in tags if TORCH_TAG in t}),
+            "threads": sorted({int(t[THREADS_TAG]) for t in tags if THREADS_TAG in t})}
 
 
 def load_table(store: Store, experiment_name: str, parent_run_id: str | None = None,

@@ -33,6 +33,8 @@ RUN_NAME_TAG = "mlflow.runName"
 NOTE_TAG = "mlflow.note.content"
 GIT_COMMIT_TAG = "mlflow.source.git.commit"
 KIND_TAG = "dynsweep.kind"
+TORCH_TAG = "dynsweep.torch"          # on each trial run: torch's version ...
+THREADS_TAG = "dynsweep.threads"      # ... and the thread count its numerics ran on
 
 # MLflow's batch limits (mlflow.utils.validation) and a param-value limit that
 # also suits older tracking servers (500 chars before MLflow 2.x raised it).
