@@ -162,7 +162,7 @@ def cmd_ui(args) -> int:
     from sweeps.tracking import default_tracking_uri, ui_command
 
     uri = args.tracking_uri or default_tracking_uri(RUNS)
-    argv = ui_command(uri, host=args.host, port=args.port)
+    argv = ui_command(uri, host=args.host, port=args.port, workers=args.workers)
     err.print(f"MLflow UI on http://{args.host}:{args.port} over {uri} (Ctrl-C stops it)")
     signal.signal(signal.SIGTERM, _stop)
     # Ctrl-C also when started in the background, where SIGINT comes ignored
@@ -399,6 +399,12 @@ def _port(text: str) -> int:
     return int(text)
 
 
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number ≥ 1")
+    return int(text)
+
+
 def _parser() -> argparse.ArgumentParser:
     """Each command takes exactly the flags it uses; every flag says what it does."""
     p = _Parser(prog="dynsweep", description="Sweeps that measure how networks train.")
@@ -438,6 +444,8 @@ def _parser() -> argparse.ArgumentParser:
     c = command("ui", cmd_ui, "MLflow UI on 127.0.0.1 over the same store", tracking=True)
     c.add_argument("--host", default="127.0.0.1", help="interface to serve on (default 127.0.0.1)")
     c.add_argument("--port", type=_port, default=5000, help="port to serve on (default 5000)")
+    c.add_argument("--workers", type=_positive, default=1,
+                   help="server worker processes (default 1: one user's UI; MLflow's own default is 4)")
     c = command("conjectures", cmd_conjectures, "judge a sweep's conjectures", sweep=True, tracking=True)
     c.add_argument("--json", action="store_true", help="print the judgement as JSON: the sweep, what it ran on "
                    "(commit, torch, threads), its plans and every verdict")

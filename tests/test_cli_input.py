@@ -280,7 +280,7 @@ def test_every_flag_of_every_command_has_help():
 USES = {"validate": set(), "run": {"--storage", "--tracking-uri", "--address", "--smoke", "--device", "--new"},
         "resume": {"--storage", "--tracking-uri", "--address", "--restart-errored"},
         "status": {"--storage", "--tracking-uri"}, "list": {"--storage"},
-        "ui": {"--tracking-uri", "--host", "--port"}, "conjectures": {"--tracking-uri", "--json", "--only", "--window", "--detector"}}
+        "ui": {"--tracking-uri", "--host", "--port", "--workers"}, "conjectures": {"--tracking-uri", "--json", "--only", "--window", "--detector"}}
 POSITIONAL = {"validate": ["s.yaml"], "run": ["s.yaml"], "resume": ["n"], "status": ["n"], "list": [],
               "ui": [], "conjectures": ["n"]}
 
@@ -305,6 +305,7 @@ def test_each_command_rejects_flags_it_does_not_use_in_one_line(command, capsys)
     (["run", "s.yaml", "--device", "gpu"], "--device"),
     (["ui", "--port", "http"], "--port"),
     (["ui", "--port", "70000"], "--port"),
+    (["ui", "--workers", "0"], "--workers"),
     (["frobnicate"], "frobnicate"),
     ([], "COMMAND"),
     (["validate"], "spec"),

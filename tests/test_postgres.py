@@ -36,7 +36,7 @@ from test_sweeps import (DYNSWEEP, assert_no_step_logged_twice, cli, histories, 
                          wait_for)
 
 pytestmark = pytest.mark.slow
-EPOCHS = 10        # a trial blocks at its next flush (every epoch) while the server is down
+EPOCHS = 6         # a trial blocks at its next flush (every epoch) while the server is down
 
 
 # ------------------------------------------------------------------ PostgreSQL

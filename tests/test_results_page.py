@@ -28,10 +28,12 @@ def test_the_page_agrees_with_its_verdict_files():
 
 
 def test_every_shipped_sweep_with_conjectures_has_its_verdict_file_and_table():
+    """All but the cluster-sized variants of the page's specs, and CIFAR-10
+    (which must be on disk: the page is on MNIST-1D)."""
     with_conjectures = {p.stem for p in (ROOT / "sweeps" / "specs").glob("*.yaml")
-                        if "cluster" not in p.stem and load_spec(p).conjectures}
+                        if not p.stem.endswith("-cluster") and load_spec(p).conjectures}
     files = {p.stem for p in VERDICTS.glob("*.json")}
-    assert with_conjectures - {"quickstart"} <= files
+    assert with_conjectures - {"breakeven-cifar"} == files
     assert files == set(results_page.blocks(PAGE.read_text()))
     for path in VERDICTS.glob("*.json"):
         data = results_page.load(path)

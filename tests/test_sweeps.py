@@ -188,32 +188,6 @@ def checkpoints(exp: Path) -> list[Path]:
     return sorted(exp.glob("*/checkpoint_*"))
 
 
-def test_killed_driver_resumes_to_the_uninterrupted_result(tmp_path):
-    ref, cut = tmp_path / "ref", tmp_path / "cut"
-    ref.mkdir(), cut.mkdir()
-    for d in (ref, cut):
-        slow_spec(d, "ft", seeds=[0, 1])
-    done = cli(["run", str(ref / "ft.yaml"), "--storage", str(ref / "ray"), "--tracking-uri", uri(ref)], ref)
-    assert done.returncode == 0, done.stderr[-3000:]
-
-    proc = subprocess.Popen(DYNSWEEP + ["run", str(cut / "ft.yaml"), "--storage", str(cut / "ray"),
-                                        "--tracking-uri", uri(cut)], cwd=cut, env=_env(cut),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    wait_for(lambda: len(checkpoints(cut / "ray" / "ft")) >= 2, 180, "two checkpoints")
-    os.killpg(proc.pid, signal.SIGKILL)      # the driver and everything it started
-    proc.wait()
-    cut_tracker = Store(uri(cut))
-    assert any(r.status == "running" for r in tracking.trial_runs(cut_tracker, "ft")), \
-        "the kill should interrupt at least one trial"
-
-    res = cli(["resume", "ft", "--storage", str(cut / "ray")], cut)
-    assert res.returncode == 0, res.stderr[-3000:]
-    assert {r.status for r in tracking.trial_runs(cut_tracker, "ft")} == {"finished"}
-    assert len(tracking.trial_runs(cut_tracker, "ft")) == 2, "a resumed trial continues its own MLflow run"
-    assert_no_step_logged_twice(cut_tracker, "ft")
-    assert histories(cut_tracker, "ft") == histories(Store(uri(ref)), "ft")
-
-
 def test_killed_worker_is_retried_from_its_checkpoint(tmp_path):
     ref, cut = tmp_path / "ref", tmp_path / "cut"
     ref.mkdir(), cut.mkdir()
