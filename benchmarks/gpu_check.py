@@ -13,7 +13,7 @@ Sections (one row each in the final table, `check | device | result | seconds`):
                 an autograd loop: time and max |Δ| to the loop.
   share 0.25    `dynsweep run` of 4 tiny trials at `resources.gpus_per_trial: 0.25`
   share 1       ... and at 1 GPU per trial: seconds and trials per hour.
-  packed K      `benchmarks/bench_packed.py --device DEV --packs 1 8 32` where present
+  packed K      `benchmarks/bench_packed.py --device DEV --packs K...` (`--packed-k`, default 1 8 32)
                 (trials per hour at K packed trials); its output is printed above.
   ddp           `torch.distributed` at world size 1 (NCCL on CUDA) around
                 `run(..., env=RunEnv(distributed=True))`; a spec's
@@ -340,13 +340,18 @@ def _run(cmd: list[str], timeout: float) -> subprocess.CompletedProcess:
 
 
 # ------------------------------------------------------------ packed trials
+def packed_row() -> str:
+    """The packed check's row name, with the K it runs (`--packed-k`)."""
+    return f"packed K={','.join(map(str, ARGS.packed_k))}"
+
+
 def check_packed(dev: torch.device) -> None:
     script = ROOT / "benchmarks" / "bench_packed.py"
     if not script.exists():
-        row("packed K=1,8,32", str(dev), "skipped: packed: not available (no benchmarks/bench_packed.py)", None)
+        row(packed_row(), str(dev), "skipped: packed: not available (no benchmarks/bench_packed.py)", None)
         return
 
-    @section("packed K=1,8,32", str(dev))
+    @section(packed_row(), str(dev))
     def body():
         t0 = time.perf_counter()
         cmd = [sys.executable, str(script), "--device", dev.type, "--packs", *map(str, ARGS.packed_k)]
@@ -355,7 +360,7 @@ def check_packed(dev: torch.device) -> None:
         print(f"--- {' '.join(cmd[1:])}\n{out.stdout}{out.stderr[-2000:]}---")
         last = [ln.strip() for ln in out.stdout.splitlines() if ln.strip()]
         res = "ok" if out.returncode == 0 else f"FAIL: exit {out.returncode}"
-        row("packed K=1,8,32", str(dev), f"{res}: table above; last line: {last[-1][:100] if last else '-'}", sec)
+        row(packed_row(), str(dev), f"{res}: table above; last line: {last[-1][:100] if last else '-'}", sec)
     body()
 
 
@@ -453,7 +458,7 @@ def main(argv=None) -> int:
              lambda: check_bf16_and_probes(dev, ARGS.steps, ARGS.width)),
             ("pergrad", ["pergrad"], CORE, lambda: check_pergrad(dev, ARGS.n, ARGS.width)),
             ("share", ["share 0.25", "share 1"], SWEEPS, lambda: check_sharing(dev, ARGS.sweep_steps, tmp)),
-            ("packed", ["packed K=1,8,32"], (), lambda: check_packed(dev)),
+            ("packed", [packed_row()], (), lambda: check_packed(dev)),
             ("ddp", [f"ddp {backend}"], CORE, lambda: check_ddp(dev, ARGS.steps, ARGS.width)),
         ]
         for name, rows, needs, check in sections:
