@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo test test-fast bench clean
+.PHONY: setup demo test test-fast bench results-page clean
 
 setup: $(STAMP)
 
@@ -25,6 +25,9 @@ test-fast: setup
 bench: setup
 	$(PY) -m pip install --quiet -e '.[dev,bench]'
 	$(PY) benchmarks/bench_probes.py --threads 1 --repeats 5 --clock cpu
+
+results-page: setup   # docs/results.md's verdict tables from docs/verdicts/*.json
+	$(PY) -m sweeps.results_page
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
