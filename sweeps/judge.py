@@ -72,11 +72,13 @@ class Judgement:
     registered_at: str = ""                       # when (UTC); "" when none were registered
     parent_run_id: str = ""                       # the sweep judged
     ran_on: dict[str, Any] = field(default_factory=dict)    # `tracking.ran_on`: commit, torch, threads
+    judged_with: dict[str, Any] = field(default_factory=dict)  # the judging code: {"commit": …}
 
     def to_dict(self) -> dict[str, Any]:
         """What `dynsweep conjectures --json` prints, and the verdict files under
         docs/ keep: the sweep, what it ran on, its plans, every verdict."""
-        return {"sweep_run_id": self.parent_run_id, "ran_on": self.ran_on, "plans_hash": self.plans_hash,
+        return {"sweep_run_id": self.parent_run_id, "ran_on": self.ran_on, "judged_with": self.judged_with,
+                "plans_hash": self.plans_hash,
                 "registered_plans_hash": self.registered_plans_hash, "registered_at": self.registered_at,
                 "verdicts": [v.to_dict() for v in self.verdicts]}
 
@@ -125,7 +127,7 @@ def judge(name: str, tracking_uri: str, parent_run_id: str | None = None,
     store.log_json(rid, {k: p.to_dict() for k, p in used.items()}, "plans_used.json")
     return Judgement(verdicts, rid, version, tables, hashes[PLANS_HASH_TAG],
                      None if registered is None else hashes[REGISTERED_HASH_TAG], registered_at,
-                     parent, tracking.ran_on(store, name, parent))
+                     parent, tracking.ran_on(store, name, parent), {"commit": tracking.code_commit()})
 
 
 def with_history(verdicts: list[Verdict], names: list[str], this: SweepRegistration,

@@ -50,16 +50,17 @@ def table(judged: dict[str, Any]) -> str:
     return "\n".join(rows) + "\n\n" + provenance(judged) + "\n"
 
 
-def provenance(judged: dict[str, Any]) -> str:
-    """One line: the sweep's run, what it ran on, its plans."""
-    ran = judged.get("ran_on") or {}
+def provenance(judged_doc: dict[str, Any]) -> str:
+    """One line: the sweep's run, what it ran on, what judged it, its plans."""
+    ran = judged_doc.get("ran_on") or {}
     threads = ", ".join(str(t) for t in ran.get("threads") or []) or "not recorded"
     torch = ", ".join(ran.get("torch") or []) or "not recorded"
-    registered = (f"registered {judged['registered_plans_hash']} at {judged['registered_at']}"
-                  if judged.get("registered_plans_hash") else "none registered")
-    return (f"*Sweep `{judged['sweep']}` (run {judged['sweep_run_id']}): commit "
+    registered = (f"registered {judged_doc['registered_plans_hash']} at {judged_doc['registered_at']}"
+                  if judged_doc.get("registered_plans_hash") else "none registered")
+    judged = (judged_doc.get("judged_with") or {}).get("commit") or "not recorded"
+    return (f"*Sweep `{judged_doc['sweep']}` (run {judged_doc['sweep_run_id']}): ran at commit "
             f"{(ran.get('commit') or 'not recorded')[:12]}, torch {torch}, threads per trial {threads}; "
-            f"plans {judged['plans_hash']} ({registered}).*")
+            f"judged at commit {judged[:12]}; plans {judged_doc['plans_hash']} ({registered}).*")
 
 
 def num(x: float | None) -> str:

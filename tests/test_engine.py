@@ -329,6 +329,23 @@ def test_sign_flip_exact_p_equals_hand_enumeration():
     assert sign_flip_test([1.0, np.nan]).details["reason"] == "fewer than 2 trials"
 
 
+def test_sign_flip_ci_is_clipped_to_the_range_the_contrast_can_take():
+    """Eight Kendall τ near 1 (sine1d's frequency ordering): the t interval
+    reaches past 1, which no mean of τ can; clipped, it ends at 1 and says so.
+    Inside the bounds nothing changes."""
+    from sweeps.conjectures.inference import sign_flip_test
+    from sweeps.conjectures.stats import t_interval
+    tau = np.r_[1, 1, 1, 1, 0.6, 1, 0.8, 0.93]
+    lo, hi = t_interval(tau, 0.95)
+    assert hi > 1
+    r = sign_flip_test(tau, bounds=(-1.0, 1.0))
+    assert (r.ci_low, r.ci_high) == (pytest.approx(lo), 1.0)
+    assert r.details["ci_method"] == "t interval of the mean, clipped to [-1, 1]"
+    inside = sign_flip_test(tau - 0.5, bounds=(-1.0, 1.0))
+    assert inside.details["ci_method"] == "t interval of the mean"
+    assert (inside.ci_low, inside.ci_high) == pytest.approx((lo - 0.5, hi - 0.5))
+
+
 def test_sign_flip_monte_carlo_above_the_exact_limit():
     from sweeps.conjectures.inference import sign_flip_test
     d = np.random.default_rng(3).normal(0.3, 1, 40)

@@ -20,7 +20,8 @@ PAGE, VERDICTS = ROOT / "docs" / "results.md", ROOT / "docs" / "verdicts"
 def judged(*verdicts: Verdict) -> dict:
     return {"sweep": "toy", "sweep_run_id": "abc", "plans_hash": "p1", "registered_plans_hash": "p1",
             "registered_at": "2026-12-07 05:00:00", "verdicts": [v.to_dict() for v in verdicts],
-            "ran_on": {"commit": "0123456789abcdef", "torch": ["2.14.1"], "threads": [1]}}
+            "ran_on": {"commit": "0123456789abcdef", "torch": ["2.14.1"], "threads": [1]},
+            "judged_with": {"commit": "fedcba9876543210"}}
 
 
 def test_the_page_agrees_with_its_verdict_files():
@@ -38,6 +39,7 @@ def test_every_shipped_sweep_with_conjectures_has_its_verdict_file_and_table():
     for path in VERDICTS.glob("*.json"):
         data = results_page.load(path)
         assert data["sweep"] == path.stem and data["ran_on"]["torch"] and data["ran_on"]["threads"]
+        assert data["ran_on"]["commit"] and data["judged_with"]["commit"]
 
 
 def test_a_table_shows_every_field_a_referee_reads():
@@ -54,8 +56,8 @@ def test_a_table_shows_every_field_a_referee_reads():
                         "CI below 0.1 \\| of interest | h1 | first |")
     assert lines[3] == ("| toy.b | inconclusive (exploratory: seeds seen) | – | – | – | – | – | 0 | no trial | h2 | "
                         "repeats h2 after toy@1; same seeds |")
-    assert lines[5] == ("*Sweep `toy` (run abc): commit 0123456789ab, torch 2.14.1, threads per trial 1; "
-                        "plans p1 (registered p1 at 2026-12-07 05:00:00).*")
+    assert lines[5] == ("*Sweep `toy` (run abc): ran at commit 0123456789ab, torch 2.14.1, threads per trial 1; "
+                        "judged at commit fedcba987654; plans p1 (registered p1 at 2026-12-07 05:00:00).*")
 
 
 def test_a_changed_number_fails_the_check_and_regenerating_fixes_it(tmp_path):

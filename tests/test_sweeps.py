@@ -252,6 +252,7 @@ def test_smoke_breakeven_sweep_logs_verdicts_and_figures(tmp_path):
     judged = json.loads(again.stdout)
     assert judged["sweep"] == "breakeven-smoke" and judged["ran_on"]["torch"] == [torch.__version__]
     assert judged["ran_on"]["threads"] == [1] and judged["ran_on"]["commit"]   # one CPU per trial
+    assert judged["judged_with"]["commit"] == judged["ran_on"]["commit"]
     verdicts = judged["verdicts"]
     assert {v["verdict"] for v in verdicts} <= {"supported", "negligible", "refuted", "inconclusive",
                                              "underpowered", "invalid_protocol"}

@@ -468,7 +468,8 @@ def _level(alpha: float, sides: int, ci_level: float | None) -> float:
 
 def sign_flip_test(d: Iterable[float], *, n_perm: int = N_PERM, n_boot: int = N_BOOT,
                    rng_seed: int = 0, alpha: float = ALPHA, alternative: str = "two-sided",
-                   ci_level: float | None = None, max_exact: int = MAX_EXACT) -> TestResult:
+                   ci_level: float | None = None, max_exact: int = MAX_EXACT,
+                   bounds: tuple[float, float] | None = None) -> TestResult:
     """One-sample sign-flip permutation test of mean(d) = 0 (plan statistic `paired_sign_flip`).
 
     `d` holds one contrast per trial (before − after, within − between, a
@@ -479,8 +480,10 @@ def sign_flip_test(d: Iterable[float], *, n_perm: int = N_PERM, n_boot: int = N_
     2 / 2^n), else (1 + #{|T*| >= |T|}) / (1 + n_perm) from `n_perm` random
     patterns, with its Monte-Carlo SE; `alternative` 'two-sided', 'greater'
     or 'less'. CI: t interval of mean(d) at `ci_level`, by default 1 - alpha
-    two-sided, 1 - 2 alpha one-sided (none when every d is equal). `n_boot`
-    is accepted for callers and not used.
+    two-sided, 1 - 2 alpha one-sided (none when every d is equal), clipped
+    to `bounds` when the contrast cannot leave them (a mean of Kendall τ lies
+    in [−1, 1]): clipping drops only impossible values, so the coverage is
+    the t interval's. `n_boot` is accepted for callers and not used.
     se = sd(d) / sqrt(n) gives the minimum detectable mean.
     """
     raw = np.asarray(list(d), dtype=float)
@@ -512,9 +515,12 @@ def sign_flip_test(d: Iterable[float], *, n_perm: int = N_PERM, n_boot: int = N_
         p = (1 + hits) / (1 + n_perm)
         method, mc_se = "monte_carlo", math.sqrt(p * (1 - p) / n_perm)
     lo, hi = t_interval(d, level)
+    ci_method = "t interval of the mean"
+    if bounds is not None and (lo < bounds[0] or hi > bounds[1]):
+        lo, hi = max(lo, bounds[0]), min(hi, bounds[1])
+        ci_method += f", clipped to [{bounds[0]:g}, {bounds[1]:g}]"
     details.update(n_positive=int((d > 0).sum()), n_negative=int((d < 0).sum()),
-                   n_zero=int((d == 0).sum()), n_arrangements=space,
-                   ci_method="t interval of the mean")
+                   n_zero=int((d == 0).sum()), n_arrangements=space, ci_method=ci_method)
     return TestResult(obs, obs, lo, hi, p, n, details, p_method=method, n_perm=int(done),
                       p_mc_se=mc_se, ci_level=level, se=float(d.std(ddof=1) / math.sqrt(n)),
                       sides=sides)

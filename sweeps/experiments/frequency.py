@@ -175,7 +175,7 @@ def low_first(table: Any, plans: Mapping[str, AnalysisPlan] | None = None, *,
                    "fraction_tau_positive": float((c["tau"] > 0).mean())}
         vname = name if arms.nunique() == 1 else f"{name}[{arm}]"
         res = sign_flip_test(c["tau"].to_numpy(float), n_perm=n_perm, n_boot=n_boot,
-                             rng_seed=rng_seed, alpha=plan.alpha)
+                             rng_seed=rng_seed, alpha=plan.alpha, bounds=(-1.0, 1.0))   # τ's range
         out.append(judge(plan, res, name=vname, statement=statement, **details))
     return out
 

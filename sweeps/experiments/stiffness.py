@@ -217,7 +217,7 @@ def train_val_falls_after_onset(table: Any, plans: Mapping[str, AnalysisPlan] | 
                    "mean_after": _nanmean(after),
                    "onset_epochs": [int(e) for e in s["onset_epoch"].dropna()]}
         res = sign_flip_test(np.abs(before) - np.abs(after), n_perm=n_perm, n_boot=n_boot,
-                             rng_seed=rng_seed, alpha=plan.alpha)
+                             rng_seed=rng_seed, alpha=plan.alpha, bounds=(-1.0, 1.0))  # of |stiffness| ≤ 1
         out.append(judge(plan, res, name=key, **details))
     return out
 
@@ -238,7 +238,7 @@ def within_exceeds_between(table: Any, plans: Mapping[str, AnalysisPlan] | None 
             continue
         s = trial_summary(table).set_index("run_id").loc[runs["run_id"]]
         res = sign_flip_test(s[f"within_minus_between_{pair}"].to_numpy(float), n_perm=n_perm,
-                             n_boot=n_boot, rng_seed=rng_seed, alpha=plan.alpha)
+                             n_boot=n_boot, rng_seed=rng_seed, alpha=plan.alpha, bounds=(-2.0, 2.0))
         out.append(judge(plan, res, name=key, **excluded, pair=pair))
     return out
 

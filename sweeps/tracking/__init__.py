@@ -46,7 +46,7 @@ _MODULES = {
     "registrations": ("SweepRegistration", "registrations_of", "sweep_registration", "sweeps_registering"),
     "reader": ("TrialRecord", "cast_param", "load_probe_arrays", "load_table", "ran_on",
                "trial_runs"),
-    "store": ("Store", "client_env", "create_schema", "default_tracking_uri", "git_sha", "open_store",
+    "store": ("Store", "client_env", "code_commit", "create_schema", "default_tracking_uri", "git_sha", "open_store",
               "ui_command"),
     "sweep_runs": ("close_trial_run", "end_sweep", "find_sweep", "log_judgement", "runs_page", "start_sweep"),
     "trial_run": ("TrialRun", "open_trial"),

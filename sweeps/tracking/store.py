@@ -85,6 +85,12 @@ def git_sha(cwd: str | Path | None = None) -> str | None:
     return sha or None
 
 
+def code_commit() -> str | None:
+    """The commit of dynsweep's own checkout (None for an installed copy): what
+    a sweep ran and a judgement judged with, wherever the command ran from."""
+    return git_sha(Path(__file__).resolve().parent)
+
+
 def ui_command(tracking_uri: str, host: str = "127.0.0.1", port: int = 5000, workers: int = 1) -> list[str]:
     """argv of the MLflow UI over this store (experiments carry their artifact
     locations). One worker process by default, not MLflow's 4: it serves one
