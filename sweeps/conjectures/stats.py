@@ -165,9 +165,13 @@ NO_CI = (math.nan, math.nan)
 
 def honest(ci: tuple[float, float]) -> tuple[float, float]:
     """`ci`, or none (NaN, NaN) when it has no width: a resample or a sample that
-    cannot vary says nothing about the uncertainty, so no interval is printed."""
+    cannot vary says nothing about the uncertainty, so no interval is printed.
+    No width means none beyond floating-point rounding: identical values can
+    leave a spread of 1e-16 behind a weighted mean."""
     lo, hi = ci
-    return (float(lo), float(hi)) if np.isfinite(lo) and np.isfinite(hi) and hi > lo else NO_CI
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        return NO_CI
+    return (float(lo), float(hi)) if hi - lo > 1e-9 * max(1.0, abs(lo), abs(hi)) else NO_CI
 
 
 def t_interval(values: Any, level: float, weights: Any = None) -> tuple[float, float]:
