@@ -305,7 +305,7 @@ def _table_rows(df) -> list[dict]:
 
 
 def _data_problems(spec, cache: Path = RUNS / "data") -> list[str]:
-    from dynamics_core.data import check_available
+    from dynamics_core.sources import check_available
 
     problems = []
     for cfg in spec.data_configs():
