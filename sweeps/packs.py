@@ -35,12 +35,11 @@ import torch
 from dynamics_core.config import TrialConfig
 from dynamics_core.packed import MAY_DIFFER, run_packed
 from dynamics_core.train import RunEnv, RunResult
+from sweeps.context import PACK_KEY, STATE_FILE, SweepContext, trial_names
 from sweeps.spec import SweepSpec, with_overrides
-from sweeps.trial import (STATE_FILE, CheckpointOutbox, Session, SweepContext, TrialSink, trial_names,
-                          trial_tags)
+from sweeps.trial import CheckpointOutbox, Session, TrialSink, trial_tags
 from sweeps.tracking import Store, TrialRun, open_trial
 
-PACK_KEY = "__pack__"              # Tune config: {"name": …, "members": [{"name": …, "overrides": …}]}
 RUN_IDS_FILE = "mlflow_run_ids.json"
 
 
@@ -65,20 +64,6 @@ def _shared(cfg: TrialConfig) -> str:
     flat = {k: v for k, v in cfg.flat().items() if k not in MAY_DIFFER}
     flat["late momentum"] = cfg.optim.momentum == 0 and bool(cfg.optim.schedule.momentum2)
     return json.dumps(flat, sort_keys=True, default=str)
-
-
-def member_names(config: dict[str, Any]) -> list[str]:
-    """The trial names of a Tune config's pack members ([] for an unpacked trial)."""
-    return [m["name"] for m in config[PACK_KEY]["members"]] if PACK_KEY in config else []
-
-
-def member_states(trials: dict[str, tuple[str, dict[str, Any]]]) -> dict[str, str]:
-    """{Tune trial: (state, config)} -> {trial name: state}, a pack's state for each member."""
-    out = {}
-    for name, (state, config) in trials.items():
-        for member in member_names(config) or [name]:
-            out[member] = state
-    return out
 
 
 # --------------------------------------------------------------- training

@@ -41,8 +41,9 @@ from sweeps.storage import (MANIFEST, SweepBusy, SweepExists, experiment_path, r
                             storage_location)
 from sweeps.spec import SpecError, SweepSpec, check_resources
 from sweeps.stoppers import Stopper
-from sweeps.trial import (REPORTED_FILE, TRIAL_KEY, SweepContext, run_trial, trial_config,
-                          trial_label, trial_names)
+from sweeps.context import (REPORTED_FILE, TRIAL_KEY, SweepContext, member_names, member_states,
+                            trial_config, trial_label, trial_names)
+from sweeps.trial import run_trial
 from sweeps import tracking
 from sweeps.tracking import Store, git_sha
 
@@ -472,7 +473,7 @@ def resume_sweep(name_or_path: str, *, storage: str | Path, tracking_uri: str | 
 
 def _finish(spec: SweepSpec, ctx: SweepContext, store: Store, exp: str, results) -> SweepOutcome:
     trials = tune.ExperimentAnalysis(exp).trials
-    states = packs.member_states({str(t): (t.status, t.config) for t in trials})
+    states = member_states({str(t): (t.status, t.config) for t in trials})
     _close_open_runs(store, ctx, states)
     if spec.stopper is not None:
         _record_stops(store, ctx, exp, {t.trial_id: str(t) for t in trials})
@@ -768,7 +769,7 @@ def settle_ended_trials(exp: str, ended: set[str]) -> list[str]:
         trial = json.loads(entry[0])
         name = trial.get("custom_trial_name") or trial["trial_id"]
         if (trial["status"] not in ("RUNNING", "PENDING", "PAUSED")
-                or not set(packs.member_names(trial["config"]) or [name]) <= ended):
+                or not set(member_names(trial["config"]) or [name]) <= ended):
             continue
         metadata = _saved_metadata(entry)
         newest = _newest_checkpoint(fs, f"{path}/{trial['relative_logdir']}")
