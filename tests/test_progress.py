@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from sweeps.runner import Progress
+from sweeps.tune.progress import Progress
 from sweeps.context import TRIAL_KEY
 
 BASE = {"train": {"epochs": 96, "batch_size": 32, "max_steps": 3000}}
