@@ -21,7 +21,7 @@ last report with how many members finished and diverged. A restored pack
 continues from its checkpoint and re-opens its members' runs; members that
 had ended before it are left alone.
 
-Ray-free: the runner hands it a `trial.Session`.
+Ray-free: the Tune trainable (`sweeps.tune.trainable`) hands it a `trial.Session`.
 """
 from __future__ import annotations
 

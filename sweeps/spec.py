@@ -480,7 +480,7 @@ def check_resources(spec: SweepSpec, available: dict[str, float],
     or what a local Ray would have (`where` names what offers it).
 
     Tune waits forever for a trial that cannot fit, so this runs before
-    anything of the sweep exists (`runner.check_fits`). A multi-worker trial needs one CPU
+    anything of the sweep exists (`driver.check_fits`). A multi-worker trial needs one CPU
     for its Tune coordinator plus cpus_per_trial and gpus_per_trial per
     worker. An autoscaling cluster may offer more than it has now: ask only a
     local or fixed-size Ray.

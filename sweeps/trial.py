@@ -1,6 +1,6 @@
 """One trial: config -> dynamics_core, with a sink to MLflow and the scheduler.
 
-This module knows neither Ray nor MLflow by name: the runner hands it a
+This module knows neither Ray nor MLflow by name: `sweeps.tune.trainable` hands it a
 `Session` (report / last checkpoint, backed by Ray Tune) and it records
 through `sweeps.tracking`. A trial's MLflow run id travels inside its
 checkpoints, so a restored trial re-opens the same run; the tracking layer
@@ -60,7 +60,7 @@ def run_trial(config: dict[str, Any], ctx: SweepContext, session: Session,
     try:
         return run(cfg, sink, env, hooks=hooks, resume=state, plan=plan)
     except SystemExit:      # the scheduler (e.g. ASHA) stopped the trial at a report:
-        trial.flush()       # no error; the runner closes the run once Tune says TERMINATED
+        trial.flush()       # no error; the driver closes the run once Tune says TERMINATED
         raise
     except KeyboardInterrupt:   # Ctrl-C reached the worker: the sweep resumes this run
         trial.flush()
