@@ -321,7 +321,7 @@ def _trials(spec) -> str:
     """"16 trial(s)", or with `resources.pack` "16 trial(s) in 2 pack(s) of up to 8"."""
     if spec.resources.pack == 1:
         return f"{spec.n_trials()} trial(s)"
-    from sweeps.packs import pack_values
+    from sweeps.context import pack_values
 
     return f"{spec.n_trials()} trial(s) in {len(pack_values(spec))} pack(s) of up to {spec.resources.pack}"
 

@@ -3,7 +3,7 @@
 The `SweepContext` a driver hands every trial of one sweep execution; the
 keys of a Tune config (a grid trial's overrides under `TRIAL_KEY`, a pack's
 name and members under `PACK_KEY`); the files in a trial's checkpoint; and
-each trial's name and config from its swept values. The driver, `status` and
+each trial's name and config from its swept values, and the grid's packs. The driver, `status` and
 the trainables read these alike, so none of them needs torch to name a trial.
 """
 from __future__ import annotations
@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from dynamics_core.config import TrialConfig
-from sweeps.spec import with_overrides
+from dynamics_core.pack_rules import MAY_DIFFER
+from sweeps.spec import SweepSpec, with_overrides
 
 STATE_FILE = "state.pt"
 RUN_ID_FILE = "mlflow_run_id"
@@ -92,6 +93,28 @@ def _values_hash(values: Any) -> str:
 
 
 # ------------------------------------------------------------------ packs
+def pack_values(spec: SweepSpec) -> list[dict[str, Any]]:
+    """The sweep's packs, in trial order: each {"name", "members"}."""
+    overrides = spec.overrides()
+    base = spec.base.model_dump(mode="json")
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for name, values in zip(trial_names(overrides), overrides):
+        key = _shared(with_overrides(base, values))
+        groups.setdefault(key, []).append({"name": name, "overrides": values})
+    k = spec.resources.pack
+    chunks = [members[i:i + k] for members in groups.values() for i in range(0, len(members), k)]
+    return [{"name": f"pack{i}-{members[0]['name']}", "members": members} for i, members in enumerate(chunks)]
+
+
+def _shared(cfg: TrialConfig) -> str:
+    """What the members of one pack must have in common. A member that turns
+    momentum on only in stage 2 cannot share a pack with members that use it
+    from the start (their buffers would start at different steps)."""
+    flat = {k: v for k, v in cfg.flat().items() if k not in MAY_DIFFER}
+    flat["late momentum"] = cfg.optim.momentum == 0 and bool(cfg.optim.schedule.momentum2)
+    return json.dumps(flat, sort_keys=True, default=str)
+
+
 def member_names(config: dict[str, Any]) -> list[str]:
     """The trial names of a Tune config's pack members ([] for an unpacked trial)."""
     return [m["name"] for m in config[PACK_KEY]["members"]] if PACK_KEY in config else []

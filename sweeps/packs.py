@@ -1,6 +1,6 @@
 """Packed trials in a sweep (`resources.pack: K`): one Tune trial per pack.
 
-`pack_values(spec)` groups the grid's trials, in trial order, into packs of
+`sweeps.context.pack_values(spec)` groups the grid's trials, in trial order, into packs of
 up to K members that `dynamics_core.packed` can train at once: members share
 every config field but those a pack varies per member (`MAY_DIFFER`: seed,
 init seed, learning rate, momentum, weight decay, the second stage's lr and
@@ -32,38 +32,14 @@ from typing import Any
 
 import torch
 
-from dynamics_core.config import TrialConfig
-from dynamics_core.packed import MAY_DIFFER, run_packed
+from dynamics_core.packed import run_packed
 from dynamics_core.train import RunEnv, RunResult
-from sweeps.context import PACK_KEY, STATE_FILE, SweepContext, trial_names
-from sweeps.spec import SweepSpec, with_overrides
+from sweeps.context import PACK_KEY, STATE_FILE, SweepContext
+from sweeps.spec import with_overrides
 from sweeps.trial import CheckpointOutbox, Session, TrialSink, trial_tags
 from sweeps.tracking import Store, TrialRun, open_trial
 
 RUN_IDS_FILE = "mlflow_run_ids.json"
-
-
-# ------------------------------------------------------------ the grouping
-def pack_values(spec: SweepSpec) -> list[dict[str, Any]]:
-    """The sweep's packs, in trial order: each {"name", "members"}."""
-    overrides = spec.overrides()
-    base = spec.base.model_dump(mode="json")
-    groups: dict[str, list[dict[str, Any]]] = {}
-    for name, values in zip(trial_names(overrides), overrides):
-        key = _shared(with_overrides(base, values))
-        groups.setdefault(key, []).append({"name": name, "overrides": values})
-    k = spec.resources.pack
-    chunks = [members[i:i + k] for members in groups.values() for i in range(0, len(members), k)]
-    return [{"name": f"pack{i}-{members[0]['name']}", "members": members} for i, members in enumerate(chunks)]
-
-
-def _shared(cfg: TrialConfig) -> str:
-    """What the members of one pack must have in common. A member that turns
-    momentum on only in stage 2 cannot share a pack with members that use it
-    from the start (their buffers would start at different steps)."""
-    flat = {k: v for k, v in cfg.flat().items() if k not in MAY_DIFFER}
-    flat["late momentum"] = cfg.optim.momentum == 0 and bool(cfg.optim.schedule.momentum2)
-    return json.dumps(flat, sort_keys=True, default=str)
 
 
 # --------------------------------------------------------------- training

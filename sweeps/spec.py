@@ -428,7 +428,7 @@ def _check_pack(spec: SweepSpec, source: str) -> None:
     for path, value, refuse, why in refused:
         if refuse:
             raise SpecError(f"{source}: resources.pack: {path}: {value}: {why}")
-    from dynamics_core.packed import pack_compatible
+    from dynamics_core.pack_rules import pack_compatible
 
     base = spec.base.model_dump(mode="json")
     where = [("base", {})] + [(f"variants[{i}]", v) for i, v in enumerate(spec.variants)]

@@ -39,6 +39,13 @@ def test_validate_imports_neither_ray_nor_torch(spec, tmp_path):
     assert (got["ray"], got["torch"]) == (False, False)
 
 
+def test_validate_of_a_packed_spec_imports_neither_ray_nor_torch(tmp_path):
+    spec = write_spec(tmp_path, "packed", grid={"optim.lr": [0.05, 0.1]}, resources={"pack": 2})
+    got = loaded(["validate", str(spec)], tmp_path)
+    assert got["code"] == 0 and "1 pack(s)" in got["stdout"]
+    assert (got["ray"], got["torch"]) == (False, False)
+
+
 @pytest.fixture(scope="module")
 def finished_sweep(tmp_path_factory) -> Path:
     """One tiny sweep run to its end (two one-epoch trials): its folder and store."""

@@ -10,9 +10,8 @@ from typing import Any
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
-from sweeps import packs
 from sweeps import storage as files
-from sweeps.context import PACK_KEY, TRIAL_KEY, trial_label, trial_names
+from sweeps.context import PACK_KEY, TRIAL_KEY, pack_values, trial_label, trial_names
 from sweeps.spec import SweepSpec
 from sweeps.tune.checkpoints import prune_trial
 from sweeps.tune.stopper import SpecStopper
@@ -25,7 +24,7 @@ def param_space(spec: SweepSpec) -> dict[str, Any]:
         space["seed"] = spec.seeds[0]
         return space
     if spec.resources.pack > 1:
-        return {PACK_KEY: tune.grid_search(packs.pack_values(spec))}
+        return {PACK_KEY: tune.grid_search(pack_values(spec))}
     return {TRIAL_KEY: tune.grid_search(spec.overrides())}
 
 

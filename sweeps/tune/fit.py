@@ -10,8 +10,7 @@ import signal
 
 from ray import tune
 
-from sweeps import packs
-from sweeps.context import SweepContext
+from sweeps.context import SweepContext, pack_values
 from sweeps.interrupts import Interrupted, Stop
 from sweeps.spec import SweepSpec
 from sweeps.tracking import Store
@@ -25,7 +24,7 @@ def run(spec: SweepSpec, ctx: SweepContext, exp: str, store: Store, progress, st
     """A new Tuner over the spec's trials (`progress`, a callback or None, hears it), fit."""
     callbacks = [progress] if progress is not None else []
     if spec.resources.pack > 1 and isinstance(progress, Progress):
-        progress.total = len(packs.pack_values(spec))      # Tune runs (and counts) packs
+        progress.total = len(pack_values(spec))      # Tune runs (and counts) packs
     tuner = tune.Tuner(trainable(spec, ctx), param_space=param_space(spec), tune_config=tune_config(spec),
                        run_config=run_config(spec, ctx.storage, callbacks))
     return _fit(tuner, stop, exp, store)
