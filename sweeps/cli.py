@@ -88,29 +88,30 @@ def cmd_run(args) -> int:
     problems = _data_problems(spec, _cache(args))
     if problems:
         raise InputError(f"{args.spec}: {problems[0]}")
-    from sweeps import runner
+    from sweeps import driver
     from sweeps.tracking import default_tracking_uri
+    from sweeps.tune.progress import Progress
 
     try:                       # before runs/, the store, the storage folder
-        runner.check_fits(spec, args.address)
-    except runner.NoFit as exc:
+        driver.check_fits(spec, args.address)
+    except driver.NoFit as exc:
         raise SpecError(f"{args.spec}: {exc.problem}") from None
     uri = args.tracking_uri or default_tracking_uri(RUNS)
     err.print(f"sweep {spec.name}: {_trials(spec)} → MLflow {uri}")
     args.sweep = spec.name
     try:
-        outcome = runner.run_sweep(spec, storage=_storage(args), tracking_uri=uri, cache_dir=_cache(args),
+        outcome = driver.run_sweep(spec, storage=_storage(args), tracking_uri=uri, cache_dir=_cache(args),
                                    address=args.address, device=args.device, new=args.new,
-                                   progress=runner.Progress(spec.n_trials(), spec.base.train.epochs,
-                                                            base=spec.base.model_dump(mode="json")),
+                                   progress=Progress(spec.n_trials(), spec.base.train.epochs,
+                                                     base=spec.base.model_dump(mode="json")),
                                    note=err.print)
-    except runner.SweepExists as exc:
+    except driver.SweepExists as exc:
         again = _command(args, "run", args.spec, *(["--smoke"] if args.smoke else []), "--new")
         raise InputError(f"{exc}: `{_resume_command(args, spec.name)}` continues it, "
                          f"`{again}` starts a new one") from None
-    except runner.SweepBusy as exc:
+    except driver.SweepBusy as exc:
         raise InputError(f"sweep {spec.name} is running already: {exc}") from None
-    except runner.NoFit as exc:            # a cluster that shrank since `check_fits`
+    except driver.NoFit as exc:            # a cluster that shrank since `check_fits`
         raise SpecError(f"{args.spec}: {exc.problem}") from None
     _print_rows(outcome.rows)
     if spec.conjectures:
@@ -120,16 +121,16 @@ def cmd_run(args) -> int:
 
 
 def cmd_resume(args) -> int:
-    from sweeps import runner
+    from sweeps import driver
 
     args.sweep = args.name
     try:
-        outcome = runner.resume_sweep(args.name, storage=_storage(args), tracking_uri=args.tracking_uri,
+        outcome = driver.resume_sweep(args.name, storage=_storage(args), tracking_uri=args.tracking_uri,
                                       restart_errored=args.restart_errored, address=args.address,
                                       note=err.print)
     except FileNotFoundError as exc:
         raise InputError(str(exc)) from None
-    except runner.SweepBusy as exc:
+    except driver.SweepBusy as exc:
         raise InputError(f"sweep {args.name} is running already: {exc}") from None
     _print_rows(outcome.rows)
     _print_ui_hint(outcome.tracking_uri, outcome.name, outcome.parent_run_id)
@@ -137,14 +138,15 @@ def cmd_resume(args) -> int:
 
 
 def cmd_status(args) -> int:
-    from sweeps import runner, storage
+    from sweeps import storage
+    from sweeps.status import status_rows
 
     try:
         exp = storage.experiment_path(args.name, _storage(args))
     except FileNotFoundError as exc:
         raise InputError(str(exc)) from None
     _, ctx = storage.read_manifest(exp, args.tracking_uri)
-    _print_rows(runner.status_rows(exp, ctx))
+    _print_rows(status_rows(exp, ctx))
     return 0
 
 
@@ -305,7 +307,7 @@ def _table_rows(df) -> list[dict]:
 
 
 def _data_problems(spec, cache: Path = RUNS / "data") -> list[str]:
-    from dynamics_core.data import check_available
+    from dynamics_core.sources import check_available
 
     problems = []
     for cfg in spec.data_configs():
@@ -319,7 +321,7 @@ def _trials(spec) -> str:
     """"16 trial(s)", or with `resources.pack` "16 trial(s) in 2 pack(s) of up to 8"."""
     if spec.resources.pack == 1:
         return f"{spec.n_trials()} trial(s)"
-    from sweeps.packs import pack_values
+    from sweeps.context import pack_values
 
     return f"{spec.n_trials()} trial(s) in {len(pack_values(spec))} pack(s) of up to {spec.resources.pack}"
 

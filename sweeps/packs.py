@@ -1,6 +1,6 @@
 """Packed trials in a sweep (`resources.pack: K`): one Tune trial per pack.
 
-`pack_values(spec)` groups the grid's trials, in trial order, into packs of
+`sweeps.context.pack_values(spec)` groups the grid's trials, in trial order, into packs of
 up to K members that `dynamics_core.packed` can train at once: members share
 every config field but those a pack varies per member (`MAY_DIFFER`: seed,
 init seed, learning rate, momentum, weight decay, the second stage's lr and
@@ -21,7 +21,7 @@ last report with how many members finished and diverged. A restored pack
 continues from its checkpoint and re-opens its members' runs; members that
 had ended before it are left alone.
 
-Ray-free: the runner hands it a `trial.Session`.
+Ray-free: the Tune trainable (`sweeps.tune.trainable`) hands it a `trial.Session`.
 """
 from __future__ import annotations
 
@@ -32,53 +32,14 @@ from typing import Any
 
 import torch
 
-from dynamics_core.config import TrialConfig
-from dynamics_core.packed import MAY_DIFFER, run_packed
+from dynamics_core.packed import run_packed
 from dynamics_core.train import RunEnv, RunResult
-from sweeps.spec import SweepSpec, with_overrides
-from sweeps.trial import (STATE_FILE, CheckpointOutbox, Session, SweepContext, TrialSink, trial_names,
-                          trial_tags)
+from sweeps.context import PACK_KEY, STATE_FILE, SweepContext
+from sweeps.spec import with_overrides
+from sweeps.trial import CheckpointOutbox, Session, TrialSink, trial_tags
 from sweeps.tracking import Store, TrialRun, open_trial
 
-PACK_KEY = "__pack__"              # Tune config: {"name": …, "members": [{"name": …, "overrides": …}]}
 RUN_IDS_FILE = "mlflow_run_ids.json"
-
-
-# ------------------------------------------------------------ the grouping
-def pack_values(spec: SweepSpec) -> list[dict[str, Any]]:
-    """The sweep's packs, in trial order: each {"name", "members"}."""
-    overrides = spec.overrides()
-    base = spec.base.model_dump(mode="json")
-    groups: dict[str, list[dict[str, Any]]] = {}
-    for name, values in zip(trial_names(overrides), overrides):
-        key = _shared(with_overrides(base, values))
-        groups.setdefault(key, []).append({"name": name, "overrides": values})
-    k = spec.resources.pack
-    chunks = [members[i:i + k] for members in groups.values() for i in range(0, len(members), k)]
-    return [{"name": f"pack{i}-{members[0]['name']}", "members": members} for i, members in enumerate(chunks)]
-
-
-def _shared(cfg: TrialConfig) -> str:
-    """What the members of one pack must have in common. A member that turns
-    momentum on only in stage 2 cannot share a pack with members that use it
-    from the start (their buffers would start at different steps)."""
-    flat = {k: v for k, v in cfg.flat().items() if k not in MAY_DIFFER}
-    flat["late momentum"] = cfg.optim.momentum == 0 and bool(cfg.optim.schedule.momentum2)
-    return json.dumps(flat, sort_keys=True, default=str)
-
-
-def member_names(config: dict[str, Any]) -> list[str]:
-    """The trial names of a Tune config's pack members ([] for an unpacked trial)."""
-    return [m["name"] for m in config[PACK_KEY]["members"]] if PACK_KEY in config else []
-
-
-def member_states(trials: dict[str, tuple[str, dict[str, Any]]]) -> dict[str, str]:
-    """{Tune trial: (state, config)} -> {trial name: state}, a pack's state for each member."""
-    out = {}
-    for name, (state, config) in trials.items():
-        for member in member_names(config) or [name]:
-            out[member] = state
-    return out
 
 
 # --------------------------------------------------------------- training

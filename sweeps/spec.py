@@ -428,7 +428,7 @@ def _check_pack(spec: SweepSpec, source: str) -> None:
     for path, value, refuse, why in refused:
         if refuse:
             raise SpecError(f"{source}: resources.pack: {path}: {value}: {why}")
-    from dynamics_core.packed import pack_compatible
+    from dynamics_core.pack_rules import pack_compatible
 
     base = spec.base.model_dump(mode="json")
     where = [("base", {})] + [(f"variants[{i}]", v) for i, v in enumerate(spec.variants)]
@@ -480,7 +480,7 @@ def check_resources(spec: SweepSpec, available: dict[str, float],
     or what a local Ray would have (`where` names what offers it).
 
     Tune waits forever for a trial that cannot fit, so this runs before
-    anything of the sweep exists (`runner.check_fits`). A multi-worker trial needs one CPU
+    anything of the sweep exists (`driver.check_fits`). A multi-worker trial needs one CPU
     for its Tune coordinator plus cpus_per_trial and gpus_per_trial per
     worker. An autoscaling cluster may offer more than it has now: ask only a
     local or fixed-size Ray.

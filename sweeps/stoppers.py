@@ -10,7 +10,7 @@ kind is a frozen pydantic model of its settings that says
 - `requires(cfg)`: the config field (and why) that keeps a trial from
   logging the metric at every epoch end, or None.
 
-The runner's Tune adapter (`runner.SpecStopper`) feeds each trial's reported
+The Tune adapter (`sweeps.tune.stopper.SpecStopper`) feeds each trial's reported
 values to `stop_index`; the offline evaluation
 (`experiments.stiffness.evaluate_stopper`) calls the same rule on the series
 the trials logged to MLflow, so the two agree by construction. Adding a kind

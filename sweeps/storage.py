@@ -38,7 +38,7 @@ from sweeps.errors import Unavailable
 
 if TYPE_CHECKING:          # imported where used: the lock and `list` need neither torch nor pydantic
     from sweeps.spec import SweepSpec
-    from sweeps.trial import SweepContext
+    from sweeps.context import SweepContext
 
 MANIFEST = "dynsweep.json"
 
@@ -317,7 +317,7 @@ def experiment_path(name_or_path: str, storage: str | Path) -> str:
 
 def read_manifest(exp: str, tracking_uri: str | None = None) -> tuple[SweepSpec, SweepContext]:
     from sweeps.spec import parse_spec
-    from sweeps.trial import SweepContext
+    from sweeps.context import SweepContext
 
     blob = json.loads(read_text(join(exp, MANIFEST)))
     ctx = SweepContext(**blob["context"])

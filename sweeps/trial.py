@@ -1,6 +1,6 @@
 """One trial: config -> dynamics_core, with a sink to MLflow and the scheduler.
 
-This module knows neither Ray nor MLflow by name: the runner hands it a
+This module knows neither Ray nor MLflow by name: `sweeps.tune.trainable` hands it a
 `Session` (report / last checkpoint, backed by Ray Tune) and it records
 through `sweeps.tracking`. A trial's MLflow run id travels inside its
 checkpoints, so a restored trial re-opens the same run; the tracking layer
@@ -8,12 +8,9 @@ drops any (metric, step) the run already holds, so no step is logged twice.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import re
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -23,86 +20,15 @@ from dynamics_core.config import TrialConfig
 from dynamics_core.imp import imp_plan, with_plan
 from dynamics_core.measure import default_hooks
 from dynamics_core.train import RunEnv, RunResult, run
-from sweeps.spec import with_overrides
+from sweeps.context import REPORTED_FILE, RUN_ID_FILE, STATE_FILE, SweepContext, trial_config
 from sweeps.tracking.store import THREADS_TAG, TORCH_TAG, Store
 from sweeps.tracking.trial_run import TrialRun, open_trial
-
-STATE_FILE = "state.pt"
-RUN_ID_FILE = "mlflow_run_id"
-REPORTED_FILE = "reported.json"    # in each checkpoint: the metrics reported with it
-TRIAL_KEY = "__trial__"            # grid search: one Tune value holding all overrides
-
-
-@dataclass(frozen=True)
-class SweepContext:
-    """What every trial of one sweep execution needs from the driver."""
-
-    spec_name: str
-    base: dict[str, Any]               # the spec's base trial config (json form)
-    tracking_uri: str
-    artifact_root: str | None
-    parent_run_id: str
-    cache_dir: str                     # absolute: workers do not share the driver's cwd
-    storage: str                       # the sweep's Ray storage root
-    checkpoint_every_epochs: int = 1
-    device: str = "auto"
-    plugins: tuple[str, ...] = ()      # the spec's plugin modules, imported before the config
-    # a scheduler or stopper may end a trial at any report (ASHA, a spec's stopper): its
-    # metrics are stored before each report, since Tune may end the worker before it flushes
-    flush_each_report: bool = False
 
 
 class Session(Protocol):
     def report(self, metrics: dict[str, float], checkpoint_dir: str | None) -> None: ...
     def checkpoint_dir(self) -> str | None: ...
     def trial_name(self) -> str: ...
-
-
-def trial_config(config: dict[str, Any], base: dict[str, Any]) -> TrialConfig:
-    """The frozen trial config for a Tune `config` (grid value or Optuna sample)."""
-    overrides = dict(config.get(TRIAL_KEY, {}))
-    overrides.update({k: v for k, v in config.items() if k != TRIAL_KEY})
-    return with_overrides(base, overrides)
-
-
-# Short names of often swept fields; any other field is named by its last part.
-ALIASES = {"optim.lr": "lr", "train.batch_size": "bs", "optim.momentum": "mom",
-           "optim.weight_decay": "wd", "train.epochs": "ep", "model.width": "width"}
-NAME_LIMIT = 100
-
-
-def trial_names(swept: list[dict[str, Any]]) -> list[str]:
-    """Each trial's name from its swept values, e.g. `lr=0.2,bs=32,s0`: also its
-    folder, MLflow run name and `trial_id` tag, so it is deterministic and
-    filesystem-safe. Where two would be equal, a short hash of the values
-    follows (`…,s0-3f2a1c`)."""
-    names = [trial_label(values) for values in swept]
-    return [f"{name}-{_values_hash(values)}" if names.count(name) > 1 else name
-            for name, values in zip(names, swept)]
-
-
-def trial_label(values: dict[str, Any]) -> str:
-    """`alias=value,…` over the swept values (the seed last, as `s<seed>`)."""
-    parts = [f"{ALIASES.get(path, path.rsplit('.', 1)[-1])}={_short(value)}"
-             for path, value in values.items() if path != "seed"]
-    if "seed" in values:
-        parts.append(f"s{values['seed']}")
-    name = re.sub(r"[^A-Za-z0-9._=+,-]", "_", ",".join(parts)) or "trial"
-    return name if len(name) <= NAME_LIMIT else f"{name[:NAME_LIMIT - 7]}-{_values_hash(values)}"
-
-
-def _short(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    if isinstance(value, list) and len(value) <= 4 and not any(isinstance(v, (list, dict)) for v in value):
-        return "+".join(_short(v) for v in value)
-    if isinstance(value, (list, dict)):
-        return _values_hash(value)
-    return str(value)
-
-
-def _values_hash(values: Any) -> str:
-    return hashlib.sha1(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()[:6]
 
 
 def trial_tags(cfg: TrialConfig, **extra: Any) -> dict[str, Any]:
@@ -134,7 +60,7 @@ def run_trial(config: dict[str, Any], ctx: SweepContext, session: Session,
     try:
         return run(cfg, sink, env, hooks=hooks, resume=state, plan=plan)
     except SystemExit:      # the scheduler (e.g. ASHA) stopped the trial at a report:
-        trial.flush()       # no error; the runner closes the run once Tune says TERMINATED
+        trial.flush()       # no error; the driver closes the run once Tune says TERMINATED
         raise
     except KeyboardInterrupt:   # Ctrl-C reached the worker: the sweep resumes this run
         trial.flush()

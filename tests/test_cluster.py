@@ -359,18 +359,18 @@ def test_run_joins_a_head_without_token_auth_while_holding_a_token(tmp_path):
 
 LOCAL_RAY = """
 import json, os, re, subprocess, sys
-from sweeps import runner
+from sweeps.tune import cluster
 from sweeps.spec import parse_spec
 from test_cluster import descendants
-runner.init_ray(None, parse_spec(json.loads(sys.argv[1]), source="test"))
+cluster.init_ray(None, parse_spec(json.loads(sys.argv[1]), source="test"))
 import ray
 gcs = ray.get_runtime_context().gcs_address
 mine = {os.getpid(), *descendants(os.getpid())}
 listeners = [line.split()[3] for line in subprocess.run(["ss", "-ltnpH"], capture_output=True,
                                                          text=True).stdout.splitlines()
              if {int(p) for p in re.findall(r"pid=(\\d+)", line)} & mine]
-print(json.dumps({"wants_token": not runner._gcs_answers(gcs, with_token=False),
-                  "answers_with_token": runner._gcs_answers(gcs, with_token=True),
+print(json.dumps({"wants_token": not cluster._gcs_answers(gcs, with_token=False),
+                  "answers_with_token": cluster._gcs_answers(gcs, with_token=True),
                   "mode": os.environ.get("RAY_AUTH_MODE"), "listeners": listeners}))
 ray.shutdown()
 """

@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from sweeps.spec import load_spec
-from sweeps.trial import NAME_LIMIT, trial_label, trial_names
+from sweeps.context import NAME_LIMIT, trial_label, trial_names
 
 SPECS = sorted((Path(__file__).parents[1] / "sweeps" / "specs").glob("*.yaml"))
 

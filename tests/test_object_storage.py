@@ -215,13 +215,13 @@ def test_paths_below_a_uri_keep_its_query():
 def test_trials_on_a_cluster_get_the_object_storage_settings(monkeypatch):
     """A cluster's workers do not inherit the driver's environment: the AWS_*
     settings travel in the job's runtime env, except those the job sets itself."""
-    from sweeps import runner
+    from sweeps.tune import cluster
 
     monkeypatch.setenv("AWS_ENDPOINT_URL", "http://10.0.0.9:9000")
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "key")
     monkeypatch.setenv("RAY_JOB_CONFIG_JSON_ENV_VAR",
                        json.dumps({"runtime_env": {"env_vars": {"AWS_ACCESS_KEY_ID": "job's"}}}))
-    env = runner._worker_env()["env_vars"]
+    env = cluster._worker_env()["env_vars"]
     assert env["AWS_ENDPOINT_URL"] == "http://10.0.0.9:9000" and "AWS_ACCESS_KEY_ID" not in env
 
 

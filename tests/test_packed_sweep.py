@@ -10,10 +10,9 @@ import pytest
 import yaml
 
 from sweeps import tracking
-from sweeps.packs import pack_values
+from sweeps.context import pack_values, trial_names
 from sweeps.spec import SpecError, parse_spec
 from sweeps.tracking import Store
-from sweeps.trial import trial_names
 from test_interrupts import (assert_same_as_reference, kill_driver_when, newest_checkpoint,  # noqa: F401
                              reference, resume)
 from test_sweeps import TINY_BASE, cli, histories, slow_spec, uri

@@ -4,8 +4,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from sweeps.runner import Progress
-from sweeps.trial import TRIAL_KEY
+from sweeps.tune.progress import Progress
+from sweeps.context import TRIAL_KEY
 
 BASE = {"train": {"epochs": 96, "batch_size": 32, "max_steps": 3000}}
 
@@ -64,7 +64,7 @@ def test_progress_survives_pickling_with_its_base():
 
 
 def test_a_pack_counts_its_members_shared_budget():
-    from sweeps.packs import PACK_KEY
+    from sweeps.context import PACK_KEY
 
     members = [{"name": f"lr={lr}", "overrides": {"optim.lr": lr, "train.batch_size": 128}} for lr in (0.1, 0.2)]
     pack = FakeTrial("pack0-lr=0.1", {PACK_KEY: {"name": "pack0-lr=0.1", "members": members}})

@@ -30,7 +30,7 @@ def store(tmp_path_factory) -> Store:
 
 
 def _sweep(store: Store, exp: str, seeds, conjectures: str, plans: dict | None = None) -> str:
-    """A parent run registering `conjectures` (and `plans`) as the runner does,
+    """A parent run registering `conjectures` (and `plans`) as the driver does,
     with trials 2 η × `seeds` whose λ rises to a peak and probe/acc reaches 0.65."""
     parent = tracking.start_sweep(store, exp, "s", None)
     store.set_tags(parent, {CONJECTURES_TAG: conjectures})

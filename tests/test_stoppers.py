@@ -101,7 +101,7 @@ def feed(stopper, trial_id, results):
 
 
 def test_adapter_stops_where_the_rule_fires(tmp_path):
-    from sweeps.runner import SpecStopper
+    from sweeps.tune.stopper import SpecStopper
 
     rule = stoppers.StiffnessStopper()
     assert rule.stop_index(SERIES) == 7
@@ -123,7 +123,7 @@ def test_adapter_state_survives_a_driver_restart(tmp_path):
     again: it stops at the same epoch as without the restart."""
     import pickle
 
-    from sweeps.runner import SpecStopper, _read_stopper
+    from sweeps.tune.stopper import SpecStopper, _read_stopper
 
     first = SpecStopper(stoppers.StiffnessStopper(), str(tmp_path))
     results = reports(SERIES)
@@ -137,7 +137,7 @@ def test_adapter_state_survives_a_driver_restart(tmp_path):
 
 
 def test_a_replayed_epoch_before_a_recorded_stop_does_not_stop_early(tmp_path):
-    from sweeps.runner import SpecStopper
+    from sweeps.tune.stopper import SpecStopper
 
     stopper = SpecStopper(stoppers.StiffnessStopper(), str(tmp_path))
     results = reports(SERIES)

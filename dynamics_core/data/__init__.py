@@ -14,6 +14,7 @@ from dynamics_core.data.dataset import Dataset, probe_indices
 from dynamics_core.data.deficits import DeficitView
 from dynamics_core.data.transforms import class_balanced_subset, add_label_noise, add_patches
 from dynamics_core.data import mnist1d, sine1d, vision
+from dynamics_core.sources import check_available   # torch-free: a spec is checked without torch
 
 __all__ = ["Dataset", "DeficitView", "load", "check_available", "probe_indices", "LOADERS"]
 
@@ -24,13 +25,6 @@ LOADERS = {
     "mnist": vision.load,
     "fashion_mnist": vision.load,
 }
-
-
-def check_available(cfg: DataConfig, cache_dir: str | Path) -> str | None:
-    """None when the data set can be loaded here, else a message naming the path."""
-    if cfg.dataset in vision.SETS:
-        return vision.check_available(cfg)
-    return None
 
 
 def load(cfg: DataConfig, device: torch.device | str = "cpu", cache_dir: str | Path = "runs/data") -> Dataset:

@@ -1,7 +1,8 @@
 """CIFAR-10, MNIST and FashionMNIST through torchvision, from a local root.
 
 Nothing is downloaded unless `data.download: true`. A missing root is an
-immediate `FileNotFoundError` naming the path and how to fetch the files.
+immediate `FileNotFoundError` naming the path and how to fetch the files
+(`dynamics_core.sources`, which knows the sets and checks their roots without torch).
 """
 from __future__ import annotations
 
@@ -12,32 +13,11 @@ import torch
 
 from dynamics_core.config import DataConfig
 from dynamics_core.data.dataset import RawSplit
-
-# name -> (torchvision class name, folder torchvision looks for under root, mean, std)
-SETS = {
-    "cifar10": ("CIFAR10", "cifar-10-batches-py", (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
-    "mnist": ("MNIST", "MNIST/raw", (0.1307,), (0.3081,)),
-    "fashion_mnist": ("FashionMNIST", "FashionMNIST/raw", (0.2860,), (0.3530,)),
-}
-
-
-def check_available(cfg: DataConfig) -> str | None:
-    if cfg.download:
-        return None
-    if not cfg.root:
-        return (f"data.root is not set: {cfg.dataset} loads from a local folder "
-                f"(set data.root, or data.download: true on a machine with internet)")
-    folder = Path(cfg.root).expanduser() / SETS[cfg.dataset][1]
-    if not folder.exists():
-        return (f"{cfg.dataset} not found at {folder}: fetch it once with "
-                f"`python -c \"import torchvision; torchvision.datasets.{SETS[cfg.dataset][0]}"
-                f"('{cfg.root}', download=True)\"` on a machine with internet, "
-                f"or set data.download: true")
-    return None
+from dynamics_core.sources import SETS, vision_problem
 
 
 def load(cfg: DataConfig, cache_dir: Path) -> RawSplit:
-    problem = check_available(cfg)
+    problem = vision_problem(cfg)
     if problem:
         raise FileNotFoundError(problem)
     import torchvision

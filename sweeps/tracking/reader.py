@@ -32,7 +32,7 @@ _FLOAT_MAX = sys.float_info.max
 
 @dataclass(frozen=True)
 class TrialRecord:
-    """One trial run as the runner and the CLI see it (no MLflow objects)."""
+    """One trial run as the driver and the CLI see it (no MLflow objects)."""
 
     run_id: str
     trial_id: str | None
