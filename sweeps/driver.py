@@ -40,10 +40,9 @@ from sweeps.spec import SpecError, SweepSpec, check_resources
 from sweeps.status import status_rows
 from sweeps.storage import (MANIFEST, SweepBusy, SweepExists, experiment_path, read_manifest,  # noqa: F401
                             storage_location)
-from sweeps.tracking import Store, git_sha
+from sweeps.tracking import Store, code_commit
 from sweeps.tune.checkpoints import saved_trials
 
-CODE = Path(__file__).resolve().parent      # the sweep records this checkout's commit, wherever it runs from
 ENDED = ("finished", "diverged")            # MLflow status tags a trial sets once it is over
 
 
@@ -90,7 +89,7 @@ def _run(spec: SweepSpec, storage: str | Path, tracking_uri: str, cache_dir: str
         _connect(address, spec)
         store = opening.result()
     _check_fits(spec, address)
-    parent = tracking.start_sweep(store, spec.name, spec.spec_hash(), git_sha(CODE), spec.description,
+    parent = tracking.start_sweep(store, spec.name, spec.spec_hash(), code_commit(), spec.description,
                                   params={"n_trials": spec.n_trials()})
     if spec.conjectures:
         _register_plans(store, parent, spec)
