@@ -200,13 +200,18 @@ def kill_all(pids: list[int]) -> None:
 
 
 def alive_nodes(head: Head) -> int:
-    """How many nodes the head's GCS counts alive (no dashboard needed)."""
+    """How many nodes the head's GCS counts alive (no dashboard needed); -1 while
+    the GCS does not answer (a wait retries: on a loaded machine it can refuse a
+    connection for a moment after the dashboard answered)."""
     import grpc
     from ray.core.generated import gcs_pb2, gcs_service_pb2, gcs_service_pb2_grpc
 
-    with grpc.insecure_channel(head.address) as channel:
-        reply = gcs_service_pb2_grpc.NodeInfoGcsServiceStub(channel).GetAllNodeInfo(
-            gcs_service_pb2.GetAllNodeInfoRequest(), timeout=10)
+    try:
+        with grpc.insecure_channel(head.address) as channel:
+            reply = gcs_service_pb2_grpc.NodeInfoGcsServiceStub(channel).GetAllNodeInfo(
+                gcs_service_pb2.GetAllNodeInfoRequest(), timeout=10)
+    except grpc.RpcError:
+        return -1
     return sum(n.state == gcs_pb2.GcsNodeInfo.ALIVE for n in reply.node_info_list)
 
 
