@@ -151,6 +151,22 @@ def _delete_checkpoints_before(fs, trial_dir: str, keep_from: int | None) -> set
     return removed
 
 
+def _rewrite_saved_state(exp: str, edit) -> list[str]:
+    """Before a restore: `edit(fs, folder, entry)` each trial's entry of the
+    saved state in place, returning a line when it changed it (else None);
+    the state is written back once if any did. Returns those lines."""
+    fs, path = files.filesystem(exp)
+    saved = saved_state(path, fs)
+    if saved is None:
+        return []
+    state_path, state = saved
+    notes = [note for entry in state["trial_data"] if (note := edit(fs, path, entry))]
+    if notes:
+        with fs.open_output_stream(state_path) as f:
+            f.write(json.dumps(state).encode())
+    return notes
+
+
 def settle_ended_trials(exp: str, ended: set[str]) -> list[str]:
     """Before a restore: Tune saves its experiment state every ten seconds or
     so, and a driver killed right after a trial ended leaves a state in which
@@ -159,18 +175,12 @@ def settle_ended_trials(exp: str, ended: set[str]) -> list[str]:
     `ended`: their trial names) is marked TERMINATED there, with its newest
     checkpoint (a trial saves its final one before it ends its run) and the
     result reported with that checkpoint. Returns one line per trial."""
-    fs, path = files.filesystem(exp)
-    saved = saved_state(path, fs)
-    if saved is None:
-        return []
-    state_path, state = saved
-    notes = []
-    for entry in state["trial_data"]:
+    def settle(fs, path: str, entry: list[str]) -> str | None:
         trial = json.loads(entry[0])
         name = trial.get("custom_trial_name") or trial["trial_id"]
         if (trial["status"] not in ("RUNNING", "PENDING", "PAUSED")
                 or not set(member_names(trial["config"]) or [name]) <= ended):
-            continue
+            return None
         metadata = _saved_metadata(entry)
         newest = _newest_checkpoint(fs, f"{path}/{trial['relative_logdir']}")
         named = metadata.checkpoint_manager.latest_checkpoint_result
@@ -190,11 +200,9 @@ def settle_ended_trials(exp: str, ended: set[str]) -> list[str]:
         entry[0] = json.dumps(trial)
         metadata.invalidate_cache()
         entry[1] = metadata.get_json_state()
-        notes.append(f"{name}: ended before the driver stopped; not run again")
-    if notes:
-        with fs.open_output_stream(state_path) as f:
-            f.write(json.dumps(state).encode())
-    return notes
+        return f"{name}: ended before the driver stopped; not run again"
+
+    return _rewrite_saved_state(exp, settle)
 
 
 def _newest_checkpoint(fs, trial_dir: str) -> str | None:
@@ -216,18 +224,12 @@ def repair_checkpoints(exp: str) -> list[str]:
     """Before a restore: a trial whose saved checkpoint is gone (deleted by an
     older dynsweep, or by hand) falls back to its newest checkpoint that still
     exists, or starts over. Returns one line per trial changed."""
-    fs, path = files.filesystem(exp)
-    saved = saved_state(path, fs)
-    if saved is None:
-        return []
-    state_path, state = saved
-    notes = []
-    for entry in state["trial_data"]:
+    def repair(fs, path: str, entry: list[str]) -> str | None:
         metadata = _saved_metadata(entry)
         manager = metadata.checkpoint_manager
         latest = manager.latest_checkpoint_result if manager else None
         if latest is None or _dir_exists(fs, latest.checkpoint.path):
-            continue
+            return None
         kept = [r for r in manager._checkpoint_results if _dir_exists(fs, r.checkpoint.path)]
         manager._checkpoint_results = kept
         manager._latest_checkpoint_result = kept[-1] if kept else None
@@ -235,13 +237,10 @@ def repair_checkpoints(exp: str) -> list[str]:
         entry[1] = metadata.get_json_state()
         name = json.loads(entry[0]).get("custom_dirname") or json.loads(entry[0])["trial_id"]
         lost = latest.checkpoint.path.rsplit("/", 1)[-1]
-        notes.append(f"{name}: {lost} is gone; continuing from "
-                     f"{kept[-1].checkpoint.path.rsplit('/', 1)[-1]}" if kept else
-                     f"{name}: {lost} is gone and no older one is left; the trial starts over")
-    if notes:
-        with fs.open_output_stream(state_path) as f:
-            f.write(json.dumps(state).encode())
-    return notes
+        return (f"{name}: {lost} is gone; continuing from {kept[-1].checkpoint.path.rsplit('/', 1)[-1]}"
+                if kept else f"{name}: {lost} is gone and no older one is left; the trial starts over")
+
+    return _rewrite_saved_state(exp, repair)
 
 
 def _dir_exists(fs, path: str) -> bool:
