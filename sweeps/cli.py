@@ -23,6 +23,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from sweeps.errors import Unavailable
+from sweeps.interrupts import Interrupted
 from sweeps.spec import SpecError, load_spec, smoke
 
 RUNS = Path("runs")
@@ -34,16 +35,8 @@ class InputError(Exception):
     """Bad input that is not a spec: a path, a sweep name, an option."""
 
 
-class Stopped(KeyboardInterrupt):
-    """SIGTERM, handled like Ctrl-C (exit 128 + the signal's number)."""
-
-    def __init__(self, signum: int):
-        super().__init__(signal.Signals(signum).name)
-        self.signum = signum
-
-
 def _stop(signum, frame):
-    raise Stopped(signum)
+    raise Interrupted(signum)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -90,33 +83,25 @@ def cmd_run(args) -> int:
         raise InputError(f"{args.spec}: {problems[0]}")
     from sweeps import driver
     from sweeps.tracking import default_tracking_uri
-    from sweeps.tune.progress import Progress
 
-    try:                       # before runs/, the store, the storage folder
-        driver.check_fits(spec, args.address)
-    except driver.NoFit as exc:
-        raise SpecError(f"{args.spec}: {exc.problem}") from None
-    uri = args.tracking_uri or default_tracking_uri(RUNS)
-    err.print(f"sweep {spec.name}: {_trials(spec)} → MLflow {uri}")
     args.sweep = spec.name
-    try:
-        outcome = driver.run_sweep(spec, storage=_storage(args), tracking_uri=uri, cache_dir=_cache(args),
+    try:                       # NoFit comes before runs/ exists: the store's folder waits for it
+        outcome = driver.run_sweep(spec, storage=_storage(args), cache_dir=_cache(args),
+                                   tracking_uri=args.tracking_uri or default_tracking_uri(RUNS, create=False),
                                    address=args.address, device=args.device, new=args.new,
-                                   progress=Progress(spec.n_trials(), spec.base.train.epochs,
-                                                     base=spec.base.model_dump(mode="json")),
-                                   note=err.print)
+                                   progress=True, note=err.print)
     except driver.SweepExists as exc:
         again = _command(args, "run", args.spec, *(["--smoke"] if args.smoke else []), "--new")
         raise InputError(f"{exc}: `{_resume_command(args, spec.name)}` continues it, "
                          f"`{again}` starts a new one") from None
     except driver.SweepBusy as exc:
         raise InputError(f"sweep {spec.name} is running already: {exc}") from None
-    except driver.NoFit as exc:            # a cluster that shrank since `check_fits`
+    except driver.NoFit as exc:
         raise SpecError(f"{args.spec}: {exc.problem}") from None
     _print_rows(outcome.rows)
     if spec.conjectures:
-        _conjectures(spec.name, uri, outcome.parent_run_id, spec.conjectures, as_json=False)
-    _print_ui_hint(uri, spec.name, outcome.parent_run_id)
+        _conjectures(spec.name, outcome.tracking_uri, outcome.parent_run_id, spec.conjectures, as_json=False)
+    _print_ui_hint(outcome.tracking_uri, spec.name, outcome.parent_run_id)
     return 1 if outcome.errors else 0
 
 
@@ -318,12 +303,9 @@ def _data_problems(spec, cache: Path = RUNS / "data") -> list[str]:
 
 
 def _trials(spec) -> str:
-    """"16 trial(s)", or with `resources.pack` "16 trial(s) in 2 pack(s) of up to 8"."""
-    if spec.resources.pack == 1:
-        return f"{spec.n_trials()} trial(s)"
-    from sweeps.context import pack_values
+    from sweeps.context import describe, tune_units
 
-    return f"{spec.n_trials()} trial(s) in {len(pack_values(spec))} pack(s) of up to {spec.resources.pack}"
+    return describe(spec, tune_units(spec) if spec.resources.pack > 1 else None)
 
 
 def _resume_command(args, name: str) -> str:

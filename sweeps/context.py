@@ -115,6 +115,22 @@ def _shared(cfg: TrialConfig) -> str:
     return json.dumps(flat, sort_keys=True, default=str)
 
 
+def tune_units(spec: SweepSpec) -> list[dict[str, Any]] | None:
+    """The grid's Tune config values, one per Tune trial: each pack's name and
+    members (`resources.pack` > 1) or each trial's overrides; None for a
+    search, whose sampler draws its own."""
+    if spec.search.kind != "grid":
+        return None
+    return pack_values(spec) if spec.resources.pack > 1 else spec.overrides()
+
+
+def describe(spec: SweepSpec, units: list[dict[str, Any]] | None) -> str:
+    """"16 trial(s)", or with `resources.pack` "16 trial(s) in 2 pack(s) of up to 8"."""
+    if spec.resources.pack == 1 or units is None:
+        return f"{spec.n_trials()} trial(s)"
+    return f"{spec.n_trials()} trial(s) in {len(units)} pack(s) of up to {spec.resources.pack}"
+
+
 def member_names(config: dict[str, Any]) -> list[str]:
     """The trial names of a Tune config's pack members ([] for an unpacked trial)."""
     return [m["name"] for m in config[PACK_KEY]["members"]] if PACK_KEY in config else []

@@ -34,7 +34,7 @@ from typing import Any
 
 from sweeps import storage as files
 from sweeps import tracking
-from sweeps.context import SweepContext, member_states
+from sweeps.context import SweepContext, describe, member_states, tune_units
 from sweeps.interrupts import Interrupted, Stop, interruptible  # noqa: F401  (Interrupted: raised from here)
 from sweeps.spec import SpecError, SweepSpec, check_resources
 from sweeps.status import status_rows
@@ -57,16 +57,18 @@ class SweepOutcome:
 
 
 def run_sweep(spec: SweepSpec, *, storage: str | Path, tracking_uri: str, cache_dir: str | Path,
-              address: str | None = None, device: str = "auto", progress=None,
+              address: str | None = None, device: str = "auto", progress: bool = False,
               new: bool = False, note=None) -> SweepOutcome:
-    """Start the sweep in <storage>/<spec name>. Raises NoFit (before anything
-    of the sweep exists) when its trials cannot fit, SweepBusy while another
-    driver runs it, SweepExists when the folder already holds it (unless `new`:
-    then the old sweep is set aside as <name>@<time>), Interrupted on
-    SIGINT/SIGTERM (the sweep stays resumable). `note` (default: stderr)
-    hears one line for each thing done on the way (a stale lock taken over)."""
+    """Start the sweep in <storage>/<spec name>, with a live progress display
+    when `progress`. Raises NoFit (before anything of the sweep exists) when
+    its trials cannot fit, SweepBusy while another driver runs it, SweepExists
+    when the folder already holds it (unless `new`: then the old sweep is set
+    aside as <name>@<time>), Interrupted on SIGINT/SIGTERM (the sweep stays
+    resumable). `note` (default: stderr) hears one line for each thing done
+    on the way: the sweep's size and store, a stale lock taken over."""
     note = note or _say
-    check_fits(spec, address)                 # a sweep that cannot run leaves nothing behind
+    tracking.outage_bound()                   # a bad DYNSWEEP_TRACKING_OUTAGE_S: exit 2 before anything starts
+    pending = check_fits(spec, address)       # a sweep that cannot run leaves nothing behind
     exp = files.join(storage_location(storage), spec.name)
     files.check_writable(exp)                 # before the lock file goes there
     with interruptible() as stop, files.held(exp, note):
@@ -74,21 +76,27 @@ def run_sweep(spec: SweepSpec, *, storage: str | Path, tracking_uri: str, cache_
             if not new:
                 raise SweepExists(f"{exp} already holds sweep {spec.name!r}")
             note(f"the previous sweep {spec.name} is kept in {files.set_aside(exp)}")
-        return _run(spec, storage, tracking_uri, cache_dir, address, device, progress, stop)
+        units = tune_units(spec)
+        note(f"sweep {spec.name}: {describe(spec, units)} → MLflow {tracking_uri}")
+        ctx, store = _start(spec, storage, tracking_uri, cache_dir, address, device, pending)
+        from sweeps.tune import fit
+
+        results = fit.run(spec, ctx, exp, store, stop, units=units, progress=progress)
+        return _finish(spec, ctx, store, exp, results)
 
 
-def _run(spec: SweepSpec, storage: str | Path, tracking_uri: str, cache_dir: str | Path,
-         address: str | None, device: str, progress, stop: Stop) -> SweepOutcome:
+def _start(spec: SweepSpec, storage: str | Path, tracking_uri: str, cache_dir: str | Path,
+           address: str | None, device: str, check_fits_now: bool) -> tuple[SweepContext, Store]:
+    """Everything the sweep runs on answers, then its parent run, registered
+    plans and manifest exist: the context every trial gets."""
     storage = storage_location(storage)
-    exp = files.join(storage, spec.name)
-    tracking.outage_bound()                   # a bad DYNSWEEP_TRACKING_OUTAGE_S: exit 2 before anything starts
-    # everything the sweep runs on answers before its parent run exists; the store
-    # (a new sqlite file: MLflow's schema, about 2 s) opens while Ray starts
+    # the store (a new sqlite file: MLflow's schema, about 2 s) opens while Ray starts
     with ThreadPoolExecutor(1, thread_name_prefix="dynsweep-store") as pool:
         opening = pool.submit(tracking.open_store, tracking_uri, experiment=spec.name)
         _connect(address, spec)
         store = opening.result()
-    _check_fits(spec, address)
+    if check_fits_now:
+        _check_fits(spec, address)
     parent = tracking.start_sweep(store, spec.name, spec.spec_hash(), code_commit(), spec.description,
                                   params={"n_trials": spec.n_trials()})
     if spec.conjectures:
@@ -100,19 +108,9 @@ def _run(spec: SweepSpec, storage: str | Path, tracking_uri: str, cache_dir: str
                        checkpoint_every_epochs=spec.fault_tolerance.checkpoint_every_epochs,
                        device=device, plugins=tuple(spec.plugins),
                        flush_each_report=spec.scheduler.kind != "fifo" or spec.stopper is not None)
-    files.write_text(files.join(exp, MANIFEST), json.dumps({"spec": spec.model_dump(mode="json"),
-                                                  "context": asdict(ctx)}, indent=2))
-    return _tune(spec, ctx, store, exp, address, progress, stop)
-
-
-def _tune(spec: SweepSpec, ctx: SweepContext, store: Store, exp: str, address: str | None,
-          progress, stop: Stop) -> SweepOutcome:
-    from sweeps.tune import fit
-
-    _connect(address, spec)        # a no-op after _run; resume may come straight here
-    _check_fits(spec, address)
-    results = fit.run(spec, ctx, exp, store, progress, stop)
-    return _finish(spec, ctx, store, exp, results)
+    files.write_text(files.join(storage, spec.name, MANIFEST),
+                     json.dumps({"spec": spec.model_dump(mode="json"), "context": asdict(ctx)}, indent=2))
+    return ctx, store
 
 
 def _register_plans(store: Store, parent: str, spec: SweepSpec) -> None:
@@ -137,24 +135,26 @@ class NoFit(SpecError):
         self.problem = problem
 
 
-def check_fits(spec: SweepSpec, address: str | None) -> None:
+def check_fits(spec: SweepSpec, address: str | None) -> bool:
     """`_check_fits` before anything of the sweep exists (its storage folder,
-    lock, MLflow experiment): a local Ray's resources are known without
-    starting it; a cluster is joined for them (`init_ray`, which the sweep
-    then uses)."""
+    lock, MLflow experiment): a cluster is joined for its resources
+    (`init_ray`, which the sweep then uses); a local Ray's are known without
+    starting it, except its GPUs where torch cannot count them without CUDA:
+    then True, the check is left for once the local Ray runs."""
     from sweeps.tune import cluster
 
     if address or os.environ.get("RAY_ADDRESS") or cluster.connected():
         cluster.init_ray(address, spec)
         _check_fits(spec, address)
-        return
+        return False
     gpus = cluster.local_gpus()
     if gpus is None:
-        return                                # checked once the local Ray runs (`_run`)
+        return True
     problem = check_resources(spec, {"CPU": cluster.local_cpus(spec), "GPU": gpus}, where="this machine")
     if problem:
         raise NoFit(spec.name, f"{problem} (as a local Ray counts them, CUDA_VISIBLE_DEVICES "
                                f"included; --address runs the sweep on a Ray cluster)")
+    return False
 
 
 def _check_fits(spec: SweepSpec, address: str | None) -> None:
@@ -182,7 +182,6 @@ def resume_sweep(name_or_path: str, *, storage: str | Path, tracking_uri: str | 
     Interrupted as `run_sweep` does. A sweep stopped before Tune saved anything
     starts over under its parent run."""
     from sweeps.tune import checkpoints, fit
-    from sweeps.tune.progress import Progress
 
     note = note or _say
     exp = experiment_path(name_or_path, storage)
@@ -190,19 +189,20 @@ def resume_sweep(name_or_path: str, *, storage: str | Path, tracking_uri: str | 
     files.check_writable(exp)
     with interruptible() as stop, files.held(exp, note):
         store = tracking.open_store(ctx.tracking_uri, ctx.artifact_root, experiment=spec.name)
-        if not fit.restorable(exp):
-            note(f"sweep {spec.name} stopped before its first trial: it starts now")
-            return _tune(spec, ctx, store, exp, address,
-                         Progress(spec.n_trials(), spec.base.train.epochs,
-                                  base=spec.base.model_dump(mode="json")), stop)
-        # a searcher (Optuna) learns a trial's result only from Tune: there, Tune runs it again
-        ended = {r.trial_id for r in tracking.trial_runs(store, spec.name, ctx.parent_run_id)
-                 if r.status in ENDED} if spec.search.kind == "grid" else set()
-        for line in checkpoints.settle_ended_trials(exp, ended) + checkpoints.repair_checkpoints(exp):
-            note(line)
+        restorable = fit.restorable(exp)
+        if restorable:
+            # a searcher (Optuna) learns a trial's result only from Tune: there, Tune runs it again
+            ended = {r.trial_id for r in tracking.trial_runs(store, spec.name, ctx.parent_run_id)
+                     if r.status in ENDED} if spec.search.kind == "grid" else set()
+            for line in checkpoints.settle_ended_trials(exp, ended) + checkpoints.repair_checkpoints(exp):
+                note(line)
         _connect(address, spec)
         _check_fits(spec, address)
-        results = fit.restore(spec, ctx, exp, store, stop, restart_errored)
+        if restorable:
+            results = fit.restore(spec, ctx, exp, store, stop, restart_errored)
+        else:
+            note(f"sweep {spec.name} stopped before its first trial: it starts now")
+            results = fit.run(spec, ctx, exp, store, stop, units=tune_units(spec), progress=True)
         return _finish(spec, ctx, store, exp, results)
 
 

@@ -39,8 +39,6 @@ OUTAGE_ENV = "DYNSWEEP_TRACKING_OUTAGE_S"
 DEFAULT_OUTAGE_S = 300.0
 WORKER_GRACE_S = 60.0
 
-os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
-
 _T = TypeVar("_T")
 
 
@@ -123,6 +121,9 @@ class PatientClient:
     """An MlflowClient whose every call waits out an outage (`Patience`)."""
 
     def __init__(self, client: Any, patience: Patience):
+        # our loop is the retry policy: MLflow's per-request retries (minutes each) off,
+        # for the process, unless the user set them
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
         self._client = client
         self.patience = patience
 

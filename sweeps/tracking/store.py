@@ -51,17 +51,19 @@ _T = TypeVar("_T")
 
 
 # ------------------------------------------------------------ where the store is
-def default_tracking_uri(base_dir: str | Path = "runs") -> str:
+def default_tracking_uri(base_dir: str | Path = "runs", create: bool = True) -> str:
     """`MLFLOW_TRACKING_URI` if set, else `sqlite:///<abs base_dir>/mlflow.db`.
 
     Relative sqlite paths are made absolute here, on the driver, because Ray
-    workers run in other working directories. `base_dir` is created.
+    workers run in other working directories. `base_dir` is created unless
+    not `create` (a sweep's store makes it when it opens: `create_schema`).
     """
     env = os.environ.get("MLFLOW_TRACKING_URI", "").strip()
     if env:
         return _absolute_sqlite(env)
     base = Path(base_dir).expanduser().resolve()
-    base.mkdir(parents=True, exist_ok=True)
+    if create:
+        base.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{(base / 'mlflow.db').as_posix()}"
 
 

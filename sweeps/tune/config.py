@@ -11,21 +11,20 @@ from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
 from sweeps import storage as files
-from sweeps.context import PACK_KEY, TRIAL_KEY, pack_values, trial_label, trial_names
+from sweeps.context import PACK_KEY, TRIAL_KEY, trial_label, trial_names
 from sweeps.spec import SweepSpec
 from sweeps.tune.checkpoints import prune_trial
 from sweeps.tune.stopper import SpecStopper
 
 
-def param_space(spec: SweepSpec) -> dict[str, Any]:
-    """Grid: one value per trial (or per pack) under one key; Optuna: a distribution per path."""
-    if spec.search.kind == "optuna":
+def param_space(spec: SweepSpec, units: list[dict[str, Any]] | None) -> dict[str, Any]:
+    """Grid: one value per trial (or per pack: `units`) under one key; Optuna: a
+    distribution per path."""
+    if units is None:
         space: dict[str, Any] = {path: _distribution(d) for path, d in spec.search.space.items()}
         space["seed"] = spec.seeds[0]
         return space
-    if spec.resources.pack > 1:
-        return {PACK_KEY: tune.grid_search(pack_values(spec))}
-    return {TRIAL_KEY: tune.grid_search(spec.overrides())}
+    return {PACK_KEY if spec.resources.pack > 1 else TRIAL_KEY: tune.grid_search(units)}
 
 
 def _distribution(d) -> Any:

@@ -10,7 +10,7 @@ import signal
 
 from ray import tune
 
-from sweeps.context import SweepContext, pack_values
+from sweeps.context import SweepContext
 from sweeps.interrupts import Interrupted, Stop
 from sweeps.spec import SweepSpec
 from sweeps.tracking import Store
@@ -20,12 +20,16 @@ from sweeps.tune.progress import Progress
 from sweeps.tune.trainable import trainable
 
 
-def run(spec: SweepSpec, ctx: SweepContext, exp: str, store: Store, progress, stop: Stop):
-    """A new Tuner over the spec's trials (`progress`, a callback or None, hears it), fit."""
-    callbacks = [progress] if progress is not None else []
-    if spec.resources.pack > 1 and isinstance(progress, Progress):
-        progress.total = len(pack_values(spec))      # Tune runs (and counts) packs
-    tuner = tune.Tuner(trainable(spec, ctx), param_space=param_space(spec), tune_config=tune_config(spec),
+def run(spec: SweepSpec, ctx: SweepContext, exp: str, store: Store, stop: Stop, *,
+        units: list[dict] | None, progress: bool = False):
+    """A new Tuner over the sweep's Tune trials (`units`, from
+    `sweeps.context.tune_units`: packs or trials of a grid, None for a
+    search), fit; with `progress`, a live display counts them."""
+    callbacks = []
+    if progress:
+        callbacks.append(Progress(len(units) if units is not None else spec.n_trials(),
+                                  spec.base.train.epochs, base=spec.base.model_dump(mode="json")))
+    tuner = tune.Tuner(trainable(spec, ctx), param_space=param_space(spec, units), tune_config=tune_config(spec),
                        run_config=run_config(spec, ctx.storage, callbacks))
     return _fit(tuner, stop, exp, store)
 
