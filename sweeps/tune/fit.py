@@ -23,6 +23,8 @@ from sweeps.tune.trainable import trainable
 def run(spec: SweepSpec, ctx: SweepContext, exp: str, store: Store, progress, stop: Stop):
     """A new Tuner over the spec's trials (`progress`, a callback or None, hears it), fit."""
     callbacks = [progress] if progress is not None else []
+    if isinstance(progress, Progress):
+        progress.columns = tuple(tuple(c) for c in ctx.columns)    # the probes' headline metrics
     if spec.resources.pack > 1 and isinstance(progress, Progress):
         progress.total = len(pack_values(spec))      # Tune runs (and counts) packs
     tuner = tune.Tuner(trainable(spec, ctx), param_space=param_space(spec), tune_config=tune_config(spec),
