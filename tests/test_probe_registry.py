@@ -96,3 +96,16 @@ def test_a_probe_registers_its_summaries_and_columns(monkeypatch):
     sink = TrialSink(FakeRun(), session=None)           # no summaries given: every registered probe's
     sink.log_metrics({"declared_toy/top": 1.5}, 3)
     assert sink.summary() == {"declared_toy/top_max": 1.5, "declared_toy/top_argmax_step": 3.0}
+
+
+def test_a_family_in_its_own_file_registers_itself_and_runs_from_its_flag(mnist1d_cache):
+    """gradcov_mb lives in one measure file (its math in dynamics_core/probes/):
+    the package imports it, no import line names it; its flag still switches it on."""
+    from test_hooks import TOTAL, run, trial
+
+    assert measure.get("gradcov_mb").__module__ == "dynamics_core.measure.gradcov_mb"
+    cfg = trial({"gradcov_mb": True, "gradcov_mb_batches": 2, "gradcov_mb_size": 8})
+    _, sink = run(cfg, mnist1d_cache)
+    steps = [s for s, _ in sink.series("gradcov_mb/top")]
+    assert steps == list(range(0, TOTAL + 1, 2))
+    assert all(v > 0 for _, v in sink.series("gradcov_mb/trace"))

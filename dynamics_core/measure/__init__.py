@@ -39,8 +39,9 @@ set, weight decay excluded. BatchNorm is measured in eval mode (running
 statistics); `probes.bn_mode: train` applies to the loss and curvature
 probes (per-example gradients need eval mode) and is recorded with the config.
 
-Adding a probe family is one file in this package (and its math in
-`dynamics_core/probes/`); nothing else is edited. The file defines a hook
+Adding a probe family is one file in this package (and its math in a
+module of `dynamics_core/probes/`, imported from that module: no export
+needed); nothing else is edited. The file defines a hook
 (usually a `ProbeFamily` subclass: `self.cfg`, `self.probes`,
 `self.probes.at(ctx)` for the shared gradients) and ends with
 

@@ -1,7 +1,7 @@
 """gradcov_mb/{top,trace,trace_over_top}: K in the mini-batch unit (`probes.gradcov_mb`).
 
 The whole probe family in one file: its hook and its registration here, its
-math in `dynamics_core/probes/minibatch.py` (`probes.minibatch_covariance`).
+math in `dynamics_core/probes/minibatch.py`, imported from there (no export needed).
 Its flag and settings (`gradcov_mb`, `gradcov_mb_batches`, `gradcov_mb_size`,
 with its `--smoke` rule) stay `ProbesConfig` fields: specs name them and
 stored run hashes include them.
@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import torch
 
-from dynamics_core import probes as P
 from dynamics_core.hooks import StepContext
 from dynamics_core.measure.base import ProbeFamily
 from dynamics_core.measure.registry import register_probe
+from dynamics_core.probes.minibatch import minibatch_covariance
 
 MB_KEYS = ("top", "trace", "trace_over_top")
 
@@ -42,8 +42,8 @@ class GradCovMinibatch(ProbeFamily):
         self.x, self.y = data.x_train[idx], data.y_train[idx]
 
     def __call__(self, ctx: StepContext) -> dict[str, float]:
-        k = P.minibatch_covariance(ctx.model, ctx.loss_fn, self.x, self.y, self.cfg.gradcov_mb_size,
-                                   bn_mode=self.cfg.bn_mode)
+        k = minibatch_covariance(ctx.model, ctx.loss_fn, self.x, self.y, self.cfg.gradcov_mb_size,
+                                 bn_mode=self.cfg.bn_mode)
         return {f"gradcov_mb/{key}": float(k[key]) for key in MB_KEYS}
 
 
