@@ -7,7 +7,9 @@ anything but a number where a number goes (`Int`, `Float`: `epochs: yes`
 is a YAML boolean, not 1 epoch). `TrialConfig.run_hash()` is the
 content address of a trial: the hash of the canonical *non-default* fields,
 with the seed and the environment-only fields (paths, device) left out, so
-adding a new field with a default never changes old hashes.
+adding a new field with a default never changes old hashes. Each section
+also declares how `dynsweep run --smoke` shrinks it: a `Smoke` rule on a
+field, `_smoke_section` for a rule across its fields (`_Frozen.smoke()`).
 """
 from __future__ import annotations
 
