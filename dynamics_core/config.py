@@ -7,13 +7,16 @@ anything but a number where a number goes (`Int`, `Float`: `epochs: yes`
 is a YAML boolean, not 1 epoch). `TrialConfig.run_hash()` is the
 content address of a trial: the hash of the canonical *non-default* fields,
 with the seed and the environment-only fields (paths, device) left out, so
-adding a new field with a default never changes old hashes.
+adding a new field with a default never changes old hashes. Each section
+also declares how `dynsweep run --smoke` shrinks it: a `Smoke` rule on a
+field, `_smoke_section` for a rule across its fields (`_Frozen.smoke()`).
 """
 from __future__ import annotations
 
 import hashlib
 import json
-from typing import Annotated, Any, Literal
+from dataclasses import dataclass
+from typing import Annotated, Any, Callable, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 from pydantic_core import PydanticCustomError
@@ -40,8 +43,74 @@ OptInt = Annotated[int | None, _NUMBER]
 OptFloat = Annotated[float | None, _NUMBER]
 
 
+# ------------------------------------------------------------------ --smoke
+@dataclass(frozen=True)
+class Smoke:
+    """How `dynsweep run --smoke` shrinks one field: metadata on the field's
+    type (`epochs: Annotated[Int, Smoke(...)] = ...`), read by `_Frozen.smoke`
+    and `smoke_rule`, so `sweeps.spec.smoke` knows no field by name.
+
+    `to(value)` is the field's smoke value in the base config. Where a grid
+    axis or a variant sets the field, `grid` and `variant` say what happens to
+    the swept values: "keep" them, "shrink" them by `to` too, or "drop" the
+    field (the axis or the variant's key goes; the base's smoke value holds).
+    """
+
+    to: Callable[[Any], Any]
+    grid: Literal["keep", "shrink", "drop"] = "keep"
+    variant: Literal["keep", "shrink", "drop"] = "keep"
+
+
+def _const(value: Any) -> Callable[[Any], Any]:
+    return lambda _: value
+
+
+def _at_most(n: int) -> Callable[[Any], Any]:
+    return lambda v: min(v, n) if isinstance(v, int) else v
+
+
+def _zero_if_set(v: Any) -> Any:
+    return 0 if v is not None else v
+
+
 class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+
+    def smoke(self) -> "_Frozen":
+        """This section shrunk for `--smoke`: each field by its `Smoke` rule,
+        each sub-section by its own `smoke()`, then `_smoke_section` for a
+        rule across fields (a deficit's window). Validated like any config."""
+        values = {}
+        for name, field in type(self).model_fields.items():
+            value, rule = getattr(self, name), smoke_rule(field)
+            if isinstance(value, _Frozen):
+                value = value.smoke()
+            elif rule is not None:
+                value = rule.to(value)
+            values[name] = value
+        return type(self).model_validate(self._smoke_section(values))
+
+    def _smoke_section(self, values: dict[str, Any]) -> dict[str, Any]:
+        """A section's own smoke rule across its fields: none by default."""
+        return values
+
+
+def smoke_rule(field: Any) -> Smoke | None:
+    """The `Smoke` rule in a pydantic field's metadata, or None."""
+    return next((m for m in field.metadata if isinstance(m, Smoke)), None)
+
+
+def smoke_rule_at(path: str) -> Smoke | None:
+    """The `Smoke` rule of a dotted TrialConfig field path (`train.epochs`), or None."""
+    model: Any = TrialConfig
+    *parents, leaf = path.split(".")
+    for name in parents:
+        field = getattr(model, "model_fields", {}).get(name)
+        if field is None:
+            return None
+        model = field.annotation
+    field = getattr(model, "model_fields", {}).get(leaf)
+    return smoke_rule(field) if field is not None else None
 
 
 # --------------------------------------------------------------------- data
@@ -57,6 +126,10 @@ class DeficitConfig(_Frozen):
         if self.kind != "none" and self.end_epoch <= self.start_epoch:
             raise ValueError("end_epoch must be greater than start_epoch")
         return self
+
+    def _smoke_section(self, values: dict[str, Any]) -> dict[str, Any]:
+        """--smoke: a deficit covers the one smoke epoch."""
+        return {**values, "start_epoch": 0, "end_epoch": 1} if values["kind"] != "none" else values
 
     def boundary_epochs(self) -> set[int]:
         """Epochs where the training data changes."""
@@ -78,8 +151,8 @@ class DataConfig(_Frozen):
     dataset: Literal["mnist1d", "cifar10", "mnist", "fashion_mnist", "sine1d"] = "mnist1d"
     root: str | None = None        # environment: where torchvision sets / caches live
     download: bool = False         # environment: allowed only with internet
-    train_size: OptInt = Field(None, ge=10)   # class-balanced subset
-    test_size: OptInt = Field(None, ge=10)
+    train_size: Annotated[OptInt, Smoke(_const(500))] = Field(None, ge=10)   # class-balanced subset
+    test_size: Annotated[OptInt, Smoke(_const(200))] = Field(None, ge=10)
     label_noise: Float = Field(0.0, ge=0.0, le=1.0)
     deficit: DeficitConfig = DeficitConfig()
     patch: PatchConfig = PatchConfig()
@@ -114,12 +187,12 @@ class ScheduleConfig(_Frozen):
     milestones: tuple[Float, ...] = (0.5, 0.75)
     factor: Float = Field(0.1, gt=0.0)
     gamma: Float = Field(0.97, gt=0.0)
-    stage1_epochs: Int = Field(0, ge=0)
+    stage1_epochs: Annotated[Int, Smoke(_zero_if_set, grid="drop", variant="shrink")] = Field(0, ge=0)
     lr2: OptFloat = Field(None, gt=0.0)
     momentum2: OptFloat = Field(None, ge=0.0, lt=1.0)
     anneal_epoch: OptInt = Field(None, ge=1)          # two_stage: lr2 x factor from here on
     warmup_epochs: Float = Field(0.0, ge=0.0)
-    noise_off_epoch: OptInt = Field(None, ge=0)       # switch preact noise off here
+    noise_off_epoch: Annotated[OptInt, Smoke(_zero_if_set, variant="shrink")] = Field(None, ge=0)  # preact noise off here
 
     def boundary_epochs(self) -> set[int]:
         """Epochs where the optimizer (or the noise) changes."""
@@ -143,7 +216,7 @@ class OptimConfig(_Frozen):
 
 # ----------------------------------------------------------------- training
 class TrainConfig(_Frozen):
-    epochs: Int = Field(5, ge=1)
+    epochs: Annotated[Int, Smoke(_const(1), grid="drop", variant="drop")] = Field(5, ge=1)
     batch_size: Int = Field(100, ge=1)
     max_steps: OptInt = Field(None, ge=1)         # stop early at this step
     divergence_loss: Float = Field(1e3, gt=0.0)   # loss above this = diverged
@@ -158,7 +231,7 @@ class ProbeScheduleConfig(_Frozen):
     """When expensive probes run: log-spaced steps, every n, or listed steps."""
 
     kind: Literal["log", "every", "steps", "epoch"] = "log"
-    points: Int = Field(12, ge=1)       # log: how many log-spaced steps
+    points: Annotated[Int, Smoke(_const(4))] = Field(12, ge=1)   # log: how many log-spaced steps
     every: Int = Field(100, ge=1)       # every: period in steps
     steps: tuple[Int, ...] = ()         # steps: explicit optimizer steps
 
@@ -178,8 +251,8 @@ class ProbesConfig(_Frozen):
     sgd_noise: bool = False     # sgd_noise/s2, curv_mean, grad_var, noise_term (needs hessian)
     extra: tuple[str, ...] = ()     # probes registered by plugins (measure.register_probe), by name
     schedule: ProbeScheduleConfig = ProbeScheduleConfig()
-    probe_size: Int = Field(256, ge=2)      # fixed probe set drawn from train data
-    val_probe_size: Int = Field(128, ge=2)  # for train-val stiffness
+    probe_size: Annotated[Int, Smoke(_const(64))] = Field(256, ge=2)      # fixed probe set drawn from train data
+    val_probe_size: Annotated[Int, Smoke(_const(32))] = Field(128, ge=2)  # for train-val stiffness
     probe_seed: Int = 0
     hessian_size: OptInt = Field(None, ge=2)   # batch for curvature (None: probe_size)
     hessian_tol: Float = Field(3e-3, gt=0.0)   # Lanczos residual; λ_H¹ error ≲ 2e-5 (benchmarks/)
@@ -187,11 +260,11 @@ class ProbesConfig(_Frozen):
     # gradcov/*: per example, or "minibatch": means of gradcov_minibatch probe examples, so only
     # probe_size / gradcov_minibatch vectors; for the paper's unit with enough batches use gradcov_mb
     gradcov_unit: Literal["example", "minibatch"] = "example"
-    gradcov_minibatch: Int = Field(128, ge=1)
+    gradcov_minibatch: Annotated[Int, Smoke(_const(16))] = Field(128, ge=1)
     # gradcov_mb: K in the mini-batch unit, from its own fixed subset of
     # gradcov_mb_batches x gradcov_mb_size training examples (the paper: batch 128)
     gradcov_mb_batches: Int = Field(16, ge=2)
-    gradcov_mb_size: Int = Field(128, ge=1)
+    gradcov_mb_size: Annotated[Int, Smoke(_const(16))] = Field(128, ge=1)
     fisher_samples: Int = Field(1, ge=1)
     frequencies: Int = Field(4, ge=1)        # how many label-spectrum peaks to track
     # Gaussian kernel widths (std, input space) of the frequency filter variant
@@ -224,9 +297,10 @@ class PruningConfig(_Frozen):
     spares the output layer of its CIFAR ResNets: `fc.weight` here).
     """
 
-    levels: Int = Field(0, ge=0)
+    levels: Annotated[Int, Smoke(_at_most(2), grid="shrink", variant="shrink")] = Field(0, ge=0)
     rate: Float = Field(0.2, gt=0.0, lt=1.0)
-    rewind_step: Int = Field(0, ge=0)     # optimizer steps taken; 0 = initialisation
+    # optimizer steps taken; 0 = initialisation
+    rewind_step: Annotated[Int, Smoke(_at_most(2), grid="shrink", variant="shrink")] = Field(0, ge=0)
     ablation: Ablation = "none"
     ablation_seed: OptInt = None           # None: derived from the trial seed
     exclude: tuple[str, ...] = ()

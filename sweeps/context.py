@@ -42,6 +42,12 @@ class SweepContext:
     # a scheduler or stopper may end a trial at any report (ASHA, a spec's stopper): its
     # metrics are stored before each report, since Tune may end the worker before it flushes
     flush_each_report: bool = False
+    # the headline (metric key, short label) columns of the sweep's probes, recorded at launch
+    # (`driver.probe_columns`): `status` and the progress line show them; () in older manifests
+    columns: tuple[tuple[str, str], ...] = ()
+
+    def __post_init__(self) -> None:      # read back from the manifest's JSON: lists
+        object.__setattr__(self, "columns", tuple((str(k), str(v)) for k, v in self.columns))
 
 
 # ------------------------------------------------------------------ trials

@@ -107,10 +107,35 @@ def _start(spec: SweepSpec, storage: str | Path, tracking_uri: str, cache_dir: s
                        storage=storage,
                        checkpoint_every_epochs=spec.fault_tolerance.checkpoint_every_epochs,
                        device=device, plugins=tuple(spec.plugins),
-                       flush_each_report=spec.scheduler.kind != "fifo" or spec.stopper is not None)
+                       flush_each_report=spec.scheduler.kind != "fifo" or spec.stopper is not None,
+                       columns=probe_columns(spec))
     files.write_text(files.join(storage, spec.name, MANIFEST),
                      json.dumps({"spec": spec.model_dump(mode="json"), "context": asdict(ctx)}, indent=2))
     return ctx, store
+
+
+def probe_columns(spec: SweepSpec) -> tuple[tuple[str, str], ...]:
+    """The headline (metric key, short label) columns of the probes the sweep's
+    trials enable (base, grid and variants), as each probe declared them
+    (`dynamics_core.measure.register_probe(..., columns=...)`), for the
+    manifest's `SweepContext.columns`.
+
+    Why recorded at launch rather than declared in a torch-free module: a
+    probe's declarations live in its one file beside its hook, and that file
+    imports torch, which `dynsweep status` must not. The driver imports it
+    anyway to run the trials (and has imported the spec's plugins, whose
+    probes declare columns the same way); the manifest is what `status`
+    already reads, so the columns cost it no import and no tracking-server
+    query. A sweep stored before the manifest had them shows only the generic
+    columns. A probe name no registry knows gives no columns here: its
+    trials fail with the registry's error."""
+    from dynamics_core.measure import probe_columns as columns
+
+    configs = dict.fromkeys([spec.base.probes, *(t.probes for t in spec.trials())])
+    try:
+        return tuple(columns(*configs))
+    except (KeyError, ValueError, RuntimeError):
+        return ()
 
 
 def _register_plans(store: Store, parent: str, spec: SweepSpec) -> None:

@@ -29,7 +29,7 @@ import yaml
 from pydantic import (BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, field_validator,
                       model_validator)
 
-from dynamics_core.config import DataConfig, Float, Int, OptFloat, TrialConfig, flatten, unflatten
+from dynamics_core.config import DataConfig, Float, Int, OptFloat, TrialConfig, flatten, smoke_rule_at, unflatten
 from sweeps import stoppers
 
 
@@ -508,33 +508,24 @@ def check_resources(spec: SweepSpec, available: dict[str, float],
 
 def smoke(spec: SweepSpec) -> SweepSpec:
     """The same sweep shrunk to seconds: first two values per axis, one seed,
-    one epoch, small probe sets, few probe points; at most two pruning levels,
-    rewinding to step ≤ 2 (a level is a few steps long)."""
-    shrink = {"pruning.levels": lambda v: min(v, 2), "pruning.rewind_step": lambda v: min(v, 2)}
+    and each config field as its section declares (`dynamics_core.config.Smoke`
+    on the field, a section's `_smoke_section`): today one epoch, small probe
+    sets, few probe points, at most two pruning levels rewinding to step ≤ 2.
+    Nothing here names a config field."""
+    def swept(path: str, value: Any, where: str) -> Any:
+        rule = smoke_rule_at(path)
+        return rule.to(value) if rule is not None and getattr(rule, where) == "shrink" else value
 
-    def small(path: str, value: Any) -> Any:
-        return shrink[path](value) if path in shrink and isinstance(value, int) else value
+    def dropped(path: str, where: str) -> bool:
+        rule = smoke_rule_at(path)
+        return rule is not None and getattr(rule, where) == "drop"
 
-    base = spec.base.model_dump(mode="json")
-    flat = flatten(base)
-    flat.update({"train.epochs": 1, "data.train_size": 500, "data.test_size": 200,
-                 "probes.probe_size": 64, "probes.val_probe_size": 32,
-                 "probes.schedule.points": 4, "probes.gradcov_minibatch": 16,
-                 "probes.gradcov_mb_size": 16})
-    if flat.get("optim.schedule.stage1_epochs"):
-        flat["optim.schedule.stage1_epochs"] = 0
-    if flat.get("optim.schedule.noise_off_epoch") is not None:
-        flat["optim.schedule.noise_off_epoch"] = 0
-    if flat.get("data.deficit.kind", "none") != "none":
-        flat["data.deficit.start_epoch"], flat["data.deficit.end_epoch"] = 0, 1
-    flat = {p: small(p, v) for p, v in flat.items()}
-    grid = {p: list(dict.fromkeys(small(p, x) for x in v))[:2] for p, v in spec.grid.items()
-            if p not in ("train.epochs", "optim.schedule.stage1_epochs")}
-    variants = [{p: (0 if p in ("optim.schedule.stage1_epochs", "optim.schedule.noise_off_epoch")
-                     and v is not None else small(p, v))
-                 for p, v in variant.items() if p != "train.epochs"} for variant in spec.variants]
+    grid = {p: list(dict.fromkeys(swept(p, x, "grid") for x in v))[:2] for p, v in spec.grid.items()
+            if not dropped(p, "grid")}
+    variants = [{p: swept(p, v, "variant") for p, v in variant.items() if not dropped(p, "variant")}
+                for variant in spec.variants]
     variants = [v for i, v in enumerate(variants) if v not in variants[:i]]
     search = spec.search.model_copy(update={"num_samples": min(2, spec.search.num_samples)})
     return spec.model_copy(update={
-        "base": TrialConfig.model_validate(unflatten(flat)), "grid": grid, "variants": variants,
+        "base": spec.base.smoke(), "grid": grid, "variants": variants,
         "seeds": spec.seeds[:1], "search": search})

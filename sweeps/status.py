@@ -3,7 +3,11 @@ table a finished `run` or `resume` prints.
 
 Each row joins a trial's state and last result from Tune's saved experiment
 state (`sweeps.tune.checkpoints.saved_trials`, read as plain JSON) with its
-MLflow run (id, status and, for a pack's members, metrics).
+MLflow run (id, status and, for a pack's members, metrics). Besides the
+generic columns, each row has the headline columns of the sweep's probes,
+which the driver recorded in the manifest at launch (`SweepContext.columns`:
+the probes declare them beside their hooks, which import torch); a sweep
+stored before then shows the generic columns only.
 """
 from __future__ import annotations
 
@@ -37,7 +41,7 @@ def status_rows(exp: str, ctx: SweepContext) -> list[dict[str, Any]]:
         rows.append({"trial": trial.name, "state": trial.status, "status": status,
                      "progress": f"{last.get('epoch', 0):.0f}/{epochs} epochs", "step": last.get("step"),
                      "train/loss": last.get("train/loss"), "val/acc": last.get("val/acc"),
-                     "λ_H¹": last.get("hessian/top"), "λ_K¹": last.get("gradcov/top"),
+                     **{label: last.get(key) for key, label in ctx.columns},
                      "mlflow run": run_id})
     return sorted(rows, key=lambda row: row["trial"])    # a pack's members among the other trials
 
@@ -54,6 +58,6 @@ def _member_rows(trial: SavedTrial, ctx: SweepContext, mlflow_runs: dict[str, tu
                      "progress": f"{metrics.get('train/epoch', 0):.0f}/{epochs} epochs",
                      "step": metrics.get("final/steps", last.get("step")),
                      "train/loss": metrics.get("train/loss"), "val/acc": metrics.get("val/acc"),
-                     "λ_H¹": metrics.get("hessian/top"), "λ_K¹": metrics.get("gradcov/top"),
+                     **{label: metrics.get(key) for key, label in ctx.columns},
                      "mlflow run": run_id})
     return rows

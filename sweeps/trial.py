@@ -12,7 +12,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, Sequence
 
 import torch
 
@@ -23,6 +23,9 @@ from dynamics_core.train import RunEnv, RunResult, run
 from sweeps.context import REPORTED_FILE, RUN_ID_FILE, STATE_FILE, SweepContext, trial_config
 from sweeps.tracking.store import THREADS_TAG, TORCH_TAG, Store
 from sweeps.tracking.trial_run import TrialRun, open_trial
+
+if TYPE_CHECKING:
+    from dynamics_core.measure.summary import Summary
 
 
 class Session(Protocol):
@@ -71,31 +74,36 @@ def run_trial(config: dict[str, Any], ctx: SweepContext, session: Session,
         raise
 
 
-PEAKED = ("hessian/top", "gradcov/top")     # summarised at the end: max, its step, break-even
-
-
 class TrialSink:
     """The Sink of a trial: metrics to MLflow, progress and checkpoints to Tune.
 
-    At the end it logs, once, a summary for filtering and table columns:
-    `<key>_max`, `<key>_argmax_step` and `<key>_breakeven_step` (saturation
-    detector) for λ_H¹ and λ_K¹, from the whole series: a resumed trial's
-    earlier values come from its run's history.
+    At the end it logs, once, the summaries its probes declare
+    (`dynamics_core.measure.register_probe(..., summaries=...)`, e.g. the
+    break-even `<key>_max`, `<key>_argmax_step`, `<key>_breakeven_step` of
+    λ_H¹ and λ_K¹), from the whole series: a resumed trial's earlier values
+    come from its run's history. `summaries`: those of the trial's enabled
+    probes (`measure.probe_summaries(cfg.probes)`); None, those of every
+    registered probe (a summary of a series the trial never logs gives nothing).
     """
 
-    def __init__(self, trial: TrialRun, session: Session, flush_each_report: bool = False):
+    def __init__(self, trial: TrialRun, session: Session, flush_each_report: bool = False,
+                 summaries: Sequence[Summary] | None = None):
+        from dynamics_core.measure import probe_summaries
+
         self.trial = trial
         self.session = session
         self.flush_each_report = flush_each_report
         self.latest: dict[str, float] = {}
-        self.series: dict[str, dict[int, float]] = {k: dict(trial.history.get(k, [])) for k in PEAKED}
+        self.summaries = tuple(probe_summaries() if summaries is None else summaries)
+        keys = dict.fromkeys(k for s in self.summaries for k in s.keys)
+        self.series: dict[str, dict[int, float]] = {k: dict(trial.history.get(k, [])) for k in keys}
         self.outbox = CheckpointOutbox("dynsweep-ckpt-")
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
         self.trial.log_metrics(metrics, step)
-        for key in PEAKED:
+        for key, series in self.series.items():
             if metrics.get(key) is not None:
-                self.series[key][int(step)] = float(metrics[key])
+                series[int(step)] = float(metrics[key])
         self.latest.update(metrics)
         self.latest["step"] = float(step)
         if "train/epoch" in metrics:
@@ -120,18 +128,9 @@ class TrialSink:
         self._report({**summary, **peaks, "status_" + status: 1.0})
 
     def summary(self) -> dict[str, float]:
-        from dynamics_core.probes.breakeven import saturation_breakeven
-
-        out = {}
-        for key, series in self.series.items():
-            steps = sorted(s for s in series if series[s] == series[s])      # NaN: not a peak
-            if not steps:
-                continue
-            top = max(steps, key=lambda s: series[s])
-            out[f"{key}_max"], out[f"{key}_argmax_step"] = series[top], float(top)
-            step, reached = saturation_breakeven(steps, [series[s] for s in steps])
-            if reached and step is not None:
-                out[f"{key}_breakeven_step"] = float(step)
+        out: dict[str, float] = {}
+        for summary in self.summaries:
+            out.update(summary(self.series))
         return out
 
     def _report(self, extra: dict[str, float]) -> None:

@@ -73,3 +73,23 @@ def test_status_imports_neither_ray_nor_torch(finished_sweep):
     assert got["code"] == 0 and got["stdout"].count("TERMINATED") == 2
     assert "lr=0.05,s0" in got["stdout"] and "finished" in got["stdout"]
     assert (got["ray"], got["torch"]) == (False, False)
+
+
+@pytest.mark.slow
+def test_status_shows_the_headline_columns_the_probes_declared(finished_sweep):
+    """The driver records the probes' headline columns in the manifest at launch;
+    status reads them back (no torch); a manifest without them (a sweep stored
+    before) gives the generic columns only."""
+    from dataclasses import replace
+
+    from sweeps.status import status_rows
+    from sweeps.storage import read_manifest
+
+    exp = str(finished_sweep / "ray" / "tiny")
+    _, ctx = read_manifest(exp, uri(finished_sweep))
+    assert ctx.columns == (("hessian/top", "λ_H¹"), ("gradcov/top", "λ_K¹"))
+    rows = status_rows(exp, ctx)
+    assert len(rows) == 2 and all(list(r)[-3:] == ["λ_H¹", "λ_K¹", "mlflow run"] for r in rows)
+    assert all(isinstance(r["λ_H¹"], float) and isinstance(r["λ_K¹"], float) for r in rows)
+    old = status_rows(exp, replace(ctx, columns=()))
+    assert all("λ_H¹" not in r and list(r)[-1] == "mlflow run" for r in old)

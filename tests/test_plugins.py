@@ -44,6 +44,16 @@ def test_toy_probe_and_experiment_run_in_a_sweep_and_in_conjectures(tmp_path):
     both = table.metrics[table.metrics["key"].isin(["toy/grad_norm", "timeline/grad_norm"])]
     pivot = both.pivot_table(index=["run_id", "step"], columns="key", values="value")
     assert np.allclose(pivot["toy/grad_norm"], pivot["timeline/grad_norm"], rtol=1e-5, atol=0)
+    # what the toy probe declared: its summary at each trial's end, its column in the manifest
+    for run in tracking.trial_runs(store, "toy"):
+        series = pivot.loc[run.run_id, "toy/grad_norm"]
+        assert run.metrics["toy/grad_norm_max"] == pytest.approx(series.max())
+        assert run.metrics["toy/grad_norm_argmax_step"] == series.idxmax()
+        assert run.metrics["hessian/top_max"] > 0       # beside the built-in probes' summaries
+    from sweeps.storage import MANIFEST
+    manifest = json.loads((tmp_path / "ray" / "toy" / MANIFEST).read_text())
+    assert manifest["context"]["columns"] == [["hessian/top", "λ_H¹"], ["gradcov/top", "λ_K¹"],
+                                              ["toy/grad_norm", "|ḡ|"]]
     _, judged = judged_run(store, "toy")
     files = {a.path for a in store.client.list_artifacts(judged.info.run_id)}
     assert {"toy_first_last.csv", "verdicts.json", "figures"} <= files

@@ -101,3 +101,21 @@ def test_a_retried_trial_says_why_from_where_and_which_retry(tmp_path):
     fresh = _failed_trial(tmp_path, RuntimeError("boom"), None)
     p.on_trial_recover(0, [fresh], fresh)
     assert "retrying from its start (no checkpoint yet) (retry 1 of 2)" in lines[-1]
+
+
+def test_the_progress_line_shows_the_probes_headline_columns():
+    import pickle
+
+    a = FakeTrial("a")
+    lines = []
+    p = Progress(1, 10, every_s=0.0, columns=(("hessian/top", "λ_H¹"), ("toy/top", "toy¹")))
+    p._print = lines.append
+    p.on_trial_result(0, [a], a, {"epoch": 1.0, "step": 10.0, "val/acc": 0.5, "hessian/top": 12.345,
+                                  "gradcov/top": 3.0, "toy/top": 2.0})
+    assert lines[-1].endswith("a epoch 1 val/acc 0.5 λ_H¹ 12.3 toy¹ 2")     # gradcov/top: not a column
+    assert pickle.loads(pickle.dumps(p)).columns == p.columns
+    bare = Progress(1, 10, every_s=0.0)          # pickled before the columns existed: val/acc alone
+    bare.__setstate__({"total": 1, "epochs": 10, "every_s": 0.0})
+    bare._print = lines.append
+    bare.on_trial_result(0, [a], a, {"epoch": 1.0, "step": 10.0, "val/acc": 0.5, "hessian/top": 1.0})
+    assert lines[-1].endswith("a epoch 1 val/acc 0.5")

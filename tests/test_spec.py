@@ -125,3 +125,74 @@ def test_spec_errors_are_spec_errors():
 @pytest.mark.parametrize("spec_file", sorted((Path(__file__).parents[1] / "sweeps" / "specs").glob("*.yaml")))
 def test_shipped_specs_validate(spec_file):
     load_spec(spec_file)
+
+
+def _smoke_by_field_names(spec):
+    """`smoke` as it was when it named each field (before the config sections
+    declared their own rules): the reference the declared rules must match."""
+    from dynamics_core.config import TrialConfig, flatten, unflatten
+
+    shrink = {"pruning.levels": lambda v: min(v, 2), "pruning.rewind_step": lambda v: min(v, 2)}
+
+    def small(path, value):
+        return shrink[path](value) if path in shrink and isinstance(value, int) else value
+
+    flat = flatten(spec.base.model_dump(mode="json"))
+    flat.update({"train.epochs": 1, "data.train_size": 500, "data.test_size": 200,
+                 "probes.probe_size": 64, "probes.val_probe_size": 32,
+                 "probes.schedule.points": 4, "probes.gradcov_minibatch": 16,
+                 "probes.gradcov_mb_size": 16})
+    if flat.get("optim.schedule.stage1_epochs"):
+        flat["optim.schedule.stage1_epochs"] = 0
+    if flat.get("optim.schedule.noise_off_epoch") is not None:
+        flat["optim.schedule.noise_off_epoch"] = 0
+    if flat.get("data.deficit.kind", "none") != "none":
+        flat["data.deficit.start_epoch"], flat["data.deficit.end_epoch"] = 0, 1
+    flat = {p: small(p, v) for p, v in flat.items()}
+    grid = {p: list(dict.fromkeys(small(p, x) for x in v))[:2] for p, v in spec.grid.items()
+            if p not in ("train.epochs", "optim.schedule.stage1_epochs")}
+    variants = [{p: (0 if p in ("optim.schedule.stage1_epochs", "optim.schedule.noise_off_epoch")
+                     and v is not None else small(p, v))
+                 for p, v in variant.items() if p != "train.epochs"} for variant in spec.variants]
+    variants = [v for i, v in enumerate(variants) if v not in variants[:i]]
+    search = spec.search.model_copy(update={"num_samples": min(2, spec.search.num_samples)})
+    return spec.model_copy(update={"base": TrialConfig.model_validate(unflatten(flat)), "grid": grid,
+                                   "variants": variants, "seeds": spec.seeds[:1], "search": search})
+
+
+EDGES_BASE = """
+name: edges
+base:
+  data: {deficit: {kind: blur, start_epoch: 2, end_epoch: 5}}
+  model: {preact_noise: 0.1}
+  optim: {schedule: {kind: two_stage, stage1_epochs: 3, lr2: 0.01, noise_off_epoch: 4}}
+  train: {epochs: 8}
+  pruning: {levels: 4, rewind_step: 7}
+seeds: [0, 1, 2]
+"""
+EDGES = {"grid": """
+grid:
+  pruning.levels: [3, 5, 1]
+  optim.schedule.noise_off_epoch: [2, 6]
+  train.epochs: [4, 8]
+  optim.schedule.stage1_epochs: [1, 2]
+""", "variants": """
+variants:
+  - {train.epochs: 6, pruning.rewind_step: 9, optim.schedule.stage1_epochs: 2}
+  - {train.epochs: 7, pruning.rewind_step: 11, optim.schedule.stage1_epochs: 4, optim.schedule.noise_off_epoch: 5}
+"""}
+
+
+@pytest.mark.parametrize("spec_file", sorted((Path(__file__).parents[1] / "sweeps" / "specs").glob("*.yaml"))
+                         + list(EDGES))
+def test_smoke_by_declared_rules_is_the_smoke_by_field_names(spec_file, tmp_path):
+    """Each config section declares how --smoke shrinks it (`config.Smoke`);
+    the result is the spec the field-naming `smoke` made, for every shipped
+    spec and for one that sweeps the fields with rules for swept values."""
+    if spec_file in EDGES:
+        text, spec_file = EDGES_BASE + EDGES[spec_file], tmp_path / "edges.yaml"
+        spec_file.write_text(text)
+    spec = load_spec(spec_file)
+    new, old = smoke(spec), _smoke_by_field_names(spec)
+    assert new.model_dump(mode="json") == old.model_dump(mode="json")
+    assert [t.run_hash() for t in new.trials()] == [t.run_hash() for t in old.trials()]

@@ -39,27 +39,52 @@ set, weight decay excluded. BatchNorm is measured in eval mode (running
 statistics); `probes.bn_mode: train` applies to the loss and curvature
 probes (per-example gradients need eval mode) and is recorded with the config.
 
-Adding a probe family: one file here with a hook (usually a `ProbeFamily`
-subclass: `self.cfg`, `self.probes`, `self.probes.at(ctx)` for the shared
-gradients) that ends with `register_probe("<flag>", TheHook)`, its import
-below, and the bool flag `<flag>` in `ProbesConfig`. A true flag without a
-registered probe is an error, never silence.
+Adding a probe family is one file in this package (and its math in a
+module of `dynamics_core/probes/`, imported from that module: no export
+needed); nothing else is edited. The file defines a hook
+(usually a `ProbeFamily` subclass: `self.cfg`, `self.probes`,
+`self.probes.at(ctx)` for the shared gradients) and ends with
 
-A plugin outside dynamics_core adds one without editing anything here:
-`register_probe("toy", factory)` in its own module, where
-`factory(probes_config, probe_set)` returns a probe hook, and a trial config
-enables it with `probes: {extra: [toy]}`. The module must be imported
-before the hooks are built: in a sweep, list it in the spec's `plugins:`
-(imported in every trial process); outside one, import it. Its hook is named
-by the factory (its state, if any, is checkpointed under that name), runs
-on the hook's own schedule (`probe_schedule(cfg)` for the probe schedule)
-and, like every probe hook, cannot change training.
+    register_probe("<name>", TheHook,
+                   summaries=[Peak("<name>/top")],          # optional, logged at a trial's end
+                   columns={"<name>/top": "short label"})   # optional, in status and progress
+
+This package imports every module in it (below, `pkgutil`), so the file
+registers itself: no import line, no export, no list to keep in step. A trial
+enables it with `probes: {extra: [<name>]}`. Its metric keys belong in its
+module docstring (and the README's table of metrics). What must stay
+readable without torch (`dynsweep validate` and `status` never import it) is
+not declared here: a config field with its `--smoke` rule (`Smoke` metadata
+in `dynamics_core.config`), and the columns, which the driver records in the
+sweep's manifest at launch. The older families' bool flags (`probes:
+{sgd_noise: true}`) and settings stay fields of `ProbesConfig` so that specs
+and stored `run_hash()`es keep working; a new family needs a `ProbesConfig`
+field only for a setting of its own. A true flag without a registered probe
+is an error, never silence.
+
+A plugin outside dynamics_core adds one the same way without editing
+anything here: `register_probe("toy", factory, summaries=..., columns=...)`
+in its own module, where `factory(probes_config, probe_set)` returns a probe
+hook, and a trial config enables it with `probes: {extra: [toy]}`. The module
+must be imported before the hooks are built: in a sweep, list it in the
+spec's `plugins:` (imported in the driver, which records the columns, and in
+every trial process); outside one, import it. Its hook is named by the
+factory (its state, if any, is checkpointed under that name), runs on the
+hook's own schedule (`probe_schedule(cfg)` for the probe schedule) and, like
+every probe hook, cannot change training.
 """
-from dynamics_core.measure.base import ProbeFamily, ProbeRound, ProbeSet, probe_schedule
-from dynamics_core.measure.registry import (ProbeFactory, default_hooks, enabled, flags, get, names,
-                                            register_probe)
-from dynamics_core.measure import curvature, fisher, frequency, gradcov, stiffness, timeline  # noqa: F401  (register)
-from dynamics_core.measure import sgd_noise  # noqa: F401,E402  (register)
+import importlib
+import pkgutil
 
-__all__ = ["ProbeFactory", "ProbeFamily", "ProbeRound", "ProbeSet", "default_hooks", "enabled", "flags",
-           "get", "names", "probe_schedule", "register_probe"]
+from dynamics_core.measure.base import ProbeFamily, ProbeRound, ProbeSet, probe_schedule
+from dynamics_core.measure.registry import (Probe, ProbeFactory, default_hooks, enabled, flags, get, names,
+                                            probe, probe_columns, probe_summaries, register_probe)
+from dynamics_core.measure.summary import Peak, Summary
+
+for _module in sorted(m.name for m in pkgutil.iter_modules(__path__)):    # each registers its probes
+    importlib.import_module(f"{__name__}.{_module}")
+del _module
+
+__all__ = ["Peak", "Probe", "ProbeFactory", "ProbeFamily", "ProbeRound", "ProbeSet", "Summary", "default_hooks",
+           "enabled", "flags", "get", "names", "probe", "probe_columns", "probe_schedule", "probe_summaries",
+           "register_probe"]

@@ -9,6 +9,7 @@ from dynamics_core import probes as P
 from dynamics_core.hooks import StepContext
 from dynamics_core.measure.base import ProbeFamily
 from dynamics_core.measure.registry import register_probe
+from dynamics_core.measure.summary import Peak
 
 
 TOP_VECTOR = "hessian/top_vector"   # ctx.cache key: this step's top eigenvector
@@ -51,5 +52,6 @@ class HessianTrace(ProbeFamily):
                                                  samples=cfg.hutchinson_samples, generator=g)}
 
 
-register_probe(HessianTop.flag, HessianTop)
+register_probe(HessianTop.flag, HessianTop, summaries=[Peak("hessian/top")],
+               columns={"hessian/top": "λ_H¹"})
 register_probe(HessianTrace.flag, HessianTrace)

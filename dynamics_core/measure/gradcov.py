@@ -1,14 +1,13 @@
 """gradcov/{top,trace,smallest_nonzero,trace_over_top,smallest_over_top}: the spectrum of K
-(per example, or as `gradcov_unit` says); gradcov_mb/{top,trace,trace_over_top}: K of
-mini-batch mean gradients (the mini-batch unit)."""
+(per example, or as `gradcov_unit` says). K of mini-batch mean gradients (the
+mini-batch unit) is `gradcov_mb.py`."""
 from __future__ import annotations
-
-import torch
 
 from dynamics_core import probes as P
 from dynamics_core.hooks import StepContext
 from dynamics_core.measure.base import ProbeFamily
 from dynamics_core.measure.registry import register_probe
+from dynamics_core.measure.summary import Peak
 
 KEYS = ("top", "trace", "smallest_nonzero", "trace_over_top", "smallest_over_top")
 
@@ -27,39 +26,5 @@ class GradCov(ProbeFamily):
         return {f"gradcov/{key}": float(k[key]) for key in KEYS}
 
 
-register_probe(GradCov.flag, GradCov)
+register_probe(GradCov.flag, GradCov, summaries=[Peak("gradcov/top")], columns={"gradcov/top": "λ_K¹"})
 
-
-MB_KEYS = ("top", "trace", "trace_over_top")
-
-
-class GradCovMinibatch(ProbeFamily):
-    """gradcov_mb/{top,trace,trace_over_top}: K in the mini-batch unit.
-
-    The covariance of M = gradcov_mb_batches mean gradients of mini-batches of
-    S_K = gradcov_mb_size examples (`probes.minibatch_covariance`), from its
-    own subset of M·S_K training examples drawn once per trial (seeded by
-    probe_seed, in random order, so each batch is a random draw), whatever
-    `gradcov_unit` says for `gradcov/*`. The break-even paper's unit: its λ_K¹
-    is on the scale of one batch-S_K gradient (about the per-example λ_K¹ / S_K).
-    """
-
-    flag = "gradcov_mb"
-
-    def __init__(self, cfg, probes):
-        super().__init__(cfg, probes)
-        need, data = cfg.gradcov_mb_batches * cfg.gradcov_mb_size, probes.data
-        if need > data.n_train:
-            raise ValueError(f"gradcov_mb needs gradcov_mb_batches x gradcov_mb_size = {need} "
-                             f"training examples, the training set has {data.n_train}")
-        g = torch.Generator().manual_seed(cfg.probe_seed * 1_000_003 + 2)
-        idx = torch.randperm(data.n_train, generator=g)[:need].to(data.x_train.device)
-        self.x, self.y = data.x_train[idx], data.y_train[idx]
-
-    def __call__(self, ctx: StepContext) -> dict[str, float]:
-        k = P.minibatch_covariance(ctx.model, ctx.loss_fn, self.x, self.y, self.cfg.gradcov_mb_size,
-                                   bn_mode=self.cfg.bn_mode)
-        return {f"gradcov_mb/{key}": float(k[key]) for key in MB_KEYS}
-
-
-register_probe(GradCovMinibatch.flag, GradCovMinibatch)

@@ -24,11 +24,13 @@ def run(spec: SweepSpec, ctx: SweepContext, exp: str, store: Store, stop: Stop, 
         units: list[dict] | None, progress: bool = False):
     """A new Tuner over the sweep's Tune trials (`units`, from
     `sweeps.context.tune_units`: packs or trials of a grid, None for a
-    search), fit; with `progress`, a live display counts them."""
+    search), fit; with `progress`, a live display counts them and shows the
+    headline columns of the sweep's probes (`ctx.columns`)."""
     callbacks = []
     if progress:
         callbacks.append(Progress(len(units) if units is not None else spec.n_trials(),
-                                  spec.base.train.epochs, base=spec.base.model_dump(mode="json")))
+                                  spec.base.train.epochs, base=spec.base.model_dump(mode="json"),
+                                  columns=ctx.columns))
     tuner = tune.Tuner(trainable(spec, ctx), param_space=param_space(spec, units), tune_config=tune_config(spec),
                        run_config=run_config(spec, ctx.storage, callbacks))
     return _fit(tuner, stop, exp, store)

@@ -28,11 +28,14 @@ class Progress(tune.Callback):
     """
 
     def __init__(self, total: int | None, epochs: int | None = None, every_s: float = 10.0,
-                 base: dict[str, Any] | None = None):
+                 base: dict[str, Any] | None = None, columns: tuple[tuple[str, str], ...] = ()):
         self.total = total
         self.epochs = epochs
         self.every_s = every_s
         self.base = base                           # the spec's base config: each trial's own budget
+        # (metric key, label) of the sweep's probes' headline metrics: `fit.run` sets them from
+        # the sweep's context (`SweepContext.columns`); none, only val/acc is shown
+        self.columns = tuple(tuple(c) for c in columns)
         self._start = time.monotonic()
         self._last = 0.0
         self._console = None
@@ -42,10 +45,12 @@ class Progress(tune.Callback):
         self._planned: dict[str, float] = {}      # trial -> epochs it will run
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"total": self.total, "epochs": self.epochs, "every_s": self.every_s, "base": self.base}
+        return {"total": self.total, "epochs": self.epochs, "every_s": self.every_s, "base": self.base,
+                "columns": self.columns}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["total"], state.get("epochs"), state["every_s"], state.get("base"))
+        self.__init__(state["total"], state.get("epochs"), state["every_s"], state.get("base"),
+                      state.get("columns", ()))
 
     def on_trial_start(self, iteration, trials, trial, **info):
         self._begun = self._begun or time.monotonic()
@@ -58,7 +63,7 @@ class Progress(tune.Callback):
         self._plan(trial, epoch, float(result.get("step", 0)))
         if time.monotonic() - self._last >= self.every_s:
             note = f"{trial} epoch {epoch:.0f}"
-            for key, label in (("val/acc", "val/acc"), ("hessian/top", "λ_H¹"), ("gradcov/top", "λ_K¹")):
+            for key, label in (("val/acc", "val/acc"), *self.columns):
                 if result.get(key) is not None:
                     note += f" {label} {result[key]:.3g}"
             self._show(trials, note)

@@ -1,13 +1,14 @@
 """A plugin as a user would write one, outside the project's packages: it
-registers a probe (`toy_grad_norm`, switched on by `probes.extra`) and an
-experiment (a conjecture, a figure, a table) through the public plugin points
-only. `tests/test_plugins.py` runs it in a real sweep."""
+registers a probe (`toy_grad_norm`, switched on by `probes.extra`, with its
+end-of-trial summary and its headline column, as a built-in probe declares
+them) and an experiment (a conjecture, a figure, a table) through the public
+plugin points only. `tests/test_plugins.py` runs it in a real sweep."""
 from __future__ import annotations
 
 import pandas as pd
 from matplotlib.figure import Figure
 
-from dynamics_core.measure import ProbeFamily, register_probe
+from dynamics_core.measure import Peak, ProbeFamily, register_probe
 from sweeps.conjectures.verdict import Verdict
 from sweeps.experiments import Experiment, register
 
@@ -22,7 +23,8 @@ class ToyGradNorm(ProbeFamily):
         return {"toy/grad_norm": float(self.probes.at(ctx).grads.mean(0).norm())}
 
 
-register_probe(ToyGradNorm.flag, ToyGradNorm)
+register_probe(ToyGradNorm.flag, ToyGradNorm, summaries=[Peak("toy/grad_norm")],   # toy/grad_norm_max, …
+               columns={"toy/grad_norm": "|ḡ|"})                                   # in status and progress
 
 
 def loss_falls(table, **options) -> list[Verdict]:
