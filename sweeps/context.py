@@ -19,7 +19,7 @@ from dynamics_core.pack_rules import MAY_DIFFER
 from sweeps.spec import SweepSpec, with_overrides
 
 STATE_FILE = "state.pt"
-RUN_ID_FILE = "mlflow_run_id"
+RUN_IDS_FILE = "mlflow_run_ids.json"   # in each checkpoint: {member name: MLflow run id}
 REPORTED_FILE = "reported.json"    # in each checkpoint: the metrics reported with it
 TRIAL_KEY = "__trial__"            # grid search: one Tune value holding all overrides
 PACK_KEY = "__pack__"              # Tune config: {"name": …, "members": [{"name": …, "overrides": …}]}

@@ -1,15 +1,26 @@
-"""One trial: config -> dynamics_core, with a sink to MLflow and the scheduler.
+"""One member's training and its sinks, for `sweeps.worker.run_unit`.
 
-This module knows neither Ray nor MLflow by name: `sweeps.tune.trainable` hands it a
-`Session` (report / last checkpoint, backed by Ray Tune) and it records
-through `sweeps.tracking`. A trial's MLflow run id travels inside its
-checkpoints, so a restored trial re-opens the same run; the tracking layer
-drops any (metric, step) the run already holds, so no step is logged twice.
+`train` trains one trial config with `dynamics_core.train.run`: DDP when
+the env says so, IMP levels when the config has them, every probe. Its
+sink is a `TrialSink` (metrics to the member's MLflow run, progress and
+checkpoints to the scheduler through a `Session`) or, on a DDP rank other
+than 0, a `ReportOnlySink`. A pack's members use `TrialSink` too
+(`sweeps.packs`).
+
+A unit's checkpoint is one format for an unpacked trial and a pack: the
+training state (`STATE_FILE`) and each member's MLflow run id
+(`RUN_IDS_FILE`, {member name: run id}); `CheckpointOutbox` writes it and
+`load_checkpoint` reads it. A restored member re-opens the same run; the
+tracking layer drops any (metric, step) the run already holds, so no step
+is logged twice.
+
+This module knows neither Ray nor MLflow by name: `sweeps.tune.trainable`
+hands it a `Session` (report / last checkpoint, backed by Ray) and it
+records through `sweeps.tracking`.
 """
 from __future__ import annotations
 
 import json
-import os
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, Sequence
@@ -19,16 +30,19 @@ import torch
 from dynamics_core.config import TrialConfig
 from dynamics_core.imp import imp_plan, with_plan
 from dynamics_core.measure import default_hooks
+from dynamics_core.sink import Sink
 from dynamics_core.train import RunEnv, RunResult, run
-from sweeps.context import REPORTED_FILE, RUN_ID_FILE, STATE_FILE, SweepContext, trial_config
-from sweeps.tracking.store import THREADS_TAG, TORCH_TAG, Store
-from sweeps.tracking.trial_run import TrialRun, open_trial
+from sweeps.context import REPORTED_FILE, RUN_IDS_FILE, STATE_FILE
+from sweeps.tracking.store import THREADS_TAG, TORCH_TAG
+from sweeps.tracking.trial_run import TrialRun
 
 if TYPE_CHECKING:
     from dynamics_core.measure.summary import Summary
 
 
 class Session(Protocol):
+    """The scheduler's side of a unit: its reports, its last checkpoint, its name."""
+
     def report(self, metrics: dict[str, float], checkpoint_dir: str | None) -> None: ...
     def checkpoint_dir(self) -> str | None: ...
     def trial_name(self) -> str: ...
@@ -40,38 +54,11 @@ def trial_tags(cfg: TrialConfig, **extra: Any) -> dict[str, Any]:
     return {"seed": cfg.seed, TORCH_TAG: torch.__version__, THREADS_TAG: torch.get_num_threads(), **extra}
 
 
-def run_trial(config: dict[str, Any], ctx: SweepContext, session: Session,
-              distributed: bool = False) -> RunResult:
-    """Train one trial. With `distributed`, this process is one DDP rank of
-    several: rank 0 records to MLflow and checkpoints, the others only train
-    and take part in the per-epoch reports."""
-    if ctx.plugins:         # the registry imports every experiment's analysis: only when asked
-        from sweeps.experiments import load_plugins
-        load_plugins(ctx.plugins)
-    cfg = trial_config(config, ctx.base)
-    env = RunEnv(device=ctx.device, cache_dir=ctx.cache_dir,
-                 checkpoint_every_epochs=ctx.checkpoint_every_epochs, distributed=distributed)
-    state, run_id = _load_checkpoint(session.checkpoint_dir())
-    plan = imp_plan(cfg)                       # IMP levels when cfg.pruning.levels > 0
-    hooks = with_plan(plan, default_hooks)
-    if distributed and not _is_rank_zero():
-        return run(cfg, ReportOnlySink(session), env, hooks=hooks, resume=state, plan=plan)
-    store = Store(ctx.tracking_uri, ctx.artifact_root)
-    trial = open_trial(store, ctx.parent_run_id, session.trial_name(), cfg.run_hash(),
-                       cfg.flat(), run_id=run_id, tags=trial_tags(cfg))
-    sink = TrialSink(trial, session, flush_each_report=ctx.flush_each_report)
-    try:
-        return run(cfg, sink, env, hooks=hooks, resume=state, plan=plan)
-    except SystemExit:      # the scheduler (e.g. ASHA) stopped the trial at a report:
-        trial.flush()       # no error; the driver closes the run once Tune says TERMINATED
-        raise
-    except KeyboardInterrupt:   # Ctrl-C reached the worker: the sweep resumes this run
-        trial.flush()
-        raise
-    except BaseException:
-        if trial.status == "running":
-            trial.set_status("errored")
-        raise
+def train(cfg: TrialConfig, sink: Sink, env: RunEnv, resume: dict[str, Any] | None) -> RunResult:
+    """Train one member with `dynamics_core.train.run`, from `resume` if given,
+    with its IMP levels (when `cfg.pruning.levels > 0`) and default probes."""
+    plan = imp_plan(cfg)
+    return run(cfg, sink, env, hooks=with_plan(plan, default_hooks), resume=resume, plan=plan)
 
 
 class TrialSink:
@@ -114,7 +101,7 @@ class TrialSink:
 
     def checkpoint(self, state: dict[str, Any], step: int, epoch: int, reason: str) -> None:
         self.trial.flush()           # metrics up to here are stored before the checkpoint exists
-        self.outbox.put(state, {RUN_ID_FILE: self.trial.run_id})
+        self.outbox.put(state, {self.session.trial_name(): self.trial.run_id})
 
     def epoch_end(self, epoch: int, step: int) -> None:
         if self.flush_each_report:
@@ -139,8 +126,9 @@ class TrialSink:
 
 
 class CheckpointOutbox:
-    """A checkpoint folder (the state plus small text files) waiting for the
-    next report to Tune, which takes a copy; the folder is deleted after it.
+    """A unit's checkpoint folder (the state and {member name: MLflow run id})
+    waiting for the next report to Tune, which takes a copy; the folder is
+    deleted after it.
     The metrics of that report go into the folder too (`REPORTED_FILE`): a
     resume that finds a checkpoint Tune's saved state does not name (the
     driver died first) knows the result it came with."""
@@ -150,13 +138,12 @@ class CheckpointOutbox:
         self._tmp: tempfile.TemporaryDirectory | None = None
         self._pending: str | None = None
 
-    def put(self, state: dict[str, Any], texts: dict[str, str]) -> None:
+    def put(self, state: dict[str, Any], run_ids: dict[str, str]) -> None:
         self.clear()
         self._tmp = tempfile.TemporaryDirectory(prefix=self.prefix)
         path = Path(self._tmp.name)
         torch.save(state, path / STATE_FILE)
-        for name, text in texts.items():
-            (path / name).write_text(text)
+        (path / RUN_IDS_FILE).write_text(json.dumps(run_ids))
         self._pending = str(path)
 
     def report(self, session: Session, metrics: dict[str, float]) -> None:
@@ -189,14 +176,13 @@ class ReportOnlySink:
         self.session.report({"status_" + status: 1.0}, None)
 
 
-def _is_rank_zero() -> bool:
-    import torch.distributed as dist
-    return not dist.is_initialized() or dist.get_rank() == 0
-
-
-def _load_checkpoint(path: str | None) -> tuple[dict[str, Any] | None, str | None]:
+def load_checkpoint(path: str | None) -> tuple[dict[str, Any] | None, dict[str, str]]:
+    """The state and {member name: MLflow run id} of the checkpoint a
+    `CheckpointOutbox` wrote at `path`; (None, {}) without one. The state
+    holds plain tensors and containers only, so it loads `weights_only`. A
+    member without a run id here is re-opened by its name (`open_trial`)."""
     if path is None:
-        return None, None
-    state = torch.load(os.path.join(path, STATE_FILE), weights_only=True)
-    run_id_file = Path(path) / RUN_ID_FILE
-    return state, (run_id_file.read_text().strip() if run_id_file.exists() else None)
+        return None, {}
+    state = torch.load(Path(path) / STATE_FILE, weights_only=True)
+    ids = Path(path) / RUN_IDS_FILE
+    return state, (json.loads(ids.read_text()) if ids.exists() else {})

@@ -262,12 +262,12 @@ def test_the_sweeps_trial_loads_checkpoints_weights_only(mnist1d_cache, tmp_path
     cfg = trial({"hessian": True}, model={"width": 16, "dropout": 0.3})
     _, sink = run(cfg, mnist1d_cache)
     torch.save(sink.checkpoints[0][3], tmp_path / sweeps_trial.STATE_FILE)
-    (tmp_path / sweeps_trial.RUN_ID_FILE).write_text("abc\n")
+    (tmp_path / sweeps_trial.RUN_IDS_FILE).write_text('{"t0": "abc"}')
     seen = []
     real_load = torch.load
     monkeypatch.setattr(torch, "load", lambda *a, **kw: seen.append(kw) or real_load(*a, **kw))
-    state, run_id = sweeps_trial._load_checkpoint(str(tmp_path))
-    assert run_id == "abc" and seen == [{"weights_only": True}]
+    state, run_ids = sweeps_trial.load_checkpoint(str(tmp_path))
+    assert run_ids == {"t0": "abc"} and seen == [{"weights_only": True}]
     assert state["step"] == sink.checkpoints[0][0]
 
 

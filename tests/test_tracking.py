@@ -383,7 +383,8 @@ def test_a_trial_that_may_be_stopped_stores_its_metrics_before_each_report(track
     """Under ASHA or a stopper Tune may end the worker right after a report,
     before the trial flushes: each report then finds its epoch in the store.
     Without the flag (FIFO) the epochs are stored with the next checkpoint."""
-    from sweeps.trial import SweepContext, run_trial
+    from sweeps.context import SweepContext
+    from sweeps.worker import run_unit
 
     parent = tracking.start_sweep(tracker, exp, "s", None)
     base = TrialConfig(train=TrainConfig(epochs=3, batch_size=50))
@@ -410,7 +411,7 @@ def test_a_trial_that_may_be_stopped_stores_its_metrics_before_each_report(track
         def trial_name(self):
             return "trial_0"
 
-    run_trial({}, ctx, Session())
+    run_unit({}, ctx, Session())
     if flush_each_report:
         assert seen == [[1.0], [1.0, 2.0], [1.0, 2.0, 3.0]]
     else:

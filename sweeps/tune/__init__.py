@@ -2,8 +2,8 @@
 
     cluster.py      joining a cluster or starting a local Ray, token auth,
                     a local Ray's resources, the env a cluster's workers get
-    trainable.py    the Tune session adapter and the trainables (single worker,
-                    multi-worker via Ray Train, a pack)
+    trainable.py    the Ray session adapter and the trainables (one worker:
+                    a trial or a pack; multi-worker via Ray Train)
     config.py       the Tuner's settings: param space, TuneConfig, RunConfig
     fit.py          a Tuner fit or restored, under the sweep's signal handler
     stopper.py      the spec's stopper as a Tune stopper, and its record files

@@ -1,45 +1,56 @@
 """Trials in Tune: the session adapter and the trainables.
 
-`TuneSession` is a `trial.Session` backed by Tune's function API. A trial is
-one of three trainables, by the spec's resources: a single worker
-(`sweeps.trial.run_trial`), several workers as a Ray Train TorchTrainer (DDP;
-rank 0 probes, logs and checkpoints), or a pack of grid trials trained at
-once (`sweeps.packs.run_pack`). `trainable(spec, ctx)` picks it and gives it
-its CPUs and GPUs.
+`RaySession` is a `trial.Session` over Ray's report/checkpoint API: Tune's
+in a Tune trial, Ray Train's in a DDP worker. A trial is one of two
+trainables, by the spec's resources: one worker (an unpacked trial, or a
+pack of grid trials trained at once), or several workers as a Ray Train
+TorchTrainer (DDP; rank 0 probes, logs and checkpoints). Every worker runs
+the one entry, `sweeps.worker.run_unit`. `trainable(spec, ctx)` picks the
+trainable and gives it its CPUs and GPUs.
 """
 from __future__ import annotations
 
 from dataclasses import asdict
+from types import ModuleType
 from typing import Any
 
 from ray import tune
 
-from sweeps import packs
 from sweeps import storage as files
 from sweeps.context import SweepContext
 from sweeps.spec import SweepSpec
-from sweeps.trial import run_trial
+from sweeps.worker import run_unit
 
 
 # ------------------------------------------------------------ the session
-class TuneSession:
-    """trial.Session backed by the Tune function API."""
+class RaySession:
+    """trial.Session over `api`, which is `ray.tune` in a Tune trial and
+    `ray.train` in a Ray Train worker (each has its own Checkpoint and report)."""
+
+    def __init__(self, api: ModuleType, name: str):
+        self.api, self.name = api, name
 
     def report(self, metrics: dict[str, float], checkpoint_dir: str | None) -> None:
-        checkpoint = tune.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
-        tune.report(metrics, checkpoint=checkpoint)
+        checkpoint = self.api.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
+        self.api.report(metrics, checkpoint=checkpoint)
 
     def checkpoint_dir(self) -> str | None:
-        checkpoint = tune.get_checkpoint()
+        checkpoint = self.api.get_checkpoint()
         return checkpoint.to_directory() if checkpoint is not None else None
 
     def trial_name(self) -> str:
-        return tune.get_context().get_trial_name()
+        return self.name
+
+
+def _tune_session() -> RaySession:
+    return RaySession(tune, tune.get_context().get_trial_name())
 
 
 # ------------------------------------------------------------ trainables
-def _single_worker(config: dict[str, Any], ctx: SweepContext) -> None:
-    run_trial(config, ctx, TuneSession())
+def _one_worker(config: dict[str, Any], ctx: SweepContext) -> None:
+    """A Tune trial trained in its own worker: an unpacked trial, or a pack
+    of grid trials trained at once (`sweeps.packs`)."""
+    run_unit(config, ctx, _tune_session())
 
 
 def _multi_worker(config: dict[str, Any], ctx: SweepContext, workers: int, use_gpu: bool) -> None:
@@ -62,39 +73,21 @@ def _multi_worker(config: dict[str, Any], ctx: SweepContext, workers: int, use_g
 
 
 def _train_loop_per_worker(loop_config: dict[str, Any]) -> None:
+    """One DDP rank of a multi-worker trial."""
     import ray.train
 
-    class TrainSession:
-        def report(self, metrics, checkpoint_dir):
-            checkpoint = ray.train.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
-            ray.train.report(metrics, checkpoint=checkpoint)
-
-        def checkpoint_dir(self):
-            checkpoint = ray.train.get_checkpoint()
-            return checkpoint.to_directory() if checkpoint is not None else None
-
-        def trial_name(self):
-            return loop_config["trial_name"]
-
     ctx = SweepContext(**loop_config["ctx"])
-    run_trial(loop_config["config"], ctx, TrainSession(), distributed=True)
-
-
-def _packed(config: dict[str, Any], ctx: SweepContext) -> None:
-    """A Tune trial that trains a pack of grid trials at once (`sweeps.packs`)."""
-    packs.run_pack(config, ctx, TuneSession())
+    run_unit(loop_config["config"], ctx, RaySession(ray.train, loop_config["trial_name"]), distributed=True)
 
 
 def trainable(spec: SweepSpec, ctx: SweepContext):
-    """The spec's trainable with its resources: a pack, a multi-worker or a single-worker trial."""
+    """The spec's trainable with its resources: a multi-worker trial, or one
+    worker (a spec with packs has one worker per trial, `spec._check_pack`)."""
     r = spec.resources
-    if r.pack > 1:
-        return tune.with_resources(tune.with_parameters(_packed, ctx=ctx),
-                                   {"cpu": r.cpus_per_trial, "gpu": r.gpus_per_trial})
     if r.workers_per_trial > 1:
         fn = tune.with_parameters(_multi_worker, ctx=ctx, workers=r.workers_per_trial,
                                   use_gpu=r.gpus_per_trial > 0)
         # the Train workers reserve their own CPUs/GPUs; the Tune trial (1 CPU) coordinates
         return tune.with_resources(fn, {"cpu": 1})
-    fn = tune.with_parameters(_single_worker, ctx=ctx)
+    fn = tune.with_parameters(_one_worker, ctx=ctx)
     return tune.with_resources(fn, {"cpu": r.cpus_per_trial, "gpu": r.gpus_per_trial})
