@@ -30,6 +30,7 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 from dynamics_core.config import TrialConfig
+from dynamics_core.measure import probe_summaries
 from dynamics_core.packed import run_packed
 from dynamics_core.train import RunEnv, RunResult
 from sweeps.trial import CheckpointOutbox, Session, TrialSink
@@ -46,7 +47,8 @@ def train_pack(cfgs: Sequence[TrialConfig], names: Sequence[str], runs: dict[str
     """Train the members `cfgs` (named `names`) as one pack with
     `dynamics_core.packed.run_packed`, from `resume` if given: each member
     still training records to its run in `runs`, the pack reports to `session`."""
-    sinks = [TrialSink(runs[name], _MemberSession(name)) if name in runs else _Ended() for name in names]
+    sinks = [TrialSink(runs[name], _MemberSession(name), summaries=probe_summaries(cfg.probes))
+             if name in runs else _Ended() for name, cfg in zip(names, cfgs)]
     pack_sink = PackTuneSink(session, runs)
     out = run_packed(list(cfgs), sinks, env, resume=resume, pack_sink=pack_sink)
     pack_sink.finish(out.results)

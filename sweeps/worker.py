@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from dynamics_core.config import TrialConfig
+from dynamics_core.measure import probe_summaries
 from dynamics_core.train import RunEnv, RunResult
 from sweeps import packs, trial
 from sweeps.context import PACK_KEY, SweepContext, trial_config
@@ -75,7 +76,8 @@ def run_unit(config: dict[str, Any], ctx: SweepContext, session: trial.Session,
     try:
         if unit.pack is not None:
             return packs.train_pack(unit.cfgs, unit.names, runs, session, env, state)
-        sink = trial.TrialSink(runs[unit.names[0]], session, flush_each_report=ctx.flush_each_report)
+        sink = trial.TrialSink(runs[unit.names[0]], session, flush_each_report=ctx.flush_each_report,
+                               summaries=probe_summaries(unit.cfgs[0].probes))
         return [trial.train(unit.cfgs[0], sink, env, state)]
     except (SystemExit, KeyboardInterrupt):     # stopped at a report, or Ctrl-C: the sweep resumes these runs
         for run in runs.values():
