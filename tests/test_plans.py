@@ -91,7 +91,7 @@ def test_stability_detector_window():
     """after_breakeven by λ_H¹ ≥ 2/η: the trials' λ_H¹ (30·hump) crosses 2/η only for η ≥ 0.1."""
     table = make_table(breakeven_trials("paper"))
     plans = experiments.plans_for("breakeven.c2_lr", {"detector": "stability"})
-    for v in experiments.conjecture("breakeven.c2_lr")(table, plans=plans, **FAST):
+    for v in experiments.get_conjecture("breakeven.c2_lr")(table, plans=plans, **FAST):
         assert v.details["detector"] == "stability" and v.exploratory
         assert v.details["noise_term"].startswith("off")
         assert v.details["excluded_no_breakeven"] > 0

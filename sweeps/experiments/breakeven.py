@@ -87,11 +87,11 @@ from matplotlib import colors
 from matplotlib.figure import Figure
 
 from sweeps.conjectures.plan import FROM_PLAN, AnalysisPlan
-from sweeps.conjectures.verdict import (N_BOOT, N_PERM, Verdict, judge, metric_frame, param,
-                                        trend_test, usable_runs)
+from sweeps.conjectures.verdict import N_BOOT, N_PERM, trend_test, Verdict, verdict_of
 
 from sweeps.experiments import Experiment, Sources, own_plans, register
-from sweeps.report import DPI, finished_runs, has_metrics, lr_colors
+from sweeps.table import SweepTable, param
+from sweeps.plotting import DPI, lr_colors
 
 LR, BATCH, TRAIN_SIZE = "optim.lr", "train.batch_size", "data.train_size"
 NOISE_S2 = "sgd_noise/s2"          # s² of the stability criterion (the sgd_noise probe)
@@ -156,18 +156,18 @@ def stability_step(steps: np.ndarray, lam_h: np.ndarray, lr: np.ndarray | float,
     return float("nan") if out is None else float(out)
 
 
-def _metric_rows(table: Any, key: str) -> pd.DataFrame:
-    rows = metric_frame(table, key)
+def _metric_rows(table: SweepTable, key: str) -> pd.DataFrame:
+    rows = table.metric(key)
     if len(rows) or key != "gradcov/trace_over_top":
         return rows
     # derive Tr(K)/λ_K¹ from its parts when the probe did not log the ratio
-    tr, top = metric_frame(table, "gradcov/trace"), metric_frame(table, "gradcov/top")
+    tr, top = table.metric("gradcov/trace"), table.metric("gradcov/top")
     both = tr.merge(top, on=["run_id", "step"], suffixes=("_tr", "_top"))
     both = both.assign(key=key, value=both["value_tr"] / both["value_top"])
     return both[["run_id", "key", "step", "value"]]
 
 
-def trial_maxima(table: Any, key: str, peak_eps: float = 0.05,
+def trial_maxima(table: SweepTable, key: str, peak_eps: float = 0.05,
                  from_step: Mapping[str, float] | None = None,
                  to_step: Mapping[str, float] | None = None) -> pd.DataFrame:
     """Per run: max of `key`, the step of the max, the last step, whether the peak was reached.
@@ -195,16 +195,16 @@ def trial_maxima(table: Any, key: str, peak_eps: float = 0.05,
     return pd.DataFrame(out, columns=cols).set_index("run_id")
 
 
-def saturation_steps(table: Any, key: str = "gradcov/top", eps: float = 0.05,
+def saturation_steps(table: SweepTable, key: str = "gradcov/top", eps: float = 0.05,
                      window: int = 3) -> pd.Series:
     """Break-even step per run_id by the saturation detector on `key` (NaN: none)."""
     out = {}
-    for run_id, g in metric_frame(table, key).groupby("run_id", sort=True):
+    for run_id, g in table.metric(key).groupby("run_id", sort=True):
         out[run_id] = saturation_step(g["step"].to_numpy(), g["value"].to_numpy(float), eps, window)
     return pd.Series(out, dtype=float, name="breakeven_step")
 
 
-def run_stability_step(table: Any, row: pd.Series | Mapping[str, Any],
+def run_stability_step(table: SweepTable, row: pd.Series | Mapping[str, Any],
                        noise_scale_key: str | None = None, *,
                        noise_s2_key: str | None = None) -> float:
     """Break-even step of one trial by the stability detector on its `hessian/top`.
@@ -232,11 +232,11 @@ def run_stability_step(table: Any, row: pd.Series | Mapping[str, Any],
     return stability_step(h.index.to_numpy(), h.to_numpy(), eta, num(BATCH), num(TRAIN_SIZE), s)
 
 
-def noise_term_status(table: Any, runs: pd.DataFrame, noise_s2_key: str | None) -> str:
+def noise_term_status(table: SweepTable, runs: pd.DataFrame, noise_s2_key: str | None) -> str:
     """How many of `runs` the stability detector judged with its SGD-noise term."""
     if not noise_s2_key:
         return "off: the plan names no s² metric"
-    have = set(metric_frame(table, noise_s2_key)["run_id"])
+    have = set(table.metric(noise_s2_key)["run_id"])
     n = pd.to_numeric(runs.get(TRAIN_SIZE, pd.Series(np.nan, index=runs.index)), errors="coerce")
     on = int((runs["run_id"].isin(have) & np.isfinite(n.to_numpy(float))).sum())
     if on == 0:
@@ -247,7 +247,7 @@ def noise_term_status(table: Any, runs: pd.DataFrame, noise_s2_key: str | None) 
     return f"on ({noise_s2_key}, S = {BATCH}, N = {TRAIN_SIZE})"
 
 
-def breakeven_steps(table: Any, peak_eps: float = 0.05, window: int = 3) -> pd.DataFrame:
+def breakeven_steps(table: SweepTable, peak_eps: float = 0.05, window: int = 3) -> pd.DataFrame:
     """Per trial break-even step by both detectors, and whether each peak was reached.
 
     Columns: run_id, status, optim.lr, train.batch_size, seed, stability_step
@@ -326,7 +326,7 @@ PLANS = _plans()
 
 
 # ------------------------------------------------------------------ windows
-def breakeven_step_of(table: Any, runs: pd.DataFrame, plan: AnalysisPlan) -> pd.Series:
+def breakeven_step_of(table: SweepTable, runs: pd.DataFrame, plan: AnalysisPlan) -> pd.Series:
     """Break-even step per run_id by the plan's detector (NaN: none)."""
     o = plan.options
     if plan.detector == "saturation":
@@ -339,7 +339,7 @@ def breakeven_step_of(table: Any, runs: pd.DataFrame, plan: AnalysisPlan) -> pd.
                      f"got {plan.detector!r}")
 
 
-def window_bounds(table: Any, runs: pd.DataFrame, plan: AnalysisPlan) -> pd.DataFrame:
+def window_bounds(table: SweepTable, runs: pd.DataFrame, plan: AnalysisPlan) -> pd.DataFrame:
     """First and last step of each run's window (`plan.window`); NaN where it has none.
 
     `after_breakeven` starts at the plan detector's break-even step;
@@ -353,7 +353,7 @@ def window_bounds(table: Any, runs: pd.DataFrame, plan: AnalysisPlan) -> pd.Data
     if w.kind == "after_breakeven":
         out["start"] = breakeven_step_of(table, runs, plan).to_numpy(float)
     elif w.kind in ("until", "from"):
-        rows = metric_frame(table, w.metric)
+        rows = table.metric(w.metric)
         hits = rows.loc[np.array([w.holds(v) for v in rows["value"].to_numpy(float)], dtype=bool)]
         first = hits.groupby("run_id")["step"].min().reindex(ids).to_numpy(float)
         out["end" if w.kind == "until" else "start"] = first
@@ -377,7 +377,7 @@ def _strata_columns(runs: pd.DataFrame, axis_col: str, strata: list[str] | None)
 EXCLUSIONS = ("unfinished", "window_not_reached", "no_breakeven", "peak_not_reached")
 
 
-def _judge_plan(table: Any, vname: str, plan: AnalysisPlan, *, n_perm: int, n_boot: int,
+def _judge_plan(table: SweepTable, vname: str, plan: AnalysisPlan, *, n_perm: int, n_boot: int,
                 rng_seed: int, strata: Any = FROM_PLAN) -> Verdict | None:
     """One verdict: the trend of the window maximum of `plan.metric` along the plan's axis."""
     unknown = set(plan.exclusions) - set(EXCLUSIONS)
@@ -388,7 +388,7 @@ def _judge_plan(table: Any, vname: str, plan: AnalysisPlan, *, n_perm: int, n_bo
     strata = plan.options["strata"]
     if key in OPTIONAL and _metric_rows(table, key).empty:
         return None                          # Tr(H), K_mb: judged only when measured
-    runs, excluded = usable_runs(table.runs)
+    runs, excluded = table.usable()
     held = _strata_columns(runs, col, strata)
     bounds = window_bounds(table, runs, plan)
     no_window = bounds.isna().any(axis=1)
@@ -404,7 +404,7 @@ def _judge_plan(table: Any, vname: str, plan: AnalysisPlan, *, n_perm: int, n_bo
         base["noise_term"] = noise_term_status(table, runs, plan.options["noise_s2_key"])
     if _metric_rows(table, key).empty or col not in runs.columns:
         why = f"{key} was not logged" if col in runs.columns else f"no column {col}"
-        return judge(plan, None, name=vname, n=0, reason=why, **base)
+        return verdict_of(plan, None, name=vname, n=0, reason=why, **base)
     maxima = trial_maxima(table, key, plan.options["peak_eps"], bounds["start"].to_dict(),
                           bounds["end"].to_dict())
     df = runs.set_index("run_id").join(maxima, how="inner")
@@ -415,18 +415,18 @@ def _judge_plan(table: Any, vname: str, plan: AnalysisPlan, *, n_perm: int, n_bo
     base["excluded_no_data"] = int(len(runs) - no_window.sum() - len(maxima.index.intersection(
         runs["run_id"])))
     if len(df) < 3:
-        return judge(plan, None, name=vname, n=len(df),
+        return verdict_of(plan, None, name=vname, n=len(df),
                      reason=f"only {len(df)} trials had a window and a maximum in it", **base)
     x = param(df, col).to_numpy(float)
     groups = df[held].astype(str).agg("|".join, axis=1) if held else None
     res = trend_test(x, df["max"].to_numpy(float), groups, blocks=df["seed"].astype(str),
                      n_perm=n_perm, n_boot=n_boot, rng_seed=rng_seed, alpha=plan.alpha)
     means = df.assign(_x=x).groupby("_x")["max"].mean()
-    return judge(plan, res, name=vname, **base,
+    return verdict_of(plan, res, name=vname, **base,
                  mean_max_by_level={float(k): float(v) for k, v in means.items()})
 
 
-def _judge_axis(table: Any, name: str, plans: Mapping[str, AnalysisPlan] | None, *,
+def _judge_axis(table: SweepTable, name: str, plans: Mapping[str, AnalysisPlan] | None, *,
                 n_perm: int = N_PERM, n_boot: int = N_BOOT, rng_seed: int = 0,
                 strata: Any = FROM_PLAN) -> list[Verdict]:
     plans = own_plans(PLANS, name, plans)
@@ -435,26 +435,26 @@ def _judge_axis(table: Any, name: str, plans: Mapping[str, AnalysisPlan] | None,
     return [v for v in out if v is not None]
 
 
-def c1_lr(table: Any, plans: Mapping[str, AnalysisPlan] | None = None,
+def c1_lr(table: SweepTable, plans: Mapping[str, AnalysisPlan] | None = None,
           **options: Any) -> list[Verdict]:
     """Conjecture 1 along η: max λ_H¹ and max λ_K¹ (until train accuracy 0.65) smaller for larger η."""
     return _judge_axis(table, "breakeven.c1_lr", plans, **options)
 
 
-def c1_batch(table: Any, plans: Mapping[str, AnalysisPlan] | None = None,
+def c1_batch(table: SweepTable, plans: Mapping[str, AnalysisPlan] | None = None,
              **options: Any) -> list[Verdict]:
     """Conjecture 1 along S: max λ_H¹ and max λ_K¹ (until train accuracy 0.65) smaller for smaller S."""
     return _judge_axis(table, "breakeven.c1_batch", plans, **options)
 
 
-def c2_lr(table: Any, plans: Mapping[str, AnalysisPlan] | None = None,
+def c2_lr(table: SweepTable, plans: Mapping[str, AnalysisPlan] | None = None,
           **options: Any) -> list[Verdict]:
     """Conjecture 2 along η: max Tr(K)/λ_K¹ larger, max Tr(K) (Tr(H)) smaller for larger η,
     maxima taken at or after each trial's break-even step."""
     return _judge_axis(table, "breakeven.c2_lr", plans, **options)
 
 
-def c2_batch(table: Any, plans: Mapping[str, AnalysisPlan] | None = None,
+def c2_batch(table: SweepTable, plans: Mapping[str, AnalysisPlan] | None = None,
              **options: Any) -> list[Verdict]:
     """Conjecture 2 along S: max Tr(K)/λ_K¹ larger, max Tr(K) (Tr(H)) smaller for smaller S,
     maxima taken at or after each trial's break-even step."""
@@ -465,11 +465,11 @@ def c2_batch(table: Any, plans: Mapping[str, AnalysisPlan] | None = None,
 Trajectories = Mapping[str, tuple[np.ndarray, np.ndarray, np.ndarray]]
 
 
-def fig_spectra(table: Any, sources: Sources | None = None) -> Figure | None:
+def fig_spectra(table: SweepTable, sources: Sources | None = None) -> Figure | None:
     """Paper Fig. 6: λ_H¹ and ΔL (change of train loss between measurements) against λ_K¹."""
-    if not has_metrics(table, "gradcov/top"):
+    if not table.has("gradcov/top"):
         return None
-    runs = finished_runs(table)
+    runs = table.finished()
     color, sm = lr_colors(runs[LR] if LR in runs else [])
     fig = Figure(figsize=(9, 3.6), dpi=DPI, layout="constrained")
     ax_h, ax_l = fig.subplots(1, 2)
@@ -518,12 +518,12 @@ def fig_pca_trajectories(trajectories: Trajectories | None, max_runs: int = 4) -
     return fig
 
 
-def fig_max_vs_hparams(table: Any, sources: Sources | None = None, peak_eps: float = 0.05) -> Figure | None:
+def fig_max_vs_hparams(table: SweepTable, sources: Sources | None = None, peak_eps: float = 0.05) -> Figure | None:
     """Max λ_H¹ and max λ_K¹ (per example, and in the mini-batch unit when
     logged) over the whole run against η (one line per S) and against S (one
     line per η). Filled markers: peak reached; hollow: not reached (not comparable)."""
-    keys = [k for k in ("hessian/top", "gradcov/top", "gradcov_mb/top") if has_metrics(table, k)]
-    runs = finished_runs(table)
+    keys = [k for k in ("hessian/top", "gradcov/top", "gradcov_mb/top") if table.has(k)]
+    runs = table.finished()
     if not keys or LR not in runs or BATCH not in runs:
         return None
     fig = Figure(figsize=(8, 3.2 * len(keys)), dpi=DPI, layout="constrained")
@@ -554,14 +554,14 @@ def fig_max_vs_hparams(table: Any, sources: Sources | None = None, peak_eps: flo
     return fig
 
 
-def fig_stability(table: Any, sources: Sources | None = None) -> Figure | None:
+def fig_stability(table: SweepTable, sources: Sources | None = None) -> Figure | None:
     """How close each trial comes to the stability limit along e_H¹: ηλ_H¹ over
     its limit 1 + √(1 − c), c = `sgd_noise/noise_term` (1 when c ≥ 1), against
     the step, one panel per S, coloured by η; at or above 1 the stability
     detector fires. Dotted: the full-batch ratio ηλ_H¹ / 2."""
-    if not has_metrics(table, "hessian/lr_x_top", "sgd_noise/noise_term"):
+    if not table.has("hessian/lr_x_top", "sgd_noise/noise_term"):
         return None
-    runs = finished_runs(table)
+    runs = table.finished()
     if runs.empty or BATCH not in runs:
         return None
     sizes = sorted(runs[BATCH].dropna().unique())
@@ -584,11 +584,11 @@ def fig_stability(table: Any, sources: Sources | None = None) -> Figure | None:
     return fig
 
 
-def fig_pca(table: Any, sources: Sources | None = None, max_runs: int = 4) -> Figure | None:
+def fig_pca(table: SweepTable, sources: Sources | None = None, max_runs: int = 4) -> Figure | None:
     """Fig. 7/8 from the sweep: the weight snapshots (`probes.snapshots: true`)
     of up to `max_runs` finished trials of the first seed, ordered by batch size
     then learning rate, with λ_K¹ at the same steps. None without snapshots."""
-    runs = finished_runs(table)
+    runs = table.finished()
     if sources is None or runs.empty or "probes.snapshots" not in runs or not runs["probes.snapshots"].any():
         return None
     runs = runs[runs["seed"] == runs["seed"].min()]

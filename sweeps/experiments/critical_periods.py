@@ -88,11 +88,11 @@ from matplotlib.figure import Figure
 
 from sweeps.conjectures.inference import sign_test
 from sweeps.conjectures.plan import FROM_PLAN, AnalysisPlan, Check
-from sweeps.conjectures.verdict import (ALPHA, N_BOOT, N_PERM, Verdict, compare_groups,
-                                        final_value, intersection_union, judge,
-                                        metric_frame, trend_test, usable_runs)
+from sweeps.conjectures.verdict import (ALPHA, N_BOOT, N_PERM, compare_groups, intersection_union,
+                                        trend_test, Verdict, verdict_of)
 from sweeps.experiments import Experiment, Sources, own_plans, register
-from sweeps.report import DPI, has_metrics, mean_curve
+from sweeps.table import SweepTable
+from sweeps.plotting import DPI
 
 KIND, START, END, EPOCHS = ("data.deficit.kind", "data.deficit.start_epoch",
                             "data.deficit.end_epoch", "train.epochs")
@@ -202,10 +202,10 @@ def _int(v: Any) -> int:
     return int(v) if pd.notna(v) else 0
 
 
-def arm_frame(table: Any) -> tuple[pd.DataFrame, dict[str, int]]:
+def arm_frame(table: SweepTable) -> tuple[pd.DataFrame, dict[str, int]]:
     """Finished runs with their arm fields and final accuracy (`acc`), and the exclusion counts."""
-    runs, excluded = usable_runs(table.runs)
-    acc = final_value(table, "final/val_acc", fallback="val/acc")
+    runs, excluded = table.usable()
+    acc = table.final("final/val_acc", fallback="val/acc")
     arms = [arm_of(r) for _, r in runs.iterrows()]
     df = pd.DataFrame({"run_id": runs["run_id"].to_numpy(),
                        "seed": runs["seed"].to_numpy(),
@@ -254,7 +254,7 @@ def blur_check(df: pd.DataFrame, *, alpha: float = ALPHA, min_drop: float = MIN_
                     + ("" if passed else f"; the deficit does not hurt; to fix: {FIX}"))
 
 
-def pilot_blur_hurts(table: Any, plans: Mapping[str, AnalysisPlan] | None = None,
+def pilot_blur_hurts(table: SweepTable, plans: Mapping[str, AnalysisPlan] | None = None,
                      **options: Any) -> list[Verdict]:
     """Manipulation check: the permanently blurred arm ends less accurate than the clean arm."""
     name = "critical_periods.pilot_blur_hurts"
@@ -264,7 +264,7 @@ def pilot_blur_hurts(table: Any, plans: Mapping[str, AnalysisPlan] | None = None
                                  **options)
     base = {**excluded, "epochs": epochs, "min_drop": plan.options["min_drop"],
             "groups": {"a": "blur always", "b": "clean"}}
-    v = judge(plan, res, n=0, reason=why, **base)
+    v = verdict_of(plan, res, n=0, reason=why, **base)
     return [v if v.verdict == "supported" else replace(v, details={**v.details, "fix": FIX})]
 
 
@@ -279,7 +279,7 @@ def _failed(plan: AnalysisPlan, checks: dict[str, tuple[bool, str]], **details: 
     """The invalid-protocol verdict when a check failed (None when all passed)."""
     if all(passed for passed, _ in checks.values()):
         return None
-    return judge(plan, None, checks=checks, n=0, fix=FIX, **details)
+    return verdict_of(plan, None, checks=checks, n=0, fix=FIX, **details)
 
 
 # ------------------------------------------------------------ removal sweep
@@ -326,7 +326,7 @@ def removal_test(rem: pd.DataFrame, *, alpha: float, n_perm: int, n_boot: int, r
                       rng_seed=rng_seed, alpha=alpha)
 
 
-def removal_hurts(table: Any, plans: Mapping[str, AnalysisPlan] | None = None, *,
+def removal_hurts(table: SweepTable, plans: Mapping[str, AnalysisPlan] | None = None, *,
                   deficit: Any = FROM_PLAN, budget: Any = FROM_PLAN, n_perm: int = N_PERM,
                   n_boot: int = N_BOOT, rng_seed: int = 0) -> list[Verdict]:
     """Final accuracy decreases with the epoch N at which the plan's `deficit` is removed."""
@@ -340,12 +340,12 @@ def removal_hurts(table: Any, plans: Mapping[str, AnalysisPlan] | None = None, *
     rem, budget = removal_frame(df, deficit, budget)
     base = {**excluded, "budget": budget, "deficit": deficit}
     if len(rem) < 3 or rem["N"].nunique() < 2:
-        return [judge(plan, None, checks=checks, n=len(rem),
+        return [verdict_of(plan, None, checks=checks, n=len(rem),
                       reason=f"only {len(rem)} removal trials at {rem['N'].nunique()} levels of N",
                       **base)]
     res = removal_test(rem, alpha=plan.alpha, n_perm=n_perm, n_boot=n_boot, rng_seed=rng_seed)
     means = rem.groupby("N")["acc"].mean()
-    return [judge(plan, res, checks=checks, **base,
+    return [verdict_of(plan, res, checks=checks, **base,
                   mean_acc_by_N={int(k): float(v) for k, v in means.items()},
                   **removal_shape(means.index.to_numpy(), means.to_numpy()))]
 
@@ -374,7 +374,7 @@ def onset_test(win: pd.DataFrame, *, alpha: float, n_perm: int, n_boot: int, rng
                       rng_seed=rng_seed, alpha=alpha)
 
 
-def early_onset_most_sensitive(table: Any, plans: Mapping[str, AnalysisPlan] | None = None, *,
+def early_onset_most_sensitive(table: SweepTable, plans: Mapping[str, AnalysisPlan] | None = None, *,
                                deficit: Any = FROM_PLAN, window: Any = FROM_PLAN,
                                epochs: Any = FROM_PLAN, n_perm: int = N_PERM,
                                n_boot: int = N_BOOT, rng_seed: int = 0) -> list[Verdict]:
@@ -390,15 +390,15 @@ def early_onset_most_sensitive(table: Any, plans: Mapping[str, AnalysisPlan] | N
     win, base_mean, info = onset_frame(df, deficit, window, epochs)
     base = {**excluded, **info, "deficit": deficit}
     if not np.isfinite(base_mean):
-        return [judge(plan, None, checks=checks, n=len(win),
+        return [verdict_of(plan, None, checks=checks, n=len(win),
                       reason="no clean trials of the onset run length", **base)]
     if len(win) < 3 or win["t0"].nunique() < 2:
-        return [judge(plan, None, checks=checks, n=len(win),
+        return [verdict_of(plan, None, checks=checks, n=len(win),
                       reason=f"only {len(win)} onset trials at {win['t0'].nunique()} onsets",
                       **base)]
     res = onset_test(win, alpha=plan.alpha, n_perm=n_perm, n_boot=n_boot, rng_seed=rng_seed)
     means = win.groupby("t0")["sensitivity"].mean()
-    return [judge(plan, res, checks=checks, **base,
+    return [verdict_of(plan, res, checks=checks, **base,
                   mean_sensitivity_by_t0={int(k): float(v) for k, v in means.items()})]
 
 
@@ -411,7 +411,7 @@ def noninferiority_test(a: pd.Series, b: pd.Series, margin: float, *, alpha: flo
                           shift=margin, alternative="two-sided")
 
 
-def controls_no_lasting_effect(table: Any, plans: Mapping[str, AnalysisPlan] | None = None, *,
+def controls_no_lasting_effect(table: SweepTable, plans: Mapping[str, AnalysisPlan] | None = None, *,
                                budget: Any = FROM_PLAN, n_perm: int = N_PERM,
                                n_boot: int = N_BOOT, rng_seed: int = 0) -> list[Verdict]:
     """Flip and label-permutation deficits, once removed, end within `margin` of clean."""
@@ -435,7 +435,7 @@ def controls_no_lasting_effect(table: Any, plans: Mapping[str, AnalysisPlan] | N
                   "p_value": res.p_value, "n_control": int(len(ctrl)), "n_clean": int(len(clean)),
                   **{k: v for k, v in res.details.items() if k == "reason"}}
     res = intersection_union(results, [+1] * len(results))
-    return [judge(plan, res, checks=checks, **excluded, margin=margin, controls=per)]
+    return [verdict_of(plan, res, checks=checks, **excluded, margin=margin, controls=per)]
 
 
 def noise_test(noise: pd.Series, blur: pd.Series, *, alpha: float, n_perm: int, n_boot: int,
@@ -445,7 +445,7 @@ def noise_test(noise: pd.Series, blur: pd.Series, *, alpha: float, n_perm: int, 
                           alpha=alpha)
 
 
-def noise_hurts_less_than_blur(table: Any, plans: Mapping[str, AnalysisPlan] | None = None, *,
+def noise_hurts_less_than_blur(table: SweepTable, plans: Mapping[str, AnalysisPlan] | None = None, *,
                                budget: Any = FROM_PLAN, n_perm: int = N_PERM,
                                n_boot: int = N_BOOT, rng_seed: int = 0) -> list[Verdict]:
     """Removed at the same N, a noise deficit ends more accurate than a blur deficit."""
@@ -463,12 +463,12 @@ def noise_hurts_less_than_blur(table: Any, plans: Mapping[str, AnalysisPlan] | N
     base = {**excluded, "budget": b, "N": [int(n) for n in shared],
             "groups": {"a": "noise", "b": "blur"}}
     if not shared:
-        return [judge(plan, None, checks=checks, n=0,
+        return [verdict_of(plan, None, checks=checks, n=0,
                       reason="no N at which both noise and blur were removed", **base)]
     res = noise_test(noise.loc[noise["N"].isin(shared), "acc"],
                      blur.loc[blur["N"].isin(shared), "acc"],
                      alpha=plan.alpha, n_perm=n_perm, n_boot=n_boot, rng_seed=rng_seed)
-    return [judge(plan, res, checks=checks, **base)]
+    return [verdict_of(plan, res, checks=checks, **base)]
 
 
 # ------------------------------------------------------------------ Fisher
@@ -492,7 +492,7 @@ def rises_then_falls(values: np.ndarray, drop: float = DROP, window: int = WINDO
     return 0 < i < v.size - 1 and v[-1] <= (1 - drop) * v[i]
 
 
-def fisher_rises_then_falls(table: Any, plans: Mapping[str, AnalysisPlan] | None = None, *,
+def fisher_rises_then_falls(table: SweepTable, plans: Mapping[str, AnalysisPlan] | None = None, *,
                             deficits: Any = FROM_PLAN, n_perm: int = N_PERM,
                             n_boot: int = N_BOOT, rng_seed: int = 0) -> list[Verdict]:
     """In most trials Tr F peaks after its first measurement, then falls by `drop`.
@@ -510,7 +510,7 @@ def fisher_rises_then_falls(table: Any, plans: Mapping[str, AnalysisPlan] | None
     df, excluded = arm_frame(table)
     if deficits is not None:
         df = df[df["deficit"].isin(deficits)]
-    m = metric_frame(table, plan.metric)
+    m = table.metric(plan.metric)
     m = m[m["run_id"].isin(df["run_id"]) & np.isfinite(m["value"].astype(float))]
     curves = {rid: g["value"].to_numpy(float) for rid, g in m.groupby("run_id")}
     shapes = {rid: rises_then_falls(v, drop, window) for rid, v in curves.items() if v.size >= 3}
@@ -518,16 +518,16 @@ def fisher_rises_then_falls(table: Any, plans: Mapping[str, AnalysisPlan] | None
             "deficits": list(deficits) if deficits else "all",
             "excluded_fewer_than_3_measurements": len(curves) - len(shapes)}
     if not shapes:
-        return [judge(plan, None, n=0, **base,
+        return [verdict_of(plan, None, n=0, **base,
                       reason=f"{plan.metric} logged with >= 3 measurements for no trial")]
     res = sign_test(list(shapes.values()), p0=float(plan.options["p0"]), alpha=plan.alpha)
     by_arm = df.assign(ok=df["run_id"].map(shapes)).dropna(subset=["ok"]).groupby("arm")["ok"]
-    return [judge(plan, res, **base, n_rise_fall=int(sum(shapes.values())),
+    return [verdict_of(plan, res, **base, n_rise_fall=int(sum(shapes.values())),
                   share_by_arm={a: float(v.astype(float).mean()) for a, v in by_arm})]
 
 
 # ------------------------------------------------------------------ tables
-def arm_table(table: Any) -> pd.DataFrame | None:
+def arm_table(table: SweepTable) -> pd.DataFrame | None:
     """Per arm: deficit, sweep, window, run length, final accuracy mean, sd, n."""
     df, _ = arm_frame(table)
     if df.empty:
@@ -543,7 +543,7 @@ def _errorbar(ax, df: pd.DataFrame, x: str, y: str, **kw) -> None:
     ax.errorbar(g.index, g["mean"], yerr=g["std"].fillna(0.0), capsize=2, ms=4, **kw)
 
 
-def fig_accuracy(table: Any, sources: Sources | None = None) -> Figure | None:
+def fig_accuracy(table: SweepTable, sources: Sources | None = None) -> Figure | None:
     """Paper Fig. 10/11 analog: final accuracy against the removal epoch N
     (blur, with the controls at their N) and against the onset t₀ of a short
     blur window; the clean arm as a band (mean ± sd)."""
@@ -575,10 +575,10 @@ def fig_accuracy(table: Any, sources: Sources | None = None) -> Figure | None:
     return fig
 
 
-def fig_fisher(table: Any, sources: Sources | None = None) -> Figure | None:
+def fig_fisher(table: SweepTable, sources: Sources | None = None) -> Figure | None:
     """Tr F over training: mean curve per arm (clean and blur removal at each N),
     against the epoch (the step divided by the steps per epoch of each run)."""
-    if not has_metrics(table, FISHER):
+    if not table.has(FISHER):
         return None
     df, _ = arm_frame(table)
     df = df[df["sweep"].isin(["clean", "removal", "permanent"])
@@ -589,7 +589,7 @@ def fig_fisher(table: Any, sources: Sources | None = None) -> Figure | None:
     ax = fig.subplots()
     df = df.sort_values(["sweep", "end", "epochs"])
     for i, (arm, g) in enumerate(df.groupby("arm", sort=False)):
-        c = mean_curve(table, g["run_id"], FISHER)
+        c = table.mean_curve(g["run_id"], FISHER)
         epoch_len = _steps_per_epoch(table, g["run_id"].iloc[0])
         ax.plot(c.index / epoch_len, c.to_numpy(), color=f"C{i % 10}", lw=1, label=arm)
         if g["sweep"].iloc[0] == "removal":
@@ -599,7 +599,7 @@ def fig_fisher(table: Any, sources: Sources | None = None) -> Figure | None:
     return fig
 
 
-def _steps_per_epoch(table: Any, run_id: str) -> float:
+def _steps_per_epoch(table: SweepTable, run_id: str) -> float:
     ends = table.series(run_id, "train/epoch").sort_index()
     if len(ends) >= 1 and ends.iloc[0] > 0:
         return float(ends.index[0]) / float(ends.iloc[0])

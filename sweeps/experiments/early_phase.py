@@ -65,11 +65,11 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import NullFormatter
 
 from sweeps.conjectures.plan import FROM_PLAN, AnalysisPlan, Check
-from sweeps.conjectures.verdict import (N_BOOT, N_PERM, Verdict, compare_groups,
-                                        inconclusive, intersection_union, judge, metric_frame,
-                                        param, usable_runs)
+from sweeps.conjectures.verdict import (N_BOOT, N_PERM, compare_groups, inconclusive,
+                                        intersection_union, Verdict, verdict_of)
 from sweeps.experiments import Experiment, Sources, own_plans, register
-from sweeps.report import DPI, has_metrics, mean_curve
+from sweeps.table import SweepTable, param
+from sweeps.plotting import DPI
 
 LR, K, ABLATION = "optim.lr", "pruning.rewind_step", "pruning.ablation"
 HIGH = 0.75                # "high sparsity": at least this fraction pruned
@@ -119,11 +119,11 @@ PLANS = {
 
 
 # ------------------------------------------------------------------- rows
-def level_frame(table: Any) -> tuple[pd.DataFrame, dict[str, int]]:
+def level_frame(table: SweepTable) -> tuple[pd.DataFrame, dict[str, int]]:
     """One row per finished trial and loop level: run_id, seed, lr, k, ablation,
     level, imp_level, ablated, condition (the ablation on ablated levels, else
     "none"), sparsity, acc; and the exclusion counts."""
-    runs, excluded = usable_runs(table.runs)
+    runs, excluded = table.usable()
     cols = ["run_id", "seed", "lr", "k", "ablation", "level", "imp_level", "ablated",
             "condition", "sparsity", "acc"]
     m = table.metrics[table.metrics["run_id"].isin(runs["run_id"])]
@@ -173,7 +173,7 @@ def _arm(lr: float, k: int) -> str:
 
 
 # ------------------------------------------------------------ conjectures
-def rewind_beats_init(table: Any, plans: Mapping[str, AnalysisPlan] | None = None, *,
+def rewind_beats_init(table: SweepTable, plans: Mapping[str, AnalysisPlan] | None = None, *,
                       k: Any = FROM_PLAN, high: Any = FROM_PLAN,
                       min_dense_acc: Any = FROM_PLAN, n_perm: int = N_PERM,
                       n_boot: int = N_BOOT, rng_seed: int = 0) -> list[Verdict]:
@@ -200,7 +200,7 @@ def rewind_beats_init(table: Any, plans: Mapping[str, AnalysisPlan] | None = Non
         res = compare_groups(a["acc"], base["acc"], blocks_a=a["seed"], blocks_b=base["seed"],
                              n_perm=n_perm, n_boot=n_boot, rng_seed=rng_seed, alpha=plan.alpha)
         means = high_sparsity_acc(df[df["lr"] == lr], high).groupby("k")["acc"].mean()
-        out.append(judge(plan, res, checks=_checks(df, rows["run_id"].unique(), high, min_dense_acc),
+        out.append(verdict_of(plan, res, checks=_checks(df, rows["run_id"].unique(), high, min_dense_acc),
                          name=f"{plan.conjecture}[{_arm(lr, chosen)}]", lr=float(lr), k=chosen,
                          high=high, mean_by_k={int(i): float(v) for i, v in means.items()},
                          **excluded))
@@ -210,7 +210,7 @@ def rewind_beats_init(table: Any, plans: Mapping[str, AnalysisPlan] | None = Non
     return out
 
 
-def _ablations_needed(name: str, table: Any, plans: Mapping[str, AnalysisPlan] | None,
+def _ablations_needed(name: str, table: SweepTable, plans: Mapping[str, AnalysisPlan] | None,
                       high: Any, min_dense_acc: Any, n_perm: int, n_boot: int,
                       rng_seed: int) -> list[Verdict]:
     """One intersection-union verdict per (η, k) with ablation trials: every part's
@@ -233,7 +233,7 @@ def _ablations_needed(name: str, table: Any, plans: Mapping[str, AnalysisPlan] |
                                           n_perm=n_perm, n_boot=n_boot, rng_seed=rng_seed,
                                           alpha=plan.alpha))
         res = intersection_union(results, [int(plan.options["part_sign"])] * len(parts))
-        out.append(judge(plan, res, checks=_checks(df, rows["run_id"].unique(), high, min_dense_acc),
+        out.append(verdict_of(plan, res, checks=_checks(df, rows["run_id"].unique(), high, min_dense_acc),
                          name=f"{plan.conjecture}[{_arm(lr, k)}]", lr=float(lr), k=int(k),
                          high=high, ablations=list(parts), **excluded))
     if not out:
@@ -243,7 +243,7 @@ def _ablations_needed(name: str, table: Any, plans: Mapping[str, AnalysisPlan] |
     return out
 
 
-def signs_and_magnitudes_needed(table: Any, plans: Mapping[str, AnalysisPlan] | None = None, *,
+def signs_and_magnitudes_needed(table: SweepTable, plans: Mapping[str, AnalysisPlan] | None = None, *,
                                 high: Any = FROM_PLAN, min_dense_acc: Any = FROM_PLAN,
                                 n_perm: int = N_PERM, n_boot: int = N_BOOT,
                                 rng_seed: int = 0) -> list[Verdict]:
@@ -252,7 +252,7 @@ def signs_and_magnitudes_needed(table: Any, plans: Mapping[str, AnalysisPlan] | 
                              min_dense_acc, n_perm, n_boot, rng_seed)
 
 
-def shuffling_fails(table: Any, plans: Mapping[str, AnalysisPlan] | None = None, *,
+def shuffling_fails(table: SweepTable, plans: Mapping[str, AnalysisPlan] | None = None, *,
                     high: Any = FROM_PLAN, min_dense_acc: Any = FROM_PLAN,
                     n_perm: int = N_PERM, n_boot: int = N_BOOT, rng_seed: int = 0) -> list[Verdict]:
     """Shuffling the rewound survivors within a layer or across the network loses accuracy."""
@@ -261,7 +261,7 @@ def shuffling_fails(table: Any, plans: Mapping[str, AnalysisPlan] | None = None,
 
 
 # ------------------------------------------------------------------ tables
-def level_table(table: Any) -> pd.DataFrame | None:
+def level_table(table: SweepTable) -> pd.DataFrame | None:
     """Per trial and level: η, k, ablation, IMP level, ablated, sparsity, final test accuracy."""
     df, _ = level_frame(table)
     return None if df.empty else df
@@ -285,7 +285,7 @@ def _remaining_axis(ax, title: str) -> None:
     ax.legend(fontsize=6)
 
 
-def fig_sparsity(table: Any, sources: Sources | None = None) -> Figure | None:
+def fig_sparsity(table: SweepTable, sources: Sources | None = None) -> Figure | None:
     """Paper Fig. 13 analog: test accuracy against the percent of weights remaining
     (log scale), one line per rewind step k, one panel per η; dense accuracy dotted."""
     df, _ = level_frame(table)
@@ -303,7 +303,7 @@ def fig_sparsity(table: Any, sources: Sources | None = None) -> Figure | None:
     return fig
 
 
-def fig_ablations(table: Any, sources: Sources | None = None) -> Figure | None:
+def fig_ablations(table: SweepTable, sources: Sources | None = None) -> Figure | None:
     """Test accuracy against the percent of weights remaining for each ablation at
     the rewind point, beside the unablated rewind of the same trials, per (η, k)."""
     df, _ = level_frame(table)
@@ -322,20 +322,20 @@ def fig_ablations(table: Any, sources: Sources | None = None) -> Figure | None:
     return fig
 
 
-def fig_timeline(table: Any, sources: Sources | None = None) -> Figure | None:
+def fig_timeline(table: SweepTable, sources: Sources | None = None) -> Figure | None:
     """The dense run (level 0) against the log step: distance from the initialisation,
     gradient norm, fraction of signs flipped since init, probe accuracy; mean per η."""
-    if not has_metrics(table, TIMELINE[0]):
+    if not table.has(TIMELINE[0]):
         return None
-    runs, _ = usable_runs(table.runs)
-    end = metric_frame(table, "level/0/final/val_acc").groupby("run_id")["step"].last()
+    runs, _ = table.usable()
+    end = table.metric("level/0/final/val_acc").groupby("run_id")["step"].last()
     lrs = param(runs, LR, np.nan)
     fig = Figure(figsize=(12, 3.2), dpi=DPI, layout="constrained")
     axes = fig.subplots(1, len(TIMELINE))
     for i, lr in enumerate(sorted(lrs.dropna().unique())):
         ids = runs.loc[lrs == lr, "run_id"]
         for ax, key in zip(axes, TIMELINE):
-            c = mean_curve(table, ids, key)
+            c = table.mean_curve(ids, key)
             last = end.reindex(ids).min() if len(end) else np.inf
             c = c[(c.index <= last) & (c.index > 0)] if np.isfinite(last) else c[c.index > 0]
             ax.plot(c.index, c.to_numpy(), "o-", ms=3, color=f"C{i}", label=f"η = {lr:g}")

@@ -68,11 +68,12 @@ from matplotlib.figure import Figure
 
 from sweeps.conjectures.plan import FROM_PLAN, AnalysisPlan, Check
 from sweeps.conjectures.inference import sign_flip_test
-from sweeps.conjectures.verdict import (N_BOOT, N_PERM, Verdict, compare_groups, final_value,
-                                        intersection_union, judge, per_epoch)
+from sweeps.conjectures.verdict import (N_BOOT, N_PERM, compare_groups, intersection_union, Verdict,
+                                        verdict_of)
 from sweeps.experiments import Experiment, Sources, own_plans, register
 from sweeps.experiments.regimes import _as_tuple
-from sweeps.report import DPI, finished_runs, has_metrics, mean_curve
+from sweeps.table import SweepTable
+from sweeps.plotting import DPI
 
 KIND, MILESTONES = "optim.schedule.kind", "optim.schedule.milestones"
 NOISE, EPOCHS, LR, PATCH = "model.preact_noise", "train.epochs", "optim.lr", "data.patch.fraction"
@@ -170,16 +171,16 @@ PLANS = {
 
 
 # -------------------------------------------------------------- calibration
-def calibration_frame(table: Any, target: float) -> pd.DataFrame:
+def calibration_frame(table: SweepTable, target: float) -> pd.DataFrame:
     """One row per run of a constant-η sweep: lr, seed, status, the step at
     which train/acc first reached `target` (NaN: never), train loss, train and
     test accuracy at the last epoch, and whether it trained."""
     rows = []
     for _, r in table.runs.iterrows():
         rid = r["run_id"]
-        acc = per_epoch(table, rid, "train/acc").astype(float)
-        loss = per_epoch(table, rid, "train/loss").astype(float)
-        val = per_epoch(table, rid, "val/acc").astype(float)
+        acc = table.per_epoch(rid, "train/acc").astype(float)
+        loss = table.per_epoch(rid, "train/loss").astype(float)
+        val = table.per_epoch(rid, "val/acc").astype(float)
         hit = acc[acc >= target]
         status = str(r["status"])
         rows.append({"run_id": rid, "lr": _number(r.get(LR)), "seed": r.get("seed"),
@@ -231,7 +232,7 @@ def choose_lrs(summary: pd.DataFrame, min_ratio: float) -> dict[str, Any]:
               f"{steps_large:.0f} for η_large {large:g}")}
 
 
-def calibration(table: Any, plans: Mapping[str, AnalysisPlan] | None = None, *,
+def calibration(table: SweepTable, plans: Mapping[str, AnalysisPlan] | None = None, *,
                 n_perm: int = N_PERM, n_boot: int = N_BOOT, rng_seed: int = 0) -> list[Verdict]:
     """The small η the calibration picks fits the training set faster than the large one."""
     plan = own_plans(PLANS, CAL, plans)[CAL]
@@ -239,14 +240,14 @@ def calibration(table: Any, plans: Mapping[str, AnalysisPlan] | None = None, *,
     counts = {"excluded_diverged": int((frame["status"] == "diverged").sum())}
     if frame.empty:
         why = "no runs"
-        return [judge(plan, None, checks={c.name: (False, why) for c in plan.checks}, n=0,
+        return [verdict_of(plan, None, checks={c.name: (False, why) for c in plan.checks}, n=0,
                       reason=why, **counts)]
     summary = calibration_summary(frame)
     pick = choose_lrs(summary, plan.options["min_ratio"])
     checks = {c: pick[c] for c in ("edge_bracketed", "small_lr_found")}
     chosen = {"lr_large": pick["large"], "lr_small": pick["small"]}
     if pick["small"] is None:
-        return [judge(plan, None, checks=checks, n=0, reason=checks["small_lr_found"][1],
+        return [verdict_of(plan, None, checks=checks, n=0, reason=checks["small_lr_found"][1],
                       **counts, **chosen)]
     ok = frame[frame["status"] == "finished"]
     a, b = ok[ok["lr"] == pick["small"]], ok[ok["lr"] == pick["large"]]
@@ -255,12 +256,12 @@ def calibration(table: Any, plans: Mapping[str, AnalysisPlan] | None = None, *,
     res = compare_groups(a["train_loss_last"], b["train_loss_last"], blocks_a=a["seed"].to_numpy(),
                          blocks_b=b["seed"].to_numpy(), n_perm=n_perm, n_boot=n_boot,
                          rng_seed=rng_seed, alpha=plan.alpha)
-    return [judge(plan, res, checks=checks, **counts, **chosen,
+    return [verdict_of(plan, res, checks=checks, **counts, **chosen,
                   steps_to_target={"small": float(a["steps_to_target"].mean()),
                                    "large": float(b["steps_to_target"].mean())})]
 
 
-def calibration_table(table: Any) -> pd.DataFrame | None:
+def calibration_table(table: SweepTable) -> pd.DataFrame | None:
     """`calibration_summary` of a calibration sweep (constant η only; None otherwise)."""
     runs = table.runs
     if runs.empty or (runs.apply(lr_arm, axis=1) != "small").any():
@@ -270,12 +271,12 @@ def calibration_table(table: Any) -> pd.DataFrame | None:
 
 
 # ------------------------------------------------------- crossover, control
-def _per_run(table: Any, runs: pd.DataFrame, key: str, epoch: int, width: int) -> pd.Series:
+def _per_run(table: SweepTable, runs: pd.DataFrame, key: str, epoch: int, width: int) -> pd.Series:
     """`key` of every run averaged over the `width` epochs ending at `epoch` (NaN where not logged)."""
     out = {}
     for rid, r in runs.iterrows():
         epochs = int(r[EPOCHS]) if EPOCHS in r and pd.notna(r[EPOCHS]) else None
-        out[rid] = window_mean(per_epoch(table, rid, key), epoch, width, epochs)
+        out[rid] = window_mean(table.per_epoch(rid, key), epoch, width, epochs)
     return pd.Series(out, dtype=float)
 
 
@@ -291,7 +292,7 @@ def _checks(train_loss: tuple[float, float], patch: tuple[float, float]) -> dict
     return {FITS.name: fits, LEARNS.name: learns}
 
 
-def _arms(table: Any) -> tuple[pd.DataFrame, pd.Series, pd.Series, dict[str, int]]:
+def _arms(table: SweepTable) -> tuple[pd.DataFrame, pd.Series, pd.Series, dict[str, int]]:
     """Finished runs (by run_id), their arm, whether they carry the patch, and counts."""
     runs = table.runs.set_index("run_id", drop=False)
     status = runs["status"].astype(str)
@@ -320,7 +321,7 @@ def _paired(a: pd.Series, b: pd.Series, **kw: Any):
                           blocks_b=np.asarray(common, dtype=object), **kw)
 
 
-def anneal_crossover(table: Any, plans: Mapping[str, AnalysisPlan] | None = None, *,
+def anneal_crossover(table: SweepTable, plans: Mapping[str, AnalysisPlan] | None = None, *,
                      epoch: Any = FROM_PLAN, n_perm: int = N_PERM, n_boot: int = N_BOOT,
                      rng_seed: int = 0) -> list[Verdict]:
     """Small LR is better than large-then-anneal before annealing and worse after (patch data)."""
@@ -332,12 +333,12 @@ def anneal_crossover(table: Any, plans: Mapping[str, AnalysisPlan] | None = None
     e_a = epoch if epoch is not None else anneal_epoch(runs[patch] if len(runs) else runs)
     if e_a is None:
         why = "no large-anneal arm on patch data to date the annealing"
-        return [judge(plan, None, checks={c.name: (False, why) for c in plan.checks}, n=0,
+        return [verdict_of(plan, None, checks={c.name: (False, why) for c in plan.checks}, n=0,
                       reason=why, **counts)]
     small, large = patch & (arm == "small"), patch & (arm == "large-anneal")
     at = lambda key: _per_run(table, runs, key, e_a, width)  # noqa: E731
     means = lambda s: (float(s[small].mean()), float(s[large].mean()))  # noqa: E731
-    before, after = at(plan.metric), final_value(table, "final/val_acc", fallback="val/acc")
+    before, after = at(plan.metric), table.final("final/val_acc", fallback="val/acc")
     checks = _checks(means(at("train/loss")), means(at("patch/acc")))
     kw = dict(n_perm=n_perm, n_boot=n_boot, rng_seed=rng_seed, alpha=plan.alpha)
     pre = _paired(_by_seed(before, runs, small), _by_seed(before, runs, large), **kw)
@@ -349,11 +350,11 @@ def anneal_crossover(table: Any, plans: Mapping[str, AnalysisPlan] | None = None
         control = {"no_patch_before_minus": float(before[c_small].mean() - before[c_large].mean()),
                    "no_patch_after_minus": float(after.reindex(runs.index)[c_small].mean()
                                                  - after.reindex(runs.index)[c_large].mean())}
-    return [judge(plan, res, checks=checks, **counts, anneal_epoch=e_a, before_epochs=width,
+    return [verdict_of(plan, res, checks=checks, **counts, anneal_epoch=e_a, before_epochs=width,
                   before_minus=pre.statistic, after_minus=post.statistic, **control)]
 
 
-def patch_hurts_small(table: Any, plans: Mapping[str, AnalysisPlan] | None = None, *,
+def patch_hurts_small(table: SweepTable, plans: Mapping[str, AnalysisPlan] | None = None, *,
                       epoch: Any = FROM_PLAN, n_perm: int = N_PERM, n_boot: int = N_BOOT,
                       rng_seed: int = 0) -> list[Verdict]:
     """The patch costs the small LR more final test accuracy than the large LR (per-seed contrast)."""
@@ -363,21 +364,21 @@ def patch_hurts_small(table: Any, plans: Mapping[str, AnalysisPlan] | None = Non
     e_a = epoch if epoch is not None else anneal_epoch(runs[patch] if len(runs) else runs)
     if e_a is None:
         why = "no large-anneal arm on patch data"
-        return [judge(plan, None, checks={c.name: (False, why) for c in plan.checks}, n=0,
+        return [verdict_of(plan, None, checks={c.name: (False, why) for c in plan.checks}, n=0,
                       reason=why, **counts)]
     width = int(plan.options["before_epochs"])
     small, large = patch & (arm == "small"), patch & (arm == "large-anneal")
     at = lambda key: _per_run(table, runs, key, e_a, width)  # noqa: E731
     checks = {LEARNS.name: _checks((np.nan, np.nan), (float(at("patch/acc")[small].mean()),
                                                       float(at("patch/acc")[large].mean())))[LEARNS.name]}
-    final = final_value(table, plan.metric, fallback="val/acc").reindex(runs.index)
+    final = table.final(plan.metric, fallback="val/acc").reindex(runs.index)
     cells = {(a, p): _by_seed(final, runs, (arm == a) & (patch == p))
              for a in ("small", "large-anneal") for p in (True, False)}
     frame = pd.DataFrame({f"{a}|{p}": s for (a, p), s in cells.items()})
     complete = frame.dropna()
     counts["excluded_incomplete_seed"] = int(len(frame) - len(complete))
     if complete.empty:
-        return [judge(plan, None, checks=checks, n=0, reason="no seed holds all four arms "
+        return [verdict_of(plan, None, checks=checks, n=0, reason="no seed holds all four arms "
                       "(small and large-anneal, with and without the patch)", **counts)]
     d = ((complete["small|True"] - complete["small|False"])
          - (complete["large-anneal|True"] - complete["large-anneal|False"]))
@@ -386,22 +387,22 @@ def patch_hurts_small(table: Any, plans: Mapping[str, AnalysisPlan] | None = Non
     cost = {f"patch_cost_{'small' if a == 'small' else 'large'}":
             float((complete[f"{a}|True"] - complete[f"{a}|False"]).mean())
             for a in ("small", "large-anneal")}
-    return [judge(plan, res, checks=checks, **counts, **cost)]
+    return [verdict_of(plan, res, checks=checks, **counts, **cost)]
 
 
 # ------------------------------------------------------------------ figures
-def fig_large_lr(table: Any, sources: Sources | None = None) -> Figure | None:
+def fig_large_lr(table: SweepTable, sources: Sources | None = None) -> Figure | None:
     """Li/Wei/Ma: test accuracy, patch-only accuracy (when logged) and train
     loss over steps per arm, mean over seeds; solid on patch data, dashed on
     the no-patch control; dotted line at the large arm's annealing."""
-    runs = finished_runs(table)
-    if runs.empty or not has_metrics(table, "val/acc"):
+    runs = table.finished()
+    if runs.empty or not table.has("val/acc"):
         return None
     arms = runs.apply(lr_arm, axis=1)
     if not (arms == "large-anneal").any():
         return None
     patch = runs.apply(has_patch, axis=1).astype(bool)
-    keys = ["val/acc"] + [k for k in ("patch/acc", "train/loss") if has_metrics(table, k)]
+    keys = ["val/acc"] + [k for k in ("patch/acc", "train/loss") if table.has(k)]
     fig = Figure(figsize=(4.2 * len(keys) + 0.5, 3.3), dpi=DPI, layout="constrained")
     axes = np.atleast_1d(fig.subplots(1, len(keys)))
     e_a = anneal_epoch(runs)
@@ -420,7 +421,7 @@ def fig_large_lr(table: Any, sources: Sources | None = None) -> Figure | None:
             for on, ls in ((True, "-"), (False, "--")):
                 ids = runs["run_id"][(arms == arm) & (patch == on)]
                 if len(ids):
-                    c = mean_curve(table, ids, key)
+                    c = table.mean_curve(ids, key)
                     ax.plot(c.index, c.to_numpy(), color=f"C{i}", ls=ls,
                             label=f"{arm}{'' if on else ' no patch'} (n={len(ids)})")
         if anneal_step is not None:
@@ -432,7 +433,7 @@ def fig_large_lr(table: Any, sources: Sources | None = None) -> Figure | None:
     return fig
 
 
-def fig_calibration(table: Any, sources: Sources | None = None) -> Figure | None:
+def fig_calibration(table: SweepTable, sources: Sources | None = None) -> Figure | None:
     """Calibration: train loss over steps per η (mean over seeds), and the
     steps to the train-accuracy target against η (the chosen pair marked)."""
     summary = calibration_table(table)
@@ -444,7 +445,7 @@ def fig_calibration(table: Any, sources: Sources | None = None) -> Figure | None
     ax1, ax2 = fig.subplots(1, 2)
     for i, lr in enumerate(summary["lr"]):
         ids = frame.loc[frame["lr"] == lr, "run_id"]
-        c = mean_curve(table, ids, "train/loss")
+        c = table.mean_curve(ids, "train/loss")
         if len(c):
             ax1.plot(c.index, c.to_numpy(), color=f"C{i % 10}", label=f"η = {lr:g}",
                      lw=2.5 if lr in (pick["large"], pick["small"]) else 1)

@@ -62,10 +62,11 @@ from scipy import stats
 
 from sweeps.conjectures.plan import FROM_PLAN, AnalysisPlan
 from sweeps.conjectures.stats import ALPHA, POWER
-from sweeps.conjectures.verdict import (N_BOOT, N_PERM, Verdict, compare_groups, final_value,
-                                        judge, param, per_epoch, trend_test)
+from sweeps.conjectures.verdict import (N_BOOT, N_PERM, compare_groups, trend_test, Verdict,
+                                        verdict_of)
 from sweeps.experiments import Experiment, Sources, own_plans, register
-from sweeps.report import DPI, finished_runs, has_metrics, lr_colors, mean_curve
+from sweeps.table import SweepTable, param
+from sweeps.plotting import DPI, lr_colors
 
 LR, MOM = "optim.lr", "optim.momentum"
 KIND, STAGE1 = "optim.schedule.kind", "optim.schedule.stage1_epochs"
@@ -136,7 +137,7 @@ def chance_loss(row: pd.Series | dict, n_classes: int | None = None) -> float | 
     return float(np.log(c)) if c is not None and c >= 2 else None
 
 
-def classify_regimes(table: Any, min_decrease_frac: float = _RULE["min_decrease_frac"],
+def classify_regimes(table: SweepTable, min_decrease_frac: float = _RULE["min_decrease_frac"],
                      nontrain_frac: float | None = _RULE["nontrain_frac"],
                      n_classes: int | None = None) -> pd.Series:
     """Regime per run_id, from status and the per-epoch `train/loss`."""
@@ -148,13 +149,13 @@ def classify_regimes(table: Any, min_decrease_frac: float = _RULE["min_decrease_
         elif status != "finished":
             out[rid] = "unknown"
         else:
-            out[rid] = classify_loss_curve(per_epoch(table, rid, "train/loss").to_numpy(),
+            out[rid] = classify_loss_curve(table.per_epoch(rid, "train/loss").to_numpy(),
                                            min_decrease_frac, chance_loss(r, n_classes),
                                            nontrain_frac)
     return pd.Series(out, name="regime", dtype=object)
 
 
-def _with_regimes(table: Any, plan: AnalysisPlan,
+def _with_regimes(table: SweepTable, plan: AnalysisPlan,
                   n_classes: int | None = None) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Runs with their regime under the plan's rule (`min_decrease_frac`, `nontrain_frac`)."""
     min_decrease_frac = float(plan.options["min_decrease_frac"])
@@ -172,16 +173,16 @@ def _with_regimes(table: Any, plan: AnalysisPlan,
     return runs, counts
 
 
-def _final_train_loss(table: Any) -> pd.Series:
-    return final_value(table, "final/train_loss", fallback="train/loss")
+def _final_train_loss(table: SweepTable) -> pd.Series:
+    return table.final("final/train_loss", fallback="train/loss")
 
 
-def _final_val_acc(table: Any) -> pd.Series:
-    return final_value(table, "final/val_acc", fallback="val/acc")
+def _final_val_acc(table: SweepTable) -> pd.Series:
+    return table.final("final/val_acc", fallback="val/acc")
 
 
 # -------------------------------------------------------------- momentum
-def momentum(table: Any, plans: Mapping[str, AnalysisPlan] | None = None, *,
+def momentum(table: SweepTable, plans: Mapping[str, AnalysisPlan] | None = None, *,
              min_decrease_frac: Any = FROM_PLAN, nontrain_frac: Any = FROM_PLAN,
              n_classes: int | None = None, n_perm: int = N_PERM, n_boot: int = N_BOOT,
              rng_seed: int = 0) -> list[Verdict]:
@@ -198,25 +199,25 @@ def momentum(table: Any, plans: Mapping[str, AnalysisPlan] | None = None, *,
         runs, counts = _with_regimes(table, plan, n_classes)
         reg = plan.options["regime"]
         if MOM not in runs.columns:
-            out.append(judge(plan, None, name=key, n=0, reason=f"no column {MOM}", **counts))
+            out.append(verdict_of(plan, None, name=key, n=0, reason=f"no column {MOM}", **counts))
             continue
-        loss = final_value(table, plan.metric, fallback="train/loss")
+        loss = table.final(plan.metric, fallback="train/loss")
         sub = runs.assign(final_loss=loss.reindex(runs.index))
         sub = sub[(sub["regime"] == reg) & np.isfinite(sub["final_loss"].astype(float))]
         if len(sub) < 3:
-            out.append(judge(plan, None, name=key, n=len(sub),
+            out.append(verdict_of(plan, None, name=key, n=len(sub),
                              reason=f"only {len(sub)} {reg} trials", **counts))
             continue
         sub, thin = _drop_thin_strata(sub, plan)
         if len(sub) < 3:
-            out.append(judge(plan, None, name=key, n=len(sub), reason=f"only {len(sub)} {reg} "
+            out.append(verdict_of(plan, None, name=key, n=len(sub), reason=f"only {len(sub)} {reg} "
                              "trials in strata of the minimum size", **counts, thin_strata=thin))
             continue
         strata = param(sub, LR).astype(str).to_numpy() if LR in sub.columns else None
         res = trend_test(param(sub, MOM).to_numpy(float), sub["final_loss"].to_numpy(float),
                          strata, blocks=sub["seed"].astype(str).to_numpy(), n_perm=n_perm,
                          n_boot=n_boot, rng_seed=rng_seed, alpha=plan.alpha)
-        out.append(judge(plan, res, name=key, **counts, regime=reg, thin_strata=thin))
+        out.append(verdict_of(plan, res, name=key, **counts, regime=reg, thin_strata=thin))
     return out
 
 
@@ -243,7 +244,7 @@ def _drop_thin_strata(sub: pd.DataFrame, plan: AnalysisPlan) -> tuple[pd.DataFra
 
 
 # ------------------------------------------------------- generalization
-def large_step_generalizes(table: Any, plans: Mapping[str, AnalysisPlan] | None = None, *,
+def large_step_generalizes(table: SweepTable, plans: Mapping[str, AnalysisPlan] | None = None, *,
                            min_decrease_frac: Any = FROM_PLAN,
                            nontrain_frac: Any = FROM_PLAN,
                            n_classes: int | None = None,
@@ -268,7 +269,7 @@ def large_step_generalizes(table: Any, plans: Mapping[str, AnalysisPlan] | None 
     a = acc[runs["regime"] == "large-step"]
     b = acc[runs["regime"] == "small-step"]
     res = compare_groups(a, b, n_perm=n_perm, n_boot=n_boot, rng_seed=rng_seed, alpha=plan.alpha)
-    return [judge(plan, res, **counts, groups={"a": "large-step", "b": "small-step"})]
+    return [verdict_of(plan, res, **counts, groups={"a": "large-step", "b": "small-step"})]
 
 
 # -------------------------------------------------------------- two-stage
@@ -340,7 +341,7 @@ def seeds_for_margin(sd: float, tol: float, n_tests: int = 1, alpha: float = ALP
     return max(int(np.ceil((z * sd / tol) ** 2)), floor)
 
 
-def _schedule_arms(table: Any) -> tuple[pd.DataFrame, pd.Series, pd.DataFrame, dict[str, Any],
+def _schedule_arms(table: SweepTable) -> tuple[pd.DataFrame, pd.Series, pd.DataFrame, dict[str, Any],
                                         dict[float, pd.DataFrame]]:
     """(finished runs, their final test accuracy, the 3-step baseline, how it was chosen,
     two-stage trials by T)."""
@@ -355,7 +356,7 @@ def _schedule_arms(table: Any) -> tuple[pd.DataFrame, pd.Series, pd.DataFrame, d
     return runs, acc, base, chosen, {float(t): g for t, g in two.groupby(t_col)}
 
 
-def two_stage(table: Any, plans: Mapping[str, AnalysisPlan] | None = None, *,
+def two_stage(table: SweepTable, plans: Mapping[str, AnalysisPlan] | None = None, *,
               stage1_epochs: int | None = None, n_perm: int = N_PERM, n_boot: int = N_BOOT,
               rng_seed: int = 0) -> list[Verdict]:
     """Two-stage schedule's final test accuracy ≥ the 3-step schedule's − tol, per stage-1 T.
@@ -379,12 +380,12 @@ def two_stage(table: Any, plans: Mapping[str, AnalysisPlan] | None = None, *,
               "tol": tol}
     runs, acc, base, chosen, by_t = _schedule_arms(table)
     if KIND not in runs.columns:
-        return [judge(plan, None, n=0, reason=f"no column {KIND}", **counts)]
+        return [verdict_of(plan, None, n=0, reason=f"no column {KIND}", **counts)]
     if stage1_epochs is not None:
         by_t = {t: g for t, g in by_t.items() if t == float(stage1_epochs)}
     n_two = int(sum(len(g) for g in by_t.values()))
     if not by_t or base.empty:
-        return [judge(plan, None, n=n_two + len(base), reason="need two-stage and 3-step trials",
+        return [verdict_of(plan, None, n=n_two + len(base), reason="need two-stage and 3-step trials",
                       **counts, n_two_stage=n_two, n_three_step=int(len(base)))]
     b_acc = acc.reindex(base.index)
     means = {t: float(acc.reindex(g.index).mean()) for t, g in by_t.items()}
@@ -396,7 +397,7 @@ def two_stage(table: Any, plans: Mapping[str, AnalysisPlan] | None = None, *,
                              alternative="two-sided")
         d = (a - b).to_numpy(float)
         sd = float(d.std(ddof=1)) if len(d) > 1 else math.nan
-        out.append(judge(plan, res, name=f"{name}[T={t:g}]", **counts, **chosen,
+        out.append(verdict_of(plan, res, name=f"{name}[T={t:g}]", **counts, **chosen,
                          stage1_epochs=t, n_T_tried=len(by_t), mean_acc_by_T=means,
                          mean_acc_three_step=float(b_acc.mean()), n_seeds=len(seeds),
                          sd_paired_diff=sd,
@@ -404,7 +405,7 @@ def two_stage(table: Any, plans: Mapping[str, AnalysisPlan] | None = None, *,
     return out
 
 
-def tab_two_stage_power(table: Any) -> pd.DataFrame | None:
+def tab_two_stage_power(table: SweepTable) -> pd.DataFrame | None:
     """Per stage-1 T: paired difference two-stage − 3-step over seeds (mean, sd) and the
     seeds the non-inferiority margin needs at 80 % power with Holm over the Ts
     (`seeds_for_margin`); the 3-step grid's rows give each η's mean and which is the baseline."""
@@ -429,11 +430,11 @@ def tab_two_stage_power(table: Any) -> pd.DataFrame | None:
 
 
 # ------------------------------------------------------------------ figures
-def fig_loss_trajectories(table: Any, sources: Sources | None = None) -> Figure | None:
+def fig_loss_trajectories(table: SweepTable, sources: Sources | None = None) -> Figure | None:
     """Paper Fig. 1: train loss over steps, one panel per μ, one line per η
     (dashed, ending with ×: diverged; dotted: non-training)."""
     runs = table.runs
-    if not has_metrics(table, "train/loss") or LR not in runs:
+    if not table.has("train/loss") or LR not in runs:
         return None
     runs = runs.dropna(subset=[LR])
     moms = sorted(runs[MOM].dropna().unique()) if MOM in runs else [None]
@@ -459,14 +460,14 @@ def fig_loss_trajectories(table: Any, sources: Sources | None = None) -> Figure 
     return fig
 
 
-def fig_accuracy_heatmap(table: Any, sources: Sources | None = None) -> Figure | None:
+def fig_accuracy_heatmap(table: SweepTable, sources: Sources | None = None) -> Figure | None:
     """Paper Fig. 2: mean final test accuracy over η × μ (finished trials);
     cells with a diverged trial are marked ×, cells with a non-training trial
     (neither diverged nor trained: `classify_regimes`) ○."""
     runs = table.runs
-    if LR not in runs or MOM not in runs or not has_metrics(table, "val/acc"):
+    if LR not in runs or MOM not in runs or not table.has("val/acc"):
         return None
-    acc = final_value(table, "final/val_acc", fallback="val/acc")
+    acc = table.final("final/val_acc", fallback="val/acc")
     df = runs.assign(acc=runs["run_id"].map(acc),
                      regime=runs["run_id"].map(classify_regimes(table))).dropna(subset=[LR, MOM])
     fin = df[df["status"].astype(str) == "finished"]
@@ -489,11 +490,11 @@ def fig_accuracy_heatmap(table: Any, sources: Sources | None = None) -> Figure |
     return fig
 
 
-def fig_schedules(table: Any, sources: Sources | None = None) -> Figure | None:
+def fig_schedules(table: SweepTable, sources: Sources | None = None) -> Figure | None:
     """Paper Fig. 3: test accuracy over steps for the 3-step baseline (its best
     η of the sweep) and each two-stage T (mean over seeds); final accuracy
     against T (the transition ablation) with the 3-step mean ± sd as a band."""
-    if KIND not in table.runs or not has_metrics(table, "val/acc") or finished_runs(table).empty:
+    if KIND not in table.runs or not table.has("val/acc") or table.finished().empty:
         return None
     runs, acc, base, chosen, by_t = _schedule_arms(table)
     if base.empty and not by_t:
@@ -503,10 +504,10 @@ def fig_schedules(table: Any, sources: Sources | None = None) -> Figure | None:
     fig = Figure(figsize=(9, 3.4), dpi=DPI, layout="constrained")
     ax_c, ax_t = fig.subplots(1, 2)
     if len(base):
-        c = mean_curve(table, base["run_id"], "val/acc")
+        c = table.mean_curve(base["run_id"], "val/acc")
         ax_c.plot(c.index, c.to_numpy(), "k-", lw=1.5, label=label)
     for i, (t, g) in enumerate(sorted(by_t.items())):
-        c = mean_curve(table, g["run_id"], "val/acc")
+        c = table.mean_curve(g["run_id"], "val/acc")
         ax_c.plot(c.index, c.to_numpy(), color=f"C{i}", lw=1, label=f"two-stage T={t:g}")
     ax_c.set(xlabel="step", ylabel="test accuracy", title="schedules")
     ax_c.legend(fontsize=6)

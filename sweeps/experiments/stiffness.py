@@ -67,10 +67,10 @@ from matplotlib.figure import Figure
 
 from sweeps.conjectures.inference import magnitude, sign_flip_test
 from sweeps.conjectures.plan import AnalysisPlan
-from sweeps.conjectures.verdict import (N_BOOT, N_PERM, Verdict, judge, param, per_epoch,
-                                        trend_test, usable_runs)
+from sweeps.conjectures.verdict import N_BOOT, N_PERM, trend_test, Verdict, verdict_of
 from sweeps.experiments import Experiment, Sources, own_plans, register
-from sweeps.report import DPI, finished_runs, has_metrics, lr_colors
+from sweeps.table import SweepTable, param
+from sweeps.plotting import DPI, lr_colors
 from sweeps.stoppers import StiffnessStopper, stiffness_stop_epoch  # noqa: F401  (the rule lives there)
 
 LR = "optim.lr"
@@ -152,7 +152,7 @@ def before_after(series: pd.Series, onset_step: Any, window: int = 3) -> tuple[f
     return before, after
 
 
-def trial_summary(table: Any, window: int = 3, keys: Sequence[str] = (TV_SIGN, TV_SIGN_WITHIN),
+def trial_summary(table: SweepTable, window: int = 3, keys: Sequence[str] = (TV_SIGN, TV_SIGN_WITHIN),
                   stopper: StiffnessStopper | None = None) -> pd.DataFrame:
     """One row per trial: onset step and epoch (min val loss), each train–val
     key's mean before and after the onset (`<short>_before`, `<short>_after`,
@@ -164,23 +164,23 @@ def trial_summary(table: Any, window: int = 3, keys: Sequence[str] = (TV_SIGN, T
     for _, r in table.runs.iterrows():
         rid = r["run_id"]
         row = {"run_id": rid, "status": r["status"], LR: r.get(LR, np.nan), "seed": r["seed"]}
-        val = per_epoch(table, rid, VAL_LOSS)
+        val = table.per_epoch(rid, VAL_LOSS)
         found = onset(val, window)
         row["onset_step"] = found[0] if found else np.nan
         row["onset_epoch"] = found[1] + 1 if found else np.nan
         for key in keys:
-            tv = per_epoch(table, rid, key)
+            tv = table.per_epoch(rid, key)
             short = f"tv_{key.rsplit('/', 1)[-1]}"
             row[f"{short}_before"], row[f"{short}_after"] = (
                 before_after(tv, found[0], window) if found and len(tv) else (np.nan, np.nan))
         for pair in PAIRS:
-            w, b = per_epoch(table, rid, within_key(pair)), per_epoch(table, rid, between_key(pair))
+            w, b = table.per_epoch(rid, within_key(pair)), table.per_epoch(rid, between_key(pair))
             both = pd.concat([w, b], axis=1, join="inner").dropna()
             row[f"within_minus_between_{pair}"] = (float((both.iloc[:, 0] - both.iloc[:, 1]).mean())
                                                    if len(both) else np.nan)
         xi = table.series(rid, XI).dropna()
         row["xi"] = float(xi.sort_index().iloc[-1]) if len(xi) else np.nan
-        tv = per_epoch(table, rid, stopper.metric)
+        tv = table.per_epoch(rid, stopper.metric)
         stop = stopper.stop_index(tv.reindex(val.index).to_numpy(float)) if len(tv) and len(val) else None
         row["stop_epoch"] = stop + 1 if stop is not None else np.nan
         rows.append(row)
@@ -188,13 +188,13 @@ def trial_summary(table: Any, window: int = 3, keys: Sequence[str] = (TV_SIGN, T
 
 
 # ------------------------------------------------------------- conjectures
-def _summary(table: Any, plan: AnalysisPlan, keys: Sequence[str] = (TV_SIGN, TV_SIGN_WITHIN)):
-    runs, excluded = usable_runs(table.runs)
+def _summary(table: SweepTable, plan: AnalysisPlan, keys: Sequence[str] = (TV_SIGN, TV_SIGN_WITHIN)):
+    runs, excluded = table.usable()
     s = trial_summary(table, int(plan.options["epochs"]), keys)
     return runs, excluded, s.set_index("run_id").loc[runs["run_id"]]
 
 
-def train_val_falls_after_onset(table: Any, plans: Mapping[str, AnalysisPlan] | None = None, *,
+def train_val_falls_after_onset(table: SweepTable, plans: Mapping[str, AnalysisPlan] | None = None, *,
                                 n_perm: int = N_PERM, n_boot: int = N_BOOT,
                                 rng_seed: int = 0) -> list[Verdict]:
     """Train–val sign stiffness is closer to 0 in the last `epochs` epochs than
@@ -206,8 +206,8 @@ def train_val_falls_after_onset(table: Any, plans: Mapping[str, AnalysisPlan] | 
     for key, plan in mine.items():
         metric, window = plan.metric, int(plan.options["epochs"])
         runs, excluded, s = _summary(table, plan, (metric,))
-        if not has_metrics(table, metric, VAL_LOSS):
-            out.append(judge(plan, None, name=key, n=0,
+        if not table.has(metric, VAL_LOSS):
+            out.append(verdict_of(plan, None, name=key, n=0,
                              reason=f"{metric} or {VAL_LOSS} was not logged", **excluded))
             continue
         short = f"tv_{metric.rsplit('/', 1)[-1]}"
@@ -218,11 +218,11 @@ def train_val_falls_after_onset(table: Any, plans: Mapping[str, AnalysisPlan] | 
                    "onset_epochs": [int(e) for e in s["onset_epoch"].dropna()]}
         res = sign_flip_test(np.abs(before) - np.abs(after), n_perm=n_perm, n_boot=n_boot,
                              rng_seed=rng_seed, alpha=plan.alpha, bounds=(-1.0, 1.0))  # of |stiffness| ≤ 1
-        out.append(judge(plan, res, name=key, **details))
+        out.append(verdict_of(plan, res, name=key, **details))
     return out
 
 
-def within_exceeds_between(table: Any, plans: Mapping[str, AnalysisPlan] | None = None, *,
+def within_exceeds_between(table: SweepTable, plans: Mapping[str, AnalysisPlan] | None = None, *,
                            n_perm: int = N_PERM, n_boot: int = N_BOOT,
                            rng_seed: int = 0) -> list[Verdict]:
     """Within-class sign stiffness exceeds between-class, on average over epoch
@@ -231,19 +231,19 @@ def within_exceeds_between(table: Any, plans: Mapping[str, AnalysisPlan] | None 
     out = []
     for key, plan in own_plans(PLANS, name, plans).items():
         pair = plan.options["pair"]
-        runs, excluded = usable_runs(table.runs)
-        if not has_metrics(table, plan.metric, plan.options["between"]):
-            out.append(judge(plan, None, name=key, n=0, pair=pair, **excluded,
+        runs, excluded = table.usable()
+        if not table.has(plan.metric, plan.options["between"]):
+            out.append(verdict_of(plan, None, name=key, n=0, pair=pair, **excluded,
                              reason=f"{plan.metric} and {plan.options['between']} were not logged"))
             continue
         s = trial_summary(table).set_index("run_id").loc[runs["run_id"]]
         res = sign_flip_test(s[f"within_minus_between_{pair}"].to_numpy(float), n_perm=n_perm,
                              n_boot=n_boot, rng_seed=rng_seed, alpha=plan.alpha, bounds=(-2.0, 2.0))
-        out.append(judge(plan, res, name=key, **excluded, pair=pair))
+        out.append(verdict_of(plan, res, name=key, **excluded, pair=pair))
     return out
 
 
-def xi_vs_lr(table: Any, plans: Mapping[str, AnalysisPlan] | None = None, *,
+def xi_vs_lr(table: SweepTable, plans: Mapping[str, AnalysisPlan] | None = None, *,
              n_perm: int = N_PERM, n_boot: int = N_BOOT, rng_seed: int = 0) -> list[Verdict]:
     """ξ (final value per trial) changes with η; its direction is reported, not predicted.
 
@@ -254,9 +254,9 @@ def xi_vs_lr(table: Any, plans: Mapping[str, AnalysisPlan] | None = None, *,
     verdict after Holm decides) and nothing refutes."""
     name = "stiffness.xi_vs_lr"
     plan = own_plans(PLANS, name, plans)[name]
-    runs, excluded = usable_runs(table.runs)
-    if not has_metrics(table, plan.metric):
-        return [judge(plan, None, n=0, **excluded, direction="none found",
+    runs, excluded = table.usable()
+    if not table.has(plan.metric):
+        return [verdict_of(plan, None, n=0, **excluded, direction="none found",
                       reason=f"{plan.metric} was not logged (within-class stiffness never "
                              "crossed 0 with input distance, or the stiffness probe was off)")]
     s = trial_summary(table).set_index("run_id").loc[runs["run_id"]]
@@ -264,7 +264,7 @@ def xi_vs_lr(table: Any, plans: Mapping[str, AnalysisPlan] | None = None, *,
     details = {**excluded, "excluded_no_xi": int(len(runs) - len(s)), "metric": plan.metric}
     x, log_x = plan.options["x"], bool(plan.options["log_x"])
     if x not in runs or len(s) < 3:
-        return [judge(plan, None, n=len(s), **details, direction="none found",
+        return [verdict_of(plan, None, n=len(s), **details, direction="none found",
                       reason=f"only {len(s)} trials with ξ and η")]
     held = [c for c in runs.columns if "." in str(c) and "/" not in str(c) and c != x
             and not str(c).endswith("seed") and runs[c].astype(str).nunique() > 1]
@@ -277,11 +277,11 @@ def xi_vs_lr(table: Any, plans: Mapping[str, AnalysisPlan] | None = None, *,
     found = (f"ξ {'increases' if sign > 0 else 'decreases'} with η"
              if np.isfinite(res.p_value) and res.p_value < plan.alpha and sign != 0
              else "none found")
-    return [judge(plan, res, **details, strata=held, direction=found)]
+    return [verdict_of(plan, res, **details, strata=held, direction=found)]
 
 
 # ----------------------------------------------------------------- stopper
-def evaluate_stopper(table: Any, threshold: float = 0.5, patience: int = 3,
+def evaluate_stopper(table: SweepTable, threshold: float = 0.5, patience: int = 3,
                      relative: bool = False, run_ids: Iterable[str] | None = None,
                      key: str = TV_SIGN_WITHIN, *, stopper: StiffnessStopper | None = None,
                      stops: Mapping[str, float | None] | None = None
@@ -300,16 +300,16 @@ def evaluate_stopper(table: Any, threshold: float = 0.5, patience: int = 3,
     Trials that are not finished, or have no val/loss, are left out."""
     stopper = stopper or StiffnessStopper(threshold=threshold, patience=patience,
                                           relative=relative, metric=key)
-    runs, _ = usable_runs(table.runs)
+    runs, _ = table.usable()
     chosen = runs["run_id"] if run_ids is None else [r for r in runs["run_id"] if r in set(run_ids)]
     rows = []
     for rid in chosen:
-        val = per_epoch(table, rid, VAL_LOSS).dropna()
+        val = table.per_epoch(rid, VAL_LOSS).dropna()
         if val.empty:
             continue
-        acc = per_epoch(table, rid, VAL_ACC).reindex(val.index).to_numpy(float)
+        acc = table.per_epoch(rid, VAL_ACC).reindex(val.index).to_numpy(float)
         if stops is None:
-            stop = stopper.stop_index(per_epoch(table, rid, stopper.metric).reindex(val.index).to_numpy(float))
+            stop = stopper.stop_index(table.per_epoch(rid, stopper.metric).reindex(val.index).to_numpy(float))
         else:
             online = stops.get(rid)
             stop = None if online is None or not np.isfinite(online) else int(online) - 1
@@ -341,7 +341,7 @@ def _nanmean(x: Any) -> float:
 
 
 # ------------------------------------------------------------------ figures
-def _epochs(table: Any, rid: str, s: pd.Series) -> np.ndarray:
+def _epochs(table: SweepTable, rid: str, s: pd.Series) -> np.ndarray:
     """Epoch numbers of the epoch-end steps in `s` (from train/epoch when logged)."""
     ep = table.series(rid, "train/epoch")
     if len(ep):
@@ -355,14 +355,14 @@ def _first_seed_per_lr(runs: pd.DataFrame) -> pd.DataFrame:
     return runs.sort_values(["seed"]).groupby(LR, sort=True).head(1).sort_values(LR)
 
 
-def fig_dynamics(table: Any, sources: Sources | None = None, pair: str = "train_train") -> Figure | None:
+def fig_dynamics(table: SweepTable, sources: Sources | None = None, pair: str = "train_train") -> Figure | None:
     """Paper Fig. 5 analog, one panel per η (first seed): train and val loss
     (left axis), within- and between-class sign stiffness and train–val sign
     stiffness, all pairs and within-class (right axis) over epochs; dotted
     line at the onset (min val loss)."""
-    if not has_metrics(table, within_key(pair), between_key(pair)):
+    if not table.has(within_key(pair), between_key(pair)):
         return None
-    runs = _first_seed_per_lr(finished_runs(table))
+    runs = _first_seed_per_lr(table.finished())
     if runs.empty:
         return None
     fig = Figure(figsize=(3.6 * len(runs), 3.2), dpi=DPI, layout="constrained")
@@ -370,14 +370,14 @@ def fig_dynamics(table: Any, sources: Sources | None = None, pair: str = "train_
     for ax, (_, r) in zip(axes, runs.iterrows()):
         rid, right = r["run_id"], ax.twinx()
         for key, style in ((TRAIN_LOSS, "k-"), (VAL_LOSS, "k--")):
-            s = per_epoch(table, rid, key)
+            s = table.per_epoch(rid, key)
             ax.plot(_epochs(table, rid, s), s.to_numpy(float), style, lw=1, label=key)
         for key, label, c in ((within_key(pair), "within", "C0"), (between_key(pair), "between", "C3"),
                               (TV_SIGN, "train–val", "C2"), (TV_SIGN_WITHIN, "train–val within", "C1")):
-            s = per_epoch(table, rid, key)
+            s = table.per_epoch(rid, key)
             right.plot(_epochs(table, rid, s), s.to_numpy(float), color=c, lw=1, label=label)
         right.axhline(0, color="grey", lw=0.5)
-        val = per_epoch(table, rid, VAL_LOSS)
+        val = table.per_epoch(rid, VAL_LOSS)
         found = onset(val, window=1)
         if found:
             ax.axvline(_epochs(table, rid, val)[found[1]], color="grey", ls=":", lw=1)
@@ -389,13 +389,13 @@ def fig_dynamics(table: Any, sources: Sources | None = None, pair: str = "train_
     return fig
 
 
-def fig_class_matrices(table: Any, sources: Sources | None = None, pair: str = "train_train",
+def fig_class_matrices(table: SweepTable, sources: Sources | None = None, pair: str = "train_train",
                        n_epochs: int = 4) -> Figure | None:
     """Class sign-stiffness matrices C(a, b) of one trial (smallest η, first
     seed) at `n_epochs` probe steps spread over the run. Needs the class
     matrices as arrays (`sources.probe_arrays(run_id, "stiffness_<pair>")`:
     a C×C sign matrix, or a 2×C×C stack sign, cos); None otherwise."""
-    runs = _first_seed_per_lr(finished_runs(table))
+    runs = _first_seed_per_lr(table.finished())
     if sources is None or runs.empty:
         return None
     rid = runs.iloc[0]["run_id"]
@@ -415,11 +415,11 @@ def fig_class_matrices(table: Any, sources: Sources | None = None, pair: str = "
     return fig
 
 
-def fig_distance(table: Any, sources: Sources | None = None) -> Figure | None:
+def fig_distance(table: SweepTable, sources: Sources | None = None) -> Figure | None:
     """Within-class sign stiffness against input distance 1 − cos(x₁, x₂) at the
     last probe step, one line per η (first seed), ξ where it crosses 0. Needs
     the distance-binned artifact (rows: bin centres, sign, cos); None otherwise."""
-    runs = _first_seed_per_lr(finished_runs(table))
+    runs = _first_seed_per_lr(table.finished())
     if sources is None or runs.empty:
         return None
     color, sm = lr_colors(runs[LR] if LR in runs else [])
@@ -441,9 +441,9 @@ def fig_distance(table: Any, sources: Sources | None = None) -> Figure | None:
 
 
 # ------------------------------------------------------------------- tables
-def onsets_table(table: Any) -> pd.DataFrame | None:
+def onsets_table(table: SweepTable) -> pd.DataFrame | None:
     """Per trial: onset epoch, train–val stiffness before/after, ξ, stop epoch."""
-    if not has_metrics(table, VAL_LOSS):
+    if not table.has(VAL_LOSS):
         return None
     return trial_summary(table)
 
