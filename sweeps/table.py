@@ -18,6 +18,7 @@ Pure pandas: no MLflow here (sweeps.tracking.reader builds it from the store).
 """
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from typing import Any, Iterable
@@ -49,6 +50,21 @@ def param(runs: pd.DataFrame, name: str, default: Any = None) -> pd.Series:
     col = runs[name]
     num = pd.to_numeric(col, errors="coerce")
     return num if num.notna().sum() == col.notna().sum() else col
+
+
+def as_tuple(value: Any) -> tuple[float, ...]:
+    """A list-valued config field (e.g. `optim.schedule.milestones`) as floats,
+    however the table holds it: a list, a tuple, a JSON or tuple string, a
+    scalar; () for None, NaN or an unreadable string."""
+    v = value
+    if isinstance(v, str):
+        try:
+            v = json.loads(v.replace("(", "[").replace(")", "]"))
+        except ValueError:
+            return ()
+    if isinstance(v, (list, tuple, np.ndarray)):
+        return tuple(float(x) for x in v)
+    return () if v is None or (isinstance(v, float) and np.isnan(v)) else (float(v),)
 
 
 @dataclass(frozen=True)

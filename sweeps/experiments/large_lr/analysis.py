@@ -1,79 +1,19 @@
-"""Large initial learning rate (Li, Wei & Ma 2019).
-
-Two specs, run in this order:
-
-1. `large_lr_calibration.yaml`: a constant-η grid on the patch data, every η
-   trained for the main spec's pre-annealing epochs. Per η: did it train
-   (every seed reached the train-accuracy target `target_train_acc`, none
-   diverged), the steps to that target, the train loss at the last epoch
-   (`large_lr_calibration.csv`). The rule (plan options): the large η is the
-   largest η that trains, and the grid must hold a larger one that does not
-   (check `edge_bracketed`: the large η sits at the edge); the small η is the
-   largest η at most η_large / `min_ratio` that reaches the target in at most
-   as many steps as the large η (check `small_lr_found`). Conjecture
-   `large_lr.calibration`: the chosen small η ends the calibration with the
-   lower train loss (small − large, paired by seed, predicted −), so it fits
-   the training set at least as fast. The main spec writes down the η pair
-   this run chose.
-2. `large_lr.yaml`: the chosen η pair on the patch data and on clean data
-   (the no-patch control), seeds shared by all arms (paired: a seed fixes the
-   initialisation and the data order).
-
-Arms, told apart by their config (`lr_arm`); `has_patch` tells patch data
-from the control:
-- `large-anneal`: step schedule with a single milestone (×factor at a
-  fraction of training), no pre-activation noise (a 3-step schedule is `other`);
-- `small`: constant schedule, no noise;
-- `small+noise`: `model.preact_noise` > 0 (switched off at
-  `optim.schedule.noise_off_epoch`); not in the shipped spec, judged nowhere,
-  drawn when present;
-- `other`: anything else (ignored).
-
-Conjecture `large_lr.anneal_crossover` (patch arms): the small η is better
-before annealing (test accuracy averaged over the `before_epochs` epochs up
-to the large arm's LR drop) and worse after (final test accuracy). One
-intersection–union test of the two paired differences (small − large,
-before: +, after: −): supported when both are significant with the
-predicted sign, refuted by a significant reversal of either; statistic =
-effect = the smaller signed difference, the parts with their CIs in details.
-
-Manipulation checks, over the same window before annealing (the mechanism
-the paper explains the crossover by; a sweep without it did not test the
-claim): `small_fits_as_fast`, the small arm's mean train loss is at most the
-large arm's; `small_learns_patch`, its patch-only accuracy (`patch/acc`) is
-higher. Either failing gives `invalid_protocol` with the numbers.
-
-Conjecture `large_lr.patch_hurts_small` (the control): the patch costs the
-small η more final test accuracy than it costs the large η. Per seed the
-contrast (small_patch − small_clean) − (large_patch − large_clean), a
-sign-flip test of its mean, predicted −; judged only when
-`small_learns_patch` passes.
-
-Plans (`PLANS`). The crossover and the control are family `large_lr` (Holm
-over the 2), alpha 0.05. Both are paired by seed, so a permutation test has
-2^seeds arrangements: 6 seeds give a smallest two-sided p of 2/64 = 0.031,
-which Holm over 2 doubles past 0.05, hence at least 7 per arm; detecting the
-effect of interest, 0.02 (two accuracy points), at 80 % power with the
-seed-to-seed spread the first 8-seed run showed takes about 12 (the spec). The
-calibration stands alone (family `large_lr.calibration`): 6 seeds per η
-(2/64 < 0.05).
-"""
+"""The large-learning-rate experiment's arms, calibration rule and conjectures
+(see the package docstring)."""
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 import pandas as pd
-from matplotlib.figure import Figure
 
-from sweeps.conjectures.plan import FROM_PLAN, AnalysisPlan, Check
 from sweeps.conjectures.inference import sign_flip_test
-from sweeps.conjectures.verdict import (N_BOOT, N_PERM, compare_groups, intersection_union, Verdict,
-                                        verdict_of)
-from sweeps.experiments import Experiment, Sources, own_plans, register
-from sweeps.experiments.regimes import _as_tuple
-from sweeps.table import SweepTable
-from sweeps.plotting import DPI
+from sweeps.conjectures.plan import FROM_PLAN
+from sweeps.conjectures.verdict import (N_BOOT, N_PERM, Verdict, compare_groups,
+                                        intersection_union, verdict_of)
+from sweeps.experiments import Plans, conjecture
+from sweeps.experiments.large_lr.plans import CAL, FITS, LEARNS, PLANS
+from sweeps.table import SweepTable, as_tuple
 
 KIND, MILESTONES = "optim.schedule.kind", "optim.schedule.milestones"
 NOISE, EPOCHS, LR, PATCH = "model.preact_noise", "train.epochs", "optim.lr", "data.patch.fraction"
@@ -86,7 +26,7 @@ def lr_arm(row: pd.Series) -> str:
     kind = str(row.get(KIND, "constant"))
     if noise > 0:
         return "small+noise"
-    if kind == "step" and len(_as_tuple(row.get(MILESTONES, (0.5, 0.75)))) == 1:
+    if kind == "step" and len(as_tuple(row.get(MILESTONES, (0.5, 0.75)))) == 1:
         return "large-anneal"
     if kind == "constant":
         return "small"
@@ -109,7 +49,7 @@ def anneal_epoch(runs: pd.DataFrame) -> int | None:
     if large.empty or EPOCHS not in large.columns:
         return None
     r = large.iloc[0]
-    ms = _as_tuple(r.get(MILESTONES, (0.5,))) or (0.5,)
+    ms = as_tuple(r.get(MILESTONES, (0.5,))) or (0.5,)
     return max(1, int(round(ms[0] * float(r[EPOCHS]))))
 
 
@@ -131,43 +71,6 @@ def window_mean(series: pd.Series, last: int, width: int, epochs: int | None) ->
     vals = [value_at_epoch(series, e, epochs) for e in range(max(1, last - width + 1), last + 1)]
     return float(np.mean(vals)) if vals else float("nan")
 
-
-# -------------------------------------------------------------------- plans
-CAL, NAME, CONTROL = "large_lr.calibration", "large_lr.anneal_crossover", "large_lr.patch_hurts_small"
-FITS = Check("small_fits_as_fast", "over the epochs before annealing the small arm's mean "
-             "train/loss is at most the large arm's")
-LEARNS = Check("small_learns_patch", "over the epochs before annealing the small arm's mean "
-               "patch/acc is higher than the large arm's")
-PLANS = {
-    CAL: AnalysisPlan(
-        conjecture=CAL,
-        statement="the calibrated small LR ends the pre-annealing budget with a lower train "
-                  "loss than the largest LR that trains",
-        metric="train/loss", statistic="difference_of_means", predicted_sign=-1,
-        exclusions=("diverged",), family="large_lr.calibration", alpha=0.05, min_n=12,
-        min_per_stratum=6, effect_of_interest=0.05,
-        checks=(Check("edge_bracketed", "the grid holds an η that trains and a larger one that "
-                      "does not (diverges or misses the train-accuracy target)"),
-                Check("small_lr_found", "some η at most η_large / min_ratio trains and reaches "
-                      "the target in at most as many steps as η_large")),
-        options={"target_train_acc": 0.85, "min_ratio": 10}),
-    NAME: AnalysisPlan(
-        conjecture=NAME,
-        statement="small LR reaches higher test accuracy before annealing and lower after",
-        metric="val/acc", statistic="intersection_union", predicted_sign=+1,
-        exclusions=("unfinished", "no_patch"), family="large_lr", alpha=0.05, min_n=14,
-        min_per_stratum=7, effect_of_interest=0.02, checks=(FITS, LEARNS),
-        options={"before_epochs": 3, "anneal_epoch": None, "part_signs": [+1, -1],
-                 "parts": "val/acc before annealing (small − large), final test accuracy"}),
-    CONTROL: AnalysisPlan(
-        conjecture=CONTROL,
-        statement="the patch lowers the small LR's final test accuracy more than the large LR's",
-        metric="final/val_acc", statistic="paired_sign_flip", predicted_sign=-1,
-        exclusions=("unfinished", "incomplete_seed"), family="large_lr", alpha=0.05, min_n=7,
-        min_per_stratum=1, effect_of_interest=0.02, checks=(LEARNS,),
-        options={"before_epochs": 3, "anneal_epoch": None})}
-# anneal_epoch: the epoch after which the large arm's η drops; null: its first
-# milestone × its epochs (`anneal_epoch()`)
 
 
 # -------------------------------------------------------------- calibration
@@ -232,10 +135,11 @@ def choose_lrs(summary: pd.DataFrame, min_ratio: float) -> dict[str, Any]:
               f"{steps_large:.0f} for η_large {large:g}")}
 
 
-def calibration(table: SweepTable, plans: Mapping[str, AnalysisPlan] | None = None, *,
-                n_perm: int = N_PERM, n_boot: int = N_BOOT, rng_seed: int = 0) -> list[Verdict]:
+@conjecture(PLANS)
+def calibration(table: SweepTable, plans: Plans, *, n_perm: int = N_PERM, n_boot: int = N_BOOT,
+                rng_seed: int = 0) -> list[Verdict]:
     """The small η the calibration picks fits the training set faster than the large one."""
-    plan = own_plans(PLANS, CAL, plans)[CAL]
+    (plan,) = plans.values()
     frame = calibration_frame(table, plan.options["target_train_acc"])
     counts = {"excluded_diverged": int((frame["status"] == "diverged").sum())}
     if frame.empty:
@@ -321,11 +225,13 @@ def _paired(a: pd.Series, b: pd.Series, **kw: Any):
                           blocks_b=np.asarray(common, dtype=object), **kw)
 
 
-def anneal_crossover(table: SweepTable, plans: Mapping[str, AnalysisPlan] | None = None, *,
-                     epoch: Any = FROM_PLAN, n_perm: int = N_PERM, n_boot: int = N_BOOT,
+@conjecture(PLANS)
+def anneal_crossover(table: SweepTable, plans: Plans, *, epoch: Any = FROM_PLAN,
+                     n_perm: int = N_PERM, n_boot: int = N_BOOT,
                      rng_seed: int = 0) -> list[Verdict]:
     """Small LR is better than large-then-anneal before annealing and worse after (patch data)."""
-    plan = own_plans(PLANS, NAME, plans)[NAME].with_options(anneal_epoch=epoch)
+    (plan,) = plans.values()
+    plan = plan.with_options(anneal_epoch=epoch)
     epoch = plan.options["anneal_epoch"]
     runs, arm, patch, counts = _arms(table)
     counts["excluded_no_patch"] = int((~patch).sum()) if len(patch) else 0
@@ -354,11 +260,13 @@ def anneal_crossover(table: SweepTable, plans: Mapping[str, AnalysisPlan] | None
                   before_minus=pre.statistic, after_minus=post.statistic, **control)]
 
 
-def patch_hurts_small(table: SweepTable, plans: Mapping[str, AnalysisPlan] | None = None, *,
-                      epoch: Any = FROM_PLAN, n_perm: int = N_PERM, n_boot: int = N_BOOT,
+@conjecture(PLANS)
+def patch_hurts_small(table: SweepTable, plans: Plans, *, epoch: Any = FROM_PLAN,
+                      n_perm: int = N_PERM, n_boot: int = N_BOOT,
                       rng_seed: int = 0) -> list[Verdict]:
     """The patch costs the small LR more final test accuracy than the large LR (per-seed contrast)."""
-    plan = own_plans(PLANS, CONTROL, plans)[CONTROL].with_options(anneal_epoch=epoch)
+    (plan,) = plans.values()
+    plan = plan.with_options(anneal_epoch=epoch)
     epoch = plan.options["anneal_epoch"]
     runs, arm, patch, counts = _arms(table)
     e_a = epoch if epoch is not None else anneal_epoch(runs[patch] if len(runs) else runs)
@@ -389,90 +297,3 @@ def patch_hurts_small(table: SweepTable, plans: Mapping[str, AnalysisPlan] | Non
             for a in ("small", "large-anneal")}
     return [verdict_of(plan, res, checks=checks, **counts, **cost)]
 
-
-# ------------------------------------------------------------------ figures
-def fig_large_lr(table: SweepTable, sources: Sources | None = None) -> Figure | None:
-    """Li/Wei/Ma: test accuracy, patch-only accuracy (when logged) and train
-    loss over steps per arm, mean over seeds; solid on patch data, dashed on
-    the no-patch control; dotted line at the large arm's annealing."""
-    runs = table.finished()
-    if runs.empty or not table.has("val/acc"):
-        return None
-    arms = runs.apply(lr_arm, axis=1)
-    if not (arms == "large-anneal").any():
-        return None
-    patch = runs.apply(has_patch, axis=1).astype(bool)
-    keys = ["val/acc"] + [k for k in ("patch/acc", "train/loss") if table.has(k)]
-    fig = Figure(figsize=(4.2 * len(keys) + 0.5, 3.3), dpi=DPI, layout="constrained")
-    axes = np.atleast_1d(fig.subplots(1, len(keys)))
-    e_a = anneal_epoch(runs)
-    anneal_step = None
-    large = runs[arms == "large-anneal"]
-    if e_a is not None and len(large):
-        steps = table.series(large["run_id"].iloc[0], "val/acc").sort_index().index
-        n_ep = int(large["train.epochs"].iloc[0]) if "train.epochs" in large else len(steps)
-        if len(steps):
-            off = max(0, len(steps) - n_ep)
-            anneal_step = steps[min(len(steps) - 1, off + e_a - 1)]
-    titles = {"val/acc": "test accuracy", "patch/acc": "patch-only accuracy",
-              "train/loss": "train loss"}
-    for ax, key in zip(axes, keys):
-        for i, arm in enumerate(ARMS):
-            for on, ls in ((True, "-"), (False, "--")):
-                ids = runs["run_id"][(arms == arm) & (patch == on)]
-                if len(ids):
-                    c = table.mean_curve(ids, key)
-                    ax.plot(c.index, c.to_numpy(), color=f"C{i}", ls=ls,
-                            label=f"{arm}{'' if on else ' no patch'} (n={len(ids)})")
-        if anneal_step is not None:
-            ax.axvline(anneal_step, color="grey", ls=":", lw=1)
-        if key == "train/loss":
-            ax.set_yscale("log")
-        ax.set(xlabel="step", ylabel=key, title=titles[key])
-        ax.legend(fontsize=6)
-    return fig
-
-
-def fig_calibration(table: SweepTable, sources: Sources | None = None) -> Figure | None:
-    """Calibration: train loss over steps per η (mean over seeds), and the
-    steps to the train-accuracy target against η (the chosen pair marked)."""
-    summary = calibration_table(table)
-    if summary is None or summary.empty:
-        return None
-    frame = calibration_frame(table, PLANS[CAL].options["target_train_acc"])
-    pick = choose_lrs(summary, PLANS[CAL].options["min_ratio"])
-    fig = Figure(figsize=(9.0, 3.3), dpi=DPI, layout="constrained")
-    ax1, ax2 = fig.subplots(1, 2)
-    for i, lr in enumerate(summary["lr"]):
-        ids = frame.loc[frame["lr"] == lr, "run_id"]
-        c = table.mean_curve(ids, "train/loss")
-        if len(c):
-            ax1.plot(c.index, c.to_numpy(), color=f"C{i % 10}", label=f"η = {lr:g}",
-                     lw=2.5 if lr in (pick["large"], pick["small"]) else 1)
-    ax1.set(xlabel="step", ylabel="train/loss", title="train loss per η", yscale="log")
-    ax1.legend(fontsize=6)
-    ok = summary[summary["trains"]]
-    ax2.plot(ok["lr"], ok["steps_to_target"], "o-", color="C0")
-    for key, mark in (("large", "s"), ("small", "^")):
-        if pick[key] is not None:
-            y = float(ok.loc[ok["lr"] == pick[key], "steps_to_target"].iloc[0])
-            ax2.plot([pick[key]], [y], mark, ms=10, mfc="none", color="C3", label=f"η_{key}")
-    for lr in summary.loc[~summary["trains"], "lr"]:
-        ax2.axvline(lr, color="grey", ls=":", lw=1)
-    target = PLANS[CAL].options["target_train_acc"]
-    ax2.set(xscale="log", xlabel="η", ylabel=f"steps to train acc ≥ {target:g}",
-            title="fitting speed (dotted: did not train)")
-    ax2.legend(fontsize=6)
-    return fig
-
-
-# --------------------------------------------------------------- registry
-EXPERIMENT = register(Experiment(
-    name="large_lr",
-    title="A large initial learning rate (Li, Wei & Ma 2019)",
-    conjectures={CAL: calibration, NAME: anneal_crossover, CONTROL: patch_hurts_small},
-    figures={"large_lr_accuracy.png": fig_large_lr, "large_lr_calibration.png": fig_calibration},
-    tables={"large_lr_calibration.csv": calibration_table},
-    specs=("large_lr_calibration.yaml", "large_lr.yaml"),
-    plans=PLANS,
-))
