@@ -1,117 +1,30 @@
-"""Two regimes of deep-network training (Leclerc & Madry 2020).
-
-Each trial is classified from its per-epoch training loss (`classify_regimes`):
-- `diverged`: status is diverged, or the loss curve has a non-finite value;
-- `small-step`: the loss decreases consistently, i.e. at least
-  `min_decrease_frac` (a plan option, 0.9) of the epoch-to-epoch changes are negative;
-- `non-training`: the loss does not decrease consistently *and* the last
-  per-epoch train loss is still at least `nontrain_frac` (a plan option, 0.9) of the
-  chance-level loss ln C (C classes): the trial neither diverged nor learned
-  (it sits at, or has fallen back to, chance). Like diverged trials these are
-  excluded from every comparison and counted in details (`n_non-training`).
-  C comes from the `n_classes` option, else from `data.dataset` (`N_CLASSES`);
-  where neither gives it, the rule is off for that trial. `nontrain_frac=None`
-  turns it off everywhere. A consistently decreasing curve is small-step
-  however high its loss (a small η that learns slowly is still small-step);
-- `large-step`: otherwise (the loss does not decrease consistently, but the
-  trial trains);
-- `unknown`: errored/running trials or fewer than 2 epochs logged.
-The regime is a post-treatment subgroup: it comes from the curve whose outcome
-is then tested, which `AnalysisPlan`'s `subgroups_from` rule refuses for any
-plan that declares it. These plans predate a calibrated regime map; their
-verdicts are exploratory in that sense (docs/science.md, "A plan is the whole
-analysis").
-
-Conjectures, each verdict under its plan (`PLANS`):
-- `regimes.momentum[small-step]`: in small-step trials momentum lowers the
-  final train loss (stratified Spearman of μ vs final loss within each η,
-  seeds as blocks, predicted −); an η stratum whose informative cells hold
-  fewer than 3 trials (at a regime boundary: one seed with two μ in the
-  regime) is excluded and counted (`thin_strata`);
-  `regimes.momentum[large-step]`: in large-step trials it does not: the same
-  test, predicted +, so a significant decrease refutes; a null result is
-  inconclusive (no test shows an absence).
-- `regimes.large_step_generalizes`: final test accuracy of large-step trials
-  is higher than that of small-step trials (difference of means).
-These three are the Holm family `regimes` (one sweep, `two_regimes.yaml`).
-- `regimes.two_stage[T=<T>]`: for each stage-1 length T of the ablation, the
-  two-stage schedule's final test accuracy is not worse than the tuned 3-step
-  schedule's (its best initial η in the sweep) by more than `tol` (0.02):
-  non-inferiority, paired by seed (trials that share a seed share their
-  initialisation), a permutation test of H0: d = −tol for d = mean over
-  seeds of acc(two-stage) − acc(3-step), two-sided so that a significant
-  d < −tol refutes. The Ts are the Holm family `regimes.two_stage` (its own
-  sweep, `two_stage.yaml`, sized by `two_stage_pilot.yaml`).
-Minimum n: 10 trials for a trend (3 per η stratum), 5 per arm for a
-comparison (3 against 3 cannot reach p < 0.05 in a permutation test).
-Effects of interest: |rho| 0.5; 0.02 of accuracy (two points), which for
-the two-stage schedule is its margin: the seeds it needs at 80 % power are
-`seeds_for_margin` of the pilot's spread of the paired difference (a margin
-of 0.01 would need about four times as many, beyond a 2-core budget).
-"""
+"""The two-regimes experiment's regime rule, conjectures and power table
+(see the package docstring)."""
 from __future__ import annotations
 
-import json
 import math
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 import pandas as pd
-from matplotlib.figure import Figure
 from scipy import stats
 
 from sweeps.conjectures.plan import FROM_PLAN, AnalysisPlan
 from sweeps.conjectures.stats import ALPHA, POWER
-from sweeps.conjectures.verdict import (N_BOOT, N_PERM, compare_groups, trend_test, Verdict,
+from sweeps.conjectures.verdict import (N_BOOT, N_PERM, Verdict, compare_groups, trend_test,
                                         verdict_of)
-from sweeps.experiments import Experiment, Sources, own_plans, register
-from sweeps.table import SweepTable, param
-from sweeps.plotting import DPI, lr_colors
+from sweeps.experiments import Plans, conjecture
+from sweeps.experiments.regimes.plans import (KIND, LR, MILESTONES, MOM, N_CLASSES, PLANS,
+                                              REGIMES, RULE, STAGE1)
+from sweeps.table import SweepTable, as_tuple, param
 
-LR, MOM = "optim.lr", "optim.momentum"
-KIND, STAGE1 = "optim.schedule.kind", "optim.schedule.stage1_epochs"
-MILESTONES, FACTOR = "optim.schedule.milestones", "optim.schedule.factor"
-REGIMES = ("diverged", "non-training", "large-step", "small-step", "unknown")
-# classes of the classification datasets dynamics_core.data loads
-N_CLASSES = {"mnist1d": 10, "cifar10": 10, "mnist": 10, "fashion_mnist": 10}
-# the regime rule: part of every plan that reads regimes (see the module docstring)
-_RULE = {"min_decrease_frac": 0.9, "nontrain_frac": 0.9}
-TOL = 0.02
-_TREND = dict(statistic="stratified_spearman",
-              exclusions=("unfinished", "diverged", "non_training", "thin_strata"),
-              family="regimes", min_n=10, min_per_stratum=3, effect_of_interest=0.5)
-PLANS = {
-    "regimes.momentum[small-step]": AnalysisPlan(
-        conjecture="regimes.momentum", **_TREND, metric="final/train_loss", predicted_sign=-1,
-        statement="momentum lowers the final train loss in the small-step regime",
-        options={"regime": "small-step", **_RULE}),
-    "regimes.momentum[large-step]": AnalysisPlan(
-        conjecture="regimes.momentum", **_TREND, metric="final/train_loss", predicted_sign=+1,
-        statement="momentum does not lower the final train loss in the large-step regime "
-                  "(a significant decrease refutes)",
-        options={"regime": "large-step", **_RULE}),
-    "regimes.large_step_generalizes": AnalysisPlan(
-        conjecture="regimes.large_step_generalizes", metric="final/val_acc",
-        statistic="difference_of_means", predicted_sign=+1,
-        exclusions=("unfinished", "diverged", "non_training"), family="regimes", min_n=10,
-        min_per_stratum=5, effect_of_interest=0.02, options=dict(_RULE),
-        statement="large-step trials reach a higher final test accuracy than small-step trials "
-                  "(diverged and non-training trials excluded)"),
-    "regimes.two_stage": AnalysisPlan(
-        conjecture="regimes.two_stage", metric="final/val_acc", statistic="non_inferiority",
-        predicted_sign=+1, exclusions=("unfinished",), family="regimes.two_stage", min_n=10,
-        min_per_stratum=5, effect_of_interest=TOL,
-        options={"tol": TOL, "baseline": "3-step at the best initial η of the sweep",
-                 "pairing": "seed"},
-        statement=f"the two-stage schedule matches (within {TOL}) or beats the tuned 3-step "
-                  "schedule"),
-}
+
 
 
 def classify_loss_curve(losses: np.ndarray,
-                        min_decrease_frac: float = _RULE["min_decrease_frac"],
+                        min_decrease_frac: float = RULE["min_decrease_frac"],
                         chance_loss: float | None = None,
-                        nontrain_frac: float | None = _RULE["nontrain_frac"]) -> str:
+                        nontrain_frac: float | None = RULE["nontrain_frac"]) -> str:
     """Regime of one per-epoch loss curve (see module docstring).
 
     `chance_loss` is ln C; without it (or with `nontrain_frac=None`) no curve
@@ -137,8 +50,8 @@ def chance_loss(row: pd.Series | dict, n_classes: int | None = None) -> float | 
     return float(np.log(c)) if c is not None and c >= 2 else None
 
 
-def classify_regimes(table: SweepTable, min_decrease_frac: float = _RULE["min_decrease_frac"],
-                     nontrain_frac: float | None = _RULE["nontrain_frac"],
+def classify_regimes(table: SweepTable, min_decrease_frac: float = RULE["min_decrease_frac"],
+                     nontrain_frac: float | None = RULE["nontrain_frac"],
                      n_classes: int | None = None) -> pd.Series:
     """Regime per run_id, from status and the per-epoch `train/loss`."""
     out = {}
@@ -182,7 +95,8 @@ def _final_val_acc(table: SweepTable) -> pd.Series:
 
 
 # -------------------------------------------------------------- momentum
-def momentum(table: SweepTable, plans: Mapping[str, AnalysisPlan] | None = None, *,
+@conjecture(PLANS)
+def momentum(table: SweepTable, plans: Plans, *,
              min_decrease_frac: Any = FROM_PLAN, nontrain_frac: Any = FROM_PLAN,
              n_classes: int | None = None, n_perm: int = N_PERM, n_boot: int = N_BOOT,
              rng_seed: int = 0) -> list[Verdict]:
@@ -194,7 +108,7 @@ def momentum(table: SweepTable, plans: Mapping[str, AnalysisPlan] | None = None,
     the plan's (an exploratory verdict).
     """
     out = []
-    for key, plan in own_plans(PLANS, "regimes.momentum", plans).items():
+    for key, plan in plans.items():
         plan = plan.with_options(min_decrease_frac=min_decrease_frac, nontrain_frac=nontrain_frac)
         runs, counts = _with_regimes(table, plan, n_classes)
         reg = plan.options["regime"]
@@ -244,7 +158,8 @@ def _drop_thin_strata(sub: pd.DataFrame, plan: AnalysisPlan) -> tuple[pd.DataFra
 
 
 # ------------------------------------------------------- generalization
-def large_step_generalizes(table: SweepTable, plans: Mapping[str, AnalysisPlan] | None = None, *,
+@conjecture(PLANS)
+def large_step_generalizes(table: SweepTable, plans: Plans, *,
                            min_decrease_frac: Any = FROM_PLAN,
                            nontrain_frac: Any = FROM_PLAN,
                            n_classes: int | None = None,
@@ -258,9 +173,8 @@ def large_step_generalizes(table: SweepTable, plans: Mapping[str, AnalysisPlan] 
     and non-training trials (see module docstring) are excluded and counted:
     a trial that never left chance level is not in the large-step regime.
     """
-    name = "regimes.large_step_generalizes"
-    plan = own_plans(PLANS, name, plans)[name].with_options(
-        min_decrease_frac=min_decrease_frac, nontrain_frac=nontrain_frac)
+    (plan,) = plans.values()
+    plan = plan.with_options(min_decrease_frac=min_decrease_frac, nontrain_frac=nontrain_frac)
     runs, counts = _with_regimes(table, plan, n_classes)
     if momentum_value is not None and MOM in runs.columns:
         runs = runs[np.isclose(param(runs, MOM).astype(float), momentum_value)]
@@ -273,21 +187,10 @@ def large_step_generalizes(table: SweepTable, plans: Mapping[str, AnalysisPlan] 
 
 
 # -------------------------------------------------------------- two-stage
-def _as_tuple(v: Any) -> tuple[float, ...]:
-    if isinstance(v, str):
-        try:
-            v = json.loads(v.replace("(", "[").replace(")", "]"))
-        except ValueError:
-            return ()
-    if isinstance(v, (list, tuple, np.ndarray)):
-        return tuple(float(x) for x in v)
-    return () if v is None or (isinstance(v, float) and np.isnan(v)) else (float(v),)
-
-
 def is_three_step(row: pd.Series) -> bool:
     """Step schedule with two milestones (the classic 3-step: ×0.1 at 50% and 75%)."""
     return (str(row.get(KIND, "")) == "step"
-            and len(_as_tuple(row.get(MILESTONES, (0.5, 0.75)))) == 2)
+            and len(as_tuple(row.get(MILESTONES, (0.5, 0.75)))) == 2)
 
 
 def three_step_baseline(runs: pd.DataFrame, acc: pd.Series) -> tuple[pd.DataFrame, dict[str, Any]]:
@@ -345,8 +248,7 @@ def _schedule_arms(table: SweepTable) -> tuple[pd.DataFrame, pd.Series, pd.DataF
                                         dict[float, pd.DataFrame]]:
     """(finished runs, their final test accuracy, the 3-step baseline, how it was chosen,
     two-stage trials by T)."""
-    runs = table.runs.set_index("run_id", drop=False)
-    runs = runs[runs["status"].astype(str) == "finished"]
+    runs = table.finished().set_index("run_id", drop=False)
     acc = _final_val_acc(table).reindex(runs.index)
     if KIND not in runs.columns:
         return runs, acc, runs.iloc[:0], {"three_step_lr": None}, {}
@@ -356,7 +258,8 @@ def _schedule_arms(table: SweepTable) -> tuple[pd.DataFrame, pd.Series, pd.DataF
     return runs, acc, base, chosen, {float(t): g for t, g in two.groupby(t_col)}
 
 
-def two_stage(table: SweepTable, plans: Mapping[str, AnalysisPlan] | None = None, *,
+@conjecture(PLANS)
+def two_stage(table: SweepTable, plans: Plans, *,
               stage1_epochs: int | None = None, n_perm: int = N_PERM, n_boot: int = N_BOOT,
               rng_seed: int = 0) -> list[Verdict]:
     """Two-stage schedule's final test accuracy ≥ the 3-step schedule's − tol, per stage-1 T.
@@ -371,8 +274,7 @@ def two_stage(table: SweepTable, plans: Mapping[str, AnalysisPlan] | None = None
     refuted when significantly below it. Diverged trials are excluded and
     counted (a seed missing from either arm drops out of that comparison).
     """
-    name = "regimes.two_stage"
-    plan = own_plans(PLANS, name, plans)[name]
+    (plan,) = plans.values()
     tol = float(plan.options["tol"])
     status = table.runs["status"].astype(str)
     counts = {"excluded_diverged": int((status == "diverged").sum()),
@@ -397,7 +299,7 @@ def two_stage(table: SweepTable, plans: Mapping[str, AnalysisPlan] | None = None
                              alternative="two-sided")
         d = (a - b).to_numpy(float)
         sd = float(d.std(ddof=1)) if len(d) > 1 else math.nan
-        out.append(verdict_of(plan, res, name=f"{name}[T={t:g}]", **counts, **chosen,
+        out.append(verdict_of(plan, res, name=f"{plan.conjecture}[T={t:g}]", **counts, **chosen,
                          stage1_epochs=t, n_T_tried=len(by_t), mean_acc_by_T=means,
                          mean_acc_three_step=float(b_acc.mean()), n_seeds=len(seeds),
                          sd_paired_diff=sd,
@@ -427,116 +329,3 @@ def tab_two_stage_power(table: SweepTable) -> pd.DataFrame | None:
                      "sd_diff": sd, "tol": tol,
                      "seeds_needed": seeds_for_margin(sd, tol, len(by_t))})
     return pd.DataFrame(rows)
-
-
-# ------------------------------------------------------------------ figures
-def fig_loss_trajectories(table: SweepTable, sources: Sources | None = None) -> Figure | None:
-    """Paper Fig. 1: train loss over steps, one panel per μ, one line per η
-    (dashed, ending with ×: diverged; dotted: non-training)."""
-    runs = table.runs
-    if not table.has("train/loss") or LR not in runs:
-        return None
-    runs = runs.dropna(subset=[LR])
-    moms = sorted(runs[MOM].dropna().unique()) if MOM in runs else [None]
-    color, sm = lr_colors(runs[LR])
-    regime = classify_regimes(table)
-    fig = Figure(figsize=(3.2 * len(moms) + 1, 3.2), dpi=DPI, layout="constrained")
-    axes = np.atleast_1d(fig.subplots(1, len(moms), sharey=True))
-    for ax, mu in zip(axes, moms):
-        sub = runs if mu is None else runs[runs[MOM] == mu]
-        for _, r in sub.iterrows():
-            s = table.series(r["run_id"], "train/loss").sort_index()
-            s = s[np.isfinite(s.to_numpy(float))]
-            if s.empty:
-                continue
-            div = str(r["status"]) == "diverged"
-            style = "--" if div else ":" if regime.get(r["run_id"]) == "non-training" else "-"
-            ax.plot(s.index, s.to_numpy(), style, color=color(r[LR]), lw=1, alpha=0.8)
-            if div:
-                ax.plot(s.index[-1], s.iloc[-1], "x", color=color(r[LR]))
-        ax.set(yscale="log", xlabel="step", title="all" if mu is None else f"μ={mu:g}")
-    axes[0].set_ylabel("train loss")
-    fig.colorbar(sm, ax=list(axes), label="η")
-    return fig
-
-
-def fig_accuracy_heatmap(table: SweepTable, sources: Sources | None = None) -> Figure | None:
-    """Paper Fig. 2: mean final test accuracy over η × μ (finished trials);
-    cells with a diverged trial are marked ×, cells with a non-training trial
-    (neither diverged nor trained: `classify_regimes`) ○."""
-    runs = table.runs
-    if LR not in runs or MOM not in runs or not table.has("val/acc"):
-        return None
-    acc = table.final("final/val_acc", fallback="val/acc")
-    df = runs.assign(acc=runs["run_id"].map(acc),
-                     regime=runs["run_id"].map(classify_regimes(table))).dropna(subset=[LR, MOM])
-    fin = df[df["status"].astype(str) == "finished"]
-    grid = fin.pivot_table(index=MOM, columns=LR, values="acc", aggfunc="mean")
-    lrs, moms = sorted(df[LR].unique()), sorted(df[MOM].unique())
-    grid = grid.reindex(index=moms, columns=lrs)
-    fig = Figure(figsize=(1 + 0.7 * len(lrs) + 1.5, 1 + 0.6 * len(moms)), dpi=DPI, layout="constrained")
-    ax = fig.subplots()
-    im = ax.imshow(grid.to_numpy(float), origin="lower", aspect="auto", cmap="magma")
-    div = set(df[df["status"].astype(str) == "diverged"].groupby([MOM, LR]).size().index)
-    stuck = set(df[df["regime"] == "non-training"].groupby([MOM, LR]).size().index)
-    for cells, mark, shift in ((div, "×", -0.2), (stuck, "○", 0.2)):
-        for mu, lr in sorted(cells):
-            dx = shift if (mu, lr) in div & stuck else 0.0   # both in one cell: side by side
-            ax.text(lrs.index(lr) + dx, moms.index(mu), mark, ha="center", va="center", color="cyan")
-    ax.set_xticks(range(len(lrs)), [f"{v:g}" for v in lrs], rotation=45, fontsize=7)
-    ax.set_yticks(range(len(moms)), [f"{v:g}" for v in moms], fontsize=7)
-    ax.set(xlabel="η", ylabel="μ", title="final test accuracy (× diverged, ○ non-training)")
-    fig.colorbar(im, ax=ax)
-    return fig
-
-
-def fig_schedules(table: SweepTable, sources: Sources | None = None) -> Figure | None:
-    """Paper Fig. 3: test accuracy over steps for the 3-step baseline (its best
-    η of the sweep) and each two-stage T (mean over seeds); final accuracy
-    against T (the transition ablation) with the 3-step mean ± sd as a band."""
-    if KIND not in table.runs or not table.has("val/acc") or table.finished().empty:
-        return None
-    runs, acc, base, chosen, by_t = _schedule_arms(table)
-    if base.empty and not by_t:
-        return None
-    lr = chosen["three_step_lr"]
-    label = "3-step" + (f" η={lr:g}" if lr is not None else "")
-    fig = Figure(figsize=(9, 3.4), dpi=DPI, layout="constrained")
-    ax_c, ax_t = fig.subplots(1, 2)
-    if len(base):
-        c = table.mean_curve(base["run_id"], "val/acc")
-        ax_c.plot(c.index, c.to_numpy(), "k-", lw=1.5, label=label)
-    for i, (t, g) in enumerate(sorted(by_t.items())):
-        c = table.mean_curve(g["run_id"], "val/acc")
-        ax_c.plot(c.index, c.to_numpy(), color=f"C{i}", lw=1, label=f"two-stage T={t:g}")
-    ax_c.set(xlabel="step", ylabel="test accuracy", title="schedules")
-    ax_c.legend(fontsize=6)
-    if by_t:
-        ts = sorted(by_t)
-        means = [acc.reindex(by_t[t].index).mean() for t in ts]
-        sds = [acc.reindex(by_t[t].index).std() for t in ts]
-        ax_t.errorbar(ts, means, yerr=np.nan_to_num(sds), fmt="o-", ms=4, label="two-stage")
-    if len(base):
-        b = acc.reindex(base.index)
-        ax_t.axhline(b.mean(), color="k", lw=1, label=label)
-        ax_t.axhspan(b.mean() - np.nan_to_num(b.std()), b.mean() + np.nan_to_num(b.std()),
-                     color="k", alpha=0.1)
-    ax_t.set(xlabel="T (stage-1 epochs)", ylabel="final test accuracy", title="transition ablation")
-    ax_t.legend(fontsize=6)
-    return fig
-
-
-# --------------------------------------------------------------- registry
-EXPERIMENT = register(Experiment(
-    name="regimes",
-    title="Two regimes of training (Leclerc & Madry 2020)",
-    conjectures={"regimes.momentum": momentum,
-                 "regimes.large_step_generalizes": large_step_generalizes,
-                 "regimes.two_stage": two_stage},
-    figures={"regimes_fig1_loss.png": fig_loss_trajectories,
-             "regimes_fig2_heatmap.png": fig_accuracy_heatmap,
-             "regimes_fig3_schedules.png": fig_schedules},
-    tables={"regimes_two_stage_power.csv": tab_two_stage_power},
-    specs=("two_regimes.yaml", "two_stage_pilot.yaml", "two_stage.yaml"),
-    plans=PLANS,
-))
