@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Any, Literal, Mapping
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -49,7 +49,7 @@ from matplotlib.figure import Figure
 from sweeps.conjectures.inference import sign_flip_test
 from sweeps.conjectures.plan import AnalysisPlan
 from sweeps.conjectures.verdict import N_BOOT, N_PERM, Verdict, verdict_of
-from sweeps.experiments import Experiment, Sources, own_plans, register
+from sweeps.experiments import Experiment, Plans, Sources, conjecture, register
 from sweeps.table import SweepTable
 from sweeps.plotting import DPI
 
@@ -141,15 +141,15 @@ def trial_convergence(table: SweepTable, threshold: float = THRESHOLD,
 
 
 # ------------------------------------------------------------- conjecture
-def low_first(table: SweepTable, plans: Mapping[str, AnalysisPlan] | None = None, *,
+@conjecture(PLANS)
+def low_first(table: SweepTable, plans: Plans, *,
               n_perm: int = N_PERM, n_boot: int = N_BOOT, rng_seed: int = 0) -> list[Verdict]:
     """Low frequencies converge first: per-trial Kendall τ between frequency
     rank and its convergence step is positive on average, per arm.
 
     The threshold, `hold` and the `unreached` rule are the plan's options
     (change them with `plan.with_overrides(options=...)`: exploratory)."""
-    name = "frequency.low_first"
-    plan = own_plans(PLANS, name, plans)[name]
+    (plan,) = plans.values()
     threshold, unreached = float(plan.options["threshold"]), plan.options["unreached"]
     hold = plan.options["hold"]
     held = "until the end" if hold is None else f"for {hold} probe steps"
@@ -161,8 +161,8 @@ def low_first(table: SweepTable, plans: Mapping[str, AnalysisPlan] | None = None
     keys = delta_keys(table)
     if len(keys) < 2:
         return [verdict_of(plan, None, statement=statement, n=0, **excluded,
-                      reason=f"fewer than 2 freq/delta_k* metrics were logged "
-                             f"({len(keys)}; switch on probes.frequency)")]
+                           reason=f"fewer than 2 freq/delta_k* metrics were logged "
+                                  f"({len(keys)}; switch on probes.frequency)")]
     conv = trial_convergence(table, threshold, unreached, hold).set_index("run_id")
     arms = _arms(runs.set_index("run_id"), plan.options["arm_fields"])
     out = []
@@ -174,7 +174,7 @@ def low_first(table: SweepTable, plans: Mapping[str, AnalysisPlan] | None = None
                    "unreached_per_rank": {k: int(c[f"unreached_{k}"].sum()) for k in ranks},
                    "excluded_tau_undefined": int(c["tau"].isna().sum()),
                    "fraction_tau_positive": float((c["tau"] > 0).mean())}
-        vname = name if arms.nunique() == 1 else f"{name}[{arm}]"
+        vname = plan.conjecture if arms.nunique() == 1 else f"{plan.conjecture}[{arm}]"
         res = sign_flip_test(c["tau"].to_numpy(float), n_perm=n_perm, n_boot=n_boot,
                              rng_seed=rng_seed, alpha=plan.alpha, bounds=(-1.0, 1.0))   # τ's range
         out.append(verdict_of(plan, res, name=vname, statement=statement, **details))
@@ -278,11 +278,10 @@ def convergence_table(table: SweepTable) -> pd.DataFrame | None:
 EXPERIMENT = register(Experiment(
     name="frequency",
     title="Frequency principle (Xu, Zhang, Xiao 2019; Rahaman et al. 2019)",
-    conjectures={"frequency.low_first": low_first},
+    conjectures=[low_first],
     figures={"frequency_fig9_heatmap.png": fig_heatmap,
              "frequency_delta_curves.png": fig_curves,
              "frequency_low_high.png": fig_low_high},
     tables={"frequency_convergence.csv": convergence_table},
     specs=("frequency.yaml", "frequency-cluster.yaml"),
-    plans=PLANS,
 ))
