@@ -56,8 +56,7 @@ magnitudes matter, and shuffled weights fail.
 """
 from __future__ import annotations
 
-import re
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -67,7 +66,7 @@ from matplotlib.ticker import NullFormatter
 from sweeps.conjectures.plan import FROM_PLAN, AnalysisPlan, Check
 from sweeps.conjectures.verdict import (N_BOOT, N_PERM, compare_groups, inconclusive,
                                         intersection_union, Verdict, verdict_of)
-from sweeps.experiments import Experiment, Sources, own_plans, register
+from sweeps.experiments import Experiment, Plans, Sources, conjecture, register
 from sweeps.table import SweepTable, param
 from sweeps.plotting import DPI
 
@@ -80,7 +79,7 @@ SIGNS = ("random_magnitudes_kept_signs", "kept_magnitudes_random_signs")
 SHUFFLES = ("shuffle_layer", "shuffle_network")
 ABLATIONS_RUN = ("none", *SIGNS, *SHUFFLES, "reinit")   # what the specs run (reinit: figure only)
 TIMELINE = ("timeline/dist_init", "timeline/grad_norm", "timeline/sign_flips", "probe/acc")
-_LEVEL_KEY = re.compile(r"^level/(\d+)/(imp/sparsity|imp/level|imp/ablated|final/val_acc)$")
+LEVEL_KEYS = ("imp/sparsity", "imp/level", "imp/ablated", "final/val_acc")   # level/<l>/<key>
 
 CHECKS = (Check("dense_learns", f"the dense level 0 reaches a mean test accuracy of at least "
                                 f"{MIN_DENSE_ACC:g} (chance 0.1) in the trials judged"),
@@ -126,16 +125,9 @@ def level_frame(table: SweepTable) -> tuple[pd.DataFrame, dict[str, int]]:
     runs, excluded = table.usable()
     cols = ["run_id", "seed", "lr", "k", "ablation", "level", "imp_level", "ablated",
             "condition", "sparsity", "acc"]
-    m = table.metrics[table.metrics["run_id"].isin(runs["run_id"])]
-    parsed = m["key"].str.extract(_LEVEL_KEY)
-    m = m.assign(level=parsed[0], what=parsed[1]).dropna(subset=["level"])
-    if m.empty:
+    wide = table.levels(LEVEL_KEYS, runs["run_id"])
+    if wide.empty:
         return pd.DataFrame(columns=cols), excluded
-    wide = (m.groupby(["run_id", "level", "what"])["value"].last().unstack("what")
-            .reset_index())
-    for what in ("imp/sparsity", "imp/level", "imp/ablated", "final/val_acc"):
-        if what not in wide:
-            wide[what] = np.nan
     info = pd.DataFrame({"run_id": runs["run_id"], "seed": runs["seed"],
                          "lr": param(runs, LR, np.nan), "k": param(runs, K, 0),
                          "ablation": param(runs, ABLATION, "none").fillna("none").astype(str)})
@@ -173,7 +165,8 @@ def _arm(lr: float, k: int) -> str:
 
 
 # ------------------------------------------------------------ conjectures
-def rewind_beats_init(table: SweepTable, plans: Mapping[str, AnalysisPlan] | None = None, *,
+@conjecture(PLANS)
+def rewind_beats_init(table: SweepTable, plans: Plans, *,
                       k: Any = FROM_PLAN, high: Any = FROM_PLAN,
                       min_dense_acc: Any = FROM_PLAN, n_perm: int = N_PERM,
                       n_boot: int = N_BOOT, rng_seed: int = 0) -> list[Verdict]:
@@ -181,9 +174,8 @@ def rewind_beats_init(table: SweepTable, plans: Mapping[str, AnalysisPlan] | Non
     arm's largest k) minus that at k = 0, paired by seed. Every k's mean is in
     details (`mean_by_k`). `k`, `high`, `min_dense_acc` are the plan's options
     (given here, they change the plan: exploratory)."""
-    name = "early_phase.rewind_beats_init"
-    plan = own_plans(PLANS, name, plans)[name].with_options(k=k, high=high,
-                                                            min_dense_acc=min_dense_acc)
+    (plan,) = plans.values()
+    plan = plan.with_options(k=k, high=high, min_dense_acc=min_dense_acc)
     k, high = plan.options["k"], float(plan.options["high"])
     min_dense_acc = float(plan.options["min_dense_acc"])
     df, excluded = level_frame(table)
@@ -201,23 +193,22 @@ def rewind_beats_init(table: SweepTable, plans: Mapping[str, AnalysisPlan] | Non
                              n_perm=n_perm, n_boot=n_boot, rng_seed=rng_seed, alpha=plan.alpha)
         means = high_sparsity_acc(df[df["lr"] == lr], high).groupby("k")["acc"].mean()
         out.append(verdict_of(plan, res, checks=_checks(df, rows["run_id"].unique(), high, min_dense_acc),
-                         name=f"{plan.conjecture}[{_arm(lr, chosen)}]", lr=float(lr), k=chosen,
-                         high=high, mean_by_k={int(i): float(v) for i, v in means.items()},
-                         **excluded))
+                              name=f"{plan.conjecture}[{_arm(lr, chosen)}]", lr=float(lr), k=chosen,
+                              high=high, mean_by_k={int(i): float(v) for i, v in means.items()},
+                              **excluded))
     if not out:
         return [inconclusive(plan.conjecture, plan.statement, "no η arm with finished trials at "
                              "k = 0 and at some k > 0", **excluded)]
     return out
 
 
-def _ablations_needed(name: str, table: SweepTable, plans: Mapping[str, AnalysisPlan] | None,
-                      high: Any, min_dense_acc: Any, n_perm: int, n_boot: int,
-                      rng_seed: int) -> list[Verdict]:
+def _ablations_needed(table: SweepTable, plans: Plans, high: Any, min_dense_acc: Any,
+                      n_perm: int, n_boot: int, rng_seed: int) -> list[Verdict]:
     """One intersection-union verdict per (η, k) with ablation trials: every part's
     ablated levels end below the same trials' unablated levels (paired by seed).
     The parts, their predicted sign, `high` and `min_dense_acc` are the plan's."""
-    plan = own_plans(PLANS, name, plans)[name].with_options(high=high,
-                                                            min_dense_acc=min_dense_acc)
+    (plan,) = plans.values()
+    plan = plan.with_options(high=high, min_dense_acc=min_dense_acc)
     parts = tuple(plan.options["parts"])
     high, min_dense_acc = float(plan.options["high"]), float(plan.options["min_dense_acc"])
     df, excluded = level_frame(table)
@@ -234,8 +225,8 @@ def _ablations_needed(name: str, table: SweepTable, plans: Mapping[str, Analysis
                                           alpha=plan.alpha))
         res = intersection_union(results, [int(plan.options["part_sign"])] * len(parts))
         out.append(verdict_of(plan, res, checks=_checks(df, rows["run_id"].unique(), high, min_dense_acc),
-                         name=f"{plan.conjecture}[{_arm(lr, k)}]", lr=float(lr), k=int(k),
-                         high=high, ablations=list(parts), **excluded))
+                              name=f"{plan.conjecture}[{_arm(lr, k)}]", lr=float(lr), k=int(k),
+                              high=high, ablations=list(parts), **excluded))
     if not out:
         return [inconclusive(plan.conjecture, plan.statement,
                              f"no finished trials with pruning.ablation in {list(parts)}",
@@ -243,21 +234,21 @@ def _ablations_needed(name: str, table: SweepTable, plans: Mapping[str, Analysis
     return out
 
 
-def signs_and_magnitudes_needed(table: SweepTable, plans: Mapping[str, AnalysisPlan] | None = None, *,
+@conjecture(PLANS)
+def signs_and_magnitudes_needed(table: SweepTable, plans: Plans, *,
                                 high: Any = FROM_PLAN, min_dense_acc: Any = FROM_PLAN,
                                 n_perm: int = N_PERM, n_boot: int = N_BOOT,
                                 rng_seed: int = 0) -> list[Verdict]:
     """Random magnitudes (signs kept) and random signs (magnitudes kept) each lose accuracy."""
-    return _ablations_needed("early_phase.signs_and_magnitudes_needed", table, plans, high,
-                             min_dense_acc, n_perm, n_boot, rng_seed)
+    return _ablations_needed(table, plans, high, min_dense_acc, n_perm, n_boot, rng_seed)
 
 
-def shuffling_fails(table: SweepTable, plans: Mapping[str, AnalysisPlan] | None = None, *,
+@conjecture(PLANS)
+def shuffling_fails(table: SweepTable, plans: Plans, *,
                     high: Any = FROM_PLAN, min_dense_acc: Any = FROM_PLAN,
                     n_perm: int = N_PERM, n_boot: int = N_BOOT, rng_seed: int = 0) -> list[Verdict]:
     """Shuffling the rewound survivors within a layer or across the network loses accuracy."""
-    return _ablations_needed("early_phase.shuffling_fails", table, plans, high,
-                             min_dense_acc, n_perm, n_boot, rng_seed)
+    return _ablations_needed(table, plans, high, min_dense_acc, n_perm, n_boot, rng_seed)
 
 
 # ------------------------------------------------------------------ tables
@@ -349,13 +340,10 @@ def fig_timeline(table: SweepTable, sources: Sources | None = None) -> Figure | 
 EXPERIMENT = register(Experiment(
     name="early_phase",
     title="The early phase of neural network training (Frankle, Schwab & Morcos 2020)",
-    conjectures={"early_phase.rewind_beats_init": rewind_beats_init,
-                 "early_phase.signs_and_magnitudes_needed": signs_and_magnitudes_needed,
-                 "early_phase.shuffling_fails": shuffling_fails},
+    conjectures=[rewind_beats_init, signs_and_magnitudes_needed, shuffling_fails],
     figures={"early_phase_fig13_sparsity.png": fig_sparsity,
              "early_phase_ablations.png": fig_ablations,
              "early_phase_timeline.png": fig_timeline},
     tables={"early_phase_levels.csv": level_table},
-    plans=PLANS,
     specs=("early_phase.yaml", "early_phase-cluster.yaml"),
 ))
