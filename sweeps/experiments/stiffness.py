@@ -68,7 +68,7 @@ from matplotlib.figure import Figure
 from sweeps.conjectures.inference import magnitude, sign_flip_test
 from sweeps.conjectures.plan import AnalysisPlan
 from sweeps.conjectures.verdict import N_BOOT, N_PERM, trend_test, Verdict, verdict_of
-from sweeps.experiments import Experiment, Sources, own_plans, register
+from sweeps.experiments import Experiment, Plans, Sources, conjecture, register
 from sweeps.table import SweepTable, param
 from sweeps.plotting import DPI, lr_colors
 from sweeps.stoppers import StiffnessStopper, stiffness_stop_epoch  # noqa: F401  (the rule lives there)
@@ -194,21 +194,20 @@ def _summary(table: SweepTable, plan: AnalysisPlan, keys: Sequence[str] = (TV_SI
     return runs, excluded, s.set_index("run_id").loc[runs["run_id"]]
 
 
-def train_val_falls_after_onset(table: SweepTable, plans: Mapping[str, AnalysisPlan] | None = None, *,
+@conjecture(PLANS)
+def train_val_falls_after_onset(table: SweepTable, plans: Plans, *,
                                 n_perm: int = N_PERM, n_boot: int = N_BOOT,
                                 rng_seed: int = 0) -> list[Verdict]:
     """Train–val sign stiffness is closer to 0 in the last `epochs` epochs than
     in the `epochs` epochs up to the onset of overfitting (min validation
     loss); one verdict per planned metric (`plan.metric`, `plan.options["epochs"]`)."""
-    name = "stiffness.train_val_falls_after_onset"
-    mine = own_plans(PLANS, name, plans)
     out = []
-    for key, plan in mine.items():
+    for key, plan in plans.items():
         metric, window = plan.metric, int(plan.options["epochs"])
         runs, excluded, s = _summary(table, plan, (metric,))
         if not table.has(metric, VAL_LOSS):
             out.append(verdict_of(plan, None, name=key, n=0,
-                             reason=f"{metric} or {VAL_LOSS} was not logged", **excluded))
+                                  reason=f"{metric} or {VAL_LOSS} was not logged", **excluded))
             continue
         short = f"tv_{metric.rsplit('/', 1)[-1]}"
         before, after = s[f"{short}_before"].to_numpy(float), s[f"{short}_after"].to_numpy(float)
@@ -222,19 +221,19 @@ def train_val_falls_after_onset(table: SweepTable, plans: Mapping[str, AnalysisP
     return out
 
 
-def within_exceeds_between(table: SweepTable, plans: Mapping[str, AnalysisPlan] | None = None, *,
+@conjecture(PLANS)
+def within_exceeds_between(table: SweepTable, plans: Plans, *,
                            n_perm: int = N_PERM, n_boot: int = N_BOOT,
                            rng_seed: int = 0) -> list[Verdict]:
     """Within-class sign stiffness exceeds between-class, on average over epoch
     ends, for each planned pair set (`plan.options["pair"]`)."""
-    name = "stiffness.within_exceeds_between"
     out = []
-    for key, plan in own_plans(PLANS, name, plans).items():
+    for key, plan in plans.items():
         pair = plan.options["pair"]
         runs, excluded = table.usable()
         if not table.has(plan.metric, plan.options["between"]):
             out.append(verdict_of(plan, None, name=key, n=0, pair=pair, **excluded,
-                             reason=f"{plan.metric} and {plan.options['between']} were not logged"))
+                                  reason=f"{plan.metric} and {plan.options['between']} were not logged"))
             continue
         s = trial_summary(table).set_index("run_id").loc[runs["run_id"]]
         res = sign_flip_test(s[f"within_minus_between_{pair}"].to_numpy(float), n_perm=n_perm,
@@ -243,7 +242,8 @@ def within_exceeds_between(table: SweepTable, plans: Mapping[str, AnalysisPlan] 
     return out
 
 
-def xi_vs_lr(table: SweepTable, plans: Mapping[str, AnalysisPlan] | None = None, *,
+@conjecture(PLANS)
+def xi_vs_lr(table: SweepTable, plans: Plans, *,
              n_perm: int = N_PERM, n_boot: int = N_BOOT, rng_seed: int = 0) -> list[Verdict]:
     """ξ (final value per trial) changes with η; its direction is reported, not predicted.
 
@@ -252,20 +252,19 @@ def xi_vs_lr(table: SweepTable, plans: Mapping[str, AnalysisPlan] | None = None,
     a significant trend either way is "ξ changes with η" (supported, the
     direction in details["direction"], named where the raw p < alpha; the
     verdict after Holm decides) and nothing refutes."""
-    name = "stiffness.xi_vs_lr"
-    plan = own_plans(PLANS, name, plans)[name]
+    (plan,) = plans.values()
     runs, excluded = table.usable()
     if not table.has(plan.metric):
         return [verdict_of(plan, None, n=0, **excluded, direction="none found",
-                      reason=f"{plan.metric} was not logged (within-class stiffness never "
-                             "crossed 0 with input distance, or the stiffness probe was off)")]
+                           reason=f"{plan.metric} was not logged (within-class stiffness never "
+                                  "crossed 0 with input distance, or the stiffness probe was off)")]
     s = trial_summary(table).set_index("run_id").loc[runs["run_id"]]
     s = s[np.isfinite(s["xi"].to_numpy(float))]
     details = {**excluded, "excluded_no_xi": int(len(runs) - len(s)), "metric": plan.metric}
     x, log_x = plan.options["x"], bool(plan.options["log_x"])
     if x not in runs or len(s) < 3:
         return [verdict_of(plan, None, n=len(s), **details, direction="none found",
-                      reason=f"only {len(s)} trials with ξ and η")]
+                           reason=f"only {len(s)} trials with ξ and η")]
     held = [c for c in runs.columns if "." in str(c) and "/" not in str(c) and c != x
             and not str(c).endswith("seed") and runs[c].astype(str).nunique() > 1]
     groups = runs.set_index("run_id").loc[s.index, held].astype(str).agg("|".join, axis=1) \
@@ -452,13 +451,10 @@ def onsets_table(table: SweepTable) -> pd.DataFrame | None:
 EXPERIMENT = register(Experiment(
     name="stiffness",
     title="Stiffness (Fort et al. 2019)",
-    conjectures={"stiffness.train_val_falls_after_onset": train_val_falls_after_onset,
-                 "stiffness.within_exceeds_between": within_exceeds_between,
-                 "stiffness.xi_vs_lr": xi_vs_lr},
+    conjectures=[train_val_falls_after_onset, within_exceeds_between, xi_vs_lr],
     figures={"stiffness_fig5_dynamics.png": fig_dynamics,
              "stiffness_class_matrices.png": fig_class_matrices,
              "stiffness_vs_distance.png": fig_distance},
     tables={"stiffness_onsets.csv": onsets_table},
     specs=("stiffness.yaml", "stiffness-cluster.yaml", "stiffness_heldout.yaml", "stiffness_stopper.yaml"),
-    plans=PLANS,
 ))
