@@ -87,6 +87,13 @@ class SweepTable:
         """(finished runs, `excluded_<status>` counts of the others): `usable_runs`."""
         return usable_runs(self.runs)
 
+    def left_out(self) -> dict[str, int]:
+        """How many runs are not finished: `excluded_diverged`, `excluded_other`
+        (errored, still running)."""
+        status = self.runs["status"].astype(str)
+        return {"excluded_diverged": int((status == "diverged").sum()),
+                "excluded_other": int(((status != "diverged") & (status != FINISHED)).sum())}
+
     def param(self, name: str, default: Any = None) -> pd.Series:
         """A config column over every run (`param`)."""
         return param(self.runs, name, default)

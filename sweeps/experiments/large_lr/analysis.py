@@ -198,11 +198,8 @@ def _checks(train_loss: tuple[float, float], patch: tuple[float, float]) -> dict
 
 def _arms(table: SweepTable) -> tuple[pd.DataFrame, pd.Series, pd.Series, dict[str, int]]:
     """Finished runs (by run_id), their arm, whether they carry the patch, and counts."""
-    runs = table.runs.set_index("run_id", drop=False)
-    status = runs["status"].astype(str)
-    counts = {"excluded_diverged": int((status == "diverged").sum()),
-              "excluded_other": int(((status != "diverged") & (status != "finished")).sum())}
-    runs = runs[status == "finished"]
+    runs = table.finished().set_index("run_id", drop=False)
+    counts = table.left_out()
     arm = runs.apply(lr_arm, axis=1) if len(runs) else pd.Series(dtype=object)
     patch = runs.apply(has_patch, axis=1).astype(bool) if len(runs) else pd.Series(dtype=bool)
     counts.update({f"n_{a}": int(((arm == a) & patch).sum()) for a in ARMS})

@@ -276,10 +276,7 @@ def two_stage(table: SweepTable, plans: Plans, *,
     """
     (plan,) = plans.values()
     tol = float(plan.options["tol"])
-    status = table.runs["status"].astype(str)
-    counts = {"excluded_diverged": int((status == "diverged").sum()),
-              "excluded_other": int(((status != "diverged") & (status != "finished")).sum()),
-              "tol": tol}
+    counts = {**table.left_out(), "tol": tol}
     runs, acc, base, chosen, by_t = _schedule_arms(table)
     if KIND not in runs.columns:
         return [verdict_of(plan, None, n=0, reason=f"no column {KIND}", **counts)]
