@@ -206,7 +206,7 @@ def trend_test(x: Iterable[float], y: Iterable[float], strata: Any = None, *,
     permuted within cells (exact up to `max_exact` arrangements, else
     `n_perm` Monte-Carlo draws). A cell carries no information and is dropped
     (counted) with a single x level, or fewer than 3 trials (2 within a
-    block). With `min_per_stratum` (the plan's registered minimum; `judge`
+    block). With `min_per_stratum` (the plan's registered minimum; `verdict_of`
     applies it) a stratum with fewer informative trials is excluded before
     the test and counted (`n_excluded_small_strata`, `excluded_strata`).
     details["effect_units"] = mean over strata of mean(y | max x) −
