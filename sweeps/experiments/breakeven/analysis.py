@@ -297,14 +297,14 @@ def _judge_plan(table: SweepTable, vname: str, plan: AnalysisPlan, *, n_perm: in
         runs["run_id"])))
     if len(df) < 3:
         return verdict_of(plan, None, name=vname, n=len(df),
-                     reason=f"only {len(df)} trials had a window and a maximum in it", **base)
+                          reason=f"only {len(df)} trials had a window and a maximum in it", **base)
     x = param(df, col).to_numpy(float)
     groups = df[held].astype(str).agg("|".join, axis=1) if held else None
     res = trend_test(x, df["max"].to_numpy(float), groups, blocks=df["seed"].astype(str),
                      n_perm=n_perm, n_boot=n_boot, rng_seed=rng_seed, alpha=plan.alpha)
     means = df.assign(_x=x).groupby("_x")["max"].mean()
     return verdict_of(plan, res, name=vname, **base,
-                 mean_max_by_level={float(k): float(v) for k, v in means.items()})
+                      mean_max_by_level={float(k): float(v) for k, v in means.items()})
 
 
 def _judge_axis(table: SweepTable, plans: Plans, *, n_perm: int = N_PERM, n_boot: int = N_BOOT,

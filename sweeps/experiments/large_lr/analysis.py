@@ -145,14 +145,14 @@ def calibration(table: SweepTable, plans: Plans, *, n_perm: int = N_PERM, n_boot
     if frame.empty:
         why = "no runs"
         return [verdict_of(plan, None, checks={c.name: (False, why) for c in plan.checks}, n=0,
-                      reason=why, **counts)]
+                           reason=why, **counts)]
     summary = calibration_summary(frame)
     pick = choose_lrs(summary, plan.options["min_ratio"])
     checks = {c: pick[c] for c in ("edge_bracketed", "small_lr_found")}
     chosen = {"lr_large": pick["large"], "lr_small": pick["small"]}
     if pick["small"] is None:
         return [verdict_of(plan, None, checks=checks, n=0, reason=checks["small_lr_found"][1],
-                      **counts, **chosen)]
+                           **counts, **chosen)]
     ok = frame[frame["status"] == "finished"]
     a, b = ok[ok["lr"] == pick["small"]], ok[ok["lr"] == pick["large"]]
     common = sorted(set(a["seed"]) & set(b["seed"]))
@@ -161,8 +161,8 @@ def calibration(table: SweepTable, plans: Plans, *, n_perm: int = N_PERM, n_boot
                          blocks_b=b["seed"].to_numpy(), n_perm=n_perm, n_boot=n_boot,
                          rng_seed=rng_seed, alpha=plan.alpha)
     return [verdict_of(plan, res, checks=checks, **counts, **chosen,
-                  steps_to_target={"small": float(a["steps_to_target"].mean()),
-                                   "large": float(b["steps_to_target"].mean())})]
+                       steps_to_target={"small": float(a["steps_to_target"].mean()),
+                                        "large": float(b["steps_to_target"].mean())})]
 
 
 def calibration_table(table: SweepTable) -> pd.DataFrame | None:
@@ -237,7 +237,7 @@ def anneal_crossover(table: SweepTable, plans: Plans, *, epoch: Any = FROM_PLAN,
     if e_a is None:
         why = "no large-anneal arm on patch data to date the annealing"
         return [verdict_of(plan, None, checks={c.name: (False, why) for c in plan.checks}, n=0,
-                      reason=why, **counts)]
+                           reason=why, **counts)]
     small, large = patch & (arm == "small"), patch & (arm == "large-anneal")
     at = lambda key: _per_run(table, runs, key, e_a, width)  # noqa: E731
     means = lambda s: (float(s[small].mean()), float(s[large].mean()))  # noqa: E731
@@ -254,7 +254,7 @@ def anneal_crossover(table: SweepTable, plans: Plans, *, epoch: Any = FROM_PLAN,
                    "no_patch_after_minus": float(after.reindex(runs.index)[c_small].mean()
                                                  - after.reindex(runs.index)[c_large].mean())}
     return [verdict_of(plan, res, checks=checks, **counts, anneal_epoch=e_a, before_epochs=width,
-                  before_minus=pre.statistic, after_minus=post.statistic, **control)]
+                       before_minus=pre.statistic, after_minus=post.statistic, **control)]
 
 
 @conjecture(PLANS)
@@ -270,7 +270,7 @@ def patch_hurts_small(table: SweepTable, plans: Plans, *, epoch: Any = FROM_PLAN
     if e_a is None:
         why = "no large-anneal arm on patch data"
         return [verdict_of(plan, None, checks={c.name: (False, why) for c in plan.checks}, n=0,
-                      reason=why, **counts)]
+                           reason=why, **counts)]
     width = int(plan.options["before_epochs"])
     small, large = patch & (arm == "small"), patch & (arm == "large-anneal")
     at = lambda key: _per_run(table, runs, key, e_a, width)  # noqa: E731
@@ -284,7 +284,7 @@ def patch_hurts_small(table: SweepTable, plans: Plans, *, epoch: Any = FROM_PLAN
     counts["excluded_incomplete_seed"] = int(len(frame) - len(complete))
     if complete.empty:
         return [verdict_of(plan, None, checks=checks, n=0, reason="no seed holds all four arms "
-                      "(small and large-anneal, with and without the patch)", **counts)]
+                           "(small and large-anneal, with and without the patch)", **counts)]
     d = ((complete["small|True"] - complete["small|False"])
          - (complete["large-anneal|True"] - complete["large-anneal|False"]))
     res = sign_flip_test(d.to_numpy(), n_perm=n_perm, n_boot=n_boot, rng_seed=rng_seed,

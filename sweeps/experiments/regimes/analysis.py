@@ -120,12 +120,12 @@ def momentum(table: SweepTable, plans: Plans, *,
         sub = sub[(sub["regime"] == reg) & np.isfinite(sub["final_loss"].astype(float))]
         if len(sub) < 3:
             out.append(verdict_of(plan, None, name=key, n=len(sub),
-                             reason=f"only {len(sub)} {reg} trials", **counts))
+                                  reason=f"only {len(sub)} {reg} trials", **counts))
             continue
         sub, thin = _drop_thin_strata(sub, plan)
         if len(sub) < 3:
             out.append(verdict_of(plan, None, name=key, n=len(sub), reason=f"only {len(sub)} {reg} "
-                             "trials in strata of the minimum size", **counts, thin_strata=thin))
+                                  "trials in strata of the minimum size", **counts, thin_strata=thin))
             continue
         strata = param(sub, LR).astype(str).to_numpy() if LR in sub.columns else None
         res = trend_test(param(sub, MOM).to_numpy(float), sub["final_loss"].to_numpy(float),
@@ -285,7 +285,7 @@ def two_stage(table: SweepTable, plans: Plans, *,
     n_two = int(sum(len(g) for g in by_t.values()))
     if not by_t or base.empty:
         return [verdict_of(plan, None, n=n_two + len(base), reason="need two-stage and 3-step trials",
-                      **counts, n_two_stage=n_two, n_three_step=int(len(base)))]
+                           **counts, n_two_stage=n_two, n_three_step=int(len(base)))]
     b_acc = acc.reindex(base.index)
     means = {t: float(acc.reindex(g.index).mean()) for t, g in by_t.items()}
     out = []
@@ -297,10 +297,10 @@ def two_stage(table: SweepTable, plans: Plans, *,
         d = (a - b).to_numpy(float)
         sd = float(d.std(ddof=1)) if len(d) > 1 else math.nan
         out.append(verdict_of(plan, res, name=f"{plan.conjecture}[T={t:g}]", **counts, **chosen,
-                         stage1_epochs=t, n_T_tried=len(by_t), mean_acc_by_T=means,
-                         mean_acc_three_step=float(b_acc.mean()), n_seeds=len(seeds),
-                         sd_paired_diff=sd,
-                         seeds_needed=seeds_for_margin(sd, tol, len(by_t), plan.alpha)))
+                              stage1_epochs=t, n_T_tried=len(by_t), mean_acc_by_T=means,
+                              mean_acc_three_step=float(b_acc.mean()), n_seeds=len(seeds),
+                              sd_paired_diff=sd,
+                              seeds_needed=seeds_for_margin(sd, tol, len(by_t), plan.alpha)))
     return out
 
 
