@@ -87,7 +87,7 @@ BE = ["breakeven.c1_lr", "breakeven.c1_batch", "breakeven.c2_lr", "breakeven.c2_
 
 @pytest.mark.parametrize("name", BE)
 def test_breakeven_paper_direction_supported(name):
-    verdicts = experiments.conjecture(name)(make_table(breakeven_trials("paper")), **FAST)
+    verdicts = experiments.get_conjecture(name)(make_table(breakeven_trials("paper")), **FAST)
     assert len(verdicts) == 2
     for v in verdicts:
         assert v.verdict == "supported", v.summary()
@@ -100,14 +100,14 @@ def test_breakeven_paper_direction_supported(name):
 
 @pytest.mark.parametrize("name", BE)
 def test_breakeven_reversed_refuted(name):
-    for v in experiments.conjecture(name)(make_table(breakeven_trials("reversed")), **FAST):
+    for v in experiments.get_conjecture(name)(make_table(breakeven_trials("reversed")), **FAST):
         assert v.verdict == "refuted", v.summary()
 
 
 @pytest.mark.parametrize("name", BE)
 def test_breakeven_noise_underpowered(name):
     """3 trials per (batch, seed) cell detect |rho| ≈ 0.75 at best: below the 0.5 of interest."""
-    for v in experiments.conjecture(name)(make_table(breakeven_trials("noise", rng_seed=3)), **FAST):
+    for v in experiments.get_conjecture(name)(make_table(breakeven_trials("noise", rng_seed=3)), **FAST):
         assert v.verdict == "underpowered", v.summary()
         assert "minimum detectable" in v.reason
 
@@ -486,7 +486,7 @@ def test_registry():
         "large_lr.anneal_crossover", "stiffness.train_val_falls_after_onset",
         "stiffness.within_exceeds_between", "stiffness.xi_vs_lr", "frequency.low_first"}
     with pytest.raises(KeyError, match="valid names: .*breakeven.c1_lr"):
-        experiments.conjecture("breakeven.c3")
+        experiments.get_conjecture("breakeven.c3")
     with pytest.raises(KeyError):
         experiments.evaluate(["breakeven.c1_lr", "nope"], make_table(breakeven_trials("paper")))
     out = experiments.evaluate(["breakeven.c1_lr", "breakeven.c2_lr"],

@@ -17,8 +17,8 @@ from sweeps.conjectures.inference import sign_flip_test
 from sweeps.conjectures.stats import (design, gehan_scores, holm, n_arrangements, spearman_mde,
                                       spearman_n_eff)
 from sweeps.conjectures.verdict import (VERDICTS, TestResult, Verdict, compare_groups, decide,
-                                        decide_with_reason, finalize, intersection_union, judge,
-                                        trend_test)
+                                        decide_with_reason, finalize, intersection_union,
+                                        trend_test, verdict_of)
 
 
 def plan(**kw) -> AnalysisPlan:
@@ -163,8 +163,8 @@ def test_finalize_adjusts_within_families():
           for name in ("a", "b", "c", "d")}
     other = plan(conjecture="other.e")
     raw = {"a": 0.01, "b": 0.04, "c": 0.03, "d": 0.005}
-    vs = [judge(pl[k], result(0.6, p), checks=PASSED) for k, p in raw.items()]
-    vs.append(judge(other, result(0.6, 0.04), checks=PASSED))
+    vs = [verdict_of(pl[k], result(0.6, p), checks=PASSED) for k, p in raw.items()]
+    vs.append(verdict_of(other, result(0.6, 0.04), checks=PASSED))
     assert all(v.verdict == "supported" and v.n_family == 1 for v in vs)
     out = finalize(vs, [*pl.values(), other])
     got = {v.name: v for v in out}
@@ -202,35 +202,35 @@ def test_plan_hash_json_and_overrides():
     ex = p.with_overrides(window="whole_run")
     assert ex.exploratory and ex.registered_hash == p.hash() and ex.hash() != p.hash()
     assert ex.with_overrides(alpha=0.01).registered_hash == p.hash()   # still the registered one
-    v = judge(ex, result(0.6, 0.001), checks=PASSED)
+    v = verdict_of(ex, result(0.6, 0.001), checks=PASSED)
     assert v.exploratory and v.plan_hash == ex.hash() and v.registered_hash == p.hash()
     assert "EXPLORATORY" in v.summary()
-    reg = judge(p, result(0.6, 0.001), checks=PASSED)
+    reg = verdict_of(p, result(0.6, 0.001), checks=PASSED)
     assert not reg.exploratory and reg.plan_hash == reg.registered_hash == p.hash()
 
 
 # ------------------------------------------------------------ the rules
 def test_failed_or_missing_manipulation_check_is_invalid_protocol():
     failed = {"arms_differ": (False, "train acc 0.76 vs 0.99")}
-    v = judge(plan(), result(0.6, 0.001), checks=failed)
+    v = verdict_of(plan(), result(0.6, 0.001), checks=failed)
     assert v.verdict == "invalid_protocol"
     assert v.reason == "manipulation check arms_differ failed: train acc 0.76 vs 0.99"
     assert v.details["checks"]["arms_differ"]["passed"] is False
-    assert judge(plan(), result(0.6, 0.001)).verdict == "invalid_protocol"      # not evaluated
+    assert verdict_of(plan(), result(0.6, 0.001)).verdict == "invalid_protocol"      # not evaluated
     with pytest.raises(ValueError, match="not in the plan"):
-        judge(plan(), result(0.6, 0.001), checks={**PASSED, "other": (True, "")})
+        verdict_of(plan(), result(0.6, 0.001), checks={**PASSED, "other": (True, "")})
 
 
 def test_too_few_trials_is_underpowered():
-    v = judge(plan(min_n=10), result(0.9, 0.001, n=4), checks=PASSED)
+    v = verdict_of(plan(min_n=10), result(0.9, 0.001, n=4), checks=PASSED)
     assert v.verdict == "underpowered" and v.reason == "n=4 < min 10"
     small = TestResult(0.9, 0.9, 0.5, 1.0, 0.001, 20, {}, n_eff=10, min_stratum=2)
-    v = judge(plan(min_per_stratum=3), small, checks=PASSED)
+    v = verdict_of(plan(min_per_stratum=3), small, checks=PASSED)
     assert v.verdict == "underpowered" and v.reason == "smallest stratum 2 < min 3 per stratum"
-    none = judge(plan(), None, checks=PASSED, n=2, reason="only 2 trials passed their peak")
+    none = verdict_of(plan(), None, checks=PASSED, n=2, reason="only 2 trials passed their peak")
     assert none.verdict == "underpowered" and none.n == 2
     assert none.reason == "n=2 < min 6 (only 2 trials passed their peak)"
-    flat = judge(plan(min_n=1, min_per_stratum=1), trend_test(np.ones(5), np.arange(5.0)),
+    flat = verdict_of(plan(min_n=1, min_per_stratum=1), trend_test(np.ones(5), np.arange(5.0)),
                  checks=PASSED)
     assert flat.verdict == "underpowered"         # no trial entered a usable stratum
     assert flat.reason == "n=0 < min 1 (no stratum with >= 3 trials and >= 2 levels)"
@@ -241,7 +241,7 @@ def test_decide_uses_the_tested_effects_sign():
     # non-inferiority: a - b = -0.005 against a margin of 0.01 is a tested effect of +0.005
     ni = TestResult(-0.005, -0.005, -0.008, -0.002, 0.001, 12, {}, null_value=-0.01, se=0.001)
     assert ni.tested_effect == pytest.approx(0.005)
-    v = judge(plan(statistic="non_inferiority", effect_of_interest=0.01), ni, checks=PASSED)
+    v = verdict_of(plan(statistic="non_inferiority", effect_of_interest=0.01), ni, checks=PASSED)
     assert v.verdict == "supported", v.reason
     # a statistic and an effect of opposite signs: the verdict follows the tested effect
     kind, why = decide_with_reason(0.01, 0.2, -1)
@@ -261,7 +261,7 @@ def test_every_kind_reachable_with_a_reason():
     for kind, (xs, ys, kw) in cases.items():
         r = trend_test(xs, ys, n_perm=2000, n_boot=200)
         checks = {"arms_differ": (kind != "invalid_protocol", "train acc 0.76 vs 0.99")}
-        v = judge(plan(**kw), r, checks=checks)
+        v = verdict_of(plan(**kw), r, checks=checks)
         seen[kind] = v
         assert v.verdict == kind, (kind, v.summary())
         assert v.reason and "\n" not in v.reason
@@ -281,7 +281,7 @@ def test_minimum_detectable_rho():
 def test_verdict_is_backwards_compatible_and_json_complete():
     v = Verdict("x", "s", "supported", 0.5, 0.5, 0.1, 0.9, 0.01, 10, {"alpha": 0.05})
     assert v.p_raw == v.p_adjusted == 0.01 and v.reason == "p=0.01 < 0.05"
-    d = json.loads(json.dumps(judge(plan(), result(0.6, 0.001), checks=PASSED).to_dict()))
+    d = json.loads(json.dumps(verdict_of(plan(), result(0.6, 0.001), checks=PASSED).to_dict()))
     for f in ("name", "statement", "verdict", "statistic", "effect", "ci_low", "ci_high", "p_value",
               "n", "details", "reason", "p_raw", "p_adjusted", "p_method", "n_perm", "p_mc_se",
               "ci_level", "family", "n_family", "plan_hash", "registered_hash", "exploratory"):
@@ -296,12 +296,12 @@ def test_intersection_union():
     after = compare_groups([0.72, 0.71, 0.73, 0.72], [0.82, 0.81, 0.83, 0.82], n_boot=50)
     both = intersection_union([before, after], [+1, -1])
     assert both.statistic > 0 and both.p_value == max(before.p_value, after.p_value)
-    assert judge(plan(statistic="intersection_union", min_n=4, effect_of_interest=0.05), both,
+    assert verdict_of(plan(statistic="intersection_union", min_n=4, effect_of_interest=0.05), both,
                  checks=PASSED).verdict == "supported"
     with pytest.raises(ValueError, match="names stratified_spearman"):
-        judge(plan(), both, checks=PASSED)
+        verdict_of(plan(), both, checks=PASSED)
     with pytest.raises(ValueError, match="names non_inferiority"):
-        judge(plan(statistic="non_inferiority"), before, checks=PASSED)
+        verdict_of(plan(statistic="non_inferiority"), before, checks=PASSED)
     reversed_ = intersection_union([before, after], [+1, +1])
     assert reversed_.statistic < 0 and reversed_.p_value == pytest.approx(2 * after.p_value)
     assert len(reversed_.details["parts"]) == 2
@@ -376,21 +376,21 @@ def test_sign_test_exact_binomial_p_and_clopper_pearson():
 def test_new_statistics_judged_under_their_plans():
     from sweeps.conjectures.inference import magnitude, sign_flip_test, sign_test
     flip = plan(statistic="paired_sign_flip", checks=(), effect_of_interest=0.1)
-    v = judge(flip, sign_flip_test([0.1, 0.2, 0.3, 0.4, 0.5, 0.6], n_boot=50))
+    v = verdict_of(flip, sign_flip_test([0.1, 0.2, 0.3, 0.4, 0.5, 0.6], n_boot=50))
     assert v.verdict == "supported" and v.p_raw == pytest.approx(2 / 64)
     bino = plan(statistic="sign_test", checks=(), min_n=10, effect_of_interest=0.25)
-    assert judge(bino, sign_test([False] * 10)).verdict == "refuted"
-    assert judge(bino, sign_test([True] * 6)).verdict == "underpowered"
+    assert verdict_of(bino, sign_test([False] * 10)).verdict == "refuted"
+    assert verdict_of(bino, sign_test([True] * 6)).verdict == "underpowered"
     with pytest.raises(ValueError, match="names sign_test"):
-        judge(bino, sign_flip_test([0.1, 0.2, 0.3], n_boot=20))
+        verdict_of(bino, sign_flip_test([0.1, 0.2, 0.3], n_boot=20))
     # magnitude: a significant fall reads as a change (supported), never refuted
     x = np.repeat([1.0, 2.0, 3.0, 4.0], 3)
     falls = trend_test(x, -x + np.arange(12) * 1e-3, n_boot=100)
     m = magnitude(falls)
     assert m.statistic == pytest.approx(abs(falls.statistic)) and m.p_value == falls.p_value
     assert m.details["direction"] == -1 and m.ci_low >= 0 and m.ci_high <= 1
-    assert judge(plan(checks=()), m).verdict == "supported"
-    assert judge(plan(checks=()), falls).verdict == "refuted"
+    assert verdict_of(plan(checks=()), m).verdict == "supported"
+    assert verdict_of(plan(checks=()), falls).verdict == "refuted"
     with pytest.raises(ValueError, match="two-sided"):
         magnitude(compare_groups([1, 2, 3], [0, 1, 2], alternative="greater", n_boot=10))
 
@@ -402,16 +402,16 @@ def test_significant_but_below_the_effect_of_interest_is_negligible():
     r = sign_flip_test(d)
     assert r.p_value == pytest.approx(2 / 2 ** 16) and 0.03 < r.ci_low < r.ci_high < 0.05
     small = plan(statistic="paired_sign_flip", effect_of_interest=0.1, checks=())
-    v = judge(small, r)
+    v = verdict_of(small, r)
     assert v.verdict == "negligible" and "of interest" in v.reason, v.summary()
-    assert judge(plan(statistic="paired_sign_flip", effect_of_interest=0.03, checks=()),
+    assert verdict_of(plan(statistic="paired_sign_flip", effect_of_interest=0.03, checks=()),
                  r).verdict == "supported"
     # the predicted side only: the same effect against a predicted fall is refuted
-    assert judge(dataclasses.replace(small, predicted_sign=-1), r).verdict == "refuted"
+    assert verdict_of(dataclasses.replace(small, predicted_sign=-1), r).verdict == "refuted"
     # a margin is the effect of interest of a non-inferiority test: exempt
     ni = compare_groups(d, np.zeros(16), blocks_a=range(16), blocks_b=range(16), shift=0.02,
                         alternative="greater")
-    assert judge(plan(statistic="non_inferiority", effect_of_interest=0.1, checks=()),
+    assert verdict_of(plan(statistic="non_inferiority", effect_of_interest=0.1, checks=()),
                  ni).verdict == "supported"
 
 
@@ -422,14 +422,14 @@ def test_intersection_union_is_negligible_when_one_part_cannot_reach():
                           blocks_b=seeds)
     iu = intersection_union([big, tiny], [+1, -1])
     p = plan(statistic="intersection_union", effect_of_interest=0.5, checks=())
-    assert iu.p_value < 0.05 and judge(p, iu).verdict == "negligible"
-    assert judge(dataclasses.replace(p, effect_of_interest=0.01), iu).verdict == "supported"
+    assert iu.p_value < 0.05 and verdict_of(p, iu).verdict == "negligible"
+    assert verdict_of(dataclasses.replace(p, effect_of_interest=0.01), iu).verdict == "supported"
 
 
 def test_a_test_that_cannot_be_computed_keeps_its_place_in_holm():
     pl = {k: plan(conjecture=f"demo.{k}", family="demo", checks=()) for k in "abc"}
-    vs = [judge(pl["a"], result(0.9, 0.01)), judge(pl["b"], result(0.9, 0.02)),
-          judge(pl["c"], None, n=12, reason="the metric was never logged")]
+    vs = [verdict_of(pl["a"], result(0.9, 0.01)), verdict_of(pl["b"], result(0.9, 0.02)),
+          verdict_of(pl["c"], None, n=12, reason="the metric was never logged")]
     out = finalize(vs, pl.values())
     assert [v.n_family for v in out] == [3, 3, 3]
     assert out[0].p_adjusted == pytest.approx(0.03) and out[1].p_adjusted == pytest.approx(0.04)
@@ -459,7 +459,7 @@ def test_gehan_scores_and_the_censored_trend_by_hand():
     same = trend_test(x, t, censored=np.zeros(5, bool))
     assert same.statistic == pytest.approx(9.5 / math.sqrt(95))
     assert r.details["censored_per_level"] == {"1": 0, "2": 1, "3": 0, "4": 1, "5": 0}
-    v = judge(plan(statistic="censored_trend", min_n=5, checks=()), r)
+    v = verdict_of(plan(statistic="censored_trend", min_n=5, checks=()), r)
     assert "censored at the budget per level: 1: 0, 2: 1, 3: 0, 4: 1, 5: 0" in v.reason
 
 
@@ -497,7 +497,7 @@ def test_no_interval_of_zero_width_is_ever_printed():
     assert math.isnan(flat.ci_low) and math.isnan(flat.ci_high)
     same = compare_groups([1.0, 1.0, 1.0], [0.0, 0.0, 0.0])
     assert math.isnan(same.ci_low)
-    v = judge(plan(statistic="paired_sign_flip", min_n=2, checks=()), flat)
+    v = verdict_of(plan(statistic="paired_sign_flip", min_n=2, checks=()), flat)
     assert "[no CI]" in v.summary() and "nan" not in v.summary().split("(")[0]
     for res in (r, trend_test(x, x, blocks=seeds), sign_flip_test(np.r_[1.0, 1.0, 2.0])):
         assert not (np.isfinite(res.ci_low) and res.ci_low == res.ci_high)
@@ -522,7 +522,7 @@ def test_strata_below_the_plan_minimum_are_excluded_before_the_test():
     y2, s2 = np.r_[y, 3.1], np.append(strata, "thin")
     raw = trend_test(x2, y2, s2)
     assert raw.min_stratum == 3
-    v = judge(plan(min_per_stratum=4, checks=()), raw)
+    v = verdict_of(plan(min_per_stratum=4, checks=()), raw)
     assert v.n == 12 and v.details["excluded_strata"] == {"thin": 3}
     assert "1 strata (3 trials) below the plan's minimum of 4 per stratum excluded" in v.reason
     assert v.verdict == "supported", v.summary()

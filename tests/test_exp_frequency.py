@@ -53,7 +53,7 @@ def low_first(table, **options):
     plans, plan = None, F.PLANS["frequency.low_first"]
     if {**plan.options, **options} != plan.options:
         plans = {"frequency.low_first": plan.with_overrides(options={**plan.options, **options})}
-    (v,) = experiments.conjecture("frequency.low_first")(table, plans, **FAST)
+    (v,) = experiments.get_conjecture("frequency.low_first")(table, plans, **FAST)
     return v
 
 
@@ -82,7 +82,7 @@ def test_trials_where_nothing_converged_are_excluded_and_counted():
 
 def test_one_verdict_per_arm_and_arms_tracking_fewer_peaks():
     three = [trial(s, [400.0, 120.0, 30.0], "sine") for s in range(8)]   # high first; no k3
-    vs = experiments.conjecture("frequency.low_first")(make_table(sweep() + three), **FAST)
+    vs = experiments.get_conjecture("frequency.low_first")(make_table(sweep() + three), **FAST)
     assert [v.name for v in vs] == ["frequency.low_first[mlp]", "frequency.low_first[sine]"]
     assert [v.verdict for v in vs] == ["supported", "refuted"]
     # the arms are the Holm family `frequency`: 2/256 each, adjusted to 2 x 2/256 < 0.05

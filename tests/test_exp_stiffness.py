@@ -55,13 +55,13 @@ def sweep(mode: str = "paper", seeds=range(3), **kw) -> list[dict]:
 
 
 def verdict_of(name, table, **kw):
-    (v,) = experiments.conjecture(name)(table, **FAST, **kw)
+    (v,) = experiments.get_conjecture(name)(table, **FAST, **kw)
     return v
 
 
 # ------------------------------------------------------------ conjectures
 def falls(table, **kw):
-    return experiments.conjecture("stiffness.train_val_falls_after_onset")(table, **FAST, **kw)
+    return experiments.get_conjecture("stiffness.train_val_falls_after_onset")(table, **FAST, **kw)
 
 
 @pytest.mark.parametrize("mode,expected", [("paper", "supported"), ("reversed", "refuted")])
@@ -123,7 +123,7 @@ def test_plans_registered_and_verdicts_under_them():
 
 @pytest.mark.parametrize("mode,expected", [("paper", "supported"), ("reversed", "refuted")])
 def test_within_exceeds_between(mode, expected):
-    vs = experiments.conjecture("stiffness.within_exceeds_between")(make_table(sweep(mode)), **FAST)
+    vs = experiments.get_conjecture("stiffness.within_exceeds_between")(make_table(sweep(mode)), **FAST)
     # one verdict per planned pair set; the table logs only train–train
     assert [v.name for v in vs] == [f"stiffness.within_exceeds_between[{p}]" for p in S.PAIRS]
     assert vs[0].verdict == expected and vs[0].n == 9
@@ -133,7 +133,7 @@ def test_within_exceeds_between(mode, expected):
 
 def test_within_between_missing_is_underpowered_with_reason():
     drop = (S.within_key("train_train"), S.between_key("train_train"))
-    vs = experiments.conjecture("stiffness.within_exceeds_between")(
+    vs = experiments.get_conjecture("stiffness.within_exceeds_between")(
         make_table(sweep(drop_keys=drop)), **FAST)
     assert all(v.verdict == "underpowered" and "sign_within" in v.details["reason"] for v in vs)
 

@@ -97,7 +97,7 @@ def _reads(conjecture: str) -> dict[str, set[str]]:
                                 if conjecture.startswith(prefix)]
     for make in variants:
         plans = {k: tracked(make(p)) for k, p in base.items()}
-        experiments.conjecture(conjecture)(table, plans, **FAST)
+        experiments.get_conjecture(conjecture)(table, plans, **FAST)
         for k, p in plans.items():
             out[k] |= p.options.__dict__.get("reads", set())
     return out
@@ -217,7 +217,7 @@ def test_the_tracking_sees_an_option_no_code_reads():
     """The check above can fail: an option the analysis ignores is not recorded as read."""
     plan = experiments.plans_of("frequency.low_first")["frequency.low_first"]
     extra = tracked(dataclasses.replace(plan, options={**plan.options, "dead_threshold": 0.3}))
-    experiments.conjecture("frequency.low_first")(make_table(t_freq.sweep()),
+    experiments.get_conjecture("frequency.low_first")(make_table(t_freq.sweep()),
                                                   {"frequency.low_first": extra}, **FAST)
     reads = extra.options.__dict__["reads"]
     assert "threshold" in reads and "dead_threshold" not in reads

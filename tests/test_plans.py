@@ -59,6 +59,34 @@ def test_plans_must_be_keyed_by_their_verdict():
                    plans={"large_lr.other": plan})
 
 
+def test_a_conjecture_is_named_once_and_handed_its_plans():
+    """`@conjecture(PLANS)` names it `<experiment>.<function>` and passes it its own
+    plans: the registered ones, or those given over them."""
+    plans = experiments.get("large_lr").plans
+    seen = []
+
+    @experiments.conjecture(plans)
+    def anneal_crossover(table, plans):
+        seen.append(dict(plans))
+        return []
+
+    assert anneal_crossover.name == "large_lr.anneal_crossover"
+    assert list(anneal_crossover.plans) == ["large_lr.anneal_crossover"]
+    other = plans["large_lr.anneal_crossover"].with_overrides(min_n=20)
+    anneal_crossover(None)
+    anneal_crossover(None, plans={"large_lr.anneal_crossover": other})
+    assert seen == [{"large_lr.anneal_crossover": plans["large_lr.anneal_crossover"]},
+                    {"large_lr.anneal_crossover": other}]
+    with pytest.raises(KeyError, match="has no verdicts"):
+        anneal_crossover(None, plans={"large_lr.calibration": plans["large_lr.calibration"]})
+
+    def typo(table, plans):
+        return []
+
+    with pytest.raises(ValueError, match="no plan for conjecture 'large_lr.typo'"):
+        experiments.conjecture(plans)(typo)
+
+
 def test_plans_for_marks_what_differs_from_the_registered():
     reg = experiments.registered_plans(["breakeven.c1_lr"])
     same = experiments.plans_for("breakeven.c1_lr", registered=reg)
@@ -91,7 +119,7 @@ def test_stability_detector_window():
     """after_breakeven by λ_H¹ ≥ 2/η: the trials' λ_H¹ (30·hump) crosses 2/η only for η ≥ 0.1."""
     table = make_table(breakeven_trials("paper"))
     plans = experiments.plans_for("breakeven.c2_lr", {"detector": "stability"})
-    for v in experiments.conjecture("breakeven.c2_lr")(table, plans=plans, **FAST):
+    for v in experiments.get_conjecture("breakeven.c2_lr")(table, plans=plans, **FAST):
         assert v.details["detector"] == "stability" and v.exploratory
         assert v.details["noise_term"].startswith("off")
         assert v.details["excluded_no_breakeven"] > 0

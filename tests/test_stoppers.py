@@ -176,8 +176,8 @@ def test_sweep_stops_trials_at_the_epoch_the_offline_rule_computes(tmp_path):
     records = {r.run_id: r for r in tracking.trial_runs(store, "fires")}
     assert len(records) == 2
     for run_id, record in records.items():
-        val = S.per_epoch(table, run_id, "val/loss")
-        series = S.per_epoch(table, run_id, rule.metric).reindex(val.index).to_numpy(float)
+        val = table.per_epoch(run_id, "val/loss")
+        series = table.per_epoch(run_id, rule.metric).reindex(val.index).to_numpy(float)
         offline = rule.stop_index(series)
         assert offline is not None and offline + 1 < 6, "the rule fires before the last epoch"
         assert record.tags["stopper/epoch"] == str(offline + 1)
@@ -244,9 +244,9 @@ def test_a_killed_driver_resumes_the_stopper_where_it_was(tmp_path):
     (record,) = tracking.trial_runs(store, "rs")
     table = tracking.load_table(store, "rs")
     run_id = table.runs["run_id"].item()
-    val = S.per_epoch(table, run_id, "val/loss")
+    val = table.per_epoch(run_id, "val/loss")
     offline = stoppers.parse(rule).stop_index(
-        S.per_epoch(table, run_id, rule["metric"]).reindex(val.index).to_numpy(float))
+        table.per_epoch(run_id, rule["metric"]).reindex(val.index).to_numpy(float))
     assert offline is not None and 3 < offline + 1 < 8
     assert record.tags["stopper/epoch"] == str(offline + 1) and record.tags["stopped_early"] == "true"
     assert table.series(run_id, "train/epoch").iloc[-1] == offline + 1

@@ -32,7 +32,7 @@ spread (every cell the same, one trial per group) the CI is NaN, printed as
 test, are measured by benchmarks/calibrate_engine.py (docs/science.md).
 
 The permutation, interval and power machinery is `stats.py`; the verdict a
-result leads to is `verdict.judge` (with a plan) or `TestResult.verdict`.
+result leads to under its plan is `verdict.verdict_of`.
 """
 from __future__ import annotations
 
@@ -40,7 +40,7 @@ import dataclasses
 import functools
 import math
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 from scipy import stats
@@ -49,9 +49,6 @@ from sweeps.conjectures.stats import (ALPHA, MAX_EXACT, N_BOOT, N_PERM, NO_CI, P
                                       design, fisher_interval, gehan_scores, honest,
                                       minimum_detectable, permutation_p, share_interval,
                                       spearman_n_eff, t_interval)
-
-if TYPE_CHECKING:
-    from sweeps.conjectures.verdict import Verdict
 
 
 @dataclass(frozen=True)
@@ -92,19 +89,6 @@ class TestResult:
     def mde(self, alpha: float = ALPHA, power: float = POWER) -> float:
         """Minimum detectable |tested effect| at level alpha with `power`."""
         return minimum_detectable(self.n_eff, self.se, alpha, self.sides, power)
-
-    def verdict(self, name: str, statement: str, predicted_sign: int,
-                alpha: float = ALPHA, **details: Any) -> "Verdict":
-        """A verdict without a plan: supported / refuted / inconclusive from p and the sign."""
-        from sweeps.conjectures.verdict import Verdict, decide_with_reason
-
-        kind, why = decide_with_reason(self.p_value, self.tested_effect, predicted_sign, alpha)
-        return Verdict(name, statement, kind, self.statistic, self.effect, self.ci_low,
-                       self.ci_high, self.p_value, self.n,
-                       {"predicted_sign": int(np.sign(predicted_sign)), "alpha": alpha,
-                        **self.details, **details},
-                       reason=why, p_method=self.p_method, n_perm=self.n_perm,
-                       p_mc_se=self.p_mc_se, ci_level=self.ci_level, family=name)
 
 
 def _perm_fields(perm: Any) -> dict[str, Any]:
@@ -222,7 +206,7 @@ def trend_test(x: Iterable[float], y: Iterable[float], strata: Any = None, *,
     permuted within cells (exact up to `max_exact` arrangements, else
     `n_perm` Monte-Carlo draws). A cell carries no information and is dropped
     (counted) with a single x level, or fewer than 3 trials (2 within a
-    block). With `min_per_stratum` (the plan's registered minimum; `judge`
+    block). With `min_per_stratum` (the plan's registered minimum; `verdict_of`
     applies it) a stratum with fewer informative trials is excluded before
     the test and counted (`n_excluded_small_strata`, `excluded_strata`).
     details["effect_units"] = mean over strata of mean(y | max x) −

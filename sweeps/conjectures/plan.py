@@ -16,7 +16,7 @@ Carlo), `sign_test` (`sign_test`: exact binomial share against p0) and
 may not occur within the budget, censored there; Gehan scores within cells).
 
 The engine only carries the window, detector and exclusions: the experiment
-applies them. It uses the rest to judge (`verdict.judge`, `verdict.finalize`).
+applies them. It uses the rest to judge (`verdict.verdict_of`, `verdict.finalize`).
 
 `options` holds every other threshold, rule and setting the experiment's
 analysis reads (a plan is the whole analysis: no module constant decides a

@@ -5,7 +5,7 @@ tests is registered beforehand as an `AnalysisPlan` (`plan.py`) and run with
 the shared tests of `inference.py` (`trend_test`, `compare_groups`,
 `intersection_union`, re-exported here), so every paper is judged alike:
 
-- `judge(plan, result, checks)`: the verdict of one test under its plan;
+- `verdict_of(plan, result, checks)`: the verdict of one test under its plan;
 - `finalize(verdicts)`: Holm's adjustment over each multiplicity family,
   then the final verdict of every test from its adjusted p.
 
@@ -30,15 +30,15 @@ intersection-union test reaches it when every part's CI does; a part or a
 plan with a margin (`non_inferiority`) is exempt, the margin being its
 effect of interest; a test without a CI is judged by its point effect.
 Strata below the plan's `min_per_stratum` are excluded before a trend test
-(`judge` runs it again with the plan's minimum) and counted in the reason.
+(`verdict_of` runs it again with the plan's minimum) and counted in the reason.
 Holm's m is the number of tests registered in the family: a test that could
 not be computed counts as p = 1 and its reason says so.
-Without a plan (`decide`, `TestResult.verdict`) only the sign and p rules apply.
+Without a plan (`decide`) only the sign and p rules apply.
 
 Every random draw uses `numpy.random.default_rng(rng_seed)`: the same table
 gives the same verdict. Trials that are not `finished` (diverged, errored,
-still running) are never averaged in: `usable_runs` splits them off and the
-counts go into `details`.
+still running) are never averaged in: `SweepTable.usable()` splits them off
+and the counts go into `details`.
 """
 from __future__ import annotations
 
@@ -47,7 +47,6 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Iterable, Literal, Mapping
 
 import numpy as np
-import pandas as pd
 
 from sweeps.conjectures.inference import (TestResult, compare_groups, intersection_union,
                                           trend_test)
@@ -61,9 +60,8 @@ VERDICTS: tuple[str, ...] = ("supported", "negligible", "refuted", "inconclusive
 PLAN_CHANGED, SEEDS_SEEN = "plan changed", "seeds seen"      # why a verdict is exploratory
 Checks = Mapping[str, tuple[bool, str]]   # manipulation check name -> (passed, one-line detail)
 __all__ = ["ALPHA", "N_BOOT", "N_PERM", "VERDICTS", "AnalysisPlan", "Checks", "TestResult",
-           "Verdict", "compare_groups", "decide", "decide_with_reason", "final_value", "finalize",
-           "inconclusive", "intersection_union", "judge", "metric_frame", "param", "per_epoch",
-           "trend_test", "usable_runs"]
+           "Verdict", "compare_groups", "decide", "decide_with_reason", "finalize", "inconclusive",
+           "intersection_union", "trend_test", "verdict_of"]
 
 
 @dataclass(frozen=True)
@@ -211,26 +209,6 @@ def decide(p_value: float, effect: float, predicted_sign: int, alpha: float = AL
     return decide_with_reason(p_value, effect, predicted_sign, alpha, **rule)[0]
 
 
-# ------------------------------------------------------------------ trials
-def usable_runs(runs: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, int]]:
-    """(finished runs, counts of those left out by status: diverged/errored/running)."""
-    status = runs["status"].astype(str)
-    keep = runs[status == "finished"]
-    excluded = status[status != "finished"].value_counts().to_dict()
-    counts = {f"excluded_{k}": int(v) for k, v in excluded.items()}
-    counts.setdefault("excluded_diverged", 0)
-    return keep, counts
-
-
-def param(runs: pd.DataFrame, name: str, default: Any = None) -> pd.Series:
-    """A config column, numeric where possible; `default` where the column is absent."""
-    if name not in runs.columns:
-        return pd.Series([default] * len(runs), index=runs.index, name=name)
-    col = runs[name]
-    num = pd.to_numeric(col, errors="coerce")
-    return num if num.notna().sum() == col.notna().sum() else col
-
-
 # ------------------------------------------------------- plans and families
 # what `details["test"]` of a TestResult says for each statistic a plan may name
 _TEST_OF = {"stratified_spearman": "Spearman", "difference_of_means": "difference of means",
@@ -267,7 +245,7 @@ def _check_outcome(plan: AnalysisPlan, checks: Checks | None) -> tuple[str | Non
     return failed, out
 
 
-def judge(plan: AnalysisPlan, result: TestResult | None, *, checks: Checks | None = None,
+def verdict_of(plan: AnalysisPlan, result: TestResult | None, *, checks: Checks | None = None,
           name: str | None = None, statement: str | None = None, n: int | None = None,
           reason: str | None = None, **details: Any) -> Verdict:
     """The verdict of one test under its plan (before multiplicity: see `finalize`).
@@ -425,38 +403,3 @@ def _jsonable(obj: Any) -> Any:
     if isinstance(obj, np.generic):
         return obj.item()
     return obj
-
-
-# ------------------------------------------------------------ metric access
-def metric_frame(table: Any, key: str) -> pd.DataFrame:
-    """Rows of one metric, sorted by (run_id, step), with finite-or-not values kept."""
-    m = table.metrics
-    return m[m["key"] == key].sort_values(["run_id", "step"])
-
-
-def final_value(table: Any, key: str, fallback: str | None = None) -> pd.Series:
-    """Last logged value of `key` per run (falling back to the last of `fallback`)."""
-    out = metric_frame(table, key).groupby("run_id")["value"].last()
-    if fallback is not None:
-        fb = metric_frame(table, fallback).groupby("run_id")["value"].last()
-        out = out.combine_first(fb)
-    return out
-
-
-def per_epoch(table: Any, run_id: str, key: str) -> pd.Series:
-    """`key` of one run at epoch ends (indexed by step).
-
-    Epoch-end steps are those where `train/epoch` was logged, else those of
-    `val/acc` (evaluated once per epoch); when neither exists or they share no
-    step with `key`, every logged value is taken as one per epoch.
-    """
-    s = table.series(run_id, key).sort_index()
-    for marker in ("train/epoch", "val/acc"):
-        if marker == key:
-            continue
-        ends = table.series(run_id, marker).index
-        if len(ends):
-            common = s.index.intersection(ends)
-            if len(common) >= 2:
-                return s.loc[common]
-    return s

@@ -1,38 +1,47 @@
-"""Experiments: one module per line of work, found through one registry.
+"""Experiments: one package (or module) per line of work, found through one registry.
 
-An `Experiment` holds everything one paper needs: its conjectures (pure
-functions `SweepTable -> list[Verdict]`, named `<experiment>.<conjecture>`),
-the analysis plan of every verdict they give (`plans`), its figures
-(`(table, sources) -> Figure | None`, by file name), its tables
-(`(table) -> DataFrame | None`, by file name) and the names of its specs.
-`judge`, `report` and the CLI look experiments up here and have no per-paper
-code. Adding an experiment is one module that calls `register(...)` (plus its
-specs and tests); a plugin outside this package does the same and is loaded
-by naming its module in a spec's `plugins:` list.
+An `Experiment` holds everything one paper needs: its conjectures (functions
+`SweepTable -> list[Verdict]`, named `<experiment>.<conjecture>`), the
+analysis plan of every verdict they give (`plans`, collected from its
+conjectures), its figures (`(table, sources) -> Figure | None`, by file
+name), its tables (`(table) -> DataFrame | None`, by file name) and the names
+of its specs. `judge`, `report` and the CLI look experiments up here and have
+no per-paper code. Adding an experiment is one module that calls
+`register(...)` (plus its specs and tests); a plugin outside this package
+does the same and is loaded by naming its module in a spec's `plugins:` list.
+An experiment whose module would pass ~400 lines is a package:
+`<name>/plans.py` (its `PLANS` and the reasons for their numbers),
+`analysis.py` (readers and conjectures), `figures.py`, and `__init__.py`
+(registration and the public names).
 
-The pattern every conjecture follows (see `breakeven.py`, `large_lr.py`):
+The pattern every conjecture follows (see `breakeven/`, `large_lr/`):
 
-1. The module writes one `AnalysisPlan` per verdict, keyed by the verdict's
-   name: `breakeven.c1_lr[hessian/top]` for a conjecture that gives one
-   verdict per metric, the conjecture's own name when it gives one verdict;
-   `plan.conjecture` is the conjecture's name (`breakeven.c1_lr`). Where
-   the parts are only known from the data (one verdict per stage-1 length T
-   in `regimes.two_stage[T=5]`), one plan keyed by the conjecture's name
-   serves them all and `finalize` counts each part in its family.
+1. The experiment writes one `AnalysisPlan` per verdict, keyed by the
+   verdict's name: `breakeven.c1_lr[hessian/top]` for a conjecture that gives
+   one verdict per metric, the conjecture's own name when it gives one
+   verdict; `plan.conjecture` is the conjecture's name (`breakeven.c1_lr`).
+   Where the parts are only known from the data (one verdict per stage-1
+   length T in `regimes.two_stage[T=5]`), one plan keyed by the conjecture's
+   name serves them all and `finalize` counts each part in its family.
    Families: the tests one sweep asks together (`breakeven.c1`: the 4 tests
    of conjecture 1); alpha 0.05; `min_n` / `min_per_stratum` the floor below
    which a permutation test cannot reach alpha (10 for a trend, 5 per arm
    for a comparison), `effect_of_interest` what the paper's claim is about.
-   The module docstring says why its plans' numbers are what they are.
-2. The conjecture takes `plans` (its verdicts' plans, by name; default the
-   registered ones: `own_plans(PLANS, name, plans)`), reads the metric,
-   window, detector and exclusions from them, and returns
-   `judge(plan, result, name=key, checks=...)` for each: manipulation checks as
-   {check name: (passed, one-line detail)}. Called directly it gives the
-   verdicts before multiplicity.
-3. `Experiment(plans=PLANS)` registers them. `evaluate` hands each
-   conjecture its plans (overridden or registered ones where asked), then
-   `finalize` adjusts p by Holm within each family and decides again.
+   The plans' docstring says why their numbers are what they are.
+2. The conjecture is a function `(table, plans, **options)` decorated with
+   `@conjecture(PLANS)`: its name is `<experiment>.<function name>` (the
+   experiment the plans name; `@conjecture(experiment="toy")` for one without
+   plans), and it receives its own verdicts' plans, by verdict name: the
+   registered ones, or those a caller passes (`c1_lr(table, plans=...)`, a
+   subset or all of them, checked to be its own). It reads the metric,
+   window, detector and exclusions from them and returns
+   `verdict_of(plan, result, name=key, checks=...)` for each: manipulation
+   checks as {check name: (passed, one-line detail)}. Called directly it
+   gives the verdicts before multiplicity.
+3. `register(Experiment(conjectures=[c1_lr, ...]))` registers them with
+   their plans. `evaluate` hands each conjecture its plans (overridden or
+   registered ones where asked), then `finalize` adjusts p by Holm within
+   each family and decides again.
 
 `registered_plans(names)` is what a sweep records before its trials run
 (`plans.json` on the parent run, with `plans_hash(...)`); judging reads it
@@ -48,18 +57,25 @@ verdicts. A conjecture without plans still runs; its verdicts pass through
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import importlib
 import json
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Mapping, Protocol
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Protocol, Sequence
 
 import numpy as np
 
 from sweeps.conjectures.plan import AnalysisPlan, parse_window
 from sweeps.conjectures.verdict import Verdict, finalize
+from sweeps.table import SweepTable
 
-Conjecture = Callable[..., list[Verdict]]
+if TYPE_CHECKING:
+    import pandas as pd
+    from matplotlib.figure import Figure
+
+Plans = Mapping[str, AnalysisPlan]          # verdict name -> plan
 
 
 class Sources(Protocol):
@@ -68,21 +84,76 @@ class Sources(Protocol):
     def probe_arrays(self, run_id: str, name: str) -> dict[int, np.ndarray]: ...
 
 
-FigureFn = Callable[[Any, "Sources | None"], Any]
-TableFn = Callable[[Any], Any]
+FigureFn = Callable[[SweepTable, "Sources | None"], "Figure | None"]
+TableFn = Callable[[SweepTable], "pd.DataFrame | None"]
+
+
+class Conjecture:
+    """A conjecture as registered: `fn(table, plans, **options)` with its full
+    name and its verdicts' registered plans.
+
+    Called as `c(table, plans=None, **options)`: `fn` gets the registered
+    plans with the given ones over them (`own_plans`), so a caller may
+    override some plans and a direct call needs none.
+    """
+
+    def __init__(self, fn: Callable[..., list[Verdict]], name: str, plans: Plans) -> None:
+        functools.update_wrapper(self, fn)
+        self.fn = fn
+        self.name = name
+        self.plans: Plans = MappingProxyType(dict(plans))
+
+    def __call__(self, table: SweepTable, plans: Plans | None = None,
+                 **options: Any) -> list[Verdict]:
+        return self.fn(table, own_plans(self.plans, self.name, plans), **options)
+
+    def __repr__(self) -> str:
+        return f"<conjecture {self.name}>"
+
+
+def conjecture(plans: Plans | None = None, *,
+               experiment: str | None = None) -> Callable[[Callable[..., list[Verdict]]], Conjecture]:
+    """Make `fn(table, plans, **options)` a `Conjecture` named `<experiment>.<fn name>`.
+
+    The experiment is the one every plan in `plans` names (`plan.conjecture`
+    is `<experiment>.<conjecture>`), else `experiment`; of `plans` the
+    conjecture keeps those of its own verdicts, and must have at least one.
+    """
+    owners = {p.conjecture.split(".", 1)[0] for p in (plans or {}).values()}
+    if experiment is None and len(owners) != 1:
+        raise ValueError("@conjecture needs plans of one experiment or `experiment=`; "
+                         f"the plans name {sorted(owners) or 'none'}")
+    prefix = experiment or owners.pop()
+
+    def make(fn: Callable[..., list[Verdict]]) -> Conjecture:
+        name = f"{prefix}.{fn.__name__}"
+        mine = {k: p for k, p in (plans or {}).items() if _conjecture_of(k) == name}
+        if plans and not mine:
+            raise ValueError(f"no plan for conjecture {name!r} among {sorted(plans)}")
+        return Conjecture(fn, name, mine)
+
+    return make
 
 
 @dataclass(frozen=True)
 class Experiment:
     name: str
     title: str
-    conjectures: Mapping[str, Conjecture]               # full name -> function
+    # full name -> function, or the `Conjecture`s (keyed by their names)
+    conjectures: Mapping[str, Callable[..., list[Verdict]]] | Sequence[Conjecture]
     figures: Mapping[str, FigureFn] = field(default_factory=dict)   # file name -> function
     tables: Mapping[str, TableFn] = field(default_factory=dict)     # file name -> function
     specs: tuple[str, ...] = ()                          # spec files under sweeps/specs/
-    plans: Mapping[str, AnalysisPlan] = field(default_factory=dict)  # verdict name -> plan
+    # verdict name -> plan; by default those of the `Conjecture`s
+    plans: Plans = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        if not isinstance(self.conjectures, Mapping):
+            object.__setattr__(self, "conjectures", {c.name: c for c in self.conjectures})
+        if not self.plans:
+            object.__setattr__(self, "plans", {k: p for c in self.conjectures.values()
+                                               if isinstance(c, Conjecture)
+                                               for k, p in c.plans.items()})
         wrong = [n for n in self.conjectures if not n.startswith(self.name + ".")]
         if wrong:
             raise ValueError(f"experiment {self.name!r}: conjecture names must start with "
@@ -135,8 +206,8 @@ def conjecture_names() -> list[str]:
     return sorted(_conjectures())
 
 
-def conjecture(name: str) -> Conjecture:
-    """The conjecture function called `name`; KeyError listing the valid names."""
+def get_conjecture(name: str) -> Callable[..., list[Verdict]]:
+    """The conjecture called `name`; KeyError listing the valid names."""
     try:
         return _conjectures()[name]
     except KeyError:
@@ -146,11 +217,11 @@ def conjecture(name: str) -> Conjecture:
 
 def experiment_of(conjecture_name: str) -> Experiment:
     """The experiment a conjecture belongs to."""
-    conjecture(conjecture_name)
+    get_conjecture(conjecture_name)
     return REGISTRY[conjecture_name.split(".", 1)[0]]
 
 
-def evaluate(conjecture_names: Iterable[str], table: Any,
+def evaluate(conjecture_names: Iterable[str], table: SweepTable,
              options: Mapping[str, Mapping[str, Any]] | None = None,
              overrides: Mapping[str, Any] | None = None,
              registered: Mapping[str, Mapping[str, Any]] | None = None) -> list[Verdict]:
@@ -163,7 +234,7 @@ def evaluate(conjecture_names: Iterable[str], table: Any,
     name is looked up before anything runs, so a typo fails fast.
     """
     conjecture_names = list(conjecture_names)
-    funcs = [conjecture(n) for n in conjecture_names]
+    funcs = [get_conjecture(n) for n in conjecture_names]
     options = options or {}
     out: list[Verdict] = []
     used: dict[str, AnalysisPlan] = {}
@@ -180,18 +251,16 @@ def evaluate(conjecture_names: Iterable[str], table: Any,
 # ------------------------------------------------------------------- plans
 def plans_of(conjecture_name: str) -> dict[str, AnalysisPlan]:
     """The registered plans of one conjecture's verdicts, by verdict name (empty: none)."""
-    conjecture(conjecture_name)
+    get_conjecture(conjecture_name)
     plans = REGISTRY[conjecture_name.split(".", 1)[0]].plans
     return {k: p for k, p in plans.items() if _conjecture_of(k) == conjecture_name}
 
 
-def own_plans(plans: Mapping[str, AnalysisPlan], conjecture_name: str,
-              given: Mapping[str, AnalysisPlan] | None) -> dict[str, AnalysisPlan]:
-    """A conjecture's plans: `given` over the module's registered `plans`.
-
-    What a conjecture calls first: `plans = own_plans(PLANS, name, plans)`.
-    A given plan must be one of the conjecture's verdicts.
-    """
+def own_plans(plans: Plans, conjecture_name: str,
+              given: Plans | None) -> dict[str, AnalysisPlan]:
+    """A conjecture's plans: `given` over the registered `plans` (what a
+    `Conjecture` hands its function). A given plan must be one of the
+    conjecture's verdicts."""
     mine = {k: p for k, p in plans.items() if _conjecture_of(k) == conjecture_name}
     unknown = set(given or {}) - set(mine)
     if unknown:
@@ -260,7 +329,7 @@ def _conjecture_of(verdict_name: str) -> str:
     return verdict_name.split("[", 1)[0]
 
 
-def _conjectures(exclude: str | None = None) -> dict[str, Conjecture]:
+def _conjectures(exclude: str | None = None) -> dict[str, Callable[..., list[Verdict]]]:
     return {n: f for e in REGISTRY.values() if e.name != exclude for n, f in e.conjectures.items()}
 
 

@@ -56,8 +56,7 @@ magnitudes matter, and shuffled weights fail.
 """
 from __future__ import annotations
 
-import re
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -65,11 +64,11 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import NullFormatter
 
 from sweeps.conjectures.plan import FROM_PLAN, AnalysisPlan, Check
-from sweeps.conjectures.verdict import (N_BOOT, N_PERM, Verdict, compare_groups,
-                                        inconclusive, intersection_union, judge, metric_frame,
-                                        param, usable_runs)
-from sweeps.experiments import Experiment, Sources, own_plans, register
-from sweeps.report import DPI, has_metrics, mean_curve
+from sweeps.conjectures.verdict import (N_BOOT, N_PERM, compare_groups, inconclusive,
+                                        intersection_union, Verdict, verdict_of)
+from sweeps.experiments import Experiment, Plans, Sources, conjecture, register
+from sweeps.table import SweepTable, param
+from sweeps.plotting import DPI
 
 LR, K, ABLATION = "optim.lr", "pruning.rewind_step", "pruning.ablation"
 HIGH = 0.75                # "high sparsity": at least this fraction pruned
@@ -80,7 +79,7 @@ SIGNS = ("random_magnitudes_kept_signs", "kept_magnitudes_random_signs")
 SHUFFLES = ("shuffle_layer", "shuffle_network")
 ABLATIONS_RUN = ("none", *SIGNS, *SHUFFLES, "reinit")   # what the specs run (reinit: figure only)
 TIMELINE = ("timeline/dist_init", "timeline/grad_norm", "timeline/sign_flips", "probe/acc")
-_LEVEL_KEY = re.compile(r"^level/(\d+)/(imp/sparsity|imp/level|imp/ablated|final/val_acc)$")
+LEVEL_KEYS = ("imp/sparsity", "imp/level", "imp/ablated", "final/val_acc")   # level/<l>/<key>
 
 CHECKS = (Check("dense_learns", f"the dense level 0 reaches a mean test accuracy of at least "
                                 f"{MIN_DENSE_ACC:g} (chance 0.1) in the trials judged"),
@@ -119,23 +118,16 @@ PLANS = {
 
 
 # ------------------------------------------------------------------- rows
-def level_frame(table: Any) -> tuple[pd.DataFrame, dict[str, int]]:
+def level_frame(table: SweepTable) -> tuple[pd.DataFrame, dict[str, int]]:
     """One row per finished trial and loop level: run_id, seed, lr, k, ablation,
     level, imp_level, ablated, condition (the ablation on ablated levels, else
     "none"), sparsity, acc; and the exclusion counts."""
-    runs, excluded = usable_runs(table.runs)
+    runs, excluded = table.usable()
     cols = ["run_id", "seed", "lr", "k", "ablation", "level", "imp_level", "ablated",
             "condition", "sparsity", "acc"]
-    m = table.metrics[table.metrics["run_id"].isin(runs["run_id"])]
-    parsed = m["key"].str.extract(_LEVEL_KEY)
-    m = m.assign(level=parsed[0], what=parsed[1]).dropna(subset=["level"])
-    if m.empty:
+    wide = table.levels(LEVEL_KEYS, runs["run_id"])
+    if wide.empty:
         return pd.DataFrame(columns=cols), excluded
-    wide = (m.groupby(["run_id", "level", "what"])["value"].last().unstack("what")
-            .reset_index())
-    for what in ("imp/sparsity", "imp/level", "imp/ablated", "final/val_acc"):
-        if what not in wide:
-            wide[what] = np.nan
     info = pd.DataFrame({"run_id": runs["run_id"], "seed": runs["seed"],
                          "lr": param(runs, LR, np.nan), "k": param(runs, K, 0),
                          "ablation": param(runs, ABLATION, "none").fillna("none").astype(str)})
@@ -173,7 +165,8 @@ def _arm(lr: float, k: int) -> str:
 
 
 # ------------------------------------------------------------ conjectures
-def rewind_beats_init(table: Any, plans: Mapping[str, AnalysisPlan] | None = None, *,
+@conjecture(PLANS)
+def rewind_beats_init(table: SweepTable, plans: Plans, *,
                       k: Any = FROM_PLAN, high: Any = FROM_PLAN,
                       min_dense_acc: Any = FROM_PLAN, n_perm: int = N_PERM,
                       n_boot: int = N_BOOT, rng_seed: int = 0) -> list[Verdict]:
@@ -181,9 +174,8 @@ def rewind_beats_init(table: Any, plans: Mapping[str, AnalysisPlan] | None = Non
     arm's largest k) minus that at k = 0, paired by seed. Every k's mean is in
     details (`mean_by_k`). `k`, `high`, `min_dense_acc` are the plan's options
     (given here, they change the plan: exploratory)."""
-    name = "early_phase.rewind_beats_init"
-    plan = own_plans(PLANS, name, plans)[name].with_options(k=k, high=high,
-                                                            min_dense_acc=min_dense_acc)
+    (plan,) = plans.values()
+    plan = plan.with_options(k=k, high=high, min_dense_acc=min_dense_acc)
     k, high = plan.options["k"], float(plan.options["high"])
     min_dense_acc = float(plan.options["min_dense_acc"])
     df, excluded = level_frame(table)
@@ -200,24 +192,23 @@ def rewind_beats_init(table: Any, plans: Mapping[str, AnalysisPlan] | None = Non
         res = compare_groups(a["acc"], base["acc"], blocks_a=a["seed"], blocks_b=base["seed"],
                              n_perm=n_perm, n_boot=n_boot, rng_seed=rng_seed, alpha=plan.alpha)
         means = high_sparsity_acc(df[df["lr"] == lr], high).groupby("k")["acc"].mean()
-        out.append(judge(plan, res, checks=_checks(df, rows["run_id"].unique(), high, min_dense_acc),
-                         name=f"{plan.conjecture}[{_arm(lr, chosen)}]", lr=float(lr), k=chosen,
-                         high=high, mean_by_k={int(i): float(v) for i, v in means.items()},
-                         **excluded))
+        out.append(verdict_of(plan, res, checks=_checks(df, rows["run_id"].unique(), high, min_dense_acc),
+                              name=f"{plan.conjecture}[{_arm(lr, chosen)}]", lr=float(lr), k=chosen,
+                              high=high, mean_by_k={int(i): float(v) for i, v in means.items()},
+                              **excluded))
     if not out:
         return [inconclusive(plan.conjecture, plan.statement, "no η arm with finished trials at "
                              "k = 0 and at some k > 0", **excluded)]
     return out
 
 
-def _ablations_needed(name: str, table: Any, plans: Mapping[str, AnalysisPlan] | None,
-                      high: Any, min_dense_acc: Any, n_perm: int, n_boot: int,
-                      rng_seed: int) -> list[Verdict]:
+def _ablations_needed(table: SweepTable, plans: Plans, high: Any, min_dense_acc: Any,
+                      n_perm: int, n_boot: int, rng_seed: int) -> list[Verdict]:
     """One intersection-union verdict per (η, k) with ablation trials: every part's
     ablated levels end below the same trials' unablated levels (paired by seed).
     The parts, their predicted sign, `high` and `min_dense_acc` are the plan's."""
-    plan = own_plans(PLANS, name, plans)[name].with_options(high=high,
-                                                            min_dense_acc=min_dense_acc)
+    (plan,) = plans.values()
+    plan = plan.with_options(high=high, min_dense_acc=min_dense_acc)
     parts = tuple(plan.options["parts"])
     high, min_dense_acc = float(plan.options["high"]), float(plan.options["min_dense_acc"])
     df, excluded = level_frame(table)
@@ -233,9 +224,9 @@ def _ablations_needed(name: str, table: Any, plans: Mapping[str, AnalysisPlan] |
                                           n_perm=n_perm, n_boot=n_boot, rng_seed=rng_seed,
                                           alpha=plan.alpha))
         res = intersection_union(results, [int(plan.options["part_sign"])] * len(parts))
-        out.append(judge(plan, res, checks=_checks(df, rows["run_id"].unique(), high, min_dense_acc),
-                         name=f"{plan.conjecture}[{_arm(lr, k)}]", lr=float(lr), k=int(k),
-                         high=high, ablations=list(parts), **excluded))
+        out.append(verdict_of(plan, res, checks=_checks(df, rows["run_id"].unique(), high, min_dense_acc),
+                              name=f"{plan.conjecture}[{_arm(lr, k)}]", lr=float(lr), k=int(k),
+                              high=high, ablations=list(parts), **excluded))
     if not out:
         return [inconclusive(plan.conjecture, plan.statement,
                              f"no finished trials with pruning.ablation in {list(parts)}",
@@ -243,25 +234,25 @@ def _ablations_needed(name: str, table: Any, plans: Mapping[str, AnalysisPlan] |
     return out
 
 
-def signs_and_magnitudes_needed(table: Any, plans: Mapping[str, AnalysisPlan] | None = None, *,
+@conjecture(PLANS)
+def signs_and_magnitudes_needed(table: SweepTable, plans: Plans, *,
                                 high: Any = FROM_PLAN, min_dense_acc: Any = FROM_PLAN,
                                 n_perm: int = N_PERM, n_boot: int = N_BOOT,
                                 rng_seed: int = 0) -> list[Verdict]:
     """Random magnitudes (signs kept) and random signs (magnitudes kept) each lose accuracy."""
-    return _ablations_needed("early_phase.signs_and_magnitudes_needed", table, plans, high,
-                             min_dense_acc, n_perm, n_boot, rng_seed)
+    return _ablations_needed(table, plans, high, min_dense_acc, n_perm, n_boot, rng_seed)
 
 
-def shuffling_fails(table: Any, plans: Mapping[str, AnalysisPlan] | None = None, *,
+@conjecture(PLANS)
+def shuffling_fails(table: SweepTable, plans: Plans, *,
                     high: Any = FROM_PLAN, min_dense_acc: Any = FROM_PLAN,
                     n_perm: int = N_PERM, n_boot: int = N_BOOT, rng_seed: int = 0) -> list[Verdict]:
     """Shuffling the rewound survivors within a layer or across the network loses accuracy."""
-    return _ablations_needed("early_phase.shuffling_fails", table, plans, high,
-                             min_dense_acc, n_perm, n_boot, rng_seed)
+    return _ablations_needed(table, plans, high, min_dense_acc, n_perm, n_boot, rng_seed)
 
 
 # ------------------------------------------------------------------ tables
-def level_table(table: Any) -> pd.DataFrame | None:
+def level_table(table: SweepTable) -> pd.DataFrame | None:
     """Per trial and level: η, k, ablation, IMP level, ablated, sparsity, final test accuracy."""
     df, _ = level_frame(table)
     return None if df.empty else df
@@ -285,7 +276,7 @@ def _remaining_axis(ax, title: str) -> None:
     ax.legend(fontsize=6)
 
 
-def fig_sparsity(table: Any, sources: Sources | None = None) -> Figure | None:
+def fig_sparsity(table: SweepTable, sources: Sources | None = None) -> Figure | None:
     """Paper Fig. 13 analog: test accuracy against the percent of weights remaining
     (log scale), one line per rewind step k, one panel per η; dense accuracy dotted."""
     df, _ = level_frame(table)
@@ -303,7 +294,7 @@ def fig_sparsity(table: Any, sources: Sources | None = None) -> Figure | None:
     return fig
 
 
-def fig_ablations(table: Any, sources: Sources | None = None) -> Figure | None:
+def fig_ablations(table: SweepTable, sources: Sources | None = None) -> Figure | None:
     """Test accuracy against the percent of weights remaining for each ablation at
     the rewind point, beside the unablated rewind of the same trials, per (η, k)."""
     df, _ = level_frame(table)
@@ -322,20 +313,20 @@ def fig_ablations(table: Any, sources: Sources | None = None) -> Figure | None:
     return fig
 
 
-def fig_timeline(table: Any, sources: Sources | None = None) -> Figure | None:
+def fig_timeline(table: SweepTable, sources: Sources | None = None) -> Figure | None:
     """The dense run (level 0) against the log step: distance from the initialisation,
     gradient norm, fraction of signs flipped since init, probe accuracy; mean per η."""
-    if not has_metrics(table, TIMELINE[0]):
+    if not table.has(TIMELINE[0]):
         return None
-    runs, _ = usable_runs(table.runs)
-    end = metric_frame(table, "level/0/final/val_acc").groupby("run_id")["step"].last()
+    runs, _ = table.usable()
+    end = table.metric("level/0/final/val_acc").groupby("run_id")["step"].last()
     lrs = param(runs, LR, np.nan)
     fig = Figure(figsize=(12, 3.2), dpi=DPI, layout="constrained")
     axes = fig.subplots(1, len(TIMELINE))
     for i, lr in enumerate(sorted(lrs.dropna().unique())):
         ids = runs.loc[lrs == lr, "run_id"]
         for ax, key in zip(axes, TIMELINE):
-            c = mean_curve(table, ids, key)
+            c = table.mean_curve(ids, key)
             last = end.reindex(ids).min() if len(end) else np.inf
             c = c[(c.index <= last) & (c.index > 0)] if np.isfinite(last) else c[c.index > 0]
             ax.plot(c.index, c.to_numpy(), "o-", ms=3, color=f"C{i}", label=f"η = {lr:g}")
@@ -349,13 +340,10 @@ def fig_timeline(table: Any, sources: Sources | None = None) -> Figure | None:
 EXPERIMENT = register(Experiment(
     name="early_phase",
     title="The early phase of neural network training (Frankle, Schwab & Morcos 2020)",
-    conjectures={"early_phase.rewind_beats_init": rewind_beats_init,
-                 "early_phase.signs_and_magnitudes_needed": signs_and_magnitudes_needed,
-                 "early_phase.shuffling_fails": shuffling_fails},
+    conjectures=[rewind_beats_init, signs_and_magnitudes_needed, shuffling_fails],
     figures={"early_phase_fig13_sparsity.png": fig_sparsity,
              "early_phase_ablations.png": fig_ablations,
              "early_phase_timeline.png": fig_timeline},
     tables={"early_phase_levels.csv": level_table},
-    plans=PLANS,
     specs=("early_phase.yaml", "early_phase-cluster.yaml"),
 ))

@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Any, Literal, Mapping
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -48,9 +48,10 @@ from matplotlib.figure import Figure
 
 from sweeps.conjectures.inference import sign_flip_test
 from sweeps.conjectures.plan import AnalysisPlan
-from sweeps.conjectures.verdict import N_BOOT, N_PERM, Verdict, judge, usable_runs
-from sweeps.experiments import Experiment, Sources, own_plans, register
-from sweeps.report import DPI, finished_runs
+from sweeps.conjectures.verdict import N_BOOT, N_PERM, Verdict, verdict_of
+from sweeps.experiments import Experiment, Plans, Sources, conjecture, register
+from sweeps.table import SweepTable
+from sweeps.plotting import DPI
 
 DELTA = re.compile(r"^freq/delta_k(\d+)$")
 E_LOW, E_HIGH = re.compile(r"^freq/e_low_w(\d+)$"), re.compile(r"^freq/e_high_w(\d+)$")
@@ -69,7 +70,7 @@ PLANS = {
 }
 
 
-def delta_keys(table: Any, pattern: re.Pattern = DELTA) -> list[str]:
+def delta_keys(table: SweepTable, pattern: re.Pattern = DELTA) -> list[str]:
     """The logged keys matching `pattern`, ordered by their index (frequency rank)."""
     keys = [k for k in table.metrics["key"].unique() if pattern.match(str(k))]
     return sorted(keys, key=lambda k: int(pattern.match(k).group(1)))
@@ -105,7 +106,7 @@ def kendall_tau(x: Any, y: Any) -> float:
     return float(np.sum(sx * sy) / den) if den > 0 else math.nan
 
 
-def trial_convergence(table: Any, threshold: float = THRESHOLD,
+def trial_convergence(table: SweepTable, threshold: float = THRESHOLD,
                       unreached: Literal["last", "drop"] = "last",
                       hold: int | None = 3) -> pd.DataFrame:
     """One row per trial: convergence step of each tracked frequency
@@ -140,15 +141,15 @@ def trial_convergence(table: Any, threshold: float = THRESHOLD,
 
 
 # ------------------------------------------------------------- conjecture
-def low_first(table: Any, plans: Mapping[str, AnalysisPlan] | None = None, *,
+@conjecture(PLANS)
+def low_first(table: SweepTable, plans: Plans, *,
               n_perm: int = N_PERM, n_boot: int = N_BOOT, rng_seed: int = 0) -> list[Verdict]:
     """Low frequencies converge first: per-trial Kendall τ between frequency
     rank and its convergence step is positive on average, per arm.
 
     The threshold, `hold` and the `unreached` rule are the plan's options
     (change them with `plan.with_overrides(options=...)`: exploratory)."""
-    name = "frequency.low_first"
-    plan = own_plans(PLANS, name, plans)[name]
+    (plan,) = plans.values()
     threshold, unreached = float(plan.options["threshold"]), plan.options["unreached"]
     hold = plan.options["hold"]
     held = "until the end" if hold is None else f"for {hold} probe steps"
@@ -156,12 +157,12 @@ def low_first(table: Any, plans: Mapping[str, AnalysisPlan] | None = None, *,
                  f"from which Δ_F(k) < {threshold:g} {held} is > 0; unreached: {unreached})")
     if unreached not in ("last", "drop"):
         raise ValueError(f"unreached must be 'last' or 'drop', got {unreached!r}")
-    runs, excluded = usable_runs(table.runs)
+    runs, excluded = table.usable()
     keys = delta_keys(table)
     if len(keys) < 2:
-        return [judge(plan, None, statement=statement, n=0, **excluded,
-                      reason=f"fewer than 2 freq/delta_k* metrics were logged "
-                             f"({len(keys)}; switch on probes.frequency)")]
+        return [verdict_of(plan, None, statement=statement, n=0, **excluded,
+                           reason=f"fewer than 2 freq/delta_k* metrics were logged "
+                                  f"({len(keys)}; switch on probes.frequency)")]
     conv = trial_convergence(table, threshold, unreached, hold).set_index("run_id")
     arms = _arms(runs.set_index("run_id"), plan.options["arm_fields"])
     out = []
@@ -173,10 +174,10 @@ def low_first(table: Any, plans: Mapping[str, AnalysisPlan] | None = None, *,
                    "unreached_per_rank": {k: int(c[f"unreached_{k}"].sum()) for k in ranks},
                    "excluded_tau_undefined": int(c["tau"].isna().sum()),
                    "fraction_tau_positive": float((c["tau"] > 0).mean())}
-        vname = name if arms.nunique() == 1 else f"{name}[{arm}]"
+        vname = plan.conjecture if arms.nunique() == 1 else f"{plan.conjecture}[{arm}]"
         res = sign_flip_test(c["tau"].to_numpy(float), n_perm=n_perm, n_boot=n_boot,
                              rng_seed=rng_seed, alpha=plan.alpha, bounds=(-1.0, 1.0))   # τ's range
-        out.append(judge(plan, res, name=vname, statement=statement, **details))
+        out.append(verdict_of(plan, res, name=vname, statement=statement, **details))
     return out
 
 
@@ -192,8 +193,8 @@ def _arms(runs: pd.DataFrame, fields: Any = ARM_FIELDS) -> pd.Series:
     return runs[cols].astype(str).agg("/".join, axis=1)
 
 
-def _first_per_arm(table: Any, max_panels: int) -> list[tuple[str, str]]:
-    runs = finished_runs(table)
+def _first_per_arm(table: SweepTable, max_panels: int) -> list[tuple[str, str]]:
+    runs = table.finished()
     if runs.empty:
         return []
     runs = runs.assign(_arm=_arms(runs)).sort_values("seed")
@@ -201,7 +202,7 @@ def _first_per_arm(table: Any, max_panels: int) -> list[tuple[str, str]]:
     return list(zip(first["_arm"], first["run_id"]))[:max_panels]
 
 
-def fig_heatmap(table: Any, sources: Sources | None = None, max_panels: int = 4) -> Figure | None:
+def fig_heatmap(table: SweepTable, sources: Sources | None = None, max_panels: int = 4) -> Figure | None:
     """Paper Fig. 9: Δ_F over (probe step, frequency rank), first seed of each arm."""
     keys = delta_keys(table)
     panels = _first_per_arm(table, max_panels)
@@ -221,10 +222,10 @@ def fig_heatmap(table: Any, sources: Sources | None = None, max_panels: int = 4)
     return fig
 
 
-def fig_curves(table: Any, sources: Sources | None = None, threshold: float = THRESHOLD) -> Figure | None:
+def fig_curves(table: SweepTable, sources: Sources | None = None, threshold: float = THRESHOLD) -> Figure | None:
     """Δ_F(k_i) against step, mean over seeds, one panel per arm; dotted: threshold."""
     keys = delta_keys(table)
-    runs = finished_runs(table)
+    runs = table.finished()
     if not keys or runs.empty:
         return None
     runs = runs.assign(_arm=_arms(runs))
@@ -244,11 +245,11 @@ def fig_curves(table: Any, sources: Sources | None = None, threshold: float = TH
     return fig
 
 
-def fig_low_high(table: Any, sources: Sources | None = None) -> Figure | None:
+def fig_low_high(table: SweepTable, sources: Sources | None = None) -> Figure | None:
     """Filter variant: e_low (solid) and e_high (dashed) over steps per kernel
     width, first finished trial; None unless `freq/e_low_w*` were logged."""
     low, high = delta_keys(table, E_LOW), delta_keys(table, E_HIGH)
-    runs = finished_runs(table)
+    runs = table.finished()
     if not low or runs.empty:
         return None
     rid = runs.sort_values("seed").iloc[0]["run_id"]
@@ -268,7 +269,7 @@ def fig_low_high(table: Any, sources: Sources | None = None) -> Figure | None:
 
 
 # ------------------------------------------------------------------- tables
-def convergence_table(table: Any) -> pd.DataFrame | None:
+def convergence_table(table: SweepTable) -> pd.DataFrame | None:
     """Per trial: convergence step of each tracked frequency, unreached count, τ."""
     return trial_convergence(table) if delta_keys(table) else None
 
@@ -277,11 +278,10 @@ def convergence_table(table: Any) -> pd.DataFrame | None:
 EXPERIMENT = register(Experiment(
     name="frequency",
     title="Frequency principle (Xu, Zhang, Xiao 2019; Rahaman et al. 2019)",
-    conjectures={"frequency.low_first": low_first},
+    conjectures=[low_first],
     figures={"frequency_fig9_heatmap.png": fig_heatmap,
              "frequency_delta_curves.png": fig_curves,
              "frequency_low_high.png": fig_low_high},
     tables={"frequency_convergence.csv": convergence_table},
     specs=("frequency.yaml", "frequency-cluster.yaml"),
-    plans=PLANS,
 ))

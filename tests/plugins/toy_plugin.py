@@ -2,7 +2,9 @@
 registers a probe (`toy_grad_norm`, switched on by `probes.extra`, with its
 end-of-trial summary and its headline column, as a built-in probe declares
 them) and an experiment (a conjecture, a figure, a table) through the public
-plugin points only. `tests/test_plugins.py` runs it in a real sweep."""
+plugin points only: `@conjecture` names the conjecture `toy.loss_falls` from
+its function, `register(Experiment(...))` adds it. `tests/test_plugins.py`
+runs it in a real sweep."""
 from __future__ import annotations
 
 import pandas as pd
@@ -10,7 +12,8 @@ from matplotlib.figure import Figure
 
 from dynamics_core.measure import Peak, ProbeFamily, register_probe
 from sweeps.conjectures.verdict import Verdict
-from sweeps.experiments import Experiment, register
+from sweeps.experiments import Experiment, Plans, conjecture, register
+from sweeps.table import SweepTable
 
 
 class ToyGradNorm(ProbeFamily):
@@ -27,10 +30,11 @@ register_probe(ToyGradNorm.flag, ToyGradNorm, summaries=[Peak("toy/grad_norm")],
                columns={"toy/grad_norm": "|ḡ|"})                                   # in status and progress
 
 
-def loss_falls(table, **options) -> list[Verdict]:
+@conjecture(experiment="toy")       # no plans: its verdict passes `finalize` unchanged
+def loss_falls(table: SweepTable, plans: Plans, **options) -> list[Verdict]:
     """Every finished trial ends with a lower train loss than it started with."""
     falls = []
-    for rid in table.runs["run_id"]:
+    for rid in table.finished()["run_id"]:
         loss = table.series(rid, "train/loss").sort_index()
         falls.append(bool(len(loss) >= 2 and loss.iloc[-1] < loss.iloc[0]))
     kind = "supported" if falls and all(falls) else "refuted"
@@ -38,7 +42,7 @@ def loss_falls(table, **options) -> list[Verdict]:
                     details={"reason": f"{sum(falls)}/{len(falls)} trials end lower"})]
 
 
-def loss_figure(table, sources=None) -> Figure | None:
+def loss_figure(table: SweepTable, sources=None) -> Figure | None:
     if table.metrics.empty:
         return None
     fig = Figure(figsize=(3, 2))
@@ -49,7 +53,7 @@ def loss_figure(table, sources=None) -> Figure | None:
     return fig
 
 
-def first_last(table) -> pd.DataFrame:
+def first_last(table: SweepTable) -> pd.DataFrame:
     rows = []
     for rid, trial in zip(table.runs["run_id"], table.runs["trial_id"]):
         loss = table.series(rid, "train/loss").sort_index()
@@ -57,5 +61,5 @@ def first_last(table) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-register(Experiment(name="toy", title="A toy experiment", conjectures={"toy.loss_falls": loss_falls},
+register(Experiment(name="toy", title="A toy experiment", conjectures=[loss_falls],
                     figures={"toy_loss.png": loss_figure}, tables={"toy_first_last.csv": first_last}))
