@@ -66,7 +66,7 @@ from matplotlib.ticker import NullFormatter
 from sweeps.conjectures.plan import FROM_PLAN, AnalysisPlan, Check
 from sweeps.conjectures.verdict import (N_BOOT, N_PERM, compare_groups, inconclusive,
                                         intersection_union, Verdict, verdict_of)
-from sweeps.experiments import Experiment, Plans, Sources, conjecture, register
+from sweeps.experiments.registry import Experiment, Plans, Sources, conjecture, register
 from sweeps.table import SweepTable, param
 from sweeps.plotting import DPI
 

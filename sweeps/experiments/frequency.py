@@ -49,7 +49,7 @@ from matplotlib.figure import Figure
 from sweeps.conjectures.inference import sign_flip_test
 from sweeps.conjectures.plan import AnalysisPlan
 from sweeps.conjectures.verdict import N_BOOT, N_PERM, Verdict, verdict_of
-from sweeps.experiments import Experiment, Plans, Sources, conjecture, register
+from sweeps.experiments.registry import Experiment, Plans, Sources, conjecture, register
 from sweeps.table import SweepTable
 from sweeps.plotting import DPI
 

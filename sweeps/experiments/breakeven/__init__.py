@@ -26,7 +26,7 @@ The package: `plans.py` (the registered plans and why their numbers),
 """
 from __future__ import annotations
 
-from sweeps.experiments import Experiment, register
+from sweeps.experiments.registry import Experiment, register
 from sweeps.experiments.breakeven.analysis import (
     EXCLUSIONS, breakeven_step_of, breakeven_steps, c1_batch, c1_lr, c2_batch, c2_lr,
     noise_term_status, peak_reached, run_stability_step, saturation_step, saturation_steps,

@@ -30,7 +30,7 @@ import pandas as pd
 
 from sweeps.conjectures.plan import FROM_PLAN, AnalysisPlan
 from sweeps.conjectures.verdict import N_BOOT, N_PERM, Verdict, trend_test, verdict_of
-from sweeps.experiments import Plans, conjecture
+from sweeps.experiments.registry import Plans, conjecture
 from sweeps.experiments.breakeven.plans import (BATCH, LR, NOISE_S2, OPTIONAL, PLANS,
                                                 TRAIN_SIZE)
 from sweeps.table import SweepTable, param

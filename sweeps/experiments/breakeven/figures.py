@@ -9,7 +9,7 @@ import pandas as pd
 from matplotlib import colors
 from matplotlib.figure import Figure
 
-from sweeps.experiments import Sources
+from sweeps.experiments.registry import Sources
 from sweeps.experiments.breakeven.analysis import peak_reached
 from sweeps.experiments.breakeven.plans import BATCH, LR, SYMBOL
 from sweeps.plotting import DPI, lr_colors

@@ -67,7 +67,7 @@ The package: `plans.py` (the registered plans and why their numbers),
 """
 from __future__ import annotations
 
-from sweeps.experiments import Experiment, register
+from sweeps.experiments.registry import Experiment, register
 from sweeps.experiments.critical_periods.analysis import (
     Arm, arm_frame, arm_of, arm_table, blur_check, blur_test, clean_acc,
     controls_no_lasting_effect, early_onset_most_sensitive, fisher_rises_then_falls,

@@ -12,7 +12,7 @@ from sweeps.conjectures.inference import sign_test
 from sweeps.conjectures.plan import FROM_PLAN, AnalysisPlan
 from sweeps.conjectures.verdict import (ALPHA, N_BOOT, N_PERM, Verdict, compare_groups,
                                         intersection_union, trend_test, verdict_of)
-from sweeps.experiments import Plans, conjecture
+from sweeps.experiments.registry import Plans, conjecture
 from sweeps.experiments.critical_periods.plans import (BLUR_HURTS, DROP, END, EPOCHS, FIX, KIND,
                                                        MIN_DROP, PLANS, START, WINDOW)
 from sweeps.table import SweepTable

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from sweeps.experiments import Sources
+from sweeps.experiments.registry import Sources
 from sweeps.experiments.critical_periods.analysis import (arm_frame, clean_acc, onset_frame,
                                                           removal_frame)
 from sweeps.experiments.critical_periods.plans import CONTROLS, FISHER

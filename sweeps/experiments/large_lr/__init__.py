@@ -54,7 +54,7 @@ The package: `plans.py` (the registered plans and why their numbers),
 """
 from __future__ import annotations
 
-from sweeps.experiments import Experiment, register
+from sweeps.experiments.registry import Experiment, register
 from sweeps.experiments.large_lr.analysis import (
     ARMS, anneal_crossover, anneal_epoch, calibration, calibration_frame, calibration_summary,
     calibration_table, choose_lrs, has_patch, lr_arm, patch_hurts_small, value_at_epoch,

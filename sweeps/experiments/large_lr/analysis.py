@@ -11,7 +11,7 @@ from sweeps.conjectures.inference import sign_flip_test
 from sweeps.conjectures.plan import FROM_PLAN
 from sweeps.conjectures.verdict import (N_BOOT, N_PERM, Verdict, compare_groups,
                                         intersection_union, verdict_of)
-from sweeps.experiments import Plans, conjecture
+from sweeps.experiments.registry import Plans, conjecture
 from sweeps.experiments.large_lr.plans import CAL, FITS, LEARNS, PLANS
 from sweeps.table import SweepTable, as_tuple
 

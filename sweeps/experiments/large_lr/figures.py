@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 from matplotlib.figure import Figure
 
-from sweeps.experiments import Sources
+from sweeps.experiments.registry import Sources
 from sweeps.experiments.large_lr.analysis import (ARMS, anneal_epoch, calibration_frame,
                                                   calibration_table, choose_lrs, has_patch, lr_arm)
 from sweeps.experiments.large_lr.plans import CAL, PLANS

@@ -27,7 +27,7 @@ The package: `plans.py` (the conjectures' plans and why their numbers),
 """
 from __future__ import annotations
 
-from sweeps.experiments import Experiment, register
+from sweeps.experiments.registry import Experiment, register
 from sweeps.experiments.regimes.analysis import (
     chance_loss, classify_loss_curve, classify_regimes, is_three_step, large_step_generalizes,
     momentum, paired_by_seed, seeds_for_margin, tab_two_stage_power, three_step_baseline,

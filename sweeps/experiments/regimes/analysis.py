@@ -13,7 +13,7 @@ from sweeps.conjectures.plan import FROM_PLAN, AnalysisPlan
 from sweeps.conjectures.stats import ALPHA, POWER
 from sweeps.conjectures.verdict import (N_BOOT, N_PERM, Verdict, compare_groups, trend_test,
                                         verdict_of)
-from sweeps.experiments import Plans, conjecture
+from sweeps.experiments.registry import Plans, conjecture
 from sweeps.experiments.regimes.plans import (KIND, LR, MILESTONES, MOM, N_CLASSES, PLANS,
                                               REGIMES, RULE, STAGE1)
 from sweeps.table import SweepTable, as_tuple, param

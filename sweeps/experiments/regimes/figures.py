@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 from matplotlib.figure import Figure
 
-from sweeps.experiments import Sources
+from sweeps.experiments.registry import Sources
 from sweeps.experiments.regimes.analysis import _schedule_arms, classify_regimes
 from sweeps.experiments.regimes.plans import KIND, LR, MOM
 from sweeps.plotting import DPI, lr_colors

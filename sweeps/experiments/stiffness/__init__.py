@@ -32,7 +32,7 @@ The package: `plans.py` (the conjectures' plans and why their numbers),
 """
 from __future__ import annotations
 
-from sweeps.experiments import Experiment, register
+from sweeps.experiments.registry import Experiment, register
 from sweeps.experiments.stiffness.analysis import (before_after, evaluate_stopper, onset,
                                                    onsets_table, train_val_falls_after_onset,
                                                    trial_summary, within_exceeds_between, xi_vs_lr)

@@ -11,7 +11,7 @@ import pandas as pd
 from sweeps.conjectures.inference import magnitude, sign_flip_test
 from sweeps.conjectures.plan import AnalysisPlan
 from sweeps.conjectures.verdict import N_BOOT, N_PERM, Verdict, trend_test, verdict_of
-from sweeps.experiments import Plans, conjecture
+from sweeps.experiments.registry import Plans, conjecture
 from sweeps.experiments.stiffness.plans import (LR, PAIRS, PLANS, TV_SIGN, TV_SIGN_WITHIN, VAL_ACC,
                                                 VAL_LOSS, XI, between_key, within_key)
 from sweeps.stoppers import StiffnessStopper

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from sweeps.experiments import Sources
+from sweeps.experiments.registry import Sources
 from sweeps.experiments.stiffness.analysis import onset
 from sweeps.experiments.stiffness.plans import (DISTANCE_ARTIFACT, LR, TRAIN_LOSS, TV_SIGN,
                                                 TV_SIGN_WITHIN, VAL_LOSS, between_key, within_key)
