@@ -11,14 +11,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dynamics_core.config import OptimConfig, TrialConfig
-from sweeps import cli, experiments, tracking
+from sweeps import cli, experiments
 from sweeps.conjectures.plan import AnalysisPlan
 from sweeps.experiments import Experiment
-from sweeps.judge import PLANS_ARTIFACT, judge
+from sweeps.judge import judge
 from sweeps.tracking import Store
 
 from test_conjectures import FAST, breakeven_trials, make_table
+from test_registrations import registered_sweep
 
 C1 = ["breakeven.c1_lr[hessian/top]", "breakeven.c1_lr[gradcov/top]"]
 C1_MB = "breakeven.c1_lr[gradcov_mb/top]"       # registered too; judged where gradcov_mb was logged
@@ -131,23 +131,6 @@ def tracker(tmp_path_factory) -> Store:
     return Store(f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}")
 
 
-def _sweep(tracker: Store, exp: str, plans: dict | None) -> str:
-    """A small break-even sweep: 2 η × 2 seeds, λ rising to a peak, probe/acc reaching 0.65."""
-    parent = tracking.start_sweep(tracker, exp, "s", None)
-    if plans is not None:
-        tracker.log_json(parent, plans, PLANS_ARTIFACT)
-    steps = [0, 1, 2, 3, 5, 8, 13, 21, 34, 55, 89]
-    rise = [1.0, 1.0, 1.0, 1.0, 2.0, 4.0, 8.0, 8.1, 8.1, 6.0, 5.0]
-    for i, (lr, seed) in enumerate([(0.1, 0), (0.1, 1), (0.2, 0), (0.2, 1)]):
-        cfg = TrialConfig(seed=seed, optim=OptimConfig(lr=lr))
-        run = tracking.open_trial(tracker, parent, f"t{i}", cfg.run_hash(), cfg.flat())
-        for s, v, acc in zip(steps, rise, np.linspace(0.1, 0.9, len(steps))):
-            run.log_metrics({"hessian/top": 3 * v / lr, "gradcov/top": v / lr,
-                             "probe/acc": float(acc)}, step=s)
-        run.set_status("finished")
-    return parent
-
-
 def _tags(tracker: Store, run_id: str) -> dict[str, str]:
     return tracker.client.get_run(run_id).data.tags
 
@@ -155,7 +138,7 @@ def _tags(tracker: Store, run_id: str) -> dict[str, str]:
 def test_registered_plans_read_back_and_used(tracker):
     exp = "plans-registered"
     reg = experiments.registered_plans(["breakeven.c1_lr"])
-    parent = _sweep(tracker, exp, reg)
+    parent = registered_sweep(tracker, exp, [0, 1], None, reg)
     got = judge(exp, tracker.tracking_uri, parent, names=["breakeven.c1_lr"])
     assert not any(v.exploratory for v in got.verdicts)
     assert got.plans_hash == got.registered_plans_hash == experiments.plans_hash(reg)
@@ -164,7 +147,7 @@ def test_registered_plans_read_back_and_used(tracker):
     assert tags["verdict.breakeven.c1_lr.hessian/top"] == got.verdicts[0].verdict
     # registered with another minimum n: the code's plan is used, marked exploratory
     changed = {**reg, C1[0]: {**reg[C1[0]], "min_n": 3}}
-    parent = _sweep(tracker, exp + "-changed", changed)
+    parent = registered_sweep(tracker, exp + "-changed", [0, 1], None, changed)
     got = judge(exp + "-changed", tracker.tracking_uri, parent, names=["breakeven.c1_lr"])
     by = {v.name: v for v in got.verdicts}
     assert by[C1[0]].exploratory and not by[C1[1]].exploratory
@@ -179,7 +162,8 @@ def test_registered_plans_read_back_and_used(tracker):
 
 def test_cli_override_is_exploratory(tracker, capsys):
     exp = "plans-cli"
-    parent = _sweep(tracker, exp, experiments.registered_plans(["breakeven.c1_lr"]))
+    parent = registered_sweep(tracker, exp, [0, 1], None,
+                              experiments.registered_plans(["breakeven.c1_lr"]))
     argv = ["conjectures", exp, "--tracking-uri", tracker.tracking_uri,
             "--only", "breakeven.c1_lr"]
     assert cli.main(argv + ["--window", "whole_run"]) == 0

@@ -29,13 +29,17 @@ def store(tmp_path_factory) -> Store:
     return Store(f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}")
 
 
-def _sweep(store: Store, exp: str, seeds, conjectures: str, plans: dict | None = None) -> str:
+def registered_sweep(store: Store, exp: str, seeds, conjectures: str | None, plans: dict | None = None) -> str:
     """A parent run registering `conjectures` (and `plans`) as the driver does,
-    with trials 2 η × `seeds` whose λ rises to a peak and probe/acc reaches 0.65."""
+    with trials 2 η × `seeds` whose λ rises to a peak and probe/acc reaches 0.65.
+    `conjectures` None: only the plans are recorded, no registration that a
+    later sweep's history would find (the small break-even sweep of `test_plans`)."""
     parent = tracking.start_sweep(store, exp, "s", None)
-    store.set_tags(parent, {CONJECTURES_TAG: conjectures})
+    if conjectures is not None:
+        store.set_tags(parent, {CONJECTURES_TAG: conjectures})
     if plans is not None:
-        store.log_params(parent, {"plans_hash": experiments.plans_hash(plans)})
+        if conjectures is not None:
+            store.log_params(parent, {"plans_hash": experiments.plans_hash(plans)})
         store.log_json(parent, plans, PLANS_ARTIFACT)
     steps = [0, 1, 2, 3, 5, 8, 13, 21, 34, 55, 89]
     rise = [1.0, 1.0, 1.0, 1.0, 2.0, 4.0, 8.0, 8.1, 8.1, 6.0, 5.0]
@@ -60,9 +64,9 @@ def test_sweeps_registering_finds_earlier_sweeps_of_the_exact_conjecture(store):
     """Across experiments, oldest first, deleted runs included; a pilot that
     registers other conjectures (one whose name merely contains it) does not count."""
     plans = experiments.registered_plans(["large_lr.anneal_crossover"])      # any plans
-    a = _sweep(store, "reg-a", [0, 1], "demo.one,demo.two", plans)
-    pilot = _sweep(store, "reg-pilot", [5], "demo.one_pilot,demo.three")
-    b = _sweep(store, "reg-b", [2, 3], "demo.one")
+    a = registered_sweep(store, "reg-a", [0, 1], "demo.one,demo.two", plans)
+    pilot = registered_sweep(store, "reg-pilot", [5], "demo.one_pilot,demo.three")
+    b = registered_sweep(store, "reg-b", [2, 3], "demo.one")
     (trial,) = [r for r in tracking.trial_runs(store, "reg-b", b) if r.trial_id == "t0"]
     store.client.delete_run(trial.run_id)                     # its seed was seen all the same
     store.client.delete_run(a)
@@ -131,14 +135,14 @@ def test_history_in_the_verdicts_json_table_and_tags(store, capsys):
     plain replication on seen seeds: exploratory (seeds seen)."""
     reg = experiments.registered_plans([C1])
     old = {**reg, HESS: {**reg[HESS], "min_n": 12}}
-    a = _sweep(store, "hist-a", [0, 1], C1, old)
+    a = registered_sweep(store, "hist-a", [0, 1], C1, old)
     got = {v.name: v for v in judge("hist-a", store.tracking_uri, a, names=[C1]).verdicts}
     assert {v.history for v in got.values()} == {"first"}
     assert {v.registered_at for v in got.values()} == {_started(store, a)}
     assert got[HESS].exploratory_reason == "plan changed" and not got[GRAD].exploratory
 
-    _sweep(store, "hist-pilot", [2, 3], "breakeven.c1_lr_pilot,large_lr.anneal_crossover")
-    b = _sweep(store, "hist-b", [2, 3], C1, reg)
+    registered_sweep(store, "hist-pilot", [2, 3], "breakeven.c1_lr_pilot,large_lr.anneal_crossover")
+    b = registered_sweep(store, "hist-b", [2, 3], C1, reg)
     argv = ["conjectures", "hist-b", "--tracking-uri", store.tracking_uri, "--only", C1]
     assert cli.main(argv + ["--json"]) == 0
     rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)["verdicts"]}
@@ -150,7 +154,7 @@ def test_history_in_the_verdicts_json_table_and_tags(store, capsys):
     assert all(r["registered_at"] == _started(store, b) and not r["exploratory"]
                and r["exploratory_reason"] == "" for r in rows.values())
 
-    c = _sweep(store, "hist-b", [0, 1], C1, reg)
+    c = registered_sweep(store, "hist-b", [0, 1], C1, reg)
     assert cli.main(argv) == 0
     text = capsys.readouterr().out
     assert "history" in text and "registered" in text and "seeds seen" in text
