@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import pickle
 from pathlib import Path
 
@@ -416,3 +417,16 @@ def test_a_trial_that_may_be_stopped_stores_its_metrics_before_each_report(track
         assert seen == [[1.0], [1.0, 2.0], [1.0, 2.0, 3.0]]
     else:
         assert seen[0] == [], "FIFO trials keep buffering until the next checkpoint"
+
+
+def test_opening_a_store_leaves_mlflow_retries_to_our_outage_loop(tmp_path, monkeypatch):
+    """MLflow's own per-request retries (minutes each) stay off after a store opened
+    (its quick check sets and restores them), unless the user set them."""
+    from sweeps.tracking import open_store
+
+    monkeypatch.delenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", raising=False)
+    open_store(f"sqlite:///{tmp_path / 'a.db'}", experiment="x")
+    assert os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == "0"
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "3")
+    open_store(f"sqlite:///{tmp_path / 'b.db'}", experiment="x")
+    assert os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == "3"

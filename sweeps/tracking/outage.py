@@ -68,6 +68,13 @@ def outage_bound() -> float:
     return value
 
 
+def own_retries() -> None:
+    """Make `Patience` the retry policy of this process: MLflow's per-request
+    retries (minutes each) off unless the user set them. Called where a store
+    is opened or its client built, not at import."""
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+
+
 def is_down(exc: BaseException) -> bool:
     """Whether `exc` says the store did not answer (as opposed to refusing the request):
     MLflow's REST client wraps connection errors, timeouts and 5xx/429 replies as
@@ -121,9 +128,7 @@ class PatientClient:
     """An MlflowClient whose every call waits out an outage (`Patience`)."""
 
     def __init__(self, client: Any, patience: Patience):
-        # our loop is the retry policy: MLflow's per-request retries (minutes each) off,
-        # for the process, unless the user set them
-        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+        own_retries()
         self._client = client
         self.patience = patience
 

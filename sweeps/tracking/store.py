@@ -23,7 +23,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from sweeps.errors import Unavailable
-from sweeps.tracking.outage import OUTAGE_ENV, Patience, PatientClient, outage_bound, watch
+from sweeps.tracking.outage import OUTAGE_ENV, Patience, PatientClient, outage_bound, own_retries, watch
 
 log = logging.getLogger(__name__)
 
@@ -160,6 +160,7 @@ def open_store(tracking_uri: str, artifact_root: str | None = None,
     one line naming the URI and what to check. The store returned waits out
     later outages (`outage.Patience`)."""
     patience = outage_bound()
+    own_retries()             # before the check's settings, which it restores afterwards
     with _quick_http():
         try:
             create_schema(tracking_uri)
