@@ -323,7 +323,7 @@ def read_manifest(exp: str, tracking_uri: str | None = None) -> tuple[SweepSpec,
     ctx = SweepContext(**blob["context"])
     if tracking_uri:
         ctx = replace(ctx, tracking_uri=tracking_uri)
-    return parse_spec(blob["spec"], source=join(exp, MANIFEST)), ctx
+    return parse_spec(blob["spec"], source=join(exp, MANIFEST), stored=True), ctx
 
 
 def list_sweeps(storage: str | Path) -> list[dict[str, Any]]:
