@@ -1,10 +1,28 @@
 """Shared fixtures: one MNIST-1D cache per test session (generated once, ~1 s),
-and a one-thread torch for small CPU training runs (tiny ops on a shared,
-busy machine are many times faster without intra-op threads)."""
+a one-thread torch for small CPU training runs (tiny ops on a shared,
+busy machine are many times faster without intra-op threads), and the
+empty MLflow store that new sqlite stores copy, cached per test session
+(`sweeps.tracking.schema`) rather than in the user's cache."""
 from __future__ import annotations
 
 import pytest
 import torch
+
+
+@pytest.fixture(scope="session", autouse=True)
+def schema_cache(tmp_path_factory):
+    """$DYNSWEEP_SCHEMA_CACHE for the session: every process a test starts inherits it."""
+    import os
+
+    from sweeps.tracking.schema import CACHE_ENV
+
+    before = os.environ.get(CACHE_ENV)
+    os.environ[CACHE_ENV] = str(tmp_path_factory.mktemp("mlflow_schema"))
+    yield
+    if before is None:
+        os.environ.pop(CACHE_ENV, None)
+    else:
+        os.environ[CACHE_ENV] = before
 
 
 @pytest.fixture(scope="session")

@@ -430,3 +430,42 @@ def test_opening_a_store_leaves_mlflow_retries_to_our_outage_loop(tmp_path, monk
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "3")
     open_store(f"sqlite:///{tmp_path / 'b.db'}", experiment="x")
     assert os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == "3"
+
+
+def _schema(db: Path) -> tuple[dict[str, list[str]], list[tuple[str]]]:
+    """Each table's and index's definition (its lines sorted: MLflow's own
+    migrations list a table's constraints in a different order from run to run)
+    and the migration head."""
+    import sqlite3
+
+    with sqlite3.connect(db) as con:
+        rows = con.execute("SELECT name, sql FROM sqlite_master WHERE sql IS NOT NULL").fetchall()
+        version = con.execute("SELECT version_num FROM alembic_version").fetchall()
+    return {name: sorted(line.strip().rstrip(",") for line in sql.splitlines()) for name, sql in rows}, version
+
+
+def test_a_new_sqlite_store_is_a_copy_of_the_cached_empty_one(tmp_path, monkeypatch):
+    """The copy has MLflow's own schema and migration head (compared with a store
+    MLflow migrated itself), is written to like one, and where the cache cannot
+    be written the store is migrated in place instead."""
+    from mlflow.tracking import MlflowClient
+
+    from sweeps.tracking.schema import CACHE_ENV
+
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))
+    migrated = tmp_path / "mlflow_own.db"
+    MlflowClient(tracking_uri=f"sqlite:///{migrated}").search_experiments(max_results=1)
+    copies = [tmp_path / "a" / "mlflow.db", tmp_path / "b" / "mlflow.db"]
+    for db in copies:
+        store = Store(f"sqlite:///{db}")
+        assert _schema(db) == _schema(migrated)
+        run = tracking.open_trial(store, tracking.start_sweep(store, "copied", "h", None), "t0", "rh", {"x": 1})
+        run.log_metrics({"m": 1.0}, step=0)
+        run.flush()
+        assert tracking.trial_runs(store, "copied")[0].metrics["m"] == 1.0
+    (template,) = (tmp_path / "cache").glob("mlflow-*.db")
+    assert _schema(template) == _schema(migrated)
+    monkeypatch.setenv(CACHE_ENV, str(migrated))         # a file: no cache folder can be made there
+    db = tmp_path / "c" / "mlflow.db"
+    Store(f"sqlite:///{db}").experiment_id("in-place")
+    assert _schema(db) == _schema(migrated)

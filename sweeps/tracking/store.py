@@ -105,16 +105,22 @@ def ui_command(tracking_uri: str, host: str = "127.0.0.1", port: int = 5000, wor
 def create_schema(tracking_uri: str) -> None:
     """Create a sqlite store's tables once, under a file lock beside the file
     (<db>.lock), before any trial opens it: MLflow's first-use migration is not
-    safe when two processes start it at once. Other stores: nothing to do."""
+    safe when two processes start it at once. A new file starts as a copy of
+    an empty store of this MLflow version (`schema.make_from_template`), which
+    MLflow then checks. Other stores: nothing to do."""
     db = _sqlite_path(tracking_uri)
     if db is None:
         return
     import fcntl
 
+    from sweeps.tracking.schema import make_from_template
+
     db.parent.mkdir(parents=True, exist_ok=True)
     with open(f"{db}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
+            if not db.exists():
+                make_from_template(db)
             MlflowClient(tracking_uri=tracking_uri).search_experiments(max_results=1)
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
@@ -224,10 +230,11 @@ class Store:
     def __init__(self, tracking_uri: str, artifact_root: str | None = None,
                  patience_s: float | None | str = "bound") -> None:
         self.tracking_uri = tracking_uri
-        if artifact_root is None:
-            db = _sqlite_path(tracking_uri)
-            if db is not None:
-                artifact_root = (db.parent / "mlflow-artifacts").resolve().as_uri()
+        db = _sqlite_path(tracking_uri)
+        if db is not None and not db.exists():
+            create_schema(tracking_uri)          # a new sqlite file: from the empty store's copy
+        if artifact_root is None and db is not None:
+            artifact_root = (db.parent / "mlflow-artifacts").resolve().as_uri()
         self.artifact_root = artifact_root
         self._raw = MlflowClient(tracking_uri=tracking_uri)
         self.patience = Patience(tracking_uri, outage_bound() if patience_s == "bound" else patience_s)
