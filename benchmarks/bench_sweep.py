@@ -15,7 +15,11 @@ that imports and start-up count:
 
 Both with probes off and with the default probe set (at 12 log-spaced
 points). Both read the same data cache, generated before anything is timed
-(`DYNSWEEP_CACHE`), as a sweep on a machine that has run one before does.
+(`DYNSWEEP_CACHE`), and dynsweep the same empty MLflow store to copy
+(`DYNSWEEP_SCHEMA_CACHE`, made before anything is timed), as a sweep on a
+machine that has run one before does. `--one-trial` drops the grid (one
+trial per seed): with `--epochs 1 --seeds 1` the column `fixed` (dynsweep's
+wall minus the plain process's) is the service's fixed cost.
 Prints wall seconds and the ratio dynsweep / plain (target ≤ 1.0 on 2 cores),
 the share of trial time spent probing (`time/probe_s` over `time/train_s +
 time/probe_s`, from MLflow), and where a dynsweep run's wall time went, from
@@ -97,7 +101,7 @@ WARM = "import sys; from dynamics_core.data import load; from dynamics_core.conf
 
 
 def write_spec(folder: Path, name: str, epochs: int, seeds: int, probes: bool,
-               checkpoint_every: int | None = None) -> Path:
+               checkpoint_every: int | None = None, one_trial: bool = False) -> Path:
     spec = {
         "name": name,
         "base": {
@@ -108,7 +112,7 @@ def write_spec(folder: Path, name: str, epochs: int, seeds: int, probes: bool,
             "probes": ({"schedule": {"kind": "log", "points": 12}} if probes else
                        {"hessian": False, "gradcov": False, "stiffness": False, "timeline": False}),
         },
-        "grid": {"optim.lr": [0.02, 0.05, 0.1, 0.2], "train.batch_size": [32, 128]},
+        "grid": {} if one_trial else {"optim.lr": [0.02, 0.05, 0.1, 0.2], "train.batch_size": [32, 128]},
         "seeds": list(range(seeds)),
         "resources": {"cpus_per_trial": 1},
     }
@@ -206,6 +210,7 @@ def main() -> None:
     ap.add_argument("--src", nargs="+", default=[str(ROOT)],
                     help="source trees to run dynsweep from (directories holding sweeps/)")
     ap.add_argument("--repeats", type=int, default=1)
+    ap.add_argument("--one-trial", action="store_true", help="no grid: one trial per seed (the fixed cost)")
     ap.add_argument("--plain-threads", type=int, default=1, help="torch threads of the plain loop (0: torch's default)")
     ap.add_argument("--checkpoint-every", type=int, nargs="+", default=[None], metavar="EPOCHS",
                     help="fault_tolerance.checkpoint_every_epochs of the dynsweep runs (default: the spec default)")
@@ -229,10 +234,16 @@ def main() -> None:
         cache = tmp / "data"
         subprocess.run([sys.executable, "-c", WARM, str(cache)], env={**os.environ, "PYTHONPATH": str(srcs[-1])},
                        check=True)
+        schema = {"DYNSWEEP_SCHEMA_CACHE": str(tmp / "schema")}
+        if (srcs[-1] / "sweeps" / "tracking" / "schema.py").exists():
+            subprocess.run([sys.executable, "-c", "import sys; from sweeps.tracking import create_schema; "
+                            "create_schema(sys.argv[1])", f"sqlite:///{tmp / 'warm.db'}"],
+                           env={**os.environ, "PYTHONPATH": str(srcs[-1]), **schema}, check=True,
+                           capture_output=True)
         for r in range(args.repeats):
             for probes in args.probes:
                 name = f"bench-probes-{probes}"
-                spec = write_spec(tmp, name, args.epochs, args.seeds, probes == "on")
+                spec = write_spec(tmp, name, args.epochs, args.seeds, probes == "on", one_trial=args.one_trial)
                 _, wall, out = timed([sys.executable, "-c", PLAIN, str(spec), str(cache), str(args.plain_threads)],
                                     tmp, srcs[-1], cache)
                 plain = {"wall": wall, **json.loads(out.strip().splitlines()[-1])}
@@ -242,29 +253,32 @@ def main() -> None:
                 for (tree, src), every, (joined, address) in itertools.product(
                         zip(names, srcs), args.checkpoint_every, joins):
                     if every is not None:
-                        spec = write_spec(tmp, name, args.epochs, args.seeds, probes == "on", every)
+                        spec = write_spec(tmp, name, args.epochs, args.seeds, probes == "on", every,
+                                          one_trial=args.one_trial)
                         tree = f"{tree} ckpt {every}"
                     tree += joined
                     folder = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=tmp))
                     uri = f"sqlite:///{folder / 'mlflow.db'}"
                     start, wall, _ = timed([sys.executable, "-m", "sweeps.cli", "run", str(spec), "--storage",
                                             str(folder / "ray"), "--tracking-uri", uri, *address], folder, src,
-                                           cache, head.env if address else None)
+                                           cache, {**schema, **(head.env if address else {})})
                     parts = {"wall": wall, "plain": plain["wall"], **breakdown(uri, name, start, wall, slots)}
                     rows.setdefault((probes, tree), []).append(parts)
                     print(f"repeat {r} probes {probes:3s} {tree:12s} {wall:7.1f} s  ratio {wall / plain['wall']:.2f}  "
+                          f"fixed {wall - plain['wall']:.1f}  "
                           + "  ".join(f"{k} {parts[k]:.1f}" for k in ("start", "launch", "trials", "compute",
                                                                         "in trial", "between", "end")), flush=True)
     print(f"load average at the end {' '.join(f'{x:.1f}' for x in os.getloadavg())}\n")
-    print("| probes | tree | plain s | dynsweep s | ratio (median, range) | probe share | start | launch | "
+    print("| probes | tree | plain s | dynsweep s | fixed s | ratio (median, range) | probe share | start | launch | "
           "trials | compute | in trial | between | end |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for (probes, tree), rs in rows.items():
         if tree != "plain":
             ratios = [x["wall"] / x["plain"] for x in rs]
             med = {k: statistics.median(x[k] for x in rs) for k in rs[0]}
             share = med["probe_s"] / (med["train_s"] + med["probe_s"]) if med["train_s"] + med["probe_s"] else 0
-            print(f"| {probes} | {tree} | {med['plain']:.1f} | {med['wall']:.1f} | {statistics.median(ratios):.2f} "
+            fixed = statistics.median(x["wall"] - x["plain"] for x in rs)
+            print(f"| {probes} | {tree} | {med['plain']:.1f} | {med['wall']:.1f} | {fixed:.1f} | {statistics.median(ratios):.2f} "
                   f"({min(ratios):.2f}–{max(ratios):.2f}) | {share:.0%} | "
                   + " | ".join(f"{med[k]:.1f}" for k in ("start", "launch", "trials", "compute", "in trial",
                                                            "between", "end")) + " |")
