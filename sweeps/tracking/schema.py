@@ -13,8 +13,8 @@ artifact location is wherever the first store was made, as it is anyway
 (MLflow's `./mlruns` under that process's working directory); dynsweep
 never uses it: each sweep's experiment names its own artifact location.
 
-Where the cache cannot be written, the store is migrated in place as MLflow
-does it.
+Where the cache cannot be made or written, the store is migrated in place
+as MLflow does it (and reports its own errors).
 """
 from __future__ import annotations
 
@@ -40,7 +40,7 @@ def make_from_template(db: Path) -> bool:
         shutil.copyfile(_template(), tmp)   # a new file: the umask's mode, as MLflow's own
         os.replace(tmp, db)                 # a store is either absent or whole
         return True
-    except OSError:
+    except Exception:           # no cache folder, no HOME, a failed migration: MLflow migrates `db` itself
         tmp.unlink(missing_ok=True)
         return False
 
