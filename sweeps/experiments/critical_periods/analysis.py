@@ -183,9 +183,7 @@ def removal_shape(levels: np.ndarray, means: np.ndarray) -> dict[str, Any]:
 
 def removal_test(rem: pd.DataFrame, *, alpha: float, n_perm: int, n_boot: int, rng_seed: int):
     """Statistics of `removal_hurts`: Spearman of final accuracy vs N within seeds, permutation p."""
-    return trend_test(rem["N"].to_numpy(float), rem["acc"].to_numpy(float), None,
-                      blocks=rem["seed"].astype(str).to_numpy(), n_perm=n_perm, n_boot=n_boot,
-                      rng_seed=rng_seed, alpha=alpha)
+    return _trend_within_seeds(rem, "N", "acc", alpha=alpha, n_perm=n_perm, n_boot=n_boot, rng_seed=rng_seed)
 
 
 @conjecture(PLANS)
@@ -232,9 +230,14 @@ def onset_frame(df: pd.DataFrame, deficit: str = "blur", window: int | None = No
 
 def onset_test(win: pd.DataFrame, *, alpha: float, n_perm: int, n_boot: int, rng_seed: int):
     """Statistics of `early_onset_most_sensitive`: Spearman of sensitivity vs t₀ within seeds."""
-    return trend_test(win["t0"].to_numpy(float), win["sensitivity"].to_numpy(float), None,
-                      blocks=win["seed"].astype(str).to_numpy(), n_perm=n_perm, n_boot=n_boot,
-                      rng_seed=rng_seed, alpha=alpha)
+    return _trend_within_seeds(win, "t0", "sensitivity", alpha=alpha, n_perm=n_perm, n_boot=n_boot,
+                               rng_seed=rng_seed)
+
+
+def _trend_within_seeds(frame: pd.DataFrame, x: str, y: str, **kw):
+    """`trend_test` of column y against column x, the seed as a block."""
+    return trend_test(frame[x].to_numpy(float), frame[y].to_numpy(float), None,
+                      blocks=frame["seed"].astype(str).to_numpy(), **kw)
 
 
 @conjecture(PLANS)

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from sweeps.conjectures.inference import sign_flip_test
-from sweeps.conjectures.plan import FROM_PLAN
+from sweeps.conjectures.plan import FROM_PLAN, AnalysisPlan
 from sweeps.conjectures.verdict import (N_BOOT, N_PERM, Verdict, compare_groups,
                                         intersection_union, verdict_of)
 from sweeps.experiments.registry import Plans, conjecture
@@ -222,6 +222,22 @@ def _paired(a: pd.Series, b: pd.Series, **kw: Any):
                           blocks_b=np.asarray(common, dtype=object), **kw)
 
 
+def _annealed_arms(table: SweepTable, plan: AnalysisPlan
+                   ) -> tuple[pd.DataFrame, pd.Series, pd.Series, dict[str, int], int | None]:
+    """`_arms` and the annealing epoch: the plan's `anneal_epoch`, else dated from
+    the large-anneal arm on patch data (None where there is none)."""
+    runs, arm, patch, counts = _arms(table)
+    epoch = plan.options["anneal_epoch"]
+    return runs, arm, patch, counts, (epoch if epoch is not None else
+                                      anneal_epoch(runs[patch] if len(runs) else runs))
+
+
+def _undated(plan: AnalysisPlan, why: str, counts: dict[str, int]) -> list[Verdict]:
+    """The verdict where no annealing epoch is known: no test, every check failed with `why`."""
+    return [verdict_of(plan, None, checks={c.name: (False, why) for c in plan.checks}, n=0,
+                       reason=why, **counts)]
+
+
 @conjecture(PLANS)
 def anneal_crossover(table: SweepTable, plans: Plans, *, epoch: Any = FROM_PLAN,
                      n_perm: int = N_PERM, n_boot: int = N_BOOT,
@@ -229,15 +245,11 @@ def anneal_crossover(table: SweepTable, plans: Plans, *, epoch: Any = FROM_PLAN,
     """Small LR is better than large-then-anneal before annealing and worse after (patch data)."""
     (plan,) = plans.values()
     plan = plan.with_options(anneal_epoch=epoch)
-    epoch = plan.options["anneal_epoch"]
-    runs, arm, patch, counts = _arms(table)
+    runs, arm, patch, counts, e_a = _annealed_arms(table, plan)
     counts["excluded_no_patch"] = int((~patch).sum()) if len(patch) else 0
     width = int(plan.options["before_epochs"])
-    e_a = epoch if epoch is not None else anneal_epoch(runs[patch] if len(runs) else runs)
     if e_a is None:
-        why = "no large-anneal arm on patch data to date the annealing"
-        return [verdict_of(plan, None, checks={c.name: (False, why) for c in plan.checks}, n=0,
-                           reason=why, **counts)]
+        return _undated(plan, "no large-anneal arm on patch data to date the annealing", counts)
     small, large = patch & (arm == "small"), patch & (arm == "large-anneal")
     at = lambda key: _per_run(table, runs, key, e_a, width)  # noqa: E731
     means = lambda s: (float(s[small].mean()), float(s[large].mean()))  # noqa: E731
@@ -264,13 +276,9 @@ def patch_hurts_small(table: SweepTable, plans: Plans, *, epoch: Any = FROM_PLAN
     """The patch costs the small LR more final test accuracy than the large LR (per-seed contrast)."""
     (plan,) = plans.values()
     plan = plan.with_options(anneal_epoch=epoch)
-    epoch = plan.options["anneal_epoch"]
-    runs, arm, patch, counts = _arms(table)
-    e_a = epoch if epoch is not None else anneal_epoch(runs[patch] if len(runs) else runs)
+    runs, arm, patch, counts, e_a = _annealed_arms(table, plan)
     if e_a is None:
-        why = "no large-anneal arm on patch data"
-        return [verdict_of(plan, None, checks={c.name: (False, why) for c in plan.checks}, n=0,
-                           reason=why, **counts)]
+        return _undated(plan, "no large-anneal arm on patch data", counts)
     width = int(plan.options["before_epochs"])
     small, large = patch & (arm == "small"), patch & (arm == "large-anneal")
     at = lambda key: _per_run(table, runs, key, e_a, width)  # noqa: E731
