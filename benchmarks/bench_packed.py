@@ -29,6 +29,18 @@ Ray's and MLflow's start, probes, evaluation and checkpoints.
     python benchmarks/bench_packed.py                      # device auto, 1 epoch, best of 2
     python benchmarks/bench_packed.py --device cuda --epochs 3 --packs 1 4 16 64
     python benchmarks/bench_packed.py --sweep --packs 4 8 16
+
+`--science` measures the shipped science specs (`sweeps/specs/<name>.yaml`,
+default critical_periods, early_phase, two_regimes) through `dynsweep run` the
+same way, each with its first `--seeds` seeds (the trials of one seed are the
+spec's whole design; more seeds only repeat it) and without its conjectures:
+once unpacked (`resources.pack: 1`) and once as shipped (its own
+`resources.pack`, or `--science-pack` if given). Prints, per spec, the trials,
+the Tune trials, the wall seconds, wall-clock trials per hour and the packed /
+unpacked ratio.
+
+    python benchmarks/bench_packed.py --science --seeds 1
+    python benchmarks/bench_packed.py --science critical_periods --seeds 2 --science-pack 16
 """
 from __future__ import annotations
 
@@ -121,6 +133,61 @@ def sweep_main(args) -> None:
               f"{train:>15.1f}{base_train / train:>11.2f}x")
 
 
+def science_spec(folder: Path, name: str, seeds: int, pack: int | None) -> tuple[Path, int, int]:
+    """The shipped spec `name`, cut to its first `seeds` seeds and without its
+    conjectures, packed by `pack` (None: as shipped); (path, trials, pack)."""
+    import yaml
+
+    root = Path(__file__).resolve().parents[1]
+    spec = yaml.safe_load((root / "sweeps" / "specs" / f"{name}.yaml").read_text())
+    spec["seeds"] = spec["seeds"][:seeds]
+    spec.pop("conjectures", None)
+    resources = spec.setdefault("resources", {})
+    resources["pack"] = resources.get("pack", 1) if pack is None else pack
+    spec["name"] = f"bench-{name}-pack{resources['pack']}"
+    path = folder / f"{spec['name']}.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    from sweeps.spec import load_spec
+    return path, load_spec(path).n_trials(), resources["pack"]
+
+
+def science_main(args) -> None:
+    """Each shipped science spec through `dynsweep run`, unpacked and packed."""
+    from sweeps import context
+    from sweeps.spec import load_spec
+
+    root = Path(__file__).resolve().parents[1]
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "RAY_ADDRESS")}
+    uptime = lambda: subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()   # noqa: E731
+    print(f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}; shipped specs, "
+          f"first {args.seeds} seed(s) each, no conjectures")
+    print(f"uptime before: {uptime()}")
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="bench-science-") as tmp:
+        tmp = Path(tmp)
+        env.setdefault("DYNSWEEP_CACHE", str(tmp / "data"))
+        for name in args.science:
+            walls = {}
+            for pack in (1, args.science_pack):
+                path, trials, k = science_spec(tmp, name, args.seeds, pack)
+                units = context.tune_units(load_spec(path))
+                argv = [sys.executable, "-m", "sweeps.cli", "run", str(path), "--storage", str(tmp / f"ray-{path.stem}"),
+                        "--tracking-uri", f"sqlite:///{tmp / f'{path.stem}.db'}"]
+                t0 = time.perf_counter()
+                res = subprocess.run(argv, cwd=root, env=env, capture_output=True, text=True)
+                wall = time.perf_counter() - t0
+                if res.returncode != 0:
+                    raise SystemExit(f"{path.stem} failed ({res.returncode}):\n{res.stderr[-3000:]}")
+                walls[k] = wall
+                tune_trials = len(units) if units is not None else trials
+                rows.append((name, k, trials, tune_trials, wall, walls[1] / wall))
+                print(f"  {path.stem}: {trials} trials in {tune_trials} Tune trials, {wall:.1f} s", flush=True)
+    print(f"uptime after:  {uptime()}")
+    print(f"{'spec':<18}{'pack':>6}{'trials':>8}{'Tune trials':>13}{'wall s':>9}{'trials/h':>10}{'× unpacked':>12}")
+    for name, k, trials, tune_trials, wall, ratio in rows:
+        print(f"{name:<18}{k:>6}{trials:>8}{tune_trials:>13}{wall:>9.1f}{trials / wall * 3600:>10.0f}{ratio:>11.2f}x")
+
+
 def train_seconds(uri: str, name: str) -> float:
     """The trials' `final/time_train_s`, summed: a pack's members' shares add up to its training time."""
     from sweeps import tracking
@@ -140,7 +207,16 @@ def main() -> None:
     ap.add_argument("--cache-dir", default="runs/data")
     ap.add_argument("--sweep", action="store_true", help="16 trials through `dynsweep run`, by resources.pack")
     ap.add_argument("--probes", action="store_true", help="--sweep: the default probe set, 12 log-spaced rounds")
+    ap.add_argument("--science", nargs="*", default=None, metavar="SPEC",
+                    help="shipped specs through `dynsweep run`, unpacked vs packed "
+                         "(default critical_periods early_phase two_regimes)")
+    ap.add_argument("--seeds", type=int, default=1, help="--science: the spec's first N seeds")
+    ap.add_argument("--science-pack", type=int, default=None, help="--science: pack K (default: as shipped)")
     args = ap.parse_args()
+    if args.science is not None:
+        args.science = args.science or ["critical_periods", "early_phase", "two_regimes"]
+        science_main(args)
+        return
     args.epochs = args.epochs or (10 if args.sweep else 1)
     if args.sweep:
         sweep_main(args)

@@ -15,13 +15,22 @@ Sections (one row each in the final table, `check | device | result | seconds`):
   share 1       ... and at 1 GPU per trial: seconds and trials per hour.
   packed K      `benchmarks/bench_packed.py --device DEV --packs K...` (`--packed-k`, default 1 8 32)
                 (trials per hour at K packed trials); its output is printed above.
+  packed <spec> the shipped science specs critical_periods, early_phase and
+                two_regimes packed: for each K of `--packed-k`, the spec's first
+                pack of up to K members (as `resources.pack: K` groups them),
+                each cut to `--steps` optimizer steps per level (IMP to one
+                level), `train.bf16` on CUDA, probes as the spec sets them,
+                trained in this process by `run_packed`: member-steps per second
+                and the speed-up over K = 1.
+  science 0.25  `dynsweep run` of critical_periods cut the same way (its first
+                seed, `resources.pack: 8`, 0.25 GPU per pack, bf16).
   ddp           `torch.distributed` at world size 1 (NCCL on CUDA) around
                 `run(..., env=RunEnv(distributed=True))`; a spec's
                 `workers_per_trial: 1` does not use DDP, so it is set up directly.
 
 Without CUDA the same sections run on CPU with tiny sizes (about a minute):
 the bf16 row is skipped (autocast is CUDA-only in the training loop), NCCL is
-replaced by gloo, and the two sharing rows validate their specs instead of
+replaced by gloo, and the three sharing rows validate their specs instead of
 running them (`--cpu-sweeps` runs them with `cpus_per_trial` 0.5 vs 1).
 A section that needs something absent prints "skipped: reason"; one that
 fails prints "FAIL: ..." and the exit status is 1. Usage:
@@ -364,6 +373,104 @@ def check_packed(dev: torch.device) -> None:
     body()
 
 
+# ------------------------------------------------------ packed science specs
+SCIENCE = ("critical_periods", "early_phase", "two_regimes")
+
+
+def science_spec(name: str, pack: int, steps: int, bf16: bool):
+    """The shipped spec `name` cut for the check: its first seed (more where a
+    pack of `pack` needs them), `pack` members per pack, `steps` optimizer
+    steps per level, IMP to one level, bf16 as asked."""
+    from sweeps.spec import load_spec
+
+    spec = load_spec(ROOT / "sweeps" / "specs" / f"{name}.yaml")
+    per_seed = max(1, spec.n_trials() // len(spec.seeds))
+    seeds = spec.seeds[:max(1, -(-pack // per_seed))]
+    cut = {"train.max_steps": steps, "train.bf16": bf16}
+    if spec.base.pruning.levels:
+        cut.update({"pruning.levels": 1, "train.max_steps": max(steps, 2 * spec.base.pruning.rewind_step)})
+    base = spec.base.model_dump(mode="json")
+    for path, value in cut.items():
+        section, field = path.split(".")
+        base[section][field] = value
+    return spec.model_copy(update={"seeds": seeds, "conjectures": [], "base": type(spec.base).model_validate(base),
+                                   "resources": spec.resources.model_copy(update={"pack": pack})})
+
+
+def first_pack(spec):
+    """The trial configs of the spec's first pack."""
+    from sweeps import context
+    from sweeps.spec import with_overrides
+
+    base = spec.base.model_dump(mode="json")
+    return [with_overrides(base, m["overrides"]) for m in context.pack_values(spec)[0]["members"]]
+
+
+def check_packed_science(dev: torch.device, steps: int) -> None:
+    from dynamics_core.packed import run_packed
+    from dynamics_core.sink import MemorySink
+    from dynamics_core.train import RunEnv
+
+    for name in SCIENCE:
+        @section(f"packed {name}", str(dev))
+        def body():
+            t_all = time.perf_counter()
+            env = RunEnv(device=str(dev), cache_dir=ARGS.cache, checkpoint_every_epochs=0)
+            rates, notes = {}, []
+            run_packed(first_pack(science_spec(name, 1, 2, False)), [MemorySink()], env)   # warm-up: data, kernels
+            for k in ARGS.packed_k:
+                cfgs = first_pack(science_spec(name, k, steps, dev.type == "cuda"))
+                sinks = [MemorySink() for _ in cfgs]
+                t0 = time.perf_counter()
+                out = run_packed(cfgs, sinks, env)
+                sync(dev)
+                sec = time.perf_counter() - t0
+                ended = {r.status for r in out.results}
+                rates[len(cfgs)] = sum(r.step for r in out.results) / sec
+                notes.append(f"K={len(cfgs)}: {rates[len(cfgs)]:.0f} member-steps/s ({'/'.join(sorted(ended))})")
+                if not ended <= {"finished", "diverged"}:
+                    raise RuntimeError(f"K={len(cfgs)}: members ended {sorted(ended)}")
+            one = rates.get(1)
+            gain = f"; × K=1: {max(rates.values()) / one:.1f}" if one else ""
+            row(f"packed {name}", str(dev), f"ok: bf16 {'on' if dev.type == 'cuda' else 'off (CPU)'}, "
+                + ", ".join(notes) + gain, time.perf_counter() - t_all)
+        body()
+
+
+def check_science_sweep(dev: torch.device, steps: int, tmp: Path) -> None:
+    import yaml
+
+    gpu = dev.type == "cuda"
+
+    @section("science 0.25", str(dev))
+    def body():
+        spec = science_spec("critical_periods", 8, steps, gpu)
+        spec = spec.model_copy(update={"name": "gpu-check-science", "resources": spec.resources.model_copy(
+            update={"gpus_per_trial": 0.25 if gpu else 0, "cpus_per_trial": 1 if gpu else 0.5})})
+        path = tmp / "gpu-check-science.yaml"
+        path.write_text(yaml.safe_dump(spec.model_dump(mode="json", exclude_defaults=True), sort_keys=False))
+        exe = Path(sys.executable).with_name("dynsweep")
+        t0 = time.perf_counter()
+        if not gpu and not ARGS.cpu_sweeps:
+            out = _cli(exe, ["validate", str(path)], 120)
+            row("science 0.25", str(dev), f"skipped: no GPU (critical_periods, pack 8: "
+                f"{'validates' if out.returncode == 0 else 'INVALID, ' + out.stderr.strip()[-80:]}; "
+                f"--cpu-sweeps runs it)", time.perf_counter() - t0)
+            return
+        out = _cli(exe, ["run", str(path), "--storage", str(tmp / "ray"),
+                         "--tracking-uri", f"sqlite:///{tmp / 'mlflow-science.db'}",
+                         "--device", "cuda" if gpu else "cpu"], subprocess_timeout())
+        sec = time.perf_counter() - t0
+        if out.returncode != 0:
+            print(out.stdout[-2000:], out.stderr[-2000:], sep="\n")
+            row("science 0.25", str(dev), f"FAIL: dynsweep run exit {out.returncode}", sec)
+            return
+        n = spec.n_trials()
+        row("science 0.25", str(dev), f"ok: critical_periods, {n} trials in packs of 8 × {steps} steps at "
+            f"{'0.25 GPU' if gpu else '0.5 CPU'} per pack: {n / sec * 3600:.0f} trials/h (wall, incl. Ray start)", sec)
+    body()
+
+
 # -------------------------------------------------------------------- DDP
 def check_ddp(dev: torch.device, steps: int, width: int) -> None:
     import torch.distributed as dist
@@ -418,8 +525,8 @@ def main(argv=None) -> int:
                          "timeout, GPU_CHECK_TIMEOUT, should be larger)")
     ap.add_argument("--cpu-sweeps", action="store_true",
                     help="without CUDA, run the sharing sweeps (cpus_per_trial 0.5 vs 1) too")
-    ap.add_argument("--sections", nargs="+", default=["train", "pergrad", "share", "packed", "ddp"],
-                    choices=["train", "pergrad", "share", "packed", "ddp"])
+    ap.add_argument("--sections", nargs="+", default=["train", "pergrad", "share", "packed", "science", "ddp"],
+                    choices=["train", "pergrad", "share", "packed", "science", "ddp"])
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     ap.add_argument("--cache", default="runs/data", help="data cache directory")
     ARGS = ap.parse_args(argv)
@@ -459,6 +566,8 @@ def main(argv=None) -> int:
             ("pergrad", ["pergrad"], CORE, lambda: check_pergrad(dev, ARGS.n, ARGS.width)),
             ("share", ["share 0.25", "share 1"], SWEEPS, lambda: check_sharing(dev, ARGS.sweep_steps, tmp)),
             ("packed", [packed_row()], (), lambda: check_packed(dev)),
+            ("science", [f"packed {n}" for n in SCIENCE] + ["science 0.25"], SWEEPS,
+             lambda: (check_packed_science(dev, ARGS.steps), check_science_sweep(dev, ARGS.steps, tmp))),
             ("ddp", [f"ddp {backend}"], CORE, lambda: check_ddp(dev, ARGS.steps, ARGS.width)),
         ]
         for name, rows, needs, check in sections:

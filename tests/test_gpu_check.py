@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-ROWS = ["bf16 train", "fp32 probes", "pergrad", "share 0.25", "share 1", "packed K=1,4", "ddp gloo"]
+ROWS = ["bf16 train", "fp32 probes", "pergrad", "share 0.25", "share 1", "packed K=1,4",
+        "packed critical_periods", "packed early_phase", "packed two_regimes", "science 0.25", "ddp gloo"]
 
 pytestmark = pytest.mark.slow
 
