@@ -9,9 +9,12 @@ from __future__ import annotations
 import pytest
 import yaml
 
+from pathlib import Path
+
+from dynamics_core.pack_rules import pack_compatible
 from sweeps import tracking
 from sweeps.context import pack_values, trial_names
-from sweeps.spec import SpecError, parse_spec
+from sweeps.spec import SpecError, parse_spec, read_yaml, with_overrides
 from sweeps.tracking import Store
 from test_interrupts import (assert_same_as_reference, kill_driver_when, newest_checkpoint,  # noqa: F401
                              reference, resume)
@@ -42,6 +45,20 @@ def test_late_momentum_members_get_their_own_packs():
     assert [[m["overrides"]["optim.momentum"] for m in p["members"]] for p in pack_values(s)] == [[0.0], [0.5]]
 
 
+@pytest.mark.parametrize("name, sizes", [
+    ("critical_periods", [16, 16, 16, 16, 6]),      # deficits and lengths differ per member
+    ("early_phase", [14, 14, 14, 16, 16, 3]),       # one rewind step per pack, paired apart
+])
+def test_the_science_specs_pack(name, sizes):
+    raw = read_yaml(Path(__file__).parents[1] / "sweeps" / "specs" / f"{name}.yaml")
+    s = parse_spec({**raw, "resources": {**raw["resources"], "pack": 16}}, source=f"{name}.yaml")
+    packs = pack_values(s)
+    assert [len(p["members"]) for p in packs] == sizes
+    base = s.base.model_dump(mode="json")
+    for p in packs:
+        assert pack_compatible([with_overrides(base, m["overrides"]) for m in p["members"]]) is None
+
+
 # ---------------------------------------------------------------- the spec
 @pytest.mark.parametrize("fields, field", [
     ({"resources": {"pack": 0}}, "resources.pack"),
@@ -51,7 +68,7 @@ def test_late_momentum_members_get_their_own_packs():
     ({"resources": {"pack": 4, "workers_per_trial": 2}}, "resources.pack: resources.workers_per_trial: 2"),
     ({"base": {**TINY_BASE, "optim": {"name": "adam", "lr": 0.01}}}, "resources.pack: optim.name"),
     ({"grid": {"model.dropout": [0.0, 0.1]}}, "resources.pack: model.dropout: .* \\(at grid.model.dropout\\[1\\]\\)"),
-    ({"base": {**TINY_BASE, "pruning": {"levels": 2}}}, "resources.pack: pruning.levels"),
+    ({"grid": {"data.augment": [False, True]}}, "resources.pack: data.augment: .* \\(at grid.data.augment\\[1\\]\\)"),
     ({"variants": [{"model.batchnorm": True}]}, "resources.pack: model.batchnorm: .* \\(at variants\\[0\\]\\)"),
     ({"base": {**TINY_BASE, "probes": {"stiffness": True, "schedule": {"kind": "epoch"}}},
       "stopper": {"kind": "stiffness"}}, "resources.pack: stopper.kind: stiffness"),
