@@ -3,7 +3,7 @@ errors that name the field, and — through the real `dynsweep` CLI on a local
 Ray with a sqlite MLflow store — every member its own MLflow trial whose
 records equal the unpacked sweep's bit for bit (MLP on CPU), a member that
 diverges recorded as data, and a packed sweep killed mid-way resuming to the
-unpacked result."""
+unpacked result (plain, with deficits and with IMP levels)."""
 from __future__ import annotations
 
 import pytest
@@ -18,7 +18,7 @@ from sweeps.spec import SpecError, parse_spec, read_yaml, with_overrides
 from sweeps.tracking import Store
 from test_interrupts import (assert_same_as_reference, kill_driver_when, newest_checkpoint,  # noqa: F401
                              reference, resume)
-from test_sweeps import TINY_BASE, cli, histories, slow_spec, uri
+from test_sweeps import SLOW, TINY_BASE, cli, histories, slow_spec, uri
 
 
 def spec(pack=4, **fields):
@@ -151,3 +151,33 @@ def test_a_killed_packed_sweep_resumes_to_the_unpacked_result(tmp_path, referenc
     res = resume(tmp_path)
     assert res.returncode == 0, res.stderr[-3000:]
     assert_same_as_reference(tmp_path, reference)
+
+
+SCIENCE = {   # two members each, of their own length and deficit / training IMP levels with ablations
+    "deficit": {"base": {**TINY_BASE, **SLOW}, "variants": [
+        {"data.deficit.kind": "blur", "data.deficit.start_epoch": 0, "data.deficit.end_epoch": 2, "train.epochs": 4},
+        {"data.deficit.kind": "noise", "data.deficit.start_epoch": 1, "data.deficit.end_epoch": 3}]},
+    "imp": {"base": {**TINY_BASE, **SLOW, "train": {"epochs": 2, "batch_size": 50},
+                     "pruning": {"levels": 1, "rewind_step": 3, "ablation": "shuffle_layer"}},
+            "variants": [{"optim.lr": 0.05}, {"optim.lr": 0.1, "pruning.ablation": "reinit"}]},
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", SCIENCE)
+def test_a_killed_packed_science_sweep_resumes_to_the_unpacked_result(tmp_path, kind):
+    """The sweep `ft` unpacked and uninterrupted, then as one pack killed after
+    its second checkpoint and resumed: the same records, no step logged twice."""
+    ref, cut = tmp_path / "ref", tmp_path / "cut"
+    ref.mkdir(), cut.mkdir()
+    raw = {"name": "ft", **SCIENCE[kind], "seeds": [0],
+           "fault_tolerance": {"max_failures": 2, "checkpoint_every_epochs": 1}}
+    (ref / "ft.yaml").write_text(yaml.safe_dump(raw))
+    done = cli(["run", str(ref / "ft.yaml"), "--storage", str(ref / "ray"), "--tracking-uri", uri(ref)], ref)
+    assert done.returncode == 0, done.stderr[-3000:]
+    (cut / "ft.yaml").write_text(yaml.safe_dump({**raw, "resources": {"pack": 2}}))
+    kill_driver_when(cut, lambda: newest_checkpoint(cut / "ray" / "ft") >= 1, "two checkpoints")
+    assert any(r.status == "running" for r in tracking.trial_runs(Store(uri(cut)), "ft"))
+    res = resume(cut)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert_same_as_reference(cut, histories(Store(uri(ref)), "ft"))
