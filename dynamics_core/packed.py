@@ -301,9 +301,9 @@ def _run_packed(cfgs, sinks, env, hooks, resume, pack_sink) -> PackedRun:
             call_plan(k, lr, mu)
             call_hooks(k, lr, mu, epoch, metrics[k])
 
-    for k, plan in enumerate(plans):    # reinit ablations build fresh models (IMP.start)
-        if plan is not None:
-            plan.start(context(k, *schedule(k, 0.0), epoch, pack.template))
+    for k in pack.alive:        # IMP.start: reinit ablations build fresh models
+        if plans[k] is not None:
+            plans[k].start(context(k, *schedule(k, 0.0), epoch, pack.member_module(k)))
     if resume is None:
         start_level()
     while True:
@@ -358,20 +358,19 @@ def _run_packed(cfgs, sinks, env, hooks, resume, pack_sink) -> PackedRun:
                 _log_epoch(pack, sinks, stats, [k for k in pack.alive if done[k]], epoch, sched, gstep(),
                            level if plans[0] is not None else None)
                 for k in pack.alive:
-                    call_hooks(k, *sched[k], epoch + done[k], {}, times=done[k])
-                if pack_done:
-                    epoch += 1
+                    call_hooks(k, *sched[k], epoch + 1 if done[k] else epoch, {}, times=done[k])
                 summaries = _log_final(pack, sinks, ended, step, gstep(), clocks, level, levels, finals,
                                        plans[0] is not None)
-                leaving = ended if level + 1 == levels else []
+                leaving = ended if level + 1 == levels else []      # finished: they leave the stack
                 for k in leaving:
-                    sinks[k].epoch_end(epoch + 1 - pack_done, gstep())
-                    sinks[k].finish("finished", {**summaries[k], **finals[k]})
-                    results[k] = RunResult("finished", gstep(), epoch + 1 - pack_done,
-                                           {**summaries[k], **finals[k]}, level)
+                    sinks[k].epoch_end(epoch + 1, gstep())
+                    results[k] = RunResult("finished", gstep(), epoch + 1, {**summaries[k], **finals[k]}, level)
+                    sinks[k].finish("finished", results[k].summary)
                 if leaving:
                     pack.drop(leaving)
                     pruned = _pruned(pack, plans)
+                if pack_done:
+                    epoch += 1
                 due_ckpt = (pack_done and epoch % ckpt_epochs == 0) or step in ckpt_steps or bool(ended)
                 if pack_sink is not None and due_ckpt:
                     pack_sink.checkpoint(_state(cfgs, pack, hooks, plans, level, step, epoch, results, finals,
