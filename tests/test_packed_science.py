@@ -25,7 +25,7 @@ def solo(cfg, cache):
     sink, plan = MemorySink(), imp_plan(cfg)
     res = run(cfg, sink, RunEnv(cache_dir=cache, checkpoint_every_epochs=0),
               hooks=with_plan(plan, default_hooks), plan=plan)
-    return res, sink, sink.checkpoints[-1][3]["model"]
+    return res, sink, sink.checkpoints[-1][3]["model"] if sink.checkpoints else {}
 
 
 def packed(cfgs, cache, tmp_path=None, **env):
@@ -151,9 +151,10 @@ def imp(seed, lr, ablation="none", momentum=0.9, arch="mlp"):
 
 
 def test_imp_members_are_solo_runs_level_by_level(mnist1d_cache, tmp_path):
-    cfgs = [imp(0, 0.05), imp(1, 0.1), imp(2, 0.02, momentum=0.0)]
+    cfgs = [imp(0, 0.05), imp(1, 0.1), imp(2, 0.02, momentum=0.0), imp(3, 50.0)]
     out, sinks, mem = packed(cfgs, mnist1d_cache, tmp_path)
     assert_solo(cfgs, out, sinks, mnist1d_cache)
+    assert [r.status for r in out.results] == ["finished"] * 3 + ["diverged"]
     assert any(k == "level/2/imp/sparsity" for _, k, _ in sinks[0].metrics)
     assert any(k == "level/1/final/val_acc" for k in sinks[0].summary)
     assert [(s, r) for s, _, r, _ in mem.checkpoints] == [
