@@ -187,10 +187,12 @@ class PackSink(Protocol):
     """Where a pack's own records go (its members' go to their sinks)."""
 
     def checkpoint(self, state: dict[str, Any], step: int, epoch: int, reason: str) -> None:
-        """The whole pack's state at an epoch end (after its members' metrics)."""
+        """The whole pack's state at a resumable point — an epoch end, a boundary
+        epoch, a member's or a level's end, a level's start — after its members'
+        metrics; `step` is the global step (levels: L·(T+1) + step)."""
 
     def epoch_end(self, epoch: int, step: int) -> None:
-        """An epoch finished (after any checkpoint and every member's `epoch_end`)."""
+        """An epoch of the pack finished (after any checkpoint and every member's `epoch_end`)."""
 
 
 def run_packed(cfgs: Sequence[TrialConfig], sinks: Sequence[Sink], env: RunEnv = RunEnv(),
