@@ -35,10 +35,14 @@ def packed(cfgs, cache, tmp_path=None, **env):
     return out, sinks, mem
 
 
-def assert_same_artifacts(a: MemorySink, b: MemorySink):
+def assert_same_artifacts(a: MemorySink, b: MemorySink, bitwise=True):
+    """Equal; masks from weights equal to float32 rounding: but for a rare tie."""
     assert [(s, n) for s, n, _ in a.artifacts] == [(s, n) for s, n, _ in b.artifacts]
     for (_, _, x), (_, _, y) in zip(a.artifacts, b.artifacts):
-        assert np.array_equal(x, y) if isinstance(x, np.ndarray) else x == y
+        if not isinstance(x, np.ndarray):
+            assert x == y
+        else:
+            assert np.array_equal(x, y) if bitwise else (x != y).mean() <= 1e-3
 
 
 def assert_solo(cfgs, out, sinks, cache, bitwise=True):
@@ -48,7 +52,7 @@ def assert_solo(cfgs, out, sinks, cache, bitwise=True):
             assert_same_run(sinks[k], sink)
         else:
             assert_close_run(sinks[k], sink, rel=1e-5)
-        assert_same_artifacts(sinks[k], sink)
+        assert_same_artifacts(sinks[k], sink, bitwise)
         r = out.results[k]
         assert (r.status, r.step, r.epoch, r.level) == (res.status, res.step, res.epoch, res.level)
         member = out.pack.member_module(k).state_dict()
