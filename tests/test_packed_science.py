@@ -123,9 +123,12 @@ DEFICITS = [dict(seed=0, data=deficit("blur", 0, 2), train={"epochs": 3}),
 
 
 def test_members_with_their_own_deficits_are_solo_runs(mnist1d_cache):
-    cfgs = [trial(**m) for m in DEFICITS]
+    """With the critical-periods probe: Tr F at every epoch end."""
+    fisher = {**PROBES_OFF, "fisher": True, "fisher_samples": 2, "probe_size": 32, "schedule": {"kind": "epoch"}}
+    cfgs = [trial(probes=fisher, **m) for m in DEFICITS]
     out, sinks, _ = packed(cfgs, mnist1d_cache)
     assert_solo(cfgs, out, sinks, mnist1d_cache)
+    assert len(sinks[1].series("fisher/trace")) == 4 + 1
 
 
 def test_cnn1d_members_with_deficits_match_solo_runs_to_float32_rounding(mnist1d_cache):
