@@ -2,11 +2,10 @@
 
 A training-dynamics study is hundreds of small trials, and a small model's
 kernels are so small that a solo run spends much of its time dispatching
-them. `run_packed(cfgs, sinks)`
-trains K trial configs of one architecture and batch size (what they may
-differ in: `pack_rules.MAY_DIFFER` — seed, learning rate, momentum, weight
-decay, schedule, length, deficit, IMP ablation) as one stacked model: the
-members' parameters are stacked
+them. `run_packed(cfgs, sinks)` trains K trial configs of one architecture
+and batch size (what they may differ in: `pack_rules.MAY_DIFFER` — seed,
+learning rate, momentum, weight decay, schedule, length, deficit, IMP
+ablation) as one stacked model: the members' parameters are stacked
 (`torch.func.stack_module_state`) and one `vmap` over `grad` of the
 functional model computes every member's gradient in one pass.
 
