@@ -2,21 +2,35 @@
 
 A training-dynamics study is hundreds of small trials, and a small model's
 kernels are so small that a solo run spends much of its time dispatching
-them. `run_packed(cfgs, sinks)`
-trains K trial configs that differ only in seed, learning rate, momentum and
-weight decay as one stacked model: the members' parameters are stacked
+them. `run_packed(cfgs, sinks)` trains K trial configs of one architecture
+and batch size (what they may differ in: `pack_rules.MAY_DIFFER` — seed,
+learning rate, momentum, weight decay, schedule, length, deficit, IMP
+ablation) as one stacked model: the members' parameters are stacked
 (`torch.func.stack_module_state`) and one `vmap` over `grad` of the
 functional model computes every member's gradient in one pass.
 
 Each member is still its own trial, exactly as `dynamics_core.train.run`
 would train it alone: its own init (from its seed), its own batch order
-(`_epoch_order` of its seed and the epoch), its own schedule, and its own
-sink, which receives the same metrics at the same steps — `train/loss`,
-`train/acc`, `val/loss`, `val/acc`, `lr`, `train/epoch` at epoch ends,
-`train/batch_loss` every `train.log_every` steps, `final/*`, scheduled hook
-metrics, `diverged/step` — then `finish(status, summary)`. A member that
-diverges is dropped from the stack at that step (its last weights are kept
-for `member_module`); the others go on undisturbed.
+(`_epoch_order` of its seed and the epoch), its own schedule and deficit
+(its own `DeficitView`, applied to its batch as the solo loop applies it),
+and its own sink, which receives the same metrics at the same steps —
+`train/loss`, `train/acc`, `val/loss`, `val/acc`, `lr`, `train/epoch` at
+epoch ends, `train/batch_loss` every `train.log_every` steps, `final/*`,
+scheduled hook metrics, `diverged/step` — then `finish(status, summary)`.
+A member leaves the stack at its own last step (having finished as alone)
+or at the step it diverges (its last weights are kept for
+`member_module`); the others go on undisturbed.
+
+IMP levels (`pruning.levels`, `dynamics_core.imp`): the members of an IMP
+pack share the level length and count, so they train each level in step,
+with the solo loop's level semantics (global step L·(T+1) + step,
+`train/level`, `level/<L>/final/...`, `imp/*` at each level start). Each
+member has its own `IMP` plan: at a level start it runs on the member's
+unstacked module, whose weights are written back into the stack; the
+optimizer state is fresh; after every step the stacked masks (K, *shape)
+zero the pruned weights and their momentum, as `MaskEnforcer` does; the
+plan's hook runs on an unstacked copy where it does more than that (the
+snapshot at the rewind step, the mask artifacts).
 
 Equality with solo training: the update is the solo optimizer's arithmetic
 (see `stacked_sgd`) and the batch losses are computed member by member as
@@ -30,19 +44,21 @@ where training is chaotic (large learning rates). The tests check both.
 CUDA is unmeasured.
 
 Not supported (`pack_compatible` names the field): Adam, BatchNorm,
-dropout, pre-activation noise, deficits, augmentation, patches, bf16, DDP,
-IMP levels (`pruning.levels`).
+dropout, pre-activation noise, augmentation, patches, bf16, DDP; members
+of different batch size, architecture, data set or IMP level structure.
 Probes run per member on an unstacked copy (`member_module`) at each
 member's own scheduled steps, so they cannot change training.
 
 Checkpoints: given a `pack_sink`, the pack hands it one checkpoint for all
 members at the epoch ends `env.checkpoint_every_epochs` names (0: only the
-last), at the config's boundary epochs and after the last step — the
-stacked weights and momentum buffers of the members still training, the
-last weights and results of those that diverged, each member's hook
-states, epoch statistics and clock. `run_packed(..., resume=state)` goes on
-from it bit for bit (but for the wall-clock seconds); a member that
-diverged before the checkpoint is not trained or reported to again.
+last), at every member's boundary epochs, at the step any member's level
+ends (after a member that finished left) and right after a level started —
+the level, the stacked weights and momentum buffers of the members still
+training, the last weights and results of those that ended, each member's
+hook and IMP plan states, level summaries, epoch statistics and clock.
+`run_packed(..., resume=state)` goes on from it bit for bit (but for the
+wall-clock seconds); a member that ended before the checkpoint is not
+trained or reported to again.
 
 Wall-clock seconds per member, as `train.run` logs them (`time/train_s`,
 `time/probe_s` at epoch ends, `final/time_*` in the summary): `probe_s` is
@@ -62,17 +78,18 @@ from torch.func import functional_call, grad, stack_module_state, vmap
 
 from dynamics_core import models
 from dynamics_core.config import TrialConfig
-from dynamics_core.data import Dataset, load
-from dynamics_core.hooks import Hook, StepContext, hook_state, load_hook_state, merge_metrics
+from dynamics_core.data import Dataset, DeficitView, load
+from dynamics_core.hooks import Hook, LevelStart, StepContext, hook_state, load_hook_state, merge_metrics
+from dynamics_core.imp import IMP, imp_plan
 from dynamics_core.measure import default_hooks
-from dynamics_core.optim import lr_momentum
+from dynamics_core.optim import lr_momentum, make_optimizer
 from dynamics_core.pack_rules import pack_compatible
 from dynamics_core.sink import Sink
 from dynamics_core.stacked_sgd import StackedSGD
 from dynamics_core.train import (RunEnv, RunResult, _cpu, _epoch_order, _isolated, _synced_clock, loss_function,
                                  resolve_device, steps_per_epoch, trial_settings)
 
-PACK_CHECKPOINT_VERSION = 1
+PACK_CHECKPOINT_VERSION = 2
 
 class Pack:
     """K members of one architecture, stacked: parameters (K, *shape) on `device`."""
@@ -169,10 +186,12 @@ class PackSink(Protocol):
     """Where a pack's own records go (its members' go to their sinks)."""
 
     def checkpoint(self, state: dict[str, Any], step: int, epoch: int, reason: str) -> None:
-        """The whole pack's state at an epoch end (after its members' metrics)."""
+        """The whole pack's state at a resumable point — an epoch end, a boundary
+        epoch, a member's or a level's end, a level's start — after its members'
+        metrics; `step` is the global step (levels: L·(T+1) + step)."""
 
     def epoch_end(self, epoch: int, step: int) -> None:
-        """An epoch finished (after any checkpoint and every member's `epoch_end`)."""
+        """An epoch of the pack finished (after any checkpoint and every member's `epoch_end`)."""
 
 
 def run_packed(cfgs: Sequence[TrialConfig], sinks: Sequence[Sink], env: RunEnv = RunEnv(),
@@ -200,162 +219,287 @@ def _run_packed(cfgs, sinks, env, hooks, resume, pack_sink) -> PackedRun:
     pack = Pack(cfgs, data, device)
     if hooks is None:
         hooks = [default_hooks(c, data) for c in cfgs]
-    tc = first.train
+    tc = first.train                                # batch size and logging are shared
     spe = steps_per_epoch(data.n_train, tc.batch_size)
-    total = spe * tc.epochs if tc.max_steps is None else min(spe * tc.epochs, tc.max_steps)
-    hook_steps = [{h.name: h.schedule.resolve(total, spe) for h in hs} for hs in hooks]
-    ckpt_epochs = tc.epochs if env.checkpoint_every_epochs == 0 else env.checkpoint_every_epochs
-    ckpt_steps = {e * spe for e in first.boundary_epochs()}
+    totals = [spe * c.train.epochs if c.train.max_steps is None else min(spe * c.train.epochs, c.train.max_steps)
+              for c in cfgs]                         # steps of one level, per member
+    hook_steps = [{h.name: h.schedule.resolve(t, spe) for h in hs} for hs, t in zip(hooks, totals)]
+    deficits = [DeficitView(c.data.deficit, data.x_train, data.num_classes, c.seed) for c in cfgs]
+    plans = [imp_plan(c) for c in cfgs]             # all None, or one per member (pruning.levels is shared)
+    levels = plans[0].levels if plans[0] is not None else 1
+    ckpt_epochs = max(c.train.epochs for c in cfgs) if env.checkpoint_every_epochs == 0 else env.checkpoint_every_epochs
+    ckpt_steps = {e * spe for c in cfgs for e in c.boundary_epochs()}
     results: dict[int, RunResult] = {}
-    summaries: dict[int, dict[str, float]] = {}
+    finals: list[dict[str, float]] = [{} for _ in cfgs]   # level/<L>/final/... of the levels done
     stats = [[0.0, 0.0, 0] for _ in cfgs]           # loss·n, correct, n of the epoch so far
     clocks = [[0.0, 0.0] for _ in cfgs]             # train_s, probe_s
-    step, epoch = 0, 0
+    level, step, epoch = 0, 0, 0
     if resume is not None:
-        step, epoch = _restore(resume, cfgs, pack, hooks, results, stats, clocks)
+        level, step, epoch = _restore(resume, cfgs, pack, hooks, plans, results, finals, stats, clocks)
+    pruned = _pruned(pack, plans)
+
+    def gstep() -> int:             # the global step of a level (an IMP pack's members share their length)
+        return level * (totals[0] + 1) + step
 
     def schedule(k: int, frac: float) -> tuple[float, float]:   # (lr, momentum) as the solo loop sets them
-        return lr_momentum(cfgs[k].optim, epoch, frac, tc.epochs)
+        return lr_momentum(cfgs[k].optim, epoch, frac, cfgs[k].train.epochs)
 
     def update_momentum(k: int) -> float:   # a nesterov param group keeps its momentum (optim.py)
         opt = cfgs[k].optim
         return opt.momentum if opt.nesterov else sched[k][1]
 
-    def call_hooks(k: int, lr: float, mu: float, times: bool = False) -> None:
+    def context(k: int, lr: float, mu: float, epoch_now: int, model: torch.nn.Module) -> StepContext:
+        at = gstep()
+        return StepContext(step=at, epoch=epoch_now, model=model, loss_fn=pack.loss_fn, data=data, lr=lr,
+                           momentum=mu, batch_size=tc.batch_size, init_params=pack.init_params[k],
+                           log_artifact=lambda name, value: sinks[k].log_artifact(name, value, at),
+                           level=level, level_step=step)
+
+    def call_hooks(k: int, lr: float, mu: float, epoch_now: int, metrics: dict[str, float],
+                   times: bool = False) -> None:
         due = [h for h in hooks[k] if step in hook_steps[k][h.name]]
-        metrics: dict[str, float] = {}
+        metrics = dict(metrics)
         if due:
             t0 = _synced_clock(device)
-            model = pack.member_module(k)
-            ctx = StepContext(step=step, epoch=epoch, model=model, loss_fn=pack.loss_fn, data=data, lr=lr,
-                              momentum=mu, batch_size=tc.batch_size, init_params=pack.init_params[k],
-                              log_artifact=lambda name, value: sinks[k].log_artifact(name, value, step))
+            ctx = context(k, lr, mu, epoch_now, pack.member_module(k))
             for hook in due:
-                with _isolated(model, device):
+                with _isolated(ctx.model, device):
                     merge_metrics(metrics, hook(ctx), hook.name)
             clocks[k][1] += _synced_clock(device) - t0
         if times:
             metrics.update({"time/train_s": clocks[k][0], "time/probe_s": clocks[k][1]})
         if metrics:
-            sinks[k].log_metrics(metrics, step)
+            sinks[k].log_metrics(metrics, gstep())
 
-    if resume is None:
+    def call_plan(k: int, lr: float, mu: float) -> None:
+        """The plan's training hook where it does more than hold the masks (which
+        `_enforce` does on the stack): the snapshot at the rewind step of level 0
+        and the mask artifacts at a level's first step."""
+        plan = plans[k]
+        if plan is not None and (step == plan.start_step(level) or (level == 0 and step == plan.cfg.rewind_step)):
+            with torch.no_grad():
+                plan(context(k, lr, mu, epoch, pack.member_module(k)))
+
+    def start_level() -> None:
+        """A level begins, as in `train.run`: each member's plan sets its weights
+        and masks, a fresh optimizer, then every hook due at the start step."""
+        nonlocal step, epoch, pruned
+        metrics: dict[int, dict[str, float]] = {}
         for k in pack.alive:
-            call_hooks(k, *schedule(k, 0.0))
-    while step < total and pack.alive:
-        orders = {k: _epoch_order(data.n_train, cfgs[k].seed, epoch, device) for k in pack.alive}
-        for b in range(step - epoch * spe, spe):
-            if step >= total or not pack.alive:
-                break
-            t0 = time.perf_counter()
-            sched = {k: schedule(k, b / spe) for k in pack.alive}
-            idx = torch.stack([orders[k][b * tc.batch_size:(b + 1) * tc.batch_size] for k in pack.alive])
-            grads, loss, correct = pack.gradients(data.x_train[idx], data.y_train[idx])
-            values, hits = torch.stack([loss, correct.to(loss.dtype)]).tolist()
-            gone = [k for k, v in zip(pack.alive, values) if not math.isfinite(v) or v > cfgs[k].train.divergence_loss]
-            for k, v in zip(pack.alive, values):
-                if k in gone:
-                    summary = {"diverged/step": float(step)}
-                    sinks[k].log_metrics({"diverged/step": float(step),
-                                          "train/batch_loss": v if math.isfinite(v) else float("inf")}, step)
-                    sinks[k].finish("diverged", summary)
-                    results[k] = RunResult("diverged", step, epoch, summary)
-            if gone:
-                rows = [r for r, k in enumerate(pack.alive) if k not in gone]
-                keep = torch.tensor(rows, dtype=torch.long, device=device)
-                grads = {n: g.index_select(0, keep) for n, g in grads.items()}
-                values, hits = [values[r] for r in rows], [hits[r] for r in rows]
-                pack.drop(gone)
-                if not pack.alive:
+            start = LevelStart()
+            if plans[k] is not None:
+                model = pack.member_module(k)
+                with torch.no_grad():
+                    plans[k].on_level_start(level, model, make_optimizer(cfgs[k].optim, model.parameters()), start)
+                _set_member(pack, k, model)
+            if not 0 <= start.start_step < totals[k]:
+                raise ValueError(f"level {level} start_step {start.start_step} is not in [0, {totals[k]})")
+            step, metrics[k], stats[k] = start.start_step, start.metrics, [0.0, 0.0, 0]
+        epoch, pruned = step // spe, _pruned(pack, plans)
+        pack.opt.buffers = None
+        for k in pack.alive:
+            lr, mu = schedule(k, (step - epoch * spe) / spe)
+            call_plan(k, lr, mu)
+            call_hooks(k, lr, mu, epoch, metrics[k])
+
+    for k in pack.alive:        # IMP.start: reinit ablations build fresh models
+        if plans[k] is not None:
+            plans[k].start(context(k, *schedule(k, 0.0), epoch, pack.member_module(k)))
+    if resume is None:
+        start_level()
+    while True:
+        while pack.alive and step < max(totals[k] for k in pack.alive):
+            orders = {k: _epoch_order(data.n_train, cfgs[k].seed, epoch, device) for k in pack.alive}
+            for b in range(step - epoch * spe, spe):
+                if not pack.alive or step >= max(totals[k] for k in pack.alive):
                     break
-            pack.opt.step(grads, [sched[k][0] for k in pack.alive], [update_momentum(k) for k in pack.alive],
-                          [cfgs[k].optim.weight_decay for k in pack.alive])
-            step += 1
-            n = len(idx[0])
-            for k, v, c in zip(pack.alive, values, hits):
-                s = stats[k]
-                s[0], s[1], s[2] = s[0] + v * n, s[1] + c, s[2] + n
-            share = (_synced_clock(device) - t0) / len(pack.alive)
-            for k in pack.alive:
-                clocks[k][0] += share
-            epoch_done = (b == spe - 1) or step == total
-            if tc.log_every and step % tc.log_every == 0:
+                t0 = time.perf_counter()
+                sched = {k: schedule(k, b / spe) for k in pack.alive}
+                idx = torch.stack([orders[k][b * tc.batch_size:(b + 1) * tc.batch_size] for k in pack.alive])
+                grads, loss, correct = pack.gradients(*_batch(data, deficits, pack.alive, idx, epoch, step))
+                values, hits = torch.stack([loss, correct.to(loss.dtype)]).tolist()
+                gone = [k for k, v in zip(pack.alive, values)
+                        if not math.isfinite(v) or v > cfgs[k].train.divergence_loss]
                 for k, v in zip(pack.alive, values):
-                    batch = {"train/batch_loss": v} if epoch_done else {"train/batch_loss": v, "lr": sched[k][0]}
-                    sinks[k].log_metrics(batch, step)
-            if epoch_done:
-                _log_epoch(pack, sinks, stats, epoch, sched, step)
-                epoch += 1
-            for k in pack.alive:
-                call_hooks(k, *sched[k], times=epoch_done)
-            if step == total:
-                summaries = _log_final(pack, sinks, step, clocks)
-            due_ckpt = (epoch_done and epoch % ckpt_epochs == 0) or step in ckpt_steps or step == total
-            if pack_sink is not None and due_ckpt:
-                pack_sink.checkpoint(_state(cfgs, pack, hooks, step, epoch, results, stats, clocks),
-                                     step, epoch, "epoch" if epoch_done else "step")
-            if epoch_done:
+                    if k in gone:
+                        summary = {"diverged/step": float(gstep())}
+                        sinks[k].log_metrics({"diverged/step": float(gstep()),
+                                              "train/batch_loss": v if math.isfinite(v) else float("inf")}, gstep())
+                        sinks[k].finish("diverged", summary)
+                        results[k] = RunResult("diverged", gstep(), epoch, summary, level)
+                if gone:
+                    rows = [r for r, k in enumerate(pack.alive) if k not in gone]
+                    keep = torch.tensor(rows, dtype=torch.long, device=device)
+                    grads = {n: g.index_select(0, keep) for n, g in grads.items()}
+                    values, hits = [values[r] for r in rows], [hits[r] for r in rows]
+                    pack.drop(gone)
+                    pruned = _pruned(pack, plans)
+                    if not pack.alive:
+                        break
+                pack.opt.step(grads, [sched[k][0] for k in pack.alive], [update_momentum(k) for k in pack.alive],
+                              [cfgs[k].optim.weight_decay for k in pack.alive])
+                _enforce(pack, pruned)
+                step += 1
+                n = len(idx[0])
+                for k, v, c in zip(pack.alive, values, hits):
+                    s = stats[k]
+                    s[0], s[1], s[2] = s[0] + v * n, s[1] + c, s[2] + n
                 for k in pack.alive:
-                    sinks[k].epoch_end(epoch, step)
-                if pack_sink is not None:
-                    pack_sink.epoch_end(epoch, step)
-            if env.stop_after_step is not None and step >= env.stop_after_step:
+                    call_plan(k, *sched[k])
+                share = (_synced_clock(device) - t0) / len(pack.alive)
                 for k in pack.alive:
-                    results[k] = RunResult("stopped", step, epoch)
-                return PackedRun([results[k] for k in range(len(cfgs))], pack)
-    if pack.alive and not summaries:       # resumed from the last checkpoint
-        summaries = _log_final(pack, sinks, step, clocks)
-    for k in pack.alive:
-        sinks[k].finish("finished", summaries[k])
-        results[k] = RunResult("finished", step, epoch, summaries[k])
+                    clocks[k][0] += share
+                done = {k: b == spe - 1 or step == totals[k] for k in pack.alive}   # the member's epoch ended
+                pack_done = all(done.values())                                     # the pack's epoch ended
+                ended = [k for k in pack.alive if step == totals[k]]               # the member's level ended
+                if tc.log_every and step % tc.log_every == 0:
+                    for k, v in zip(pack.alive, values):
+                        batch = {"train/batch_loss": v} if done[k] else {"train/batch_loss": v, "lr": sched[k][0]}
+                        sinks[k].log_metrics(batch, gstep())
+                _log_epoch(pack, sinks, stats, [k for k in pack.alive if done[k]], epoch, sched, gstep(),
+                           level if plans[0] is not None else None)
+                for k in pack.alive:
+                    call_hooks(k, *sched[k], epoch + 1 if done[k] else epoch, {}, times=done[k])
+                summaries = _log_final(pack, sinks, ended, step, gstep(), clocks, level, levels, finals,
+                                       plans[0] is not None)
+                leaving = ended if level + 1 == levels else []      # finished: they leave the stack
+                for k in leaving:
+                    sinks[k].epoch_end(epoch + 1, gstep())
+                    results[k] = RunResult("finished", gstep(), epoch + 1, {**summaries[k], **finals[k]}, level)
+                    sinks[k].finish("finished", results[k].summary)
+                if leaving:
+                    pack.drop(leaving)
+                    pruned = _pruned(pack, plans)
+                if pack_done:
+                    epoch += 1
+                due_ckpt = (pack_done and epoch % ckpt_epochs == 0) or step in ckpt_steps or bool(ended)
+                if pack_sink is not None and due_ckpt:
+                    pack_sink.checkpoint(_state(cfgs, pack, hooks, plans, level, step, epoch, results, finals,
+                                                stats, clocks), gstep(), epoch, "epoch" if pack_done else "step")
+                if pack_done:
+                    for k in pack.alive:
+                        sinks[k].epoch_end(epoch, gstep())
+                    if pack_sink is not None:
+                        pack_sink.epoch_end(epoch, gstep())
+                if env.stop_after_step is not None and gstep() >= env.stop_after_step:
+                    for k in pack.alive:
+                        results[k] = RunResult("stopped", gstep(), epoch, level=level)
+                    return PackedRun([results[k] for k in range(len(cfgs))], pack)
+        if not pack.alive or level + 1 >= levels:
+            break
+        level += 1
+        start_level()
+        if pack_sink is not None:
+            pack_sink.checkpoint(_state(cfgs, pack, hooks, plans, level, step, epoch, results, finals, stats, clocks),
+                                 gstep(), epoch, "level")
     return PackedRun([results[k] for k in range(len(cfgs))], pack)
 
 
-def _log_epoch(pack: Pack, sinks: Sequence[Sink], stats: list[list[float]], epoch: int,
-               sched: dict[int, tuple[float, float]], step: int) -> None:
+def _batch(data: Dataset, deficits: Sequence[DeficitView], members: Sequence[int], idx: torch.Tensor,
+           epoch: int, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The members' batches (K, B, ...), each as its solo run draws it (its deficit applied)."""
+    if not any(deficits[k].active(epoch) for k in members):
+        return data.x_train[idx], data.y_train[idx]
+    xs, ys = zip(*(deficits[k].apply(data.x_train[i], data.y_train[i], i, epoch, step)
+                   for k, i in zip(members, idx)))
+    return torch.stack(xs), torch.stack(ys)
+
+
+def _set_member(pack: Pack, k: int, module: torch.nn.Module) -> None:
+    """Write the weights and buffers of `module` into member k's stacked row."""
+    row, state = pack.alive.index(k), module.state_dict()
+    with torch.no_grad():
+        for name, stacked in {**pack.params, **pack.buffers}.items():
+            stacked[row].copy_(state[name])
+
+
+def _pruned(pack: Pack, plans: Sequence[IMP | None]) -> dict[str, torch.Tensor]:
+    """The pruned positions (K, *shape) of the training members' IMP masks ({} without IMP)."""
+    if not pack.alive or plans[pack.alive[0]] is None:
+        return {}
+    names = plans[pack.alive[0]].masks
+    return {n: torch.stack([~plans[k].masks[n] for k in pack.alive]).to(pack.device) for n in names}
+
+
+@torch.no_grad()
+def _enforce(pack: Pack, pruned: dict[str, torch.Tensor]) -> None:
+    """`MaskEnforcer` on the stack: pruned weights and their momentum exactly zero."""
+    for name, where in pruned.items():
+        pack.params[name].masked_fill_(where, 0.0)
+        if pack.opt.buffers is not None:
+            pack.opt.buffers[name].masked_fill_(where, 0.0)
+
+
+def _log_epoch(pack: Pack, sinks: Sequence[Sink], stats: list[list[float]], members: Sequence[int], epoch: int,
+               sched: dict[int, tuple[float, float]], step: int, level: int | None) -> None:
+    """The epoch metrics of `members` (`train/level` too in an IMP pack)."""
+    if not members:
+        return
     data = pack.data
     for k, (val_loss, val_acc) in zip(pack.alive, pack.evaluate(data.x_test, data.y_test)):
+        if k not in members:
+            continue
         loss_sum, correct, count = stats[k]
         out = {"train/loss": loss_sum / count, "train/epoch": float(epoch + 1), "lr": sched[k][0],
                "val/loss": val_loss, "val/acc": val_acc}
         if data.task != "regression":
             out["train/acc"] = correct / count
+        if level is not None:
+            out["train/level"] = float(level)
         sinks[k].log_metrics(out, step)
         stats[k] = [0.0, 0.0, 0]
 
 
-def _log_final(pack: Pack, sinks: Sequence[Sink], step: int,
-               clocks: list[list[float]]) -> dict[int, dict[str, float]]:
+def _log_final(pack: Pack, sinks: Sequence[Sink], members: Sequence[int], step: int, at: int,
+               clocks: list[list[float]], level: int, levels: int, finals: list[dict[str, float]],
+               imp: bool) -> dict[int, dict[str, float]]:
+    """The `final/*` summary of each of `members`, whose level ended: logged as
+    `train.run` logs it (an IMP pack: `level/<L>/final/...`, at the last level
+    with the plain keys), and kept in `finals`."""
+    if not members:
+        return {}
     data = pack.data
     train = pack.evaluate(data.x_train, data.y_train)
     val = pack.evaluate(data.x_test, data.y_test)
     summaries = {}
     for k, (tl, ta), (vl, va) in zip(pack.alive, train, val):
-        summaries[k] = {"final/train_loss": tl, "final/train_acc": ta, "final/val_loss": vl,
-                        "final/val_acc": va, "final/steps": float(step), "final/world_size": 1.0,
-                        "final/time_train_s": clocks[k][0], "final/time_probe_s": clocks[k][1]}
-        sinks[k].log_metrics(summaries[k], step)
+        if k not in members:
+            continue
+        summary = {"final/train_loss": tl, "final/train_acc": ta, "final/val_loss": vl,
+                   "final/val_acc": va, "final/steps": float(step), "final/world_size": 1.0,
+                   "final/time_train_s": clocks[k][0], "final/time_probe_s": clocks[k][1]}
+        if imp:
+            logged = {f"level/{level}/{key}": v for key, v in summary.items()}
+            finals[k].update(logged)
+            sinks[k].log_metrics(logged if level + 1 < levels else {**summary, **logged}, at)
+        else:
+            sinks[k].log_metrics(summary, at)
+        summaries[k] = summary
     return summaries
 
 
 # -------------------------------------------------------------- checkpoints
-def _state(cfgs: Sequence[TrialConfig], pack: Pack, hooks: Sequence[Sequence[Hook]], step: int, epoch: int,
-           results: dict[int, RunResult], stats: list[list[float]], clocks: list[list[float]]) -> dict[str, Any]:
+def _state(cfgs: Sequence[TrialConfig], pack: Pack, hooks: Sequence[Sequence[Hook]], plans: Sequence[IMP | None],
+           level: int, step: int, epoch: int, results: dict[int, RunResult], finals: list[dict[str, float]],
+           stats: list[list[float]], clocks: list[list[float]]) -> dict[str, Any]:
     """Tensors and plain values only (loads with `weights_only=True`)."""
     return _cpu({
         "version": PACK_CHECKPOINT_VERSION, "run_hashes": [c.run_hash() for c in cfgs],
-        "seeds": [c.seed for c in cfgs], "step": step, "epoch": epoch, "alive": list(pack.alive),
+        "seeds": [c.seed for c in cfgs], "level": level, "step": step, "epoch": epoch, "alive": list(pack.alive),
         "params": dict(pack.params), "buffers": dict(pack.buffers),
         "momentum": dict(pack.opt.buffers) if pack.opt.buffers is not None else None,
         "frozen": [[k, dict(w)] for k, w in pack.frozen.items()],
-        "results": [[k, r.status, r.step, r.epoch, dict(r.summary)] for k, r in results.items()],
+        "results": [[k, r.status, r.step, r.epoch, dict(r.summary), r.level] for k, r in results.items()],
         "hooks": [{h.name: hook_state(h) for h in hs} for hs in hooks],
+        "plans": [hook_state(p) if p is not None else {} for p in plans],
+        "level_finals": [dict(f) for f in finals],
         "epoch_stats": [list(s) for s in stats], "time": [list(c) for c in clocks],
     })
 
 
 def _restore(state: dict[str, Any], cfgs: Sequence[TrialConfig], pack: Pack, hooks: Sequence[Sequence[Hook]],
-             results: dict[int, RunResult], stats: list[list[float]], clocks: list[list[float]]) -> tuple[int, int]:
+             plans: Sequence[IMP | None], results: dict[int, RunResult], finals: list[dict[str, float]],
+             stats: list[list[float]], clocks: list[list[float]]) -> tuple[int, int, int]:
     if state.get("version") != PACK_CHECKPOINT_VERSION:
         raise ValueError(f"pack checkpoint version {state.get('version')} != {PACK_CHECKPOINT_VERSION}")
     if state["run_hashes"] != [c.run_hash() for c in cfgs] or state["seeds"] != [c.seed for c in cfgs]:
@@ -368,11 +512,15 @@ def _restore(state: dict[str, Any], cfgs: Sequence[TrialConfig], pack: Pack, hoo
     pack.opt.buffers = (None if state["momentum"] is None
                         else {k: v.to(device) for k, v in state["momentum"].items()})
     pack.frozen = {k: {n: w.to(device) for n, w in weights.items()} for k, weights in state["frozen"]}
-    for k, status, step, epoch, summary in state["results"]:
-        results[k] = RunResult(status, step, epoch, dict(summary))
+    for k, status, step, epoch, summary, level in state["results"]:
+        results[k] = RunResult(status, step, epoch, dict(summary), level)
     for hs, saved in zip(hooks, state["hooks"]):
         for h in hs:
             load_hook_state(h, saved.get(h.name, {}))
+    for plan, saved in zip(plans, state["plans"]):
+        if plan is not None:
+            load_hook_state(plan, saved)
+    finals[:] = [dict(f) for f in state["level_finals"]]
     stats[:] = [list(s) for s in state["epoch_stats"]]
     clocks[:] = [list(c) for c in state["time"]]
-    return state["step"], state["epoch"]
+    return state["level"], state["step"], state["epoch"]

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from dynamics_core.config import TrialConfig
-from dynamics_core.pack_rules import MAY_DIFFER
+from dynamics_core.pack_rules import LEVEL_SHARED, MAY_DIFFER, momentum_from
 from sweeps.spec import SweepSpec, with_overrides
 
 STATE_FILE = "state.pt"
@@ -113,11 +113,14 @@ def pack_values(spec: SweepSpec) -> list[dict[str, Any]]:
 
 
 def _shared(cfg: TrialConfig) -> str:
-    """What the members of one pack must have in common. A member that turns
-    momentum on only in stage 2 cannot share a pack with members that use it
-    from the start (their buffers would start at different steps)."""
+    """What the members of one pack must have in common (`pack_compatible`):
+    the epoch from which they train with momentum (their buffers start
+    together), and in an IMP pack their length and whether they are paired."""
     flat = {k: v for k, v in cfg.flat().items() if k not in MAY_DIFFER}
-    flat["late momentum"] = cfg.optim.momentum == 0 and bool(cfg.optim.schedule.momentum2)
+    flat["momentum from"] = momentum_from(cfg) or 0
+    if cfg.pruning.levels > 0:
+        flat.update({k: v for k, v in cfg.flat().items() if k in LEVEL_SHARED})
+        flat["paired"] = cfg.pruning.ablation != "none"
     return json.dumps(flat, sort_keys=True, default=str)
 
 

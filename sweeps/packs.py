@@ -3,8 +3,9 @@
 `sweeps.context.pack_values(spec)` groups the grid's trials, in trial order, into packs of
 up to K members that `dynamics_core.packed` can train at once: members share
 every config field but those a pack varies per member (`MAY_DIFFER`: seed,
-init seed, learning rate, momentum, weight decay, the second stage's lr and
-momentum), so a grid over the batch size or the width makes one set of
+init seed, learning rate, momentum, weight decay, schedule, length,
+deficit, IMP ablation; an IMP pack's members share their length and level
+structure), so a grid over the batch size or the width makes one set of
 packs per value. Each pack is one Tune config value holding its name
 (`pack<i>-<first member>`) and its members' names and overrides; the names
 are those the same trials get unpacked (`trial_names` over the whole grid).
@@ -15,9 +16,10 @@ trial): every member is still its own trial in MLflow — its own child run
 under the sweep's parent, named, tagged and given params as the unpacked
 trial, with the same metrics at the same steps (bit for bit for the MLP on
 CPU; see `dynamics_core.packed`), its wall-clock seconds, final summary and
-status, plus the tag `pack`. A member that diverges is `diverged` while the
-others go on. Tune sees the pack: one report per epoch (`epoch`, `step`,
-`members_training`), the pack's checkpoint with it (the pack state and each
+status, plus the tag `pack`. A member that diverges is `diverged`, one that
+reaches its last step `finished`, while the others go on. Tune sees the
+pack: one report per epoch of the pack (`epoch`, `step`, `members_training`,
+the members still training), the pack's checkpoint with it (the pack state and each
 member's MLflow run id, as `trial.CheckpointOutbox` writes any unit's), and
 a last report with how many members finished and diverged. A restored pack
 continues from its checkpoint and re-opens its members' runs; members that

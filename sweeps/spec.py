@@ -424,11 +424,11 @@ def _check_pack(spec: SweepSpec, source: str) -> None:
     r = spec.resources
     refused = [("search.kind", spec.search.kind, spec.search.kind != "grid", "packed trials need a grid search"),
                ("scheduler.kind", spec.scheduler.kind, spec.scheduler.kind != "fifo",
-                "packed trials need the fifo scheduler (a pack's members end together)"),
+                "packed trials need the fifo scheduler (Tune sees a pack as one trial)"),
                ("resources.workers_per_trial", r.workers_per_trial, r.workers_per_trial > 1,
                 "a pack trains in one process"),
                ("stopper.kind", spec.stopper and spec.stopper.kind, spec.stopper is not None,
-                "a stopper stops one trial, and a pack's members end together")]
+                "a stopper stops one trial, and Tune sees a pack as one")]
     for path, value, refuse, why in refused:
         if refuse:
             raise SpecError(f"{source}: resources.pack: {path}: {value}: {why}")

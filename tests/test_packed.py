@@ -160,8 +160,6 @@ def test_members_run_their_own_probes_as_solo_runs_do(mnist1d_cache):
 @pytest.mark.parametrize("other, field", [
     (trial(seed=1, train={"batch_size": 32}), "train.batch_size"),
     (trial(seed=1, model={"width": 32}), "model.width"),
-    (trial(seed=1, train={"epochs": 4}), "train.epochs"),
-    (trial(seed=1, optim={"schedule": {"kind": "step"}}), "optim.schedule.kind"),
     (trial(seed=1, data={"data_seed": 1}), "data.data_seed"),
     (trial(seed=1, optim={"nesterov": True}, momentum=0.9), "optim.nesterov"),
 ])
@@ -174,11 +172,28 @@ def test_pack_compatible_names_the_field_that_differs(other, field):
     ({"optim": {"name": "adam"}}, "optim.name"),
     ({"model": {"batchnorm": True}}, "model.batchnorm"),
     ({"model": {"dropout": 0.1}}, "model.dropout"),
-    ({"data": {"deficit": {"kind": "blur", "start_epoch": 0, "end_epoch": 1}}}, "data.deficit"),
-    ({"pruning": {"levels": 1}}, "pruning.levels"),
+    ({"data": {"augment": True}}, "data.augment"),
+    ({"data": {"patch": {"fraction": 0.5}}}, "data.patch"),
 ])
 def test_pack_compatible_refuses_what_packs_do_not_support(over, field):
     why = pack_compatible([trial(**over), trial(seed=1, **over)])
+    assert why is not None and why.startswith(field + ":")
+
+
+IMP = {"levels": 1, "rewind_step": 2}
+
+
+@pytest.mark.parametrize("other, field", [
+    (trial(seed=1, pruning={**IMP, "rewind_step": 3}), "pruning.rewind_step"),
+    (trial(seed=1, pruning={**IMP, "levels": 2}), "pruning.levels"),
+    (trial(seed=1, pruning={**IMP, "rate": 0.5}), "pruning.rate"),
+    (trial(seed=1, pruning={**IMP, "exclude": ["fc.weight"]}), "pruning.exclude"),
+    (trial(seed=1, pruning=IMP, train={"epochs": 4}), "train.epochs"),
+    (trial(seed=1, pruning=IMP, train={"max_steps": 11}), "train.max_steps"),
+    (trial(seed=1, pruning={**IMP, "ablation": "shuffle_layer"}), "pruning.ablation"),
+])
+def test_an_imp_pack_trains_its_levels_in_step(other, field):
+    why = pack_compatible([trial(pruning=IMP), other])
     assert why is not None and why.startswith(field + ":")
 
 
@@ -187,7 +202,21 @@ def test_pack_compatible_accepts_seed_lr_momentum_weight_decay_and_probes():
     assert pack_compatible(cfgs) is None
     late = trial(seed=5, optim={"schedule": {"kind": "two_stage", "stage1_epochs": 1, "momentum2": 0.9}})
     early = trial(seed=6, momentum=0.9, optim={"schedule": {"kind": "two_stage", "stage1_epochs": 1}})
+    later = trial(seed=7, optim={"schedule": {"kind": "two_stage", "stage1_epochs": 2, "momentum2": 0.9}})
     assert pack_compatible([late, early]).startswith("optim.schedule.momentum2:")
+    assert pack_compatible([late, later]).startswith("optim.schedule.momentum2:")
+    assert pack_compatible([late, trial(seed=8)]) is None
+
+
+def test_pack_compatible_accepts_lengths_schedules_deficits_and_ablations():
+    blur = {"deficit": {"kind": "blur", "start_epoch": 0, "end_epoch": 2}}
+    assert pack_compatible([trial(), trial(seed=1, train={"epochs": 5, "max_steps": 30}),
+                            trial(seed=2, optim={"schedule": {"kind": "step", "milestones": [0.3]}}),
+                            trial(seed=3, data=blur), trial(seed=4, momentum=0.9, data={"deficit": {
+                                "kind": "noise", "start_epoch": 1, "end_epoch": 3}})]) is None
+    paired = {**IMP, "ablation": "shuffle_layer"}
+    assert pack_compatible([trial(pruning=paired), trial(seed=1, lr=0.1, pruning={
+        **paired, "ablation": "reinit", "ablation_seed": 3})]) is None
 
 
 def test_run_packed_refuses_incompatible_configs(mnist1d_cache):
@@ -215,7 +244,8 @@ def test_a_pack_resumes_from_its_checkpoint_bit_for_bit(mnist1d_cache, tmp_path)
     """Stopped after epoch 1 (a member already diverged, momentum buffers and
     the Lanczos warm start in the state), resumed from that checkpoint: every
     member's records are the uninterrupted ones; the diverged member is not
-    reported to again. Resuming from the last checkpoint only finishes."""
+    reported to again. The last checkpoint is taken after every member
+    finished: resuming from it reports nothing and gives the results."""
     probes = {**PROBES_OFF, "hessian": True, "probe_size": 32, "schedule": {"kind": "log", "points": 4}}
     cfgs = [trial(seed=0, lr=0.05, momentum=0.9, probes=probes), trial(seed=3, lr=50.0),
             trial(seed=1, lr=0.1, momentum=0.5, weight_decay=1e-3)]
@@ -248,8 +278,10 @@ def test_a_pack_resumes_from_its_checkpoint_bit_for_bit(mnist1d_cache, tmp_path)
     assert clock[0] >= state["time"][0][0] > 0           # the clock goes on from the checkpoint
 
     last = [MemorySink() for _ in cfgs]
-    run_packed(cfgs, last, RunEnv(cache_dir=mnist1d_cache), resume=whole_pack.checkpoints[-1][3])
-    assert last[0].status == "finished" and reproducible(last[0].summary) == reproducible(full[0].summary)
+    ended = run_packed(cfgs, last, RunEnv(cache_dir=mnist1d_cache), resume=whole_pack.checkpoints[-1][3])
+    assert all(s.metrics == [] and s.status is None for s in last)      # every member had finished
+    assert [(r.status, r.step, reproducible(r.summary)) for r in ended.results] == \
+        [(r.status, r.step, reproducible(r.summary)) for r in whole.results]
     with pytest.raises(ValueError, match="another pack"):
         run_packed(cfgs[::-1], [MemorySink() for _ in cfgs], RunEnv(cache_dir=mnist1d_cache), resume=state)
 

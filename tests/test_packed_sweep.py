@@ -3,19 +3,22 @@ errors that name the field, and — through the real `dynsweep` CLI on a local
 Ray with a sqlite MLflow store — every member its own MLflow trial whose
 records equal the unpacked sweep's bit for bit (MLP on CPU), a member that
 diverges recorded as data, and a packed sweep killed mid-way resuming to the
-unpacked result."""
+unpacked result (plain, with deficits and with IMP levels)."""
 from __future__ import annotations
 
 import pytest
 import yaml
 
+from pathlib import Path
+
+from dynamics_core.pack_rules import pack_compatible
 from sweeps import tracking
 from sweeps.context import pack_values, trial_names
-from sweeps.spec import SpecError, parse_spec
+from sweeps.spec import SpecError, parse_spec, read_yaml, with_overrides
 from sweeps.tracking import Store
 from test_interrupts import (assert_same_as_reference, kill_driver_when, newest_checkpoint,  # noqa: F401
                              reference, resume)
-from test_sweeps import TINY_BASE, cli, histories, slow_spec, uri
+from test_sweeps import SLOW, TINY_BASE, cli, histories, slow_spec, uri
 
 
 def spec(pack=4, **fields):
@@ -42,6 +45,20 @@ def test_late_momentum_members_get_their_own_packs():
     assert [[m["overrides"]["optim.momentum"] for m in p["members"]] for p in pack_values(s)] == [[0.0], [0.5]]
 
 
+@pytest.mark.parametrize("name, sizes", [
+    ("critical_periods", [16, 16, 16, 16, 6]),      # deficits and lengths differ per member
+    ("early_phase", [14, 14, 14, 16, 16, 3]),       # one rewind step per pack, paired apart
+])
+def test_the_science_specs_pack(name, sizes):
+    raw = read_yaml(Path(__file__).parents[1] / "sweeps" / "specs" / f"{name}.yaml")
+    s = parse_spec({**raw, "resources": {**raw["resources"], "pack": 16}}, source=f"{name}.yaml")
+    packs = pack_values(s)
+    assert [len(p["members"]) for p in packs] == sizes
+    base = s.base.model_dump(mode="json")
+    for p in packs:
+        assert pack_compatible([with_overrides(base, m["overrides"]) for m in p["members"]]) is None
+
+
 # ---------------------------------------------------------------- the spec
 @pytest.mark.parametrize("fields, field", [
     ({"resources": {"pack": 0}}, "resources.pack"),
@@ -51,7 +68,7 @@ def test_late_momentum_members_get_their_own_packs():
     ({"resources": {"pack": 4, "workers_per_trial": 2}}, "resources.pack: resources.workers_per_trial: 2"),
     ({"base": {**TINY_BASE, "optim": {"name": "adam", "lr": 0.01}}}, "resources.pack: optim.name"),
     ({"grid": {"model.dropout": [0.0, 0.1]}}, "resources.pack: model.dropout: .* \\(at grid.model.dropout\\[1\\]\\)"),
-    ({"base": {**TINY_BASE, "pruning": {"levels": 2}}}, "resources.pack: pruning.levels"),
+    ({"grid": {"data.augment": [False, True]}}, "resources.pack: data.augment: .* \\(at grid.data.augment\\[1\\]\\)"),
     ({"variants": [{"model.batchnorm": True}]}, "resources.pack: model.batchnorm: .* \\(at variants\\[0\\]\\)"),
     ({"base": {**TINY_BASE, "probes": {"stiffness": True, "schedule": {"kind": "epoch"}}},
       "stopper": {"kind": "stiffness"}}, "resources.pack: stopper.kind: stiffness"),
@@ -134,3 +151,33 @@ def test_a_killed_packed_sweep_resumes_to_the_unpacked_result(tmp_path, referenc
     res = resume(tmp_path)
     assert res.returncode == 0, res.stderr[-3000:]
     assert_same_as_reference(tmp_path, reference)
+
+
+SCIENCE = {   # two members each, of their own length and deficit / training IMP levels with ablations
+    "deficit": {"base": {**TINY_BASE, **SLOW}, "variants": [
+        {"data.deficit.kind": "blur", "data.deficit.start_epoch": 0, "data.deficit.end_epoch": 2, "train.epochs": 4},
+        {"data.deficit.kind": "noise", "data.deficit.start_epoch": 1, "data.deficit.end_epoch": 3}]},
+    "imp": {"base": {**TINY_BASE, **SLOW, "train": {"epochs": 2, "batch_size": 50},
+                     "pruning": {"levels": 1, "rewind_step": 3, "ablation": "shuffle_layer"}},
+            "variants": [{"optim.lr": 0.05}, {"optim.lr": 0.1, "pruning.ablation": "reinit"}]},
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", SCIENCE)
+def test_a_killed_packed_science_sweep_resumes_to_the_unpacked_result(tmp_path, kind):
+    """The sweep `ft` unpacked and uninterrupted, then as one pack killed after
+    its second checkpoint and resumed: the same records, no step logged twice."""
+    ref, cut = tmp_path / "ref", tmp_path / "cut"
+    ref.mkdir(), cut.mkdir()
+    raw = {"name": "ft", **SCIENCE[kind], "seeds": [0],
+           "fault_tolerance": {"max_failures": 2, "checkpoint_every_epochs": 1}}
+    (ref / "ft.yaml").write_text(yaml.safe_dump(raw))
+    done = cli(["run", str(ref / "ft.yaml"), "--storage", str(ref / "ray"), "--tracking-uri", uri(ref)], ref)
+    assert done.returncode == 0, done.stderr[-3000:]
+    (cut / "ft.yaml").write_text(yaml.safe_dump({**raw, "resources": {"pack": 2}}))
+    kill_driver_when(cut, lambda: newest_checkpoint(cut / "ray" / "ft") >= 1, "two checkpoints")
+    assert any(r.status == "running" for r in tracking.trial_runs(Store(uri(cut)), "ft"))
+    res = resume(cut)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert_same_as_reference(cut, histories(Store(uri(ref)), "ft"))

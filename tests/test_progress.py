@@ -73,6 +73,17 @@ def test_a_pack_counts_its_members_shared_budget():
     assert p._eta([pack])[0] == "1/94 epochs, "
 
 
+
+def test_a_pack_of_members_of_their_own_length_plans_its_longest():
+    from sweeps.context import PACK_KEY
+
+    members = [{"name": f"ep={e}", "overrides": {"train.epochs": e}} for e in (3, 7, 5)]
+    pack = FakeTrial("pack0-ep=3", {PACK_KEY: {"name": "pack0-ep=3", "members": members}})
+    p = _progress(total=1)
+    p.on_trial_result(0, [pack], pack, {"epoch": 1.0, "step": 32.0})
+    assert p._eta([pack])[0] == "1/7 epochs, "
+
+
 def _failed_trial(tmp_path, error: BaseException, checkpoint: str | None, epoch: float | None = None):
     """A trial as Tune hands it to `on_trial_recover`: its error pickled beside it."""
     import cloudpickle

@@ -93,15 +93,19 @@ class Progress(tune.Callback):
 
     def _plan(self, trial, epoch: float, step: float) -> None:
         """A trial's own epoch budget: its (swept) `train.epochs`, cut by
-        `train.max_steps` once its steps per epoch are known."""
+        `train.max_steps` once its steps per epoch are known; a pack's, its
+        longest member's (members share their batch size, not their length)."""
         if self.base is None or str(trial) in self._planned or not epoch or not step:
             return
-        config = trial.config                      # a pack's members share their train config
-        if PACK_KEY in config:
-            config = {TRIAL_KEY: config[PACK_KEY]["members"][0]["overrides"]}
-        train = trial_config(config, self.base).train
-        cut = math.ceil(train.max_steps / (step / epoch)) if train.max_steps else train.epochs
-        self._planned[str(trial)] = float(min(train.epochs, cut))
+        config = trial.config
+        configs = ([{TRIAL_KEY: m["overrides"]} for m in config[PACK_KEY]["members"]] if PACK_KEY in config
+                   else [config])
+        budgets = []
+        for c in configs:
+            train = trial_config(c, self.base).train
+            cut = math.ceil(train.max_steps / (step / epoch)) if train.max_steps else train.epochs
+            budgets.append(min(train.epochs, cut))
+        self._planned[str(trial)] = float(max(budgets))
 
     def _eta(self, trials) -> tuple[str, float]:
         """(`k/K epochs`, seconds left) from this session's epochs per second."""
