@@ -63,3 +63,12 @@ class StackedSGD:
         self._factors.clear()
         if self.buffers is not None:
             self.buffers = {k: v.index_select(0, rows) for k, v in self.buffers.items()}
+
+    def state_dict(self) -> dict:
+        return {"momentum": self.buffers}
+
+    def load_state_dict(self, params: dict[str, torch.Tensor], state: dict) -> None:
+        """Go on from `state_dict()` with the (restored) stacked `params`."""
+        device = next(iter(params.values())).device
+        self.params = params
+        self.buffers = None if state["momentum"] is None else {k: v.to(device) for k, v in state["momentum"].items()}

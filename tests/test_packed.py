@@ -171,8 +171,8 @@ def test_pack_compatible_names_the_field_that_differs(other, field):
 
 
 @pytest.mark.parametrize("over, field", [
-    ({"optim": {"name": "adam"}}, "optim.name"),
-    ({"model": {"batchnorm": True}}, "model.batchnorm"),
+    ({"train": {"bf16": True}}, "train.bf16"),
+    ({"data": {"augment": True}}, "data.augment"),
     ({"model": {"dropout": 0.1}}, "model.dropout"),
     ({"data": {"deficit": {"kind": "blur", "start_epoch": 0, "end_epoch": 1}}}, "data.deficit"),
     ({"pruning": {"levels": 1}}, "pruning.levels"),

@@ -49,10 +49,10 @@ def test_late_momentum_members_get_their_own_packs():
      "resources.pack: search.kind: optuna"),
     ({"scheduler": {"kind": "asha"}}, "resources.pack: scheduler.kind: asha"),
     ({"resources": {"pack": 4, "workers_per_trial": 2}}, "resources.pack: resources.workers_per_trial: 2"),
-    ({"base": {**TINY_BASE, "optim": {"name": "adam", "lr": 0.01}}}, "resources.pack: optim.name"),
+    ({"base": {**TINY_BASE, "train": {**TINY_BASE["train"], "bf16": True}}}, "resources.pack: train.bf16"),
     ({"grid": {"model.dropout": [0.0, 0.1]}}, "resources.pack: model.dropout: .* \\(at grid.model.dropout\\[1\\]\\)"),
     ({"base": {**TINY_BASE, "pruning": {"levels": 2}}}, "resources.pack: pruning.levels"),
-    ({"variants": [{"model.batchnorm": True}]}, "resources.pack: model.batchnorm: .* \\(at variants\\[0\\]\\)"),
+    ({"variants": [{"data.augment": True}]}, "resources.pack: data.augment: .* \\(at variants\\[0\\]\\)"),
     ({"base": {**TINY_BASE, "probes": {"stiffness": True, "schedule": {"kind": "epoch"}}},
       "stopper": {"kind": "stiffness"}}, "resources.pack: stopper.kind: stiffness"),
 ])

@@ -1,0 +1,126 @@
+"""Packed trials of the kinds beyond plain SGD — Adam, BatchNorm, patch data —
+train each member as `train.run` trains it alone: the MLP classifier bit
+for bit on CPU where the vmapped kernels round like the solo ones (Adam,
+patches), else to float32 rounding (the 1-D CNN; BatchNorm, whose vmapped
+backward sums its weight gradient in another order: measured ≤ 2e-7
+relative on the metrics, ≤ 4e-7 of the largest weight). A pack of these
+resumes from its checkpoint bit for bit."""
+import pytest
+import torch
+
+from dynamics_core.stacked_adam import StackedAdam
+from dynamics_core.sink import MemorySink
+from dynamics_core.train import RunEnv, reproducible
+from dynamics_core.packed import run_packed
+from test_packed import PackMemory, assert_close_run, assert_same_run, packed, solo, trial
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+ADAM = {"optim": {"name": "adam"}}
+BN = {"model": {"batchnorm": True}}
+PATCH = {"data": {"patch": {"fraction": 0.8, "scale": 2.0, "zeta": 0.25, "noise": 0.1, "size": 4}}}
+
+
+def assert_members_are_solo_runs(cfgs, cache, exact: bool):
+    """Every metric and the final weights (buffers too): equal, or to float32 rounding."""
+    out, sinks = packed(cfgs, cache)
+    for k, cfg in enumerate(cfgs):
+        res, sink, weights = solo(cfg, cache)
+        member = out.pack.member_module(k).state_dict()
+        assert member.keys() == weights.keys()
+        assert (out.results[k].status, out.results[k].step) == (res.status, res.step)
+        if exact:
+            assert_same_run(sinks[k], sink)
+            assert all(torch.equal(member[n], weights[n]) for n in weights)
+        else:
+            assert_close_run(sinks[k], sink)
+            for n, w in weights.items():
+                assert (member[n] - w).abs().max() <= 1e-5 * w.abs().max(), n
+    return sinks
+
+
+# -------------------------------------------------------------------- Adam
+def test_stacked_adam_is_torch_adam_bit_for_bit_per_member():
+    """Per-member lr and weight decay, gradients over six decades, a member
+    dropped halfway: each row is what torch.optim.Adam makes of it alone."""
+    g = torch.Generator().manual_seed(0)
+    shapes = {"w": (37, 53), "b": (53,), "c": (8, 1, 5)}
+    lr, wd, betas = [1e-3, 3e-4, 0.1, 1.0], [0.0, 1e-3, 5e-4, 0.0], (0.9, 0.99)
+    init = {n: torch.randn(4, *s, generator=g) for n, s in shapes.items()}
+    grads = [{n: torch.randn(4, *s, generator=g) * 10.0 ** (i % 7 - 4) for n, s in shapes.items()}
+             for i in range(30)]
+    stacked = {n: v.clone() for n, v in init.items()}
+    opt, rows = StackedAdam(stacked, betas), [0, 1, 2, 3]
+    for i, grad in enumerate(grads):
+        if i == 15:
+            rows = [0, 2, 3]
+            opt.keep(torch.tensor([0, 2, 3]))
+            stacked = opt.params = {n: v[rows] for n, v in stacked.items()}
+        opt.step({n: v[rows] for n, v in grad.items()}, [lr[r] for r in rows], [0.0] * len(rows),
+                 [wd[r] for r in rows])
+    for row, r in enumerate(rows):
+        alone = [torch.nn.Parameter(init[n][r].clone()) for n in shapes]
+        torch_adam = torch.optim.Adam(alone, lr=lr[r], betas=betas, weight_decay=wd[r])
+        for grad in grads:
+            for p, n in zip(alone, shapes):
+                p.grad = grad[n][r].clone()
+            torch_adam.step()
+        assert all(torch.equal(p.detach(), stacked[n][row]) for p, n in zip(alone, shapes))
+
+
+@pytest.mark.parametrize("arch", ["mlp", "cnn1d"])
+def test_adam_members_are_their_solo_runs(mnist1d_cache, arch):
+    cfgs = [trial(seed=0, lr=1e-3, arch=arch, **ADAM),
+            trial(seed=1, lr=3e-3, weight_decay=1e-3, arch=arch, **ADAM)]
+    assert_members_are_solo_runs(cfgs, mnist1d_cache, exact=arch == "mlp")
+
+
+# --------------------------------------------------------------- BatchNorm
+@pytest.mark.parametrize("arch", ["mlp", "cnn1d"])
+def test_batchnorm_members_keep_their_own_running_statistics(mnist1d_cache, arch):
+    """Batch statistics in training, each member's running statistics (which
+    the member_module state dicts compare) in evaluation, as alone."""
+    cfgs = [trial(seed=0, lr=0.05, arch=arch, **BN), trial(seed=1, lr=0.1, momentum=0.9, arch=arch, **BN)]
+    assert_members_are_solo_runs(cfgs, mnist1d_cache, exact=False)
+
+
+# ----------------------------------------------------------------- patches
+def test_patch_data_members_are_their_solo_runs(mnist1d_cache):
+    cfgs = [trial(seed=0, lr=0.05, **PATCH), trial(seed=1, lr=0.1, momentum=0.9, **PATCH)]
+    sinks = assert_members_are_solo_runs(cfgs, mnist1d_cache, exact=True)
+    assert len(sinks[0].series("patch/acc")) == 3
+
+
+def test_large_lr_kind_cnn1d_batchnorm_patches_weight_decay(mnist1d_cache):
+    """The shipped large_lr spec's trial kind: 1-D CNN with BatchNorm on patch data."""
+    over = {**PATCH, "model": {"batchnorm": True, "width": 16}}
+    cfgs = [trial(seed=8, lr=1.0, weight_decay=5e-4, arch="cnn1d", **over),
+            trial(seed=9, lr=0.1, weight_decay=5e-4, arch="cnn1d", **over)]
+    assert_members_are_solo_runs(cfgs, mnist1d_cache, exact=False)
+
+
+# ------------------------------------------------------------------ resume
+@pytest.mark.parametrize("over", [ADAM, BN], ids=["adam", "batchnorm"])
+def test_a_pack_resumes_from_its_checkpoint_bit_for_bit(mnist1d_cache, tmp_path, over):
+    """Adam's moments and step counts, BatchNorm's running statistics: stopped
+    after epoch 1 and resumed from that checkpoint, every member's records and
+    weights are the uninterrupted run's."""
+    lr = (1e-3, 3e-3) if over is ADAM else (0.05, 0.1)
+    cfgs = [trial(seed=0, lr=lr[0], **over), trial(seed=1, lr=lr[1], weight_decay=1e-3, momentum=0.9, **over)]
+    full = [MemorySink() for _ in cfgs]
+    whole = run_packed(cfgs, full, RunEnv(cache_dir=mnist1d_cache))
+    before, mem = [MemorySink() for _ in cfgs], PackMemory(tmp_path)
+    run_packed(cfgs, before, RunEnv(cache_dir=mnist1d_cache, stop_after_step=7), pack_sink=mem)
+    state = mem.checkpoints[-1][3]
+    assert state["step"] == 7
+    if over is ADAM:
+        assert state["optimizer"]["steps"] == [7, 7] and state["optimizer"]["exp_avg"] is not None
+    else:
+        assert state["buffers"]["hidden.0.norm.num_batches_tracked"].tolist() == [7, 7]
+    after = [MemorySink() for _ in cfgs]
+    resumed = run_packed(cfgs, after, RunEnv(cache_dir=mnist1d_cache), resume=state)
+    for k in range(len(cfgs)):
+        assert reproducible(before[k].metrics + after[k].metrics) == reproducible(full[k].metrics)
+        assert reproducible(after[k].summary) == reproducible(full[k].summary)
+        a, b = resumed.pack.member_module(k).state_dict(), whole.pack.member_module(k).state_dict()
+        assert all(torch.equal(a[n], b[n]) for n in a)
