@@ -23,7 +23,6 @@ def pack_compatible(cfgs: Sequence[TrialConfig]) -> str | None:
     first = cfgs[0]
     refusals = {
         "model.dropout": first.model.dropout > 0,
-        "model.preact_noise": first.model.preact_noise > 0,
         "data.deficit": first.data.deficit.kind != "none",
         "data.augment": first.data.augment,
         "train.bf16": first.train.bf16,

@@ -20,8 +20,8 @@ for `member_module`); the others go on undisturbed.
 
 Equality with solo training: the update is the solo optimizer's arithmetic
 (see `stacked_sgd`, `stacked_adam`) and the batch losses are computed
-member by member as the solo loop computes them; the forward and backward are vmapped kernels —
-batched GEMMs for linear layers, one grouped convolution for conv layers, a
+member by member as the solo loop computes them; the forward and backward
+are vmapped kernels — batched GEMMs for linear layers, one grouped convolution for conv layers, a
 decomposed MSE — which need not round like the solo kernels. On CPU an MLP
 classifier's members are bit for bit its solo runs (weights, every metric,
 the divergence step); conv members and regression (MSE) members agree to
@@ -34,9 +34,15 @@ the BatchNorm weight gradient in another order, so BatchNorm members, MLP
 too, agree to float32 rounding (measured: metrics within 2e-7 relative,
 weights within 4e-7 of the largest, after 21 steps). The tests check these
 (tests/test_packed.py, tests/test_packed_kinds.py). CUDA is unmeasured.
+Pre-activation noise: a solo run draws it from the global RNG, seeded with
+its seed, and draws nothing else from it (probes run in eval mode under
+`fork_rng`); each member draws the same numbers from its own generator,
+seeded alike, in the solo's order and shapes, outside vmap, and its
+vmapped forward adds them (`PreactNoise.draw`), until
+`optim.schedule.noise_off_epoch` as `knobs.NoiseSwitch` switches it off.
 
-Not supported (`pack_compatible` names the field): dropout, pre-activation
-noise, deficits, augmentation, bf16, DDP, IMP levels (`pruning.levels`).
+Not supported (`pack_compatible` names the field): dropout, deficits,
+augmentation, bf16, DDP, IMP levels (`pruning.levels`).
 Probes run per member on an unstacked copy (`member_module`) at each
 member's own scheduled steps, so they cannot change training.
 
@@ -44,9 +50,9 @@ Checkpoints: given a `pack_sink`, the pack hands it one checkpoint for all
 members at the epoch ends `env.checkpoint_every_epochs` names (0: only the
 last), at the config's boundary epochs and after the last step — the
 stacked weights, buffers and optimizer state (SGD's momentum buffers,
-Adam's moments and step counts) of the members still training, the
-last weights and results of those that diverged, each member's hook
-states, epoch statistics and clock. `run_packed(..., resume=state)` goes on
+Adam's moments and step counts) and noise generators of the members still
+training, the last weights and results of those that diverged, each
+member's hook states, epoch statistics and clock. `run_packed(..., resume=state)` goes on
 from it bit for bit (but for the wall-clock seconds); a member that
 diverged before the checkpoint is not trained or reported to again.
 
@@ -71,6 +77,7 @@ from dynamics_core.config import TrialConfig
 from dynamics_core.data import Dataset, load
 from dynamics_core.hooks import Hook, StepContext, hook_state, load_hook_state, merge_metrics
 from dynamics_core.measure import default_hooks
+from dynamics_core.models._layers import PreactNoise
 from dynamics_core.optim import lr_momentum
 from dynamics_core.pack_rules import pack_compatible
 from dynamics_core.sink import Sink
@@ -105,8 +112,16 @@ class Pack:
         self.loss_fn = loss_function(data)
         base = copy.deepcopy(members[0]).to("meta").train()      # batch statistics, updating the buffers
         base_eval = copy.deepcopy(base).eval()                    # each member's running statistics
+        self._noise_std, self._noise_off = cfgs[0].model.preact_noise, optim.schedule.noise_off_epoch
+        self._noise_layers = [m for m in base.modules() if isinstance(m, PreactNoise)]
+        self._noise_draws = _noise_draws(base, data) if self._noise_std > 0 else []
+        # each member's pre-activation noise: a generator seeded as its solo run seeds the global RNG
+        self.noise_rng = [torch.Generator(device).manual_seed(c.seed) for c in cfgs] if self._noise_std > 0 else []
 
-        def member_loss(p, b, x, y):
+        def member_loss(p, b, x, y, noise):
+            given = iter(noise)
+            for layer in self._noise_layers:
+                layer.draw = lambda like: next(given)
             out = functional_call(base, (p, b), (x,)).float()
             return self.loss_fn(out, y), out.detach()
 
@@ -141,17 +156,39 @@ class Pack:
         self.alive = [self.alive[r] for r in keep]
 
     # ------------------------------------------------------------ training
-    def gradients(self, x: torch.Tensor, y: torch.Tensor):
-        """Per-member gradients, batch losses and correct counts for batches x[r], y[r].
+    def gradients(self, x: torch.Tensor, y: torch.Tensor, epoch: int):
+        """Per-member gradients, batch losses and correct counts for batches x[r], y[r]
+        at a step of `epoch` (which says whether pre-activation noise is on).
 
         The losses are recomputed from the logits member by member, as the solo
         loop computes them: under vmap the mean of the loss is summed in another
         order and can differ in the last bit (the gradients do not)."""
-        grads, out = self._grad(self.params, self.buffers, x, y)
+        noise = self._noise(len(x[0]), epoch)
+        for layer in self._noise_layers:
+            layer.std = self._noise_std if noise else 0.0
+        grads, out = self._grad(self.params, self.buffers, x, y, noise)
         loss = torch.stack([self.loss_fn(out[r], y[r]) for r in range(len(out))])
         correct = ((out.argmax(2) == y).sum(1) if self.data.task != "regression"
                    else torch.zeros_like(loss))
         return grads, loss, correct
+
+    def _noise(self, batch: int, epoch: int) -> tuple[torch.Tensor, ...]:
+        """Each alive member's pre-activation noise for one step, (K, batch, *shape)
+        per draw: drawn from the member's own generator in the order and shapes
+        its solo run draws it from the global RNG; none from
+        `optim.schedule.noise_off_epoch` on (`knobs.NoiseSwitch`)."""
+        if self._noise_std == 0 or (self._noise_off is not None and epoch >= self._noise_off):
+            return ()
+        return tuple(torch.stack([torch.empty((batch, *shape), dtype=dtype, device=self.device)
+                                  .normal_(generator=self.noise_rng[k]) for k in self.alive])
+                     for shape, dtype in self._noise_draws)
+
+    def noise_rng_state(self) -> list[torch.Tensor]:
+        return [g.get_state() for g in self.noise_rng]
+
+    def load_noise_rng_state(self, states: Sequence[torch.Tensor]) -> None:
+        for g, s in zip(self.noise_rng, states):
+            g.set_state(s)
 
     @torch.no_grad()
     def evaluate(self, x: torch.Tensor, y: torch.Tensor, chunk: int = 1024) -> list[tuple[float, float]]:
@@ -168,6 +205,23 @@ class Pack:
                 loss_sum[r] += l * len(yc)
                 correct[r] += c
         return [(s / len(y), c / len(y)) for s, c in zip(loss_sum, correct)]
+
+
+def _noise_draws(model: torch.nn.Module, data: Dataset) -> list[tuple[torch.Size, torch.dtype]]:
+    """(shape per example, dtype) of each pre-activation noise draw of a
+    training forward of `model` (on the meta device), in the order drawn."""
+    drawn = []
+
+    def record(like: torch.Tensor) -> torch.Tensor:
+        drawn.append((like.shape[1:], like.dtype))
+        return torch.zeros_like(like)
+
+    probe = copy.deepcopy(model)
+    for layer in probe.modules():
+        if isinstance(layer, PreactNoise):
+            layer.draw = record
+    probe(torch.zeros((2, *data.input_shape), dtype=data.x_train.dtype, device="meta"))
+    return drawn
 
 
 class PackedRun(NamedTuple):
@@ -260,7 +314,7 @@ def _run_packed(cfgs, sinks, env, hooks, resume, pack_sink) -> PackedRun:
             t0 = time.perf_counter()
             sched = {k: schedule(k, b / spe) for k in pack.alive}
             idx = torch.stack([orders[k][b * tc.batch_size:(b + 1) * tc.batch_size] for k in pack.alive])
-            grads, loss, correct = pack.gradients(data.x_train[idx], data.y_train[idx])
+            grads, loss, correct = pack.gradients(data.x_train[idx], data.y_train[idx], epoch)
             values, hits = torch.stack([loss, correct.to(loss.dtype)]).tolist()
             gone = [k for k, v in zip(pack.alive, values) if not math.isfinite(v) or v > cfgs[k].train.divergence_loss]
             for k, v in zip(pack.alive, values):
@@ -356,7 +410,7 @@ def _state(cfgs: Sequence[TrialConfig], pack: Pack, hooks: Sequence[Sequence[Hoo
         "version": PACK_CHECKPOINT_VERSION, "run_hashes": [c.run_hash() for c in cfgs],
         "seeds": [c.seed for c in cfgs], "step": step, "epoch": epoch, "alive": list(pack.alive),
         "params": dict(pack.params), "buffers": dict(pack.buffers),
-        "optimizer": pack.opt.state_dict(),
+        "optimizer": pack.opt.state_dict(), "noise_rng": pack.noise_rng_state(),
         "frozen": [[k, dict(w)] for k, w in pack.frozen.items()],
         "results": [[k, r.status, r.step, r.epoch, dict(r.summary)] for k, r in results.items()],
         "hooks": [{h.name: hook_state(h) for h in hs} for hs in hooks],
@@ -375,6 +429,7 @@ def _restore(state: dict[str, Any], cfgs: Sequence[TrialConfig], pack: Pack, hoo
     pack.params = {k: v.to(device) for k, v in state["params"].items()}
     pack.buffers = {k: v.to(device) for k, v in state["buffers"].items()}
     pack.opt.load_state_dict(pack.params, state["optimizer"])
+    pack.load_noise_rng_state(state["noise_rng"])
     pack.frozen = {k: {n: w.to(device) for n, w in weights.items()} for k, weights in state["frozen"]}
     for k, status, step, epoch, summary in state["results"]:
         results[k] = RunResult(status, step, epoch, dict(summary))

@@ -1,7 +1,7 @@
-"""Packed trials of the kinds beyond plain SGD — Adam, BatchNorm, patch data —
-train each member as `train.run` trains it alone: the MLP classifier bit
-for bit on CPU where the vmapped kernels round like the solo ones (Adam,
-patches), else to float32 rounding (the 1-D CNN; BatchNorm, whose vmapped
+"""Packed trials of the kinds beyond plain SGD — Adam, BatchNorm, patch data,
+pre-activation noise — train each member as `train.run` trains it alone:
+the MLP classifier bit for bit on CPU where the vmapped kernels round like
+the solo ones (Adam, patches, noise), else to float32 rounding (the 1-D CNN; BatchNorm, whose vmapped
 backward sums its weight gradient in another order: measured ≤ 2e-7
 relative on the metrics, ≤ 4e-7 of the largest weight). A pack of these
 resumes from its checkpoint bit for bit."""
@@ -18,6 +18,7 @@ pytestmark = pytest.mark.usefixtures("single_thread")
 
 ADAM = {"optim": {"name": "adam"}}
 BN = {"model": {"batchnorm": True}}
+NOISE = {"model": {"preact_noise": 0.3}, "optim": {"schedule": {"noise_off_epoch": 2}}}
 PATCH = {"data": {"patch": {"fraction": 0.8, "scale": 2.0, "zeta": 0.25, "noise": 0.1, "size": 4}}}
 
 
@@ -99,10 +100,28 @@ def test_large_lr_kind_cnn1d_batchnorm_patches_weight_decay(mnist1d_cache):
     assert_members_are_solo_runs(cfgs, mnist1d_cache, exact=False)
 
 
+# ---------------------------------------------------- pre-activation noise
+@pytest.mark.parametrize("arch", ["mlp", "cnn1d"])
+def test_noisy_members_draw_their_solo_runs_noise(mnist1d_cache, arch):
+    """Each member draws from its own generator what its solo run draws from
+    the global RNG, in the same order, until noise_off_epoch switches it off."""
+    cfgs = [trial(seed=0, lr=0.05, arch=arch, **NOISE), trial(seed=1, lr=0.1, momentum=0.9, arch=arch, **NOISE)]
+    sinks = assert_members_are_solo_runs(cfgs, mnist1d_cache, exact=arch == "mlp")
+    _, quiet = packed([trial(seed=0, lr=0.05, arch=arch)], mnist1d_cache)
+    assert sinks[0].series("train/loss")[0] != quiet[0].series("train/loss")[0]   # the noise is there
+
+
+def test_noise_with_batchnorm_members_are_their_solo_runs(mnist1d_cache):
+    over = {**NOISE, "model": {**NOISE["model"], "batchnorm": True}}
+    cfgs = [trial(seed=0, lr=0.05, **over), trial(seed=1, lr=0.1, **over)]
+    assert_members_are_solo_runs(cfgs, mnist1d_cache, exact=False)
+
+
 # ------------------------------------------------------------------ resume
-@pytest.mark.parametrize("over", [ADAM, BN], ids=["adam", "batchnorm"])
+@pytest.mark.parametrize("over", [ADAM, BN, NOISE], ids=["adam", "batchnorm", "noise"])
 def test_a_pack_resumes_from_its_checkpoint_bit_for_bit(mnist1d_cache, tmp_path, over):
-    """Adam's moments and step counts, BatchNorm's running statistics: stopped
+    """Adam's moments and step counts, BatchNorm's running statistics, each
+    member's noise generator (noise on until epoch 2): stopped
     after epoch 1 and resumed from that checkpoint, every member's records and
     weights are the uninterrupted run's."""
     lr = (1e-3, 3e-3) if over is ADAM else (0.05, 0.1)
@@ -115,8 +134,10 @@ def test_a_pack_resumes_from_its_checkpoint_bit_for_bit(mnist1d_cache, tmp_path,
     assert state["step"] == 7
     if over is ADAM:
         assert state["optimizer"]["steps"] == [7, 7] and state["optimizer"]["exp_avg"] is not None
-    else:
+    elif over is BN:
         assert state["buffers"]["hidden.0.norm.num_batches_tracked"].tolist() == [7, 7]
+    else:
+        assert len(state["noise_rng"]) == 2
     after = [MemorySink() for _ in cfgs]
     resumed = run_packed(cfgs, after, RunEnv(cache_dir=mnist1d_cache), resume=state)
     for k in range(len(cfgs)):
