@@ -28,11 +28,10 @@ the divergence step); conv members and regression (MSE) members agree to
 float32 rounding at each step, and like any rounding difference it grows
 where training is chaotic (large learning rates). BatchNorm trains on each
 member's batch statistics and updates its own running statistics (stacked
-buffers, updated in place under vmap); evaluation uses the running
-statistics, as `train.evaluate` does in eval mode. Its vmapped backward sums
-the BatchNorm weight gradient in another order, so BatchNorm members, MLP
-too, agree to float32 rounding (measured: metrics within 2e-7 relative,
-weights within 4e-7 of the largest, after 21 steps). The tests check these
+buffers, updated in place); evaluation uses the running statistics, as
+`train.evaluate` does in eval mode; both run the solo BatchNorm kernels
+over all members (`stacked_bn`), so the MLP is bit for bit with BatchNorm
+too. The tests check these
 (tests/test_packed.py, tests/test_packed_kinds.py). CUDA is unmeasured.
 Pre-activation noise: a solo run draws it from the global RNG, seeded with
 its seed, and draws nothing else from it (probes run in eval mode under
@@ -82,6 +81,7 @@ from dynamics_core.optim import lr_momentum
 from dynamics_core.pack_rules import pack_compatible
 from dynamics_core.sink import Sink
 from dynamics_core.stacked_adam import StackedAdam
+from dynamics_core.stacked_bn import vmappable
 from dynamics_core.stacked_sgd import StackedSGD
 from dynamics_core.train import (RunEnv, RunResult, _cpu, _epoch_order, _isolated, _synced_clock, loss_function,
                                  resolve_device, steps_per_epoch, trial_settings)
@@ -110,7 +110,7 @@ class Pack:
         self.opt = (StackedAdam(self.params, optim.betas) if optim.name == "adam"
                     else StackedSGD(self.params, nesterov=optim.nesterov))
         self.loss_fn = loss_function(data)
-        base = copy.deepcopy(members[0]).to("meta").train()      # batch statistics, updating the buffers
+        base = vmappable(copy.deepcopy(members[0]).to("meta").train())   # batch statistics, updating the buffers
         base_eval = copy.deepcopy(base).eval()                    # each member's running statistics
         self._noise_std, self._noise_off = cfgs[0].model.preact_noise, optim.schedule.noise_off_epoch
         self._noise_layers = [m for m in base.modules() if isinstance(m, PreactNoise)]
@@ -220,7 +220,8 @@ def _noise_draws(model: torch.nn.Module, data: Dataset) -> list[tuple[torch.Size
     for layer in probe.modules():
         if isinstance(layer, PreactNoise):
             layer.draw = record
-    probe(torch.zeros((2, *data.input_shape), dtype=data.x_train.dtype, device="meta"))
+    with torch.no_grad():
+        probe(torch.zeros((2, *data.input_shape), dtype=data.x_train.dtype, device="meta"))
     return drawn
 
 
