@@ -27,20 +27,20 @@ PATCH = {"data": {"patch": {"fraction": 0.8, "scale": 2.0, "zeta": 0.25, "noise"
 
 
 def assert_members_are_solo_runs(cfgs, cache, exact: bool):
-    """Every metric and the final weights (buffers too): equal, or to float32 rounding."""
+    """Every metric and the final weights (buffers too; a diverged solo run
+    leaves none): equal, or to float32 rounding."""
     out, sinks = packed(cfgs, cache)
     for k, cfg in enumerate(cfgs):
         res, sink, weights = solo(cfg, cache)
-        member = out.pack.member_module(k).state_dict()
-        assert member.keys() == weights.keys()
         assert (out.results[k].status, out.results[k].step) == (res.status, res.step)
-        if exact:
-            assert_same_run(sinks[k], sink)
-            assert all(torch.equal(member[n], weights[n]) for n in weights)
-        else:
-            assert_close_run(sinks[k], sink)
-            for n, w in weights.items():
+        (assert_same_run if exact else assert_close_run)(sinks[k], sink)
+        member = out.pack.member_module(k).state_dict()
+        for n, w in (weights or {}).items():
+            if exact:
+                assert torch.equal(member[n], w), n
+            else:
                 assert (member[n] - w).abs().max() <= 1e-5 * w.abs().max(), n
+        assert weights is None or member.keys() == weights.keys()
     return sinks
 
 
@@ -149,6 +149,17 @@ def test_noise_with_batchnorm_members_are_their_solo_runs(mnist1d_cache):
     over = {**NOISE, "model": {**NOISE["model"], "batchnorm": True}}
     cfgs = [trial(seed=0, lr=0.05, **over), trial(seed=1, lr=0.1, **over)]
     assert_members_are_solo_runs(cfgs, mnist1d_cache, exact=True)
+
+
+# -------------------------------------------------------------- divergence
+@pytest.mark.parametrize("over", [ADAM, BN, NOISE], ids=["adam", "batchnorm", "noise"])
+def test_a_diverging_member_leaves_the_others_as_alone(mnist1d_cache, over):
+    """Dropped at its step: the others' moments, running statistics and noise
+    generators go on as their solo runs'."""
+    lr = (1e-3, 2e-3) if over is ADAM else (0.05, 0.1)
+    cfgs = [trial(seed=0, lr=lr[0], **over), trial(seed=3, lr=1e3, **over), trial(seed=1, lr=lr[1], **over)]
+    assert_members_are_solo_runs(cfgs, mnist1d_cache, exact=True)
+    assert packed(cfgs[1:2], mnist1d_cache)[0].results[0].status == "diverged"
 
 
 # ------------------------------------------------------------------ resume
