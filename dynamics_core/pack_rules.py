@@ -46,13 +46,8 @@ def pack_compatible(cfgs: Sequence[TrialConfig]) -> str | None:
         return "a pack needs at least one trial config"
     first = cfgs[0]
     refusals = {
-        "optim.name": first.optim.name != "sgd",
-        "model.batchnorm": first.model.batchnorm,
         "model.dropout": first.model.dropout > 0,
-        "model.preact_noise": first.model.preact_noise > 0,
         "data.augment": first.data.augment,
-        "data.patch": first.data.patch.fraction > 0,
-        "train.bf16": first.train.bf16,
     }
     for path, refused in refusals.items():
         if refused:

@@ -33,19 +33,32 @@ plan's hook runs on an unstacked copy where it does more than that (the
 snapshot at the rewind step, the mask artifacts).
 
 Equality with solo training: the update is the solo optimizer's arithmetic
-(see `stacked_sgd`) and the batch losses are computed member by member as
-the solo loop computes them; the forward and backward are vmapped kernels —
-batched GEMMs for linear layers, one grouped convolution for conv layers, a
-decomposed MSE — which need not round like the solo kernels. On CPU an MLP
-classifier's members are bit for bit its solo runs (weights, every metric,
-the divergence step); conv members and regression (MSE) members agree to
-float32 rounding at each step, and like any rounding difference it grows
-where training is chaotic (large learning rates). The tests check both.
-CUDA is unmeasured.
+(see `stacked_sgd`, `stacked_adam`) and the batch losses are computed
+member by member as the solo loop computes them; the forward and backward
+are vmapped kernels — batched GEMMs for linear layers, one grouped
+convolution for conv layers, a decomposed MSE — which need not round like
+the solo kernels. On CPU an MLP classifier's members are bit for bit its
+solo runs (weights, every metric, the divergence step); conv members and
+regression (MSE) members agree to float32 rounding at each step, and like
+any rounding difference it grows where training is chaotic (large learning
+rates). BatchNorm trains on each member's batch statistics and updates its
+own running statistics (stacked buffers, updated in place); evaluation uses
+the running statistics, as `train.evaluate` does in eval mode; both run the
+solo BatchNorm kernels over all members (`stacked_bn`), so the MLP is bit
+for bit with BatchNorm too. Pre-activation noise: a solo run draws it from
+the global RNG, seeded with its seed, and draws nothing else from it (probes
+run in eval mode under `fork_rng`); each member draws the same numbers from
+its own generator, seeded alike, in the solo's order and shapes, outside
+vmap, and its vmapped forward adds them (`PreactNoise.draw`), until
+`optim.schedule.noise_off_epoch` as `knobs.NoiseSwitch` switches it off.
+`train.bf16` on CUDA runs the forward under bfloat16 autocast, as the solo
+loop does (on CPU both ignore it). The tests check these
+(tests/test_packed.py, tests/test_packed_kinds.py,
+tests/test_packed_science.py). CUDA is unmeasured.
 
-Not supported (`pack_compatible` names the field): Adam, BatchNorm,
-dropout, pre-activation noise, augmentation, patches, bf16, DDP; members
-of different batch size, architecture, data set or IMP level structure.
+Not supported (`pack_compatible` names the field): dropout, augmentation,
+DDP; members of different batch size, architecture, data set, data patch,
+Adam betas or IMP level structure.
 Probes run per member on an unstacked copy (`member_module`) at each
 member's own scheduled steps, so they cannot change training.
 
@@ -53,9 +66,10 @@ Checkpoints: given a `pack_sink`, the pack hands it one checkpoint for all
 members at the epoch ends `env.checkpoint_every_epochs` names (0: only the
 last), at every member's boundary epochs, at the step any member's level
 ends (after a member that finished left) and right after a level started —
-the level, the stacked weights and momentum buffers of the members still
-training, the last weights and results of those that ended, each member's
-hook and IMP plan states, level summaries, epoch statistics and clock.
+the level, the stacked weights, buffers and optimizer state (SGD's
+momentum buffers, Adam's moments and step counts) and noise generators of
+the members still training, the last weights and results of those that
+ended, each member's hook and IMP plan states, level summaries, epoch statistics and clock.
 `run_packed(..., resume=state)` goes on from it bit for bit (but for the
 wall-clock seconds); a member that ended before the checkpoint is not
 trained or reported to again.
@@ -68,6 +82,7 @@ the members' `train_s` add up to the pack's.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import time
@@ -82,9 +97,12 @@ from dynamics_core.data import Dataset, DeficitView, load
 from dynamics_core.hooks import Hook, LevelStart, StepContext, hook_state, load_hook_state, merge_metrics
 from dynamics_core.imp import IMP, imp_plan
 from dynamics_core.measure import default_hooks
+from dynamics_core.models._layers import PreactNoise
 from dynamics_core.optim import lr_momentum, make_optimizer
 from dynamics_core.pack_rules import pack_compatible
 from dynamics_core.sink import Sink
+from dynamics_core.stacked_adam import StackedAdam
+from dynamics_core.stacked_bn import vmappable
 from dynamics_core.stacked_sgd import StackedSGD
 from dynamics_core.train import (RunEnv, RunResult, _cpu, _epoch_order, _isolated, _synced_clock, loss_function,
                                  resolve_device, steps_per_epoch, trial_settings)
@@ -109,16 +127,33 @@ class Pack:
         self.buffers = buffers
         self.alive = list(range(len(cfgs)))          # member index of each stacked row
         self.frozen: dict[int, dict[str, torch.Tensor]] = {}   # weights of dropped members
-        self.opt = StackedSGD(self.params, nesterov=cfgs[0].optim.nesterov)
+        optim = cfgs[0].optim
+        self.opt = (StackedAdam(self.params, optim.betas) if optim.name == "adam"
+                    else StackedSGD(self.params, nesterov=optim.nesterov))
         self.loss_fn = loss_function(data)
-        base = copy.deepcopy(members[0]).to("meta")
+        base = vmappable(copy.deepcopy(members[0]).to("meta").train())   # batch statistics, updating the buffers
+        base_eval = copy.deepcopy(base).eval()                    # each member's running statistics
+        self._noise_std, self._noise_off = cfgs[0].model.preact_noise, optim.schedule.noise_off_epoch
+        self._noise_layers = [m for m in base.modules() if isinstance(m, PreactNoise)]
+        self._noise_draws = _noise_draws(base, data) if self._noise_std > 0 else []
+        # each member's pre-activation noise: a generator seeded as its solo run seeds the global RNG
+        self.noise_rng = [torch.Generator(device).manual_seed(c.seed) for c in cfgs] if self._noise_std > 0 else []
 
-        def member_loss(p, b, x, y):
-            out = functional_call(base, (p, b), (x,)).float()
-            return self.loss_fn(out, y), out.detach()
+        # train.bf16 on CUDA: the forward under bfloat16 autocast as in the solo loop (evaluation and probes in float32)
+        bf16 = cfgs[0].train.bf16 and device.type == "cuda"
+        autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if bf16 else contextlib.nullcontext
+
+        def member_loss(p, b, x, y, noise):
+            given = iter(noise)
+            for layer in self._noise_layers:
+                layer.draw = lambda like: next(given)
+            with autocast():
+                out = functional_call(base, (p, b), (x,)).float()
+                loss = self.loss_fn(out, y)
+            return loss, out.detach()
 
         self._grad = vmap(grad(member_loss, has_aux=True))
-        self._forward = vmap(lambda p, b, x: functional_call(base, (p, b), (x,)).float(),
+        self._forward = vmap(lambda p, b, x: functional_call(base_eval, (p, b), (x,)).float(),
                              in_dims=(0, 0, None))
 
     # ------------------------------------------------------------- members
@@ -148,17 +183,39 @@ class Pack:
         self.alive = [self.alive[r] for r in keep]
 
     # ------------------------------------------------------------ training
-    def gradients(self, x: torch.Tensor, y: torch.Tensor):
-        """Per-member gradients, batch losses and correct counts for batches x[r], y[r].
+    def gradients(self, x: torch.Tensor, y: torch.Tensor, epoch: int):
+        """Per-member gradients, batch losses and correct counts for batches x[r], y[r]
+        at a step of `epoch` (which says whether pre-activation noise is on).
 
         The losses are recomputed from the logits member by member, as the solo
         loop computes them: under vmap the mean of the loss is summed in another
         order and can differ in the last bit (the gradients do not)."""
-        grads, out = self._grad(self.params, self.buffers, x, y)
+        noise = self._noise(len(x[0]), epoch)
+        for layer in self._noise_layers:
+            layer.std = self._noise_std if noise else 0.0
+        grads, out = self._grad(self.params, self.buffers, x, y, noise)
         loss = torch.stack([self.loss_fn(out[r], y[r]) for r in range(len(out))])
         correct = ((out.argmax(2) == y).sum(1) if self.data.task != "regression"
                    else torch.zeros_like(loss))
         return grads, loss, correct
+
+    def _noise(self, batch: int, epoch: int) -> tuple[torch.Tensor, ...]:
+        """Each alive member's pre-activation noise for one step, (K, batch, *shape)
+        per draw: drawn from the member's own generator in the order and shapes
+        its solo run draws it from the global RNG; none from
+        `optim.schedule.noise_off_epoch` on (`knobs.NoiseSwitch`)."""
+        if self._noise_std == 0 or (self._noise_off is not None and epoch >= self._noise_off):
+            return ()
+        return tuple(torch.stack([torch.empty((batch, *shape), dtype=dtype, device=self.device)
+                                  .normal_(generator=self.noise_rng[k]) for k in self.alive])
+                     for shape, dtype in self._noise_draws)
+
+    def noise_rng_state(self) -> list[torch.Tensor]:
+        return [g.get_state() for g in self.noise_rng]
+
+    def load_noise_rng_state(self, states: Sequence[torch.Tensor]) -> None:
+        for g, s in zip(self.noise_rng, states):
+            g.set_state(s)
 
     @torch.no_grad()
     def evaluate(self, x: torch.Tensor, y: torch.Tensor, chunk: int = 1024) -> list[tuple[float, float]]:
@@ -175,6 +232,24 @@ class Pack:
                 loss_sum[r] += l * len(yc)
                 correct[r] += c
         return [(s / len(y), c / len(y)) for s, c in zip(loss_sum, correct)]
+
+
+def _noise_draws(model: torch.nn.Module, data: Dataset) -> list[tuple[torch.Size, torch.dtype]]:
+    """(shape per example, dtype) of each pre-activation noise draw of a
+    training forward of `model` (on the meta device), in the order drawn."""
+    drawn = []
+
+    def record(like: torch.Tensor) -> torch.Tensor:
+        drawn.append((like.shape[1:], like.dtype))
+        return torch.zeros_like(like)
+
+    probe = copy.deepcopy(model)
+    for layer in probe.modules():
+        if isinstance(layer, PreactNoise):
+            layer.draw = record
+    with torch.no_grad():
+        probe(torch.zeros((2, *data.input_shape), dtype=data.x_train.dtype, device="meta"))
+    return drawn
 
 
 class PackedRun(NamedTuple):
@@ -296,7 +371,7 @@ def _run_packed(cfgs, sinks, env, hooks, resume, pack_sink) -> PackedRun:
                 raise ValueError(f"level {level} start_step {start.start_step} is not in [0, {totals[k]})")
             step, metrics[k], stats[k] = start.start_step, start.metrics, [0.0, 0.0, 0]
         epoch, pruned = step // spe, _pruned(pack, plans)
-        pack.opt.buffers = None
+        pack.opt.reset()
         for k in pack.alive:
             lr, mu = schedule(k, (step - epoch * spe) / spe)
             call_plan(k, lr, mu)
@@ -316,7 +391,7 @@ def _run_packed(cfgs, sinks, env, hooks, resume, pack_sink) -> PackedRun:
                 t0 = time.perf_counter()
                 sched = {k: schedule(k, b / spe) for k in pack.alive}
                 idx = torch.stack([orders[k][b * tc.batch_size:(b + 1) * tc.batch_size] for k in pack.alive])
-                grads, loss, correct = pack.gradients(*_batch(data, deficits, pack.alive, idx, epoch, step))
+                grads, loss, correct = pack.gradients(*_batch(data, deficits, pack.alive, idx, epoch, step), epoch)
                 values, hits = torch.stack([loss, correct.to(loss.dtype)]).tolist()
                 gone = [k for k, v in zip(pack.alive, values)
                         if not math.isfinite(v) or v > cfgs[k].train.divergence_loss]
@@ -426,8 +501,8 @@ def _enforce(pack: Pack, pruned: dict[str, torch.Tensor]) -> None:
     """`MaskEnforcer` on the stack: pruned weights and their momentum exactly zero."""
     for name, where in pruned.items():
         pack.params[name].masked_fill_(where, 0.0)
-        if pack.opt.buffers is not None:
-            pack.opt.buffers[name].masked_fill_(where, 0.0)
+        for state in pack.opt.state_like(name):
+            state.masked_fill_(where, 0.0)
 
 
 def _log_epoch(pack: Pack, sinks: Sequence[Sink], stats: list[list[float]], members: Sequence[int], epoch: int,
@@ -487,7 +562,7 @@ def _state(cfgs: Sequence[TrialConfig], pack: Pack, hooks: Sequence[Sequence[Hoo
         "version": PACK_CHECKPOINT_VERSION, "run_hashes": [c.run_hash() for c in cfgs],
         "seeds": [c.seed for c in cfgs], "level": level, "step": step, "epoch": epoch, "alive": list(pack.alive),
         "params": dict(pack.params), "buffers": dict(pack.buffers),
-        "momentum": dict(pack.opt.buffers) if pack.opt.buffers is not None else None,
+        "optimizer": pack.opt.state_dict(), "noise_rng": pack.noise_rng_state(),
         "frozen": [[k, dict(w)] for k, w in pack.frozen.items()],
         "results": [[k, r.status, r.step, r.epoch, dict(r.summary), r.level] for k, r in results.items()],
         "hooks": [{h.name: hook_state(h) for h in hs} for hs in hooks],
@@ -508,9 +583,8 @@ def _restore(state: dict[str, Any], cfgs: Sequence[TrialConfig], pack: Pack, hoo
     pack.alive = list(state["alive"])
     pack.params = {k: v.to(device) for k, v in state["params"].items()}
     pack.buffers = {k: v.to(device) for k, v in state["buffers"].items()}
-    pack.opt.params = pack.params
-    pack.opt.buffers = (None if state["momentum"] is None
-                        else {k: v.to(device) for k, v in state["momentum"].items()})
+    pack.opt.load_state_dict(pack.params, state["optimizer"])
+    pack.load_noise_rng_state(state["noise_rng"])
     pack.frozen = {k: {n: w.to(device) for n, w in weights.items()} for k, weights in state["frozen"]}
     for k, status, step, epoch, summary, level in state["results"]:
         results[k] = RunResult(status, step, epoch, dict(summary), level)

@@ -63,3 +63,20 @@ class StackedSGD:
         self._factors.clear()
         if self.buffers is not None:
             self.buffers = {k: v.index_select(0, rows) for k, v in self.buffers.items()}
+
+    def reset(self) -> None:
+        """A fresh optimizer (an IMP level's start): no momentum buffers."""
+        self.buffers = None
+
+    def state_like(self, name: str) -> list[torch.Tensor]:
+        """The state tensors shaped like parameter `name` (its momentum buffer, once there is one)."""
+        return [self.buffers[name]] if self.buffers is not None else []
+
+    def state_dict(self) -> dict:
+        return {"momentum": self.buffers}
+
+    def load_state_dict(self, params: dict[str, torch.Tensor], state: dict) -> None:
+        """Go on from `state_dict()` with the (restored) stacked `params`."""
+        device = next(iter(params.values())).device
+        self.params = params
+        self.buffers = None if state["momentum"] is None else {k: v.to(device) for k, v in state["momentum"].items()}

@@ -189,3 +189,29 @@ def test_an_imp_pack_resumes_bit_for_bit(mnist1d_cache, tmp_path, stop_after_ste
     cfgs = [imp(0, 0.05, "shuffle_network"), imp(1, 0.1, "random_magnitudes_kept_signs")]
     state = assert_resumes(cfgs, mnist1d_cache, tmp_path, stop_after_step)
     assert state["plans"][0]["snapshot"] and state["level"] >= 1
+
+
+# ------------------------------------------- the science kinds with the others
+def test_imp_members_with_adam_batchnorm_or_noise_are_solo_runs(mnist1d_cache, tmp_path):
+    """A level starts Adam afresh (moments and step count) and the masks zero
+    its moments, as `MaskEnforcer` zeroes every state tensor shaped like a
+    weight; BatchNorm's running statistics rewind with the snapshot."""
+    adam = [trial(seed=s, lr=lr, weight_decay=5e-4, optim={"name": "adam"}, probes=TIMELINE,
+                  train={"epochs": 2}, pruning={"levels": 2, "rewind_step": 3}) for s, lr in ((0, 1e-3), (1, 3e-3))]
+    out, sinks, _ = packed(adam, mnist1d_cache)
+    assert_solo(adam, out, sinks, mnist1d_cache)
+    state = assert_resumes(adam, mnist1d_cache, tmp_path, stop_after_step=15 + 5)
+    assert state["level"] == 1 and state["optimizer"]["steps"] == [0, 0]   # right after level 1 started: fresh
+    kinds = [imp(0, 0.05), imp(1, 0.1)]
+    for over in ({"batchnorm": True}, {"preact_noise": 0.1}):
+        cfgs = [c.model_copy(update={"model": c.model.model_copy(update=over)}) for c in kinds]
+        out, sinks, _ = packed(cfgs, mnist1d_cache)
+        assert_solo(cfgs, out, sinks, mnist1d_cache)
+
+
+def test_bf16_members_on_cpu_are_their_solo_runs(mnist1d_cache):
+    """bf16 autocast is CUDA-only in both loops: on CPU a bf16 pack is a float32 pack."""
+    cfgs = [trial(seed=s, lr=lr, train={"epochs": 2, "bf16": True}, data=deficit("blur", 0, 1))
+            for s, lr in ((0, 0.05), (1, 0.1))]
+    out, sinks, _ = packed(cfgs, mnist1d_cache)
+    assert_solo(cfgs, out, sinks, mnist1d_cache)

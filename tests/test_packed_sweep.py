@@ -66,10 +66,9 @@ def test_the_science_specs_pack(name, sizes):
      "resources.pack: search.kind: optuna"),
     ({"scheduler": {"kind": "asha"}}, "resources.pack: scheduler.kind: asha"),
     ({"resources": {"pack": 4, "workers_per_trial": 2}}, "resources.pack: resources.workers_per_trial: 2"),
-    ({"base": {**TINY_BASE, "optim": {"name": "adam", "lr": 0.01}}}, "resources.pack: optim.name"),
     ({"grid": {"model.dropout": [0.0, 0.1]}}, "resources.pack: model.dropout: .* \\(at grid.model.dropout\\[1\\]\\)"),
     ({"grid": {"data.augment": [False, True]}}, "resources.pack: data.augment: .* \\(at grid.data.augment\\[1\\]\\)"),
-    ({"variants": [{"model.batchnorm": True}]}, "resources.pack: model.batchnorm: .* \\(at variants\\[0\\]\\)"),
+    ({"variants": [{"model.dropout": 0.1}]}, "resources.pack: model.dropout: .* \\(at variants\\[0\\]\\)"),
     ({"base": {**TINY_BASE, "probes": {"stiffness": True, "schedule": {"kind": "epoch"}}},
       "stopper": {"kind": "stiffness"}}, "resources.pack: stopper.kind: stiffness"),
 ])

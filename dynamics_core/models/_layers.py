@@ -8,6 +8,8 @@ state_dict keys only change with the architecture and `batchnorm`.
 """
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 from torch import nn
 
@@ -15,17 +17,20 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "tanh": nn.Tanh, "ge
 
 
 class PreactNoise(nn.Module):
-    """Adds N(0, std^2) noise in training mode only, drawn from the global torch RNG
-    (so the training loop's RNG checkpointing covers it). Identity in eval mode or
-    when std == 0, and then it draws nothing."""
+    """Adds N(0, std^2) noise in training mode only, std times `draw(x)`: by
+    default `torch.randn_like`, the global torch RNG (so the training loop's
+    RNG checkpointing covers it); packed trials (`dynamics_core.packed`) set
+    `draw` to hand each member the draws of its own generator. Identity in
+    eval mode or when std == 0, and then it draws nothing."""
 
     def __init__(self, std: float = 0.0):
         super().__init__()
         self.std = float(std)
+        self.draw: Callable[[torch.Tensor], torch.Tensor] = torch.randn_like
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.training and self.std > 0.0:
-            return x + self.std * torch.randn_like(x)
+            return x + self.std * self.draw(x)
         return x
 
     def extra_repr(self) -> str:
