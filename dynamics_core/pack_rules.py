@@ -47,7 +47,6 @@ def pack_compatible(cfgs: Sequence[TrialConfig]) -> str | None:
     first = cfgs[0]
     refusals = {
         "model.dropout": first.model.dropout > 0,
-        "data.augment": first.data.augment,
     }
     for path, refused in refusals.items():
         if refused:

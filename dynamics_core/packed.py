@@ -56,8 +56,10 @@ loop does (on CPU both ignore it). The tests check these
 (tests/test_packed.py, tests/test_packed_kinds.py,
 tests/test_packed_science.py). CUDA is unmeasured.
 
-Not supported (`pack_compatible` names the field): dropout, augmentation,
-DDP; members of different batch size, architecture, data set, data patch,
+Augmentation (`data.augment`, images): each member's random crop and flip,
+seeded by its seed and the step, as the solo loop draws them.
+
+Not supported (`pack_compatible` names the field): dropout, DDP; members of different batch size, architecture, data set, data patch,
 Adam betas or IMP level structure.
 Probes run per member on an unstacked copy (`member_module`) at each
 member's own scheduled steps, so they cannot change training.
@@ -104,8 +106,8 @@ from dynamics_core.sink import Sink
 from dynamics_core.stacked_adam import StackedAdam
 from dynamics_core.stacked_bn import vmappable
 from dynamics_core.stacked_sgd import StackedSGD
-from dynamics_core.train import (RunEnv, RunResult, _cpu, _epoch_order, _isolated, _synced_clock, loss_function,
-                                 resolve_device, steps_per_epoch, trial_settings)
+from dynamics_core.train import (RunEnv, RunResult, _augment, _cpu, _epoch_order, _isolated, _synced_clock,
+                                 loss_function, resolve_device, steps_per_epoch, trial_settings)
 
 PACK_CHECKPOINT_VERSION = 2
 
@@ -300,6 +302,7 @@ def _run_packed(cfgs, sinks, env, hooks, resume, pack_sink) -> PackedRun:
               for c in cfgs]                         # steps of one level, per member
     hook_steps = [{h.name: h.schedule.resolve(t, spe) for h in hs} for hs, t in zip(hooks, totals)]
     deficits = [DeficitView(c.data.deficit, data.x_train, data.num_classes, c.seed) for c in cfgs]
+    augment_seeds = [c.seed if c.data.augment else None for c in cfgs]
     plans = [imp_plan(c) for c in cfgs]             # all None, or one per member (pruning.levels is shared)
     levels = plans[0].levels if plans[0] is not None else 1
     ckpt_epochs = max(c.train.epochs for c in cfgs) if env.checkpoint_every_epochs == 0 else env.checkpoint_every_epochs
@@ -391,7 +394,7 @@ def _run_packed(cfgs, sinks, env, hooks, resume, pack_sink) -> PackedRun:
                 t0 = time.perf_counter()
                 sched = {k: schedule(k, b / spe) for k in pack.alive}
                 idx = torch.stack([orders[k][b * tc.batch_size:(b + 1) * tc.batch_size] for k in pack.alive])
-                grads, loss, correct = pack.gradients(*_batch(data, deficits, pack.alive, idx, epoch, step), epoch)
+                grads, loss, correct = pack.gradients(*_batch(data, deficits, augment_seeds, pack.alive, idx, epoch, step), epoch)
                 values, hits = torch.stack([loss, correct.to(loss.dtype)]).tolist()
                 gone = [k for k, v in zip(pack.alive, values)
                         if not math.isfinite(v) or v > cfgs[k].train.divergence_loss]
@@ -470,13 +473,19 @@ def _run_packed(cfgs, sinks, env, hooks, resume, pack_sink) -> PackedRun:
     return PackedRun([results[k] for k in range(len(cfgs))], pack)
 
 
-def _batch(data: Dataset, deficits: Sequence[DeficitView], members: Sequence[int], idx: torch.Tensor,
-           epoch: int, step: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The members' batches (K, B, ...), each as its solo run draws it (its deficit applied)."""
-    if not any(deficits[k].active(epoch) for k in members):
+def _batch(data: Dataset, deficits: Sequence[DeficitView], seeds: Sequence[int | None], members: Sequence[int],
+           idx: torch.Tensor, epoch: int, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The members' batches (K, B, ...), each as its solo run draws it: its
+    deficit applied, then (`seeds[k]`: its seed when `data.augment` is on) its
+    random crop and flip for images."""
+    augment = seeds[members[0]] is not None and data.x_train.ndim == 4
+    if not augment and not any(deficits[k].active(epoch) for k in members):
         return data.x_train[idx], data.y_train[idx]
-    xs, ys = zip(*(deficits[k].apply(data.x_train[i], data.y_train[i], i, epoch, step)
-                   for k, i in zip(members, idx)))
+    xs, ys = [], []
+    for k, i in zip(members, idx):
+        x, y = deficits[k].apply(data.x_train[i], data.y_train[i], i, epoch, step)
+        xs.append(_augment(x, seeds[k], step) if augment else x)
+        ys.append(y)
     return torch.stack(xs), torch.stack(ys)
 
 

@@ -170,7 +170,6 @@ def test_pack_compatible_names_the_field_that_differs(other, field):
 
 
 @pytest.mark.parametrize("over, field", [
-    ({"data": {"augment": True}}, "data.augment"),
     ({"model": {"dropout": 0.1}}, "model.dropout"),
 ])
 def test_pack_compatible_refuses_what_packs_do_not_support(over, field):

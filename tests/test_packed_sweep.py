@@ -67,7 +67,6 @@ def test_the_science_specs_pack(name, sizes):
     ({"scheduler": {"kind": "asha"}}, "resources.pack: scheduler.kind: asha"),
     ({"resources": {"pack": 4, "workers_per_trial": 2}}, "resources.pack: resources.workers_per_trial: 2"),
     ({"grid": {"model.dropout": [0.0, 0.1]}}, "resources.pack: model.dropout: .* \\(at grid.model.dropout\\[1\\]\\)"),
-    ({"grid": {"data.augment": [False, True]}}, "resources.pack: data.augment: .* \\(at grid.data.augment\\[1\\]\\)"),
     ({"variants": [{"model.dropout": 0.1}]}, "resources.pack: model.dropout: .* \\(at variants\\[0\\]\\)"),
     ({"base": {**TINY_BASE, "probes": {"stiffness": True, "schedule": {"kind": "epoch"}}},
       "stopper": {"kind": "stiffness"}}, "resources.pack: stopper.kind: stiffness"),
