@@ -17,7 +17,7 @@ Sections (one row each in the final table, `check | device | result | seconds`):
                 (trials per hour at K packed trials); its output is printed above.
   packed <spec> the shipped science specs critical_periods, early_phase and
                 two_regimes packed: for each K of `--packed-k`, the spec's first
-                pack of up to K members (as `resources.pack: K` groups them),
+                pack of K members (as `resources.pack: K` groups them, over K seeds),
                 each cut to `--steps` optimizer steps per level (IMP to one
                 level), `train.bf16` on CUDA, probes as the spec sets them,
                 trained in this process by `run_packed`: member-steps per second
@@ -378,14 +378,13 @@ SCIENCE = ("critical_periods", "early_phase", "two_regimes")
 
 
 def science_spec(name: str, pack: int, steps: int, bf16: bool):
-    """The shipped spec `name` cut for the check: its first seed (more where a
-    pack of `pack` needs them), `pack` members per pack, `steps` optimizer
-    steps per level, IMP to one level, bf16 as asked."""
+    """The shipped spec `name` cut for the check: `pack` seeds from its first
+    (enough for a first pack of `pack`), `pack` members per pack, `steps`
+    optimizer steps per level, IMP to one level, bf16 as asked."""
     from sweeps.spec import load_spec
 
     spec = load_spec(ROOT / "sweeps" / "specs" / f"{name}.yaml")
-    per_seed = max(1, spec.n_trials() // len(spec.seeds))
-    seeds = spec.seeds[:max(1, -(-pack // per_seed))]
+    seeds = [spec.seeds[0] + i for i in range(pack)]      # a first pack of `pack` needs at most one seed a member
     cut = {"train.max_steps": steps, "train.bf16": bf16}
     if spec.base.pruning.levels:
         cut.update({"pruning.levels": 1, "train.max_steps": max(steps, 2 * spec.base.pruning.rewind_step)})
@@ -445,8 +444,9 @@ def check_science_sweep(dev: torch.device, steps: int, tmp: Path) -> None:
     @section("science 0.25", str(dev))
     def body():
         spec = science_spec("critical_periods", 8, steps, gpu)
-        spec = spec.model_copy(update={"name": "gpu-check-science", "resources": spec.resources.model_copy(
-            update={"gpus_per_trial": 0.25 if gpu else 0, "cpus_per_trial": 1 if gpu else 0.5})})
+        share = {"gpus_per_trial": 0.25 if gpu else 0, "cpus_per_trial": 1 if gpu else 0.5}
+        spec = spec.model_copy(update={"name": "gpu-check-science", "seeds": spec.seeds[:1],
+                                       "resources": spec.resources.model_copy(update=share)})
         path = tmp / "gpu-check-science.yaml"
         path.write_text(yaml.safe_dump(spec.model_dump(mode="json", exclude_defaults=True), sort_keys=False))
         exe = Path(sys.executable).with_name("dynsweep")
