@@ -100,16 +100,28 @@ def _values_hash(values: Any) -> str:
 
 # ------------------------------------------------------------------ packs
 def pack_values(spec: SweepSpec) -> list[dict[str, Any]]:
-    """The sweep's packs, in trial order: each {"name", "members"}."""
+    """The sweep's packs, in trial order: each {"name", "members"}, the
+    trials of one kind (`_shared`) spread evenly over as few packs as hold them."""
     overrides = spec.overrides()
     base = spec.base.model_dump(mode="json")
     groups: dict[str, list[dict[str, Any]]] = {}
     for name, values in zip(trial_names(overrides), overrides):
         key = _shared(with_overrides(base, values))
         groups.setdefault(key, []).append({"name": name, "overrides": values})
-    k = spec.resources.pack
-    chunks = [members[i:i + k] for members in groups.values() for i in range(0, len(members), k)]
+    chunks = [chunk for members in groups.values() for chunk in _even(members, spec.resources.pack)]
     return [{"name": f"pack{i}-{members[0]['name']}", "members": members} for i, members in enumerate(chunks)]
+
+
+def _even(members: list[Any], k: int) -> list[list[Any]]:
+    """`members` in order, in as few packs of up to k as they need, of sizes
+    that differ by at most one (20 by 16: 10 + 10, not 16 + 4, so that no
+    small pack is left to run alone at the end)."""
+    n = -(-len(members) // k)
+    size, extra = divmod(len(members), n)
+    bounds = [0]
+    for i in range(n):
+        bounds.append(bounds[-1] + size + (i < extra))
+    return [members[a:b] for a, b in zip(bounds, bounds[1:])]
 
 
 def _shared(cfg: TrialConfig) -> str:

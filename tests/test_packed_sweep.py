@@ -31,7 +31,7 @@ def test_packs_share_what_they_must_and_keep_the_unpacked_names():
     packs = pack_values(s)
     names = trial_names(s.overrides())
     assert sorted(m["name"] for p in packs for m in p["members"]) == sorted(names)
-    assert [len(p["members"]) for p in packs] == [3, 1, 3, 1]      # 4 trials per batch size, K = 3
+    assert [len(p["members"]) for p in packs] == [2, 2, 2, 2]      # 4 trials per batch size, K = 3: even
     for p in packs:
         assert len({m["overrides"]["train.batch_size"] for m in p["members"]}) == 1
     assert packs[0]["name"] == "pack0-lr=0.05,bs=50,s0"
@@ -46,8 +46,8 @@ def test_late_momentum_members_get_their_own_packs():
 
 
 @pytest.mark.parametrize("name, sizes", [
-    ("critical_periods", [16, 16, 16, 16, 6]),      # deficits and lengths differ per member
-    ("early_phase", [14, 14, 14, 16, 16, 3]),       # one rewind step per pack, paired apart
+    ("critical_periods", [14, 14, 14, 14, 14]),     # deficits and lengths differ per member
+    ("early_phase", [14, 14, 14, 12, 12, 11]),      # one rewind step per pack, paired apart
 ])
 def test_the_science_specs_pack(name, sizes):
     raw = read_yaml(Path(__file__).parents[1] / "sweeps" / "specs" / f"{name}.yaml")
