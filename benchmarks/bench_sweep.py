@@ -299,7 +299,7 @@ def main() -> None:
 def summary(rows: dict[tuple[str, str], list[dict]], args) -> None:
     """One line per tree: the grid's ratio with probes off and the fixed cost,
     medians over the repeats (each ratio and fixed cost from one repeat's pair)."""
-    grid = "1 trial per seed" if args.one_trial else f"{4 * 2 * args.seeds} trials"
+    grid = f"{args.seeds} trial{'s' * (args.seeds > 1)}" if args.one_trial else f"{4 * 2 * args.seeds} trials"
     print()
     for (probes, tree), rs in rows.items():
         if probes != "off" or tree == "plain":
@@ -307,7 +307,7 @@ def summary(rows: dict[tuple[str, str], list[dict]], args) -> None:
         ratio = statistics.median(x["wall"] / x["plain"] for x in rs)
         line = (f"{tree}: probes off, {grid} × {args.epochs} epochs: dynsweep "
                 f"{statistics.median(x['wall'] for x in rs):.1f} s, plain {statistics.median(x['plain'] for x in rs):.1f} s, "
-                f"ratio {ratio:.2f} (target ≤ 0.70, 2-core limit ≈ 0.5)")
+                f"ratio {ratio:.2f}" + ("" if args.one_trial else " (target ≤ 0.70, 2-core limit ≈ 0.5)"))
         fixed = rows.get(("fixed", tree)) or (rs if args.one_trial and args.epochs == 1 else None)
         if fixed:
             costs = [x["wall"] - x["plain"] for x in fixed]
