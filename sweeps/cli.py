@@ -456,7 +456,10 @@ def entry() -> None:
     threading._shutdown()
     ray = sys.modules.get("ray")
     if ray is not None and ray.is_initialized():
-        ray.shutdown()
+        try:
+            ray.shutdown()
+        except Exception:          # left to Ray's atexit handler, as before: the exit code stays main's
+            pass
     atexit._run_exitfuncs()
     sys.stdout.flush()
     sys.stderr.flush()
