@@ -19,8 +19,12 @@ points). Both read the same data cache, generated before anything is timed
 (`DYNSWEEP_SCHEMA_CACHE`, made before anything is timed), as a sweep on a
 machine that has run one before does. `--one-trial` drops the grid (one
 trial per seed): with `--epochs 1 --seeds 1` the column `fixed` (dynsweep's
-wall minus the plain process's) is the service's fixed cost.
-Prints wall seconds and the ratio dynsweep / plain (target ≤ 1.0 on 2 cores),
+wall minus the plain process's) is the service's fixed cost. Unless
+`--one-trial` or `--no-fixed`, every repeat also runs that 1-trial, 1-epoch
+pair (probes off, rows "fixed"), and the run ends with one summary line per
+tree: the grid's ratio with probes off beside the fixed cost.
+Prints wall seconds and the ratio dynsweep / plain (target ≤ 0.7 on 2 cores
+with probes off at 60 epochs, where two trials at once make ≈ 0.5 the limit),
 the share of trial time spent probing (`time/probe_s` over `time/train_s +
 time/probe_s`, from MLflow), and where a dynsweep run's wall time went, from
 the MLflow store's timestamps:
@@ -49,6 +53,7 @@ holding `sweeps/` and `dynamics_core/`, e.g. an older commit exported with
 them alike; the plain loop runs from the last tree.
 
     python benchmarks/bench_sweep.py                          # 16 trials, 10 epochs
+    python benchmarks/bench_sweep.py --epochs 60 --probes off --repeats 3   # ratio and fixed cost
     python benchmarks/bench_sweep.py --epochs 3 --seeds 1 --probes off
     python benchmarks/bench_sweep.py --src /tmp/old . --repeats 2
     python benchmarks/bench_sweep.py --probes off --ray-head --repeats 2
@@ -211,6 +216,9 @@ def main() -> None:
                     help="source trees to run dynsweep from (directories holding sweeps/)")
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--one-trial", action="store_true", help="no grid: one trial per seed (the fixed cost)")
+    ap.add_argument("--fixed", action=argparse.BooleanOptionalAction, default=True,
+                    help="also run a 1-trial, 1-epoch pair with probes off each repeat (rows 'fixed'), "
+                         "for the summary's fixed cost (default; not with --one-trial)")
     ap.add_argument("--plain-threads", type=int, default=1, help="torch threads of the plain loop (0: torch's default)")
     ap.add_argument("--checkpoint-every", type=int, nargs="+", default=[None], metavar="EPOCHS",
                     help="fault_tolerance.checkpoint_every_epochs of the dynsweep runs (default: the spec default)")
@@ -240,21 +248,24 @@ def main() -> None:
                             "create_schema(sys.argv[1])", f"sqlite:///{tmp / 'warm.db'}"],
                            env={**os.environ, "PYTHONPATH": str(srcs[-1]), **schema}, check=True,
                            capture_output=True)
+        cases = [(probes, args.epochs, args.seeds, args.one_trial) for probes in args.probes]
+        if args.fixed and not args.one_trial:
+            cases.append(("fixed", 1, 1, True))
         for r in range(args.repeats):
-            for probes in args.probes:
+            for probes, epochs, seeds, one_trial in cases:
                 name = f"bench-probes-{probes}"
-                spec = write_spec(tmp, name, args.epochs, args.seeds, probes == "on", one_trial=args.one_trial)
+                spec = write_spec(tmp, name, epochs, seeds, probes == "on", one_trial=one_trial)
                 _, wall, out = timed([sys.executable, "-c", PLAIN, str(spec), str(cache), str(args.plain_threads)],
                                     tmp, srcs[-1], cache)
                 plain = {"wall": wall, **json.loads(out.strip().splitlines()[-1])}
                 rows.setdefault((probes, "plain"), []).append(plain)
-                print(f"repeat {r} probes {probes:3s} plain {wall:7.1f} s (imports {plain['imports']:.1f} s, "
+                print(f"repeat {r} probes {probes:5s} plain {wall:7.1f} s (imports {plain['imports']:.1f} s, "
                       f"compute {plain['compute']:.1f} s)", flush=True)
                 for (tree, src), every, (joined, address) in itertools.product(
                         zip(names, srcs), args.checkpoint_every, joins):
                     if every is not None:
-                        spec = write_spec(tmp, name, args.epochs, args.seeds, probes == "on", every,
-                                          one_trial=args.one_trial)
+                        spec = write_spec(tmp, name, epochs, seeds, probes == "on", every,
+                                          one_trial=one_trial)
                         tree = f"{tree} ckpt {every}"
                     tree += joined
                     folder = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=tmp))
@@ -264,7 +275,7 @@ def main() -> None:
                                            cache, {**schema, **(head.env if address else {})})
                     parts = {"wall": wall, "plain": plain["wall"], **breakdown(uri, name, start, wall, slots)}
                     rows.setdefault((probes, tree), []).append(parts)
-                    print(f"repeat {r} probes {probes:3s} {tree:12s} {wall:7.1f} s  ratio {wall / plain['wall']:.2f}  "
+                    print(f"repeat {r} probes {probes:5s} {tree:12s} {wall:7.1f} s  ratio {wall / plain['wall']:.2f}  "
                           f"fixed {wall - plain['wall']:.1f}  "
                           + "  ".join(f"{k} {parts[k]:.1f}" for k in ("start", "launch", "trials", "compute",
                                                                         "in trial", "between", "end")), flush=True)
@@ -282,6 +293,27 @@ def main() -> None:
                   f"({min(ratios):.2f}–{max(ratios):.2f}) | {share:.0%} | "
                   + " | ".join(f"{med[k]:.1f}" for k in ("start", "launch", "trials", "compute", "in trial",
                                                            "between", "end")) + " |")
+    summary(rows, args)
+
+
+def summary(rows: dict[tuple[str, str], list[dict]], args) -> None:
+    """One line per tree: the grid's ratio with probes off and the fixed cost,
+    medians over the repeats (each ratio and fixed cost from one repeat's pair)."""
+    grid = f"{args.seeds} trial{'s' * (args.seeds > 1)}" if args.one_trial else f"{4 * 2 * args.seeds} trials"
+    print()
+    for (probes, tree), rs in rows.items():
+        if probes != "off" or tree == "plain":
+            continue
+        ratio = statistics.median(x["wall"] / x["plain"] for x in rs)
+        line = (f"{tree}: probes off, {grid} × {args.epochs} epochs: dynsweep "
+                f"{statistics.median(x['wall'] for x in rs):.1f} s, plain {statistics.median(x['plain'] for x in rs):.1f} s, "
+                f"ratio {ratio:.2f}" + ("" if args.one_trial else " (target ≤ 0.70, 2-core limit ≈ 0.5)"))
+        fixed = rows.get(("fixed", tree)) or (rs if args.one_trial and args.epochs == 1 else None)
+        if fixed:
+            costs = [x["wall"] - x["plain"] for x in fixed]
+            line += (f"; fixed cost {statistics.median(costs):.1f} s ({min(costs):.1f}–{max(costs):.1f}, "
+                     f"1 trial × 1 epoch; target ≤ 6)")
+        print(line)
 
 
 if __name__ == "__main__":

@@ -90,11 +90,14 @@ def _start(spec: SweepSpec, storage: str | Path, tracking_uri: str, cache_dir: s
     """Everything the sweep runs on answers, then its parent run, registered
     plans and manifest exist: the context every trial gets."""
     storage = storage_location(storage)
-    # the store (a new sqlite file: MLflow's schema, about 2 s) opens while Ray starts
+    # while Ray starts: the store opens (MLflow's import and a new sqlite file), then
+    # the probes' columns are read (torch's import, which Tune's trainable needs next)
     with ThreadPoolExecutor(1, thread_name_prefix="dynsweep-store") as pool:
         opening = pool.submit(tracking.open_store, tracking_uri, experiment=spec.name)
+        reading = pool.submit(probe_columns, spec)
         _connect(address, spec)
         store = opening.result()
+        columns = reading.result()
     if check_fits_now:
         _check_fits(spec, address)
     parent = tracking.start_sweep(store, spec.name, spec.spec_hash(), code_commit(), spec.description,
@@ -108,7 +111,7 @@ def _start(spec: SweepSpec, storage: str | Path, tracking_uri: str, cache_dir: s
                        checkpoint_every_epochs=spec.fault_tolerance.checkpoint_every_epochs,
                        device=device, plugins=tuple(spec.plugins),
                        flush_each_report=spec.scheduler.kind != "fifo" or spec.stopper is not None,
-                       columns=probe_columns(spec))
+                       columns=columns)
     files.write_text(files.join(storage, spec.name, MANIFEST),
                      json.dumps({"spec": spec.model_dump(mode="json"), "context": asdict(ctx)}, indent=2))
     return ctx, store

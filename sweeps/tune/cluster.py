@@ -10,6 +10,8 @@ are made here, each where it is needed.
 """
 from __future__ import annotations
 
+import contextlib
+import inspect
 import json
 import os
 from typing import Any
@@ -47,8 +49,40 @@ def init_ray(address: str | None, spec: SweepSpec) -> None:
     _token_auth(None)
     # "local": a Ray of our own even where `ray start` left one running on this machine,
     # which ray.init would otherwise join (and refuse num_cpus for); --address auto joins it
-    ray.init(address="local", num_cpus=local_cpus(spec),
-             include_dashboard=False, log_to_driver=False, configure_logging=False)
+    with _lean_head():
+        ray.init(address="local", num_cpus=local_cpus(spec),
+                 include_dashboard=False, log_to_driver=False, configure_logging=False)
+
+
+@contextlib.contextmanager
+def _lean_head():
+    """A local Ray without two processes that a sweep on it never uses: the
+    autoscaler's monitor (a local Ray has nothing to scale; it ignores
+    SIGTERM, so Ray's shutdown waited 1 s for it before killing it) and the
+    log monitor (it sends workers' output to drivers, which
+    `log_to_driver=False` turns off). Each is a Python process that competed
+    with the sweep's own start for the CPU. `ray.init` has no option for
+    either (`ray start` has --no-monitor); the RayParams it builds has:
+    while this is open, ray.init builds one that defaults both off. A Ray
+    whose RayParams lacks them starts them as before."""
+    from ray._private import parameter
+
+    cls = parameter.RayParams
+    if not {"no_monitor", "include_log_monitor"} <= set(inspect.signature(cls).parameters):
+        yield
+        return
+
+    class LeanParams(cls):
+        def __init__(self, *args, **kwargs):
+            kwargs.setdefault("no_monitor", True)
+            kwargs.setdefault("include_log_monitor", False)
+            super().__init__(*args, **kwargs)
+
+    parameter.RayParams = LeanParams
+    try:
+        yield
+    finally:
+        parameter.RayParams = cls
 
 
 def local_cpus(spec: SweepSpec) -> int:
