@@ -4,9 +4,10 @@ the resources a local Ray would have, the environment a cluster's workers get.
 `init_ray` joins the cluster at an address (else $RAY_ADDRESS) or starts a
 Ray of our own, with Ray token auth as the cluster has it; a cluster that
 does not answer or refuses us is `Unavailable`, one line. Ray's token auth,
-its GCS service and its accelerator detection have no public API: the
-private calls for them (`ray._private`, `ray._raylet`, `ray.core.generated`)
-are made here, each where it is needed.
+its GCS service, its accelerator detection and starting a local Ray without
+its autoscaler monitor and log monitor (`_lean_head`) have no public API:
+the private calls for them (`ray._private`, `ray._raylet`,
+`ray.core.generated`) are made here, each where it is needed.
 """
 from __future__ import annotations
 
