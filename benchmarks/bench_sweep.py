@@ -40,8 +40,13 @@ the MLflow store's timestamps:
               between:  slots × span − Σ run durations (a slot without a
                         trial's run: Tune's scheduling, actor reuse, a
                         trial opening its run)
+            (a pack is one run here: its members' first start to last end;
+            its members' time/train_s are shares that add up to its own)
   end       last trial run ended → process exit (Tune's end, the result
             table, Ray's shutdown)
+
+`--pack K...` also runs the grid packed (`resources.pack: K`; rows
+"pack K"; the grid makes one pack per batch size).
 
 `--ray-head` also runs every tree joined to one local Ray head started before
 the runs (`ray start --head`, `dynsweep run --address auto`; rows "+ head"),
@@ -106,7 +111,7 @@ WARM = "import sys; from dynamics_core.data import load; from dynamics_core.conf
 
 
 def write_spec(folder: Path, name: str, epochs: int, seeds: int, probes: bool,
-               checkpoint_every: int | None = None, one_trial: bool = False) -> Path:
+               checkpoint_every: int | None = None, one_trial: bool = False, pack: int = 1) -> Path:
     spec = {
         "name": name,
         "base": {
@@ -119,7 +124,7 @@ def write_spec(folder: Path, name: str, epochs: int, seeds: int, probes: bool,
         },
         "grid": {} if one_trial else {"optim.lr": [0.02, 0.05, 0.1, 0.2], "train.batch_size": [32, 128]},
         "seeds": list(range(seeds)),
-        "resources": {"cpus_per_trial": 1},
+        "resources": {"cpus_per_trial": 1, "pack": 1 if one_trial else pack},
     }
     if checkpoint_every is not None:
         spec["fault_tolerance"] = {"checkpoint_every_epochs": checkpoint_every}
@@ -194,8 +199,11 @@ def breakdown(uri: str, name: str, start: float, wall: float, slots: int) -> dic
     runs = client.search_runs([exp.experiment_id], max_results=1000)
     parent = [r for r in runs if r.data.tags.get("dynsweep.kind") == "sweep"][0]
     trials = [r for r in runs if r.data.tags.get("dynsweep.kind") == "trial"]
-    begin = [r.info.start_time / 1e3 for r in trials]
-    end = [r.info.end_time / 1e3 for r in trials]
+    units: dict[str, list] = {}              # a pack's members run at once: one unit, first start to last end
+    for r in trials:
+        units.setdefault(r.data.tags.get("pack", r.info.run_id), []).append(r)
+    begin = [min(r.info.start_time for r in rs) / 1e3 for rs in units.values()]
+    end = [max(r.info.end_time for r in rs) / 1e3 for rs in units.values()]
     in_runs = sum(e - b for b, e in zip(begin, end))
     compute = sum(r.data.metrics.get("final/time_train_s", 0.0) + r.data.metrics.get("final/time_probe_s", 0.0)
                   for r in trials)
@@ -222,6 +230,9 @@ def main() -> None:
     ap.add_argument("--plain-threads", type=int, default=1, help="torch threads of the plain loop (0: torch's default)")
     ap.add_argument("--checkpoint-every", type=int, nargs="+", default=[None], metavar="EPOCHS",
                     help="fault_tolerance.checkpoint_every_epochs of the dynsweep runs (default: the spec default)")
+    ap.add_argument("--pack", type=int, nargs="+", default=[1], metavar="K",
+                    help="resources.pack of the grid's dynsweep runs (default 1: unpacked; the grid makes "
+                         "one pack per batch size, 8 trials each at K >= 8)")
     ap.add_argument("--ray-head", action="store_true",
                     help="also run every tree joined to a local Ray head started once before the runs "
                          "(`ray start --head`, then `dynsweep run --address auto`): Ray's start and "
@@ -261,12 +272,16 @@ def main() -> None:
                 rows.setdefault((probes, "plain"), []).append(plain)
                 print(f"repeat {r} probes {probes:5s} plain {wall:7.1f} s (imports {plain['imports']:.1f} s, "
                       f"compute {plain['compute']:.1f} s)", flush=True)
-                for (tree, src), every, (joined, address) in itertools.product(
-                        zip(names, srcs), args.checkpoint_every, joins):
+                for (tree, src), every, pack, (joined, address) in itertools.product(
+                        zip(names, srcs), args.checkpoint_every, args.pack, joins):
+                    if one_trial and pack != args.pack[0]:
+                        continue                        # a 1-trial sweep does not pack
+                    spec = write_spec(tmp, name, epochs, seeds, probes == "on", every, one_trial=one_trial,
+                                      pack=pack)
                     if every is not None:
-                        spec = write_spec(tmp, name, epochs, seeds, probes == "on", every,
-                                          one_trial=one_trial)
                         tree = f"{tree} ckpt {every}"
+                    if pack != 1 and not one_trial:
+                        tree = f"{tree} pack {pack}"
                     tree += joined
                     folder = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=tmp))
                     uri = f"sqlite:///{folder / 'mlflow.db'}"
