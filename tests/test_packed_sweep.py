@@ -107,15 +107,16 @@ def run(dir, name, **fields):
 
 @pytest.mark.slow
 def test_packed_members_are_the_unpacked_trials_in_mlflow(tmp_path):
-    """2 batch sizes × 2 learning rates (one diverges) × 2 seeds, packs of 3:
-    four packs, eight member runs equal to the eight unpacked ones."""
+    """2 batch sizes × 2 learning rates (one diverges) × 2 seeds, packs of up
+    to 3: four packs of 2 (4 trials per batch size, spread evenly), eight
+    member runs equal to the eight unpacked ones."""
     grid = {"optim.lr": [0.05, 50.0], "train.batch_size": [50, 100]}
     (tmp_path / "solo").mkdir(), (tmp_path / "packed").mkdir()
     _, solo = run(tmp_path / "solo", "g", grid=grid, seeds=[0, 1])
     res, packed = run(tmp_path / "packed", "g", grid=grid, seeds=[0, 1], resources={"pack": 3})
 
     assert sorted(p.name for p in (tmp_path / "packed" / "ray" / "g").iterdir() if p.is_dir()) == \
-        ["pack0-lr=0.05,bs=50,s0", "pack1-lr=50,bs=50,s1", "pack2-lr=0.05,bs=100,s0", "pack3-lr=50,bs=100,s1"]
+        ["pack0-lr=0.05,bs=50,s0", "pack1-lr=50,bs=50,s0", "pack2-lr=0.05,bs=100,s0", "pack3-lr=50,bs=100,s0"]
     runs = {r.trial_id: r for r in tracking.trial_runs(packed, "g")}
     alone = {r.trial_id: r for r in tracking.trial_runs(solo, "g")}
     assert runs.keys() == alone.keys() and len(runs) == 8
@@ -151,25 +152,25 @@ def test_a_killed_packed_sweep_resumes_to_the_unpacked_result(tmp_path, referenc
     assert_same_as_reference(tmp_path, reference)
 
 
-SCIENCE = {   # two members each, of their own length and deficit / training IMP levels with ablations
-    "deficit": {"base": {**TINY_BASE, **SLOW}, "variants": [
-        {"data.deficit.kind": "blur", "data.deficit.start_epoch": 0, "data.deficit.end_epoch": 2, "train.epochs": 4},
-        {"data.deficit.kind": "noise", "data.deficit.start_epoch": 1, "data.deficit.end_epoch": 3}]},
-    "imp": {"base": {**TINY_BASE, **SLOW, "train": {"epochs": 2, "batch_size": 50},
-                     "pruning": {"levels": 1, "rewind_step": 3, "ablation": "shuffle_layer"}},
-            "variants": [{"optim.lr": 0.05}, {"optim.lr": 0.1, "pruning.ablation": "reinit"}]},
-}
+IMP = {"train.epochs": 2, "pruning.levels": 1, "pruning.rewind_step": 3}
+SCIENCE = [   # a deficit pack (two lengths, two deficits) and an IMP pack (levels, two ablations)
+    {"data.deficit.kind": "blur", "data.deficit.start_epoch": 0, "data.deficit.end_epoch": 2, "train.epochs": 4},
+    {"data.deficit.kind": "noise", "data.deficit.start_epoch": 1, "data.deficit.end_epoch": 3},
+    {**IMP, "optim.lr": 0.05, "pruning.ablation": "shuffle_layer"},
+    {**IMP, "optim.lr": 0.1, "pruning.ablation": "reinit"},
+]
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kind", SCIENCE)
-def test_a_killed_packed_science_sweep_resumes_to_the_unpacked_result(tmp_path, kind):
-    """The sweep `ft` unpacked and uninterrupted, then as one pack killed after
-    its second checkpoint and resumed: the same records, no step logged twice."""
+def test_a_killed_packed_science_sweep_resumes_to_the_unpacked_result(tmp_path):
+    """The sweep `ft` unpacked and uninterrupted, then in its two packs (a
+    deficit one, an IMP one) killed after a second checkpoint and resumed:
+    the same records, no step logged twice."""
     ref, cut = tmp_path / "ref", tmp_path / "cut"
     ref.mkdir(), cut.mkdir()
-    raw = {"name": "ft", **SCIENCE[kind], "seeds": [0],
+    raw = {"name": "ft", "base": {**TINY_BASE, **SLOW}, "variants": SCIENCE, "seeds": [0],
            "fault_tolerance": {"max_failures": 2, "checkpoint_every_epochs": 1}}
+    assert [len(p["members"]) for p in pack_values(parse_spec({**raw, "resources": {"pack": 2}}))] == [2, 2]
     (ref / "ft.yaml").write_text(yaml.safe_dump(raw))
     done = cli(["run", str(ref / "ft.yaml"), "--storage", str(ref / "ray"), "--tracking-uri", uri(ref)], ref)
     assert done.returncode == 0, done.stderr[-3000:]
