@@ -45,12 +45,8 @@ def pack_compatible(cfgs: Sequence[TrialConfig]) -> str | None:
     if not cfgs:
         return "a pack needs at least one trial config"
     first = cfgs[0]
-    refusals = {
-        "model.dropout": first.model.dropout > 0,
-    }
-    for path, refused in refusals.items():
-        if refused:
-            return f"{path}: packed trials do not support it (train these trials alone)"
+    if first.model.dropout > 0:     # its masks come from the global RNG, which members cannot share
+        return "model.dropout: packed trials do not support it (train these trials alone)"
     flat = [{k: v for k, v in c.flat().items() if not k.startswith("probes.")} for c in cfgs]
     for path, value in flat[0].items():
         if path not in MAY_DIFFER and any(f[path] != value for f in flat[1:]):
