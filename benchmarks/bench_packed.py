@@ -97,13 +97,19 @@ def sweep_spec(folder: Path, pack: int, epochs: int, probes: bool) -> Path:
     return path
 
 
+def uptime() -> str:
+    return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+
+
+def service_env() -> dict[str, str]:
+    """This environment without a tracking URI or Ray address: each run gets its own."""
+    return {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "RAY_ADDRESS")}
+
+
 def sweep_main(args) -> None:
     """16 trials through `dynsweep run`: unpacked, then packed by each K."""
-    def uptime() -> str:
-        return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
-
     root = Path(__file__).resolve().parents[1]
-    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "RAY_ADDRESS")}
+    env = service_env()
     print(f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}; 16-trial MNIST-1D MLP grid "
           f"(8 lr × 2 seeds), {args.epochs} epochs, batch 32, probes {'default' if args.probes else 'off'}")
     print(f"uptime before: {uptime()}")
@@ -157,8 +163,7 @@ def science_main(args) -> None:
     from sweeps.spec import load_spec
 
     root = Path(__file__).resolve().parents[1]
-    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "RAY_ADDRESS")}
-    uptime = lambda: subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()   # noqa: E731
+    env = service_env()
     print(f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}; shipped specs, "
           f"first {args.seeds} seed(s) each, no conjectures")
     print(f"uptime before: {uptime()}")
