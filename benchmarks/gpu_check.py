@@ -297,7 +297,6 @@ def check_sharing(dev: torch.device, steps: int, tmp: Path) -> None:
     trials = 4 if gpu else 2
     cases = ([("share 0.25", 1, 0.25), ("share 1", 1, 1)] if gpu
              else [("share 0.25", 0.5, 0), ("share 1", 1, 0)])
-    exe = Path(sys.executable).with_name("dynsweep")
     for check, cpus, gpus in cases:
         @section(check, str(dev))
         def body():
@@ -307,25 +306,33 @@ def check_sharing(dev: torch.device, steps: int, tmp: Path) -> None:
             path.write_text(SPEC.format(name=name, trials=trials, per=per, steps=steps,
                                         seeds=", ".join(str(s) for s in range(trials)),
                                         cpus=cpus, gpus=gpus))
-            if not gpu and not ARGS.cpu_sweeps:
-                t0 = time.perf_counter()
-                out = _cli(exe, ["validate", str(path)], 120)
-                row(check, str(dev), f"skipped: no GPU (spec at {per} per trial: "
-                    f"{'validates' if out.returncode == 0 else 'INVALID, ' + out.stderr.strip()[-80:]}; "
-                    f"--cpu-sweeps runs it)", time.perf_counter() - t0)
-                return
-            t0 = time.perf_counter()
-            out = _cli(exe, ["run", str(path), "--storage", str(tmp / "ray"),
-                             "--tracking-uri", f"sqlite:///{tmp / 'mlflow.db'}",
-                             "--device", "cuda" if gpu else "cpu"], subprocess_timeout())
-            sec = time.perf_counter() - t0
-            if out.returncode != 0:
-                print(out.stdout[-2000:], out.stderr[-2000:], sep="\n")
-                row(check, str(dev), f"FAIL: dynsweep run exit {out.returncode}", sec)
-                return
-            row(check, str(dev), f"ok: {trials} trials × {steps} steps at {per} per trial: "
-                f"{trials / sec * 3600:.0f} trials/h (wall, incl. Ray start)", sec)
+            _sweep_row(check, dev, path, what=f"{trials} trials × {steps} steps at {per} per trial",
+                       trials=trials, db=tmp / "mlflow.db", storage=tmp / "ray")
         body()
+
+
+def _sweep_row(check: str, dev: torch.device, path: Path, *, what: str, trials: int, db: Path,
+               storage: Path) -> None:
+    """One sweep row: on a GPU (or with --cpu-sweeps) run the spec at `path`
+    through `dynsweep run` and report trials per hour; on a CPU without
+    --cpu-sweeps only validate it, so the row says the spec is ready."""
+    gpu = dev.type == "cuda"
+    exe = Path(sys.executable).with_name("dynsweep")
+    t0 = time.perf_counter()
+    if not gpu and not ARGS.cpu_sweeps:
+        out = _cli(exe, ["validate", str(path)], 120)
+        ok = "validates" if out.returncode == 0 else "INVALID, " + out.stderr.strip()[-80:]
+        row(check, str(dev), f"skipped: no GPU ({what}: {ok}; --cpu-sweeps runs it)",
+            time.perf_counter() - t0)
+        return
+    out = _cli(exe, ["run", str(path), "--storage", str(storage), "--tracking-uri", f"sqlite:///{db}",
+                     "--device", "cuda" if gpu else "cpu"], subprocess_timeout())
+    sec = time.perf_counter() - t0
+    if out.returncode != 0:
+        print(out.stdout[-2000:], out.stderr[-2000:], sep="\n")
+        row(check, str(dev), f"FAIL: dynsweep run exit {out.returncode}", sec)
+        return
+    row(check, str(dev), f"ok: {what}: {trials / sec * 3600:.0f} trials/h (wall, incl. Ray start)", sec)
 
 
 def _cli(exe: Path, args: list[str], timeout: float) -> subprocess.CompletedProcess:
@@ -449,25 +456,9 @@ def check_science_sweep(dev: torch.device, steps: int, tmp: Path) -> None:
                                        "resources": spec.resources.model_copy(update=share)})
         path = tmp / "gpu-check-science.yaml"
         path.write_text(yaml.safe_dump(spec.model_dump(mode="json", exclude_defaults=True), sort_keys=False))
-        exe = Path(sys.executable).with_name("dynsweep")
-        t0 = time.perf_counter()
-        if not gpu and not ARGS.cpu_sweeps:
-            out = _cli(exe, ["validate", str(path)], 120)
-            row("science 0.25", str(dev), f"skipped: no GPU (critical_periods, pack 8: "
-                f"{'validates' if out.returncode == 0 else 'INVALID, ' + out.stderr.strip()[-80:]}; "
-                f"--cpu-sweeps runs it)", time.perf_counter() - t0)
-            return
-        out = _cli(exe, ["run", str(path), "--storage", str(tmp / "ray"),
-                         "--tracking-uri", f"sqlite:///{tmp / 'mlflow-science.db'}",
-                         "--device", "cuda" if gpu else "cpu"], subprocess_timeout())
-        sec = time.perf_counter() - t0
-        if out.returncode != 0:
-            print(out.stdout[-2000:], out.stderr[-2000:], sep="\n")
-            row("science 0.25", str(dev), f"FAIL: dynsweep run exit {out.returncode}", sec)
-            return
-        n = spec.n_trials()
-        row("science 0.25", str(dev), f"ok: critical_periods, {n} trials in packs of 8 × {steps} steps at "
-            f"{'0.25 GPU' if gpu else '0.5 CPU'} per pack: {n / sec * 3600:.0f} trials/h (wall, incl. Ray start)", sec)
+        _sweep_row("science 0.25", dev, path, trials=spec.n_trials(), db=tmp / "mlflow-science.db",
+                   storage=tmp / "ray", what=f"critical_periods, {spec.n_trials()} trials in packs of 8 × "
+                   f"{steps} steps at {'0.25 GPU' if gpu else '0.5 CPU'} per pack")
     body()
 
 
