@@ -358,6 +358,54 @@ def test_sign_flip_monte_carlo_above_the_exact_limit():
     assert r.p_value == pytest.approx(2 * sps.norm.sf(z), abs=4 * r.p_mc_se + 0.01)
 
 
+# ------------------------------------------------------------ equivalence
+def test_equivalence_is_two_one_sided_sign_flip_tests_by_hand():
+    """Inside the margin p is the larger one-sided p; both sides of five values
+    within ±1 of a mean near 0 are all-positive (all-negative) after the shift:
+    only the identity pattern reaches them, p = 1/32 each. Beyond the margin the
+    one-sided p of that side, doubled."""
+    from sweeps.conjectures.inference import equivalence_test
+    from sweeps.conjectures.stats import t_interval
+    d = np.r_[0.1, -0.1, 0.2, -0.2, 0.05]
+    r = equivalence_test(d, 1.0)
+    assert r.details["p_lower"] == pytest.approx(1 / 32) == r.details["p_upper"]
+    assert r.p_value == pytest.approx(1 / 32) and r.p_method == "exact"
+    assert r.statistic == pytest.approx(1.0 - 0.01) and r.effect == pytest.approx(0.01)
+    assert r.tested_effect > 0 and r.sides == 1 and r.ci_level == pytest.approx(0.9)
+    assert (r.ci_low, r.ci_high) == pytest.approx(t_interval(d, 0.9))
+    # a mean near the upper margin: the upper test decides (its p is the larger)
+    near = equivalence_test(np.r_[0.9, 0.95, 0.5, 1.2, 0.7], 1.0)
+    assert near.p_value == near.details["p_upper"] > near.details["p_lower"]
+    far = equivalence_test(np.r_[2.0, 2.1, 1.9, 2.2, 1.8, 2.05], 1.0)
+    assert far.details["p_beyond"] == pytest.approx(1 / 64) and far.p_value == pytest.approx(2 / 64)
+    assert far.statistic == pytest.approx(1.0 - far.effect) and far.tested_effect < 0
+    assert equivalence_test(-np.r_[2.0, 2.1, 1.9, 2.2, 1.8, 2.05], 1.0).p_value == pytest.approx(2 / 64)
+    with pytest.raises(ValueError, match="margin must be > 0"):
+        equivalence_test(d, 0.0)
+    assert equivalence_test([0.1, np.nan], 1.0).details["reason"] == "fewer than 2 units"
+
+
+def test_equivalence_verdicts_under_a_plan():
+    """Shown within the margin: supported; beyond it: refuted; a margin the data
+    cannot resolve: underpowered. The margin is the plan's effect of interest, and a
+    result of another test or margin is refused."""
+    from sweeps.conjectures.inference import equivalence_test
+    eq = plan(conjecture="demo.matches", statement="sparse matches dense", statistic="equivalence",
+              effect_of_interest=1.0, checks=(), min_per_stratum=1)
+    inside = verdict_of(eq, equivalence_test(np.r_[0.1, -0.1, 0.2, -0.2, 0.05, 0.0], 1.0))
+    assert inside.verdict == "supported" and inside.details["rule"]["reach"] is None
+    beyond = verdict_of(eq, equivalence_test(np.r_[2.0, 2.1, 1.9, 2.2, 1.8, 2.05], 1.0))
+    assert beyond.verdict == "refuted"
+    noisy = np.random.default_rng(0).normal(0, 5, 6)
+    assert verdict_of(eq, equivalence_test(noisy, 1.0)).verdict == "underpowered"
+    with pytest.raises(ValueError, match="margin is its effect of interest"):
+        verdict_of(eq, equivalence_test(noisy, 0.5))
+    with pytest.raises(ValueError, match="names paired_sign_flip"):
+        verdict_of(plan(statistic="paired_sign_flip", checks=()), equivalence_test(noisy, 1.0))
+    with pytest.raises(ValueError, match="names equivalence"):
+        verdict_of(eq, sign_flip_test(noisy))
+
+
 def test_sign_test_exact_binomial_p_and_clopper_pearson():
     from sweeps.conjectures.inference import sign_test
     r = sign_test([True] * 9 + [False])

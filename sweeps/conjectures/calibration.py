@@ -30,8 +30,8 @@ import numpy as np
 import pandas as pd
 
 from sweeps.conjectures.inference import (TestResult, _rank_corr_rows, compare_groups,
-                                          intersection_union, sign_flip_test, sign_test,
-                                          trend_test)
+                                          equivalence_test, intersection_union, sign_flip_test,
+                                          sign_test, trend_test)
 from sweeps.conjectures.stats import ALPHA, gehan_scores
 
 N_TRUTH = 200_000        # cells simulated for the true value of a rank statistic
@@ -219,6 +219,16 @@ def iu_design(name: str, used_by: str, n_pairs: int) -> Design:
     return Design(name, used_by, draw, lambda e: math.nan, 0.0, 1.0, predicted=+1)
 
 
+def equivalence_design(name: str, used_by: str, n: int, margin: float) -> Design:
+    """TOST of n paired differences of sd 1 within ±`margin`: null at the margin's
+    boundary (mean = margin: equivalence must be claimed at most alpha of the time),
+    effect of interest a mean of 0; the CI is of the mean (at 1 − 2 alpha)."""
+    def draw(rng: np.random.Generator, effect: float, n_perm: int) -> TestResult:
+        return equivalence_test(effect + rng.normal(size=n), margin, n_perm=n_perm,
+                                rng_seed=int(rng.integers(2 ** 31)))
+    return Design(name, used_by, draw, lambda e: e, margin, 0.0, predicted=+1)
+
+
 def sign_test_design(name: str, used_by: str, n: int) -> Design:
     """Share of successes against 1/2 (exact binomial, Clopper–Pearson); effect = share − 1/2."""
     def draw(rng: np.random.Generator, effect: float, n_perm: int) -> TestResult:
@@ -246,6 +256,8 @@ DESIGNS: tuple[Design, ...] = (
     groups_design("two groups, 5 vs 5 (Welch)", "critical_periods (pilot, noise vs blur)", 5, 5),
     iu_design("intersection-union, 2 paired parts × 12 seed blocks",
               "large_lr.anneal_crossover", 12),
+    equivalence_design("equivalence (TOST), 8 units, margin 1.2 sd",
+                       "equivalence plans (sparse vs dense, marker alignment)", 8, 1.2),
     sign_test_design("sign test, 10 trials, p0 = 1/2", "critical_periods.fisher_rises_then_falls",
                      10),
 )

@@ -19,6 +19,10 @@ quantity its p tests.
   symmetric about 0 under H0) nonzero? Sign-flip permutation p (exact over
   all 2^n sign patterns when 2^n <= `MAX_EXACT`, else Monte Carlo with its
   SE), t CI of the mean.
+- `equivalence_test(d, margin)` (plan statistic `equivalence`): does the mean
+  of per-unit contrasts lie within ±margin? Two one-sided sign-flip tests
+  (TOST), t CI of the mean at 1 − 2 alpha; a mean significantly beyond the
+  margin refutes.
 - `sign_test(outcomes)` (plan statistic `sign_test`): is the share of trials
   with an outcome different from p0 (1/2)? Exact binomial p, Clopper–Pearson
   CI of the share.
@@ -508,6 +512,59 @@ def sign_flip_test(d: Iterable[float], *, n_perm: int = N_PERM, n_boot: int = N_
     return TestResult(obs, obs, lo, hi, p, n, details, p_method=method, n_perm=int(done),
                       p_mc_se=mc_se, ci_level=level, se=float(d.std(ddof=1) / math.sqrt(n)),
                       sides=sides)
+
+
+def equivalence_test(d: Iterable[float], margin: float, *, n_perm: int = N_PERM,
+                     rng_seed: int = 0, alpha: float = ALPHA,
+                     max_exact: int = MAX_EXACT) -> TestResult:
+    """Is mean(d) within ±`margin`? Two one-sided tests (plan statistic `equivalence`).
+
+    `d` holds one contrast per independent unit (per seed: sparse − dense
+    accuracy; per cell: a log ratio of two times). Inside the margin
+    (|mean(d)| < margin) p is Schuirmann's TOST p, the larger of the
+    one-sided sign-flip p of d + margin > 0 and of d − margin < 0:
+    equivalence is shown at level alpha when both are. Outside it, p is the
+    one-sided sign-flip p that the mean lies beyond the margin on its own
+    side, doubled (either side could have been the one), so a significant
+    result refutes equivalence. statistic = margin − |mean(d)| (the tested
+    effect: + inside, − outside; predicted sign +1); effect = mean(d); CI =
+    t interval of mean(d) at 1 − 2 alpha, the interval TOST reads
+    (equivalent when it lies inside ±margin). se = sd(d)/sqrt(n) with
+    sides = 1: the power rule asks whether the margin exceeds the minimum
+    detectable distance from it.
+    """
+    if not (math.isfinite(margin) and margin > 0):
+        raise ValueError(f"an equivalence margin must be > 0, got {margin!r}")
+    raw = np.asarray(list(d), dtype=float)
+    ok = np.isfinite(raw)
+    x = raw[ok]
+    n = len(x)
+    level = 1 - 2 * alpha
+    details: dict[str, Any] = {"test": f"equivalence within ±{margin:g} (TOST, paired sign-flip)",
+                               "margin": margin, "n_dropped_nonfinite": int((~ok).sum())}
+    if n < 2:
+        return TestResult(math.nan, math.nan, math.nan, math.nan, math.nan, n,
+                          {**details, "reason": "fewer than 2 units"}, ci_level=level, sides=1)
+    mean = float(x.mean())
+    kw = dict(n_perm=n_perm, rng_seed=rng_seed, alpha=alpha, max_exact=max_exact)
+    if abs(mean) < margin:
+        lower = sign_flip_test(x + margin, alternative="greater", **kw)
+        upper = sign_flip_test(x - margin, alternative="less", **kw)
+        p, ran = max(lower.p_value, upper.p_value), (lower, upper)
+        details.update(p_lower=lower.p_value, p_upper=upper.p_value, side="inside the margin")
+    else:
+        beyond = sign_flip_test(x - math.copysign(margin, mean),
+                                alternative="greater" if mean > 0 else "less", **kw)
+        p, ran = min(1.0, 2 * beyond.p_value), (beyond,)
+        details.update(p_beyond=beyond.p_value, side="beyond the margin")
+    lo, hi = t_interval(x, level)
+    details.update(n_arrangements=ran[0].details["n_arrangements"],
+                   ci_method="t interval of the mean at 1 − 2 alpha")
+    return TestResult(margin - abs(mean), mean, lo, hi, p, n, details,
+                      p_method=ran[0].p_method, n_perm=ran[0].n_perm,
+                      p_mc_se=max(r.p_mc_se for r in ran) if ran[0].p_method != "exact"
+                      else math.nan, ci_level=level, se=float(x.std(ddof=1) / math.sqrt(n)),
+                      sides=1)
 
 
 def sign_test(outcomes: Iterable[Any], *, p0: float = 0.5, alpha: float = ALPHA,

@@ -13,7 +13,10 @@ Statistics (`STATISTICS`, each one test of `inference.py`):
 per-trial contrasts, exact over the 2^n sign patterns up to 10^5, else Monte
 Carlo), `sign_test` (`sign_test`: exact binomial share against p0) and
 `censored_trend` (`trend_test(..., censored=mask)`: times to an event that
-may not occur within the budget, censored there; Gehan scores within cells).
+may not occur within the budget, censored there; Gehan scores within cells)
+and `equivalence` (`equivalence_test`: the mean of per-unit contrasts within
+±`effect_of_interest`, two one-sided tests; the margin is the plan's
+effect of interest).
 
 The engine only carries the window, detector and exclusions: the experiment
 applies them. It uses the rest to judge (`verdict.verdict_of`, `verdict.finalize`).
@@ -51,7 +54,7 @@ from typing import Any, Literal, Mapping
 
 STATISTICS: tuple[str, ...] = ("stratified_spearman", "difference_of_means", "non_inferiority",
                                "intersection_union", "paired_sign_flip", "sign_test",
-                               "censored_trend")
+                               "censored_trend", "equivalence")
 WINDOW_KINDS: tuple[str, ...] = ("whole_run", "after_breakeven", "until", "from")
 OPS: tuple[str, ...] = (">=", "<=", ">", "<")
 _NAME = re.compile(r"^[A-Za-z_][\w.\-/]*$")

@@ -27,8 +27,8 @@ Verdict kinds (`decide_with_reason`; the first rule that applies decides):
 The effect-of-interest rule reads the CI of the tested effect times the
 predicted sign: its upper end must reach `effect_of_interest`. An
 intersection-union test reaches it when every part's CI does; a part or a
-plan with a margin (`non_inferiority`) is exempt, the margin being its
-effect of interest; a test without a CI is judged by its point effect.
+plan with a margin (`non_inferiority`, `equivalence`) is exempt, the margin
+being its effect of interest; a test without a CI is judged by its point effect.
 Strata below the plan's `min_per_stratum` are excluded before a trend test
 (`verdict_of` runs it again with the plan's minimum) and counted in the reason.
 Holm's m is the number of tests registered in the family: a test that could
@@ -214,7 +214,7 @@ def decide(p_value: float, effect: float, predicted_sign: int, alpha: float = AL
 _TEST_OF = {"stratified_spearman": "Spearman", "difference_of_means": "difference of means",
             "non_inferiority": "difference of means", "intersection_union": "intersection-union",
             "paired_sign_flip": "sign-flip", "sign_test": "binomial sign test",
-            "censored_trend": "censored trend"}
+            "censored_trend": "censored trend", "equivalence": "equivalence"}
 
 
 def _check_statistic(plan: AnalysisPlan, result: TestResult) -> None:
@@ -224,10 +224,15 @@ def _check_statistic(plan: AnalysisPlan, result: TestResult) -> None:
     if test is None:
         return
     wrong_test = _TEST_OF[plan.statistic] not in test
+    wrong_test |= ("equivalence" in test) != (plan.statistic == "equivalence")
     wrong_margin = "difference" in test and (plan.statistic == "non_inferiority") != margin
     if wrong_test or wrong_margin:
         raise ValueError(f"plan {plan.conjecture!r} names {plan.statistic}, "
                          f"the result is a {test}{' with a margin' if margin else ''}")
+    if plan.statistic == "equivalence" and result.details["margin"] != plan.effect_of_interest:
+        raise ValueError(f"plan {plan.conjecture!r}: the equivalence margin is its effect of "
+                         f"interest {plan.effect_of_interest:g}, the test used "
+                         f"{result.details['margin']:g}")
 
 
 def _check_outcome(plan: AnalysisPlan, checks: Checks | None) -> tuple[str | None, dict[str, Any]]:
