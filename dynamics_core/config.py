@@ -148,7 +148,7 @@ class PatchConfig(_Frozen):
 
 
 class DataConfig(_Frozen):
-    dataset: Literal["mnist1d", "cifar10", "mnist", "fashion_mnist", "sine1d"] = "mnist1d"
+    dataset: Literal["mnist1d", "cifar10", "mnist", "fashion_mnist", "sine1d", "digits"] = "mnist1d"
     root: str | None = None        # environment: where torchvision sets / caches live
     download: bool = False         # environment: allowed only with internet
     train_size: Annotated[OptInt, Smoke(_const(500))] = Field(None, ge=10)   # class-balanced subset
@@ -162,8 +162,8 @@ class DataConfig(_Frozen):
 
 # -------------------------------------------------------------------- model
 class ModelConfig(_Frozen):
-    name: Literal["mlp", "cnn1d", "simple_cnn", "resnet20", "allcnn"] = "mlp"
-    width: Int = Field(128, ge=1)           # hidden units (mlp) / channels (cnn1d); others fixed
+    name: Literal["mlp", "cnn1d", "cnn2d", "simple_cnn", "resnet20", "allcnn"] = "mlp"
+    width: Int = Field(128, ge=1)           # hidden units (mlp) / channels (cnn1d, cnn2d); others fixed
     depth: Int = Field(2, ge=1)             # hidden layers (mlp)
     activation: Literal["relu", "tanh", "gelu"] = "relu"
     batchnorm: bool = False                 # mlp, cnn1d, simple_cnn, allcnn (resnet20 always BN)

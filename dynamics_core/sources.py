@@ -1,7 +1,8 @@
 """Where each data set comes from, without torch.
 
-mnist1d and sine1d are generated here; CIFAR-10, MNIST and FashionMNIST are
-read by torchvision from a local root (`SETS`). `check_available` says,
+mnist1d and sine1d are generated here and digits ship inside scikit-learn;
+CIFAR-10, MNIST and FashionMNIST are read by torchvision from a local root
+(`SETS`). `check_available` says,
 before anything is loaded, whether a config's data set can be loaded on this
 machine: a spec is checked without importing torch.
 """

@@ -350,3 +350,36 @@ def test_sine1d_test_subset_is_a_uniform_draw_of_distinct_points(tmp_path):
     # spread over the domain, not the 50 lowest targets
     assert ds.x_test.min() < -2 and ds.x_test.max() > 2
     assert ds.y_test.max() > 2
+
+
+# ------------------------------------------------------------------- digits
+def test_digits_load_offline_split_by_class_and_standardised(tmp_path):
+    """scikit-learn's 8×8 digits: 1347 train / 450 test, a quarter of every class
+    in the test set, disjoint, fixed by data_seed; the training pixels have mean 0
+    and std 1; the images are the bundled ones, scaled by 1/16 before that."""
+    from sklearn.datasets import load_digits
+
+    from dynamics_core.data import digits
+
+    ds = load(data(dataset="digits"), "cpu", tmp_path)
+    assert ds.x_train.shape == (1347, 1, 8, 8) and ds.x_test.shape == (450, 1, 8, 8)
+    assert ds.x_train.dtype == torch.float32 and ds.num_classes == 10 and ds.input_shape == (1, 8, 8)
+    bunch = load_digits()
+    per_class = torch.bincount(torch.from_numpy(bunch.target), minlength=10)
+    test_counts = torch.bincount(ds.y_test, minlength=10)
+    assert torch.equal(test_counts, torch.round(per_class * 0.25).long())
+    assert torch.equal(torch.bincount(ds.y_train, minlength=10) + test_counts, per_class)
+    assert abs(float(ds.x_train.mean())) < 1e-5 and abs(float(ds.x_train.std()) - 1) < 1e-3
+    tr, te = digits.split_indices(bunch.target, 0)
+    assert not set(tr) & set(te) and len(tr) + len(te) == 1797
+    raw = torch.from_numpy(bunch.images[tr][:, None] / 16.0).float()
+    scale = (raw - raw.mean()) / raw.std(correction=0)
+    assert torch.allclose(ds.x_train, scale, atol=1e-5)
+    assert torch.equal(ds.y_train, torch.from_numpy(bunch.target[tr]))
+    again = load(data(dataset="digits"), "cpu", tmp_path)
+    assert torch.equal(again.x_train, ds.x_train)
+    other = load(data(dataset="digits", data_seed=1), "cpu", tmp_path)
+    assert not torch.equal(other.y_test, ds.y_test)
+    assert check_available(data(dataset="digits"), tmp_path) is None
+    small = load(data(dataset="digits", train_size=200), "cpu", tmp_path)
+    assert torch.equal(torch.bincount(small.y_train, minlength=10), torch.full((10,), 20))

@@ -16,6 +16,8 @@ CASES = [
     ("cnn1d", (40,), {"width": 25}),
     ("cnn1d", (1, 40), {"width": 25, "batchnorm": True}),
     ("cnn1d", (1, 28, 28), {"width": 8}),
+    ("cnn2d", (1, 8, 8), {"width": 16}),
+    ("cnn2d", (1, 28, 28), {"width": 8, "batchnorm": True}),
     ("simple_cnn", (3, 32, 32), {"batchnorm": True}),
     ("simple_cnn", (1, 28, 28), {}),
     ("resnet20", (3, 32, 32), {}),
@@ -92,6 +94,14 @@ def test_resnet20_parameter_count_is_standard_option_b():
     # (Zero-padding option A would be 269,722 = 272,474 - 2,752 projection params.)
     model = _build("resnet20", (3, 32, 32))
     assert sum(p.numel() for p in model.parameters()) == 272_474
+
+
+def test_cnn2d_parameter_count_on_8x8_digits():
+    # conv 1→16 (16·9 + 16), conv 16→16 (16·16·9 + 16), linear 16·2·2 → 10
+    assert sum(p.numel() for p in _build("cnn2d", (1, 8, 8), width=16).parameters()) == (
+        160 + 2320 + 64 * 10 + 10)
+    with pytest.raises(ValueError, match="too small"):
+        _build("cnn2d", (1, 3, 3))
 
 
 def test_reference_parameter_counts():

@@ -13,7 +13,7 @@ from dynamics_core.config import DataConfig
 from dynamics_core.data.dataset import Dataset, probe_indices
 from dynamics_core.data.deficits import DeficitView
 from dynamics_core.data.transforms import class_balanced_subset, add_label_noise, add_patches
-from dynamics_core.data import mnist1d, sine1d, vision
+from dynamics_core.data import digits, mnist1d, sine1d, vision
 from dynamics_core.sources import check_available   # torch-free: a spec is checked without torch
 
 __all__ = ["Dataset", "DeficitView", "load", "check_available", "probe_indices", "LOADERS"]
@@ -21,6 +21,7 @@ __all__ = ["Dataset", "DeficitView", "load", "check_available", "probe_indices",
 LOADERS = {
     "mnist1d": mnist1d.load,
     "sine1d": sine1d.load,
+    "digits": digits.load,
     "cifar10": vision.load,
     "mnist": vision.load,
     "fashion_mnist": vision.load,

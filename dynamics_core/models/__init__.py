@@ -10,6 +10,7 @@ Which ModelConfig fields each model reads:
     model       width          depth  activation batchnorm      dropout preact_noise
     mlp         hidden units   yes    yes        yes            yes     yes
     cnn1d       channels       -      yes        yes            yes     yes
+    cnn2d       channels       -      yes        yes            yes     yes
     simple_cnn  - (32/64/512)  -      yes        yes            yes     yes
     resnet20    - (16/32/64)   -      yes        - (always BN)  yes     yes
     allcnn      - (96/192)     -      yes        yes            yes     yes
@@ -23,6 +24,7 @@ from dynamics_core.config import ModelConfig
 from dynamics_core.models._layers import Model, PreactNoise
 from dynamics_core.models.allcnn import AllCNN
 from dynamics_core.models.cnn1d import CNN1d
+from dynamics_core.models.cnn2d import CNN2d
 from dynamics_core.models.mlp import MLP
 from dynamics_core.models.resnet20 import ResNet20
 from dynamics_core.models.simple_cnn import SimpleCNN
@@ -30,6 +32,7 @@ from dynamics_core.models.simple_cnn import SimpleCNN
 MODELS: dict[str, type[Model]] = {
     "mlp": MLP,
     "cnn1d": CNN1d,
+    "cnn2d": CNN2d,
     "simple_cnn": SimpleCNN,
     "resnet20": ResNet20,
     "allcnn": AllCNN,
