@@ -240,3 +240,50 @@ def test_rise_figure_and_table():
     df = breakeven.rise_steps(table)
     assert len(df) == 24 and set(df["key"]) == {"gradcov/top", "hessian/top"}
     assert df["success"].all() and (df["peak_step"] <= 0.25 * 3000).all()
+
+
+# ------------------------------------------------------------------ the specs
+def test_shipped_spec_design():
+    from pathlib import Path
+
+    from dynamics_core.hooks import log_spaced_steps
+    from dynamics_core.pack_rules import pack_compatible
+    from sweeps.spec import load_spec, smoke
+
+    specs = Path(__file__).parents[1] / "sweeps" / "specs"
+    spec, pilot = load_spec(specs / "breakeven.yaml"), load_spec(specs / "breakeven_pilot.yaml")
+    assert not set(spec.seeds) & set(pilot.seeds)                      # fresh confirmatory seeds
+    assert not pilot.conjectures and {"breakeven.rise_saturate", "breakeven.lr_generalizes",
+                                      "breakeven.c2_lr", "breakeven.c2_batch"} <= set(spec.conjectures)
+    p = spec.base.probes
+    assert p.gradcov_mb_batches - 1 > 2 * 14.29                          # the cap, twice the paper's max ratio
+    assert p.gradcov_mb_batches * p.gradcov_mb_size <= spec.base.data.train_size
+    steps = log_spaced_steps(spec.base.train.max_steps, p.schedule.points, p.schedule.log_start)
+    # the pilot's earliest break-even step was 30 (η = 0.4): ≥ 8 probes before it
+    assert len(steps) == 37 and sum(s < 30 for s in steps) >= 8 and steps[-1] == 3000
+    trials = spec.trials()
+    assert len(trials) == 36 and smoke(spec).trials()
+    by_s = {}
+    for t in trials:
+        by_s.setdefault(t.train.batch_size, []).append(t)
+    assert all(pack_compatible(group) is None for group in by_s.values())
+
+
+@pytest.mark.slow
+def test_smoke_run_yields_every_registered_verdict(tmp_path):
+    import json
+    from pathlib import Path
+
+    from sweeps.spec import load_spec
+    from test_sweeps import cli, uri
+
+    spec = Path(__file__).parents[1] / "sweeps" / "specs" / "breakeven.yaml"
+    res = cli(["run", str(spec), "--smoke", "--storage", str(tmp_path / "ray"),
+               "--tracking-uri", uri(tmp_path)], tmp_path, timeout=900)
+    assert res.returncode == 0, res.stderr[-3000:]
+    out = json.loads(cli(["conjectures", "breakeven-smoke", "--json", "--tracking-uri",
+                          uri(tmp_path)], tmp_path).stdout)["verdicts"]
+    registered = experiments.get("breakeven").plans
+    # every registered plan but those of probes the spec does not run (Tr(H)) has its verdict
+    want = {k for k in registered if "hessian/trace" not in k}
+    assert {v["name"] for v in out} == want and all(v["reason"] for v in out)

@@ -71,5 +71,5 @@ EXPERIMENT = register(Experiment(
              "breakeven_fig7_pca.png": fig_pca,
              "breakeven_stability.png": fig_stability},
     tables={BREAKEVEN_STEPS_CSV: breakeven_steps, RISE_CSV: rise_steps},
-    specs=("breakeven.yaml", "breakeven-cifar.yaml"),
+    specs=("breakeven_pilot.yaml", "breakeven.yaml", "breakeven-cifar.yaml"),
 ))
