@@ -232,6 +232,9 @@ class ProbeScheduleConfig(_Frozen):
 
     kind: Literal["log", "every", "steps", "epoch"] = "log"
     points: Annotated[Int, Smoke(_const(4))] = Field(12, ge=1)   # log: how many log-spaced steps
+    # log: the first log-spaced step; the grid spans [log_start, total]. The default 1 spends
+    # its first points on steps 1, 2, 3 …, where they merge; a later start puts them on the rise
+    log_start: Int = Field(1, ge=1)
     every: Int = Field(100, ge=1)       # every: period in steps
     steps: tuple[Int, ...] = ()         # steps: explicit optimizer steps
 

@@ -49,6 +49,7 @@ class Schedule:
     every: int = 1
     steps: tuple[int, ...] = ()
     points: int = 10
+    start: int = 1                 # log: the first log-spaced step
 
     def resolve(self, total_steps: int, steps_per_epoch: int) -> frozenset[int]:
         if self.kind == "every":
@@ -56,19 +57,20 @@ class Schedule:
         if self.kind == "steps":
             return frozenset(s for s in self.steps if 0 <= s <= total_steps)
         if self.kind == "log":
-            return frozenset(log_spaced_steps(total_steps, self.points))
+            return frozenset(log_spaced_steps(total_steps, self.points, self.start))
         ends = set(range(0, total_steps + 1, steps_per_epoch)) | {total_steps}
         if self.kind == "epoch_end":
             ends.discard(0)
         return frozenset(ends)
 
 
-def log_spaced_steps(total_steps: int, points: int) -> list[int]:
-    """Step 0 plus `points` log-spaced steps in [1, total]; duplicates merge,
-    so early steps are dense and a short run still gets several points."""
+def log_spaced_steps(total_steps: int, points: int, start: int = 1) -> list[int]:
+    """Step 0 plus `points` log-spaced steps in [start, total]; duplicates merge,
+    so early steps are dense and a short run still gets several points. A
+    start above 1 (capped at total) spends no points on the first few steps."""
     if total_steps <= 0:
         return [0]
-    raw = np.geomspace(1, total_steps, num=points)
+    raw = np.geomspace(min(max(start, 1), total_steps), total_steps, num=points)
     return sorted({0, *(int(round(s)) for s in raw), total_steps})
 
 

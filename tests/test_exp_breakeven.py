@@ -16,7 +16,8 @@ C1 = ["breakeven.c1_lr", "breakeven.c1_batch"]
 
 def with_minibatch_unit(trials, sign: int = 1, rng_seed: int = 0):
     """Add gradcov_mb/top: the per-example λ_K¹ / 128 (sign +1), or its
-    trend reversed along both axes (sign −1), with 5 % jitter."""
+    trend reversed along both axes (sign −1), with 5 % jitter; and
+    gradcov_mb/trace_over_top, the per-example ratio (its trend as it is)."""
     rng = np.random.default_rng(rng_seed)
     for t in trials:
         steps, top = t["curves"]["gradcov/top"]
@@ -24,6 +25,7 @@ def with_minibatch_unit(trials, sign: int = 1, rng_seed: int = 0):
             a, b = np.log10(t["params"]["optim.lr"] / 0.01), np.log2(t["params"]["train.batch_size"] / 32)
             top = top * np.exp(2 * (0.8 * a - 0.4 * b))            # exp(+0.8a − 0.4b) instead
         t["curves"]["gradcov_mb/top"] = (steps, top / 128 * np.exp(rng.normal(0, 0.05)))
+        t["curves"]["gradcov_mb/trace_over_top"] = t["curves"]["gradcov/trace_over_top"]
     return trials
 
 
@@ -150,3 +152,138 @@ def test_stability_figure_and_the_minibatch_row(tmp_path):
     assert len(figs["breakeven_max_vs_hparams.png"].axes) == 6  # λ_H¹, λ_K¹, λ_K¹ mini-batch × 2
     for p in report.save_figures(figs, tmp_path):
         assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# ------------------------------------------------------ rise and saturation
+GRID = np.array([0, *np.unique(np.round(np.geomspace(10, 3000, 30)).astype(int))])
+
+
+def plateau(peak: float, t_rise: float, level: float, steps=GRID) -> np.ndarray:
+    """Rises linearly to `peak` at t_rise, then relaxes to level × peak."""
+    s = np.asarray(steps, dtype=float)
+    up = 0.1 * peak + 0.9 * peak * np.minimum(s / t_rise, 1.0)
+    return np.where(s <= t_rise, up, peak * (level + (1 - level) * np.exp(-(s - t_rise) / 300)))
+
+
+def test_peak_step_and_the_outcome_by_hand():
+    steps = [0, 10, 20, 40, 80, 160, 320, 640, 1280, 3000]
+    vals = [1.0, 2.0, 5.0, 9.5, 10.0, 9.0, 8.0, 7.0, 7.5, 7.0]
+    assert breakeven.peak_step(steps, vals, 0.1) == 40                 # 9.5 ≥ 0.9 × 10
+    assert breakeven.peak_step(steps, vals, 0.01) == 80                # the argmax itself
+    out = breakeven.rise_saturates(steps, vals, peak_tol=0.1, smooth=1, early_frac=0.25, band=[0.5, 1.0],
+                                   min_after=3)
+    # after step 40: 10, 9, 8, 7, 7.5, 7 → median 7.75 / 10
+    assert out["n_after"] == 6 and out["level"] == pytest.approx(0.775) and out["success"]
+    late = breakeven.rise_saturates(steps, vals[:4] + [5, 5, 5, 5, 5, 11.0], peak_tol=0.1,
+                                    smooth=1, early_frac=0.25, band=[0.5, 1.0], min_after=3)
+    assert late["peak_step"] == 3000 and not late["early"] and not late["success"]
+    fall = breakeven.rise_saturates(steps, vals[:5] + [1, 1, 1, 1, 1], peak_tol=0.1,
+                                    smooth=1, early_frac=0.25, band=[0.5, 1.0], min_after=3)
+    assert fall["early"] and not fall["in_band"] and fall["level"] == pytest.approx(0.1)
+    # cadence: 4 measurements before a break-even step of 80, 6 after a peak step of 40,
+    # 5 after the argmax (step 80)
+    assert breakeven.cadence(steps, vals, 80.0, 40.0) == (4, 6, 5)
+    assert breakeven.cadence(steps, vals, float("nan"), float("nan")) == (0, 0, 5)
+    # smoothing: one spike (30 at step 640) is the raw maximum, not the smoothed one
+    spiky = vals[:7] + [30.0, 7.0, 7.0]
+    assert breakeven.peak_step(steps, spiky, 0.1) == 640
+    assert list(breakeven.smoothed([1, 9, 1, 1, 1], 3)) == [5, 1, 1, 1, 1]
+    assert breakeven.peak_step(steps, spiky, 0.1, smooth=3) == 40     # running medians 9.5, 9.5, 9 …
+
+
+def rise_trials(level: float, t_rise: float = 150.0, steps=GRID, n: int = 12) -> list[dict]:
+    out = []
+    for i in range(n):
+        lr = (0.04, 0.1, 0.2, 0.4)[i % 4]
+        k = plateau(10.0 / (1 + 10 * lr), t_rise * (1 + 0.1 * (i % 3)), level, steps)
+        out.append({"params": {"optim.lr": lr, "train.batch_size": 32}, "seed": i // 4,
+                    "curves": {"gradcov/top": (steps, k), "hessian/top": (steps, 5 * k),
+                               "final/val_acc": (steps[-1:], [0.5 + 0.5 * lr + 0.01 * i])}})
+    return out
+
+
+def test_rise_saturate_supported_refuted_and_the_cadence_check():
+    ok = breakeven.rise_saturate(make_table(rise_trials(0.8)))
+    assert [v.verdict for v in ok] == ["supported"] * 2, [v.summary() for v in ok]
+    assert all(v.n == 12 and v.statistic == 1.0 and v.family == "breakeven.rise" for v in ok)
+    assert ok[0].details["checks"]["cadence_resolves_rise"]["passed"]
+    # the spectra collapse after the peak (level 0.2, below the band): refuted
+    low = breakeven.rise_saturate(make_table(rise_trials(0.2)))
+    assert [v.verdict for v in low] == ["refuted"] * 2 and all(v.statistic == 0 for v in low)
+    # the same trajectories seen at 6 probe steps: the cadence cannot resolve the rise
+    sparse = np.array([0, 30, 300, 1000, 2000, 3000])
+    bad = breakeven.rise_saturate(make_table(rise_trials(0.8, steps=sparse)))
+    assert [v.verdict for v in bad] == ["invalid_protocol"] * 2
+    assert "cadence_resolves_rise" in bad[0].reason
+
+
+def test_lr_generalizes_both_links():
+    out = experiments.evaluate(["breakeven.lr_generalizes"], make_table(rise_trials(0.8, n=24)),
+                               options={"breakeven.lr_generalizes": FAST})
+    by = {v.name: v for v in out}
+    acc, top = by["breakeven.lr_generalizes[final/val_acc]"], by["breakeven.lr_generalizes[gradcov/top]"]
+    assert acc.verdict == top.verdict == "supported", [v.summary() for v in out]
+    assert acc.statistic > 0 > top.statistic and acc.n == top.n == 24
+    assert acc.family == top.family == "breakeven.lr_link" and acc.n_family == 2
+
+
+def test_rise_figure_and_table():
+    trials = rise_trials(0.8)
+    for t in trials:
+        t["params"]["probes.gradcov_mb_batches"] = 30
+        steps, k = t["curves"]["gradcov/top"]
+        t["curves"]["gradcov_mb/top"] = (steps, k / 128)
+        t["curves"]["gradcov_mb/trace_over_top"] = (steps, np.linspace(20, 12, steps.size))
+    table = make_table(trials)
+    fig = breakeven.fig_rise(table)
+    assert fig is not None and len(fig.axes) == 7                     # 6 panels and the colour bar
+    df = breakeven.rise_steps(table)
+    assert len(df) == 24 and set(df["key"]) == {"gradcov/top", "hessian/top"}
+    assert df["success"].all() and (df["peak_step"] <= 0.25 * 3000).all()
+
+
+# ------------------------------------------------------------------ the specs
+def test_shipped_spec_design():
+    from pathlib import Path
+
+    from dynamics_core.hooks import log_spaced_steps
+    from dynamics_core.pack_rules import pack_compatible
+    from sweeps.spec import load_spec, smoke
+
+    specs = Path(__file__).parents[1] / "sweeps" / "specs"
+    spec, pilot = load_spec(specs / "breakeven.yaml"), load_spec(specs / "breakeven_pilot.yaml")
+    assert not set(spec.seeds) & set(pilot.seeds)                      # fresh confirmatory seeds
+    assert not pilot.conjectures and {"breakeven.rise_saturate", "breakeven.lr_generalizes",
+                                      "breakeven.c2_lr", "breakeven.c2_batch"} <= set(spec.conjectures)
+    p = spec.base.probes
+    assert p.gradcov_mb_batches - 1 > 2 * 14.29                          # the cap, twice the paper's max ratio
+    assert p.gradcov_mb_batches * p.gradcov_mb_size <= spec.base.data.train_size
+    steps = log_spaced_steps(spec.base.train.max_steps, p.schedule.points, p.schedule.log_start)
+    # the pilot's earliest break-even step was 30 (η = 0.4): ≥ 8 probes before it
+    assert len(steps) == 37 and sum(s < 30 for s in steps) >= 8 and steps[-1] == 3000
+    trials = spec.trials()
+    assert len(trials) == 36 and smoke(spec).trials()
+    by_s = {}
+    for t in trials:
+        by_s.setdefault(t.train.batch_size, []).append(t)
+    assert all(pack_compatible(group) is None for group in by_s.values())
+
+
+@pytest.mark.slow
+def test_smoke_run_yields_every_registered_verdict(tmp_path):
+    import json
+    from pathlib import Path
+
+    from sweeps.spec import load_spec
+    from test_sweeps import cli, uri
+
+    spec = Path(__file__).parents[1] / "sweeps" / "specs" / "breakeven.yaml"
+    res = cli(["run", str(spec), "--smoke", "--storage", str(tmp_path / "ray"),
+               "--tracking-uri", uri(tmp_path)], tmp_path, timeout=900)
+    assert res.returncode == 0, res.stderr[-3000:]
+    out = json.loads(cli(["conjectures", "breakeven-smoke", "--json", "--tracking-uri",
+                          uri(tmp_path)], tmp_path).stdout)["verdicts"]
+    registered = experiments.get("breakeven").plans
+    # every registered plan but those of probes the spec does not run (Tr(H)) has its verdict
+    want = {k for k in registered if "hessian/trace" not in k}
+    assert {v["name"] for v in out} == want and all(v["reason"] for v in out)

@@ -117,3 +117,18 @@ def test_stability_rule_is_the_high_curvature_branch():
                 continue                           # exactly on a boundary: rounding decides
             fired = stability_breakeven([0], [x / eta], eta, batch_size=S, n_train=N, s=s) == 0
             assert fired == (x >= limit if c <= 1 else x >= 1), (c, x)
+
+
+# ------------------------------------------------ the probe cadence (log_start)
+def test_log_grid_from_a_later_start_exact_steps():
+    from dynamics_core.config import ProbesConfig
+    from dynamics_core.hooks import log_spaced_steps
+    from dynamics_core.measure.base import probe_schedule
+
+    # geomspace(10, 1000, 4) = 10, 46.4, 215.4, 1000
+    assert log_spaced_steps(1000, 4, start=10) == [0, 10, 46, 215, 1000]
+    assert log_spaced_steps(5, 3, start=10) == [0, 5]                  # start capped at the total
+    assert log_spaced_steps(3000, 16, start=1) == log_spaced_steps(3000, 16)   # the default grid
+    cfg = ProbesConfig(schedule={"kind": "log", "points": 4, "log_start": 10})
+    assert sorted(probe_schedule(cfg).resolve(1000, 10)) == [0, 10, 46, 215, 1000]
+    assert ProbesConfig().schedule.log_start == 1

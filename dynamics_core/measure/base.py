@@ -28,7 +28,8 @@ from dynamics_core.hooks import Schedule, StepContext
 
 def probe_schedule(cfg: ProbesConfig) -> Schedule:
     s = cfg.schedule
-    return Schedule(kind=s.kind, every=s.every, steps=tuple(s.steps), points=s.points)
+    return Schedule(kind=s.kind, every=s.every, steps=tuple(s.steps), points=s.points,
+                    start=s.log_start)
 
 
 class ProbeSet:

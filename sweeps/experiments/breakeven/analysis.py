@@ -125,6 +125,20 @@ def trial_maxima(table: SweepTable, key: str, peak_eps: float = 0.05,
     return pd.DataFrame(out, columns=cols).set_index("run_id")
 
 
+def trial_finals(table: SweepTable, key: str) -> pd.DataFrame:
+    """Per run the last finite value of `key` (column `max`, so that a plan with
+    `aggregate: final` is judged like a maximum); `peak_reached` is True (unused)."""
+    out = []
+    for run_id, g in table.metric(key).groupby("run_id", sort=True):
+        v, s = g["value"].to_numpy(float), g["step"].to_numpy()
+        fin = np.isfinite(v)
+        if fin.any():
+            out.append({"run_id": run_id, "max": float(v[fin][-1]), "argmax_step": s[fin][-1],
+                        "last_step": s[fin][-1], "peak_reached": True})
+    cols = ["run_id", "max", "argmax_step", "last_step", "peak_reached"]
+    return pd.DataFrame(out, columns=cols).set_index("run_id")
+
+
 def saturation_steps(table: SweepTable, key: str = "gradcov/top", eps: float = 0.05,
                      window: int = 3) -> pd.Series:
     """Break-even step per run_id by the saturation detector on `key` (NaN: none)."""
@@ -259,8 +273,9 @@ EXCLUSIONS = ("unfinished", "window_not_reached", "no_breakeven", "peak_not_reac
 
 
 def _judge_plan(table: SweepTable, vname: str, plan: AnalysisPlan, *, n_perm: int, n_boot: int,
-                rng_seed: int, strata: Any = FROM_PLAN) -> Verdict | None:
-    """One verdict: the trend of the window maximum of `plan.metric` along the plan's axis."""
+                rng_seed: int, strata: Any = FROM_PLAN, final: bool = False) -> Verdict | None:
+    """One verdict: the trend of the window maximum of `plan.metric` along the plan's axis
+    (`final`: of its last value instead, `trial_finals`)."""
     unknown = set(plan.exclusions) - set(EXCLUSIONS)
     if unknown:
         raise ValueError(f"plan {vname!r}: unknown exclusions {sorted(unknown)}")
@@ -286,8 +301,11 @@ def _judge_plan(table: SweepTable, vname: str, plan: AnalysisPlan, *, n_perm: in
     if _metric_rows(table, key).empty or col not in runs.columns:
         why = f"{key} was not logged" if col in runs.columns else f"no column {col}"
         return verdict_of(plan, None, name=vname, n=0, reason=why, **base)
-    maxima = trial_maxima(table, key, plan.options["peak_eps"], bounds["start"].to_dict(),
-                          bounds["end"].to_dict())
+    if final:
+        maxima = trial_finals(table, key)
+    else:
+        maxima = trial_maxima(table, key, plan.options["peak_eps"], bounds["start"].to_dict(),
+                              bounds["end"].to_dict())
     df = runs.set_index("run_id").join(maxima, how="inner")
     n_no_peak = int((~df["peak_reached"].astype(bool)).sum())
     if "peak_not_reached" in plan.exclusions:
@@ -338,3 +356,15 @@ def c2_batch(table: SweepTable, plans: Plans, **options: Any) -> list[Verdict]:
     """Conjecture 2 along S: max Tr(K)/λ_K¹ larger, max Tr(K) (Tr(H)) smaller for smaller S,
     maxima taken at or after each trial's break-even step."""
     return _judge_axis(table, plans, **options)
+
+
+@conjecture(PLANS)
+def lr_generalizes(table: SweepTable, plans: Plans, **options: Any) -> list[Verdict]:
+    """Along η within each S: the whole-run max λ_K¹ is smaller and the final test
+    accuracy higher for larger η (both links of the paper's claim, one Holm family).
+    Each plan's `aggregate` says which value of a trial is compared: `max` or `final`."""
+    out = [_judge_plan(table, vname, plan, **{"n_perm": N_PERM, "n_boot": N_BOOT, "rng_seed": 0,
+                                               **options},
+                       final=plan.options["aggregate"] == "final")
+           for vname, plan in plans.items()]
+    return [v for v in out if v is not None]
