@@ -14,8 +14,7 @@ from sweeps.conjectures.plan import AnalysisPlan
 from sweeps.conjectures.verdict import N_BOOT, N_PERM, Verdict, trend_test, verdict_of
 from sweeps.experiments.registry import Plans, conjecture
 from sweeps.experiments.stiffness.plans import (LR, PAIRS, PLANS, TV_SIGN, TV_SIGN_WITHIN, VAL_ACC,
-                                                VAL_LOSS, WINDOW, XI, XI_LEVEL_FIELD, between_key,
-                                                within_key)
+                                                VAL_LOSS, WINDOW, XI, between_key, within_key)
 from sweeps.stoppers import StiffnessStopper
 from sweeps.table import SweepTable, param
 
@@ -208,10 +207,11 @@ def xi_vs_lr(table: SweepTable, plans: Plans, *,
     (plan,) = plans.values()
     runs, excluded = table.usable()
     level = float(plan.options["xi_level"])
-    logged = {float(v) for v in param(runs, XI_LEVEL_FIELD, 0.0).astype(float)}
+    field = plan.options["xi_level_field"]
+    logged = {float(v) for v in param(runs, field, 0.0).astype(float)}
     if logged - {level}:
         return [verdict_of(plan, None, n=0, **excluded, direction="none found",
-                           reason=f"the trials logged ξ at {XI_LEVEL_FIELD} "
+                           reason=f"the trials logged ξ at {field} "
                                   f"{sorted(logged)}, the plan registers {level:g}")]
     if not table.has(plan.metric):
         return [verdict_of(plan, None, n=0, **excluded, direction="none found",
