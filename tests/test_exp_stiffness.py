@@ -331,7 +331,8 @@ def test_pilot_and_confirmatory_specs():
     level = held.base.probes.stiffness_xi_level
     assert level == XI_LEVEL and pilot.base.probes.stiffness_xi_level != level
     for spec in (held, stopped):
-        assert spec.base == pilot.base.model_copy(update={"probes": held.base.probes}) and spec.grid == pilot.grid
+        assert spec.base == pilot.base.model_copy(update={"probes": held.base.probes})
+        assert spec.grid == pilot.grid
     assert held.base.data.label_noise > 0 and held.base.train.epochs >= 36 + 10 + 3   # the latest pilot onset
     assert held.stopper is None and stopped.stopper == S.StiffnessStopper(**STOPPER_RULE)
 

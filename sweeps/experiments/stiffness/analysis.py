@@ -132,8 +132,9 @@ def rises_during_training(table: SweepTable, plans: Plans, *, n_perm: int = N_PE
                                   reason=f"{metric} or {VAL_LOSS} was not logged"))
             continue
         runs, excluded, s = _summary(table, plan)
-        late, early = s[f"{_short(metric)}_before"].to_numpy(float), s[f"{_short(metric)}_early"].to_numpy(float)
-        late = np.where(s["onset_step"].notna(), late, np.nan)
+        short = _short(metric)
+        early = s[f"{short}_early"].to_numpy(float)
+        late = np.where(s["onset_step"].notna(), s[f"{short}_before"].to_numpy(float), np.nan)
         res = sign_flip_test(late - early, n_perm=n_perm, n_boot=n_boot, rng_seed=rng_seed,
                              alpha=plan.alpha, bounds=(-2.0, 2.0))
         out.append(verdict_of(plan, res, name=key, **excluded, metric=metric,
@@ -158,7 +159,8 @@ def near_zero_after_onset(table: SweepTable, plans: Plans, *, n_perm: int = N_PE
                                   reason=f"{metric} or {VAL_LOSS} was not logged"))
             continue
         runs, excluded, s = _summary(table, plan, lag)
-        before, after = s[f"{_short(metric)}_before"].to_numpy(float), s[f"{_short(metric)}_after"].to_numpy(float)
+        short = _short(metric)
+        before, after = s[f"{short}_before"].to_numpy(float), s[f"{short}_after"].to_numpy(float)
         has_onset = s["onset_step"].notna().to_numpy()
         res = sign_flip_test(band - np.abs(after), n_perm=n_perm, n_boot=n_boot, rng_seed=rng_seed,
                              alpha=plan.alpha, bounds=(band - 1.0, band))
