@@ -275,6 +275,9 @@ class ProbesConfig(_Frozen):
     # nearest-neighbour distance; () turns it off (dynamics_core/measure/frequency.py)
     frequency_widths: tuple[Annotated[Float, Field(gt=0)], ...] = (0.5, 1.0, 2.0, 4.0, 8.0)
     stiffness_bins: Int = Field(10, ge=1)    # input-distance bins of stiffness_distance and ξ
+    # ξ = the input distance where binned within-class train–train sign stiffness first falls to
+    # this level (0: the paper's zero crossing; a level above 0 defines ξ where it never reaches 0)
+    stiffness_xi_level: Float = Field(0.0, ge=-1.0, le=1.0)
     bn_mode: Literal["eval", "train"] = "eval"
 
     @model_validator(mode="after")

@@ -122,7 +122,7 @@ class SweepSpec(_Strict):
     search: SearchSpec = SearchSpec()
     scheduler: SchedulerSpec = SchedulerSpec()
     # stops a trial early by a rule on its per-epoch reports (sweeps/stoppers.py):
-    # {kind: stiffness, threshold: 0.97, patience: 3, relative: false, metric: ...}
+    # {kind: stiffness, threshold: 0.45, patience: 5, relative: true, metric: ...}
     stopper: SerializeAsAny[stoppers.Stopper] | None = None
     resources: ResourcesSpec = ResourcesSpec()
     fault_tolerance: FaultToleranceSpec = FaultToleranceSpec()

@@ -1,7 +1,7 @@
 """Stoppers: pure rules that end a trial early from one metric's values at
 its epoch ends, found by kind.
 
-A spec switches one on (`stopper: {kind: stiffness, threshold: 0.97}`). A
+A spec switches one on (`stopper: {kind: stiffness, threshold: 0.45}`). A
 kind is a frozen pydantic model of its settings that says
 
 - `metric`: the key it reads from each epoch's report to Tune;
@@ -82,16 +82,17 @@ class StiffnessStopper(Stopper):
     """Stop once train–val within-class sign stiffness collapses: the metric,
     after having been above the bar, stays below it for `patience`
     consecutive epoch ends (`stiffness_stop_epoch`). The defaults are the
-    rule chosen on seeds 0–2 of `stiffness.yaml` (absolute bar 0.97,
-    patience 3). Stiffness lies in [−1, 1], so an absolute bar outside it,
+    rule chosen on the pilot seeds 0–3 of `stiffness.yaml` (within-class
+    train–val cosine stiffness, bar 0.45 × its running maximum, patience 5),
+    the rule `stiffness.stopper_vs_baselines` registers. Stiffness lies in [−1, 1], so an absolute bar outside it,
     or a relative one outside (0, 1), is refused as a slip; a bar of −1
     never fires (a way to log what the stopper would see without it)."""
 
     kind: Literal["stiffness"] = "stiffness"
-    metric: str = "stiffness/train_val/sign_within"
-    threshold: Float = 0.97
-    patience: Int = Field(3, ge=1)
-    relative: bool = False    # the bar is threshold × the running maximum of the metric
+    metric: str = "stiffness/train_val/cos_within"
+    threshold: Float = 0.45
+    patience: Int = Field(5, ge=1)
+    relative: bool = True     # the bar is threshold × the running maximum of the metric
 
     @field_validator("metric")
     @classmethod
@@ -145,7 +146,7 @@ def parse(value: Any) -> Stopper | None:
     if value is None or isinstance(value, Stopper):
         return value
     if not isinstance(value, dict):
-        raise ValueError("a mapping with `kind` (e.g. {kind: stiffness, threshold: 0.97})")
+        raise ValueError("a mapping with `kind` (e.g. {kind: stiffness, threshold: 0.45})")
     kind = value.get("kind")
     if kind is None:
         raise ValueError(f"kind: missing; valid: {', '.join(sorted(STOPPERS))}")

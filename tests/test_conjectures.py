@@ -483,7 +483,7 @@ def test_anneal_crossover_manipulation_checks():
 def test_registry():
     assert set(experiments.conjecture_names()) >= set(BE) | {
         "regimes.momentum", "regimes.large_step_generalizes", "regimes.two_stage",
-        "large_lr.anneal_crossover", "stiffness.train_val_falls_after_onset",
+        "large_lr.anneal_crossover", "stiffness.near_zero_after_onset",
         "stiffness.within_exceeds_between", "stiffness.xi_vs_lr", "frequency.low_first"}
     with pytest.raises(KeyError, match="valid names: .*breakeven.c1_lr"):
         experiments.get_conjecture("breakeven.c3")

@@ -32,7 +32,8 @@ from test_conjectures import FAST, breakeven_trials, make_table, regime_trials
 
 # options that are prose about the design (what a unit or a contrast is), not a setting
 DESCRIPTIVE = {"value", "parts", "onset", "before", "after", "contrast", "strata", "direction",
-               "unit", "pairing", "summary", "groups", "k_rule", "outcome", "baseline"}
+               "unit", "pairing", "summary", "groups", "k_rule", "outcome", "baseline",
+               "early", "late", "es_rule", "never_fires", "scores"}
 
 
 class Tracked(dict):
@@ -66,8 +67,7 @@ TABLES: dict[str, Callable[[], Any]] = {
     "large_lr": t_lr.main_table,
     "regimes.two_stage": lambda: make_table(t_reg.seed_effect_trials()),
     "regimes": lambda: make_table(regime_trials("paper")),
-    "stiffness": lambda: make_table([t_stiff.trial(lr, s, xi=0.5 + 0.1 * lr)
-                                     for lr in (0.03, 0.1, 0.3) for s in range(3)]),
+    "stiffness": lambda: make_table(t_stiff.sweep(xi=0.6)),
 }
 # plan variants judged too: a detector option is read only under its detector
 VARIANTS: dict[str, Callable[[AnalysisPlan], AnalysisPlan]] = {
@@ -182,15 +182,22 @@ def test_the_blur_check_threshold_is_the_plans():
     assert v.verdict != "invalid_protocol" and w.verdict == "invalid_protocol"
 
 
-def test_stiffness_window_is_the_plans():
+def test_stiffness_band_lag_and_baselines_are_the_plans():
     t = make_table(t_stiff.sweep())
-    name = "stiffness.train_val_falls_after_onset[stiffness/train_val/sign]"
     from sweeps.experiments import stiffness as S
-    (v,) = [x for x in S.train_val_falls_after_onset(t, **FAST) if x.name == name]
-    (w,) = [x for x in S.train_val_falls_after_onset(t, _with(S.PLANS, name, epochs=1), **FAST)
+    name = f"stiffness.near_zero_after_onset[{S.TV_SIGN_WITHIN}]"
+    (v,) = [x for x in S.near_zero_after_onset(t, **FAST) if x.name == name]
+    (w,) = [x for x in S.near_zero_after_onset(t, _with(S.PLANS, name, lag=0), **FAST) if x.name == name]
+    (u,) = [x for x in S.near_zero_after_onset(t, _with(S.PLANS, name, band=0.01), **FAST) if x.name == name]
+    assert v.details["lag"] == 10 and w.details["lag"] == 0
+    assert v.details["mean_after"] < 0.1 < w.details["mean_after"]
+    assert v.verdict == "supported" and u.verdict == "refuted"
+    name = "stiffness.stopper_vs_baselines[fixed_epoch/error]"
+    (a,) = [x for x in S.stopper_vs_baselines(t, **FAST) if x.name == name]
+    (b,) = [x for x in S.stopper_vs_baselines(t, _with(S.PLANS, name, fixed_epoch=12), **FAST)
             if x.name == name]
-    assert v.details["window"] == 3 and w.details["window"] == 1
-    assert v.details["mean_after"] != w.details["mean_after"]
+    assert a.details["fixed_epoch"] == 22 and b.details["fixed_epoch"] == 12
+    assert a.details["mean_baseline"] != b.details["mean_baseline"]
 
 
 # ------------------------------------------------------- post-treatment subgroups

@@ -41,6 +41,12 @@ def test_xi_on_a_constructed_crossing():
     assert critical_length(np.array([0.1, 0.3]), np.array([-0.2, -1.0])) == pytest.approx(0.1)
     assert np.isnan(critical_length(np.array([0.1, 0.3]), np.array([0.2, 0.1])))
     assert critical_length(np.array([0.1, 0.3, 0.5]), np.array([1.0, np.nan, -1.0])) == pytest.approx(0.3)
+    # a registered level above 0: the first crossing of that level, interpolated the same way
+    r5 = stiffness_by_distance(gram=torch.tensor(gram), distances=dist, targets=y,
+                               bins=[0.0, 0.5, 1.0, 1.5], level=0.75)
+    assert r5["xi"] == pytest.approx(0.25 + 0.5 * 0.25 / 0.5)
+    assert critical_length(np.array([0.1, 0.3]), np.array([0.9, 0.95]), level=0.9) == pytest.approx(0.1)
+    assert np.isnan(critical_length(np.array([0.1, 0.3]), np.array([1.0, 0.95]), level=0.9))
 
 
 def test_by_distance_from_a_gram_equals_from_gradients():

@@ -27,8 +27,10 @@ def spec_with(stopper, base=EPOCH_PROBES, **fields):
 def test_defaults_are_the_rule_chosen_offline():
     spec = spec_with({"kind": "stiffness"})
     assert isinstance(spec.stopper, stoppers.StiffnessStopper)
-    assert (spec.stopper.threshold, spec.stopper.patience, spec.stopper.relative) == (0.97, 3, False)
-    assert spec.stopper.metric == S.TV_SIGN_WITHIN
+    assert (spec.stopper.threshold, spec.stopper.patience, spec.stopper.relative) == (0.45, 5, True)
+    assert spec.stopper.metric == "stiffness/train_val/cos_within"
+    registered = S.PLANS["stiffness.stopper_vs_baselines[fixed_epoch/error]"].options["stopper"]
+    assert spec.stopper == stoppers.StiffnessStopper(**registered), "the defaults are the registered rule"
     assert S.stiffness_stop_epoch is stoppers.stiffness_stop_epoch, "one rule, used offline and online"
 
 
@@ -45,7 +47,7 @@ def test_stopper_round_trips_through_the_manifest_and_changes_the_hash():
     ({"threshold": 0.5}, "stopper: Value error, kind: missing; valid: stiffness"),
     ("stiffness", "stopper: Value error, a mapping with `kind`"),
     ({"kind": "stiffness", "patience": 0}, "stopper.patience: Input should be greater than or equal to 1"),
-    ({"kind": "stiffness", "threshold": 1.5}, "threshold: 1.5 is outside [-1, 1]"),
+    ({"kind": "stiffness", "threshold": 1.5, "relative": False}, "threshold: 1.5 is outside [-1, 1]"),
     ({"kind": "stiffness", "threshold": 1.0, "relative": True}, "threshold: 1 with relative: true"),
     ({"kind": "stiffness", "threshold": ".nan"}, "stopper.threshold:"),
     ({"kind": "stiffness", "metric": "val/loss"}, "stopper.metric: Value error, 'val/loss' is not a stiffness"),
@@ -61,7 +63,7 @@ def test_bad_stopper_fields_are_named(stopper, message):
 
 @pytest.mark.parametrize("base,grid,message", [
     ({}, {}, "s.yaml: base.probes.schedule.kind: log, but the stopper reads "
-             "stiffness/train_val/sign_within at every epoch end: set it to epoch"),
+             "stiffness/train_val/cos_within at every epoch end: set it to epoch"),
     ({"probes": {"stiffness": False, "schedule": {"kind": "epoch"}}}, {},
      "s.yaml: base.probes.stiffness: false, but the stopper reads"),
     (EPOCH_PROBES, {"probes.schedule.kind": ["epoch", "every"]}, "s.yaml: grid.probes.schedule.kind[1]: "),
@@ -93,6 +95,8 @@ def reports(series, first_epoch=1, steps_per_epoch=10):
 
 
 SERIES = [0.3, 0.99, 0.98, 0.96, 0.97, 0.95, 0.94, 0.93, 0.99]   # low from epoch 6: stop at 8
+# an absolute bar on within-class train–val sign stiffness (the metric `reports` sends)
+SIGN_RULE = dict(metric=S.TV_SIGN_WITHIN, threshold=0.97, patience=3, relative=False)
 
 
 def feed(stopper, trial_id, results):
@@ -103,12 +107,12 @@ def feed(stopper, trial_id, results):
 def test_adapter_stops_where_the_rule_fires(tmp_path):
     from sweeps.tune.stopper import SpecStopper
 
-    rule = stoppers.StiffnessStopper()
+    rule = stoppers.StiffnessStopper(**SIGN_RULE)
     assert rule.stop_index(SERIES) == 7
     stopper = SpecStopper(rule, str(tmp_path))
     assert feed(stopper, "t0", reports(SERIES)[:8]) == [8.0]
     assert not stopper.stop_all()
-    never = SpecStopper(stoppers.StiffnessStopper(threshold=-1.0), str(tmp_path / "never"))
+    never = SpecStopper(stoppers.StiffnessStopper(**{**SIGN_RULE, "threshold": -1.0}), str(tmp_path / "never"))
     assert feed(never, "t0", reports(SERIES)) == []
     # a report without the metric is a gap (NaN), as a missing value is offline
     gaps = [0.99, None, 0.9, 0.9, 0.9]
@@ -125,7 +129,7 @@ def test_adapter_state_survives_a_driver_restart(tmp_path):
 
     from sweeps.tune.stopper import SpecStopper, _read_stopper
 
-    first = SpecStopper(stoppers.StiffnessStopper(), str(tmp_path))
+    first = SpecStopper(stoppers.StiffnessStopper(**SIGN_RULE), str(tmp_path))
     results = reports(SERIES)
     assert feed(first, "t0", results[:6]) == []                  # driver killed after epoch 6
     second = pickle.loads(pickle.dumps(first))
@@ -139,10 +143,10 @@ def test_adapter_state_survives_a_driver_restart(tmp_path):
 def test_a_replayed_epoch_before_a_recorded_stop_does_not_stop_early(tmp_path):
     from sweeps.tune.stopper import SpecStopper
 
-    stopper = SpecStopper(stoppers.StiffnessStopper(), str(tmp_path))
+    stopper = SpecStopper(stoppers.StiffnessStopper(**SIGN_RULE), str(tmp_path))
     results = reports(SERIES)
     assert feed(stopper, "t0", results[:8]) == [8.0]
-    again = SpecStopper(stoppers.StiffnessStopper(), str(tmp_path))
+    again = SpecStopper(stoppers.StiffnessStopper(**SIGN_RULE), str(tmp_path))
     assert feed(again, "t0", results[3:8]) == [8.0], "only the steps up to the one reported count"
 
 
@@ -158,7 +162,7 @@ TINY = {
 # falls below 0.999 × its running peak within a few epochs (it moves every epoch)
 FIRES = {"kind": "stiffness", "metric": "stiffness/train_val/cos_within", "threshold": 0.999,
          "relative": True, "patience": 1}
-NEVER = {"kind": "stiffness", "threshold": -1.0}     # no stiffness is below -1
+NEVER = {"kind": "stiffness", "threshold": -1.0, "relative": False}     # no stiffness is below -1
 
 
 @pytest.mark.slow

@@ -13,9 +13,10 @@ Artifacts per probe step (float64 arrays, stored as `.npy`):
   and the distances are computed once per trial). An empty bin is NaN.
 
 `stiffness/train_train/xi` is the critical length ξ: where the binned
-within-class sign stiffness first crosses 0, linearly interpolated between
-the centres of the last positive bin and the first non-positive one (the
-first centre when the first bin is already ≤ 0). Where it never crosses, ξ
+within-class sign stiffness first crosses `probes.stiffness_xi_level` (0 by
+default, the paper's ξ), linearly interpolated between the centres of the
+last bin above it and the first at or below it (the first centre when the
+first bin is already at or below it). Where it never crosses, ξ
 is undefined and the step logs no `xi` (rather than NaN: NaN ≠ NaN, so a
 resumed trial's history would no longer equal the uninterrupted one; readers
 take the last logged ξ, or none); `stiffness_distance` still shows the curve.
@@ -63,7 +64,7 @@ class Stiffness(ProbeFamily):
             ctx.log_artifact(f"stiffness_{pair}",
                              np.stack([s["class_sign"], s["class_cos"]]).astype(np.float64))
         by = stiffness_by_distance(gram=joint[:n, :n], distances=self.distances, targets=ps.y,
-                                   bins=self.cfg.stiffness_bins)
+                                   bins=self.cfg.stiffness_bins, level=self.cfg.stiffness_xi_level)
         if np.isfinite(by["xi"]):
             out["stiffness/train_train/xi"] = float(by["xi"])
         ctx.log_artifact(DISTANCE_ARTIFACT, np.stack([by["centers"], by["sign"], by["cos"]]))

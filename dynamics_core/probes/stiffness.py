@@ -159,7 +159,7 @@ def stiffness_by_distance(grads: torch.Tensor | None = None, inputs=None, grads_
                           inputs_other=None, targets=None, targets_other=None,
                           same_class_mask=None, bins=10, kind: str = "sign", *,
                           gram: torch.Tensor | None = None,
-                          distances: np.ndarray | None = None) -> dict:
+                          distances: np.ndarray | None = None, level: float = 0.0) -> dict:
     """Within-class stiffness binned by input distance d = 1 − cos(x₁, x₂)
     (inputs flattened; same pair rule as `stiffness`). Same-class pairs come
     from `targets`/`targets_other` or an explicit n1×n2 `same_class_mask`.
@@ -172,10 +172,10 @@ def stiffness_by_distance(grads: torch.Tensor | None = None, inputs=None, grads_
     `bins`: a count (equal width over the observed within-class distances)
     or an array of edges. Returns `edges`, `centers`, `count`, `sign`, `cos`
     (per bin, NaN where empty) and `xi`, the critical length: the distance at
-    which the `kind` ("sign" | "cos") stiffness first crosses 0, linearly
-    interpolated between the centres of the last positive bin and the first
-    non-positive one (the first centre if the first bin is already ≤ 0;
-    NaN if it never crosses)."""
+    which the `kind` ("sign" | "cos") stiffness first crosses `level` (0:
+    the paper's ξ), linearly interpolated between the centres of the last
+    bin above it and the first at or below it (the first centre if the first
+    bin is already ≤ `level`; NaN if it never crosses)."""
     between = grads_other is not None or inputs_other is not None or targets_other is not None
     if gram is not None:
         if grads is not None or grads_other is not None:
@@ -221,13 +221,14 @@ def stiffness_by_distance(grads: torch.Tensor | None = None, inputs=None, grads_
             per[name] = np.where(count > 0, s / np.where(count > 0, count, 1), np.nan)
     centers = (edges[:-1] + edges[1:]) / 2
     return {"edges": edges, "centers": centers, "count": count, **per,
-            "xi": critical_length(centers, per[kind])}
+            "xi": critical_length(centers, per[kind], level)}
 
 
-def critical_length(centers: np.ndarray, values: np.ndarray) -> float:
-    """First zero crossing of `values` over `centers` (NaN-valued bins skipped)."""
+def critical_length(centers: np.ndarray, values: np.ndarray, level: float = 0.0) -> float:
+    """First crossing of `level` (default 0) by `values` over `centers`
+    (NaN-valued bins skipped)."""
     ok = ~np.isnan(values)
-    c, v = np.asarray(centers)[ok], np.asarray(values)[ok]
+    c, v = np.asarray(centers)[ok], np.asarray(values)[ok] - level
     for i in range(len(v)):
         if v[i] <= 0:
             if i == 0:

@@ -1,5 +1,6 @@
-"""The stiffness experiment's per-trial summaries, conjectures and the stopper's
-score (see the package docstring)."""
+"""The stiffness experiment's per-trial summaries, conjectures and the
+stopper's scores against its baselines (see the package docstring and
+`plans.py`, where every number that decides a verdict is registered)."""
 from __future__ import annotations
 
 import math
@@ -13,13 +14,13 @@ from sweeps.conjectures.plan import AnalysisPlan
 from sweeps.conjectures.verdict import N_BOOT, N_PERM, Verdict, trend_test, verdict_of
 from sweeps.experiments.registry import Plans, conjecture
 from sweeps.experiments.stiffness.plans import (LR, PAIRS, PLANS, TV_SIGN, TV_SIGN_WITHIN, VAL_ACC,
-                                                VAL_LOSS, XI, between_key, within_key)
+                                                VAL_LOSS, WINDOW, XI, between_key, within_key)
 from sweeps.stoppers import StiffnessStopper
 from sweeps.table import SweepTable, param
 
 
 # ------------------------------------------------------------- per trial
-def onset(val_loss: pd.Series, window: int = 3) -> tuple[Any, int] | None:
+def onset(val_loss: pd.Series, window: int = WINDOW) -> tuple[Any, int] | None:
     """(step, position) of the minimum validation loss, or None when fewer
     than `window` epoch ends follow it (the onset was not observed)."""
     v = val_loss.dropna()
@@ -31,25 +32,56 @@ def onset(val_loss: pd.Series, window: int = 3) -> tuple[Any, int] | None:
     return v.index[pos], pos
 
 
-def before_after(series: pd.Series, onset_step: Any, window: int = 3) -> tuple[float, float]:
-    """Mean of `series` over its `window` values up to and including the onset
-    step, and over its last `window` values (NaN when any of those is not
-    strictly after the onset)."""
-    s = series.dropna().sort_index()
-    pre = s[s.index <= onset_step].tail(window)
-    post = s.tail(window)
-    before = float(pre.mean()) if len(pre) else math.nan
-    after = float(post.mean()) if len(post) == window and (post.index > onset_step).all() else math.nan
-    return before, after
+def before_after(series: pd.Series, onset_pos: int, window: int = WINDOW,
+                 lag: int = 0) -> tuple[float, float]:
+    """Mean of the epoch-end `series` over its `window` values up to and
+    including position `onset_pos`, and over the `window` values starting
+    `lag` epochs after it (NaN where the run ends before that window)."""
+    v = series.to_numpy(float)
+    pre = v[max(0, onset_pos - window + 1):onset_pos + 1]
+    post = v[onset_pos + lag:onset_pos + lag + window]
+    return (_nanmean(pre) if len(pre) else math.nan,
+            _nanmean(post) if len(post) == window else math.nan)
 
 
-def trial_summary(table: SweepTable, window: int = 3, keys: Sequence[str] = (TV_SIGN, TV_SIGN_WITHIN),
+def es_stop_epoch(val_loss: Sequence[float], patience: int) -> int | None:
+    """Ordinary early stopping: the index of the first epoch end `patience`
+    epochs after the running minimum of the validation loss, or None."""
+    best, at = math.inf, -1
+    for i, v in enumerate(np.asarray(val_loss, dtype=float)):
+        if np.isfinite(v) and v < best:
+            best, at = v, i
+        elif at >= 0 and i - at >= patience:
+            return i
+    return None
+
+
+def stop_scores(val_loss: np.ndarray, val_acc: np.ndarray, stop: int | None) -> dict[str, float]:
+    """A rule's stop (0-based; None: it never fired and trains to the end)
+    scored: its 1-based epoch, |stop − onset| and the accuracy given up."""
+    last = len(val_loss) - 1
+    at = last if stop is None else min(int(stop), last)
+    true = int(np.nanargmin(val_loss))
+    return {"epoch": at + 1, "error": float(abs(at - true)),
+            "acc": float(np.nanmax(val_acc) - val_acc[at])}
+
+
+def _short(key: str) -> str:
+    """tv_/tt_/vv_ (the pair set) and the key's last part: tv_sign_within."""
+    pair = "tv" if "/train_val/" in key else "tt" if "/train_train/" in key else "vv"
+    return f"{pair}_{key.rsplit('/', 1)[-1]}"
+
+
+def trial_summary(table: SweepTable, window: int = WINDOW, lag: int = 0,
+                  keys: Sequence[str] = (TV_SIGN, TV_SIGN_WITHIN),
                   stopper: StiffnessStopper | None = None) -> pd.DataFrame:
-    """One row per trial: onset step and epoch (min val loss), each train–val
-    key's mean before and after the onset (`<short>_before`, `<short>_after`,
-    short = the key's last part), mean within − between class sign stiffness
-    per pair set, final ξ, and the epoch `stopper` (default: the stiffness
-    stopper's defaults) stops at on the logged series."""
+    """One row per trial: the onset step and epoch (min val loss), each key's
+    mean over `window` epoch ends up to the onset and from `lag` epochs after
+    it (`<short>_before`, `<short>_after`, short = tv_/tt_ and the key's last
+    part), its mean over the first `window` epoch ends (`<short>_early`),
+    mean within − between class sign stiffness per pair set, final ξ, and
+    the epoch `stopper` (default: the stiffness stopper's defaults) stops at
+    on the logged series."""
     stopper = stopper or StiffnessStopper()
     rows = []
     for _, r in table.runs.iterrows():
@@ -60,10 +92,11 @@ def trial_summary(table: SweepTable, window: int = 3, keys: Sequence[str] = (TV_
         row["onset_step"] = found[0] if found else np.nan
         row["onset_epoch"] = found[1] + 1 if found else np.nan
         for key in keys:
-            tv = table.per_epoch(rid, key)
-            short = f"tv_{key.rsplit('/', 1)[-1]}"
+            s = table.per_epoch(rid, key).reindex(val.index)
+            short = _short(key)
             row[f"{short}_before"], row[f"{short}_after"] = (
-                before_after(tv, found[0], window) if found and len(tv) else (np.nan, np.nan))
+                before_after(s, found[1], window, lag) if found and len(s) else (np.nan, np.nan))
+            row[f"{short}_early"] = _nanmean(s.to_numpy(float)[:window]) if len(s) >= window else np.nan
         for pair in PAIRS:
             w, b = table.per_epoch(rid, within_key(pair)), table.per_epoch(rid, between_key(pair))
             both = pd.concat([w, b], axis=1, join="inner").dropna()
@@ -79,36 +112,64 @@ def trial_summary(table: SweepTable, window: int = 3, keys: Sequence[str] = (TV_
 
 
 # ------------------------------------------------------------- conjectures
-def _summary(table: SweepTable, plan: AnalysisPlan, keys: Sequence[str] = (TV_SIGN, TV_SIGN_WITHIN)):
+def _summary(table: SweepTable, plan: AnalysisPlan, lag: int = 0):
     runs, excluded = table.usable()
-    s = trial_summary(table, int(plan.options["epochs"]), keys)
+    s = trial_summary(table, int(plan.options["window"]), lag, (plan.metric,))
     return runs, excluded, s.set_index("run_id").loc[runs["run_id"]]
 
 
 @conjecture(PLANS)
-def train_val_falls_after_onset(table: SweepTable, plans: Plans, *,
-                                n_perm: int = N_PERM, n_boot: int = N_BOOT,
-                                rng_seed: int = 0) -> list[Verdict]:
-    """Train–val sign stiffness is closer to 0 in the last `epochs` epochs than
-    in the `epochs` epochs up to the onset of overfitting (min validation
-    loss); one verdict per planned metric (`plan.metric`, `plan.options["epochs"]`)."""
+def rises_during_training(table: SweepTable, plans: Plans, *, n_perm: int = N_PERM,
+                          n_boot: int = N_BOOT, rng_seed: int = 0) -> list[Verdict]:
+    """Within-class sign stiffness rises during training: per trial, its mean
+    over the `window` epoch ends up to the onset minus over the first
+    `window` epoch ends > 0; trials without an onset are excluded and counted."""
     out = []
     for key, plan in plans.items():
-        metric, window = plan.metric, int(plan.options["epochs"])
-        runs, excluded, s = _summary(table, plan, (metric,))
+        metric = plan.metric
         if not table.has(metric, VAL_LOSS):
-            out.append(verdict_of(plan, None, name=key, n=0,
-                                  reason=f"{metric} or {VAL_LOSS} was not logged", **excluded))
+            out.append(verdict_of(plan, None, name=key, n=0, **table.usable()[1],
+                                  reason=f"{metric} or {VAL_LOSS} was not logged"))
             continue
-        short = f"tv_{metric.rsplit('/', 1)[-1]}"
+        runs, excluded, s = _summary(table, plan)
+        short = _short(metric)
+        early = s[f"{short}_early"].to_numpy(float)
+        late = np.where(s["onset_step"].notna(), s[f"{short}_before"].to_numpy(float), np.nan)
+        res = sign_flip_test(late - early, n_perm=n_perm, n_boot=n_boot, rng_seed=rng_seed,
+                             alpha=plan.alpha, bounds=(-2.0, 2.0))
+        out.append(verdict_of(plan, res, name=key, **excluded, metric=metric,
+                              excluded_no_onset=int(s["onset_step"].isna().sum()),
+                              mean_early=_nanmean(early), mean_late=_nanmean(late)))
+    return out
+
+
+@conjecture(PLANS)
+def near_zero_after_onset(table: SweepTable, plans: Plans, *, n_perm: int = N_PERM,
+                          n_boot: int = N_BOOT, rng_seed: int = 0) -> list[Verdict]:
+    """Within-class sign stiffness lies within the registered `band` of 0
+    from `lag` epochs after the onset: per trial, band − |mean over `window`
+    epoch ends from onset + lag| > 0. Trials without an onset, or whose run
+    ends before that window, are excluded and counted; the mean before the
+    onset and the fall are reported beside."""
+    out = []
+    for key, plan in plans.items():
+        metric, band, lag = plan.metric, float(plan.options["band"]), int(plan.options["lag"])
+        if not table.has(metric, VAL_LOSS):
+            out.append(verdict_of(plan, None, name=key, n=0, **table.usable()[1],
+                                  reason=f"{metric} or {VAL_LOSS} was not logged"))
+            continue
+        runs, excluded, s = _summary(table, plan, lag)
+        short = _short(metric)
         before, after = s[f"{short}_before"].to_numpy(float), s[f"{short}_after"].to_numpy(float)
-        details = {**excluded, "excluded_no_onset": int(s["onset_step"].isna().sum()),
-                   "window": window, "metric": metric, "mean_before": _nanmean(before),
-                   "mean_after": _nanmean(after),
-                   "onset_epochs": [int(e) for e in s["onset_epoch"].dropna()]}
-        res = sign_flip_test(np.abs(before) - np.abs(after), n_perm=n_perm, n_boot=n_boot,
-                             rng_seed=rng_seed, alpha=plan.alpha, bounds=(-1.0, 1.0))  # of |stiffness| ≤ 1
-        out.append(verdict_of(plan, res, name=key, **details))
+        has_onset = s["onset_step"].notna().to_numpy()
+        res = sign_flip_test(band - np.abs(after), n_perm=n_perm, n_boot=n_boot, rng_seed=rng_seed,
+                             alpha=plan.alpha, bounds=(band - 1.0, band))
+        out.append(verdict_of(plan, res, name=key, **excluded, metric=metric, band=band, lag=lag,
+                              excluded_no_onset=int((~has_onset).sum()),
+                              excluded_short=int((has_onset & ~np.isfinite(after)).sum()),
+                              mean_before=_nanmean(before), mean_after=_nanmean(after),
+                              mean_abs_after=_nanmean(np.abs(after)),
+                              onset_epochs=[int(e) for e in s["onset_epoch"].dropna()]))
     return out
 
 
@@ -138,20 +199,30 @@ def xi_vs_lr(table: SweepTable, plans: Plans, *,
              n_perm: int = N_PERM, n_boot: int = N_BOOT, rng_seed: int = 0) -> list[Verdict]:
     """ξ (final value per trial) changes with η; its direction is reported, not predicted.
 
-    A two-sided stratified Spearman trend of ξ in log η (strata: the other
-    varied config fields), read by `magnitude`: the tested effect is |ρ|, so
-    a significant trend either way is "ξ changes with η" (supported, the
-    direction in details["direction"], named where the raw p < alpha; the
-    verdict after Holm decides) and nothing refutes."""
+    ξ is where within-class stiffness falls to the plan's `xi_level`; every
+    trial must have logged it at that level (`probes.stiffness_xi_level`),
+    else no test runs. A two-sided stratified Spearman trend of ξ in log η
+    (strata: the other varied config fields), read by `magnitude`: the
+    tested effect is |ρ|, so a significant trend either way is "ξ changes
+    with η" (supported, the direction in details["direction"], named where
+    the raw p < alpha; the verdict after Holm decides) and nothing refutes."""
     (plan,) = plans.values()
     runs, excluded = table.usable()
+    level = float(plan.options["xi_level"])
+    field = plan.options["xi_level_field"]
+    logged = {float(v) for v in param(runs, field, 0.0).astype(float)}
+    if logged - {level}:
+        return [verdict_of(plan, None, n=0, **excluded, direction="none found",
+                           reason=f"the trials logged ξ at {field} "
+                                  f"{sorted(logged)}, the plan registers {level:g}")]
     if not table.has(plan.metric):
         return [verdict_of(plan, None, n=0, **excluded, direction="none found",
                            reason=f"{plan.metric} was not logged (within-class stiffness never "
-                                  "crossed 0 with input distance, or the stiffness probe was off)")]
+                                  f"fell to {level:g} with input distance, or the stiffness probe was off)")]
     s = trial_summary(table).set_index("run_id").loc[runs["run_id"]]
     s = s[np.isfinite(s["xi"].to_numpy(float))]
-    details = {**excluded, "excluded_no_xi": int(len(runs) - len(s)), "metric": plan.metric}
+    details = {**excluded, "excluded_no_xi": int(len(runs) - len(s)), "metric": plan.metric,
+               "xi_level": level}
     x, log_x = plan.options["x"], bool(plan.options["log_x"])
     if x not in runs or len(s) < 3:
         return [verdict_of(plan, None, n=len(s), **details, direction="none found",
@@ -168,6 +239,72 @@ def xi_vs_lr(table: SweepTable, plans: Plans, *,
              if np.isfinite(res.p_value) and res.p_value < plan.alpha and sign != 0
              else "none found")
     return [verdict_of(plan, res, **details, strata=held, direction=found)]
+
+
+def stopper_of(options: Mapping[str, Any]) -> StiffnessStopper:
+    """The stiffness stopper a plan registers (`options["stopper"]`)."""
+    return StiffnessStopper(**options["stopper"])
+
+
+def baselines_table(table: SweepTable, options: Mapping[str, Any]) -> pd.DataFrame:
+    """Per usable trial, the three rules of a `stopper_vs_baselines` plan read
+    off its logged series: `<rule>_epoch`, `<rule>_error` (|stop − onset|)
+    and `<rule>_acc` (accuracy given up), rule ∈ stopper, fixed_epoch,
+    patience; NaN scores where the trial has no observed onset."""
+    stopper, window = stopper_of(options), int(options["window"])
+    fixed, patience = int(options["fixed_epoch"]), int(options["es_patience"])
+    runs, _ = table.usable()
+    rows = []
+    for rid in runs["run_id"]:
+        val = table.per_epoch(rid, VAL_LOSS).dropna()
+        row: dict[str, Any] = {"run_id": rid}
+        found = onset(val, window) if len(val) else None
+        row["onset_epoch"] = found[1] + 1 if found else np.nan
+        if found:
+            v = val.to_numpy(float)
+            acc = table.per_epoch(rid, VAL_ACC).reindex(val.index).to_numpy(float)
+            tv = table.per_epoch(rid, stopper.metric).reindex(val.index).to_numpy(float)
+            stops = {"stopper": stopper.stop_index(tv), "fixed_epoch": fixed - 1,
+                     "patience": es_stop_epoch(v, patience)}
+            for rule, stop in stops.items():
+                for k, x in stop_scores(v, acc, stop).items():
+                    row[f"{rule}_{k}"] = x
+            row["stopper_fired"] = stops["stopper"] is not None
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+@conjecture(PLANS)
+def stopper_vs_baselines(table: SweepTable, plans: Plans, *, n_perm: int = N_PERM,
+                         n_boot: int = N_BOOT, rng_seed: int = 0) -> list[Verdict]:
+    """The stiffness stopper against a fixed epoch and val-loss early
+    stopping, paired per trial on trials trained to the end: baseline's
+    score − stopper's > 0 (score: |stop − onset| or accuracy given up)."""
+    out = []
+    for key, plan in plans.items():
+        base, score = plan.options["baseline"], plan.options["score"]
+        metric = plan.options["stopper"]["metric"]
+        runs, excluded = table.usable()
+        if not table.has(metric, VAL_LOSS, VAL_ACC):
+            out.append(verdict_of(plan, None, name=key, n=0, **excluded,
+                                  reason=f"{metric}, {VAL_LOSS} or {VAL_ACC} was not logged"))
+            continue
+        b = baselines_table(table, plan.options)
+        if f"stopper_{score}" not in b:
+            out.append(verdict_of(plan, None, name=key, n=0, **excluded,
+                                  excluded_no_onset=int(len(b)),
+                                  reason="no trial showed the onset of overfitting"))
+            continue
+        ours, theirs = b[f"stopper_{score}"].to_numpy(float), b[f"{base}_{score}"].to_numpy(float)
+        res = sign_flip_test(theirs - ours, n_perm=n_perm, n_boot=n_boot, rng_seed=rng_seed,
+                             alpha=plan.alpha, bounds=(-1.0, 1.0) if score == "acc" else None)
+        out.append(verdict_of(plan, res, name=key, **excluded, baseline=base, score=score,
+                              excluded_no_onset=int(b["onset_epoch"].isna().sum()),
+                              mean_stopper=_nanmean(ours), mean_baseline=_nanmean(theirs),
+                              stopper_never_fired=int((b["stopper_fired"].dropna() == 0).sum()),
+                              fixed_epoch=int(plan.options["fixed_epoch"]),
+                              es_patience=int(plan.options["es_patience"])))
+    return out
 
 
 # ----------------------------------------------------------------- stopper

@@ -1,5 +1,5 @@
 """The stiffness experiment's figures: dynamics per η (paper Fig. 5), class
-matrices, stiffness against input distance."""
+matrices, stiffness against input distance, the stopper against its baselines."""
 from __future__ import annotations
 
 import numpy as np
@@ -7,9 +7,10 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from sweeps.experiments.registry import Sources
-from sweeps.experiments.stiffness.analysis import onset
-from sweeps.experiments.stiffness.plans import (DISTANCE_ARTIFACT, LR, TRAIN_LOSS, TV_SIGN,
-                                                TV_SIGN_WITHIN, VAL_LOSS, between_key, within_key)
+from sweeps.experiments.stiffness.analysis import baselines_table, onset
+from sweeps.experiments.stiffness.plans import (DISTANCE_ARTIFACT, LR, PLANS, TRAIN_LOSS, TV_SIGN,
+                                                TV_SIGN_WITHIN, VAL_ACC, VAL_LOSS, XI_LEVEL,
+                                                between_key, within_key)
 from sweeps.plotting import DPI, lr_colors
 from sweeps.table import SweepTable
 
@@ -108,6 +109,36 @@ def fig_distance(table: SweepTable, sources: Sources | None = None) -> Figure | 
     if not drawn:
         return None
     ax.axhline(0, color="grey", lw=0.5)
+    ax.axhline(XI_LEVEL, color="grey", lw=0.8, ls="--", label=f"ξ level {XI_LEVEL:g}")
+    ax.legend(fontsize=7)
     ax.set(xlabel="input distance 1 − cos(x₁, x₂)", ylabel="within-class sign stiffness")
     fig.colorbar(sm, ax=ax, label="η")
+    return fig
+
+
+RULES = (("stopper", "stiffness stopper"), ("fixed_epoch", "fixed epoch"), ("patience", "val-loss patience"))
+
+
+def fig_baselines(table: SweepTable, sources: Sources | None = None) -> Figure | None:
+    """The stopper against its registered baselines, per trial (lines join a
+    trial's three rules): |stop − onset| in epochs (left) and validation
+    accuracy given up (right)."""
+    if not table.has(VAL_LOSS, VAL_ACC, TV_SIGN_WITHIN):
+        return None
+    options = next(p.options for p in PLANS.values() if p.conjecture == "stiffness.stopper_vs_baselines")
+    b = baselines_table(table, options)
+    if "stopper_error" not in b:
+        return None
+    b = b.dropna(subset=["stopper_error"])
+    fig = Figure(figsize=(7.2, 3.2), dpi=DPI, layout="constrained")
+    x = np.arange(len(RULES))
+    for ax, (score, label) in zip(fig.subplots(1, 2), (("error", "|stop − onset| (epochs)"),
+                                                        ("acc", "val acc given up"))):
+        y = b[[f"{r}_{score}" for r, _ in RULES]].to_numpy(float)
+        ax.plot(x, y.T, color="grey", lw=0.5, alpha=0.5)
+        ax.plot(x, y.mean(axis=0), "ko-", lw=1.5, label="mean")
+        ax.set_xticks(x, [f"{name}" for _, name in RULES], fontsize=7)
+        ax.set(ylabel=label)
+    fig.suptitle(f"n = {len(b)} trials; fixed epoch {options['fixed_epoch']}, "
+                 f"patience {options['es_patience']}", fontsize=8)
     return fig
