@@ -1,40 +1,28 @@
-"""Frequency principle (Xu, Zhang, Xiao 2019; Rahaman et al. 2019): networks
-fit the low frequencies of the target first.
+"""Readers and conjectures of the frequency principle (plans and their
+reasons: `plans.py`).
 
-The probe projects each probe input on the first principal direction of the
-training inputs, takes the nonuniform DFT of the labels and of the network's
-outputs along that projection, tracks the first `probes.frequencies` peaks of
-|F[y](k)| in increasing frequency, and logs at each probe step
-Δ_F(k_i) = ‖F[y](k_i) − F[T](k_i)‖ / ‖F[y](k_i)‖ as `freq/delta_k{i}`
-(i = 0 is the lowest tracked frequency).
+v1, `frequency.low_first`: the convergence step of each tracked frequency is
+the first probe step from which Δ_F(k_i) stays below an absolute `threshold`
+for `hold` consecutive probe steps (fewer only where the run ends). `hold=1`
+is the first crossing, which a chance dip fakes (a sine1d pilot with Adam at
+η = 1e-3 touched Δ_F(k_0) = 0.02 at step 1); `hold=None` asks Δ_F to stay
+below until the end, which a late loss spike undoes (a pilot at η = 3e-4 put
+k_0 at step 1990 of 3000 that way). Kendall's τ_b between the frequency rank
+i and the convergence step is > 0 when lower frequencies converge earlier. A
+frequency that never converges is ranked after every one that did
+(`unreached="last"`, tied with the other unreached ones) or dropped
+(`unreached="drop"`); either way the unreached ones are counted per rank in
+`details`. A trial whose τ is undefined (fewer than two distinct convergence
+steps) is excluded and counted.
 
-- `frequency.low_first`: per trial, the convergence step of frequency i is the
-  first probe step from which Δ_F(k_i) stays below `threshold` (default 0.1)
-  for `hold` consecutive probe steps (default 3; fewer only where the run
-  ends). `hold=1` is the first crossing, which a chance dip fakes (a sine1d
-  pilot with Adam at η = 1e-3 touched Δ_F(k_0) = 0.02 at step 1);
-  `hold=None` asks Δ_F to stay below until the end, which a late loss spike
-  undoes (a pilot at η = 3e-4 put k_0 at step 1990 of 3000 that way). Kendall's
-  τ_b between the frequency rank i and the convergence step is > 0 when
-  lower frequencies converge earlier. A frequency that never converges is
-  ranked after every one that did (`unreached="last"`, tied with the other
-  unreached ones) or dropped (`unreached="drop"`); either way the unreached
-  ones are counted per rank in `details`. A trial whose τ is undefined (fewer
-  than two distinct convergence steps, e.g. nothing converged) is excluded and
-  counted. The per-trial τ are judged by the one-sample sign-flip test of
-  their mean (`paired_sign_flip`, predicted > 0), one verdict per arm (data
-  set / model) when the sweep has several: arms differ too much to pool.
+v2, `frequency.high_after_low`: the same convergence rule with a relative
+threshold (a fraction of Δ_F(k_i) at step 0), and per trial the contrast
+d = ln t_high − ln t_low of the lowest and highest tracked peaks, censored
+at the trial's last probe step (`trial_contrast`).
 
-Plan (`PLANS`, one plan for every arm's verdict): the arms are the Holm
-family `frequency`; alpha 0.05; threshold, `hold` and `unreached` are plan
-options. `min_n` 7 per arm: the exact sign-flip p cannot go below 2/2ⁿ, and
-Holm's first rejection over the shipped specs' 3 (local) or 2 (cluster) arms
-needs p < 0.0167 or 0.025, so n ≥ 7 (2/128 = 0.0156); 6 seeds suffice only
-for a single arm. Effect of interest: mean τ 0.5, i.e. three quarters of
-the frequency pairs converging in the predicted order.
-
-Filter variant (e_low, e_high of Gaussian-smoothed labels): drawn when the
-probe logs `freq/e_low_w{j}` and `freq/e_high_w{j}` (kernel width j).
+Both judge the per-trial values by the one-sample sign-flip test of their
+mean, one verdict per arm (data set / model) when the sweep has several:
+arms differ too much to pool.
 """
 from __future__ import annotations
 
@@ -44,30 +32,16 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-from matplotlib.figure import Figure
 
 from sweeps.conjectures.inference import sign_flip_test
-from sweeps.conjectures.plan import AnalysisPlan
 from sweeps.conjectures.verdict import N_BOOT, N_PERM, Verdict, verdict_of
-from sweeps.experiments.registry import Experiment, Plans, Sources, conjecture, register
-from sweeps.table import SweepTable
-from sweeps.plotting import DPI
+from sweeps.experiments.frequency.plans import ARM_FIELDS, PLANS, THRESHOLD
+from sweeps.experiments.registry import Plans, conjecture
+from sweeps.table import SweepTable, param
 
 DELTA = re.compile(r"^freq/delta_k(\d+)$")
 E_LOW, E_HIGH = re.compile(r"^freq/e_low_w(\d+)$"), re.compile(r"^freq/e_high_w(\d+)$")
-THRESHOLD = 0.1
-PLANS = {
-    "frequency.low_first": AnalysisPlan(
-        conjecture="frequency.low_first", metric="freq/delta_k", statistic="paired_sign_flip",
-        predicted_sign=+1, family="frequency", exclusions=("unfinished", "tau_undefined"),
-        min_n=7, min_per_stratum=1, effect_of_interest=0.5,
-        options={"threshold": THRESHOLD, "hold": 3, "unreached": "last",
-                 "value": "per-trial Kendall tau_b between frequency rank and convergence step",
-                 "parts": "one verdict per arm (data.dataset/model.name)",
-                 "arm_fields": ["data.dataset", "model.name"]},
-        statement="low frequencies converge first (per-trial Kendall τ between frequency rank "
-                  "and convergence step is > 0 on average)"),
-}
+BIN = "freq/bin"
 
 
 def delta_keys(table: SweepTable, pattern: re.Pattern = DELTA) -> list[str]:
@@ -77,6 +51,14 @@ def delta_keys(table: SweepTable, pattern: re.Pattern = DELTA) -> list[str]:
 
 
 # ------------------------------------------------------------- per trial
+def arms_of(runs: pd.DataFrame, fields: Any = ARM_FIELDS) -> pd.Series:
+    """An arm label per trial, `<data set>/<model>` from the columns present ("all" if none)."""
+    cols = [c for c in fields if c in runs.columns]
+    if not cols:
+        return pd.Series("all", index=runs.index)
+    return runs[cols].astype(str).agg("/".join, axis=1)
+
+
 def convergence_step(steps: np.ndarray, values: np.ndarray, threshold: float = THRESHOLD,
                      hold: int | None = 3) -> float:
     """The first step from which values stay below threshold for `hold`
@@ -164,7 +146,7 @@ def low_first(table: SweepTable, plans: Plans, *,
                            reason=f"fewer than 2 freq/delta_k* metrics were logged "
                                   f"({len(keys)}; switch on probes.frequency)")]
     conv = trial_convergence(table, threshold, unreached, hold).set_index("run_id")
-    arms = _arms(runs.set_index("run_id"), plan.options["arm_fields"])
+    arms = arms_of(runs.set_index("run_id"), plan.options["arm_fields"])
     out = []
     for arm in sorted(arms.unique()):
         c = conv.loc[arms.index[arms == arm]]
@@ -181,107 +163,142 @@ def low_first(table: SweepTable, plans: Plans, *,
     return out
 
 
-# ------------------------------------------------------------------ figures
-ARM_FIELDS = tuple(PLANS["frequency.low_first"].options["arm_fields"])
+
+# ------------------------------------------------------- v2: relative, paired
+def relative_convergence_step(steps: np.ndarray, values: np.ndarray, fraction: float,
+                              hold: int | None = 3) -> float:
+    """`convergence_step` with the threshold `fraction` × the value at the
+    first step (step 0 of a log schedule); NaN if never, or if that first
+    value is not a positive number."""
+    v = np.asarray(values, dtype=float)
+    if not len(v) or not np.isfinite(v[0]) or v[0] <= 0:
+        return math.nan
+    return convergence_step(steps, v, fraction * v[0], hold)
 
 
-def _arms(runs: pd.DataFrame, fields: Any = ARM_FIELDS) -> pd.Series:
-    """An arm label per trial, `<data set>/<model>` from the columns present ("all" if none)."""
-    cols = [c for c in fields if c in runs.columns]
-    if not cols:
-        return pd.Series("all", index=runs.index)
-    return runs[cols].astype(str).agg("/".join, axis=1)
+def _rank(keys: list[str], which: Any) -> int | None:
+    """The frequency rank named by a plan option: an int, or "last" (highest logged)."""
+    ranks = [int(DELTA.match(k).group(1)) for k in keys]
+    if which == "last":
+        return max(ranks) if ranks else None
+    return int(which) if int(which) in ranks else None
 
 
-def _first_per_arm(table: SweepTable, max_panels: int) -> list[tuple[str, str]]:
-    runs = table.finished()
-    if runs.empty:
-        return []
-    runs = runs.assign(_arm=_arms(runs)).sort_values("seed")
-    first = runs.groupby("_arm", sort=True).head(1)
-    return list(zip(first["_arm"], first["run_id"]))[:max_panels]
+def trial_contrast(table: SweepTable, fraction: float = 0.5, hold: int | None = 3,
+                   low: Any = 0, high: Any = "last") -> pd.DataFrame:
+    """One row per trial: the budget (its last probe step), t_low and t_high
+    (relative convergence steps of ranks `low` and `high`, censored at the
+    budget, with `censored_low`/`censored_high`), d = ln t_high − ln t_low,
+    the two frequencies, and the smallest gap in grid bins between adjacent
+    tracked peaks (`min_gap_bins`, from `freq/k{i}` over `freq/bin`; NaN
+    when the probe did not log `freq/bin`)."""
+    keys = [k for k in delta_keys(table)]
+    rows = []
+    for _, r in table.runs.iterrows():
+        rid = r["run_id"]
+        row: dict[str, Any] = {"run_id": rid, "status": r["status"], "seed": r["seed"]}
+        mine = [k for k in keys if not table.series(rid, k).empty]
+        lo, hi = _rank(mine, low), _rank(mine, high)
+        row.update(rank_low=lo, rank_high=hi)
+        if lo is None or hi is None or lo == hi:
+            rows.append({**row, "d": math.nan})
+            continue
+        budget = -math.inf
+        for name, rank in (("low", lo), ("high", hi)):
+            s = table.series(rid, f"freq/delta_k{rank}").sort_index()
+            budget = max(budget, float(s.index.max()))
+            row[f"t_{name}"] = relative_convergence_step(s.index.to_numpy(), s.to_numpy(float),
+                                                         fraction, hold)
+            k = table.series(rid, f"freq/k{rank}")
+            row[f"k_{name}"] = float(k.iloc[0]) if not k.empty else math.nan
+        row["budget"] = budget
+        for name in ("low", "high"):
+            row[f"censored_{name}"] = bool(np.isnan(row[f"t_{name}"]))
+            if row[f"censored_{name}"]:
+                row[f"t_{name}"] = budget
+        row["d"] = math.log(max(row["t_high"], 1.0)) - math.log(max(row["t_low"], 1.0))
+        freqs = sorted(float(table.series(rid, f"freq/k{i}").iloc[0]) for i in range(lo, hi + 1)
+                       if not table.series(rid, f"freq/k{i}").empty)
+        b = table.series(rid, BIN)
+        row["min_gap_bins"] = (float(np.min(np.diff(freqs)) / b.iloc[0])
+                               if len(freqs) >= 2 and not b.empty and b.iloc[0] > 0 else math.nan)
+        rows.append(row)
+    return pd.DataFrame(rows)
 
 
-def fig_heatmap(table: SweepTable, sources: Sources | None = None, max_panels: int = 4) -> Figure | None:
-    """Paper Fig. 9: Δ_F over (probe step, frequency rank), first seed of each arm."""
-    keys = delta_keys(table)
-    panels = _first_per_arm(table, max_panels)
-    if not keys or not panels:
-        return None
-    fig = Figure(figsize=(3.6 * len(panels) + 0.8, 3.0), dpi=DPI, layout="constrained")
-    axes = np.atleast_1d(fig.subplots(1, len(panels), squeeze=False)[0])
-    for ax, (arm, rid) in zip(axes, panels):
-        frame = pd.concat([table.series(rid, k).rename(i) for i, k in enumerate(keys)], axis=1)
-        frame = frame.sort_index()
-        x = np.maximum(frame.index.to_numpy(float), 1.0)
-        mesh = ax.pcolormesh(x, np.arange(len(keys)), frame.to_numpy(float).T, shading="nearest",
-                             cmap="viridis", vmin=0, vmax=1)
-        ax.set(xscale="log", xlabel="step", ylabel="frequency rank i", title=arm,
-               yticks=range(len(keys)))
-    fig.colorbar(mesh, ax=list(axes), label="Δ_F(k_i)")
-    return fig
+def _checks(c: pd.DataFrame, centring: pd.Series,
+            options: dict[str, Any]) -> dict[str, tuple[bool, str]]:
+    """The plan's manipulation checks on one arm's contrast rows and its
+    trials' `probes.frequency_centring`."""
+    modes = sorted(set(centring.astype(str)))
+    min_sep, share = float(options["min_sep_bins"]), float(options["min_low_reached"])
+    gaps = c["min_gap_bins"].to_numpy(float)
+    # a gap of m grid bins comes back as m·(1 ± 1e-12) through floats
+    sep_ok = bool(len(gaps)) and bool(np.all(np.isfinite(gaps) & (gaps >= min_sep - 1e-6)))
+    smallest = float(np.min(gaps)) if len(gaps) else math.nan
+    reached = float((~c["censored_low"].astype(bool)).mean()) if len(c) else 0.0
+    return {"centred": (modes == [str(options["centring"])], f"probe centring {modes}"),
+            "peaks_separated": (sep_ok, f"smallest gap {smallest:.3g} bins (min {min_sep:g})"),
+            "low_converges": (reached >= share,
+                              f"low converged in {reached:.2f} of the trials (min {share:g})")}
 
 
-def fig_curves(table: SweepTable, sources: Sources | None = None, threshold: float = THRESHOLD) -> Figure | None:
-    """Δ_F(k_i) against step, mean over seeds, one panel per arm; dotted: threshold."""
-    keys = delta_keys(table)
-    runs = table.finished()
-    if not keys or runs.empty:
-        return None
-    runs = runs.assign(_arm=_arms(runs))
-    arms = sorted(runs["_arm"].unique())
-    fig = Figure(figsize=(3.6 * len(arms), 3.0), dpi=DPI, layout="constrained")
-    axes = np.atleast_1d(fig.subplots(1, len(arms), squeeze=False)[0])
-    m = table.metrics
-    for ax, arm in zip(axes, arms):
-        ids = runs.loc[runs["_arm"] == arm, "run_id"]
-        for i, key in enumerate(keys):
-            mean = m[(m["key"] == key) & m["run_id"].isin(ids)].groupby("step")["value"].mean()
-            ax.plot(np.maximum(mean.index.to_numpy(float), 1.0), mean.to_numpy(), lw=1,
-                    color=f"C{i}", label=f"k{i}")
-        ax.axhline(threshold, color="grey", ls=":", lw=1)
-        ax.set(xscale="log", yscale="log", xlabel="step", ylabel="Δ_F", title=arm)
-    axes[0].legend(fontsize=6)
-    return fig
+@conjecture(PLANS)
+def high_after_low(table: SweepTable, plans: Plans, *,
+                   n_perm: int = N_PERM, n_boot: int = N_BOOT, rng_seed: int = 0) -> list[Verdict]:
+    """The highest tracked frequency converges later than the lowest, relative
+    to where each started: mean per-trial ln t_high − ln t_low > 0, per arm.
+    Every number of the rule is the plan's option (`plans.py`)."""
+    (plan,) = plans.values()
+    o = plan.options
+    if o["censor"] != "budget":
+        raise ValueError(f"censor must be 'budget', got {o['censor']!r}")
+    fraction, hold = float(o["fraction"]), o["hold"]
+    statement = (f"the highest tracked frequency converges later than the lowest (t: first probe "
+                 f"step from which Δ_F(k) < {fraction:g} × its step-0 value for {hold} probes; "
+                 f"mean ln t_high − ln t_low > 0; censored at the budget)")
+    runs, excluded = table.usable()
+    if len(delta_keys(table)) < 2:
+        return [verdict_of(plan, None, statement=statement, n=0, **excluded,
+                           reason="fewer than 2 freq/delta_k* metrics were logged "
+                                  "(switch on probes.frequency)")]
+    usable = set(runs["run_id"])
+    con = trial_contrast(table, fraction, hold, o["low"], o["high"])
+    con = con[con["run_id"].isin(usable)].set_index("run_id")
+    arms = arms_of(runs.set_index("run_id"), o["arm_fields"])
+    out = []
+    for arm in sorted(arms.unique()):
+        c = con.loc[arms.index[arms == arm]]
+        c = c[np.isfinite(c["d"].to_numpy(float))]
+        vname = plan.conjecture if arms.nunique() == 1 else f"{plan.conjecture}[{arm}]"
+        if c.empty:
+            out.append(verdict_of(plan, None, name=vname, statement=statement, n=0, **excluded,
+                                  arm=arm, reason="no trial tracked two distinct frequencies"))
+            continue
+        both = c["censored_low"].astype(bool) & c["censored_high"].astype(bool)
+        details = {**excluded, "arm": arm, "fraction": fraction, "hold": hold,
+                   "censored_low": int(c["censored_low"].sum()),
+                   "censored_high": int(c["censored_high"].sum()), "censored_both": int(both.sum()),
+                   "k_low_mean": float(c["k_low"].mean()), "k_high_mean": float(c["k_high"].mean()),
+                   "t_low_median": float(c["t_low"].median()),
+                   "t_high_median": float(c["t_high"].median()),
+                   "fraction_d_positive": float((c["d"] > 0).mean())}
+        res = sign_flip_test(c["d"].to_numpy(float), n_perm=n_perm, n_boot=n_boot,
+                             rng_seed=rng_seed, alpha=plan.alpha)
+        centring = param(runs.set_index("run_id"), "probes.frequency_centring", "none").loc[c.index]
+        out.append(verdict_of(plan, res, checks=_checks(c, centring, o), name=vname,
+                              statement=statement, **details))
+    return out
 
 
-def fig_low_high(table: SweepTable, sources: Sources | None = None) -> Figure | None:
-    """Filter variant: e_low (solid) and e_high (dashed) over steps per kernel
-    width, first finished trial; None unless `freq/e_low_w*` were logged."""
-    low, high = delta_keys(table, E_LOW), delta_keys(table, E_HIGH)
-    runs = table.finished()
-    if not low or runs.empty:
-        return None
-    rid = runs.sort_values("seed").iloc[0]["run_id"]
-    fig = Figure(figsize=(5, 3.4), dpi=DPI, layout="constrained")
-    ax = fig.subplots()
-    for i, key in enumerate(low):
-        s = table.series(rid, key).sort_index()
-        ax.plot(np.maximum(s.index.to_numpy(float), 1), s.to_numpy(float), color=f"C{i}",
-                label=f"e_low w{i}")
-    for i, key in enumerate(high):
-        s = table.series(rid, key).sort_index()
-        ax.plot(np.maximum(s.index.to_numpy(float), 1), s.to_numpy(float), "--", color=f"C{i}",
-                label=f"e_high w{i}")
-    ax.set(xscale="log", yscale="log", xlabel="step", ylabel="relative error")
-    ax.legend(fontsize=6)
-    return fig
+def contrast_table(table: SweepTable) -> pd.DataFrame | None:
+    """Per trial under the registered v2 plan: t_low, t_high, censoring, d, peak gap."""
+    o = PLANS["frequency.high_after_low"].options
+    return (trial_contrast(table, o["fraction"], o["hold"], o["low"], o["high"])
+            if len(delta_keys(table)) >= 2 else None)
 
 
-# ------------------------------------------------------------------- tables
+
 def convergence_table(table: SweepTable) -> pd.DataFrame | None:
     """Per trial: convergence step of each tracked frequency, unreached count, τ."""
     return trial_convergence(table) if delta_keys(table) else None
-
-
-# ----------------------------------------------------------------- registry
-EXPERIMENT = register(Experiment(
-    name="frequency",
-    title="Frequency principle (Xu, Zhang, Xiao 2019; Rahaman et al. 2019)",
-    conjectures=[low_first],
-    figures={"frequency_fig9_heatmap.png": fig_heatmap,
-             "frequency_delta_curves.png": fig_curves,
-             "frequency_low_high.png": fig_low_high},
-    tables={"frequency_convergence.csv": convergence_table},
-    specs=("frequency.yaml", "frequency-cluster.yaml"),
-))
