@@ -37,8 +37,12 @@
   censored toward 0 and the design cannot show the effect). `min_n` 8: Holm
   over 4 arms asks the first for p < 0.0125 and 2/2⁸ = 0.0078. Effect of
   interest ln 2: the high frequency takes twice as long as the low one.
-  The fraction 0.5 and the budgets were set on the pilot
-  (`frequency_v2_pilot.yaml`, seeds 100-103) before the confirmatory sweep.
+  The fraction 0.5 and the effect of interest were fixed with the
+  conjecture, before either pilot's results were read; the pilot
+  (`frequency_v2_pilot.yaml`, seeds 100-103) then sized the confirmatory
+  sweep (n, budgets) and its first, uncentred run is why the probe centres
+  (the `centred` check). Calibration: the sign-flip design at 8 trials is in
+  docs/science.md; 12 only lowers its p floor.
 """
 from __future__ import annotations
 
