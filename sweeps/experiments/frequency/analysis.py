@@ -192,7 +192,7 @@ def trial_contrast(table: SweepTable, fraction: float = 0.5, hold: int | None = 
     the two frequencies, and the smallest gap in grid bins between adjacent
     tracked peaks (`min_gap_bins`, from `freq/k{i}` over `freq/bin`; NaN
     when the probe did not log `freq/bin`)."""
-    keys = [k for k in delta_keys(table)]
+    keys = delta_keys(table)
     rows = []
     for _, r in table.runs.iterrows():
         rid = r["run_id"]
