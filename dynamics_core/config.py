@@ -270,6 +270,12 @@ class ProbesConfig(_Frozen):
     gradcov_mb_size: Annotated[Int, Smoke(_const(16))] = Field(128, ge=1)
     fisher_samples: Int = Field(1, ge=1)
     frequencies: Int = Field(4, ge=1)        # how many label-spectrum peaks to track
+    # tracked peaks at least this many grid bins (1/L) apart, the higher kept, k = 0 no neighbour;
+    # None: the first local maxima (probes.frequency.label_peaks)
+    frequency_min_sep: OptInt = Field(None, ge=1)
+    # Δ_F and the peaks of labels and outputs each less its mean over the probe set: uncentred,
+    # the constant part (the class priors) leaks into low k through the spread of the projections
+    frequency_centring: Literal["none", "mean"] = "none"
     # Gaussian kernel widths (std, input space) of the frequency filter variant
     # (freq/e_low_w{j}, freq/e_high_w{j}) in units of the probe inputs' median
     # nearest-neighbour distance; () turns it off (dynamics_core/measure/frequency.py)

@@ -1,10 +1,14 @@
 """Frequency principle on constructed tables whose answer is known: Δ_F that
 falls first at low frequencies -> supported, first at high ones -> refuted,
 no Δ_F logged -> inconclusive with the reason; unreached thresholds handled
-and counted; Kendall τ_b against scipy; every spec validates."""
+and counted; Kendall τ_b against scipy; v2's relative convergence, censoring
+and manipulation checks; every spec validates; a smoke run of the v2 spec
+gives a verdict per arm (slow)."""
 from __future__ import annotations
 
 import itertools
+import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -162,3 +166,132 @@ def test_specs_validate(name):
     spec = load_spec(SPECS / name)
     assert spec.conjectures == ["frequency.low_first"]
     assert spec.base.probes.frequency and spec.base.probes.frequencies >= 3
+
+
+# ------------------------------------------------ v2: relative, paired contrast
+BIN = 0.05
+V2 = F.PLANS["frequency.high_after_low"]
+
+
+def v2_trial(seed: int, rates, arm: str = "mlp", gap_bins: int = 10, rng=None) -> dict:
+    """Δ_F(k_i) = exp(−step / rate_i) from 1 at step 0: it halves (the plan's
+    fraction 0.5) at rate_i · ln 2; None never falls. Peaks `gap_bins` apart."""
+    rng = rng or np.random.default_rng(seed)
+    curves = {"freq/bin": (STEPS0, np.full(len(STEPS0), BIN))}
+    for i, rate in enumerate(rates):
+        d = np.ones(len(STEPS0)) if rate is None else np.exp(-STEPS0 / rate)
+        curves[f"freq/delta_k{i}"] = (STEPS0, d * np.exp(rng.normal(0, 0.02, len(STEPS0))))
+        curves[f"freq/k{i}"] = (STEPS0, np.full(len(STEPS0), BIN * (1 + gap_bins * i)))
+    return {"params": {"data.dataset": "mnist1d", "model.name": arm,
+                       "probes.frequency_centring": "mean"}, "seed": seed, "curves": curves}
+
+
+STEPS0 = np.r_[0, STEPS]
+
+
+def v2_sweep(order: str = "low_first", seeds=range(10), arms=("mlp",), **kw) -> list[dict]:
+    rng = np.random.default_rng(1)
+    base = [30.0, 60.0, 200.0, 600.0]
+    base = base[::-1] if order == "high_first" else base
+    return [v2_trial(s, [r * float(np.exp(rng.normal(0, 0.1))) for r in base], arm, rng=rng, **kw)
+            for arm, s in itertools.product(arms, seeds)]
+
+
+def high_after_low(table, **options):
+    plans = None
+    if options:
+        plans = {"frequency.high_after_low": V2.with_overrides(options={**V2.options, **options})}
+    return experiments.get_conjecture("frequency.high_after_low")(table, plans, **FAST)
+
+
+@pytest.mark.parametrize("order,expected", [("low_first", "supported"), ("high_first", "refuted")])
+def test_high_after_low(order, expected):
+    (v,) = high_after_low(make_table(v2_sweep(order)))
+    assert v.verdict == expected and v.n == 10 and v.p_raw == pytest.approx(2 / 1024)
+    assert v.plan_hash == V2.hash() and not v.exploratory
+    # d = ln(600 ln2 · e^ε) − ln(30 ln2 · e^ε'): about ln 20 either way, up to the probe grid
+    assert abs(v.statistic) == pytest.approx(math.log(20), abs=0.35)
+    assert all(c["passed"] for c in v.details["checks"].values())
+
+
+def test_relative_convergence_step():
+    steps = np.array([0, 10, 20, 30, 40, 50])
+    vals = np.array([2.0, 1.5, 0.9, 0.8, 0.7, 0.6])
+    assert F.relative_convergence_step(steps, vals, 0.5) == 20      # below 1.0 from step 20
+    assert np.isnan(F.relative_convergence_step(steps, vals, 0.25))
+    assert F.relative_convergence_step(steps, vals / 10, 0.5) == 20  # scale-free
+    assert np.isnan(F.relative_convergence_step(steps, np.r_[0.0, vals[1:]], 0.5))
+
+
+def test_censoring_at_the_budget_is_counted_and_pulls_toward_zero():
+    trials = v2_sweep()
+    for t in trials[:3]:           # the high frequency never halves: censored at the budget
+        steps, _ = t["curves"]["freq/delta_k3"]
+        t["curves"]["freq/delta_k3"] = (steps, np.ones(len(steps)))
+    never = v2_trial(99, [None, 60.0, 200.0, None])      # both censored: d = 0
+    table = make_table(trials + [never])
+    c = F.trial_contrast(table, 0.5, 3).set_index("seed")
+    assert c.loc[99, "d"] == 0.0 and c.loc[99, "censored_low"] and c.loc[99, "censored_high"]
+    censored = c[c["censored_high"] & ~c["censored_low"]]
+    assert len(censored) == 3 and (censored["t_high"] == STEPS0.max()).all()
+    (v,) = high_after_low(table)
+    assert v.details["censored_high"] == 4 and v.details["censored_both"] == 1 and v.n == 11
+
+
+def test_failed_manipulation_checks_make_the_protocol_invalid():
+    (close,) = high_after_low(make_table(v2_sweep(gap_bins=4)))      # plan asks 10 bins
+    assert close.verdict == "invalid_protocol" and not close.details["checks"]["peaks_separated"]["passed"]
+    raw = v2_sweep()
+    raw[0]["params"]["probes.frequency_centring"] = "none"
+    (v,) = high_after_low(make_table(raw))
+    assert v.verdict == "invalid_protocol" and not v.details["checks"]["centred"]["passed"]
+    stuck = v2_sweep()
+    for t in stuck[:6]:            # the low frequency never halves in 6 of 10 trials
+        steps, _ = t["curves"]["freq/delta_k0"]
+        t["curves"]["freq/delta_k0"] = (steps, np.ones(len(steps)))
+    (v,) = high_after_low(make_table(stuck))
+    assert v.verdict == "invalid_protocol" and not v.details["checks"]["low_converges"]["passed"]
+
+
+def test_v2_one_verdict_per_arm_with_holm_over_the_arms():
+    trials = v2_sweep(arms=("mlp", "cnn1d")) + [
+        {**t, "params": {**t["params"], "data.dataset": "digits", "model.name": "cnn2d"}}
+        for t in v2_sweep("high_first")]
+    fin = experiments.evaluate(["frequency.high_after_low"], make_table(trials),
+                               {"frequency.high_after_low": FAST})
+    assert [(v.name, v.verdict, v.n_family) for v in fin] == [
+        ("frequency.high_after_low[digits/cnn2d]", "refuted", 3),
+        ("frequency.high_after_low[mnist1d/cnn1d]", "supported", 3),
+        ("frequency.high_after_low[mnist1d/mlp]", "supported", 3)]
+    assert fin[0].p_adjusted == pytest.approx(3 * 2 / 1024)
+    t = make_table(trials)
+    assert isinstance(F.fig_contrast(t), Figure) and isinstance(F.fig_relative_curves(t), Figure)
+    assert len(F.contrast_table(t)) == 30
+
+
+@pytest.mark.parametrize("name", ["frequency_v2_pilot.yaml", "frequency_v2.yaml"])
+def test_v2_specs_validate_and_pilot_seeds_are_not_reused(name):
+    spec, pilot = load_spec(SPECS / name), load_spec(SPECS / "frequency_v2_pilot.yaml")
+    assert spec.base.probes.frequency_min_sep == V2.options["min_sep_bins"]
+    assert spec.base.probes.frequency_centring == V2.options["centring"]
+    assert {(t.data.dataset, t.model.name) for t in spec.trials()} == {
+        ("mnist1d", "mlp"), ("mnist1d", "cnn1d"), ("digits", "mlp"), ("digits", "cnn2d")}
+    if name == "frequency_v2.yaml":
+        assert spec.conjectures == ["frequency.high_after_low"]
+        assert not set(spec.seeds) & set(pilot.seeds) and len(spec.seeds) >= max(10, V2.min_n)
+
+
+@pytest.mark.slow
+def test_v2_smoke_run_gives_a_verdict_per_arm(tmp_path):
+    from test_sweeps import cli, uri
+
+    res = cli(["run", str(SPECS / "frequency_v2.yaml"), "--smoke", "--storage", str(tmp_path / "ray"),
+               "--tracking-uri", uri(tmp_path)], tmp_path, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    out = cli(["conjectures", "frequency_v2-smoke", "--json", "--tracking-uri", uri(tmp_path)], tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    verdicts = json.loads(out.stdout)["verdicts"]
+    assert sorted(v["name"] for v in verdicts) == [
+        f"frequency.high_after_low[{a}]" for a in
+        ("digits/cnn2d", "digits/mlp", "mnist1d/cnn1d", "mnist1d/mlp")]
+    assert all(v["verdict"] for v in verdicts) and all(v["n"] >= 1 for v in verdicts)

@@ -1,8 +1,9 @@
 """Frequency-principle probes on signals with known spectra."""
 import numpy as np
+import pytest
 import torch
 
-from dynamics_core.probes import (frequency_errors, gaussian_smooth, label_peaks,
+from dynamics_core.probes import (default_grid, frequency_errors, gaussian_smooth, grid_step, label_peaks,
                                   low_high_errors, nudft, pc1_projection)
 
 N, SPAN = 200, 10.0
@@ -92,3 +93,64 @@ def test_low_high_errors_known_values():
     y_low = np.stack([gaussian_smooth(y, x, w) for w in widths])
     np.testing.assert_allclose(off["e_low"], 0.1 * np.sqrt(y.size) / np.linalg.norm(y_low, axis=(1, 2)))
     np.testing.assert_allclose(off["widths"], widths)
+
+
+def test_label_peaks_min_sep_keeps_the_higher_of_close_peaks():
+    def tones(a10, a17):      # bins 10, 17 and 25 of BINS; |F| is half the amplitude
+        w = lambda f: np.cos(2 * np.pi * f * Z)      # noqa: E731
+        return (a10 * w(1.0) + a17 * w(1.7) + 0.5 * w(2.5))[:, None]
+    np.testing.assert_allclose(label_peaks(tones(1, .8), Z, num=4, grid=BINS, min_sep=5), [1.0, 1.7, 2.5])
+    # 8 bins: 10 and 17 are too close, the higher stays; 25 is 8 from 17 and 15 from 10
+    np.testing.assert_allclose(label_peaks(tones(1, .8), Z, num=4, grid=BINS, min_sep=8), [1.0, 2.5])
+    np.testing.assert_allclose(label_peaks(tones(.8, 1), Z, num=4, grid=BINS, min_sep=8), [1.7, 2.5])
+    np.testing.assert_allclose(label_peaks(tones(1, .8), Z, num=4, grid=BINS, min_sep=16), [1.0])
+    np.testing.assert_allclose(label_peaks(tones(1, .8), Z, num=4, grid=BINS), [1.0, 1.7, 2.5])
+    with pytest.raises(ValueError, match="min_sep"):
+        label_peaks(tones(1, .8), Z, grid=BINS, min_sep=0)
+
+
+def test_label_peaks_min_sep_counts_the_first_bin_above_zero():
+    # a ramp's spectrum falls from k = 0 with no interior maximum below N/2: the default
+    # rule finds no low peak, the separated rule takes the first bin (k = 0 is no neighbour)
+    ramp = (Z / SPAN)[:, None]
+    assert len(label_peaks(ramp, Z, num=2, grid=BINS)) == 0
+    np.testing.assert_allclose(label_peaks(ramp, Z, num=1, grid=BINS, min_sep=1), [BINS[1]])
+    np.testing.assert_allclose(grid_step(Z), default_grid(Z)[1])
+
+
+def test_centred_separated_probe_round_equals_the_functions(mnist1d_cache):
+    """The measure with `frequency_centring: mean` and `frequency_min_sep`: peaks and Δ_F
+    of labels and softmax outputs less their probe-set means, the grid's bin
+    logged; the two new fields at their defaults keep every old run hash."""
+    from torch import nn
+
+    from dynamics_core import models
+    from dynamics_core.config import DataConfig, ModelConfig, ProbesConfig, TrialConfig
+    from dynamics_core.data import load
+    from dynamics_core.hooks import StepContext
+    from dynamics_core.measure import default_hooks
+
+    data = load(DataConfig(train_size=300, test_size=100), torch.device("cpu"), mnist1d_cache)
+    probes = ProbesConfig(hessian=False, gradcov=False, stiffness=False, timeline=False,
+                          frequency=True, probe_size=200, frequency_widths=(),
+                          frequency_centring="mean", frequency_min_sep=10)
+    cfg = TrialConfig(model=ModelConfig(name="mlp", width=16), probes=probes)
+    model = models.build(cfg.model, data.input_shape, data.num_classes, 0)
+    (hook,) = [h for h in default_hooks(cfg, data) if h.name == "probes.frequency"]
+    ctx = StepContext(step=0, epoch=0, model=model, loss_fn=nn.CrossEntropyLoss(), data=data, lr=0.1,
+                      momentum=0.0, batch_size=32, init_params=[], log_artifact=lambda *a: None)
+    out = hook(ctx)
+    ps = hook.probes
+    y = ps.label_repr(ps.y).double().numpy()
+    with torch.no_grad():
+        t = model.eval()(ps.x).softmax(1).double().numpy()
+    yc, tc = y - y.mean(0), t - t.mean(0)
+    peaks = label_peaks(yc, hook.z, num=4, min_sep=10)
+    assert [out[f"freq/k{i}"] for i in range(len(peaks))] == peaks.tolist()
+    assert np.all(np.diff(peaks) >= 10 * out["freq/bin"] * (1 - 1e-9))
+    np.testing.assert_allclose([out[f"freq/delta_k{i}"] for i in range(len(peaks))],
+                               frequency_errors(tc, yc, hook.z, peaks), rtol=1e-6)
+    # centred, the outputs at initialisation (near the class priors) carry almost nothing at k > 0
+    assert min(out[f"freq/delta_k{i}"] for i in range(len(peaks))) > 0.8
+    assert TrialConfig(probes=ProbesConfig(frequency_centring="none", frequency_min_sep=None)
+                       ).run_hash() == TrialConfig().run_hash()

@@ -1,6 +1,19 @@
 """freq/delta_k{i}: Δ_F at the i-th tracked peak of the label spectrum;
 freq/k{i}: that peak's frequency (fixed per trial, logged each round);
+freq/bin: the grid's bin 1/L, so that the analysis can check how many bins
+apart the tracked peaks are (`probes.frequency_min_sep` asks the probe for at
+least that many: the choice of peaks has to be made here, where the whole
+label spectrum is, not from the few Δ_F series the probe logs);
 freq/e_low_w{j}, freq/e_high_w{j}: the filter variant at the j-th kernel width.
+
+`probes.frequency_centring: mean`: peaks and Δ_F from labels and outputs each less
+its mean over the probe set. Uncentred, a constant c has F[c](k) = c·φ(k),
+φ the empirical characteristic function of the projections, which is far
+from 0 at low k when they are not evenly spread: on MNIST-1D ‖F[y](k)‖ at
+the first bin above 0 is 0.189 uncentred and 0.038 centred, and a network
+that outputs only the class priors already has Δ_F ≈ 0.2 there at step 0.
+Centred, Δ_F(k) at step 0 is ≈ 1 at every k, and a relative threshold
+compares like with like. The filter variant is unchanged by it.
 
 Filter variant (`probes.low_high_errors`): the probe inputs are smoothed with
 a Gaussian kernel in input space of standard deviation
@@ -42,8 +55,18 @@ class Frequency(ProbeFamily):
         super().__init__(cfg, probes)
         p1, _ = P.pc1_projection(probes.data.x_train.cpu())
         self.z = probes.x.reshape(len(probes.x), -1).cpu().double().numpy() @ p1
-        self.freqs = P.label_peaks(probes.label_repr(probes.y), self.z, num=cfg.frequencies)
+        self.freqs = P.label_peaks(self._centre(probes.label_repr(probes.y)), self.z,
+                                  num=cfg.frequencies, min_sep=cfg.frequency_min_sep)
+        self.bin = P.grid_step(self.z)
         self.widths = np.asarray(cfg.frequency_widths, dtype=np.float64) * nearest_neighbour_scale(probes.x)
+
+    def _centre(self, values: torch.Tensor) -> torch.Tensor | np.ndarray:
+        """`values` (label_repr or outputs) less their mean over the probe set when
+        `frequency_centring` is "mean"; else as they are."""
+        if self.cfg.frequency_centring == "none":
+            return values
+        v = values.detach().cpu().double().numpy().reshape(len(values), -1)
+        return v - v.mean(axis=0)
 
     @cached_property
     def filters(self) -> np.ndarray:
@@ -57,9 +80,10 @@ class Frequency(ProbeFamily):
         if ps.classification:
             outputs = outputs.softmax(1)
         labels = ps.label_repr(ps.y)
-        errs = P.frequency_errors(outputs, labels, self.z, self.freqs)
+        errs = P.frequency_errors(self._centre(outputs), self._centre(labels), self.z, self.freqs)
         out = {f"freq/delta_k{i}": float(e) for i, e in enumerate(errs)}
         out.update({f"freq/k{i}": float(k) for i, k in enumerate(self.freqs)})
+        out["freq/bin"] = self.bin
         if len(self.widths):
             lh = P.low_high_errors(outputs, labels, None, self.widths, filters=self.filters)
             for j, (lo, hi) in enumerate(zip(lh["e_low"], lh["e_high"])):

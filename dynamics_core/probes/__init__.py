@@ -67,7 +67,8 @@ Fisher (fisher.py)
 Frequency principle (frequency.py)
     pc1_projection(train_inputs) -> (p1, z)
     nudft(values, projections, frequencies) -> complex (m, d)
-    label_peaks(targets_onehot, projections, num=4, grid=None)
+    label_peaks(targets_onehot, projections, num=4, grid=None, min_rel=1e-6, min_sep=None)
+    grid_step(projections) -> the default grid's bin 1/L
     frequency_errors(outputs, targets, projections, frequencies, magnitude=False)
     low_high_errors(outputs, targets, inputs, widths, *, filters=None)
         -> dict widths, e_low, e_high (filters: precomputed Gaussian kernels)
@@ -82,7 +83,7 @@ from .breakeven import saturation_breakeven, stability_breakeven
 from .covariance import covariance_spectrum, gradient_covariance, gram_matrix
 from .curvature import EigenResult, hessian_hvp, hessian_top_eigen, hessian_trace
 from .fisher import fisher_trace, sample_labels
-from .frequency import (default_grid, frequency_errors, gaussian_smooth, label_peaks,
+from .frequency import (default_grid, frequency_errors, gaussian_smooth, grid_step, label_peaks,
                         low_high_errors, nudft, pc1_projection)
 from .minibatch import minibatch_covariance, minibatch_gradients
 from .modes import probe_mode
@@ -94,7 +95,7 @@ from .timeline import distance_from_init, gradient_norm, sign_flip_fraction
 __all__ = [
     "EigenResult", "covariance_spectrum", "critical_length", "default_grid", "distance_from_init",
     "fisher_trace", "frequency_errors", "gaussian_smooth", "gradient_covariance",
-    "gradient_norm", "gram_matrix", "hessian_hvp", "hessian_top_eigen", "hessian_trace",
+    "gradient_norm", "gram_matrix", "grid_step", "hessian_hvp", "hessian_top_eigen", "hessian_trace",
     "label_peaks", "low_high_errors", "minibatch_covariance", "minibatch_gradients", "nudft",
     "pc1_projection", "directional_derivatives", "sgd_noise",
     "per_example_gradients", "per_example_gram", "probe_mode", "sample_labels",

@@ -61,20 +61,47 @@ def default_grid(projections, points: int = 201) -> np.ndarray:
 
 
 def label_peaks(targets_onehot, projections, num: int = 4, grid=None,
-                min_rel: float = 1e-6) -> np.ndarray:
+                min_rel: float = 1e-6, min_sep: int | None = None) -> np.ndarray:
     """The first `num` local maxima (interior points of `grid`) of ‖F[y](k)‖
     (norm over output dims), in increasing frequency. Maxima lower than
     `min_rel` times the largest value on the grid (k = 0 excluded) are
-    round-off, not peaks. Int labels are one-hot encoded."""
+    round-off, not peaks. Int labels are one-hot encoded.
+
+    `min_sep` (grid bins, ≥ 1) picks separated peaks instead. k = 0 is the
+    labels' mean, not a frequency, so it is no neighbour: the first bin
+    above it is a maximum when it exceeds the next (on real data the label
+    spectrum often falls from k = 0 without a local maximum in its low
+    part, which the default rule then misses). The maxima are taken from the
+    highest down, each kept only when it lies `min_sep` bins or more from
+    every one kept before (a noise bump beside a real peak yields to it, as
+    in `scipy.signal.find_peaks(distance=)`); then the first `num` in
+    increasing frequency. None: the default rule above."""
     y = to_numpy(targets_onehot)
     if y.ndim == 1 and np.issubdtype(y.dtype, np.integer):
         y = np.eye(int(y.max()) + 1)[y]
     grid = default_grid(projections) if grid is None else _f64(grid).reshape(-1)
     a = np.linalg.norm(nudft(y, projections, grid), axis=1)
     floor = min_rel * np.max(a[grid != 0], initial=0.0)
-    inner = a[1:-1]
-    peaks = np.flatnonzero((inner > a[:-2]) & (inner >= a[2:]) & (inner > floor)) + 1
-    return grid[peaks[:num]]
+    if min_sep is None:
+        inner = a[1:-1]
+        peaks = np.flatnonzero((inner > a[:-2]) & (inner >= a[2:]) & (inner > floor)) + 1
+        return grid[peaks[:num]]
+    if min_sep < 1:
+        raise ValueError(f"min_sep must be >= 1 bin, got {min_sep}")
+    left = np.r_[-np.inf, a[:-1]]
+    left[grid == 0] = np.nan
+    left[np.r_[False, grid[:-1] == 0]] = -np.inf          # the bin after k = 0
+    cand = np.flatnonzero((a[:-1] > left[:-1]) & (a[:-1] >= a[1:]) & (a[:-1] > floor) & (grid[:-1] != 0))
+    kept: list[int] = []
+    for i in cand[np.argsort(-a[cand], kind="stable")]:
+        if all(abs(int(i) - j) >= min_sep for j in kept):
+            kept.append(int(i))
+    return grid[np.sort(np.asarray(kept, dtype=int))[:num]]
+
+
+def grid_step(projections) -> float:
+    """The spacing 1/L of `default_grid` (one bin)."""
+    return float(default_grid(projections, points=2)[1])
 
 
 def frequency_errors(outputs, targets, projections, frequencies,
