@@ -84,9 +84,10 @@ class StiffnessStopper(Stopper):
     consecutive epoch ends (`stiffness_stop_epoch`). The defaults are the
     rule chosen on the pilot seeds 0–3 of `stiffness.yaml` (within-class
     train–val cosine stiffness, bar 0.45 × its running maximum, patience 5),
-    the rule `stiffness.stopper_vs_baselines` registers. Stiffness lies in [−1, 1], so an absolute bar outside it,
-    or a relative one outside (0, 1), is refused as a slip; a bar of −1
-    never fires (a way to log what the stopper would see without it)."""
+    the rule `stiffness.stopper_vs_baselines` registers. Stiffness lies in
+    [−1, 1], so an absolute bar outside it, or a relative one outside (0, 1),
+    is refused as a slip; a bar of −1 never fires (a way to log what the
+    stopper would see without it)."""
 
     kind: Literal["stiffness"] = "stiffness"
     metric: str = "stiffness/train_val/cos_within"
