@@ -83,10 +83,11 @@ def fig_regime_map(table: SweepTable, sources: Sources | None = None) -> Figure 
 
 
 def _arm_runs(table: SweepTable) -> pd.DataFrame:
-    """Runs of the main sweep with their arm column (`analysis.arm_of`, the plans' steps)."""
+    """Runs of the main sweep with their arm column (`analysis.arm_of`, the plans' steps);
+    none for a calibration sweep (constant η only)."""
     runs = table.runs
-    if runs.empty or LR not in runs:
-        return runs.iloc[:0]
+    if runs.empty or LR not in runs or calibration_table(table) is not None:
+        return runs.iloc[:0]                 # a calibration grid: its cells are not arms
     opts = PLANS["regimes.large_step_generalizes"].options
     mus = param(runs, MOM, 0.0).astype(float)
     kinds = param(runs, KIND, "constant").astype(str)
