@@ -321,8 +321,8 @@ def test_two_stage_specs_share_the_two_regimes_model_and_hold_disjoint_seeds():
 
 # ------------------------------------------------- end to end (slow, smoke)
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["two_regimes_calibration", "two_regimes", "two_stage_pilot",
-                                  "two_stage"])
+@pytest.mark.parametrize("name", ["two_regimes_calibration", "two_regimes_pilot", "two_regimes",
+                                  "two_stage_pilot", "two_stage"])
 def test_smoke_run_logs_verdicts_figures_and_tables(name, tmp_path):
     from test_sweeps import cli, judged_run, uri
     from sweeps.tracking import Store
