@@ -297,62 +297,6 @@ def test_non_training_class():
     assert (regimes.classify_regimes(t2, n_classes=10) == "non-training").sum() == 8
 
 
-def test_non_training_excluded_from_generalization():
-    """Chance-level large-step trials would drag the large-step mean below small-step."""
-    trials = with_dataset(regime_trials("paper", diverged=2)) + stuck_trials(n_per_cell=6)
-    t = make_table(trials)
-    v = regimes.large_step_generalizes(t, **FAST)[0]
-    assert v.verdict == "supported", v.summary()
-    assert v.details["n_non-training"] == 24 and v.details["n_diverged"] == 2
-    assert v.details["nontrain_frac"] == 0.9 and v.n == 36
-    assert v.details["chance_loss"] == [pytest.approx(np.log(10))]
-    old = regimes.large_step_generalizes(t, nontrain_frac=None, **FAST)[0]
-    assert old.verdict == "refuted" and old.details["n_non-training"] == 0
-    m = regimes.momentum(t, **FAST)[0]
-    assert m.verdict == "supported" and m.details["n_non-training"] == 24
-
-
-def test_momentum_verdicts():
-    small, large = regimes.momentum(make_table(regime_trials("paper", diverged=2)), **FAST)
-    assert (small.name, large.name) == ("regimes.momentum[small-step]", "regimes.momentum[large-step]")
-    assert small.verdict == "supported", small.summary()
-    assert small.statistic < 0 and small.details["n_diverged"] == 2 and small.n == 18
-    assert small.details["n_cells"] == 6                    # (lr, seed) blocks
-    # no effect in large-step trials: not significant; 18 trials cannot show |rho| 0.5
-    assert large.p_value >= 0.05 and large.verdict == "underpowered"
-    assert regimes.momentum(make_table(regime_trials("reversed")), **FAST)[0].verdict == "refuted"
-    noise = regimes.momentum(make_table(regime_trials("noise", rng_seed=1)), **FAST)[0]
-    assert noise.verdict == "underpowered" and noise.p_value >= 0.05
-
-
-def test_momentum_helping_in_large_step_refutes():
-    trials = regime_trials("paper")
-    for t in trials:
-        lr, mu = t["params"]["optim.lr"], t["params"]["optim.momentum"]
-        if lr > 0.1:
-            t["curves"]["train/loss"] = (EPOCH_STEPS, loss_curve(0.5 - 0.3 * mu + 0.01 * t["seed"],
-                                                                 "large-step"))
-    small, large = regimes.momentum(make_table(trials), **FAST)
-    assert small.verdict == "supported" and large.verdict == "refuted", large.summary()
-
-
-def test_large_step_generalizes_verdicts():
-    v = regimes.large_step_generalizes(make_table(regime_trials("paper", diverged=3)), **FAST)[0]
-    assert v.verdict == "supported", v.summary()
-    assert v.effect == pytest.approx(0.15, abs=0.02) and v.details["n_diverged"] == 3
-    assert v.n == 36    # diverged trials are not in either group
-    rev = regimes.large_step_generalizes(make_table(regime_trials("reversed")), **FAST)[0]
-    assert rev.verdict == "refuted"
-    noise = regimes.large_step_generalizes(make_table(regime_trials("noise", rng_seed=2)), **FAST)[0]
-    assert noise.verdict == "inconclusive", noise.summary()
-    mu0 = regimes.large_step_generalizes(make_table(regime_trials("paper")), momentum_value=0.0,
-                                         **FAST)[0]
-    assert mu0.n == 12
-    few = regimes.large_step_generalizes(make_table(regime_trials("paper", seeds=range(2))),
-                                         momentum_value=0.0, **FAST)[0]
-    assert few.verdict == "underpowered" and "n=8 < min 10" in few.reason, few.summary()
-
-
 def schedule_trials(two_stage_acc: dict[int, float], base_acc: float = 0.80, sd: float = 0.003,
                     seeds=range(6), rng_seed: int = 0, diverged: int = 0) -> list[dict]:
     rng = np.random.default_rng(rng_seed)
@@ -482,7 +426,7 @@ def test_anneal_crossover_manipulation_checks():
 # ------------------------------------------------------ registry and helpers
 def test_registry():
     assert set(experiments.conjecture_names()) >= set(BE) | {
-        "regimes.momentum", "regimes.large_step_generalizes", "regimes.two_stage",
+        "regimes.momentum_matched", "regimes.large_step_generalizes", "regimes.two_stage",
         "large_lr.anneal_crossover", "stiffness.near_zero_after_onset",
         "stiffness.within_exceeds_between", "stiffness.xi_vs_lr", "frequency.low_first"}
     with pytest.raises(KeyError, match="valid names: .*breakeven.c1_lr"):

@@ -1,11 +1,14 @@
-"""The two-stage schedule's protocol on constructed tables whose answer is
-known: the paired design, the 3-step baseline chosen as the best η of the
-grid, the seeds a non-inferiority margin needs, the power table; the specs
-(the pilot and the main sweep share the two-regimes model) and, slow, a smoke
-run of each spec that finds its verdict run, figures and tables in MLflow."""
+"""The two-regimes experiment on constructed tables whose answer is known: the
+calibration's regime map and its choice of the two effective steps, the main
+sweep's arms (fixed by config, their regime the registered map's) and its
+paired contrasts, the same-sign test; the two-stage protocol (paired design,
+3-step baseline as the best η of the grid, seeds a margin needs, the power
+table); the specs (shared model, disjoint seeds, every main arm on its
+regime's cell) and, slow, a smoke run of each spec that finds its verdict run,
+figures and tables in MLflow."""
 from __future__ import annotations
 
-import dataclasses
+import itertools
 import json
 from pathlib import Path
 
@@ -17,7 +20,7 @@ from sweeps.conjectures.verdict import compare_groups
 from sweeps.experiments import regimes
 from sweeps.spec import load_spec, smoke
 
-from test_conjectures import EPOCH_STEPS, FAST, loss_curve, make_table, regime_trials
+from test_conjectures import EPOCH_STEPS, FAST, loss_curve, make_table
 
 SPECS = Path(__file__).parents[1] / "sweeps" / "specs"
 STEP = {"optim.schedule.kind": "step", "optim.schedule.milestones": "[0.5, 0.75]",
@@ -47,35 +50,159 @@ def seed_effect_trials(n_seeds: int = 10, shift: float = 0.0, pair_sd: float = 0
     return out
 
 
-# ------------------------------------------------- momentum: thin strata
-def boundary_trials() -> list[dict]:
-    """The paper's pattern plus an η at the small-step boundary: μ 0 is small-step on
-    every seed, μ 0.5 only on seed 0 (large-step on seeds 1 and 2)."""
-    out = regime_trials("paper")
-    for seed in range(3):
-        for mu in (0.0, 0.5):
-            regime = "small-step" if mu == 0.0 or seed == 0 else "large-step"
-            final = 0.45 - 0.3 * mu if regime == "small-step" else 0.3
-            out.append({"params": {"optim.lr": 0.1, "optim.momentum": mu}, "seed": seed,
-                        "curves": {"train/loss": (EPOCH_STEPS, loss_curve(final, regime)),
-                                   "val/acc": (EPOCH_STEPS, np.linspace(0.3, 0.7, 10))}})
+# ------------------------------------------------------ calibration, the map
+CAL_STEPS = [0.025, 0.05, 0.1, 0.2, 0.4, 0.8, 1.6, 3.2, 6.4]
+
+
+def calibration_trials(small_up_to: float = 0.1, trains_up_to: float = 1.6,
+                       seeds=range(3), mixed: tuple[float, float] | None = None) -> list[dict]:
+    """A calibration grid: small-step curves up to `small_up_to`, large-step ones up to
+    `trains_up_to`, diverged above; `mixed` = (e, μ): seed 0 of that cell is small-step."""
+    out = []
+    for e, mu, seed in itertools.product(CAL_STEPS, [0.0, 0.5, 0.9], seeds):
+        params = {"optim.lr": round(e * (1 - mu), 6), "optim.momentum": mu,
+                  "data.dataset": "mnist1d", "optim.schedule.kind": "constant"}
+        if e > trains_up_to:
+            out.append({"params": params, "seed": seed, "status": "diverged",
+                        "curves": {"train/loss": (EPOCH_STEPS[:2], [2.3, np.nan])}})
+            continue
+        small = e <= small_up_to or (mixed == (e, mu) and seed == 0)
+        final = 0.2 + 0.1 * e + 0.01 * seed
+        curve = loss_curve(final, "small-step" if small else "large-step")
+        out.append({"params": params, "seed": seed,
+                    "curves": {"train/loss": (EPOCH_STEPS, curve),
+                               "val/acc": (EPOCH_STEPS, np.linspace(0.2, 0.6, 10))}})
     return out
 
 
-def test_a_thin_boundary_stratum_is_excluded_and_counted():
-    table = make_table(boundary_trials())
-    small, _ = regimes.momentum(table, **FAST)
-    assert small.verdict == "supported", small.summary()
-    assert small.details["thin_strata"] == {"0.1": 4}      # seed 0's two trials + two lone μ = 0
-    assert small.n == 18 and small.details["n_strata"] == 2
-    # the same table under the plan without the experiment's exclusion
-    plan = regimes.PLANS["regimes.momentum[small-step]"]
-    strict = dataclasses.replace(plan, exclusions=tuple(e for e in plan.exclusions if e != "thin_strata"))
-    (old,) = [v for v in regimes.momentum(table, {"regimes.momentum[small-step]": strict}, **FAST)
-              if v.name.endswith("[small-step]")]
-    # without the experiment's own exclusion the engine excludes the thin stratum before the test
-    assert old.verdict == "supported" and old.details["excluded_strata"], old.summary()
-    assert "(2 trials) below the plan's minimum of 3 per stratum excluded" in old.reason
+def test_the_map_labels_cells_and_the_rule_picks_the_pair():
+    (v,) = regimes.calibration(make_table(calibration_trials()), **FAST)
+    rmap = v.details["regime_map"]
+    assert rmap["0.9"]["0.1"] == "small-step" and rmap["0"]["0.2"] == "large-step"
+    assert rmap["0.5"]["3.2"] == "diverged"
+    assert v.details["boundaries"]["0"] == {"largest_trains": 1.6, "largest_small_step": 0.1}
+    # e_L: the largest e large-step at every μ and at its same-η cell (μ 0.5: e/0.5), so
+    # not 1.6 (3.2 diverges); e_S: the largest e small-step at every μ and at its same-η cell
+    assert (v.details["step_large"], v.details["step_small"]) == (0.8, 0.05)
+    assert all(c["passed"] for c in v.details["checks"].values())
+    # the chosen large step's curves decrease less consistently: 9 (seed, μ) blocks
+    assert v.verdict == "supported" and v.n == 18 and v.p_raw == pytest.approx(2 / 512), v.summary()
+
+
+def test_a_mixed_cell_moves_the_pair_and_an_open_edge_fails_the_check():
+    # e = 0.8 at μ = 0.9 is small-step on one seed: not large-step at every μ
+    (v,) = regimes.calibration(make_table(calibration_trials(mixed=(0.8, 0.9))), **FAST)
+    assert v.details["regime_map"]["0.9"]["0.8"] == "mixed"
+    assert (v.details["step_large"], v.details["step_small"]) == (0.4, 0.05)
+    # every e trains: the grid never reached the edge
+    (w,) = regimes.calibration(make_table(calibration_trials(trains_up_to=10.0)), **FAST)
+    assert w.verdict == "invalid_protocol" and "extend the grid" in w.reason, w.summary()
+
+
+# ------------------------------------------------------------- main sweep
+MAIN = regimes.PLANS["regimes.large_step_optimizes_worse"].options
+
+
+def main_trials(seeds=range(10), momentum_loss=(-0.1, +0.1), same_lr_loss=(-0.1, +0.2),
+                momentum_acc=(0.02, 0.01), anneal_gain=0.03, steps=None,
+                rng_seed: int = 0) -> list[dict]:
+    """Every arm of the main design at the plans' steps. Loss: 0.3 (small) and 0.6 (large)
+    plus momentum's effect per regime (matched arms) or same_lr_loss (same-η arms);
+    test accuracy 0.6 plus momentum's effect, annealed arms 0.65 (small) and
+    0.65 + anneal_gain (large). Seed effects of sd 0.05, noise of sd 0.005."""
+    e_s, e_l = steps or (MAIN["step_small"], MAIN["step_large"])
+    rng = np.random.default_rng(rng_seed)
+    out = []
+    for seed in seeds:
+        fx = rng.normal(0, 0.05)
+        for k, (e, loss0) in enumerate(((e_s, 0.3), (e_l, 0.6))):
+            arms = [(e * (1 - mu), mu, kind) for mu in MAIN["momenta"] for kind in ("constant", "step")]
+            arms.append((e, MAIN["same_lr_momentum"], "same_lr"))
+            for lr, mu, kind in arms:
+                loss, acc = loss0 + fx, 0.6 + fx
+                if kind == "same_lr":
+                    loss += same_lr_loss[k]
+                elif mu > 0:
+                    loss += momentum_loss[k]
+                    acc += momentum_acc[k]
+                if kind == "step":
+                    acc = 0.65 + fx + (anneal_gain if k else 0.0)
+                loss, acc = loss + rng.normal(0, 0.005), acc + rng.normal(0, 0.005)
+                params = {"optim.lr": round(lr, 8), "optim.momentum": mu,
+                          "optim.schedule.kind": "step" if kind == "step" else "constant"}
+                out.append({"params": params, "seed": seed,
+                            "curves": {"train/loss": (EPOCH_STEPS, np.linspace(2.0, loss, 10)),
+                                       "val/acc": (EPOCH_STEPS, np.linspace(0.2, acc, 10))}})
+    return out
+
+
+def judge_main(trials: list[dict], plans=None) -> dict:
+    table = make_table(trials)
+    out = {}
+    for c in (regimes.large_step_optimizes_worse, regimes.momentum_matched,
+              regimes.momentum_same_lr, regimes.momentum_acc_same_sign,
+              regimes.large_step_generalizes):
+        out.update({v.name: v for v in c(table, plans, **FAST)})
+    return out
+
+
+def test_the_paper_pattern_supports_every_main_conjecture():
+    got = judge_main(main_trials())
+    assert set(got) == {k for k in regimes.PLANS if k not in ("regimes.calibration",
+                                                              "regimes.two_stage")}
+    for name, v in got.items():
+        assert v.verdict == "supported", v.summary()
+        assert v.details["checks"]["arms_in_regime"]["passed"] and v.n == 10
+        assert v.details["regimes_from"] == "calibration:regimes.calibration"
+    # the contrasts' sizes: large − small 0.3 of loss (+ the mean momentum effect, 0.1 − (−0.1),
+    # over the two μ > 0 of three); momentum matched ±0.1; anneal gain 0.03
+    assert got["regimes.large_step_optimizes_worse"].effect == pytest.approx(0.3 + 0.2 * 2 / 3, abs=0.01)
+    assert got["regimes.momentum_matched[large-step]"].effect == pytest.approx(0.1, abs=0.01)
+    assert got["regimes.large_step_generalizes"].effect == pytest.approx(0.03, abs=0.01)
+    same = got["regimes.momentum_acc_same_sign"]
+    assert same.details["common_sign"] == 1 and same.effect == pytest.approx(0.01, abs=0.005)
+
+
+def test_momentum_helping_the_large_step_refutes_and_opposite_acc_signs_refute():
+    got = judge_main(main_trials(momentum_loss=(-0.1, -0.1), momentum_acc=(0.03, -0.03)))
+    assert got["regimes.momentum_matched[large-step]"].verdict == "refuted"
+    assert got["regimes.momentum_matched[small-step]"].verdict == "supported"
+    assert got["regimes.momentum_acc_same_sign"].verdict == "refuted"
+    # a momentum effect only through the larger step: the matched arms see none
+    flat = judge_main(main_trials(momentum_loss=(0.0, 0.0), momentum_acc=(0.0, 0.0)))
+    assert flat["regimes.momentum_same_lr[large-step]"].verdict == "supported"
+    assert flat["regimes.momentum_matched[large-step]"].p_raw > 0.05
+
+
+def test_an_arm_off_its_regime_is_invalid_and_a_lost_trial_drops_its_seed():
+    plan = regimes.PLANS["regimes.large_step_generalizes"]
+    rmap = {mu: dict(cells) for mu, cells in plan.options["regime_map"].items()}
+    rmap["0.9"][regimes.step_key(MAIN["step_large"])] = "mixed"
+    moved = {"regimes.large_step_generalizes": plan.with_options(regime_map=rmap)}
+    (v,) = regimes.large_step_generalizes(make_table(main_trials()), moved, **FAST)
+    assert v.verdict == "invalid_protocol" and "L|matched|0.9|step" in v.reason and v.exploratory
+    trials = main_trials()
+    trials[0]["status"] = "diverged"                    # seed 0's small-step base arm
+    got = judge_main(trials)
+    assert got["regimes.large_step_optimizes_worse"].n == 9
+    assert got["regimes.large_step_optimizes_worse"].details["excluded_incomplete_seed"] == 1
+    assert got["regimes.large_step_generalizes"].n == 10    # the annealed arms are all there
+    assert got["regimes.large_step_generalizes"].details["excluded_diverged"] == 1
+
+
+def test_main_plans_read_regimes_from_the_registered_map():
+    for key, plan in regimes.PLANS.items():
+        if key in ("regimes.calibration", "regimes.two_stage"):
+            continue
+        assert plan.options["regime_map"] == regimes.REGIME_MAP and regimes.REGIME_MAP
+        assert plan.options["subgroups_from"] == "calibration:regimes.calibration"
+        assert plan.family == "regimes" and plan.statistic in ("paired_sign_flip",
+                                                               "intersection_union")
+    # the pair is on the map in its regimes, at every μ and at the same-η cell
+    for e, regime in ((regimes.STEP_SMALL, "small-step"), (regimes.STEP_LARGE, "large-step")):
+        for mu in MAIN["momenta"]:
+            assert regimes.label_at(regimes.REGIME_MAP, e * (1 - mu), mu) == regime
+        assert regimes.label_at(regimes.REGIME_MAP, e, MAIN["same_lr_momentum"]) == regime
 
 
 # ------------------------------------------------------------ paired design
@@ -156,6 +283,25 @@ def test_plan_is_registered_and_powered_at_the_margin():
 
 
 # -------------------------------------------------------------------- specs
+def test_regimes_specs_share_the_model_hold_disjoint_seeds_and_put_every_arm_on_its_cell():
+    cal, pilot, main = (load_spec(SPECS / f"two_regimes{s}.yaml")
+                        for s in ("_calibration", "_pilot", ""))
+    for spec in (pilot, main):
+        assert (spec.base.model, spec.base.data, spec.base.train) == (
+            cal.base.model, cal.base.data, cal.base.train)
+        assert spec.variants == main.variants and spec.resources.pack == 16
+        for t in spec.trials():
+            arm = regimes.arm_of(t.optim.lr, t.optim.momentum, t.optim.schedule.kind, MAIN)
+            assert arm is not None, t.optim
+            assert regimes.label_at(regimes.REGIME_MAP, t.optim.lr, t.optim.momentum) == arm[0]
+    assert cal.conjectures == ["regimes.calibration"] and cal.resources.pack == 16
+    assert not (set(cal.seeds) & set(pilot.seeds) or set(cal.seeds) & set(main.seeds)
+                or set(pilot.seeds) & set(main.seeds))
+    assert {c.split(".")[1] for c in main.conjectures} == {
+        k.split(".")[1].split("[")[0] for k in regimes.PLANS} - {"calibration", "two_stage"}
+    assert pilot.conjectures == main.conjectures
+
+
 def test_two_stage_specs_share_the_two_regimes_model_and_hold_disjoint_seeds():
     regimes_spec = load_spec(SPECS / "two_regimes.yaml")
     pilot, main = load_spec(SPECS / "two_stage_pilot.yaml"), load_spec(SPECS / "two_stage.yaml")
@@ -164,7 +310,6 @@ def test_two_stage_specs_share_the_two_regimes_model_and_hold_disjoint_seeds():
         assert spec.base.train == regimes_spec.base.train
         assert spec.conjectures == ["regimes.two_stage"] and smoke(spec).trials()
     assert not set(pilot.seeds) & set(main.seeds)
-    assert len(regimes_spec.seeds) >= 3
     for spec in (pilot, main):
         stages = [t.optim for t in spec.trials() if t.optim.schedule.kind == "two_stage"]
         assert {o.momentum for o in stages} == {0.0} and {o.schedule.momentum2 for o in stages} == {0.9}
@@ -176,7 +321,8 @@ def test_two_stage_specs_share_the_two_regimes_model_and_hold_disjoint_seeds():
 
 # ------------------------------------------------- end to end (slow, smoke)
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["two_regimes", "two_stage_pilot", "two_stage"])
+@pytest.mark.parametrize("name", ["two_regimes_calibration", "two_regimes_pilot", "two_regimes",
+                                  "two_stage_pilot", "two_stage"])
 def test_smoke_run_logs_verdicts_figures_and_tables(name, tmp_path):
     from test_sweeps import cli, judged_run, uri
     from sweeps.tracking import Store
@@ -189,8 +335,10 @@ def test_smoke_run_logs_verdicts_figures_and_tables(name, tmp_path):
     files = {a.path for a in store.client.list_artifacts(run.info.run_id)}
     assert {"verdicts.json", "figures"} <= files
     assert any(f.path.endswith(".png") for f in store.client.list_artifacts(run.info.run_id, "figures"))
-    if name != "two_regimes":
+    if name.startswith("two_stage"):
         assert "regimes_two_stage_power.csv" in files
+    if name == "two_regimes_calibration":
+        assert "regimes_calibration.csv" in files
     assert run.data.tags["dynsweep.plans_hash"] == run.data.tags["dynsweep.registered_plans_hash"]
     again = cli(["conjectures", f"{name}-smoke", "--json", "--tracking-uri", uri(tmp_path)], tmp_path)
     assert again.returncode == 0, again.stderr[-2000:]

@@ -48,8 +48,8 @@ def test_registered_plans_and_their_hash():
     assert len(experiments.plans_hash(reg)) == 12
     changed = {**back, C1[0]: {**back[C1[0]], "min_n": 12}}
     assert experiments.plans_hash(changed) != experiments.plans_hash(reg)
-    assert experiments.registered_plans(["regimes.momentum"]).keys() == {
-        "regimes.momentum[small-step]", "regimes.momentum[large-step]"}
+    assert experiments.registered_plans(["regimes.momentum_matched"]).keys() == {
+        "regimes.momentum_matched[small-step]", "regimes.momentum_matched[large-step]"}
 
 
 def test_plans_must_be_keyed_by_their_verdict():
