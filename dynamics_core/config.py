@@ -181,6 +181,9 @@ class ScheduleConfig(_Frozen):
     epoch); two_stage (lr, momentum for stage1_epochs, then lr2, momentum2;
     with anneal_epoch, lr2 x factor from that epoch on: a final anneal).
     warmup_epochs ramps linearly from 0 in front of any of them.
+    restart_epoch (exponential only) restarts the decay there: from that epoch
+    on the rate is lr x gamma^(epoch - restart_epoch), e.g. at the end of a
+    training-data deficit, so the recovery starts at the initial rate.
     """
 
     kind: Literal["constant", "step", "exponential", "two_stage"] = "constant"
@@ -193,6 +196,14 @@ class ScheduleConfig(_Frozen):
     anneal_epoch: OptInt = Field(None, ge=1)          # two_stage: lr2 x factor from here on
     warmup_epochs: Float = Field(0.0, ge=0.0)
     noise_off_epoch: Annotated[OptInt, Smoke(_zero_if_set, variant="shrink")] = Field(None, ge=0)  # preact noise off here
+    # exponential: the decay starts over here (--smoke: at epoch 1, where a smoke deficit ends)
+    restart_epoch: Annotated[OptInt, Smoke(_at_most(1), variant="shrink")] = Field(None, ge=1)
+
+    @model_validator(mode="after")
+    def _restart_is_exponential(self) -> "ScheduleConfig":
+        if self.restart_epoch is not None and self.kind != "exponential":
+            raise ValueError("restart_epoch restarts an exponential decay: it needs kind: exponential")
+        return self
 
     def boundary_epochs(self) -> set[int]:
         """Epochs where the optimizer (or the noise) changes."""
@@ -201,6 +212,8 @@ class ScheduleConfig(_Frozen):
             out.add(self.anneal_epoch)
         if self.noise_off_epoch is not None:
             out.add(self.noise_off_epoch)
+        if self.restart_epoch is not None:
+            out.add(self.restart_epoch)
         return out
 
 

@@ -30,7 +30,8 @@ def lr_momentum(cfg: OptimConfig, epoch: int, frac: float, total_epochs: int) ->
         passed = sum(epoch >= round(m * total_epochs) for m in s.milestones)
         lr = cfg.lr * s.factor ** passed
     elif s.kind == "exponential":
-        lr = cfg.lr * s.gamma ** epoch
+        restart = s.restart_epoch if s.restart_epoch is not None and epoch >= s.restart_epoch else 0
+        lr = cfg.lr * s.gamma ** (epoch - restart)
     elif s.kind == "two_stage" and epoch >= s.stage1_epochs:
         lr = s.lr2 if s.lr2 is not None else cfg.lr
         mu = s.momentum2 if s.momentum2 is not None else cfg.momentum

@@ -20,7 +20,7 @@ from dynamics_core.config import TrialConfig
 
 # The schedule fields members may differ in (noise_off_epoch belongs to model.preact_noise).
 SCHEDULE = ("kind", "milestones", "factor", "gamma", "stage1_epochs", "lr2", "momentum2", "anneal_epoch",
-            "warmup_epochs")
+            "warmup_epochs", "restart_epoch")
 # Fields in which the members of a pack may differ; every other field must match.
 MAY_DIFFER = frozenset({"seed", "model.init_seed", "optim.lr", "optim.momentum", "optim.weight_decay",
                         *(f"optim.schedule.{f}" for f in SCHEDULE), "train.epochs", "train.max_steps",

@@ -142,6 +142,26 @@ def test_cnn1d_members_with_deficits_match_solo_runs_to_float32_rounding(mnist1d
     assert_solo(cfgs, out, sinks, mnist1d_cache, bitwise=False)
 
 
+def test_cnn1d_members_with_a_restarted_decay_match_solo_runs(mnist1d_cache):
+    """The critical-periods schedule arms in one pack: the exponential decay, a
+    constant rate, and the decay restarted where each member's deficit ends."""
+    exp = {"kind": "exponential", "gamma": 0.5}
+    cfgs = [trial(arch="cnn1d", momentum=0.9, weight_decay=1e-3, **m)
+            for m in (dict(seed=0, data=deficit("blur", 0, 2), train={"epochs": 4},
+                           optim={"schedule": {**exp, "restart_epoch": 2}}),
+                      dict(seed=0, data=deficit("blur", 1, 2), train={"epochs": 3},
+                           optim={"schedule": {**exp, "restart_epoch": 2}}),
+                      dict(seed=0, data=deficit("blur", 0, 2), train={"epochs": 4},
+                           optim={"schedule": exp}),
+                      dict(seed=0, data=deficit("blur", 0, 2), train={"epochs": 4}))]
+    out, sinks, _ = packed(cfgs, mnist1d_cache)
+    assert_solo(cfgs, out, sinks, mnist1d_cache, bitwise=False)
+    # each member's own rate at each epoch end: restarted at 2, decaying, constant
+    assert [[v for _, v in s.series("lr")] for s in sinks] == [
+        pytest.approx([0.05, 0.025, 0.05, 0.025]), pytest.approx([0.05, 0.025, 0.05]),
+        pytest.approx([0.05, 0.025, 0.0125, 0.00625]), pytest.approx([0.05] * 4)]
+
+
 @pytest.mark.parametrize("stop_after_step, alive", [(12, [0, 1, 2, 3, 4]), (17, [0, 1, 2, 4])])
 def test_a_deficit_pack_resumes_bit_for_bit(mnist1d_cache, tmp_path, stop_after_step, alive):
     """From inside the noise window (its draws seeded by the step), and after a member left."""

@@ -46,7 +46,7 @@ def test_late_momentum_members_get_their_own_packs():
 
 
 @pytest.mark.parametrize("name, sizes", [
-    ("critical_periods", [14, 14, 14, 14, 14]),     # deficits and lengths differ per member
+    ("critical_periods", [16] * 11),                # deficits, lengths, schedules differ per member
     ("early_phase", [14, 14, 14, 12, 12, 11]),      # one rewind step per pack, paired apart
 ])
 def test_the_science_specs_pack(name, sizes):

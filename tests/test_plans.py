@@ -31,8 +31,9 @@ def test_every_built_in_verdict_has_a_plan():
         exp = experiments.get(name)
         for key, plan in exp.plans.items():
             assert key.split("[")[0] == plan.conjecture and plan.conjecture in exp.conjectures
-            # a sign-flip test of n contrasts reaches p = 2/2^n: 7 suffice (0.016)
-            floor = 7 if plan.statistic == "paired_sign_flip" else 10
+            # a sign-flip test of n contrasts, and an exact binomial sign test of n
+            # units against 1/2, reach p = 2/2^n: 7 suffice (0.016)
+            floor = 7 if plan.statistic in ("paired_sign_flip", "sign_test") else 10
             assert plan.alpha == 0.05 and plan.family and plan.min_n >= floor
         assert {p.conjecture for p in exp.plans.values()} >= set(exp.conjectures) - {
             "critical_periods.fisher_rises_then_falls"}

@@ -51,6 +51,32 @@ def test_exponential():
     assert lr_momentum(c, 3, 0.5, 12)[0] == got[3]      # constant within an epoch
 
 
+def test_exponential_restart_starts_the_decay_over():
+    """restart_epoch (the end of a deficit): lr x gamma^(epoch - restart) from there on;
+    before it, and without it, the plain exponential decay to the last bit."""
+    c = optim(lr=0.05, schedule={"kind": "exponential", "gamma": 0.97, "restart_epoch": 3})
+    got = [lr for lr, _ in lrs(c, 7)]
+    assert got == [0.05, 0.05 * 0.97, 0.05 * 0.97 ** 2, 0.05, 0.05 * 0.97, 0.05 * 0.97 ** 2,
+                   0.05 * 0.97 ** 3]
+    plain = optim(lr=0.05, schedule={"kind": "exponential", "gamma": 0.97})
+    assert got[:3] == [lr for lr, _ in lrs(plain, 3)]
+    assert lr_momentum(c, 4, 0.7, 7)[0] == got[4]                   # constant within an epoch
+    assert c.schedule.boundary_epochs() == {3}                       # a resumable point
+    with pytest.raises(ValueError, match="needs kind: exponential"):
+        optim(schedule={"kind": "constant", "restart_epoch": 3})
+
+
+def test_restart_epoch_unset_keeps_run_hashes():
+    """A new field with a default: configs that do not set it hash as before (the
+    golden hashes are in test_config); one that sets it is another trial."""
+    cfg = TrialConfig.model_validate({"optim": {"schedule": {"kind": "exponential"}}})
+    restarted = TrialConfig.model_validate(
+        {"optim": {"schedule": {"kind": "exponential", "restart_epoch": 5}}})
+    assert restarted.run_hash() != cfg.run_hash()
+    assert cfg.run_hash() == TrialConfig.model_validate(
+        {"optim": {"schedule": {"kind": "exponential", "restart_epoch": None}}}).run_hash()
+
+
 def test_two_stage_switches_lr_and_momentum():
     c = optim(lr=0.4, momentum=0.0,
               schedule={"kind": "two_stage", "stage1_epochs": 3, "lr2": 0.04, "momentum2": 0.9})

@@ -132,7 +132,8 @@ def _smoke_by_field_names(spec):
     declared their own rules): the reference the declared rules must match."""
     from dynamics_core.config import TrialConfig, flatten, unflatten
 
-    shrink = {"pruning.levels": lambda v: min(v, 2), "pruning.rewind_step": lambda v: min(v, 2)}
+    shrink = {"pruning.levels": lambda v: min(v, 2), "pruning.rewind_step": lambda v: min(v, 2),
+              "optim.schedule.restart_epoch": lambda v: min(v, 1)}
 
     def small(path, value):
         return shrink[path](value) if path in shrink and isinstance(value, int) else value

@@ -13,8 +13,9 @@ from sweeps.conjectures.plan import FROM_PLAN, AnalysisPlan
 from sweeps.conjectures.verdict import (ALPHA, N_BOOT, N_PERM, Verdict, compare_groups,
                                         intersection_union, trend_test, verdict_of)
 from sweeps.experiments.registry import Plans, conjecture
-from sweeps.experiments.critical_periods.plans import (BLUR_HURTS, DROP, END, EPOCHS, FIX, KIND,
-                                                       MIN_DROP, PLANS, START, WINDOW)
+from sweeps.experiments.critical_periods.plans import (BLUR_HURTS, END, EPOCHS, FISHER, FISHER_RULE, FIX,
+                                                       KIND, MIN_DROP, PLANS, RESTART, SCHED,
+                                                       START)
 from sweeps.table import SweepTable
 
 
@@ -28,6 +29,7 @@ class Arm:
     start: int            # deficit window [start, end) in epochs (0, 0 for clean)
     end: int
     epochs: int           # run length
+    schedule: str = "exponential"   # exponential | constant | restart | other (`schedule_of`)
 
     @property
     def budget(self) -> int:
@@ -41,10 +43,28 @@ class Arm:
     @property
     def label(self) -> str:
         if self.sweep == "clean":
-            return f"clean/{self.epochs}"
-        if self.sweep == "permanent":
-            return f"{self.deficit}/always/{self.epochs}"
-        return f"{self.deficit}/[{self.start},{self.end})/{self.epochs}"
+            where = f"clean/{self.epochs}"
+        elif self.sweep == "permanent":
+            where = f"{self.deficit}/always/{self.epochs}"
+        else:
+            where = f"{self.deficit}/[{self.start},{self.end})/{self.epochs}"
+        return f"{self.schedule}:{where}"
+
+
+def schedule_of(row: pd.Series | dict, end: int | None) -> str:
+    """The schedule arm of a row: `constant`; `exponential` (no restart, or one
+    the run never reaches); `restart` (the decay restarts at the deficit's end
+    `end`); `other` for anything else (another kind, a restart elsewhere)."""
+    kind = str(row.get(SCHED, "constant") or "constant")
+    restart = _int(row.get(RESTART, 0))
+    epochs = _int(row.get(EPOCHS, 0))
+    if kind == "constant":
+        return "constant"
+    if kind != "exponential":
+        return "other"
+    if restart == 0 or restart >= epochs:
+        return "exponential"
+    return "restart" if restart == end else "other"
 
 
 def arm_of(row: pd.Series | dict) -> Arm:
@@ -53,10 +73,11 @@ def arm_of(row: pd.Series | dict) -> Arm:
     epochs = _int(row.get(EPOCHS, 0))
     start, end = _int(row.get(START, 0)), min(_int(row.get(END, 0)), epochs)
     if kind in ("none", "nan") or end <= start:
-        return Arm("none", "clean", 0, 0, epochs)
+        return Arm("none", "clean", 0, 0, epochs, schedule_of(row, None))
     if start == 0 and end >= epochs:
-        return Arm(kind, "permanent", 0, epochs, epochs)
-    return Arm(kind, "removal" if start == 0 else "onset", start, end, epochs)
+        return Arm(kind, "permanent", 0, epochs, epochs, schedule_of(row, epochs))
+    return Arm(kind, "removal" if start == 0 else "onset", start, end, epochs,
+               schedule_of(row, end))
 
 
 def _int(v: Any) -> int:
@@ -74,14 +95,33 @@ def arm_frame(table: SweepTable) -> tuple[pd.DataFrame, dict[str, int]]:
                        "deficit": [a.deficit for a in arms], "sweep": [a.sweep for a in arms],
                        "start": [a.start for a in arms], "end": [a.end for a in arms],
                        "epochs": [a.epochs for a in arms], "budget": [a.budget for a in arms],
-                       "window": [a.window for a in arms], "arm": [a.label for a in arms]})
+                       "window": [a.window for a in arms], "schedule": [a.schedule for a in arms],
+                       "arm": [a.label for a in arms]})
     df["acc"] = acc.reindex(df["run_id"]).to_numpy(float)
     return df, excluded
 
 
+def in_schedule(df: pd.DataFrame, schedule: str) -> pd.DataFrame:
+    """The trials of one schedule arm. The restart arm shares the exponential
+    arm's clean and permanent trials: without a deficit to end, its schedule
+    is the exponential decay (the same config, so the same trials)."""
+    mine = df["schedule"] == schedule
+    if schedule == "restart":
+        mine |= (df["schedule"] == "exponential") & df["sweep"].isin(["clean", "permanent"])
+    return df[mine]
+
+
 def clean_acc(df: pd.DataFrame, epochs: int) -> pd.Series:
-    """Final accuracies of the clean arm of this run length."""
-    return df.loc[(df["sweep"] == "clean") & (df["epochs"] == epochs), "acc"]
+    """Final accuracies of the clean arm of this run length, indexed by seed
+    (the frame given is one schedule arm's)."""
+    clean = df[(df["sweep"] == "clean") & (df["epochs"] == epochs)]
+    return clean.set_index("seed")["acc"]
+
+
+def _paired(a: pd.DataFrame, b: pd.DataFrame, **kw):
+    """`compare_groups` of mean(a.acc) − mean(b.acc), paired by seed."""
+    return compare_groups(a["acc"], b["acc"], blocks_a=a["seed"].astype(str).to_numpy(),
+                          blocks_b=b["seed"].astype(str).to_numpy(), **kw)
 
 
 def _mode(values: pd.Series) -> int | None:
@@ -92,14 +132,16 @@ def _mode(values: pd.Series) -> int | None:
 def blur_test(df: pd.DataFrame, *, alpha: float = ALPHA, min_drop: float = MIN_DROP,
               n_perm: int = N_PERM, n_boot: int = N_BOOT, rng_seed: int = 0):
     """(result, epochs, reason): does a permanent blur lower final accuracy by more than
-    `min_drop` against clean runs of the same length? result None without the arm."""
+    `min_drop` against clean runs of the same length and schedule, paired by seed? The
+    exponential arm's (the paper's schedule); result None without a permanent arm."""
+    df = in_schedule(df, "exponential")
     perm = df[(df["sweep"] == "permanent") & (df["deficit"] == "blur")]
     epochs = _mode(perm["epochs"])
     if epochs is None:
         return None, None, "no permanently blurred arm in the sweep"
-    res = compare_groups(perm.loc[perm["epochs"] == epochs, "acc"], clean_acc(df, epochs),
-                         n_perm=n_perm, n_boot=n_boot, rng_seed=rng_seed, alpha=alpha,
-                         shift=min_drop, alternative="two-sided")
+    clean = df[(df["sweep"] == "clean") & (df["epochs"] == epochs)]
+    res = _paired(perm[perm["epochs"] == epochs], clean, n_perm=n_perm, n_boot=n_boot,
+                  rng_seed=rng_seed, alpha=alpha, shift=min_drop, alternative="two-sided")
     return res, epochs, res.details.get("reason", "")
 
 
@@ -137,17 +179,24 @@ def _gate(df: pd.DataFrame, plan: AnalysisPlan, n_perm: int, n_boot: int,
                                         n_perm=n_perm, n_boot=n_boot, rng_seed=rng_seed)}
 
 
-def _failed(plan: AnalysisPlan, checks: dict[str, tuple[bool, str]], **details: Any) -> Verdict | None:
+def _failed(plan: AnalysisPlan, checks: dict[str, tuple[bool, str]], name: str | None = None,
+            **details: Any) -> Verdict | None:
     """The invalid-protocol verdict when a check failed (None when all passed)."""
     if all(passed for passed, _ in checks.values()):
         return None
-    return verdict_of(plan, None, checks=checks, n=0, fix=FIX, **details)
+    return verdict_of(plan, None, checks=checks, name=name, n=0, fix=FIX, **details)
+
+
+def _arms(plans: Plans, **overrides: Any) -> list[tuple[str, AnalysisPlan]]:
+    """(verdict name, plan with the caller's overrides) per registered part, in order."""
+    return [(name, plan.with_options(**overrides)) for name, plan in plans.items()]
 
 
 # ------------------------------------------------------------ removal sweep
 def removal_frame(df: pd.DataFrame, deficit: str = "blur", budget: int | None = None
                   ) -> tuple[pd.DataFrame, int | None]:
-    """Removal trials of one deficit sharing one clean budget, with the clean arm as N = 0.
+    """Removal trials of one deficit sharing one clean budget, with the clean arm as N = 0
+    (`df`: one schedule arm's trials, `in_schedule`).
 
     Column `N` = deficit end epoch; budget = the most common one unless given.
     """
@@ -190,41 +239,48 @@ def removal_test(rem: pd.DataFrame, *, alpha: float, n_perm: int, n_boot: int, r
 def removal_hurts(table: SweepTable, plans: Plans, *,
                   deficit: Any = FROM_PLAN, budget: Any = FROM_PLAN, n_perm: int = N_PERM,
                   n_boot: int = N_BOOT, rng_seed: int = 0) -> list[Verdict]:
-    """Final accuracy decreases with the epoch N at which the plan's `deficit` is removed."""
-    (plan,) = plans.values()
-    plan = plan.with_options(deficit=deficit, budget=budget)
-    deficit, budget = plan.options["deficit"], plan.options["budget"]
+    """Per schedule arm: final accuracy decreases with the epoch N at which the plan's
+    `deficit` is removed."""
     df, excluded = arm_frame(table)
-    checks = _gate(df, plan, n_perm, n_boot, rng_seed)
-    if (bad := _failed(plan, checks, **excluded)) is not None:
-        return [bad]
-    rem, budget = removal_frame(df, deficit, budget)
-    base = {**excluded, "budget": budget, "deficit": deficit}
-    if len(rem) < 3 or rem["N"].nunique() < 2:
-        return [verdict_of(plan, None, checks=checks, n=len(rem),
-                           reason=f"only {len(rem)} removal trials at {rem['N'].nunique()} levels of N",
-                           **base)]
-    res = removal_test(rem, alpha=plan.alpha, n_perm=n_perm, n_boot=n_boot, rng_seed=rng_seed)
-    means = rem.groupby("N")["acc"].mean()
-    return [verdict_of(plan, res, checks=checks, **base,
-                       mean_acc_by_N={int(k): float(v) for k, v in means.items()},
-                       **removal_shape(means.index.to_numpy(), means.to_numpy()))]
+    out = []
+    for name, plan in _arms(plans, deficit=deficit, budget=budget):
+        deficit_, schedule = plan.options["deficit"], plan.options["schedule"]
+        checks = _gate(df, plan, n_perm, n_boot, rng_seed)
+        if (bad := _failed(plan, checks, name, **excluded)) is not None:
+            out.append(bad)
+            continue
+        rem, b = removal_frame(in_schedule(df, schedule), deficit_, plan.options["budget"])
+        base = {**excluded, "budget": b, "deficit": deficit_, "schedule": schedule}
+        if len(rem) < 3 or rem["N"].nunique() < 2:
+            out.append(verdict_of(plan, None, checks=checks, name=name, n=len(rem),
+                                  reason=f"only {len(rem)} removal trials at "
+                                         f"{rem['N'].nunique()} levels of N", **base))
+            continue
+        res = removal_test(rem, alpha=plan.alpha, n_perm=n_perm, n_boot=n_boot, rng_seed=rng_seed)
+        means = rem.groupby("N")["acc"].mean()
+        out.append(verdict_of(plan, res, checks=checks, name=name, **base,
+                              mean_acc_by_N={int(k): float(v) for k, v in means.items()},
+                              **removal_shape(means.index.to_numpy(), means.to_numpy())))
+    return out
 
 
 # -------------------------------------------------------------- onset sweep
 def onset_frame(df: pd.DataFrame, deficit: str = "blur", window: int | None = None,
                 epochs: int | None = None) -> tuple[pd.DataFrame, float, dict[str, Any]]:
-    """Deficit windows of one length in runs of one length, with `t0` and
-    `sensitivity` = mean clean accuracy (same run length) − final accuracy."""
+    """Deficit windows of one length in runs of one length (`df`: one schedule
+    arm's trials), with `t0` and `sensitivity` = the clean run's accuracy (same
+    seed, same run length) − final accuracy; seeds without a clean run drop out."""
     win = df[df["sweep"].isin(["removal", "onset"]) & (df["deficit"] == deficit)]
     epochs = _mode(win.loc[win["sweep"] == "onset", "epochs"]) if epochs is None else epochs
     win = win[win["epochs"] == epochs] if epochs is not None else win.iloc[:0]
     window = _mode(win.loc[win["sweep"] == "onset", "window"]) if window is None else window
     win = win[win["window"] == window]
-    baseline = clean_acc(df, epochs) if epochs is not None else pd.Series(dtype=float)
-    base_mean = float(baseline.mean()) if len(baseline) else np.nan
-    win = win.assign(t0=win["start"], sensitivity=base_mean - win["acc"])
-    return win, base_mean, {"window": window, "epochs": epochs, "n_clean": int(len(baseline)),
+    clean = clean_acc(df, epochs) if epochs is not None else pd.Series(dtype=float)
+    clean = clean[~clean.index.duplicated()]
+    base_mean = float(clean.mean()) if len(clean) else np.nan
+    win = win.assign(t0=win["start"], sensitivity=win["seed"].map(clean) - win["acc"])
+    win = win[np.isfinite(win["sensitivity"].astype(float))]
+    return win, base_mean, {"window": window, "epochs": epochs, "n_clean": int(len(clean)),
                             "baseline_acc": base_mean}
 
 
@@ -245,37 +301,42 @@ def early_onset_most_sensitive(table: SweepTable, plans: Plans, *,
                                deficit: Any = FROM_PLAN, window: Any = FROM_PLAN,
                                epochs: Any = FROM_PLAN, n_perm: int = N_PERM,
                                n_boot: int = N_BOOT, rng_seed: int = 0) -> list[Verdict]:
-    """Sensitivity to a short window of the plan's `deficit` is largest when it starts early."""
-    (plan,) = plans.values()
-    plan = plan.with_options(deficit=deficit, window=window,
-                             epochs=epochs)
-    deficit, window, epochs = (plan.options[k] for k in ("deficit", "window", "epochs"))
+    """Per schedule arm: sensitivity to a window of the plan's `deficit` is largest when it
+    starts early."""
     df, excluded = arm_frame(table)
-    checks = _gate(df, plan, n_perm, n_boot, rng_seed)
-    if (bad := _failed(plan, checks, **excluded)) is not None:
-        return [bad]
-    win, base_mean, info = onset_frame(df, deficit, window, epochs)
-    base = {**excluded, **info, "deficit": deficit}
-    if not np.isfinite(base_mean):
-        return [verdict_of(plan, None, checks=checks, n=len(win),
-                           reason="no clean trials of the onset run length", **base)]
-    if len(win) < 3 or win["t0"].nunique() < 2:
-        return [verdict_of(plan, None, checks=checks, n=len(win),
-                           reason=f"only {len(win)} onset trials at {win['t0'].nunique()} onsets",
-                           **base)]
-    res = onset_test(win, alpha=plan.alpha, n_perm=n_perm, n_boot=n_boot, rng_seed=rng_seed)
-    means = win.groupby("t0")["sensitivity"].mean()
-    return [verdict_of(plan, res, checks=checks, **base,
-                       mean_sensitivity_by_t0={int(k): float(v) for k, v in means.items()})]
+    out = []
+    for name, plan in _arms(plans, deficit=deficit, window=window, epochs=epochs):
+        deficit_, schedule = plan.options["deficit"], plan.options["schedule"]
+        checks = _gate(df, plan, n_perm, n_boot, rng_seed)
+        if (bad := _failed(plan, checks, name, **excluded)) is not None:
+            out.append(bad)
+            continue
+        win, base_mean, info = onset_frame(in_schedule(df, schedule), deficit_,
+                                           plan.options["window"], plan.options["epochs"])
+        base = {**excluded, **info, "deficit": deficit_, "schedule": schedule}
+        if not np.isfinite(base_mean):
+            out.append(verdict_of(plan, None, checks=checks, name=name, n=len(win),
+                                  reason="no clean trials of the onset run length", **base))
+            continue
+        if len(win) < 3 or win["t0"].nunique() < 2:
+            out.append(verdict_of(plan, None, checks=checks, name=name, n=len(win),
+                                  reason=f"only {len(win)} onset trials at "
+                                         f"{win['t0'].nunique()} onsets", **base))
+            continue
+        res = onset_test(win, alpha=plan.alpha, n_perm=n_perm, n_boot=n_boot, rng_seed=rng_seed)
+        means = win.groupby("t0")["sensitivity"].mean()
+        out.append(verdict_of(plan, res, checks=checks, name=name, **base,
+                              mean_sensitivity_by_t0={int(k): float(v) for k, v in means.items()}))
+    return out
 
 
 # ----------------------------------------------------------------- controls
-def noninferiority_test(a: pd.Series, b: pd.Series, margin: float, *, alpha: float,
+def noninferiority_test(a: pd.DataFrame, b: pd.DataFrame, margin: float, *, alpha: float,
                         n_perm: int, n_boot: int, rng_seed: int):
-    """One control of `controls_no_lasting_effect`: H0 mean(a) − mean(b) = −margin, two-sided
-    (significantly above: within the margin; significantly below: a lasting effect)."""
-    return compare_groups(a, b, n_perm=n_perm, n_boot=n_boot, rng_seed=rng_seed, alpha=alpha,
-                          shift=margin, alternative="two-sided")
+    """One control of `controls_no_lasting_effect`: H0 mean(a) − mean(b) = −margin, two-sided,
+    paired by seed (significantly above: within the margin; below: a lasting effect)."""
+    return _paired(a, b, n_perm=n_perm, n_boot=n_boot, rng_seed=rng_seed, alpha=alpha,
+                   shift=margin, alternative="two-sided")
 
 
 @conjecture(PLANS)
@@ -291,11 +352,12 @@ def controls_no_lasting_effect(table: SweepTable, plans: Plans, *,
     checks = _gate(df, plan, n_perm, n_boot, rng_seed)
     if (bad := _failed(plan, checks, **excluded)) is not None:
         return [bad]
+    arm = in_schedule(df, plan.options["schedule"])
     per, results = {}, []
     for c in controls:
-        rem, b = removal_frame(df, c, budget)
-        ctrl, clean = rem.loc[rem["N"] > 0], rem.loc[rem["N"] == 0, "acc"]
-        res = noninferiority_test(ctrl["acc"], clean, margin, alpha=plan.alpha, n_perm=n_perm,
+        rem, b = removal_frame(arm, c, budget)
+        ctrl, clean = rem.loc[rem["N"] > 0], rem.loc[rem["N"] == 0]
+        res = noninferiority_test(ctrl, clean, margin, alpha=plan.alpha, n_perm=n_perm,
                                   n_boot=n_boot, rng_seed=rng_seed)
         results.append(res)
         per[c] = {"budget": b, "N": sorted(int(n) for n in ctrl["N"].unique()),
@@ -303,45 +365,99 @@ def controls_no_lasting_effect(table: SweepTable, plans: Plans, *,
                   "p_value": res.p_value, "n_control": int(len(ctrl)), "n_clean": int(len(clean)),
                   **{k: v for k, v in res.details.items() if k == "reason"}}
     res = intersection_union(results, [+1] * len(results))
-    return [verdict_of(plan, res, checks=checks, **excluded, margin=margin, controls=per)]
+    return [verdict_of(plan, res, checks=checks, **excluded, margin=margin,
+                       schedule=plan.options["schedule"], controls=per)]
 
 
-def noise_test(noise: pd.Series, blur: pd.Series, *, alpha: float, n_perm: int, n_boot: int,
-               rng_seed: int):
-    """Statistics of `noise_hurts_less_than_blur`: mean(noise) − mean(blur), permutation p."""
-    return compare_groups(noise, blur, n_perm=n_perm, n_boot=n_boot, rng_seed=rng_seed,
-                          alpha=alpha)
+def noise_test(noise: pd.DataFrame, blur: pd.DataFrame, *, alpha: float, n_perm: int,
+               n_boot: int, rng_seed: int):
+    """Statistics of `noise_hurts_less_than_blur`: mean(noise) − mean(blur), paired by seed."""
+    return _paired(noise, blur, n_perm=n_perm, n_boot=n_boot, rng_seed=rng_seed, alpha=alpha)
 
 
 @conjecture(PLANS)
 def noise_hurts_less_than_blur(table: SweepTable, plans: Plans, *,
                                budget: Any = FROM_PLAN, n_perm: int = N_PERM,
                                n_boot: int = N_BOOT, rng_seed: int = 0) -> list[Verdict]:
-    """Removed at the same N, a noise deficit ends more accurate than a blur deficit."""
+    """Per schedule arm: removed at the same N, a noise deficit ends more accurate than blur."""
+    df, excluded = arm_frame(table)
+    out = []
+    for name, plan in _arms(plans, budget=budget):
+        schedule = plan.options["schedule"]
+        checks = _gate(df, plan, n_perm, n_boot, rng_seed)
+        if (bad := _failed(plan, checks, name, **excluded)) is not None:
+            out.append(bad)
+            continue
+        arm = in_schedule(df, schedule)
+        noise, b = removal_frame(arm, "noise", plan.options["budget"])
+        blur, _ = removal_frame(arm, "blur", b)
+        noise, blur = noise[noise["N"] > 0], blur[blur["N"] > 0]
+        shared = sorted(set(noise["N"]) & set(blur["N"]))
+        base = {**excluded, "budget": b, "N": [int(n) for n in shared], "schedule": schedule,
+                "groups": {"a": "noise", "b": "blur"}}
+        if not shared:
+            out.append(verdict_of(plan, None, checks=checks, name=name, n=0,
+                                  reason="no N at which both noise and blur were removed", **base))
+            continue
+        res = noise_test(noise[noise["N"].isin(shared)], blur[blur["N"].isin(shared)],
+                         alpha=plan.alpha, n_perm=n_perm, n_boot=n_boot, rng_seed=rng_seed)
+        out.append(verdict_of(plan, res, checks=checks, name=name, **base))
+    return out
+
+
+# ------------------------------------------------------- schedule artefact
+def signatures(arm: pd.DataFrame, *, deficit: str = "blur", budget: int | None = None,
+               window: int | None = None, epochs: int | None = None
+               ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, pd.DataFrame, dict[str, Any]]:
+    """The two paired contrasts of a critical period in one schedule arm:
+    (removed at the latest N, clean of the same budget) and (the window at the
+    first onset, the window at the last onset), with where they were taken."""
+    rem, b = removal_frame(arm, deficit, budget)
+    last_n = int(rem["N"].max()) if len(rem) else 0
+    win, _, info = onset_frame(arm, deficit, window, epochs)
+    t0s = sorted(int(t) for t in win["t0"].unique())
+    first = win[win["t0"] == t0s[0]] if t0s else win
+    last = win[win["t0"] == t0s[-1]] if t0s else win
+    where = {"budget": b, "N": last_n, "window": info["window"], "epochs": info["epochs"],
+             "t0": [t0s[0], t0s[-1]] if t0s else []}
+    return rem[rem["N"] == last_n], rem[rem["N"] == 0], first, last, where
+
+
+@conjecture(PLANS)
+def not_a_schedule_artefact(table: SweepTable, plans: Plans, *, n_perm: int = N_PERM,
+                            n_boot: int = N_BOOT, rng_seed: int = 0) -> list[Verdict]:
+    """At a constant rate (the plan's `schedule`), removal at the latest N costs accuracy
+    against clean and the first onset costs more than the last, paired by seed (one
+    intersection-union test); the same contrasts of every arm are in details."""
     (plan,) = plans.values()
-    plan = plan.with_options(budget=budget)
-    budget = plan.options["budget"]
     df, excluded = arm_frame(table)
     checks = _gate(df, plan, n_perm, n_boot, rng_seed)
     if (bad := _failed(plan, checks, **excluded)) is not None:
         return [bad]
-    noise, b = removal_frame(df, "noise", budget)
-    blur, _ = removal_frame(df, "blur", b)
-    noise, blur = noise[noise["N"] > 0], blur[blur["N"] > 0]
-    shared = sorted(set(noise["N"]) & set(blur["N"]))
-    base = {**excluded, "budget": b, "N": [int(n) for n in shared],
-            "groups": {"a": "noise", "b": "blur"}}
-    if not shared:
-        return [verdict_of(plan, None, checks=checks, n=0,
-                           reason="no N at which both noise and blur were removed", **base)]
-    res = noise_test(noise.loc[noise["N"].isin(shared), "acc"],
-                     blur.loc[blur["N"].isin(shared), "acc"],
-                     alpha=plan.alpha, n_perm=n_perm, n_boot=n_boot, rng_seed=rng_seed)
-    return [verdict_of(plan, res, checks=checks, **base)]
+    opts = {k: plan.options[k] for k in ("deficit", "budget", "window", "epochs")}
+    kw = dict(alpha=plan.alpha, n_perm=n_perm, n_boot=n_boot, rng_seed=rng_seed)
+    by_arm = {}
+    for schedule in ("exponential", "constant", "restart"):
+        late, clean, first, last, where = signatures(in_schedule(df, schedule), **opts)
+        by_arm[schedule] = {**where, "removal_cost": _mean_diff(late, clean),
+                            "onset_contrast": _mean_diff(first, last)}
+    late, clean, first, last, where = signatures(in_schedule(df, plan.options["schedule"]), **opts)
+    parts = [_paired(late, clean, **kw), _paired(first, last, **kw)]
+    res = intersection_union(parts, [-1, -1])
+    return [verdict_of(plan, res, checks=checks, **excluded, **where,
+                       schedule=plan.options["schedule"],
+                       contrasts={"a": "removed at the latest N − clean",
+                                  "b": "first onset − last onset"}, by_arm=by_arm)]
+
+
+def _mean_diff(a: pd.DataFrame, b: pd.DataFrame) -> float | None:
+    """Mean over seeds holding both of acc(a) − acc(b) (None when no seed holds both)."""
+    d = (a.groupby("seed")["acc"].mean() - b.groupby("seed")["acc"].mean()).dropna()
+    return float(d.mean()) if len(d) else None
 
 
 # ------------------------------------------------------------------ Fisher
-def smooth(values: np.ndarray, window: int = 5) -> np.ndarray:
+def smooth(values: np.ndarray, window: int = 3) -> np.ndarray:
     """Centred moving average over `window` measurements (shorter at the ends)."""
     v = np.asarray(values, dtype=float)
     if window <= 1 or v.size == 0:
@@ -350,58 +466,107 @@ def smooth(values: np.ndarray, window: int = 5) -> np.ndarray:
     return np.convolve(v, kernel, "same") / np.convolve(np.ones(v.size), kernel, "same")
 
 
-def rises_then_falls(values: np.ndarray, drop: float = DROP, window: int = WINDOW) -> bool:
-    """On the smoothed curve, the maximum is interior (not the first or last
-    measurement) and the last value is at most (1 − drop) × the maximum."""
+@dataclass(frozen=True)
+class Peak:
+    """The shape of one smoothed Tr F curve around its maximum (`peak_shape`)."""
+
+    index: int            # measurement of the maximum
+    n: int                # measurements
+    rise: float           # 1 − first / peak
+    fall: float           # 1 − last / peak
+    rise_monotone: bool   # up to the peak, no value below (1 − tol) × the running maximum
+    fall_monotone: bool   # after the peak, no value above (1 + tol) × the running minimum
+
+    @property
+    def interior(self) -> bool:
+        return 0 < self.index < self.n - 1
+
+
+def peak_shape(values: np.ndarray, window: int = 3, tol: float = 0.25) -> Peak | None:
+    """Where the smoothed curve peaks and how monotone each side is (None: < 3 values)."""
     v = np.asarray(values, dtype=float)
     v = smooth(v[np.isfinite(v)], window)
-    if v.size < 3:
-        return False
+    if v.size < 3 or not np.all(v > 0):
+        return None
     i = int(np.argmax(v))
-    return 0 < i < v.size - 1 and v[-1] <= (1 - drop) * v[i]
+    up, down = v[: i + 1], v[i:]
+    rise_ok = bool(np.all(up[1:] >= (1 - tol) * np.maximum.accumulate(up)[:-1]))
+    fall_ok = bool(np.all(down[1:] <= (1 + tol) * np.minimum.accumulate(down)[:-1]))
+    return Peak(i, v.size, float(1 - v[0] / v[i]), float(1 - v[-1] / v[i]), rise_ok, fall_ok)
+
+
+def rises_then_falls(values: np.ndarray, drop: float = FISHER_RULE["drop"],
+                     window: int = FISHER_RULE["smooth"], tol: float = FISHER_RULE["tol"]) -> bool:
+    """The registered peak rule: on the smoothed curve the maximum is strictly
+    inside, both sides are monotone within `tol`, and the peak stands at least
+    `drop` (a fraction of it) above the first and the last value."""
+    p = peak_shape(values, window, tol)
+    return (p is not None and p.interior and p.rise_monotone and p.fall_monotone
+            and p.rise >= drop and p.fall >= drop)
+
+
+def fisher_curves(table: SweepTable, df: pd.DataFrame, schedule: str
+                  ) -> dict[Any, tuple[str, pd.Series]]:
+    """Per seed, (run id, Tr F by step) of the clean run of `schedule` that logged Tr F
+    (the shortest, when several did)."""
+    m = table.metric(FISHER)
+    m = m[np.isfinite(m["value"].astype(float))]
+    clean = df[(df["sweep"] == "clean") & (df["schedule"] == schedule)
+               & df["run_id"].isin(m["run_id"])].sort_values(["seed", "epochs", "run_id"])
+    out = {}
+    for seed, g in clean.groupby("seed"):
+        rid = g["run_id"].iloc[0]
+        out[seed] = (rid, m[m["run_id"] == rid].set_index("step")["value"].astype(float).sort_index())
+    return out
 
 
 @conjecture(PLANS)
-def fisher_rises_then_falls(table: SweepTable, plans: Plans, *,
-                            deficits: Any = FROM_PLAN, n_perm: int = N_PERM,
+def fisher_rises_then_falls(table: SweepTable, plans: Plans, *, n_perm: int = N_PERM,
                             n_boot: int = N_BOOT, rng_seed: int = 0) -> list[Verdict]:
-    """In most trials Tr F peaks after its first measurement, then falls by `drop`.
+    """Per schedule arm, in most seeds the clean run's Tr F rises to an interior peak and
+    falls after it (`rises_then_falls` with the plan's smooth, tol, drop).
 
-    `drop`, the smoothing width and `deficits` (the arms judged; null: every
-    arm) are the plan's options. The sign test is exact: the resampling
-    options every conjecture takes (n_perm, n_boot, rng_seed) are accepted
-    and unused.
+    Seeds are the units (one clean run each). The sign test is exact: the
+    resampling options every conjecture takes (n_perm, n_boot, rng_seed) are
+    accepted and unused.
     """
-    (plan,) = plans.values()
-    plan = plan.with_options(
-        deficits=list(deficits) if isinstance(deficits, tuple) else deficits)
-    drop, window = float(plan.options["drop"]), int(plan.options["smooth"])
-    deficits = plan.options["deficits"]
     df, excluded = arm_frame(table)
-    if deficits is not None:
-        df = df[df["deficit"].isin(deficits)]
-    m = table.metric(plan.metric)
-    m = m[m["run_id"].isin(df["run_id"]) & np.isfinite(m["value"].astype(float))]
-    curves = {rid: g["value"].to_numpy(float) for rid, g in m.groupby("run_id")}
-    shapes = {rid: rises_then_falls(v, drop, window) for rid, v in curves.items() if v.size >= 3}
-    base = {**excluded, "drop": drop, "window": window,
-            "deficits": list(deficits) if deficits else "all",
-            "excluded_fewer_than_3_measurements": len(curves) - len(shapes)}
-    if not shapes:
-        return [verdict_of(plan, None, n=0, **base,
-                           reason=f"{plan.metric} logged with >= 3 measurements for no trial")]
-    res = sign_test(list(shapes.values()), p0=float(plan.options["p0"]), alpha=plan.alpha)
-    by_arm = df.assign(ok=df["run_id"].map(shapes)).dropna(subset=["ok"]).groupby("arm")["ok"]
-    return [verdict_of(plan, res, **base, n_rise_fall=int(sum(shapes.values())),
-                       share_by_arm={a: float(v.astype(float).mean()) for a, v in by_arm})]
+    out = []
+    for name, plan in _arms(plans):
+        o = plan.options
+        curves = fisher_curves(table, df, o["schedule"])
+        shapes = {s: peak_shape(c.to_numpy(), int(o["smooth"]), float(o["tol"]))
+                  for s, (_, c) in curves.items() if c.size >= 3}
+        ok = {s: rises_then_falls(curves[s][1].to_numpy(), float(o["drop"]), int(o["smooth"]),
+                                  float(o["tol"])) for s in shapes}
+        base = {**excluded, **{k: o[k] for k in ("smooth", "tol", "drop")},
+                "schedule": o["schedule"],
+                "excluded_fewer_than_3_measurements": len(curves) - len(shapes)}
+        if not ok:
+            out.append(verdict_of(plan, None, name=name, n=0, **base,
+                                  reason=f"{plan.metric} logged with >= 3 measurements in no "
+                                         f"clean {o['schedule']} run"))
+            continue
+        res = sign_test(list(ok.values()), p0=float(o["p0"]), alpha=plan.alpha)
+        per_seed = {str(s): {"run_id": curves[s][0], "rises_then_falls": ok[s],
+                             "peak_step": int(curves[s][1].index[p.index]) if p else None,
+                             "last_step": int(curves[s][1].index[-1]),
+                             "measurements": int(curves[s][1].size),
+                             **({"rise": p.rise, "fall": p.fall, "rise_monotone": p.rise_monotone,
+                                 "fall_monotone": p.fall_monotone} if p else {})}
+                    for s, p in shapes.items()}
+        out.append(verdict_of(plan, res, name=name, **base, n_rise_fall=int(sum(ok.values())),
+                              per_seed=per_seed))
+    return out
 
 
 # ------------------------------------------------------------------ tables
 def arm_table(table: SweepTable) -> pd.DataFrame | None:
-    """Per arm: deficit, sweep, window, run length, final accuracy mean, sd, n."""
+    """Per arm: schedule, deficit, sweep, window, run length, final accuracy mean, sd, n."""
     df, _ = arm_frame(table)
     if df.empty:
         return None
-    keys = ["arm", "deficit", "sweep", "start", "end", "epochs"]
+    keys = ["arm", "schedule", "deficit", "sweep", "start", "end", "epochs"]
     out = df.groupby(keys)["acc"].agg(mean="mean", sd="std", n="count").reset_index()
-    return out.sort_values(["sweep", "deficit", "epochs", "start", "end"]).reset_index(drop=True)
+    return out.sort_values(["schedule", "sweep", "deficit", "epochs", "start", "end"]
+                           ).reset_index(drop=True)
