@@ -36,30 +36,6 @@ def breakeven_table():
 
 
 @pytest.fixture(scope="module")
-def regimes_table():
-    trials = []
-    e = np.arange(1, 11)
-    for lr, mu, seed in itertools.product([0.01, 0.3], [0.0, 0.9], range(2)):
-        loss = 0.3 + 2.0 * np.exp(-e / 2) + (0.3 * (-1.0) ** e if lr > 0.1 else 0)
-        acc = np.linspace(0.3, 0.8 if lr > 0.1 else 0.7, 10)
-        trials.append({"params": {"optim.lr": lr, "optim.momentum": mu,
-                                  "optim.schedule.kind": "constant"}, "seed": seed,
-                       "curves": {"train/loss": (EPOCH_STEPS, loss), "val/acc": (EPOCH_STEPS, acc)}})
-    trials.append({"params": {"optim.lr": 3.0, "optim.momentum": 0.9, "optim.schedule.kind": "constant"},
-                   "status": "diverged",
-                   "curves": {"train/loss": (EPOCH_STEPS[:2], [2.3, 1e4]),
-                              "val/acc": (EPOCH_STEPS[:2], [0.1, 0.1])}})
-    for kind, T, seed in [("step", 0, 0), ("step", 0, 1), ("two_stage", 3, 0), ("two_stage", 3, 1),
-                          ("two_stage", 6, 0)]:
-        trials.append({"params": {"optim.lr": 0.1, "optim.momentum": 0.0, "optim.schedule.kind": kind,
-                                  "optim.schedule.milestones": "[0.5, 0.75]",
-                                  "optim.schedule.stage1_epochs": T}, "seed": seed,
-                       "curves": {"train/loss": (EPOCH_STEPS, 2.3 * np.exp(-e / 3)),
-                                  "val/acc": (EPOCH_STEPS, np.linspace(0.3, 0.8 + 0.01 * T, 10))}})
-    return make_table(trials)
-
-
-@pytest.fixture(scope="module")
 def large_lr_table():
     e = np.arange(1, 11)
     arms = {"large": ({"optim.lr": 0.1, "optim.schedule.kind": "step", "optim.schedule.milestones": "[0.5]",
@@ -97,29 +73,15 @@ def test_pca_figure(tmp_path):
     assert breakeven.fig_pca_trajectories(None) is None
 
 
-@pytest.mark.parametrize("func", [regimes.fig_loss_trajectories, regimes.fig_accuracy_heatmap,
-                                  regimes.fig_schedules])
-def test_regimes_figures(func, regimes_table, tmp_path):
-    fig = func(regimes_table)
+@pytest.mark.parametrize("builder,func", [
+    ("calibration_trials", regimes.fig_loss_trajectories), ("calibration_trials", regimes.fig_regime_map),
+    ("main_trials", regimes.fig_arm_curves), ("main_trials", regimes.fig_arm_finals),
+    ("main_trials", regimes.fig_schedules)])
+def test_regimes_figures(builder, func, tmp_path):
+    import test_exp_regimes
+    fig = func(make_table(getattr(test_exp_regimes, builder)()))
     assert fig is not None
     _png_ok(report.save_figures({"f.png": fig}, tmp_path)[0])
-
-
-def test_heatmap_marks_non_training(tmp_path):
-    e = np.arange(1, 11)
-    trials = []
-    for lr, mu, seed in itertools.product([0.01, 3.0], [0.0, 0.9], range(2)):
-        stuck = lr > 1 and mu > 0
-        loss = np.log(10) + 0.05 * (-1.0) ** e if stuck else 0.3 + 2.0 * np.exp(-e / 2)
-        trials.append({"params": {"optim.lr": lr, "optim.momentum": mu, "data.dataset": "mnist1d"},
-                       "seed": seed,
-                       "curves": {"train/loss": (EPOCH_STEPS, loss),
-                                  "val/acc": (EPOCH_STEPS, np.full(10, 0.1 if stuck else 0.7))}})
-    fig = regimes.fig_accuracy_heatmap(make_table(trials))
-    marks = [(t.get_text(), t.get_position()) for t in fig.axes[0].texts]
-    assert marks == [("○", (1.0, 1.0))]          # η = 3 (column 1), μ = 0.9 (row 1)
-    _png_ok(report.save_figures({"f.png": fig}, tmp_path)[0])
-    assert regimes.fig_loss_trajectories(make_table(trials)) is not None
 
 
 def test_large_lr_figure(large_lr_table, tmp_path):
@@ -138,9 +100,9 @@ class _ArraySources:
         return self.arrays.get((run_id, name), {})
 
 
-def test_make_figures_by_experiment_and_missing_data(breakeven_table, regimes_table, tmp_path):
+def test_make_figures_by_experiment_and_missing_data(breakeven_table, tmp_path):
     figs = report.make_figures(breakeven_table, ["breakeven"])
-    assert set(figs) == {"breakeven_fig6_spectra.png", "breakeven_max_vs_hparams.png"}
+    assert set(figs) == {"breakeven_fig6_spectra.png", "breakeven_max_vs_hparams.png", "breakeven_rise.png"}
     # weight snapshots read through the sources: the Fig. 7/8 PCA picture appears
     runs = breakeven_table.runs.assign(**{"probes.snapshots": True})
     table = type(breakeven_table)(runs=runs, metrics=breakeven_table.metrics)
@@ -151,12 +113,13 @@ def test_make_figures_by_experiment_and_missing_data(breakeven_table, regimes_ta
     figs = report.make_figures(table, ["breakeven"], sources)
     assert "breakeven_fig7_pca.png" in figs
     # a regimes table has no spectra: break-even figures are skipped, not errors
-    figs = report.make_figures(regimes_table)
-    assert set(figs) == {"regimes_fig1_loss.png", "regimes_fig2_heatmap.png",
+    import test_exp_regimes
+    figs = report.make_figures(make_table(test_exp_regimes.main_trials()))
+    assert set(figs) == {"regimes_fig1_arms.png", "regimes_fig2_finals.png",
                          "regimes_fig3_schedules.png"}
     paths = report.save_figures(figs, tmp_path / "out")
     assert len(paths) == 3
     for p in paths:
         _png_ok(p)
     with pytest.raises(KeyError, match="valid"):
-        report.make_figures(regimes_table, ["no_such_experiment"])
+        report.make_figures(breakeven_table, ["no_such_experiment"])

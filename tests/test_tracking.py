@@ -364,18 +364,20 @@ def test_judge_logs_breakeven_steps_csv(tracker, exp):
     assert got.groupby("optim.lr")["stability_step"].apply(list).to_dict() == {0.1: [13.0, 13.0],
                                                                                0.2: [8.0, 8.0]}
     assert len(result.tables[BREAKEVEN_STEPS_CSV]) == 4
-    # no break-even conjecture judged: no table in that judgement; judged again, the
-    # sweep still has one conjectures run, now with two versions
-    other = judge(exp, tracker.tracking_uri, parent, names=["regimes.momentum"])
-    assert other.tables == {}
+    # no break-even conjecture judged: no break-even table in that judgement (the regimes
+    # experiment's own table only); judged again, the sweep still has one conjectures run,
+    # now with two versions
+    other = judge(exp, tracker.tracking_uri, parent, names=["regimes.momentum_matched"])
+    assert set(other.tables) == {"regimes_calibration.csv"}
     assert other.run_id == result.run_id and (result.version, other.version) == (1, 2)
     versions = {a.path for a in tracker.client.list_artifacts(other.run_id, "judgements")}
     assert versions == {"judgements/v1.json", "judgements/v2.json"}
     v2 = json.loads((_artifact_dir(tracker, other.run_id) / "judgements" / "v2.json").read_text())
-    assert v2["tables"] == [] and [v["name"] for v in v2["verdicts"]] == [
-        "regimes.momentum[small-step]", "regimes.momentum[large-step]"]
+    assert BREAKEVEN_STEPS_CSV not in v2["tables"] and [v["name"] for v in v2["verdicts"]] == [
+        "regimes.momentum_matched[small-step]", "regimes.momentum_matched[large-step]"]
     tags = tracker.client.get_run(other.run_id).data.tags
-    assert tags["dynsweep.judgement_version"] == "2" and "verdict.regimes.momentum.small-step" in tags
+    assert tags["dynsweep.judgement_version"] == "2"
+    assert "verdict.regimes.momentum_matched.small-step" in tags
 
 
 @pytest.mark.parametrize("flush_each_report", [True, False])
