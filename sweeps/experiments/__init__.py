@@ -51,7 +51,7 @@ verdicts. A conjecture without plans still runs; its verdicts pass through
 `finalize` unchanged.
 
     from sweeps import experiments
-    for v in experiments.evaluate(["breakeven.c1_lr", "regimes.momentum"], table):
+    for v in experiments.evaluate(["breakeven.c1_lr", "regimes.momentum_matched"], table):
         print(v.summary())
 """
 from __future__ import annotations
