@@ -295,7 +295,7 @@ def test_specs_validate(name):
 def test_pilot_and_confirmatory_specs():
     pilot, main = (load_spec(SPECS / f) for f in ("critical_periods_pilot.yaml", "critical_periods.yaml"))
     assert not set(pilot.seeds) & set(main.seeds) and len(main.seeds) >= 8
-    for spec in (pilot, main):      # one protocol; the confirmatory grid is the pilot's, shortened
+    for spec in (pilot, main):      # one protocol; the confirmatory grid is the pilot's
         assert spec.base.model == main.base.model and spec.base.data == main.base.data
         assert spec.base.optim == main.base.optim and spec.base.probes == main.base.probes
     assert set(main.conjectures) == set(experiments.get("critical_periods").conjectures)
@@ -305,15 +305,18 @@ def test_pilot_and_confirmatory_specs():
     for sched in ARMS:
         mine = cp.in_schedule(pd.DataFrame([a.__dict__ for a in arms]).assign(seed=0), sched)
         assert sorted(set(mine.loc[mine["sweep"] == "removal", "end"])) == [10, 20], sched
-        assert sorted(set(mine.loc[mine["deficit"] == "blur", "start"])) == [0, 5, 10], sched
+        assert sorted(set(mine.loc[mine["deficit"] == "blur", "start"])) == [0, 10, 20], sched
+    unseeded = lambda spec: {frozenset((k, str(v)) for k, v in t.flat().items() if k != "seed")  # noqa: E731
+                             for t in spec.trials()}
+    assert unseeded(pilot) == unseeded(main)       # the same arms, on other seeds
     for t, a in zip(trials, arms):      # a restart exactly where the deficit ends
         if a.schedule == "restart":
             assert t.optim.schedule.restart_epoch == t.data.deficit.end_epoch
-        # Tr F on the clean 20-epoch runs only, at >= 24 log-spaced steps
-        assert t.probes.fisher == (a.sweep == "clean" and a.epochs == BUDGET)
+        # Tr F on the clean 30-epoch runs only, at >= 24 log-spaced steps
+        assert t.probes.fisher == (a.sweep == "clean" and a.epochs == 30)
         if t.probes.fisher:
             s = t.probes.schedule
-            assert s.kind == "log" and len(Schedule("log", points=s.points).resolve(BUDGET * 32, 32)) >= 24
+            assert s.kind == "log" and len(Schedule("log", points=s.points).resolve(30 * 32, 32)) >= 24
 
 
 # ---------------------------------------------- end to end (slow, smoke)
