@@ -64,7 +64,7 @@ from sweeps.experiments.registry import (REGISTRY, Conjecture, Experiment, Figur
                                          plans_hash, plans_of, register, registered_plans)
 
 BUILT_IN = ("breakeven", "regimes", "large_lr", "stiffness", "frequency", "critical_periods",
-            "early_phase")
+            "early_phase", "stages")
 
 for _module in BUILT_IN:
     importlib.import_module(f"sweeps.experiments.{_module}")
