@@ -335,8 +335,18 @@ def moves_together(table: SweepTable, plans: Plans, *, n_perm: int = N_PERM,
 
 
 # ----------------------------------------------------------------- tables
+def is_stages_sweep(table: SweepTable) -> bool:
+    """Whether `table` holds this protocol: reference probes and onset or rewind runs."""
+    if table.runs.empty or not table.has(RULE["be_key"], RULE["fisher_key"], RULE["stiff_within"]):
+        return False
+    roles = {role_of(r) for r in table.runs.to_dict("records")}
+    return bool(roles & {"onset", "rewind"})
+
+
 def marker_table(table: SweepTable) -> pd.DataFrame | None:
     """Every unit's markers (the figure's and the external checks' input)."""
+    if not is_stages_sweep(table):
+        return None
     units, _ = unit_frame(table)
     return None if units.empty else units
 

@@ -6,7 +6,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from sweeps.experiments.registry import Sources
-from sweeps.experiments.stages.analysis import ALL, correlation_matrix, unit_frame
+from sweeps.experiments.stages.analysis import ALL, correlation_matrix, marker_table
 from sweeps.experiments.stages.markers import SEEN
 from sweeps.experiments.stages.plans import CONTROL, NAMES
 from sweeps.plotting import DPI
@@ -16,8 +16,8 @@ from sweeps.table import SweepTable
 def fig_markers(table: SweepTable, sources: Sources | None = None) -> Figure | None:
     """Marker times (log steps) against η per S; seeds as points (open: censored or
     before the design's first point), the markers' means joined, t_fit dashed."""
-    units, _ = unit_frame(table)
-    if units.empty:
+    units = marker_table(table)
+    if units is None:
         return None
     batches = sorted(units["S"].unique())
     fig = Figure(figsize=(4.2 * len(batches), 3.8), dpi=DPI, layout="constrained")
@@ -47,8 +47,8 @@ def fig_markers(table: SweepTable, sources: Sources | None = None) -> Figure | N
 
 def fig_correlation(table: SweepTable, sources: Sources | None = None) -> Figure | None:
     """Spearman correlation of the markers' log times over the units."""
-    units, _ = unit_frame(table)
-    if len(units) < 3:
+    units = marker_table(table)
+    if units is None or len(units) < 3:
         return None
     c = correlation_matrix(units)
     fig = Figure(figsize=(5.0, 4.3), dpi=DPI, layout="constrained")
