@@ -204,3 +204,24 @@ def test_smoke_run_gives_every_registered_verdict(tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
     verdicts = json.loads(out.stdout)["verdicts"]
     assert sorted(v["name"] for v in verdicts) == sorted(ST.PLANS)
+
+
+def test_the_protocol_is_one_design_across_batch_sizes():
+    """Every run of stages.yaml has the same step budget; the blur windows last about the
+    same number of steps at both S (500 and 512: epochs of 125 and 32 steps); every unit
+    has its reference, onsets and rewinds."""
+    main = load_spec(SPECS / "stages.yaml")
+    trials = main.trials()
+    budgets, windows = set(), set()
+    for t in trials:
+        spe = math.ceil(t.data.train_size / t.train.batch_size)
+        assert t.train.epochs * spe >= t.train.max_steps
+        budgets.add(t.train.max_steps)
+        if t.data.deficit.kind != "none":
+            windows.add((t.data.deficit.end_epoch - t.data.deficit.start_epoch) * spe)
+    assert budgets == {3000} and min(windows) >= 500 and max(windows) / min(windows) < 1.03
+    roles = {}
+    for t in trials:
+        row = t.flat()
+        roles.setdefault((row["optim.lr"], row["train.batch_size"], t.seed), set()).add(ST.role_of(row))
+    assert len(roles) == 18 and all(r == {"reference", "onset", "rewind"} for r in roles.values())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.ticker import NullFormatter
 
 from sweeps.experiments.registry import Sources
 from sweeps.experiments.stages.analysis import ALL, correlation_matrix, marker_table
@@ -40,6 +41,8 @@ def fig_markers(table: SweepTable, sources: Sources | None = None) -> Figure | N
             ax.plot(np.exp(np.log(means.index.to_numpy(float)) + offsets[j]),
                     np.exp(means.to_numpy()), color=f"C{j}", lw=0.8)
         ax.set(xscale="log", yscale="log", xlabel="η", title=f"S = {int(s)}")
+        ax.set_xticks(etas, [f"{e:g}" for e in etas])
+        ax.xaxis.set_minor_formatter(NullFormatter())
     axes[0].set_ylabel("marker time (optimizer steps)")
     axes[-1].legend(fontsize=7, loc="best")
     return fig
