@@ -225,3 +225,15 @@ def test_the_protocol_is_one_design_across_batch_sizes():
         row = t.flat()
         roles.setdefault((row["optim.lr"], row["train.batch_size"], t.seed), set()).add(ST.role_of(row))
     assert len(roles) == 18 and all(r == {"reference", "onset", "rewind"} for r in roles.values())
+
+
+def test_a_plan_option_changes_the_reading():
+    """The readers take their levels from the plan: a higher fit level reads t_fit later."""
+    table = sweep()
+    plan = ST.PLANS["stages.aligned_with_fit[be]"]
+    higher = plan.with_overrides(options={**plan.options, "fit_level": 0.95})
+    judge = experiments.get_conjecture("stages.aligned_with_fit")
+    name = "stages.aligned_with_fit[be]"
+    v0 = {v.name: v for v in judge(table, {name: plan}, **FAST)}[name]
+    v1 = {v.name: v for v in judge(table, {name: higher}, **FAST)}[name]
+    assert v1.effect < v0.effect and v1.exploratory and not v0.exploratory

@@ -48,12 +48,13 @@ def _num(v: Any, default: float = math.nan) -> float:
     return float(v) if pd.notna(v) else default
 
 
-def trial_frame(table: SweepTable) -> tuple[pd.DataFrame, dict[str, int]]:
+def trial_frame(table: SweepTable, acc_key: str = RULE["acc_key"]
+                ) -> tuple[pd.DataFrame, dict[str, int]]:
     """Finished runs with role, η, S, seed, onset step (`onset`), rewind step `k` and the
     final accuracy; plus the exclusion counts."""
     runs, excluded = table.usable()
     rows = runs.to_dict("records")
-    acc = table.final(RULE["acc_key"], fallback="val/acc")
+    acc = table.final(acc_key, fallback="val/acc")
     n_train = param(runs, TRAIN_SIZE, np.nan).to_numpy(float)
     bs = param(runs, BATCH, np.nan).to_numpy(float)
     df = pd.DataFrame({"run_id": runs["run_id"].to_numpy(), "seed": runs["seed"].to_numpy(),
@@ -112,16 +113,10 @@ def _high_frequency(table: SweepTable, rid: str, budget: float, rule: Mapping[st
     return (t, SEEN) if np.isfinite(t) else (budget, BUDGET)
 
 
-def sweep_marker(grid: np.ndarray, gap: np.ndarray, margin: float, budget: float
-                 ) -> tuple[float, str]:
-    """t_CP or t_IMP from one unit's design points (`markers.crossing`)."""
-    return crossing(grid, gap, margin, budget)
-
-
 def unit_frame(table: SweepTable, rule: Mapping[str, Any] = RULE) -> tuple[pd.DataFrame, dict[str, int]]:
     """One row per unit (η, S, seed with a finished reference run): `t_<m>` and `how_<m>`
     for every marker, the reference accuracy, how many onset and rewind runs it had."""
-    df, excluded = trial_frame(table)
+    df, excluded = trial_frame(table, rule["acc_key"])
     runs = table.runs.set_index("run_id")
     rows = []
     for _, ref in df[df["role"] == "reference"].iterrows():
@@ -130,12 +125,12 @@ def unit_frame(table: SweepTable, rule: Mapping[str, Any] = RULE) -> tuple[pd.Da
         found = reference_markers(table, row, rule)
         budget = _budget(table, ref["run_id"])
         on = same[same["role"] == "onset"].sort_values("onset")
-        found["cp"] = sweep_marker(on["onset"].to_numpy(float),
-                                   ref["acc"] - on["acc"].to_numpy(float), rule["cp_margin"], budget)
+        found["cp"] = crossing(on["onset"].to_numpy(float), ref["acc"] - on["acc"].to_numpy(float),
+                               rule["cp_margin"], budget)
         rw = same[same["role"] == "rewind"]
-        gaps = _rewind_gaps(table, rw)
-        found["imp"] = sweep_marker(gaps["k"].to_numpy(float), gaps["gap"].to_numpy(float),
-                                    rule["imp_margin"], budget)
+        gaps = _rewind_gaps(table, rw, rule["acc_key"])
+        found["imp"] = crossing(gaps["k"].to_numpy(float), gaps["gap"].to_numpy(float),
+                                rule["imp_margin"], budget)
         rec = {"run_id": ref["run_id"], "lr": ref["lr"], "S": ref["S"], "seed": ref["seed"],
                "budget": budget, "acc": ref["acc"], "n_onsets": len(on), "n_rewinds": len(gaps),
                "dense_acc": float(gaps["dense"].mean()) if len(gaps) else math.nan}
@@ -148,16 +143,17 @@ def unit_frame(table: SweepTable, rule: Mapping[str, Any] = RULE) -> tuple[pd.Da
     return out.sort_values(["S", "lr", "seed"]).reset_index(drop=True), excluded
 
 
-def _rewind_gaps(table: SweepTable, rw: pd.DataFrame) -> pd.DataFrame:
+def _rewind_gaps(table: SweepTable, rw: pd.DataFrame, acc_key: str = RULE["acc_key"]
+                 ) -> pd.DataFrame:
     """Per rewind run: k, its dense level's accuracy and gap = dense − pruned (last level)."""
     if rw.empty:
         return pd.DataFrame(columns=["k", "dense", "gap"])
-    lv = table.levels([RULE["acc_key"]], rw["run_id"])
+    lv = table.levels([acc_key], rw["run_id"])
     if lv.empty:
         return pd.DataFrame(columns=["k", "dense", "gap"])
     lv = lv.assign(level=lv["level"].astype(int))
-    dense = lv[lv["level"] == 0].set_index("run_id")[RULE["acc_key"]]
-    last = lv.sort_values("level").groupby("run_id")[RULE["acc_key"]].last()
+    dense = lv[lv["level"] == 0].set_index("run_id")[acc_key]
+    last = lv.sort_values("level").groupby("run_id")[acc_key].last()
     k = rw.set_index("run_id")["k"]
     out = pd.DataFrame({"k": k, "dense": dense.reindex(k.index), "pruned": last.reindex(k.index)})
     return out.assign(gap=out["dense"] - out["pruned"]).dropna().sort_values("k")
@@ -196,10 +192,26 @@ def _guard(plan: AnalysisPlan, units: pd.DataFrame, names: tuple[str, ...], vnam
 
 
 # ------------------------------------------------------------ conjectures
+class _Units:
+    """`unit_frame` under each plan's own rule (its options), read once per distinct rule:
+    a plan is the whole analysis, so an overridden option reads the markers anew."""
+
+    def __init__(self, table: SweepTable) -> None:
+        self.table, self._seen = table, {}
+
+    def __call__(self, plan: AnalysisPlan) -> tuple[pd.DataFrame, dict[str, int]]:
+        rule = {k: plan.options[k] for k in RULE}
+        key = repr(sorted(rule.items()))
+        if key not in self._seen:
+            self._seen[key] = unit_frame(self.table, rule)
+        return self._seen[key]
+
+
 def _equivalence(table: SweepTable, plans: Plans, n_perm: int, rng_seed: int) -> list[Verdict]:
-    units, excluded = unit_frame(table)
+    units_of = _Units(table)
     out = []
     for vname, plan in plans.items():
+        units, excluded = units_of(plan)
         m, against = plan.options["marker"], plan.options["against"]
         checks, bad = _guard(plan, units, (m, against), vname, excluded)
         if bad is not None:
@@ -241,9 +253,10 @@ def spread_contrast(units: pd.DataFrame, markers: tuple[str, ...], against: str)
 def closer_than_fit(table: SweepTable, plans: Plans, *, n_perm: int = N_PERM,
                     n_boot: int = N_BOOT, rng_seed: int = 0) -> list[Verdict]:
     """The markers' mean distance to t_fit exceeds their mean pairwise distance (sign flip)."""
-    units, excluded = unit_frame(table)
+    units_of = _Units(table)
     out = []
     for vname, plan in plans.items():
+        units, excluded = units_of(plan)
         markers, against = tuple(plan.options["markers"]), plan.options["against"]
         checks, bad = _guard(plan, units, (REFERENCE, against), vname, excluded)
         if bad is not None:
@@ -315,22 +328,25 @@ def moves_together(table: SweepTable, plans: Plans, *, n_perm: int = N_PERM,
                    n_boot: int = N_BOOT, rng_seed: int = 0) -> list[Verdict]:
     """Per marker and axis: the within-stratum slope of log(t_m/t_BE) on log η (log S)
     lies within ±slope_margin (TOST over the strata)."""
-    units, excluded = unit_frame(table)
-    joint = {axis: joint_slope_test(units, MARKERS, axis, rng_seed=rng_seed)
-             for axis in {p.options["axis"] for p in plans.values()}} if len(units) else {}
+    units_of = _Units(table)
+    joint: dict[tuple[str, str], dict[str, Any]] = {}
     out = []
     for vname, plan in plans.items():
+        units, excluded = units_of(plan)
         m, against, axis = plan.options["marker"], plan.options["against"], plan.options["axis"]
         checks, bad = _guard(plan, units, (m, against), vname, excluded)
         if bad is not None:
             out.append(bad)
             continue
+        key = (repr(sorted((k, plan.options[k]) for k in RULE)), axis)
+        if key not in joint:
+            joint[key] = joint_slope_test(units, MARKERS, axis, rng_seed=rng_seed)
         s = unit_slopes(units, m, against, axis)
         res = equivalence_test(s["slope"].to_numpy(float), plan.effect_of_interest, n_perm=n_perm,
                                rng_seed=rng_seed, alpha=plan.alpha)
         out.append(verdict_of(plan, res, checks=checks, name=vname, **excluded,
                               n_strata=len(s), slopes=[round(float(x), 4) for x in s["slope"]],
-                              joint_slope_test=joint.get(axis)))
+                              joint_slope_test=joint[key]))
     return out
 
 
