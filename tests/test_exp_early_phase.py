@@ -375,36 +375,39 @@ def test_v1_specs_validate(name):
 
 @pytest.mark.parametrize("name", V2_SPECS)
 def test_v2_specs_validate(name):
-    """The issue's design: IMP reaching >= 90 % sparsity, k = 0 and a geometric grid up to
-    about 3 % of training, two η arms, the judged ablations at the plan's k, >= 4 seeds
-    (pilot) / >= 8 (confirmatory), probes at every k of the grid."""
+    """The issue's design: IMP chains reaching >= 90 % sparsity (ablation trials the focus
+    level), k = 0 and a geometric grid up to about 3 % of training, the judged ablations at
+    the plan's k and the largest η, >= 4 seeds (pilot) / >= 8 (confirmatory), probes at
+    every k of the grid."""
     spec = load_spec(SPECS / name)
     assert set(spec.conjectures) == set(ep.V2_CONJECTURES)
     assert smoke(spec).trials()
-    trials = spec.trials()
-    imp = [t for t in trials if t.pruning.levels > 0]
-    assert all(1 - (1 - t.pruning.rate) ** t.pruning.levels >= ep.TARGET for t in imp)
+    imp = [t for t in spec.trials() if t.pruning.levels > 0]
+    plain = [t for t in imp if t.pruning.ablation == "none"]
+    ablated = [t for t in imp if t.pruning.ablation != "none"]
+    reach = lambda t: 1 - (1 - t.pruning.rate) ** t.pruning.levels     # noqa: E731
+    assert all(reach(t) >= ep.TARGET for t in plain) and all(reach(t) >= ep.FOCUS for t in ablated)
     steps = {t.train.epochs * 40 for t in imp}               # MNIST-1D: 4000 / batch 100
     assert len(steps) == 1 and {t.train.batch_size for t in imp} == {100}
-    ks = sorted({t.pruning.rewind_step for t in imp})
+    ks = sorted({t.pruning.rewind_step for t in plain})
     assert ks[0] == 0 and all(b == 2 * a for a, b in zip(ks[1:], ks[2:]))      # geometric
-    assert 0.025 <= ks[-1] / steps.pop() <= 0.035
-    assert len({t.optim.lr for t in imp}) == 2
+    assert len(ks) >= 4 and 0.025 <= ks[-1] / steps.pop() <= 0.035
     assert {t.pruning.ablation for t in imp} == set(ep.ABLATIONS_V2)
-    ablated = [t for t in imp if t.pruning.ablation != "none"]
     assert {(t.optim.lr, t.pruning.rewind_step) for t in ablated} == {
-        (max(t.optim.lr for t in imp), ep.ABLATION_K)}
+        (max(t.optim.lr for t in plain), ep.ABLATION_K)}
     probe_steps = set(imp[0].probes.schedule.steps)
     assert set(ks) <= probe_steps and ep.EARLY_END in probe_steps
     assert len(spec.seeds) >= (8 if name == "early_phase_v2.yaml" else 4)
 
 
 def test_v2_pilot_and_confirmatory_seeds_are_disjoint():
-    pilot, main = (set(load_spec(SPECS / n).seeds) for n in V2_SPECS)
-    assert not pilot & main
-    a, b = (load_spec(SPECS / n) for n in V2_SPECS)
-    assert a.base == b.base                                  # the same design, other seeds
-    assert b.variants == [v for v in a.variants if v.get("pruning.levels") != 0]
+    pilot, main = (load_spec(SPECS / n) for n in V2_SPECS)
+    assert not set(pilot.seeds) & set(main.seeds)
+    assert pilot.base == main.base                           # the same design, other seeds
+    arms = {(v["optim.lr"], v["pruning.rewind_step"], v.get("pruning.ablation"))
+            for v in pilot.variants if "pruning.rewind_step" in v}
+    assert all((v["optim.lr"], v["pruning.rewind_step"], v.get("pruning.ablation")) in arms
+               for v in main.variants)
 
 
 # ------------------------------------------- end to end: kill and resume (slow)

@@ -374,7 +374,7 @@ def _ablations_at_target(table: SweepTable, plans: Plans, n_perm: int, n_boot: i
     seed; every part predicted `part_sign`; intersection-union."""
     (plan,) = plans.values()
     o = plan.options
-    parts, target, k = tuple(o["parts"]), float(o["focus"]), int(o["k"])
+    parts, target, k = tuple(o["parts"]), float(o["target"]), int(o["k"])
     df, excluded = level_frame(table)
     lrs = _arms(df, plan, parts)
     rows = df[df["ablation"].isin(parts) & (df["k"] == k) & df["lr"].isin(lrs)]
@@ -401,7 +401,7 @@ def _ablations_at_target(table: SweepTable, plans: Plans, n_perm: int, n_boot: i
         k_found = k_star(arm, float(o["margin"]), plan.alpha).k
     return [verdict_of(plan, res, checks=v2_checks(table, df, at["run_id"], plan),
                        name=f"{plan.conjecture}[lr={lr:g},k={k}]", lr=lr, k=k,
-                       focus=target, imp_level=int(level.min()), ablations=list(parts),
+                       target=target, imp_level=int(level.min()), ablations=list(parts),
                        k_star_of_this_sweep=k_found, **excluded)]
 
 
