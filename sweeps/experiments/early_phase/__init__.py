@@ -56,30 +56,31 @@ sparsities where k = 0 no longer does; at high sparsity both signs and
 magnitudes matter, and shuffled weights fail.
 
 v2 (`early_phase_v2_pilot.yaml` on seeds 100-103, then `early_phase_v2.yaml`
-on fresh seeds, never pooled), answering the referee: v1 never compared
-the sparse networks with the dense one (its dense net, at a constant η 0.2
-for 10 epochs, ended below the sparse ones), its largest k was 25 % of
-training, and k* and the timeline were figures. v2 trains every level for
-30 epochs (1200 steps) under a step schedule (η ×0.1 at 50 % and 75 %), so
-the dense level 0 plateaus (the registered check `dense_plateaus`); prunes
-55 % per level for 3 levels (90.9 % sparsity, the TARGET level); rewinds to
-k ∈ {0, 5, 10, 20, 40} steps (up to 3.3 % of training); runs the four judged
-ablations at the largest η and k = 40; probes the timeline at listed steps
-that hold every k. Every v2 claim reads d = (target-level − dense) final
-test accuracy of the same trial (`dense_gap`), and "matches dense" is a TOST
-within ±margin over seeds. Conjectures (plans and their numbers' reasons
-in `plans.py`):
-- `rewound_matches_dense[lr=η]`: TOST at k*, the end of the fixed sequence
-  of TOSTs from the largest k down (`k_star`; censored at k_max, never
-  dropped), with k*'s CI over seed resamples (`k_star_ci`).
-- `k_star_positive[lr=η_max]`: k* > 0 at the larger η — the TOST at k*
-  and k = 0 ending more than the margin below dense (intersection-union).
+on fresh seeds 200-207, never pooled), answering the referee: v1 never
+compared the sparse networks with the dense one (its dense net, at a
+constant η 0.2 for 10 epochs, ended below the sparse ones), its largest k
+was 25 % of training, and k* and the timeline were figures. v2 trains every
+level for 30 epochs (1200 steps) under a step schedule (η ×0.1 at 50 % and
+75 %), so the dense level 0 plateaus (the registered check
+`dense_plateaus`); prunes 55 % per level for 3 levels (55 / 79.75 / 90.9 %
+sparsity); rewinds to k ∈ {0, 10, 20, 40} steps (up to 3.3 % of training;
+the pilot also ran η 0.05 and k = 5); runs the four judged ablations at
+η 0.2 and k = 40 on two levels (to 79.75 %); probes the timeline at listed
+steps that hold every k. Every v2 accuracy claim reads d = (IMP level −
+dense) final test accuracy of the same trial (`level_gaps`), and "matches
+dense" is a TOST within ±margin over seeds. Conjectures (plans and their
+numbers' reasons in `plans.py`):
+- `rewound_matches_dense[lr=η,sparsity=s]`: TOST at k*, the end of the
+  fixed sequence of TOSTs from the largest k down (`k_star`; censored at
+  k_max, never dropped), with k*'s CI over seed resamples (`k_star_ci`).
+- `k_star_positive[lr=η_max,sparsity=s]`: k* > 0 — the TOST at k* and
+  k = 0 ending more than the margin below dense (intersection-union).
 - `signs_and_magnitudes_at_k_star`, `shuffling_at_k_star`: v1's ablation
-  tests at the target level of the largest η's ablation trials (k = 40).
+  tests at the first IMP level with sparsity ≥ 0.75, k = 40.
 - `dist_init_rises`, `grad_norm_falls`: per seed Kendall τ over the dense
   run's probes in [1, early_end], mean τ by the exact sign-flip test;
   `sign_flips_before_k_star`: the share of final sign flips reached at k*
-  exceeds k*/T.
+  (at the 79.75 % level) exceeds k*/T.
 
 The package: `plans.py` (the registered plans and why their numbers),
 `analysis.py` (rows, k*, checks, conjectures), `figures.py`.

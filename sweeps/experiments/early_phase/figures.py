@@ -18,6 +18,8 @@ from sweeps.experiments.registry import Sources
 from sweeps.plotting import DPI
 from sweeps.table import SweepTable, param
 
+PAPER_K_STAR = (500 / 62_600, 2000 / 62_600)    # Frankle et al.'s k*, as a share of training
+
 
 # ====================================================================== v1
 def _curve(ax, rows: pd.DataFrame, label: str, **kw) -> None:
@@ -103,8 +105,9 @@ def fig_timeline(table: SweepTable, sources: Sources | None = None) -> Figure | 
 def fig_match(table: SweepTable, sources: Sources | None = None) -> Figure | None:
     """d = (IMP level − dense) test accuracy of the same trial against the rewind step k,
     one panel per IMP level (sparsity), one line per η: mean and the 90 % t interval over
-    seeds (the interval TOST reads), the margin ±m shaded, k* starred (hollow: censored).
-    k = 0 at the left end of a symlog axis."""
+    seeds (the interval TOST reads), the margin ±m shaded, k* starred (hollow: censored),
+    beside the paper's k* (ResNet-20, CIFAR-10: 500–2000 of about 62 600 iterations) as the
+    same share of this run's steps. k = 0 at the left end of a symlog axis."""
     plan = PLANS["early_phase.rewound_matches_dense"]
     margin = float(plan.options["margin"])
     df, _ = level_frame(table)
@@ -112,10 +115,15 @@ def fig_match(table: SweepTable, sources: Sources | None = None) -> Figure | Non
     if gaps.empty:
         return None
     levels = sorted(gaps["imp_level"].unique())
+    ends = table.metric("level/0/final/val_acc").groupby("run_id")["step"].last()
     fig = Figure(figsize=(4.2 * len(levels), 3.6), dpi=DPI, layout="constrained")
     for ax, level in zip(np.atleast_1d(fig.subplots(1, len(levels))), levels):
         at = gaps[gaps["imp_level"] == level]
         ax.axhspan(-margin, margin, color="0.85", label=f"±{margin:g} (margin)")
+        steps = int(at["run_id"].map(ends).max()) if len(ends) else 0
+        if steps:                     # the paper's k* range, as a fraction of training
+            ax.axvspan(PAPER_K_STAR[0] * steps, PAPER_K_STAR[1] * steps, color="C2", alpha=0.12,
+                       label="paper's k* (ResNet-20: 500–2000 of ~62 600 it.)")
         ax.axhline(0, color="k", lw=0.8)
         for i, (lr, arm) in enumerate(at.groupby("lr")):
             ks = k_star(arm, margin, plan.alpha, n_perm=2000)
