@@ -167,25 +167,247 @@ def test_level_table_and_figures():
         assert fig(t, None) is not None, name
 
 
+# ====================================================== v2: constructed chains
+T2, DENSE2 = 1200, 0.94
+V2_SEEDS = range(200, 210)
+PROBES = [0, 1, 2, 3, 5, 7, 10, 14, 20, 28, 40, 56, 80, 113, 160, 320, 640, 1200]
+
+
+def chain(lr: float, k: int, seed: int, gap: float, *, ablation: str = "none",
+          ablation_drop: float = 0.0, levels: int = 3, gain: float = 0.001,
+          flips: str = "early", rng=None) -> dict:
+    """One v2 IMP chain at rate 0.55: level 0 dense (accuracy DENSE2, its epoch-end val/acc
+    gaining `gain` over the last quarter), IMP level 1 (55 %) at the dense accuracy, levels
+    2 and 3 (79.75 %, 90.9 % sparsity) `gap` below or above it; with an ablation each IMP level twice,
+    the ablated one `ablation_drop` lower. The dense level's timeline: distance rising,
+    gradient norm falling, sign flips mostly before step 20 (`flips` "early") or linear."""
+    rng = rng if rng is not None else np.random.default_rng(seed)
+    noise = lambda: rng.normal(0, 0.002)                         # noqa: E731
+    plan = [(0, False)] + [(L, ab) for L in range(1, levels + 1)
+                           for ab in ((False, True) if ablation != "none" else (False,))]
+    epochs = np.arange(40, T2 + 1, 40)
+    rise = DENSE2 - 0.4 * np.exp(-epochs / 150.0)
+    rise = rise - gain * np.clip((T2 - epochs) / (T2 / 4), 0, 1)
+    dense = float(rise[-1]) + noise()
+    st = np.array(PROBES, dtype=float)
+    shape = (1 - np.exp(-st / 8.0)) if flips == "early" else st / T2
+    curves = {"val/acc": (epochs, rise),
+              "timeline/dist_init": (st, np.log1p(st) + rng.normal(0, 0.01, len(st))),
+              "timeline/grad_norm": (st, 3.0 / (1 + st / 10.0) + rng.normal(0, 0.01, len(st))),
+              "timeline/sign_flips": (st, 0.3 * shape + 0.02 * st / T2),
+              "probe/acc": (st, 0.1 + 0.8 * st / T2)}
+    for l, (L, ab) in enumerate(plan):
+        acc = dense if L == 0 else (dense + (gap if L >= 2 else 0.0) + noise()
+                                    - (ablation_drop if ab else 0.0))
+        start, end = l * (T2 + 1) + (0 if l == 0 else k), l * (T2 + 1) + T2
+        curves[f"level/{l}/imp/sparsity"] = ([start], [1 - 0.45 ** L])
+        curves[f"level/{l}/imp/level"] = ([start], [L])
+        curves[f"level/{l}/imp/ablated"] = ([start], [float(ab)])
+        curves[f"level/{l}/final/val_acc"] = ([end], [acc])
+    return {"params": {ep.LR: lr, ep.K: k, ep.ABLATION: ablation}, "seed": seed,
+            "curves": curves}
+
+
+def sweep_v2(*, gaps: dict[int, float] | None = None, low_gaps: dict[int, float] | None = None,
+             drops: dict[str, float] | None = None, seeds=V2_SEEDS, **kw) -> list[dict]:
+    """η 0.2: k = 0 ends 0.05 below dense, k = 5 0.03 below, k >= 10 matches (k* = 10);
+    η 0.05: every k matches. The four ablations at (0.2, 40) lose 0.05."""
+    gaps = {0: -0.05, 5: -0.03, 10: 0.0, 20: 0.0, 40: 0.0, **(gaps or {})}
+    low = {k: 0.0 for k in gaps} | (low_gaps or {})
+    drops = {a: 0.05 for a in ep.ABLATIONS_V2[1:]} | (drops or {})
+    rng = np.random.default_rng(1)
+    out = []
+    for s in seeds:
+        for lr, arm in ((0.2, gaps), (0.05, low)):
+            out += [chain(lr, k, s, g, rng=rng, **kw) for k, g in arm.items()]
+        out += [chain(0.2, ep.ABLATION_K, s, gaps[ep.ABLATION_K], ablation=a, ablation_drop=d,
+                      rng=rng, **kw) for a, d in drops.items()]
+    return out
+
+
+def table_v2(**kw):
+    return make_table(sweep_v2(**kw))
+
+
+def one(f, t, **kw):
+    return {v.name.split("[")[1].rstrip("]"): v for v in f(t, **FAST, **kw)}
+
+
+def test_dense_gap_is_target_minus_dense_of_the_same_trial():
+    t = table_v2(seeds=range(200, 202))
+    df, _ = ep.level_frame(t)
+    gaps = ep.dense_gap(df, ep.TARGET)
+    assert len(gaps) == 2 * 2 * 5 and (gaps["level"] == 3).all()
+    assert gaps["sparsity"].to_numpy() == pytest.approx(1 - 0.45 ** 3)
+    row = gaps[(gaps["lr"] == 0.2) & (gaps["k"] == 0)].iloc[0]
+    levels = df[df["run_id"] == row["run_id"]].set_index("level")["acc"]
+    assert row["d"] == pytest.approx(levels[3] - levels[0]) and row["d"] < -0.04
+
+
+def test_k_star_is_the_end_of_the_fixed_sequence():
+    df, _ = ep.level_frame(table_v2())
+    gaps = ep.dense_gap(df, ep.TARGET)
+    ks = ep.k_star(gaps[gaps["lr"] == 0.2], ep.MARGIN, 0.05)
+    assert (ks.k, ks.censored) == (10, False)
+    assert ks.result.p_value == max(ks.by_k[k].p_value for k in (10, 20, 40))
+    assert ks.by_k[5].statistic < 0 and ks.by_k[0].statistic < 0      # beyond the margin
+    # a k that matches below a gap in the sequence does not count: the sequence stops at 20
+    df, _ = ep.level_frame(table_v2(gaps={20: -0.04, 5: 0.0}))
+    gaps = ep.dense_gap(df, ep.TARGET)
+    assert ep.k_star(gaps[gaps["lr"] == 0.2], ep.MARGIN, 0.05).k == 40
+    ci = ep.k_star_ci(gaps[gaps["lr"] == 0.2], ep.MARGIN, 0.05, n_boot=50)
+    assert ci["ci_k_star"][1] in (40, "> 40")
+
+
+def test_rewound_matches_dense_and_k_star_positive():
+    t = table_v2()
+    vs = one(ep.rewound_matches_dense, t)
+    assert set(vs) == {f"lr={lr},sparsity={s}" for lr in (0.2, 0.05) for s in ("0.55", "0.80", "0.91")}
+    high = vs["lr=0.2,sparsity=0.91"]
+    assert high.verdict == "supported" and high.details["k_star"] == 10
+    assert high.details["imp_level"] == 3 and abs(high.effect) < ep.MARGIN
+    assert vs["lr=0.2,sparsity=0.55"].details["k_star"] == 0     # level 1 matches at every k
+    low = vs["lr=0.05,sparsity=0.91"]
+    assert low.details["k_star"] == 0 and low.verdict == "supported"
+    vs = one(ep.k_star_positive, t)
+    assert set(vs) == {"lr=0.2,sparsity=0.55", "lr=0.2,sparsity=0.80", "lr=0.2,sparsity=0.91"}
+    assert vs["lr=0.2,sparsity=0.91"].verdict == "supported"
+    assert vs["lr=0.2,sparsity=0.55"].verdict == "refuted"        # k = 0 matches there
+    assert [p["predicted_sign"] for p in vs["lr=0.2,sparsity=0.91"].details["parts"]] == [1, -1]
+
+
+def test_k_star_zero_refutes_k_star_positive():
+    v = one(ep.k_star_positive, table_v2(gaps={0: 0.0, 5: 0.0}))["lr=0.2,sparsity=0.91"]
+    assert v.details["k_star"] == 0 and v.verdict == "refuted"
+
+
+def test_never_matching_is_censored_not_dropped():
+    t = table_v2(gaps={k: -0.05 for k in (0, 5, 10, 20, 40)})
+    v = one(ep.rewound_matches_dense, t)["lr=0.2,sparsity=0.91"]
+    assert v.details["censored"] and v.details["k_star"] == 40 and v.verdict == "refuted"
+    v = one(ep.k_star_positive, t)["lr=0.2,sparsity=0.91"]
+    assert v.details["censored"] and v.verdict != "supported"
+
+
+def test_dense_that_has_not_plateaued_is_an_invalid_protocol():
+    t = table_v2(gain=0.02, seeds=range(200, 204))
+    for f in (ep.rewound_matches_dense, ep.k_star_positive, ep.shuffling_at_k_star,
+              ep.dist_init_rises, ep.sign_flips_before_k_star):
+        v = f(t, **FAST)[0]
+        assert v.verdict == "invalid_protocol" and "dense_plateaus" in v.reason, f
+    gains = ep.plateau_gains(t, t.runs["run_id"][:1], 0.75)
+    assert gains.iloc[0] == pytest.approx(0.02, abs=0.002)
+
+
+def test_short_chains_are_an_invalid_protocol():
+    t = table_v2(levels=2, seeds=range(200, 204))
+    v = ep.rewound_matches_dense(t, **FAST)
+    assert all(x.verdict != "supported" for x in v)
+    v = ep.dist_init_rises(t, **FAST)[0]
+    assert v.verdict == "invalid_protocol" and "target_reached" in v.reason
+
+
+def test_ablations_at_k_star():
+    t = table_v2()
+    (v,) = ep.signs_and_magnitudes_at_k_star(t, **FAST)
+    assert v.verdict == "supported" and v.name.endswith(f"[lr=0.2,k={ep.ABLATION_K}]")
+    assert v.effect == pytest.approx(0.05, abs=0.01) and v.details["imp_level"] == 2
+    (v,) = ep.shuffling_at_k_star(table_v2(drops={"shuffle_layer": 0.0}), **FAST)
+    assert v.verdict in ("inconclusive", "underpowered")
+
+
+def test_timeline_claims():
+    t = table_v2()
+    for f, sign in ((ep.dist_init_rises, 1), (ep.grad_norm_falls, -1)):
+        (v,) = f(t, **FAST)
+        assert v.verdict == "supported" and np.sign(v.effect) == sign and v.n == 10
+    (v,) = ep.sign_flips_before_k_star(t, **FAST)
+    assert v.verdict == "supported" and v.details["k_star"] == 10
+    assert v.effect == pytest.approx(0.3 * (1 - np.exp(-10 / 8.0)) / 0.32 - 10 / T2, abs=0.02)
+    (v,) = ep.sign_flips_before_k_star(table_v2(flips="linear"), **FAST)
+    assert v.verdict != "supported"
+
+
+def test_v2_figures_and_table():
+    t = table_v2(seeds=range(200, 203))
+    assert ep.fig_match(t, None) is not None and ep.fig_timeline_k_star(t, None) is not None
+    rows = ep.gap_table(t)
+    assert {"seed", "lr", "k", "imp_level", "dense", "acc", "d"} <= set(rows.columns)
+    assert len(rows) == 3 * 2 * 5 * 3
+
+
 # -------------------------------------------------------- registry, specs
 def test_registered():
     e = experiments.get("early_phase")
-    assert set(e.conjectures) == {"early_phase.rewind_beats_init",
-                                  "early_phase.signs_and_magnitudes_needed",
-                                  "early_phase.shuffling_fails"}
-    assert {p.family for p in ep.PLANS.values()} == set(e.conjectures)
+    assert set(e.conjectures) == set(ep.V1_CONJECTURES) | set(ep.V2_CONJECTURES)
+    assert set(ep.V1_CONJECTURES) == {"early_phase.rewind_beats_init",
+                                      "early_phase.signs_and_magnitudes_needed",
+                                      "early_phase.shuffling_fails"}
+    assert {ep.PLANS[c].family for c in ep.V1_CONJECTURES} == set(ep.V1_CONJECTURES)
+    assert {ep.PLANS[c].family for c in ep.V2_CONJECTURES} == {
+        "early_phase.v2_match", "early_phase.v2_k_star", "early_phase.v2_signs",
+        "early_phase.v2_shuffles", "early_phase.timeline"}
+    for c in ep.V2_CONJECTURES:          # every v2 plan carries the plateau and target checks
+        assert {k.name for k in ep.PLANS[c].checks} == {"dense_plateaus", "target_reached"}
+    match = ep.PLANS["early_phase.rewound_matches_dense"]
+    assert match.statistic == "equivalence" and match.effect_of_interest == ep.MARGIN
 
 
-@pytest.mark.parametrize("name", experiments.get("early_phase").specs)
-def test_specs_validate(name):
+V1_SPECS = ("early_phase.yaml", "early_phase-cluster.yaml")
+V2_SPECS = ("early_phase_v2_pilot.yaml", "early_phase_v2.yaml")
+
+
+def test_specs_are_registered():
+    assert set(experiments.get("early_phase").specs) == set(V1_SPECS) | set(V2_SPECS)
+
+
+@pytest.mark.parametrize("name", V1_SPECS)
+def test_v1_specs_validate(name):
     spec = load_spec(SPECS / name)
-    assert set(spec.conjectures) <= set(experiments.get("early_phase").conjectures)
+    assert set(spec.conjectures) == set(ep.V1_CONJECTURES)
     assert smoke(spec).trials()
     trials = spec.trials()
     ks = {t.pruning.rewind_step for t in trials}
     assert 0 in ks and len(ks) >= 3 and len({t.optim.lr for t in trials}) >= 2
     assert {t.pruning.ablation for t in trials} == set(ep.ABLATIONS_RUN)
     assert all(t.pruning.levels >= 5 for t in trials) and len(spec.seeds) >= 3
+
+
+@pytest.mark.parametrize("name", V2_SPECS)
+def test_v2_specs_validate(name):
+    """The issue's design: IMP chains reaching >= 90 % sparsity (ablation trials the focus
+    level), k = 0 and a geometric grid up to about 3 % of training, the judged ablations at
+    the plan's k and the largest η, >= 4 seeds (pilot) / >= 8 (confirmatory), probes at
+    every k of the grid."""
+    spec = load_spec(SPECS / name)
+    assert set(spec.conjectures) == set(ep.V2_CONJECTURES)
+    assert smoke(spec).trials()
+    imp = [t for t in spec.trials() if t.pruning.levels > 0]
+    plain = [t for t in imp if t.pruning.ablation == "none"]
+    ablated = [t for t in imp if t.pruning.ablation != "none"]
+    reach = lambda t: 1 - (1 - t.pruning.rate) ** t.pruning.levels     # noqa: E731
+    assert all(reach(t) >= ep.TARGET for t in plain) and all(reach(t) >= ep.FOCUS for t in ablated)
+    steps = {t.train.epochs * 40 for t in imp}               # MNIST-1D: 4000 / batch 100
+    assert len(steps) == 1 and {t.train.batch_size for t in imp} == {100}
+    ks = sorted({t.pruning.rewind_step for t in plain})
+    assert ks[0] == 0 and all(b == 2 * a for a, b in zip(ks[1:], ks[2:]))      # geometric
+    assert len(ks) >= 4 and 0.025 <= ks[-1] / steps.pop() <= 0.035
+    assert {t.pruning.ablation for t in imp} == set(ep.ABLATIONS_V2)
+    assert {(t.optim.lr, t.pruning.rewind_step) for t in ablated} == {
+        (max(t.optim.lr for t in plain), ep.ABLATION_K)}
+    probe_steps = set(imp[0].probes.schedule.steps)
+    assert set(ks) <= probe_steps and ep.EARLY_END in probe_steps
+    assert len(spec.seeds) >= (8 if name == "early_phase_v2.yaml" else 4)
+
+
+def test_v2_pilot_and_confirmatory_seeds_are_disjoint():
+    pilot, main = (load_spec(SPECS / n) for n in V2_SPECS)
+    assert not set(pilot.seeds) & set(main.seeds)
+    assert pilot.base == main.base                           # the same design, other seeds
+    arms = {(v["optim.lr"], v["pruning.rewind_step"], v.get("pruning.ablation"))
+            for v in pilot.variants if "pruning.rewind_step" in v}
+    assert all((v["optim.lr"], v["pruning.rewind_step"], v.get("pruning.ablation")) in arms
+               for v in main.variants)
 
 
 # ------------------------------------------- end to end: kill and resume (slow)

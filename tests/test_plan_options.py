@@ -62,6 +62,7 @@ TABLES: dict[str, Callable[[], Any]] = {
     "breakeven": lambda: make_table(_with_trace(with_minibatch_unit(breakeven_trials("paper")))),
     "critical_periods": t_cp.table,
     "early_phase": t_ep.table,
+    **{c: t_ep.table_v2 for c in ep.V2_CONJECTURES},
     "frequency": lambda: make_table(t_freq.sweep()),
     "large_lr.calibration": t_lr.calibration_table,
     "large_lr": t_lr.main_table,
