@@ -25,7 +25,7 @@ from sweeps.experiments.frequency.analysis import DELTA, relative_convergence_st
 from sweeps.experiments.registry import Plans, conjecture
 from sweeps.experiments.stages.markers import (BEFORE, BUDGET, SEEN, crossing, first_reaching,
                                                half_change, interior_peak)
-from sweeps.experiments.stages.plans import (BATCH, CONTROL, END, K, KIND, LEVELS, LR, MARKERS,
+from sweeps.experiments.stages.plans import (BATCH, CONTROL, K, KIND, LEVELS, LR, MARKERS,
                                              NAMES, PLANS, REFERENCE, RULE, START, TRAIN_SIZE)
 from sweeps.table import SweepTable, param
 

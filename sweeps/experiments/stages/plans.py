@@ -91,7 +91,7 @@ import math
 from sweeps.conjectures.plan import AnalysisPlan, Check
 
 LR, BATCH, TRAIN_SIZE = "optim.lr", "train.batch_size", "data.train_size"
-KIND, START, END = "data.deficit.kind", "data.deficit.start_epoch", "data.deficit.end_epoch"
+KIND, START = "data.deficit.kind", "data.deficit.start_epoch"
 LEVELS, K = "pruning.levels", "pruning.rewind_step"
 REFERENCE, CONTROL = "be", "fit"
 MARKERS = ("stab", "fisher", "stiff", "hf", "cp", "imp")
