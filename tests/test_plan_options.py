@@ -27,13 +27,15 @@ import test_exp_early_phase as t_ep
 import test_exp_frequency as t_freq
 import test_exp_large_lr as t_lr
 import test_exp_regimes as t_reg
+import test_exp_stages as t_stages
 import test_exp_stiffness as t_stiff
 from test_conjectures import FAST, breakeven_trials, make_table
 
 # options that are prose about the design (what a unit or a contrast is), not a setting
 DESCRIPTIVE = {"value", "parts", "onset", "before", "after", "contrast", "strata", "direction",
                "unit", "pairing", "summary", "groups", "k_rule", "outcome", "baseline",
-               "early", "late", "es_rule", "never_fires", "scores"}
+               "early", "late", "es_rule", "never_fires", "scores",
+               "marker"}     # stages.closer_than_fit: "all" (its `markers` list is the setting)
 
 
 class Tracked(dict):
@@ -70,6 +72,7 @@ TABLES: dict[str, Callable[[], Any]] = {
     "regimes.calibration": lambda: make_table(t_reg.calibration_trials()),
     "regimes": lambda: make_table(t_reg.main_trials()),
     "stiffness": lambda: make_table(t_stiff.sweep(xi=0.6)),
+    "stages": t_stages.sweep,
 }
 # plan variants judged too: a detector option is read only under its detector
 VARIANTS: dict[str, Callable[[AnalysisPlan], AnalysisPlan]] = {
