@@ -283,14 +283,9 @@ def test_v2_specs_validate_and_pilot_seeds_are_not_reused(name):
 
 @pytest.mark.slow
 def test_v2_smoke_run_gives_a_verdict_per_arm(tmp_path):
-    from test_sweeps import cli, uri
+    from test_sweeps import smoke_verdicts
 
-    res = cli(["run", str(SPECS / "frequency_v2.yaml"), "--smoke", "--storage", str(tmp_path / "ray"),
-               "--tracking-uri", uri(tmp_path)], tmp_path, timeout=600)
-    assert res.returncode == 0, res.stderr[-3000:]
-    out = cli(["conjectures", "frequency_v2-smoke", "--json", "--tracking-uri", uri(tmp_path)], tmp_path)
-    assert out.returncode == 0, out.stderr[-2000:]
-    verdicts = json.loads(out.stdout)["verdicts"]
+    verdicts = smoke_verdicts(SPECS / "frequency_v2.yaml", tmp_path, timeout=600)
     assert sorted(v["name"] for v in verdicts) == [
         f"frequency.high_after_low[{a}]" for a in
         ("digits/cnn2d", "digits/mlp", "mnist1d/cnn1d", "mnist1d/mlp")]

@@ -194,15 +194,9 @@ def test_joint_slope_test_sees_a_marker_that_drifts_with_eta():
 
 @pytest.mark.slow
 def test_smoke_run_gives_every_registered_verdict(tmp_path):
-    import json
-    from test_sweeps import cli, uri
+    from test_sweeps import smoke_verdicts
 
-    res = cli(["run", str(SPECS / "stages.yaml"), "--smoke", "--storage", str(tmp_path / "ray"),
-               "--tracking-uri", uri(tmp_path)], tmp_path, timeout=900)
-    assert res.returncode == 0, res.stderr[-3000:]
-    out = cli(["conjectures", "stages-smoke", "--json", "--tracking-uri", uri(tmp_path)], tmp_path)
-    assert out.returncode == 0, out.stderr[-2000:]
-    verdicts = json.loads(out.stdout)["verdicts"]
+    verdicts = smoke_verdicts(SPECS / "stages.yaml", tmp_path, timeout=900)
     assert sorted(v["name"] for v in verdicts) == sorted(ST.PLANS)
 
 

@@ -5,6 +5,7 @@ MLflow store directly.
 """
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -52,6 +53,17 @@ def _env(cwd: Path) -> dict[str, str]:
 
 def uri(dir: Path) -> str:
     return f"sqlite:///{dir / 'mlflow.db'}"
+
+
+def smoke_verdicts(spec: Path, tmp_path: Path, timeout: float = 600) -> list[dict]:
+    """`dynsweep run SPEC --smoke`, then its verdicts as `dynsweep conjectures --json` prints them."""
+    res = cli(["run", str(spec), "--smoke", "--storage", str(tmp_path / "ray"),
+               "--tracking-uri", uri(tmp_path)], tmp_path, timeout=timeout)
+    assert res.returncode == 0, res.stderr[-3000:]
+    out = cli(["conjectures", f"{spec.stem}-smoke", "--json", "--tracking-uri", uri(tmp_path)],
+              tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return json.loads(out.stdout)["verdicts"]
 
 
 def judged_run(store: Store, name: str) -> tuple[str, object]:
