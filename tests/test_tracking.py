@@ -471,3 +471,19 @@ def test_a_new_sqlite_store_is_a_copy_of_the_cached_empty_one(tmp_path, monkeypa
     db = tmp_path / "c" / "mlflow.db"
     Store(f"sqlite:///{db}").experiment_id("in-place")
     assert _schema(db) == _schema(migrated)
+
+
+def test_a_port_with_403_or_401_in_it_is_not_read_as_a_refusal_of_rights():
+    """A refused connection to port 54037 once read as 'ask for EDIT permission'."""
+    from sweeps.tracking.store import _why_unusable
+    for port in (54037, 40123, 14013):
+        uri = f"http://127.0.0.1:{port}"
+        exc = OSError(f"HTTPConnectionPool(host='127.0.0.1', port={port}): Max retries exceeded with url: "
+                      f"{uri}/api/2.0/mlflow/experiments/search (Caused by NewConnectionError: "
+                      f"Connection refused)")
+        assert _why_unusable(uri, exc) == (f"MLflow at {uri} does not answer (connection refused): check the "
+                                           f"URI and that the server runs (mlflow/start_server.sh)")
+    uri = "http://127.0.0.1:5000"
+    refused = "API request to endpoint /api/2.0/mlflow/experiments/search failed with error code {} != 200"
+    assert "EDIT permission" in _why_unusable(uri, OSError(refused.format(403)))
+    assert "MLFLOW_TRACKING_USERNAME" in _why_unusable(uri, OSError(refused.format(401)))

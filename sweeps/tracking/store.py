@@ -199,10 +199,11 @@ def _quick_http():
 
 def _why_unusable(uri: str, exc: Exception) -> str:
     text = str(exc)
-    if "401" in text or "not authenticated" in text.lower():
+    status = {int(code) for code in re.findall(r"(?<![\d.:=])(40[13])(?!\d)", text)}   # not inside a port
+    if 401 in status or "not authenticated" in text.lower():
         return (f"MLflow at {uri} wants credentials: set MLFLOW_TRACKING_USERNAME and "
                 f"MLFLOW_TRACKING_PASSWORD (a wrong pair is refused the same way)")
-    if "403" in text or "permission denied" in text.lower():
+    if 403 in status or "permission denied" in text.lower():
         user = os.environ.get("MLFLOW_TRACKING_USERNAME", "this user")
         return f"MLflow at {uri} does not let {user} write: ask its admin for EDIT permission"
     if uri.startswith(("http://", "https://")):
