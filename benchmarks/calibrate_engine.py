@@ -21,6 +21,7 @@ Band rule (`bands`), with SE the Monte-Carlo SE of the row:
 Exit status 1 when a confirmed row is out of its band, else 0.
 
     nice python benchmarks/calibrate_engine.py --sims 1000 --perm 499 --out calib.csv
+    nice python benchmarks/calibrate_engine.py --only v2 stages     # some designs only
 """
 from __future__ import annotations
 
@@ -74,9 +75,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sims", type=int, default=1000, help="simulated tables per design and scenario")
     ap.add_argument("--perm", type=int, default=499, help="Monte-Carlo permutations per p")
     ap.add_argument("--out", help="write the table (with any confirmation reruns) as CSV here")
+    ap.add_argument("--only", nargs="+", metavar="TEXT",
+                    help="only the designs whose name or 'used by' contains one of these "
+                         "(each drawn as in a full run)")
     args = ap.parse_args(argv)
+    designs = DESIGNS if not args.only else tuple(
+        d for d in DESIGNS if any(t in d.name or t in d.used_by for t in args.only))
+    if not designs:
+        ap.error(f"--only {' '.join(args.only)}: no design matches")
     t0 = time.perf_counter()
-    df = calibrate(args.sims, n_perm=args.perm, progress=show)
+    df = calibrate(args.sims, designs, n_perm=args.perm, progress=show)
     rows = df.to_dict("records")
     broken = []
     for r in list(rows):
