@@ -272,7 +272,7 @@ DESIGNS: tuple[Design, ...] = (
     sign_test_design("sign test, 35 trials, p0 = 1/2", "breakeven v2 (spectra saturate early)", 35),
     iu_design("intersection-union, 2 paired parts × 8 seed blocks", "early_phase v2 (ablations)", 8),
     equivalence_design("equivalence (TOST), 17 units, margin 0.4 sd",
-                       "stages (marker vs t_BE or t_fit within a factor 2; log-ratio sd 1.5–1.9)",
+                       "stages (a marker within a factor 2 of t_BE; log-ratio sd 1.5–1.9)",
                        17, 0.4),
 )
 
