@@ -11,6 +11,14 @@ training. All probe hooks called at one step share `ctx.cache`, a dict the
 loop creates fresh for that step (the probes keep their per-example
 gradients and Gram there, computed once for K, stiffness and the rest).
 
+A probe hook may also run batched over the members of a pack
+(`dynamics_core.packed`): its `batch_key()` returns a hashable (None: never
+batched), and the pack calls `type(hook).batched(hooks, stack)` once for
+the members whose hooks are due at the step and share the key, with a
+`StackedMembers` view of their weights instead of one module per member.
+It returns what each hook would return alone, to the probe's tolerance, and
+updates each hook's state as its call would.
+
 Training hooks (`changes_training = True`) may change training, under this
 contract:
   - they run after the optimizer step (at step 0: before the first update),
@@ -98,6 +106,21 @@ class Hook(Protocol):
     schedule: Schedule
 
     def __call__(self, ctx: StepContext) -> dict[str, float] | None: ...
+
+
+class StackedMembers(Protocol):
+    """Some members of a pack as one stacked model, in eval mode, float32 (no
+    autocast): what a batched probe hook reads instead of their modules."""
+
+    params: dict[str, torch.Tensor]        # name -> (k, *shape), the members' rows, module order
+    init_params: list[list[torch.Tensor]]  # each member's initial parameters, module order
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Each member's output on the same inputs, (k, n, *out)."""
+
+    def mean_gradients(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Each member's gradient of its mean loss on (x, y): name -> (k, *shape)."""
 
 
 class TrainingHook(Hook, Protocol):

@@ -61,8 +61,14 @@ seeded by its seed and the step, as the solo loop draws them.
 
 Not supported (`pack_compatible` names the field): dropout, DDP; members of different batch size, architecture, data set, data patch,
 Adam betas or IMP level structure.
-Probes run per member on an unstacked copy (`member_module`) at each
-member's own scheduled steps, so they cannot change training.
+Probes run at each member's own scheduled steps, so they cannot change
+training: per member on an unstacked copy (`member_module`), or, for probe
+families that batch (`ProbeFamily.batch_key`: the loss probe and the
+timeline), as one call over the members due at the step (`MemberStack`: one
+vmapped forward, or one vmapped gradient of each member's mean loss). Their
+numbers are the solo probe's as the training's are: bit for bit for an MLP
+on CPU, to float32 rounding for conv members. The members' `probe_s` split
+a batched call's seconds evenly.
 
 Checkpoints: given a `pack_sink`, the pack hands it one checkpoint for all
 members at the epoch ends `env.checkpoint_every_epochs` names (0: only the
@@ -96,7 +102,8 @@ from torch.func import functional_call, grad, stack_module_state, vmap
 from dynamics_core import models
 from dynamics_core.config import TrialConfig
 from dynamics_core.data import Dataset, DeficitView, load
-from dynamics_core.hooks import Hook, LevelStart, StepContext, hook_state, load_hook_state, merge_metrics
+from dynamics_core.hooks import (Hook, LevelStart, StepContext, changes_training, hook_state, load_hook_state,
+                                 merge_metrics)
 from dynamics_core.imp import IMP, imp_plan
 from dynamics_core.measure import default_hooks
 from dynamics_core.models._layers import PreactNoise
@@ -157,6 +164,9 @@ class Pack:
         self._grad = vmap(grad(member_loss, has_aux=True))
         self._forward = vmap(lambda p, b, x: functional_call(base_eval, (p, b), (x,)).float(),
                              in_dims=(0, 0, None))
+        # each member's gradient of its mean loss on shared data, in eval mode as a probe takes it
+        self._mean_grad = vmap(grad(lambda p, b, x, y: self.loss_fn(functional_call(base_eval, (p, b), (x,)), y)),
+                               in_dims=(0, 0, None, None))
 
     # ------------------------------------------------------------- members
     def member_module(self, i: int) -> torch.nn.Module:
@@ -234,6 +244,36 @@ class Pack:
                 loss_sum[r] += l * len(yc)
                 correct[r] += c
         return [(s / len(y), c / len(y)) for s, c in zip(loss_sum, correct)]
+
+
+class MemberStack:
+    """Members of a pack (alive, in the given order) as one stacked model, for
+    probe hooks batched over them (`hooks.StackedMembers`): eval mode (each
+    member's running statistics), float32."""
+
+    def __init__(self, pack: Pack, members: Sequence[int]):
+        self._pack = pack
+        rows = [pack.alive.index(k) for k in members]
+        if rows == list(range(len(pack.alive))):
+            self.params, self.buffers = dict(pack.params), dict(pack.buffers)
+        else:
+            index = torch.tensor(rows, dtype=torch.long, device=pack.device)
+            self.params = {n: v.index_select(0, index) for n, v in pack.params.items()}
+            self.buffers = {n: v.index_select(0, index) for n, v in pack.buffers.items()}
+        self.init_params = [pack.init_params[k] for k in members]
+        self.loss_fn = pack.loss_fn
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        return self._pack._forward(self.params, self.buffers, x)
+
+    def mean_gradients(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+        return self._pack._mean_grad(self.params, self.buffers, x, y)
+
+
+def _batch_key(hook: Hook) -> Any:
+    """The hook's `batch_key()` (None: it runs per member; a training hook never batches)."""
+    key = getattr(hook, "batch_key", None)
+    return key() if key is not None and not changes_training(hook) else None
 
 
 def _noise_draws(model: torch.nn.Module, data: Dataset) -> list[tuple[torch.Size, torch.dtype]]:
@@ -333,21 +373,43 @@ def _run_packed(cfgs, sinks, env, hooks, resume, pack_sink) -> PackedRun:
                            log_artifact=lambda name, value: sinks[k].log_artifact(name, value, at),
                            level=level, level_step=step)
 
-    def call_hooks(k: int, lr: float, mu: float, epoch_now: int, metrics: dict[str, float],
-                   times: bool = False) -> None:
-        due = [h for h in hooks[k] if step in hook_steps[k][h.name]]
-        metrics = dict(metrics)
-        if due:
+    def call_hooks(calls: dict[int, tuple[float, float, int, dict[str, float], bool]]) -> None:
+        """The hooks due at this step of each member in `calls` (member -> lr,
+        momentum, epoch, metrics so far, whether to add its clocks), then its
+        metrics logged. Probe hooks that batch (`batch_key`) run as one call
+        per key over the members they are due for; the others run on the
+        member's unstacked copy; each member's metrics merge in its hooks' order."""
+        due = {k: [h for h in hooks[k] if step in hook_steps[k][h.name]] for k in calls}
+        groups: dict[Any, list[tuple[int, Hook]]] = {}
+        for k, hs in due.items():
+            for h in hs:
+                key = _batch_key(h)
+                if key is not None:
+                    groups.setdefault(key, []).append((k, h))
+        batched: dict[tuple[int, str], dict[str, float] | None] = {}
+        for pairs in groups.values():
             t0 = _synced_clock(device)
-            ctx = context(k, lr, mu, epoch_now, pack.member_module(k))
-            for hook in due:
+            with _isolated(pack.template, device):
+                values = type(pairs[0][1]).batched([h for _, h in pairs], MemberStack(pack, [k for k, _ in pairs]))
+            share = (_synced_clock(device) - t0) / len(pairs)
+            for (k, h), v in zip(pairs, values):
+                batched[k, h.name] = v
+                clocks[k][1] += share
+        for k, (lr, mu, epoch_now, metrics, times) in calls.items():
+            metrics, ctx = dict(metrics), None
+            for hook in due[k]:
+                if (k, hook.name) in batched:
+                    merge_metrics(metrics, batched[k, hook.name], hook.name)
+                    continue
+                t0 = _synced_clock(device)
+                ctx = ctx or context(k, lr, mu, epoch_now, pack.member_module(k))
                 with _isolated(ctx.model, device):
                     merge_metrics(metrics, hook(ctx), hook.name)
-            clocks[k][1] += _synced_clock(device) - t0
-        if times:
-            metrics.update({"time/train_s": clocks[k][0], "time/probe_s": clocks[k][1]})
-        if metrics:
-            sinks[k].log_metrics(metrics, gstep())
+                clocks[k][1] += _synced_clock(device) - t0
+            if times:
+                metrics.update({"time/train_s": clocks[k][0], "time/probe_s": clocks[k][1]})
+            if metrics:
+                sinks[k].log_metrics(metrics, gstep())
 
     def call_plan(k: int, lr: float, mu: float) -> None:
         """The plan's training hook where it does more than hold the masks (which
@@ -375,10 +437,12 @@ def _run_packed(cfgs, sinks, env, hooks, resume, pack_sink) -> PackedRun:
             step, metrics[k], stats[k] = start.start_step, start.metrics, [0.0, 0.0, 0]
         epoch, pruned = step // spe, _pruned(pack, plans)
         pack.opt.reset()
+        calls = {}
         for k in pack.alive:
             lr, mu = schedule(k, (step - epoch * spe) / spe)
             call_plan(k, lr, mu)
-            call_hooks(k, lr, mu, epoch, metrics[k])
+            calls[k] = (lr, mu, epoch, metrics[k], False)
+        call_hooks(calls)
 
     for k in pack.alive:        # IMP.start: reinit ablations build fresh models
         if plans[k] is not None:
@@ -436,8 +500,7 @@ def _run_packed(cfgs, sinks, env, hooks, resume, pack_sink) -> PackedRun:
                         sinks[k].log_metrics(batch, gstep())
                 _log_epoch(pack, sinks, stats, [k for k in pack.alive if done[k]], epoch, sched, gstep(),
                            level if plans[0] is not None else None)
-                for k in pack.alive:
-                    call_hooks(k, *sched[k], epoch + 1 if done[k] else epoch, {}, times=done[k])
+                call_hooks({k: (*sched[k], epoch + 1 if done[k] else epoch, {}, done[k]) for k in pack.alive})
                 summaries = _log_final(pack, sinks, ended, step, gstep(), clocks, level, levels, finals,
                                        plans[0] is not None)
                 leaving = ended if level + 1 == levels else []      # finished: they leave the stack

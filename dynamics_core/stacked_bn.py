@@ -5,7 +5,8 @@ then ·weight + bias) and its weight and bias gradients are summed by other
 kernels than the solo run's `native_batch_norm_backward`, so they differ in
 the last bits. Here the solo kernels run instead — `native_batch_norm`
 (training: batch statistics, updating the running statistics in place;
-eval: the running statistics) and `native_batch_norm_backward`:
+eval: the running statistics) and `native_batch_norm_backward` (training,
+and eval for a probe's gradient of the loss, `packed.MemberStack`):
 
 - inputs with spatial dims, (N, C, L…) per member: the member axis is
   folded into the channels, one (N, K·C, L…) call; a channel's reductions
@@ -90,17 +91,17 @@ class _BatchNorm(Function):
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        x, weight, _, _, _, training, _, eps = inputs
+        x, weight, _, running_mean, running_var, training, _, eps = inputs
         _, mean, invstd = output
-        ctx.save_for_backward(x, weight, mean, invstd)
+        # training: the batch statistics; eval (a probe's gradient): the running ones, unchanged by the forward
+        ctx.save_for_backward(x, weight, *((mean, invstd) if training else (running_mean, running_var)))
         ctx.training, ctx.eps = training, eps
         ctx.mark_non_differentiable(mean, invstd)
 
     @staticmethod
     def backward(ctx, grad_out, _mean, _invstd):
-        if not ctx.training:
-            raise RuntimeError("packed BatchNorm differentiates training steps only (batch statistics)")
-        grads = _BatchNormBackward.apply(grad_out, *ctx.saved_tensors, ctx.eps)
+        backward = _BatchNormBackward if ctx.training else _BatchNormBackwardEval
+        grads = backward.apply(grad_out, *ctx.saved_tensors, ctx.eps)
         return *grads, None, None, None, None, None
 
     @staticmethod
@@ -133,3 +134,26 @@ class _BatchNormBackward(Function):
                         [_members_first(grad_out, dg, k), _members_first(x, dx, k)],
                         [_channels(weight, dw), None, None, _channels(mean, dmean), _channels(invstd, dinv)],
                         True, eps, [True, True, True])
+
+
+class _BatchNormBackwardEval(Function):
+    """The eval-mode backward (running statistics), as a probe's gradient of a
+    member's loss takes it; not differentiable either."""
+
+    @staticmethod
+    def forward(grad_out, x, weight, running_mean, running_var, eps):
+        return torch.ops.aten.native_batch_norm_backward(grad_out, x, weight, running_mean, running_var, None, None,
+                                                         False, eps, [True, True, True])
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        pass
+
+    @staticmethod
+    def vmap(info, in_dims, grad_out, x, weight, running_mean, running_var, eps):
+        k = info.batch_size
+        dg, dx, dw, dm, dv = in_dims[:5]
+        return _members(torch.ops.aten.native_batch_norm_backward, k,
+                        [_members_first(grad_out, dg, k), _members_first(x, dx, k)],
+                        [_channels(weight, dw), _channels(running_mean, dm), _channels(running_var, dv), None, None],
+                        False, eps, [True, True, True])

@@ -156,6 +156,41 @@ def test_members_run_their_own_probes_as_solo_runs_do(mnist1d_cache):
         assert_same_run(sinks[k], sink)
 
 
+@pytest.mark.parametrize("arch, over", [("mlp", {}), ("cnn1d", {"model": {"batchnorm": True}})])
+def test_loss_and_timeline_probes_run_batched_over_the_members_due(mnist1d_cache, monkeypatch, arch, over):
+    """One call per family and step over the members whose round is due (the
+    shorter member has its own steps), no unstacked copy of a member, and each
+    member's numbers its solo run's: bit for bit for the MLP, to float32
+    rounding for the 1-D CNN with BatchNorm (its eval-mode gradient)."""
+    from dynamics_core.hooks import log_spaced_steps
+    from dynamics_core.measure.loss import LossProbe
+    from dynamics_core.measure.timeline import Timeline
+    from dynamics_core.packed import Pack
+
+    probes = {**PROBES_OFF, "timeline": True, "probe_size": 32, "val_probe_size": 16,
+              "schedule": {"kind": "log", "points": 3}}
+    cfgs = [trial(seed=0, lr=0.05, arch=arch, probes=probes, **over),
+            trial(seed=1, lr=0.1, arch=arch, probes=probes, train={"epochs": 2}, **over),
+            trial(seed=2, lr=0.02, momentum=0.9, arch=arch, probes=probes, **over)]
+    calls, copies = [], []
+    for family in (LossProbe, Timeline):
+        def spy(hooks, stack, batched=family.batched, name=family.__name__):
+            calls.append((name, len(hooks)))
+            return batched(hooks, stack)
+        monkeypatch.setattr(family, "batched", staticmethod(spy))
+    member_module = Pack.member_module
+    monkeypatch.setattr(Pack, "member_module", lambda pack, i: copies.append(i) or member_module(pack, i))
+    out, sinks = packed(cfgs, mnist1d_cache)
+    assert [r.status for r in out.results] == ["finished"] * 3 and not copies
+    due = [set(log_spaced_steps(t, 3)) for t in (TOTAL, 14, TOTAL)]
+    assert calls == [(name, sum(s in d for d in due)) for s in sorted(set.union(*due))
+                     for name in ("LossProbe", "Timeline")]
+    for k, cfg in enumerate(cfgs):
+        _, sink, _ = solo(cfg, mnist1d_cache)
+        assert any(key == "timeline/grad_norm" for _, key, _ in sink.metrics)
+        (assert_same_run if arch == "mlp" else assert_close_run)(sinks[k], sink)
+
+
 # ----------------------------------------------------------- compatibility
 @pytest.mark.parametrize("other, field", [
     (trial(seed=1, train={"batch_size": 32}), "train.batch_size"),

@@ -91,8 +91,8 @@ def test_batchnorm_members_keep_their_own_running_statistics(mnist1d_cache, arch
 
 @pytest.mark.parametrize("shape", [(32, 6), (32, 6, 9), (32, 6, 5, 5)])
 def test_folded_batchnorm_is_each_members_solo_batchnorm_bit_for_bit(shape):
-    """Training output, input/weight/bias gradients, running statistics and the
-    eval output of K = 3 vmapped members: each member's solo BatchNorm's."""
+    """Training output, input/weight/bias gradients, running statistics, and the
+    eval output and gradients of K = 3 vmapped members: each member's solo BatchNorm's."""
     g = torch.Generator().manual_seed(0)
     norm = {2: torch.nn.BatchNorm1d, 3: torch.nn.BatchNorm1d, 4: torch.nn.BatchNorm2d}[len(shape)]
     members = [norm(shape[1]) for _ in range(3)]
@@ -108,7 +108,13 @@ def test_folded_batchnorm_is_each_members_solo_batchnorm_bit_for_bit(shape):
         return (out * w).sum(), out
 
     (gp, gx), out = vmap(grad(loss, argnums=(0, 2), has_aux=True))(params, buffers, x, w)
-    evaluated = vmap(functional_call, in_dims=(None, 0, 0))(copy.deepcopy(base).eval(), (params, buffers), (x,))
+    eval_base = copy.deepcopy(base).eval()
+    evaluated = vmap(functional_call, in_dims=(None, 0, 0))(eval_base, (params, buffers), (x,))
+
+    def eval_loss(p, b, x, w):
+        return (functional_call(eval_base, (p, b), (x,)) * w).sum()
+
+    ep, ex = vmap(grad(eval_loss, argnums=(0, 2)))(params, buffers, x, w)   # a probe's gradient: running statistics
     for k, m in enumerate(members):
         xk = x[k].clone().requires_grad_()
         solo = m(xk)
@@ -117,6 +123,11 @@ def test_folded_batchnorm_is_each_members_solo_batchnorm_bit_for_bit(shape):
         assert torch.equal(m.weight.grad, gp["weight"][k]) and torch.equal(m.bias.grad, gp["bias"][k])
         assert all(torch.equal(v, buffers[n][k]) for n, v in m.named_buffers())
         assert torch.equal(m.eval()(x[k]), evaluated[k])
+        m.zero_grad()
+        xk = x[k].clone().requires_grad_()
+        (m(xk) * w[k]).sum().backward()
+        assert torch.equal(xk.grad, ex[k])
+        assert torch.equal(m.weight.grad, ep["weight"][k]) and torch.equal(m.bias.grad, ep["bias"][k])
 
 
 # ----------------------------------------------------------------- patches

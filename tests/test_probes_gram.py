@@ -124,9 +124,10 @@ def test_joint_gram_stiffness_between_sets_matches_double_loop():
 
 @pytest.mark.parametrize("name, width", [("mlp", 32), ("cnn1d", 8)])
 def test_probe_round_shared_gram_equals_separate_computation(mnist1d_cache, name, width):
-    """float32 models as trained: K, stiffness and the timeline's gradient norm
-    from the round's one joint Gram equal the separate float64 products of the
-    materialised float32 gradients (the previous probe round) to float32 rounding."""
+    """float32 models as trained: K and stiffness from the round's one joint
+    Gram, and the timeline's gradient norm (one backward of the mean loss),
+    equal the separate float64 products of the materialised float32 gradients
+    (the previous probe round) to float32 rounding."""
     from dynamics_core.data import load
     from dynamics_core.config import DataConfig
     data_ = load(DataConfig(train_size=400, test_size=200), torch.device("cpu"), mnist1d_cache)

@@ -7,10 +7,13 @@ probe family the config switches on, built from the registry
 (`registry.py`), and the patch-only accuracy for patch data. The families
 share one `ProbeSet` (fixed probe data) and, at each step, one `ProbeRound`
 (`base.py`): one Gram of the per-example gradients of the probe and
-validation probe sets, computed once for K, stiffness and the timeline
+validation probe sets, computed once for K and stiffness
 (`probes.per_example_gram`: Linear layers from their factors, G never
-formed; float64-accumulated where K's eigen-solve or the timeline's sum
-reads it, float32 products for the cosines only stiffness reads). Metric names:
+formed; float64-accumulated where K's eigen-solve reads it, float32
+products for the cosines only stiffness reads). The loss probe and the
+timeline need no per-example gradients (a forward; one gradient of the mean
+loss), and in a pack they run batched over the members (`base.py`,
+`dynamics_core.packed`). Metric names:
 
   probe/loss, probe/acc, probe/delta_loss      loss on the probe set, ΔL since last round
   hessian/top, hessian/n_hvp, hessian/lr_x_top λ_H¹ (Lanczos), its HVP count, η·λ_H¹  [hessian]
@@ -31,6 +34,8 @@ reads it, float32 products for the cosines only stiffness reads). Metric names:
   fisher/trace                                                                      [fisher]
   freq/delta_k{i}                              Δ_F at the i-th tracked label peak   [frequency]
   timeline/dist_init, timeline/grad_norm, timeline/sign_flips                       [timeline]
+                                               ‖θ − θ₀‖, ‖∇ of the mean probe-set loss‖,
+                                               fraction of signs flipped since θ₀
   artifact "weights"                           flattened parameters at the step     [snapshots]
   patch/acc                                    at each epoch end, patch data only
 

@@ -9,21 +9,25 @@ GGᵀ of the per-example gradients of the probe set and the validation probe
 set together (`joint_gram`: K centres its train block exactly, stiffness
 reads its train-train, train-val and val-val blocks), built by
 `per_example_gram` from layer factors without forming G where it can, with
-float64 accumulation only where an eigen-solve or a sum needs it (the
-train-train block, when K or the timeline is on); and, only for consumers
-that need them (minibatch K, plugins), the per-example gradients G
-themselves.
+float64 accumulation only where an eigen-solve needs it (the train-train
+block, when K is on); and, only for consumers that need them (minibatch K,
+plugins), the per-example gradients G themselves.
+
+Probe families whose math is one batched forward or one gradient of the
+mean loss (the loss probe, the timeline) also run batched over a pack's
+members (`ProbeFamily.batch_key`, `batched`; `dynamics_core.packed`).
 """
 from __future__ import annotations
 
 from functools import cached_property
+from typing import Sequence
 
 import torch
 
 from dynamics_core import probes as P
 from dynamics_core.config import ProbesConfig
 from dynamics_core.data import Dataset, probe_indices
-from dynamics_core.hooks import Schedule, StepContext
+from dynamics_core.hooks import Schedule, StackedMembers, StepContext
 
 
 def probe_schedule(cfg: ProbesConfig) -> Schedule:
@@ -78,12 +82,11 @@ class ProbeRound:
     @cached_property
     def exact(self) -> int:
         """Rows of the joint Gram whose block among themselves is float64-
-        accumulated: the probe set's when K (per example) or the timeline
-        reads it (an eigen-solve and a norm of a sum), else none: cosines
-        alone (stiffness) are exact to float32 rounding from float32 products."""
+        accumulated: the probe set's when K (per example) reads it (an
+        eigen-solve), else none: cosines alone (stiffness) are exact to
+        float32 rounding from float32 products."""
         cfg = self.probes.cfg
-        need = (cfg.gradcov and cfg.gradcov_unit == "example") or cfg.timeline
-        return len(self.probes.y) if need else 0
+        return len(self.probes.y) if cfg.gradcov and cfg.gradcov_unit == "example" else 0
 
     @cached_property
     def joint_gram(self) -> torch.Tensor:
@@ -102,8 +105,8 @@ class ProbeRound:
 
     @cached_property
     def gram(self) -> torch.Tensor:
-        """GGᵀ of the probe set (n×n, float64-accumulated): K centres it, the
-        timeline sums it. The train-train block of `joint_gram` when that is
+        """GGᵀ of the probe set (n×n, float64-accumulated): K centres it. The
+        train-train block of `joint_gram` when that is
         exact, else its own product."""
         n = len(self.probes.y)
         if self.exact == n:
@@ -125,3 +128,21 @@ class ProbeFamily:
 
     def __call__(self, ctx: StepContext) -> dict[str, float] | None:
         raise NotImplementedError
+
+    # ------------------------------------------------ batched over a pack
+    def batch_key(self) -> tuple | None:
+        """Hooks of a pack's members with equal keys that are due at one step
+        run as one `batched` call instead of one call per member; None (the
+        default): this family runs per member, on the member's own module."""
+        return None
+
+    @staticmethod
+    def batched(hooks: Sequence["ProbeFamily"], stack: StackedMembers) -> list[dict[str, float] | None]:
+        """What each of `hooks` (one per member of `stack`, in its order)
+        would return if called alone on its member's module."""
+        raise NotImplementedError
+
+    def _probe_set_key(self) -> tuple:
+        """What makes two members' probe sets the same data (the data set is the pack's)."""
+        c = self.cfg
+        return (type(self), c.probe_size, c.probe_seed, c.val_probe_size, c.hessian_size)
