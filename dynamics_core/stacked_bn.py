@@ -100,8 +100,7 @@ class _BatchNorm(Function):
 
     @staticmethod
     def backward(ctx, grad_out, _mean, _invstd):
-        backward = _BatchNormBackward if ctx.training else _BatchNormBackwardEval
-        grads = backward.apply(grad_out, *ctx.saved_tensors, ctx.eps)
+        grads = _BatchNormBackward.apply(grad_out, *ctx.saved_tensors, ctx.training, ctx.eps)
         return *grads, None, None, None, None, None
 
     @staticmethod
@@ -114,46 +113,31 @@ class _BatchNorm(Function):
 
 
 class _BatchNormBackward(Function):
-    """The training-mode backward (batch statistics `mean`, `invstd`; the running
-    statistics play no part), itself not differentiable: a step needs no second derivatives."""
+    """The solo backward, itself not differentiable (a step needs no second
+    derivatives): training mode from the batch statistics `a`, `b` = mean,
+    invstd (the running statistics play no part); eval mode, as a probe's
+    gradient of a member's loss takes it, from the running statistics `a`,
+    `b` = running mean, running variance."""
 
     @staticmethod
-    def forward(grad_out, x, weight, mean, invstd, eps):
-        return torch.ops.aten.native_batch_norm_backward(grad_out, x, weight, None, None, mean, invstd, True, eps,
-                                                         [True, True, True])
-
-    @staticmethod
-    def setup_context(ctx, inputs, output):
-        pass
-
-    @staticmethod
-    def vmap(info, in_dims, grad_out, x, weight, mean, invstd, eps):
-        k = info.batch_size
-        dg, dx, dw, dmean, dinv = in_dims[:5]
-        return _members(torch.ops.aten.native_batch_norm_backward, k,
-                        [_members_first(grad_out, dg, k), _members_first(x, dx, k)],
-                        [_channels(weight, dw), None, None, _channels(mean, dmean), _channels(invstd, dinv)],
-                        True, eps, [True, True, True])
-
-
-class _BatchNormBackwardEval(Function):
-    """The eval-mode backward (running statistics), as a probe's gradient of a
-    member's loss takes it; not differentiable either."""
-
-    @staticmethod
-    def forward(grad_out, x, weight, running_mean, running_var, eps):
-        return torch.ops.aten.native_batch_norm_backward(grad_out, x, weight, running_mean, running_var, None, None,
-                                                         False, eps, [True, True, True])
+    def forward(grad_out, x, weight, a, b, training, eps):
+        return torch.ops.aten.native_batch_norm_backward(grad_out, x, weight, *_statistics(a, b, training), training,
+                                                         eps, [True, True, True])
 
     @staticmethod
     def setup_context(ctx, inputs, output):
         pass
 
     @staticmethod
-    def vmap(info, in_dims, grad_out, x, weight, running_mean, running_var, eps):
+    def vmap(info, in_dims, grad_out, x, weight, a, b, training, eps):
         k = info.batch_size
-        dg, dx, dw, dm, dv = in_dims[:5]
+        dg, dx, dw, da, db = in_dims[:5]
         return _members(torch.ops.aten.native_batch_norm_backward, k,
                         [_members_first(grad_out, dg, k), _members_first(x, dx, k)],
-                        [_channels(weight, dw), _channels(running_mean, dm), _channels(running_var, dv), None, None],
-                        False, eps, [True, True, True])
+                        [_channels(weight, dw), *_statistics(_channels(a, da), _channels(b, db), training)],
+                        training, eps, [True, True, True])
+
+
+def _statistics(a, b, training: bool) -> tuple:
+    """`native_batch_norm_backward`'s running mean, running variance, saved mean, saved invstd."""
+    return (None, None, a, b) if training else (a, b, None, None)
