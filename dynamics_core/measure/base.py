@@ -106,8 +106,8 @@ class ProbeRound:
     @cached_property
     def gram(self) -> torch.Tensor:
         """GGᵀ of the probe set (n×n, float64-accumulated): K centres it. The
-        train-train block of `joint_gram` when that is
-        exact, else its own product."""
+        train-train block of `joint_gram` when that is exact, else its own
+        product."""
         n = len(self.probes.y)
         if self.exact == n:
             return self.joint_gram[:n, :n]
