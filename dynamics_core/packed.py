@@ -67,8 +67,7 @@ families that batch (`ProbeFamily.batch_key`: the loss probe and the
 timeline), as one call over the members due at the step (`MemberStack`: one
 vmapped forward, or one vmapped gradient of each member's mean loss). Their
 numbers are the solo probe's as the training's are: bit for bit for an MLP
-on CPU, to float32 rounding for conv members. The members' `probe_s` split
-a batched call's seconds evenly.
+on CPU, to float32 rounding for conv members.
 
 Checkpoints: given a `pack_sink`, the pack hands it one checkpoint for all
 members at the epoch ends `env.checkpoint_every_epochs` names (0: only the
@@ -84,7 +83,8 @@ trained or reported to again.
 
 Wall-clock seconds per member, as `train.run` logs them (`time/train_s`,
 `time/probe_s` at epoch ends, `final/time_*` in the summary): `probe_s` is
-the member's own probe time; `train_s` is its share of the pack's training
+the member's own probe time (of a batched probe call, its even share);
+`train_s` is its share of the pack's training
 time, each step's seconds split evenly over the members trained in it, so
 the members' `train_s` add up to the pack's.
 """
@@ -389,7 +389,7 @@ def _run_packed(cfgs, sinks, env, hooks, resume, pack_sink) -> PackedRun:
         batched: dict[tuple[int, str], dict[str, float] | None] = {}
         for pairs in groups.values():
             t0 = _synced_clock(device)
-            with _isolated(pack.template, device):
+            with _isolated(pack.template, device):     # every RNG restored (the template is not used)
                 values = type(pairs[0][1]).batched([h for _, h in pairs], MemberStack(pack, [k for k, _ in pairs]))
             share = (_synced_clock(device) - t0) / len(pairs)
             for (k, h), v in zip(pairs, values):

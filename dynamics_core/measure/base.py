@@ -143,6 +143,7 @@ class ProbeFamily:
         raise NotImplementedError
 
     def _probe_set_key(self) -> tuple:
-        """What makes two members' probe sets the same data (the data set is the pack's)."""
+        """The batch key of a family that reads only the probe set: its type and
+        what makes two members' probe sets the same data (the data set is the pack's)."""
         c = self.cfg
         return (type(self), c.probe_size, c.probe_seed, c.val_probe_size, c.hessian_size)
